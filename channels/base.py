@@ -1,0 +1,91 @@
+"""What every delivery channel shares: the outbound message, the receipt and the one error.
+
+Exceptions::
+
+    ChannelError                 a send did not deliver; ``permanent`` says whether retrying can help
+      ├── ChannelConfigError     the channel's own settings are unusable (always permanent)
+      └── (adapters raise ChannelError only, mapping vendor errors at their boundary)
+
+Adapters never retry and never decide policy: they send once and either return a
+:class:`Receipt` or raise :class:`ChannelError`. The dispatcher alone retries and fails over.
+``channels`` never imports ``daemon``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One notification rendered for one send attempt on one channel."""
+
+    notification_id: str
+    idempotency_key: str
+    severity: str
+    subject: str
+    body: str
+    created_at: datetime
+    source: str = "api"
+    recipients: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    attempt: int = 1
+    provider_state: str = "healthy"
+    raw: bytes | None = None
+    mail_from: str | None = None
+    drill: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a channel reports after a successful send."""
+
+    channel: str
+    detail: str = ""
+    remote_id: str | None = None
+
+
+class ChannelError(Exception):
+    """The channel could not deliver the message."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        permanent: bool = False,
+        retry_after_s: float | None = None,
+        service_fault: bool = False,
+    ) -> None:
+        super().__init__(message or self.__doc__ or "")
+        #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
+        self.permanent = permanent
+        #: the remote asked us to wait this long before the next attempt (HTTP Retry-After)
+        self.retry_after_s = retry_after_s
+        #: the failure says the service itself is unwell (refused, timeout, 4xx/5xx greeting),
+        #: not something about this one message; the primary email channel feeds it to health tracking
+        self.service_fault = service_fault
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class ChannelConfigError(ChannelError):
+    """The channel is misconfigured."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, permanent=True)
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A delivery channel: send one message, raise ChannelError if it did not go."""
+
+    name: str
+
+    async def send(self, message: OutboundMessage) -> Receipt: ...
+
+    async def aclose(self) -> None: ...

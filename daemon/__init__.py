@@ -1,0 +1,3 @@
+"""backchannel: a communication failover daemon."""
+
+__version__ = "0.1.0"
