@@ -1,0 +1,41 @@
+"""The HTTP API's request bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from daemon.core.model import Severity
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class NotificationIn(BaseModel):
+    """One notification to deliver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severity: Severity = Field(description="critical, high, warning or info")
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=998)]
+    body: Annotated[str, StringConstraints(max_length=65536)] = ""
+    source: Annotated[str, StringConstraints(min_length=1, max_length=128)] = "api"
+    recipients: Annotated[
+        list[Annotated[str, StringConstraints(min_length=3, max_length=320)]], Field(max_length=100)
+    ] = []
+    labels: Annotated[dict[Label, Label], Field(max_length=64)] = {}
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        default=None, description="repeating a key returns the first notification instead of a new one"
+    )
+
+
+NotificationBatch = Annotated[list[NotificationIn], Field(min_length=1, max_length=1000)]
+
+
+class OverrideIn(BaseModel):
+    """Force the provider's state until released (a drill, or an operator who knows better)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: Literal["healthy", "outage"]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = "operator override"

@@ -1,0 +1,231 @@
+"""The dispatcher: claims due deliveries, sends them, records every outcome.
+
+The outbox row is the truth: a delivery is claimed (``in_flight``) before it is sent and its
+outcome is committed after, so a crash between the two re-sends it on restart (at least once;
+the notification id travels as the idempotency key so receivers can drop the repeat).
+One failing channel never holds up the others: each has its own cap on sends in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from channels.base import Channel, ChannelError, OutboundMessage, Receipt
+from daemon.clock import Clock
+from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
+from daemon.core.model import Mode, ProviderState
+from daemon.rerouting import Rerouter
+from daemon.store.base import Claimed, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPolicy:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int = 4
+    #: failures of this channel that implicate the provider feed health tracking
+    primary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    poll_s: float = 1.0
+    lease_s: float = 300.0
+    drain_grace_s: float = 10.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        policies: Mapping[str, ChannelPolicy],
+        *,
+        clock: Clock,
+        state: Callable[[], ProviderState],
+        mode: Callable[[], Mode],
+        rerouter: Rerouter,
+        on_primary_failure: Callable[[str], Awaitable[None]],
+        settings: DispatchSettings | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._store = store
+        self._channels = dict(channels)
+        self._policies = dict(policies)
+        self._clock = clock
+        self._state = state
+        self._mode = mode
+        self._rerouter = rerouter
+        self._on_primary_failure = on_primary_failure
+        self._settings = settings or DispatchSettings()
+        self._rand = rand
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
+        self._stopping = False
+        self._sweep_due = True
+        #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
+        self.last_pass_at = clock.monotonic()
+
+    def wake(self) -> None:
+        """New work or a new mode: look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    def request_sweep(self) -> None:
+        self._sweep_due = True
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(tasks) for tasks in self._in_flight.values())
+
+    async def run(self) -> None:
+        """Dispatch until :meth:`stop`; then wait for in-flight sends within the grace period."""
+        await self._store.release_claims(self._clock.now())
+        while not self._stopping:
+            await self._pass()
+            self.last_pass_at = self._clock.monotonic()
+            await self._idle()
+        await self._drain()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _pass(self) -> None:
+        if self._sweep_due:
+            self._sweep_due = False
+            await self._rerouter.sweep(self._mode())
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=self._settings.lease_s)
+        for name in self._channels:
+            free = self._policies[name].concurrency - len(self._in_flight[name])
+            if free <= 0:
+                continue
+            for claimed in await self._store.claim(name, free, now, lease_until):
+                self._start(name, claimed)
+
+    def _start(self, name: str, claimed: Claimed) -> None:
+        task = asyncio.create_task(self._deliver(name, claimed), name=f"deliver-{claimed.delivery.id}")
+        tasks = self._in_flight[name]
+        tasks.add(task)
+        task.add_done_callback(lambda t: self._finished(tasks, t))
+
+    def _finished(self, tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("delivery task crashed", exc_info=exc, extra={"event": "delivery.crashed"})
+
+    async def _idle(self) -> None:
+        timeout = self._settings.poll_s
+        due = await self._store.next_due_at()
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - self._clock.now()).total_seconds()))
+        if timeout > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                self._sweep_due = True
+        self._wake.clear()
+
+    async def _drain(self) -> None:
+        tasks = [t for group in self._in_flight.values() for t in group]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self._settings.drain_grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning(
+                "%d sends still in flight at shutdown stay in the outbox",
+                len(pending),
+                extra={"event": "dispatch.drain_timeout", "count": len(pending)},
+            )
+
+    async def _deliver(self, name: str, claimed: Claimed) -> None:
+        started_at = self._clock.now()
+        message = self._render(claimed)
+        try:
+            receipt = await self._channels[name].send(message)
+        except ChannelError as exc:
+            outcome = await self._failure(name, claimed, exc, started_at)
+        except Exception as exc:
+            # An adapter bug must not lose the notification nor silence other channels.
+            log.exception(
+                "channel %s raised unexpectedly", name, extra={"event": "delivery.bug", "channel": name}
+            )
+            outcome = await self._failure(name, claimed, ChannelError(f"internal error: {exc!r}"), started_at)
+        else:
+            outcome = self._success(name, claimed, receipt, started_at)
+        await self._store.record([outcome], self._clock.now())
+        if claimed.delivery.mode != self._mode():
+            self.request_sweep()
+
+    def _render(self, claimed: Claimed) -> OutboundMessage:
+        n = claimed.notification
+        return OutboundMessage(
+            notification_id=n.id,
+            idempotency_key=n.id,
+            severity=n.severity.value,
+            subject=n.subject,
+            body=n.body,
+            created_at=n.created_at,
+            source=n.source,
+            recipients=n.recipients,
+            labels=n.labels,
+            attempt=claimed.delivery.attempts,
+            provider_state=self._state().value,
+            raw=n.raw,
+            mail_from=n.mail_from,
+        )
+
+    def _success(self, name: str, claimed: Claimed, receipt: Receipt, started_at: datetime) -> Outcome:
+        log.info(
+            "delivered %s via %s",
+            claimed.notification.id,
+            name,
+            extra={"event": "delivery.sent", "notification_id": claimed.notification.id, "channel": name},
+        )
+        return Outcome(
+            delivery_id=claimed.delivery.id,
+            kind="delivered",
+            started_at=started_at,
+            finished_at=self._clock.now(),
+            detail=receipt.detail,
+            remote_id=receipt.remote_id,
+        )
+
+    async def _failure(self, name: str, claimed: Claimed, exc: ChannelError, started_at: datetime) -> Outcome:
+        policy = self._policies[name]
+        if policy.primary and exc.service_fault:
+            await self._on_primary_failure(exc.reason)
+        now = self._clock.now()
+        attempts = claimed.delivery.attempts
+        fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
+        if exc.permanent or exhausted(policy.retry, attempts):
+            log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
+            return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
+        delay = retry_delay(policy.retry, attempts, self._rand(), exc.retry_after_s)
+        log.info(
+            "retrying %s via %s in %.1fs: %s",
+            claimed.notification.id,
+            name,
+            delay,
+            exc.reason,
+            extra=fields | {"event": "delivery.retry"},
+        )
+        return Outcome(
+            claimed.delivery.id,
+            "retry",
+            started_at,
+            now,
+            detail=exc.reason,
+            retry_at=now + timedelta(seconds=delay),
+        )

@@ -1,0 +1,1 @@
+"""Intake: the ways notifications come in (HTTP API, webhooks, SMTP smart host)."""

@@ -1,0 +1,71 @@
+"""Turning validated submissions into notifications committed to the outbox.
+
+Every intake (HTTP, Alertmanager, SMTP) ends here: ids are assigned, both modes' plans are
+computed by the pure router, and the store commits the lot in one durable transaction before
+anyone is told "accepted".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from daemon.clock import Clock
+from daemon.core.model import Notification, Severity
+from daemon.core.routing import Route, plans_for
+from daemon.ids import new_id
+from daemon.store.base import Accepted, NewNotification, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    severity: Severity
+    subject: str
+    body: str = ""
+    source: str = "api"
+    recipients: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    mail_from: str | None = None
+    raw: bytes | None = None
+
+
+class Acceptor:
+    def __init__(
+        self,
+        store: Store,
+        routes: Callable[[], Sequence[Route]],
+        clock: Clock,
+        on_accepted: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._routes = routes
+        self._clock = clock
+        self._on_accepted = on_accepted
+
+    async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
+        """Commit every submission durably; raises StoreUnavailable if nothing could be committed."""
+        now = self._clock.now()
+        routes = self._routes()
+        items = [NewNotification(n, plans_for(n, routes)) for n in (self._build(s, now) for s in submissions)]
+        accepted = await self._store.accept(items, now)
+        self._on_accepted()
+        return accepted
+
+    @staticmethod
+    def _build(s: Submission, now: datetime) -> Notification:
+        notification_id = new_id(now)
+        return Notification(
+            id=notification_id,
+            idempotency_key=s.idempotency_key or notification_id,
+            created_at=now,
+            severity=s.severity,
+            subject=s.subject,
+            body=s.body,
+            source=s.source,
+            recipients=s.recipients,
+            labels=dict(s.labels),
+            mail_from=s.mail_from,
+            raw=s.raw,
+        )

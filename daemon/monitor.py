@@ -1,0 +1,98 @@
+"""The provider monitor: feeds the pure HealthTracker, persists what it decides, acts on it.
+
+Every observation goes through one lock so transitions are decided and stored in order. A
+change of mode (healthy ↔ outage) makes the dispatcher re-plan everything not yet sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from daemon.clock import Clock
+from daemon.core.health import HealthTracker, Thresholds, Transition
+from daemon.core.model import CheckResult, Mode, ProviderState, mode_for
+from daemon.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class ProviderMonitor:
+    def __init__(self, store: Store, thresholds: Thresholds, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._tracker = HealthTracker(thresholds)
+        self._lock = asyncio.Lock()
+        self._mode_listeners: list[Callable[[Mode], None]] = []
+        self._failure_listeners: list[Callable[[], None]] = []
+
+    @property
+    def state(self) -> ProviderState:
+        return self._tracker.state
+
+    @property
+    def mode(self) -> Mode:
+        return mode_for(self._tracker.state)
+
+    @property
+    def tracker(self) -> HealthTracker:
+        return self._tracker
+
+    def on_mode_change(self, listener: Callable[[Mode], None]) -> None:
+        self._mode_listeners.append(listener)
+
+    def on_passive_failure(self, listener: Callable[[], None]) -> None:
+        """Called after a real send implicated the provider (e.g. to run the checks at once)."""
+        self._failure_listeners.append(listener)
+
+    async def load(self) -> None:
+        """Resume the state stored by the last run."""
+        view = await self._store.provider(events=0, checks=0)
+        self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot)
+        log.info(
+            "provider state resumed: %s",
+            self.state,
+            extra={"event": "provider.resumed", "state": self.state.value},
+        )
+
+    async def check_result(self, result: CheckResult) -> None:
+        async with self._lock:
+            await self._store.record_check(result)
+            await self._commit(self._tracker.observe(result))
+
+    async def passive_failure(self, reason: str) -> None:
+        async with self._lock:
+            counted = self._tracker.snapshot.last_passive_at
+            await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason))
+            if self._tracker.snapshot.last_passive_at != counted:
+                for listener in self._failure_listeners:
+                    listener()
+
+    async def force(self, state: ProviderState, reason: str) -> None:
+        async with self._lock:
+            await self._commit(self._tracker.force(state, self._clock.now(), reason))
+
+    async def release(self) -> None:
+        async with self._lock:
+            await self._commit(self._tracker.release(self._clock.now()))
+
+    async def _commit(self, transition: Transition | None) -> None:
+        await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
+        if transition is None:
+            return
+        log.warning(
+            "provider %s -> %s: %s",
+            transition.from_state,
+            transition.to_state,
+            transition.cause,
+            extra={
+                "event": "provider.transition",
+                "from_state": transition.from_state.value,
+                "to_state": transition.to_state.value,
+                "cause": transition.cause,
+            },
+        )
+        if mode_for(transition.from_state) != mode_for(transition.to_state):
+            for listener in self._mode_listeners:
+                listener(mode_for(transition.to_state))

@@ -1,0 +1,41 @@
+"""Moving unsent notifications to the plan of the provider's current mode."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from daemon.clock import Clock
+from daemon.core.model import Mode
+from daemon.core.routing import Route, plan_for
+from daemon.store.base import Store
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+class Rerouter:
+    def __init__(self, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock) -> None:
+        self._store = store
+        self._routes = routes
+        self._clock = clock
+
+    async def sweep(self, mode: Mode) -> int:
+        """Re-plan every unsent notification whose plan was made for another mode."""
+        total = 0
+        while candidates := await self._store.reroute_candidates(mode, BATCH):
+            routes = self._routes()
+            plans = {n.id: plan_for(n, mode, routes) for n in candidates}
+            moved = await self._store.reroute(mode, plans, self._clock.now())
+            total += moved
+            if moved == 0:
+                break
+        if total:
+            log.info(
+                "rerouted %d notifications to their %s plan",
+                total,
+                mode,
+                extra={"event": "routing.rerouted", "mode": mode, "count": total},
+            )
+        return total

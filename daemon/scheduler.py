@@ -1,0 +1,93 @@
+"""Runs the provider checks on their schedules with APScheduler's AsyncIOScheduler.
+
+APScheduler only wakes things up: each run's result goes to the monitor, which decides.
+``max_instances=1`` and ``coalesce`` keep a slow check from piling up behind itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from daemon.checks.base import Check
+from daemon.clock import Clock
+from daemon.core.model import CheckResult, CheckStatus
+from daemon.monitor import ProviderMonitor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledCheck:
+    check: Check
+    every_s: float
+    timeout_s: float
+
+
+class CheckScheduler:
+    def __init__(self, checks: Sequence[ScheduledCheck], monitor: ProviderMonitor, clock: Clock) -> None:
+        self._checks = list(checks)
+        self._monitor = monitor
+        self._clock = clock
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        for item in self._checks:
+            self._scheduler.add_job(
+                self._run,
+                "interval",
+                args=[item],
+                seconds=item.every_s,
+                id=item.check.name,
+                next_run_time=datetime.now(UTC),
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(item.every_s)),
+            )
+        self._scheduler.start()
+
+    def run_now(self) -> None:
+        """Run every check at once (a real send just failed: confirm quickly)."""
+        if not self._scheduler.running:
+            return
+        for job in self._scheduler.get_jobs():
+            job.modify(next_run_time=datetime.now(UTC))
+
+    async def shutdown(self) -> None:
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        for item in self._checks:
+            await item.check.aclose()
+
+    async def _run(self, item: ScheduledCheck) -> None:
+        result = await self._guarded(item)
+        log.info(
+            "check %s: %s (%s)",
+            result.check,
+            result.status,
+            result.reason,
+            extra={
+                "event": "check.result",
+                "check": result.check,
+                "status": result.status.value,
+                "latency_s": round(result.latency_s, 4),
+            },
+        )
+        await self._monitor.check_result(result)
+
+    async def _guarded(self, item: ScheduledCheck) -> CheckResult:
+        """A check keeps its own timeout; this is the backstop for one that does not."""
+        started = self._clock.monotonic()
+        try:
+            return await asyncio.wait_for(item.check.run(), item.timeout_s + 1.0)
+        except TimeoutError:
+            reason = f"check did not finish within {item.timeout_s + 1.0:.1f}s"
+            status = CheckStatus.DOWN
+        return CheckResult(
+            item.check.name, status, reason, self._clock.monotonic() - started, self._clock.now()
+        )

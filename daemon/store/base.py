@@ -1,0 +1,132 @@
+"""The store interface: the outbox is the truth.
+
+Exceptions::
+
+    StoreError               anything the store cannot do
+      └── StoreUnavailable   a commit failed (disk full, I/O error): nothing in it was accepted
+
+Every write commits durably before its coroutine returns. A backend implements
+:class:`Store`; the SQLite one is embedded, the PostgreSQL one serves several nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import CheckResult, Delivery, Mode, Notification, Plan, ProviderState
+
+
+class StoreError(Exception):
+    """The store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not commit; nothing was accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    notification: Notification
+    #: the plan for each mode; the store picks the one in force when it commits
+    plans: Mapping[Mode, Plan]
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery: Delivery
+    notification: Notification
+
+
+OutcomeKind = Literal["delivered", "retry", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivery_id: int
+    kind: OutcomeKind
+    started_at: datetime
+    finished_at: datetime
+    detail: str = ""
+    retry_at: datetime | None = None
+    remote_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    channel: str
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationView:
+    notification: Notification
+    status: str
+    route: str
+    mode: Mode
+    plan: tuple[str, ...]
+    deliveries: tuple[Delivery, ...]
+    attempts: tuple[AttemptView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderView:
+    state: ProviderState
+    mode: Mode
+    snapshot: HealthSnapshot
+    events: tuple[Transition, ...] = ()
+    checks: tuple[CheckResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    notifications: Mapping[str, int] = field(default_factory=dict)
+    deliveries: Mapping[str, int] = field(default_factory=dict)
+    oldest_pending_at: datetime | None = None
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]: ...
+
+    async def claim(
+        self, channel: str, limit: int, now: datetime, lease_until: datetime
+    ) -> list[Claimed]: ...
+
+    async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None: ...
+
+    async def release_claims(self, now: datetime) -> int: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]: ...
+
+    async def reroute(self, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int: ...
+
+    async def save_provider(
+        self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
+    ) -> None: ...
+
+    async def record_check(self, result: CheckResult) -> None: ...
+
+    async def provider(self, events: int = 20, checks: int = 20) -> ProviderView: ...
+
+    async def queue(self) -> QueueView: ...
+
+    async def notification(self, notification_id: str) -> NotificationView | None: ...

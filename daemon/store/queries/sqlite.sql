@@ -1,0 +1,116 @@
+-- name: find_by_key
+SELECT id FROM notifications WHERE idempotency_key = ?;
+
+-- name: current_mode
+SELECT mode FROM provider WHERE id = 1;
+
+-- name: insert_notification
+INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
+                           labels, mail_from, raw, status, route, mode, plan, step, updated_at)
+VALUES (:id, :idempotency_key, :created_at, :severity, :subject, :body, :source, :recipients,
+        :labels, :mail_from, :raw, :status, :route, :mode, :plan, 0, :now);
+
+-- name: insert_delivery
+INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
+                        created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?);
+
+-- name: claim
+UPDATE deliveries
+SET state = 'in_flight', claimed_until = :lease_until, attempts = attempts + 1, updated_at = :now
+WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.state = 'pending' AND d.channel = :channel AND d.next_attempt_at <= :now
+      AND d.mode = (SELECT mode FROM provider WHERE id = 1)
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT :limit)
+RETURNING *;
+
+-- name: notification_by_id
+SELECT * FROM notifications WHERE id = ?;
+
+-- name: delivery_by_id
+SELECT * FROM deliveries WHERE id = ?;
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_id, notification_id, channel, attempt, started_at, finished_at, outcome, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: mark_delivered
+UPDATE deliveries SET state = 'delivered', claimed_until = NULL, remote_id = ?, last_error = NULL,
+    updated_at = ? WHERE id = ?;
+
+-- name: mark_retry
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?,
+    updated_at = ? WHERE id = ?;
+
+-- name: mark_failed
+UPDATE deliveries SET state = 'failed', claimed_until = NULL, last_error = ?, updated_at = ? WHERE id = ?;
+
+-- name: set_notification_status
+UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?;
+
+-- name: advance_step
+UPDATE notifications SET step = ?, updated_at = ? WHERE id = ?;
+
+-- name: release_claims
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, updated_at = ? WHERE state = 'in_flight';
+
+-- name: next_due
+SELECT min(next_attempt_at) FROM deliveries
+WHERE state = 'pending' AND mode = (SELECT mode FROM provider WHERE id = 1);
+
+-- name: reroute_candidates
+SELECT n.* FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.mode != ?
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.created_at
+LIMIT ?;
+
+-- name: reroute_check
+SELECT n.status, n.mode,
+       EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+FROM notifications n WHERE n.id = ?;
+
+-- name: supersede_pending
+UPDATE deliveries SET state = 'superseded', updated_at = ? WHERE notification_id = ? AND state = 'pending';
+
+-- name: replan
+UPDATE notifications SET status = ?, route = ?, mode = ?, plan = ?, step = 0, updated_at = ? WHERE id = ?;
+
+-- name: save_provider
+UPDATE provider SET state = ?, mode = ?, snapshot = ?, updated_at = ? WHERE id = 1;
+
+-- name: insert_event
+INSERT INTO provider_events (at, from_state, to_state, cause) VALUES (?, ?, ?, ?);
+
+-- name: insert_check
+INSERT INTO check_results (check_name, status, reason, latency_s, at) VALUES (?, ?, ?, ?, ?);
+
+-- name: prune_checks
+DELETE FROM check_results WHERE at < ?;
+
+-- name: provider
+SELECT state, mode, snapshot FROM provider WHERE id = 1;
+
+-- name: recent_events
+SELECT at, from_state, to_state, cause FROM provider_events ORDER BY id DESC LIMIT ?;
+
+-- name: recent_checks
+SELECT check_name, status, reason, latency_s, at FROM check_results ORDER BY id DESC LIMIT ?;
+
+-- name: notification_counts
+SELECT status, count(*) FROM notifications GROUP BY status;
+
+-- name: delivery_counts
+SELECT state, count(*) FROM deliveries WHERE state IN ('pending', 'in_flight') GROUP BY state;
+
+-- name: oldest_pending
+SELECT min(created_at) FROM notifications WHERE status IN ('pending', 'held');
+
+-- name: deliveries_of
+SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id;
+
+-- name: attempts_of
+SELECT channel, attempt, started_at, finished_at, outcome, detail FROM attempts
+WHERE notification_id = ? ORDER BY id;

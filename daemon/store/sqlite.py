@@ -1,0 +1,195 @@
+"""The embedded store: SQLite in WAL mode with ``synchronous=FULL``.
+
+FULL, not NORMAL: with simulated power loss, NORMAL lost hundreds of acknowledged commits on this
+project's test machine and FULL none. Writes go through one :class:`GroupCommitWriter` thread;
+reads use their own connection on their own thread (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
+from daemon.store import codec, migrations
+from daemon.store import transactions as tx
+from daemon.store.base import (
+    Accepted,
+    AttemptView,
+    Claimed,
+    NewNotification,
+    NotificationView,
+    Outcome,
+    ProviderView,
+    QueueView,
+    StoreUnavailable,
+)
+from daemon.store.queries import load
+from daemon.store.writer import GroupCommitWriter
+
+T = TypeVar("T")
+Q = load("sqlite")
+
+#: check results older than this are pruned (the status page shows a day)
+CHECK_RETENTION = timedelta(days=2)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._writer = GroupCommitWriter(self._connect)
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(self._migrate)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer.start()
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+        self._read_conn = await self._read_thread(lambda: self._connect())
+
+    def _migrate(self) -> None:
+        conn = self._connect()
+        try:
+            migrations.apply(conn, "sqlite")
+        finally:
+            conn.close()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        if self._reader is not None:
+            if self._read_conn is not None:
+                await self._read_thread(self._read_conn.close)
+            self._reader.shutdown(wait=True)
+
+    async def _read_thread(self, fn: Callable[[], T]) -> T:
+        assert self._reader is not None, "store not open"
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            assert self._read_conn is not None
+            return fn(self._read_conn)
+
+        try:
+            return await self._read_thread(run)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store could not be read: {exc}") from exc
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
+        return await self._writer.run(lambda conn: tx.accept(conn, items, now))
+
+    async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
+        return await self._writer.run(lambda conn: tx.claim(conn, channel, limit, now, lease_until))
+
+    async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
+        await self._writer.run(lambda conn: tx.record(conn, outcomes, now))
+
+    async def release_claims(self, now: datetime) -> int:
+        return await self._writer.run(
+            lambda conn: conn.execute(Q["release_claims"], (codec.ts(now),)).rowcount
+        )
+
+    async def reroute(self, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:
+        return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now))
+
+    async def save_provider(
+        self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
+    ) -> None:
+        await self._writer.run(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+
+    async def record_check(self, result: CheckResult) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                Q["insert_check"],
+                (result.check, result.status.value, result.reason, result.latency_s, codec.ts(result.at)),
+            )
+            conn.execute(Q["prune_checks"], (codec.ts(result.at - CHECK_RETENTION),))
+
+        await self._writer.run(write)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def next_due_at(self) -> datetime | None:
+        value = await self._read(lambda conn: conn.execute(Q["next_due"]).fetchone()[0])
+        return codec.maybe_dt(value)
+
+    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
+        rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())
+        return [codec.notification(row) for row in rows]
+
+    async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
+        def read(conn: sqlite3.Connection) -> ProviderView:
+            row = conn.execute(Q["provider"]).fetchone()
+            return ProviderView(
+                state=ProviderState(row["state"]),
+                mode=row["mode"],
+                snapshot=codec.snapshot(row["snapshot"]),
+                events=tuple(codec.transition(r) for r in conn.execute(Q["recent_events"], (events,))),
+                checks=tuple(codec.check_result(r) for r in conn.execute(Q["recent_checks"], (checks,))),
+            )
+
+        return await self._read(read)
+
+    async def queue(self) -> QueueView:
+        def read(conn: sqlite3.Connection) -> QueueView:
+            return QueueView(
+                notifications=dict(conn.execute(Q["notification_counts"]).fetchall()),
+                deliveries=dict(conn.execute(Q["delivery_counts"]).fetchall()),
+                oldest_pending_at=codec.maybe_dt(conn.execute(Q["oldest_pending"]).fetchone()[0]),
+            )
+
+        return await self._read(read)
+
+    async def notification(self, notification_id: str) -> NotificationView | None:
+        def read(conn: sqlite3.Connection) -> NotificationView | None:
+            row = conn.execute(Q["notification_by_id"], (notification_id,)).fetchone()
+            if row is None:
+                return None
+            return NotificationView(
+                notification=codec.notification(row),
+                status=row["status"],
+                route=row["route"],
+                mode=row["mode"],
+                plan=tuple(json.loads(row["plan"])),
+                deliveries=tuple(
+                    codec.delivery(d) for d in conn.execute(Q["deliveries_of"], (notification_id,))
+                ),
+                attempts=tuple(_attempt(a) for a in conn.execute(Q["attempts_of"], (notification_id,))),
+            )
+
+        return await self._read(read)
+
+
+def _attempt(row: sqlite3.Row) -> AttemptView:
+    return AttemptView(
+        channel=row["channel"],
+        attempt=row["attempt"],
+        started_at=codec.dt(row["started_at"]),
+        finished_at=codec.dt(row["finished_at"]),
+        outcome=row["outcome"],
+        detail=row["detail"],
+    )

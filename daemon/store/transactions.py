@@ -1,0 +1,148 @@
+"""The store's writes, each a function of a connection run inside the writer's transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import Mode, Plan, mode_for
+from daemon.store import codec
+from daemon.store.base import Accepted, Claimed, NewNotification, Outcome
+from daemon.store.queries import load
+
+Q = load("sqlite")
+
+
+def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
+    """Insert each notification with the plan of the mode in force now; repeats return the first."""
+    mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]
+    results = []
+    for item in items:
+        existing = conn.execute(Q["find_by_key"], (item.notification.idempotency_key,)).fetchone()
+        if existing is not None:
+            results.append(Accepted(id=existing[0], duplicate=True))
+            continue
+        plan = item.plans[mode]
+        params = codec.notification_params(item.notification) | {
+            "status": "held" if plan.defer else "pending",
+            "route": plan.route,
+            "mode": mode,
+            "plan": json.dumps(list(plan.steps)),
+            "now": codec.ts(now),
+        }
+        conn.execute(Q["insert_notification"], params)
+        if not plan.defer:
+            _insert_delivery(conn, item.notification.id, plan, 0, now)
+        results.append(Accepted(id=item.notification.id, duplicate=False))
+    return results
+
+
+def _insert_delivery(
+    conn: sqlite3.Connection, notification_id: str, plan: Plan, step: int, now: datetime
+) -> None:
+    at = codec.ts(now)
+    conn.execute(
+        Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, plan.steps[step], at, at, at)
+    )
+
+
+def claim(
+    conn: sqlite3.Connection, channel: str, limit: int, now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    params = {"channel": channel, "limit": limit, "now": codec.ts(now), "lease_until": codec.ts(lease_until)}
+    rows = conn.execute(Q["claim"], params).fetchall()
+    claimed = []
+    for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
+        notification = conn.execute(Q["notification_by_id"], (row["notification_id"],)).fetchone()
+        claimed.append(Claimed(delivery=codec.delivery(row), notification=codec.notification(notification)))
+    return claimed
+
+
+def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+    for outcome in outcomes:
+        _record_one(conn, outcome, codec.ts(now))
+
+
+def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float) -> None:
+    d = conn.execute(Q["delivery_by_id"], (outcome.delivery_id,)).fetchone()
+    conn.execute(
+        Q["insert_attempt"],
+        (
+            d["id"],
+            d["notification_id"],
+            d["channel"],
+            d["attempts"],
+            codec.ts(outcome.started_at),
+            codec.ts(outcome.finished_at),
+            outcome.kind,
+            outcome.detail,
+        ),
+    )
+    if outcome.kind == "delivered":
+        conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
+        conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
+    elif outcome.kind == "retry":
+        assert outcome.retry_at is not None, "a retry needs a time"
+        conn.execute(Q["mark_retry"], (codec.ts(outcome.retry_at), outcome.detail, now, d["id"]))
+    else:
+        conn.execute(Q["mark_failed"], (outcome.detail, now, d["id"]))
+        _next_step(conn, d, now)
+
+
+def _next_step(conn: sqlite3.Connection, delivery: sqlite3.Row, now: float) -> None:
+    """A step failed for good: move the plan on, or fail the notification when none is left."""
+    n = conn.execute(Q["notification_by_id"], (delivery["notification_id"],)).fetchone()
+    steps = json.loads(n["plan"])
+    step = delivery["step"] + 1
+    if n["mode"] != delivery["mode"] or step >= len(steps):
+        if n["mode"] == delivery["mode"]:
+            conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
+        return
+    conn.execute(
+        Q["insert_delivery"],
+        (n["id"], delivery["mode"], delivery["route"], step, steps[step], now, now, now),
+    )
+    conn.execute(Q["advance_step"], (step, now, n["id"]))
+
+
+def reroute(conn: sqlite3.Connection, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:
+    """Give unsent notifications the plan of ``mode``; anything in flight is left to finish."""
+    if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
+        return 0
+    moved = 0
+    at = codec.ts(now)
+    for notification_id, plan in plans.items():
+        row = conn.execute(Q["reroute_check"], (notification_id,)).fetchone()
+        if row is None or row[0] not in ("pending", "held") or row[1] == mode or row[2]:
+            continue
+        conn.execute(Q["supersede_pending"], (at, notification_id))
+        status = "held" if plan.defer else "pending"
+        conn.execute(
+            Q["replan"], (status, plan.route, mode, json.dumps(list(plan.steps)), at, notification_id)
+        )
+        if not plan.defer:
+            _insert_delivery(conn, notification_id, plan, 0, now)
+        moved += 1
+    return moved
+
+
+def save_provider(
+    conn: sqlite3.Connection, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
+) -> None:
+    state = snapshot.state
+    conn.execute(
+        Q["save_provider"], (state.value, mode_for(state), codec.snapshot_json(snapshot), codec.ts(now))
+    )
+    if transition is not None:
+        conn.execute(
+            Q["insert_event"],
+            (
+                codec.ts(transition.at),
+                transition.from_state.value,
+                transition.to_state.value,
+                transition.cause,
+            ),
+        )

@@ -1,0 +1,139 @@
+"""Group commit for SQLite: one writer thread, many callers sharing each fsync.
+
+Callers hand in small functions of a connection. The writer takes everything queued, runs it
+in one ``BEGIN IMMEDIATE`` transaction and commits once, so a hundred concurrent requests pay
+for one fsync. If any function fails, the batch is rolled back and each function is re-run in
+its own transaction, so one bad write never takes the others down with it and nothing is half
+committed. Only after COMMIT returns does a caller's coroutine resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from daemon.store.base import StoreUnavailable
+
+T = TypeVar("T")
+Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+
+log = logging.getLogger(__name__)
+
+#: how many queued writes share one transaction at most
+MAX_BATCH = 512
+
+
+class GroupCommitWriter:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._ready: Future[None] = Future()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.result()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        future: Future[T] = Future()
+        self._jobs.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            self._ready.set_exception(StoreUnavailable(f"cannot open the store: {exc}"))
+            return
+        self._ready.set_result(None)
+        try:
+            while (batch := self._next_batch()) is not None:
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _next_batch(self) -> list[Job] | None:
+        first = self._jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)
+                break
+            batch.append(job)
+        return batch
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
+        try:
+            results = self._transaction(conn, batch)
+        except _JobFailed:
+            for job in batch:
+                self._commit_alone(conn, job)
+            return
+        except sqlite3.Error as exc:
+            self._fail(batch, exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)
+
+    def _commit_alone(self, conn: sqlite3.Connection, job: Job) -> None:
+        try:
+            (result,) = self._transaction(conn, [job])
+        except _JobFailed as failed:
+            job[1].set_exception(_wrap(failed.cause))
+        except sqlite3.Error as exc:
+            self._fail([job], exc)
+        else:
+            job[1].set_result(result)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, batch: list[Job]) -> list[Any]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = []
+            for fn, _ in batch:
+                try:
+                    results.append(fn(conn))
+                except Exception as exc:
+                    raise _JobFailed(exc) from exc
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return results
+
+    @staticmethod
+    def _fail(batch: list[Job], exc: sqlite3.Error) -> None:
+        log.error("store commit failed: %s", exc)
+        for _, future in batch:
+            future.set_exception(_wrap(exc))
+
+
+class _JobFailed(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _wrap(exc: BaseException) -> BaseException:
+    if isinstance(exc, sqlite3.Error):
+        unavailable = StoreUnavailable(f"the store could not commit: {exc}")
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
