@@ -204,12 +204,15 @@ class Dispatcher:
 
     async def _failure(self, name: str, claimed: Claimed, exc: ChannelError, started_at: datetime) -> Outcome:
         policy = self._policies[name]
-        if policy.primary and exc.service_fault:
+        provider_fault = policy.primary and exc.service_fault
+        if provider_fault:
             await self._on_primary_failure(exc.reason)
         now = self._clock.now()
         attempts = claimed.delivery.attempts
         fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
-        if exc.permanent or exhausted(policy.retry, attempts):
+        # A provider-wide fault is not this message's fault: keep it queued (the outage
+        # machinery reroutes it) rather than exhausting its retries and failing it.
+        if exc.permanent or (exhausted(policy.retry, attempts) and not provider_fault):
             log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
             return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
         delay = retry_delay(policy.retry, attempts, self._rand(), exc.retry_after_s)

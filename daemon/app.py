@@ -1,0 +1,198 @@
+"""The composition root: configuration → store → channels → dispatcher → checks → API.
+
+Nothing else constructs the world. The daemon owns the signals (SIGTERM/SIGINT drain and stop,
+SIGHUP reloads) and every long-running task; none is left orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from daemon.api.app import ApiContext, create_api
+from daemon.build import build_channels, build_checks, channel_policies
+from daemon.clock import Clock, SystemClock
+from daemon.config import Config, ConfigError, load_config
+from daemon.core.health import Thresholds
+from daemon.core.model import Mode
+from daemon.core.routing import Route
+from daemon.dispatcher import Dispatcher, DispatchSettings
+from daemon.intake.accept import Acceptor
+from daemon.monitor import ProviderMonitor
+from daemon.rerouting import Rerouter
+from daemon.scheduler import CheckScheduler
+from daemon.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+class _ApiServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The daemon owns the signals: SIGTERM must drain the dispatcher, not just stop HTTP.
+        yield
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, *, config_path: Path | None = None, clock: Clock | None = None
+    ) -> None:
+        self.config = config
+        self._config_path = config_path
+        self._clock = clock or SystemClock()
+        self._routes: tuple[Route, ...] = config.policy()
+        self._tokens = config.api_tokens()
+        self.store = SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
+        thresholds = Thresholds(
+            failure=config.provider.failure_threshold, success=config.provider.success_threshold
+        )
+        self.monitor = ProviderMonitor(self.store, thresholds, self._clock)
+        self.channels = build_channels(config)
+        rerouter = Rerouter(self.store, lambda: self._routes, self._clock)
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            channel_policies(config),
+            clock=self._clock,
+            state=lambda: self.monitor.state,
+            mode=lambda: self.monitor.mode,
+            rerouter=rerouter,
+            on_primary_failure=self.monitor.passive_failure,
+            settings=DispatchSettings(
+                poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
+            ),
+        )
+        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock)
+        self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
+        self.draining = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: _ApiServer | None = None
+        self.api_port: int | None = None
+
+    async def start(self) -> None:
+        """Open the store, resume state, start dispatching and checking, bind the API."""
+        await self.store.open()
+        await self.monitor.load()
+        self.monitor.on_mode_change(self._mode_changed)
+        self.monitor.on_passive_failure(self.scheduler.run_now)
+        self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+        self.scheduler.start()
+        await self._start_api()
+        log.info(
+            "backchannel ready on %s:%s",
+            self.config.api.host,
+            self.api_port,
+            extra={"event": "daemon.ready", "port": self.api_port, "state": self.monitor.state.value},
+        )
+
+    async def _start_api(self) -> None:
+        ctx = ApiContext(
+            acceptor=self.acceptor,
+            store=self.store,
+            monitor=self.monitor,
+            provider_name=self.config.provider.name,
+            tokens=lambda: self._tokens,
+            draining=lambda: self.draining,
+            in_flight=lambda: self.dispatcher.in_flight,
+            max_body_bytes=self.config.api.max_body_bytes,
+        )
+        sock = _bind(self.config.api.host, self.config.api.port)
+        self.api_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_api(ctx),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            http="httptools",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _ApiServer(config)
+        self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock]), name="api"))
+        while not self._server.started:
+            if self._tasks[-1].done():
+                await self._tasks[-1]
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.01)
+
+    def _mode_changed(self, mode: Mode) -> None:
+        log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})
+        self.dispatcher.request_sweep()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        """Until a stop is requested or a task dies (an unexpected crash stops the daemon loudly)."""
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in done:
+            if task is not stop and (exc := task.exception()) is not None:
+                raise exc
+
+    async def stop(self) -> None:
+        """Drain: refuse new work, let in-flight sends finish within the grace period, close."""
+        self.draining = True
+        log.info("draining", extra={"event": "daemon.draining", "in_flight": self.dispatcher.in_flight})
+        await self.scheduler.shutdown()
+        self.dispatcher.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for channel in self.channels.values():
+            await channel.aclose()
+        await self.store.close()
+        log.info("stopped", extra={"event": "daemon.stopped"})
+
+    def reload(self) -> None:
+        """SIGHUP: validate the file fully; apply routes and tokens only if all of it is good."""
+        if self._config_path is None:
+            return
+        try:
+            config = load_config(self._config_path)
+        except ConfigError as exc:
+            log.error(
+                "reload rejected, keeping the running configuration: %s",
+                exc,
+                extra={"event": "config.reload_failed"},
+            )
+            return
+        self._routes = config.policy()
+        self._tokens = config.api_tokens()
+        self.dispatcher.request_sweep()
+        log.info("configuration reloaded", extra={"event": "config.reloaded"})
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(config: Config, config_path: Path | None = None) -> None:
+    """Run the daemon until SIGTERM/SIGINT."""
+    daemon = Daemon(config, config_path=config_path)
+    await daemon.start()
+    daemon.install_signal_handlers()
+    try:
+        await daemon.wait()
+    finally:
+        await daemon.stop()

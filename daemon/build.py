@@ -1,0 +1,133 @@
+"""From configuration to live objects: the channel registry and the checks.
+
+The registry is an explicit dict from a channel's YAML ``type:`` to the function that builds its
+adapter; adding a channel kind means one module in ``channels/`` and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from channels.base import Channel
+from channels.email import EmailChannel, SmtpSettings
+from channels.webhook import WebhookChannel
+from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
+from daemon.config import (
+    ChannelConfig,
+    Config,
+    EmailChannelConfig,
+    RetryConfig,
+    SmtpConfig,
+    WebhookChannelConfig,
+)
+from daemon.core.backoff import RetryPolicy
+from daemon.dispatcher import ChannelPolicy
+from daemon.scheduler import ScheduledCheck
+
+
+def smtp_settings(smtp: SmtpConfig) -> SmtpSettings:
+    return SmtpSettings(
+        host=smtp.host,
+        port=smtp.port,
+        starttls=smtp.starttls,
+        tls=smtp.tls,
+        username=smtp.username,
+        password=None if smtp.password is None else smtp.password.get_secret_value(),
+        timeout_s=smtp.timeout.total_seconds(),
+        verify_tls=smtp.verify_tls,
+        ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
+        helo=smtp.helo,
+    )
+
+
+def _email(name: str, cfg: ChannelConfig, config: Config) -> Channel:
+    assert isinstance(cfg, EmailChannelConfig)
+    smtp = cfg.smtp or config.provider.smtp
+    mail_from = cfg.mail_from or config.provider.mail_from or smtp.username
+    if mail_from is None:
+        raise ValueError(f"channel {name}: no mail_from and no SMTP username to send as")
+    return EmailChannel(name, smtp_settings(smtp), mail_from=mail_from, default_to=tuple(cfg.to))
+
+
+def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:
+    assert isinstance(cfg, WebhookChannelConfig)
+    return WebhookChannel(
+        name,
+        cfg.url,
+        cfg.secret.get_secret_value(),
+        headers=cfg.headers,
+        timeout_s=cfg.timeout.total_seconds(),
+    )
+
+
+CHANNEL_BUILDERS: dict[str, Callable[[str, ChannelConfig, Config], Channel]] = {
+    "email": _email,
+    "webhook": _webhook,
+}
+
+
+def build_channels(config: Config) -> dict[str, Channel]:
+    return {name: CHANNEL_BUILDERS[cfg.type](name, cfg, config) for name, cfg in config.channels.items()}
+
+
+def retry_policy(retry: RetryConfig) -> RetryPolicy:
+    return RetryPolicy(
+        initial_s=retry.initial.total_seconds(),
+        max_s=retry.max.total_seconds(),
+        multiplier=retry.multiplier,
+        max_attempts=retry.max_attempts,
+    )
+
+
+def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
+    policies = {}
+    for name, cfg in config.channels.items():
+        primary = isinstance(cfg, EmailChannelConfig) and cfg.smtp is None
+        policies[name] = ChannelPolicy(
+            retry=retry_policy(cfg.retry or config.dispatch.retry),
+            concurrency=cfg.concurrency,
+            primary=primary,
+        )
+    return policies
+
+
+def build_checks(config: Config) -> list[ScheduledCheck]:
+    checks = []
+    for index, check in enumerate(config.provider.checks):
+        smtp = check.smtp or config.provider.smtp
+        probe = SmtpProbeSettings(
+            host=smtp.host,
+            port=smtp.port,
+            starttls=smtp.starttls,
+            tls=smtp.tls,
+            username=smtp.username,
+            password=None if smtp.password is None else smtp.password.get_secret_value(),
+            verify_tls=smtp.verify_tls,
+            ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
+            helo=smtp.helo,
+        )
+        name = (
+            check.name or f"{check.type}-{index}"
+            if len(config.provider.checks) > 1
+            else check.name or check.type
+        )
+        timeout_s = check.timeout.total_seconds()
+        checks.append(
+            ScheduledCheck(
+                SmtpCheck(name, probe, timeout_s=timeout_s), check.every.total_seconds(), timeout_s
+            )
+        )
+    return checks
+
+
+def secrets_of(config: Config) -> Mapping[str, str]:
+    """Every secret value in the configuration, so logging can redact them."""
+    found: dict[str, str] = {f"api.tokens.{t.name}": t.token.get_secret_value() for t in config.api.tokens}
+    if config.provider.smtp.password is not None:
+        found["provider.smtp.password"] = config.provider.smtp.password.get_secret_value()
+    for name, cfg in config.channels.items():
+        if isinstance(cfg, WebhookChannelConfig):
+            found[f"channels.{name}.secret"] = cfg.secret.get_secret_value()
+        if isinstance(cfg, EmailChannelConfig) and cfg.smtp is not None and cfg.smtp.password is not None:
+            found[f"channels.{name}.smtp.password"] = cfg.smtp.password.get_secret_value()
+    return found

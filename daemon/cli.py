@@ -1,0 +1,82 @@
+"""The ``backchannel`` command line (also ``python -m daemon``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from daemon import __version__
+
+EX_CONFIG = 78
+EX_UNAVAILABLE = 69
+DEFAULT_CONFIG = Path("/etc/backchannel/backchannel.yaml")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backchannel", description="Communication failover daemon.")
+    parser.add_argument("--version", action="version", version=f"backchannel {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    def config_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="YAML configuration file")
+
+    def client_args(p: argparse.ArgumentParser) -> None:
+        config_arg(p)
+        p.add_argument("--url", help="API base URL (default: from the configuration's api.listen)")
+
+    from daemon import commands
+
+    config_arg(command("run", commands.run, "run the daemon in the foreground"))
+    config_arg(command("check", commands.check, "validate a configuration file and summarise it"))
+    command("schema", commands.schema, "print the configuration's JSON Schema")
+    status = command("status", commands.status, "show the provider's state and the queue")
+    client_args(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    send = command("send", commands.send, "submit a notification")
+    client_args(send)
+    send.add_argument("--severity", default="info", choices=["critical", "high", "warning", "info"])
+    send.add_argument("--subject", required=True)
+    send.add_argument("--body", default="")
+    send.add_argument("--to", action="append", default=[], help="recipient email (repeatable)")
+    send.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+    send.add_argument("--idempotency-key")
+    override = command("override", commands.override, "force the provider's state, or release the override")
+    client_args(override)
+    override.add_argument("state", choices=["outage", "healthy", "release"])
+    override.add_argument("--reason", default="operator override from the CLI")
+    demo = command("demo", commands.demo, "run a self-contained failover and recovery demonstration")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    return parser
+
+
+def run_async(coro: object) -> None:
+    """Run on uvloop when it is installed (faster HTTP intake), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(coro)  # type: ignore[arg-type]
+        return
+    uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,154 @@
+"""What each CLI command does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+
+from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, print_json, run_async
+from daemon.config import Config, ConfigError, config_schema, load_config
+
+
+def _load(args: argparse.Namespace) -> Config | None:
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon.app import serve
+    from daemon.logs import configure_logging, register_secret
+    from daemon.build import secrets_of
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    configure_logging()
+    for value in secrets_of(config).values():
+        register_secret(value)
+    run_async(serve(config, args.config))
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    p = config.provider
+    print(f"{args.config}: OK")
+    print(f"  store:    {config.store.path}")
+    print(f"  api:      {config.api.host}:{config.api.port} ({len(config.api.tokens)} token(s))")
+    print(
+        f"  provider: {p.name} via {p.smtp.host}:{p.smtp.port}, outage after {p.failure_threshold} "
+        f"failed checks, recovery after {p.success_threshold} good ones"
+    )
+    for c in p.checks:
+        print(
+            f"    check {c.name or c.type}: every {c.every.total_seconds():g}s, timeout {c.timeout.total_seconds():g}s"
+        )
+    print(f"  channels: {', '.join(f'{name} ({c.type})' for name, c in config.channels.items())}")
+    for route in config.policy():
+        healthy = ", ".join(route.healthy) if route.healthy else "defer"
+        outage = ", ".join(route.outage) if route.outage else "defer"
+        print(f"  route {route.name}: healthy -> {healthy}; outage -> {outage}")
+    return 0
+
+
+def schema(_: argparse.Namespace) -> int:
+    print_json(config_schema())
+    return 0
+
+
+class _Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        config = load_config(args.config)
+        host = config.api.host if config.api.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        self.url = args.url or f"http://{host}:{config.api.port}"
+        self.token = config.api.tokens[0].token.get_secret_value()
+
+    def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.request(method, self.url + path, json=body, headers=headers, timeout=10)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> dict[str, Any] | int:
+    try:
+        response = _Client(args).request(method, path, body)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EX_CONFIG
+    except httpx.HTTPError as exc:
+        print(f"cannot reach the daemon: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    data: dict[str, Any] = response.json()
+    if response.is_error:
+        print(f"{response.status_code}: {data.get('message', data)}", file=sys.stderr)
+        return 1
+    return data
+
+
+def status(args: argparse.Namespace) -> int:
+    data = _call(args, "GET", "/v1/status")
+    if isinstance(data, int):
+        return data
+    if args.json:
+        print_json(data)
+        return 0
+    p, q = data["provider"], data["queue"]
+    forced = f" (forced: {p['forced']['reason']})" if p["forced"] else ""
+    print(
+        f"provider {p['name']}: {p['state'].upper()}{forced} since {p['since'] or 'start'}; routing: {p['mode']}"
+    )
+    print(f"  consecutive failures {p['consecutive_failures']}, successes {p['consecutive_successes']}")
+    for c in p["checks"][:5]:
+        print(f"  check {c['at']} {c['check']}: {c['status']} ({c['reason']}) {c['latency_s'] * 1000:.0f} ms")
+    for e in p["events"][:5]:
+        print(f"  event {e['at']} {e['from']} -> {e['to']}: {e['cause']}")
+    print(
+        f"queue: notifications {json.dumps(q['notifications'])}, deliveries {json.dumps(q['deliveries'])}, "
+        f"sending now {q['sending_now']}, oldest pending {q['oldest_pending_at'] or '-'}"
+    )
+    return 0
+
+
+def send(args: argparse.Namespace) -> int:
+    labels = dict(item.split("=", 1) for item in args.label if "=" in item)
+    body = {
+        "severity": args.severity,
+        "subject": args.subject,
+        "body": args.body,
+        "recipients": args.to,
+        "labels": labels,
+        "source": "cli",
+    }
+    if args.idempotency_key:
+        body["idempotency_key"] = args.idempotency_key
+    data = _call(args, "POST", "/v1/notifications", body)
+    if isinstance(data, int):
+        return data
+    print(data["id"])
+    return 0
+
+
+def override(args: argparse.Namespace) -> int:
+    if args.state == "release":
+        data = _call(args, "DELETE", "/v1/provider/override")
+    else:
+        data = _call(args, "POST", "/v1/provider/override", {"state": args.state, "reason": args.reason})
+    if isinstance(data, int):
+        return data
+    print(f"provider state: {data['state']}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from daemon.demo import run_demo
+
+    return run_demo(keep=args.keep)

@@ -1,0 +1,197 @@
+"""The dispatcher against a real SQLite outbox and fake channels."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from channels.base import ChannelError
+from channels.fake import FakeChannel
+from daemon.clock import SystemClock
+from daemon.core.backoff import RetryPolicy
+from daemon.core.health import Thresholds
+from daemon.core.model import ProviderState, Severity
+from daemon.core.routing import Matcher, Route
+from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.intake.accept import Acceptor, Submission
+from daemon.monitor import ProviderMonitor
+from daemon.rerouting import Rerouter
+from daemon.store.sqlite import SqliteStore
+
+ROUTES = (
+    Route("critical", Matcher(severities=frozenset({Severity.CRITICAL})), ("email", "backup"), ("hook",)),
+    Route("rest", Matcher(), ("email",), None),
+)
+FAST = RetryPolicy(initial_s=0.05, max_s=0.2, multiplier=2, max_attempts=3)
+
+
+@dataclass
+class World:
+    store: SqliteStore
+    monitor: ProviderMonitor
+    dispatcher: Dispatcher
+    acceptor: Acceptor
+    channels: dict[str, FakeChannel]
+
+    async def submit(self, severity: Severity, subject: str) -> str:
+        (accepted,) = await self.acceptor.accept([Submission(severity=severity, subject=subject)])
+        return accepted.id
+
+    async def status(self, notification_id: str) -> str:
+        view = await self.store.notification(notification_id)
+        assert view is not None
+        return view.status
+
+
+async def until(predicate: Callable[[], object], deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await _value(predicate()):
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+async def _value(value: object) -> object:
+    return await value if asyncio.iscoroutine(value) else value
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    clock = SystemClock()
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    monitor = ProviderMonitor(
+        store, Thresholds(failure=2, success=2, passive_min_interval=timedelta(0)), clock
+    )
+    channels = {name: FakeChannel(name) for name in ("email", "backup", "hook")}
+    policies = {
+        "email": ChannelPolicy(retry=FAST, concurrency=2, primary=True),
+        "backup": ChannelPolicy(retry=FAST),
+        "hook": ChannelPolicy(retry=FAST),
+    }
+    dispatcher = Dispatcher(
+        store,
+        channels,
+        policies,
+        clock=clock,
+        state=lambda: monitor.state,
+        mode=lambda: monitor.mode,
+        rerouter=Rerouter(store, lambda: ROUTES, clock),
+        on_primary_failure=monitor.passive_failure,
+        settings=DispatchSettings(poll_s=0.1, drain_grace_s=2),
+    )
+    monitor.on_mode_change(lambda _: dispatcher.request_sweep())
+    acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
+    task = asyncio.create_task(dispatcher.run())
+    yield World(store, monitor, dispatcher, acceptor, channels)
+    dispatcher.stop()
+    await task
+    await store.close()
+
+
+async def test_delivers_by_email_while_healthy(world: World) -> None:
+    """A notification accepted while healthy goes out by email, with its id as idempotency key."""
+    nid = await world.submit(Severity.INFO, "hello")
+    await until(lambda: world.channels["email"].sent)
+    assert world.channels["email"].sent[0].idempotency_key == nid
+    await until(_status_is(world, nid, "delivered"))
+
+
+def _status_is(world: World, nid: str, status: str) -> Callable[[], object]:
+    async def check() -> bool:
+        return await world.status(nid) == status
+
+    return check
+
+
+async def test_transient_error_is_retried(world: World) -> None:
+    """A transient failure is retried after a backoff and then delivered."""
+    world.channels["email"].script(ChannelError("421 try later"))
+    nid = await world.submit(Severity.INFO, "retry me")
+    await until(_status_is(world, nid, "delivered"))
+    view = await world.store.notification(nid)
+    assert view is not None
+    assert [a.outcome for a in view.attempts] == ["retry", "delivered"]
+
+
+async def test_retry_after_is_honoured(world: World) -> None:
+    """The next attempt is not made before the channel's Retry-After."""
+    world.channels["hook"].script(ChannelError("429", retry_after_s=0.6))
+    await world.monitor.force(ProviderState.OUTAGE, "test")
+    nid = await world.submit(Severity.CRITICAL, "rate limited")
+    await until(_status_is(world, nid, "delivered"))
+    view = await world.store.notification(nid)
+    assert view is not None
+    first, second = view.attempts
+    assert (second.started_at - first.finished_at).total_seconds() >= 0.55
+
+
+async def test_permanent_failure_moves_to_next_step(world: World) -> None:
+    """A permanent failure on email hands the notification to the plan's next channel."""
+    world.channels["email"].script(ChannelError("550 no such user", permanent=True))
+    nid = await world.submit(Severity.CRITICAL, "fallback")
+    await until(_status_is(world, nid, "delivered"))
+    assert [m.notification_id for m in world.channels["backup"].sent] == [nid]
+
+
+async def test_exhausted_retries_fail_the_last_step(world: World) -> None:
+    """After max_attempts transient failures the step fails; with no step left, the notification fails."""
+    world.channels["email"].fail_always(ChannelError("timeout"))
+    nid = await world.submit(Severity.INFO, "doomed")
+    await until(_status_is(world, nid, "failed"))
+    assert len(world.channels["email"].attempts) == FAST.max_attempts
+
+
+async def test_concurrency_cap_per_channel(world: World) -> None:
+    """No more than the channel's concurrency are in flight at once."""
+    gate = asyncio.Event()
+    world.channels["email"].gate = gate
+    for i in range(6):
+        await world.submit(Severity.INFO, f"n{i}")
+    await until(lambda: world.channels["email"].in_flight == 2)
+    await asyncio.sleep(0.3)  # give a misbehaving dispatcher the chance to over-claim
+    assert world.channels["email"].in_flight == 2
+    gate.set()
+    await until(lambda: len(world.channels["email"].sent) == 6)
+
+
+async def test_outage_reroutes_and_recovery_releases_held(world: World) -> None:
+    """In outage critical mail goes to the backup and the rest is held; recovery sends the held by email."""
+    world.channels["email"].gate = asyncio.Event()  # nothing leaves by email before the outage
+    critical = await world.submit(Severity.CRITICAL, "db down")
+    other = await world.submit(Severity.INFO, "report")
+    await until(lambda: world.channels["email"].in_flight == 2)
+    world.channels["email"].fail_always(ChannelError("connection refused", service_fault=True))
+    world.channels["email"].gate.set()
+    await until(lambda: world.monitor.state == ProviderState.OUTAGE)
+    await until(_status_is(world, critical, "delivered"))
+    assert [m.notification_id for m in world.channels["hook"].sent] == [critical]
+    await until(_status_is(world, other, "held"))
+    world.channels["email"].fail_always(None)
+    await world.monitor.force(ProviderState.HEALTHY, "recovered")
+    await until(_status_is(world, other, "delivered"))
+    assert world.channels["email"].sent[-1].notification_id == other
+
+
+async def test_failing_channel_does_not_block_others(world: World) -> None:
+    """A channel stuck on every send leaves the other channels delivering."""
+    world.channels["email"].gate = asyncio.Event()
+    for i in range(3):
+        await world.submit(Severity.INFO, f"stuck {i}")
+    await world.monitor.force(ProviderState.OUTAGE, "test")
+    nid = await world.submit(Severity.CRITICAL, "goes through")
+    await until(_status_is(world, nid, "delivered"))
+    world.channels["email"].gate.set()
+
+
+async def test_provider_faults_do_not_exhaust_primary_retries(world: World) -> None:
+    """Email failing because the provider is down keeps retrying instead of failing the notification."""
+    await world.monitor.force(ProviderState.HEALTHY, "pinned so the failures cannot declare an outage")
+    world.channels["email"].script(*[ChannelError("421 busy", service_fault=True)] * (FAST.max_attempts + 1))
+    nid = await world.submit(Severity.INFO, "patient")
+    await until(_status_is(world, nid, "delivered"))
