@@ -1,0 +1,188 @@
+"""The email channel: one SMTP submission per send, with aiosmtplib (async, no thread needed).
+
+A connection per send keeps the adapter stateless: nothing to reconnect after a provider
+outage, and the dispatcher's concurrency cap bounds the connections. The Message-ID is
+``<notification_id@backchannel>`` on every attempt, so a repeat after a lost reply is the same
+message to the recipient's client.
+
+Reply codes map to outcomes per RFC 5321 §4.2.1 (https://www.rfc-editor.org/rfc/rfc5321#section-4.2.1)
+and RFC 4954 §6 for AUTH (https://www.rfc-editor.org/rfc/rfc4954#section-6):
+
+====================================================  =========  =============
+what happened                                         permanent  service_fault
+====================================================  =========  =============
+refused, timeout, connection lost, TLS failure         no         yes
+any 4xx (421 included)                                no         yes
+530 / 534 / 535: authentication failed                no         yes
+5xx to the greeting, HELO, MAIL FROM or DATA          yes        yes
+5xx to every recipient                                yes        no
+some recipients refused, at least one accepted        delivered (Receipt.detail names the refused)
+====================================================  =========  =============
+"""
+
+from __future__ import annotations
+
+import email.policy
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+
+from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+
+_AUTH_CODES = frozenset({530, 534, 535})
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int = 587
+    #: require STARTTLS (submission, RFC 6409); ignored when ``tls`` (implicit TLS, RFC 8314) is set
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 10.0
+    verify_tls: bool = True
+    ca_file: str | None = None
+    helo: str | None = None
+
+
+class EmailChannel:
+    """Submit each message to one SMTP server."""
+
+    def __init__(
+        self, name: str, smtp: SmtpSettings, *, mail_from: str, default_to: Sequence[str] = ()
+    ) -> None:
+        self.name = name
+        self._smtp = smtp
+        self._mail_from = mail_from
+        self._default_to = tuple(default_to)
+        self._tls_context = _tls_context(smtp)
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        recipients = message.recipients or self._default_to
+        if not recipients:
+            raise ChannelError(f"{self.name}: no recipients for email", permanent=True)
+        sender = message.mail_from or self._mail_from
+        try:
+            content = message.raw if message.raw is not None else render(message, self._mail_from, recipients)
+            refused, reply = await self._submit(sender, recipients, content)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            raise _recipients_error(exc.recipients) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _response_error(exc.code, exc.message) from exc
+        except ValueError as exc:
+            # aiosmtplib and email.message refuse addresses and headers that would break the protocol
+            raise ChannelError(f"message cannot be sent: {exc}", permanent=True) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise ChannelError(f"SMTP {self._where}: {_describe(exc)}", service_fault=True) from exc
+        return Receipt(channel=self.name, detail=_detail(reply, refused))
+
+    async def aclose(self) -> None:
+        """Nothing is held between sends."""
+
+    @property
+    def _where(self) -> str:
+        return f"{self._smtp.host}:{self._smtp.port}"
+
+    async def _submit(
+        self, sender: str, recipients: Sequence[str], content: bytes
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        smtp = self._smtp
+        return await aiosmtplib.send(
+            content,
+            sender=sender,
+            recipients=list(recipients),
+            hostname=smtp.host,
+            port=smtp.port,
+            username=smtp.username,
+            password=smtp.password,
+            use_tls=smtp.tls,
+            start_tls=smtp.starttls and not smtp.tls,
+            tls_context=self._tls_context,
+            timeout=smtp.timeout_s,
+            local_hostname=smtp.helo,
+        )
+
+
+def render(message: OutboundMessage, mail_from: str, recipients: Sequence[str]) -> bytes:
+    """The RFC 5322 message for ``message``, CRLF line endings, ready for DATA."""
+    mail = EmailMessage(policy=email.policy.SMTP)
+    drill = "[DRILL] " if message.drill else ""
+    mail["Subject"] = f"{drill}[{message.severity.upper()}] {_one_line(message.subject)}"
+    mail["From"] = mail_from
+    mail["To"] = ", ".join(recipients)
+    mail["Date"] = format_datetime(message.created_at)
+    mail["Message-ID"] = f"<{message.notification_id}@backchannel>"
+    mail["X-Backchannel-Id"] = message.notification_id
+    mail["X-Backchannel-Severity"] = message.severity
+    # RFC 3834 §5: tells autoresponders (vacation replies) not to answer.
+    mail["Auto-Submitted"] = "auto-generated"
+    mail.set_content(_text(message), charset="utf-8")
+    return mail.as_bytes()
+
+
+def _text(message: OutboundMessage) -> str:
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(message.labels.items())) or "-"
+    lines = [
+        message.body,
+        "",
+        "-- ",
+        f"Notification: {message.notification_id}",
+        f"Severity: {message.severity}",
+        f"Source: {message.source}",
+        f"Created: {message.created_at.isoformat()}",
+        f"Labels: {labels}",
+    ]
+    if message.drill:
+        lines.append("This is a drill.")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+def _tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(cafile=smtp.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ChannelConfigError(f"cannot load CA file {smtp.ca_file}: {exc}") from exc
+    if not smtp.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _response_error(code: int, text: str) -> ChannelError:
+    reply = f"{code} {text}"
+    if code in _AUTH_CODES:
+        return ChannelError(
+            f"SMTP authentication failed (credentials need renewing): {reply}", service_fault=True
+        )
+    return ChannelError(f"SMTP server answered {reply}", permanent=500 <= code < 600, service_fault=True)
+
+
+def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> ChannelError:
+    replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
+    transient = [r for r in refusals if not 500 <= r.code < 600]
+    if transient:
+        return _response_error(transient[0].code, f"recipients refused ({replies})")
+    return ChannelError(f"all recipients refused: {replies}", permanent=True)
+
+
+def _detail(reply: str, refused: dict[str, aiosmtplib.SMTPResponse]) -> str:
+    # aiosmtplib hands back the text of the reply to the end of DATA, which is 250 when it returns.
+    final = f"250 {reply}"
+    if not refused:
+        return final
+    names = ", ".join(f"{addr} ({r.code} {r.message})" for addr, r in refused.items())
+    return f"{final}; refused: {names}"

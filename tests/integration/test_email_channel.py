@@ -1,0 +1,250 @@
+"""EmailChannel against a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+import pytest
+
+from channels.base import ChannelError, OutboundMessage
+from channels.email import EmailChannel, SmtpSettings
+from tests.servers import SmtpServer
+
+CREATED_AT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def _channel(server: SmtpServer, **settings: object) -> EmailChannel:
+    smtp = SmtpSettings("127.0.0.1", server.port, starttls=False, timeout_s=5.0, **settings)  # type: ignore[arg-type]
+    return EmailChannel("email", smtp, mail_from="backchannel@example.test", default_to=["ops@example.test"])
+
+
+def _message(**changes: object) -> OutboundMessage:
+    fields: dict[str, object] = {
+        "notification_id": "n-42",
+        "idempotency_key": "k-42",
+        "severity": "critical",
+        "subject": "Database down",
+        "body": "db1 is not answering",
+        "created_at": CREATED_AT,
+        "source": "alertmanager",
+        "recipients": ("oncall@example.test",),
+        "labels": {"host": "db1", "team": "data"},
+    }
+    return OutboundMessage(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def _parse(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+async def test_delivers_with_headers_and_stable_message_id(smtp: SmtpServer) -> None:
+    """An accepted send carries the subject, idempotent Message-ID and backchannel headers."""
+    receipt = await _channel(smtp).send(_message())
+    [mail] = await smtp.wait_for_async(1)
+    parsed = _parse(mail.data)
+    assert receipt.channel == "email"
+    assert receipt.detail.startswith("250")
+    assert mail.mail_from == "backchannel@example.test"
+    assert mail.rcpt_tos == ("oncall@example.test",)
+    assert parsed["Subject"] == "[CRITICAL] Database down"
+    assert parsed["Message-ID"] == "<n-42@backchannel>"
+    assert parsed["X-Backchannel-Id"] == "n-42"
+    assert parsed["X-Backchannel-Severity"] == "critical"
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert parsed["To"] == "oncall@example.test"
+    assert parsed["Date"].datetime == CREATED_AT
+
+
+async def test_body_names_source_labels_time_and_id(smtp: SmtpServer) -> None:
+    """The text body carries the context a reader needs: source, labels, created_at, id."""
+    await _channel(smtp).send(_message(subject="Ünïcode ✓", body="naïve body"))
+    [mail] = await smtp.wait_for_async(1)
+    parsed = _parse(mail.data)
+    part = parsed.get_body(("plain",))
+    assert part is not None
+    text = part.get_content()
+    assert parsed["Subject"] == "[CRITICAL] Ünïcode ✓"
+    for expected in ("naïve body", "alertmanager", "host=db1", "team=data", "2024-05-01T12:30", "n-42"):
+        assert expected in text
+
+
+async def test_retry_repeats_the_same_message_id(smtp: SmtpServer) -> None:
+    """A second attempt of one notification has the same Message-ID (email's idempotency key)."""
+    channel = _channel(smtp)
+    await channel.send(_message())
+    await channel.send(_message(attempt=2))
+    first, second = await smtp.wait_for_async(2)
+    assert _parse(first.data)["Message-ID"] == _parse(second.data)["Message-ID"]
+
+
+async def test_default_recipients_when_message_has_none(smtp: SmtpServer) -> None:
+    """Without recipients on the message, default_to is used."""
+    await _channel(smtp).send(_message(recipients=()))
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.rcpt_tos == ("ops@example.test",)
+
+
+async def test_no_recipients_at_all_is_permanent(smtp: SmtpServer) -> None:
+    """With neither message recipients nor default_to there is nothing to retry."""
+    channel = EmailChannel(
+        "email", SmtpSettings("127.0.0.1", smtp.port, starttls=False), mail_from="b@x.test"
+    )
+    with pytest.raises(ChannelError) as info:
+        await channel.send(_message(recipients=()))
+    assert info.value.permanent
+    assert not info.value.service_fault
+
+
+async def test_header_injection_in_recipient_is_permanent(smtp: SmtpServer) -> None:
+    """A recipient carrying CRLF cannot be sent, and nothing reaches the server."""
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message(recipients=("a@example.test\r\nBcc: evil@example.test",)))
+    assert info.value.permanent
+    assert smtp.messages == []
+
+
+async def test_raw_message_is_relayed_byte_identical(smtp: SmtpServer) -> None:
+    """Original SMTP-intake bytes go out unchanged, with the original envelope sender."""
+    raw = (
+        b"From: app@example.test\r\nTo: oncall@example.test\r\nSubject: original\r\n"
+        b"Message-ID: <orig-1@app>\r\nX-Custom: kept\r\n\r\nline one\r\n.leading dot\r\nline three\r\n"
+    )
+    await _channel(smtp).send(_message(raw=raw, mail_from="app@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.data == raw
+    assert mail.mail_from == "app@example.test"
+
+
+async def test_refused_port_is_transient_service_fault(smtp: SmtpServer) -> None:
+    """A stopped server (connection refused) is a transient fault of the service."""
+    smtp.stop()
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert not info.value.permanent
+    assert info.value.service_fault
+
+
+async def test_server_back_on_same_port_delivers_again(smtp: SmtpServer) -> None:
+    """After stop() and start() the same channel delivers to the same port."""
+    port = smtp.port
+    smtp.stop()
+    smtp.start()
+    assert smtp.port == port
+    await _channel(smtp).send(_message())
+    await smtp.wait_for_async(1)
+
+
+@pytest.mark.parametrize("stage", ["connect", "mail", "rcpt", "data"])
+async def test_421_is_transient_service_fault(smtp: SmtpServer, stage: str) -> None:
+    """421 at any stage means the service is unavailable for now."""
+    smtp.reply(421, "4.3.2 Service shutting down", stage=stage)  # type: ignore[arg-type]
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert not info.value.permanent
+    assert info.value.service_fault
+    assert "421" in str(info.value)
+
+
+async def test_451_on_data_is_transient(smtp: SmtpServer) -> None:
+    """A 4xx to DATA (local error in processing) is transient."""
+    smtp.reply(451, "4.3.0 Local error", stage="data")
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert not info.value.permanent
+
+
+async def test_550_to_all_recipients_is_permanent_not_service_fault(smtp: SmtpServer) -> None:
+    """Every recipient refused with 5xx is about this message, not the service."""
+    smtp.reply(550, "5.1.1 No such user", stage="rcpt")
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message(recipients=("a@example.test", "b@example.test")))
+    assert info.value.permanent
+    assert not info.value.service_fault
+    assert "a@example.test" in str(info.value)
+
+
+async def test_some_recipients_refused_is_delivered_naming_them(smtp: SmtpServer) -> None:
+    """When at least one recipient is accepted the send is delivered; the receipt names the refused."""
+    smtp.refuse("gone@example.test")
+    receipt = await _channel(smtp).send(_message(recipients=("gone@example.test", "ok@example.test")))
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.rcpt_tos == ("ok@example.test",)
+    assert "gone@example.test" in receipt.detail
+
+
+@pytest.mark.parametrize("stage", ["connect", "mail", "data"])
+async def test_5xx_outside_recipients_is_permanent_service_fault(smtp: SmtpServer, stage: str) -> None:
+    """5xx to the greeting, MAIL FROM or DATA is permanent and blames the service."""
+    smtp.reply(554, "5.3.0 Transaction failed", stage=stage)  # type: ignore[arg-type]
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert info.value.permanent
+    assert info.value.service_fault
+
+
+async def test_wrong_password_is_an_authentication_failure(smtp: SmtpServer) -> None:
+    """535 to AUTH says the credentials need renewing: not permanent, a service fault."""
+    smtp.require_auth("backchannel", "right")
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp, username="backchannel", password="wrong").send(_message())
+    assert not info.value.permanent
+    assert info.value.service_fault
+    assert "authentication failed (credentials need renewing)" in str(info.value)
+    assert "wrong" not in str(info.value)
+
+
+async def test_missing_credentials_is_an_authentication_failure(smtp: SmtpServer) -> None:
+    """530 (authentication required) maps like a failed login."""
+    smtp.require_auth("backchannel", "right")
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert "authentication failed" in str(info.value)
+    assert not info.value.permanent
+
+
+async def test_right_credentials_deliver(smtp: SmtpServer) -> None:
+    """With the right login the message is accepted and the server saw who logged in."""
+    smtp.require_auth("backchannel", "right")
+    await _channel(smtp, username="backchannel", password="right").send(_message())
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.login == "backchannel"
+
+
+async def test_starttls_required_but_not_offered_is_transient(smtp: SmtpServer) -> None:
+    """A server that does not offer STARTTLS when we require it is a transient service fault."""
+    smtp_settings = SmtpSettings("127.0.0.1", smtp.port, starttls=True, timeout_s=5.0)
+    channel = EmailChannel("email", smtp_settings, mail_from="b@example.test")
+    with pytest.raises(ChannelError) as info:
+        await channel.send(_message())
+    assert not info.value.permanent
+    assert info.value.service_fault
+
+
+async def test_implicit_tls_against_plaintext_server_is_transient(smtp: SmtpServer) -> None:
+    """A TLS handshake failure (server speaks plaintext) is transient and a service fault."""
+    channel = _channel(smtp, tls=True)
+    with pytest.raises(ChannelError) as info:
+        await channel.send(_message())
+    assert not info.value.permanent
+    assert info.value.service_fault
+
+
+def test_smtp_server_serves_blocking_clients(smtp: SmtpServer) -> None:
+    """The stand-in server works from sync code too (its loop runs in its own thread)."""
+    with smtplib.SMTP("127.0.0.1", smtp.port, timeout=5) as client:
+        client.sendmail("a@example.test", ["b@example.test"], b"Subject: sync\r\n\r\nhello\r\n")
+    [mail] = smtp.wait_for(1)
+    assert mail.rcpt_tos == ("b@example.test",)
