@@ -23,8 +23,8 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 def run(args: argparse.Namespace) -> int:
     from daemon.app import serve
-    from daemon.logs import configure_logging, register_secret
     from daemon.build import secrets_of
+    from daemon.logs import configure_logging, register_secret
 
     config = _load(args)
     if config is None:
@@ -50,7 +50,8 @@ def check(args: argparse.Namespace) -> int:
     )
     for c in p.checks:
         print(
-            f"    check {c.name or c.type}: every {c.every.total_seconds():g}s, timeout {c.timeout.total_seconds():g}s"
+            f"    check {c.name or c.type}: every {c.every.total_seconds():g}s, "
+            f"timeout {c.timeout.total_seconds():g}s"
         )
     print(f"  channels: {', '.join(f'{name} ({c.type})' for name, c in config.channels.items())}")
     for route in config.policy():
@@ -104,7 +105,8 @@ def status(args: argparse.Namespace) -> int:
     p, q = data["provider"], data["queue"]
     forced = f" (forced: {p['forced']['reason']})" if p["forced"] else ""
     print(
-        f"provider {p['name']}: {p['state'].upper()}{forced} since {p['since'] or 'start'}; routing: {p['mode']}"
+        f"provider {p['name']}: {p['state'].upper()}{forced} since {p['since'] or 'start'}; "
+        f"routing: {p['mode']}"
     )
     print(f"  consecutive failures {p['consecutive_failures']}, successes {p['consecutive_successes']}")
     for c in p["checks"][:5]:

@@ -7,9 +7,11 @@ stand-ins: an SMTP server playing the email provider and a webhook receiver play
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from base64 import b64encode
@@ -154,7 +156,8 @@ async def _story(
     await _until(lambda: len(hook.received) >= 2, "webhook delivery")
     for body, ok in zip(hook.received, hook.signatures_ok, strict=True):
         say(
-            f"  delivered by WEBHOOK (signature {'valid' if ok else 'INVALID'}): [{body['severity']}] {body['subject']}"
+            f"  delivered by WEBHOOK (signature {'valid' if ok else 'INVALID'}): "
+            f"[{body['severity']}] {body['subject']}"
         )
     say(f"  warning notification is {await _status(api, held[0])} until the provider recovers")
 
@@ -181,6 +184,10 @@ def config_threshold(daemon: Any) -> int:
 
 def run_demo(*, keep: bool = False) -> int:
     from daemon.cli import run_async
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("           daemon log: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="backchannel-demo-"))
     try:

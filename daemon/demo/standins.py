@@ -26,7 +26,7 @@ class ReceivedMail:
 class _Sink:
     mail: list[ReceivedMail] = field(default_factory=list)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         parsed = message_from_bytes(content)
         self.mail.append(
