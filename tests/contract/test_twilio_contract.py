@@ -40,7 +40,7 @@ def _message() -> OutboundMessage:
 
 @pytest.fixture(params=["from_number", "messaging_service_sid"])
 async def channel(request: pytest.FixtureRequest, twilio_prism: str) -> AsyncIterator[SmsChannel]:
-    sender = {request.param: SENDER if request.param == "from_number" else SERVICE_SID}
+    by_number = request.param == "from_number"
     sms = SmsChannel(
         "sms",
         account_sid=ACCOUNT_SID,
@@ -49,7 +49,8 @@ async def channel(request: pytest.FixtureRequest, twilio_prism: str) -> AsyncIte
         status_callback="https://backchannel.example/v1/callbacks/twilio",
         segments_per_s=100.0,
         base_url=twilio_prism,
-        **sender,
+        from_number=SENDER if by_number else None,
+        messaging_service_sid=None if by_number else SERVICE_SID,
     )
     yield sms
     await sms.aclose()

@@ -1,0 +1,279 @@
+"""The SMS channel: one Twilio Messages API request per recipient, paced per sender.
+
+Twilio's sync client runs in a worker thread (``asyncio.to_thread``). Its async client is
+aiohttp plus aiohttp-retry, a second HTTP stack with a retry layer of its own; the sync one
+is requests, which twilio depends on anyway and which retries nothing unless given
+``max_retries``. SMS volume is a few segments per second, so one thread per in-flight request,
+each bounded by the explicit timeout, is cheap.
+
+Texts read ``[SEVERITY] subject - body [notification-id]``, shortened to ``max_segments``
+(see :mod:`channels.gsm`) with the id always kept. The separator is an em dash only when the
+text is UCS-2 anyway: in GSM-7 it would turn the whole text into UCS-2 and halve its room.
+
+Pacing: Twilio queues what a sender cannot send at once and releases it at the sender's rate
+(long code 1, toll-free 3, short code 100 segments per second, see
+https://help.twilio.com/articles/115002943027-Understanding-Twilio-Rate-Limits-and-Message-Queues);
+``validity_period`` drops what waits longer, so an alert is not delivered hours late. Pacing
+here, in segments per second per sender, keeps that queue empty. A Messaging Service SID is
+paced as one sender (conservative).
+
+Outcomes, mapped once in :func:`vendor_error` (https://www.twilio.com/docs/api/errors):
+
+==============================================================  =========  =============
+Twilio answer                                                   permanent  service_fault
+==============================================================  =========  =============
+201                                                             delivered
+21211 bad To, 21610 opted out, 21614 not mobile, 21408 region,  yes        no
+21606 From not usable, any other 4xx
+401/403 (bad credentials)                                       yes        yes
+20429 / HTTP 429 (Retry-After honoured), 30001 queue overflow   no         no
+5xx (Retry-After honoured), timeout, refused, reset             no         yes
+==============================================================  =========  =============
+
+With several recipients: some sent is delivered (the receipt names the failed); none sent is
+permanent only if every failure is permanent. ``Receipt.remote_id`` is the MessageSid (comma
+separated for several), which status callbacks (:mod:`channels.twilio_callbacks`) refer to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import phonenumbers
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.gsm import encoding_for, segment_count, shorten
+from channels.pacing import Pacer
+from channels.webhook import retry_after_s
+
+PACE_LONG_CODE_PER_S = 1.0
+PACE_TOLL_FREE_PER_S = 3.0
+PACE_SHORT_CODE_PER_S = 100.0
+
+PERMANENT_CODES = frozenset({21211, 21610, 21614, 21408, 21606})
+TRANSIENT_CODES = frozenset({20429, 30001})
+
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
+#: A short code, or an alphanumeric sender ID (up to 11 characters, at least one letter).
+_NON_E164_SENDER = re.compile(r"\d{5,6}|(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}")
+#: Stops twilio.rest.Client reading TWILIO_EDGE/TWILIO_REGION from os.environ (an empty mapping
+#: would make it fall back to os.environ): only the config module reads the environment.
+_NO_ENVIRONMENT = {"TWILIO_EDGE": "", "TWILIO_REGION": ""}
+
+
+def validate_e164(number: str) -> str:
+    """``number`` in E.164 (``+`` and digits) if it is a valid phone number, else ValueError."""
+    if not number.startswith("+"):
+        raise ValueError(f"{number!r} is not in E.164 format (+ and country code)")
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"{number!r} is not a phone number: {exc}") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{number!r} is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def render_text(message: OutboundMessage, max_segments: int) -> str:
+    """The SMS text for ``message``, at most ``max_segments`` long, ending in `` [notification-id]``."""
+    head = f"[{message.severity.upper()}] {_squash(message.subject)}"
+    if message.drill:
+        head = f"[DRILL] {head}"
+    body = _squash(message.body)
+    suffix = f" [{message.notification_id}]"
+    if body:
+        separator = " — " if encoding_for(head + body + suffix) == "UCS-2" else " - "
+        head = f"{head}{separator}{body}"
+    return shorten(head, max_segments, suffix=suffix)
+
+
+def _squash(text: str) -> str:
+    """Whitespace runs (newlines included) become one space: an SMS has no room for layout."""
+    return " ".join(text.split())
+
+
+def vendor_error(
+    channel: str, status: int, code: int | None, text: str, headers: Mapping[str, str] | None
+) -> ChannelError:
+    """The ChannelError for a Twilio error answer (see the table in the module docstring)."""
+    reason = f"{channel}: Twilio HTTP {status}, error {code}: {text}"
+    retry_after = retry_after_s((headers or {}).get("Retry-After"), time.time())
+    if code in PERMANENT_CODES:
+        return ChannelError(reason, permanent=True)
+    if code in TRANSIENT_CODES or status == 429:
+        return ChannelError(reason, retry_after_s=retry_after)
+    if status >= 500:
+        return ChannelError(reason, retry_after_s=retry_after, service_fault=True)
+    return ChannelError(reason, permanent=True, service_fault=status in (401, 403))
+
+
+class _HttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no type hints
+    """requests underneath, no retries, a fixed timeout, an optional base URL (a stand-in, Prism).
+
+    TwilioRestException drops the response headers, so the last response's headers are kept per
+    thread: the thread that sent the request reads its Retry-After after catching the error.
+    """
+
+    def __init__(self, base_url: str | None, timeout_s: float) -> None:
+        super().__init__(pool_connections=True, timeout=timeout_s)
+        self._base = urlsplit(base_url.rstrip("/")) if base_url else None
+        self.last = threading.local()
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self._base is not None:
+            url = urlsplit(url)._replace(scheme=self._base.scheme, netloc=self._base.netloc).geturl()
+        self.last.headers = None
+        response = super().request(method, url, *args, **kwargs)
+        self.last.headers = response.headers
+        return response
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+class SmsChannel:
+    """Sends each notification as one SMS per recipient through Twilio's Messages API."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str | None = None,
+        messaging_service_sid: str | None = None,
+        recipients: tuple[str, ...] = (),
+        max_segments: int = 3,
+        segments_per_s: float = PACE_LONG_CODE_PER_S,
+        validity_period_s: int = 600,
+        status_callback: str | None = None,
+        timeout_s: float = 10.0,
+        base_url: str | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.name = name
+        self._sender = _sender(name, from_number, messaging_service_sid)
+        _check_settings(name, account_sid, max_segments, validity_period_s, timeout_s)
+        if segments_per_s <= 0:
+            raise ChannelConfigError(f"{name}: segments_per_s must be positive, got {segments_per_s}")
+        self._recipients = tuple(_configured_number(name, number) for number in recipients)
+        self._max_segments = max_segments
+        self._pacer = pacer or Pacer(segments_per_s)
+        self._http = _HttpClient(base_url, timeout_s)
+        self._client = Client(account_sid, auth_token, http_client=self._http, environment=_NO_ENVIRONMENT)
+        self._params: dict[str, Any] = {"validity_period": validity_period_s}
+        if from_number is not None:
+            self._params["from_"] = self._sender
+        else:
+            self._params["messaging_service_sid"] = self._sender
+        if status_callback is not None:
+            self._params["status_callback"] = status_callback
+
+    async def send(self, message: OutboundMessage) -> Receipt:
+        text = render_text(message, self._max_segments)
+        numbers = self._numbers(message)
+        cost = float(segment_count(text))
+        sids: list[str] = []
+        failures: list[tuple[str, ChannelError]] = []
+        for number in numbers:
+            await self._pacer.acquire(self._sender, cost)
+            try:
+                sids.append(await asyncio.to_thread(self._create, number, text))
+            except ChannelError as exc:
+                failures.append((number, exc))
+        return self._receipt(len(numbers), sids, failures)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._http.close)
+
+    def _numbers(self, message: OutboundMessage) -> tuple[str, ...]:
+        """The message's phone numbers if it names any (its e-mail addresses are not ours), else ours."""
+        given = [r for r in message.recipients if r.startswith("+")]
+        numbers: list[str] = []
+        for number in given:
+            try:
+                numbers.append(validate_e164(number))
+            except ValueError as exc:
+                raise ChannelError(f"{self.name}: {exc}", permanent=True) from exc
+        if not (numbers or self._recipients):
+            raise ChannelError(f"{self.name}: no phone numbers to send to", permanent=True)
+        return tuple(numbers) or self._recipients
+
+    def _create(self, number: str, text: str) -> str:
+        """One Messages API request, in a worker thread; the MessageSid, or ChannelError."""
+        try:
+            created = self._client.messages.create(to=number, body=text, **self._params)
+        except TwilioRestException as exc:
+            raise self._vendor_error(exc.status, exc.code, exc.msg) from exc
+        except TwilioServiceException as exc:
+            raise self._vendor_error(exc.status, exc.code, exc.detail or exc.title) from exc
+        except OSError as exc:
+            # requests' ConnectionError and Timeout derive from IOError (OSError).
+            reason = f"{self.name}: Twilio unreachable: {type(exc).__name__}: {exc}"
+            raise ChannelError(reason, service_fault=True) from exc
+        return str(created.sid)
+
+    def _vendor_error(self, status: int, code: int | None, text: str) -> ChannelError:
+        headers: Mapping[str, str] | None = getattr(self._http.last, "headers", None)
+        return vendor_error(self.name, status, code, text, headers)
+
+    def _receipt(self, total: int, sids: list[str], failures: list[tuple[str, ChannelError]]) -> Receipt:
+        failed = "; ".join(f"{number}: {exc}" for number, exc in failures)
+        if sids:
+            detail = f"sent to {len(sids)} of {total}" + (f"; failed {failed}" if failures else "")
+            return Receipt(self.name, detail, remote_id=",".join(sids))
+        if len(failures) == 1:
+            raise failures[0][1]
+        errors = [exc for _, exc in failures]
+        retry_after = max((e.retry_after_s for e in errors if e.retry_after_s is not None), default=None)
+        raise ChannelError(
+            f"{self.name}: no SMS sent: {failed}",
+            permanent=all(e.permanent for e in errors),
+            retry_after_s=retry_after,
+            service_fault=any(e.service_fault for e in errors),
+        ) from errors[0]
+
+
+def _sender(channel: str, from_number: str | None, messaging_service_sid: str | None) -> str:
+    if from_number is not None and messaging_service_sid is None:
+        if _NON_E164_SENDER.fullmatch(from_number):
+            return from_number
+        return _configured_number(channel, from_number)
+    if messaging_service_sid is not None and from_number is None:
+        if not _SERVICE_SID.fullmatch(messaging_service_sid):
+            raise ChannelConfigError(f"{channel}: messaging_service_sid must be MG and 32 hex digits")
+        return messaging_service_sid
+    raise ChannelConfigError(f"{channel}: set exactly one of from_number and messaging_service_sid")
+
+
+def _configured_number(channel: str, number: str) -> str:
+    try:
+        return validate_e164(number)
+    except ValueError as exc:
+        raise ChannelConfigError(f"{channel}: {exc}") from exc
+
+
+def _check_settings(
+    channel: str, account_sid: str, max_segments: int, validity_period_s: int, timeout_s: float
+) -> None:
+    if not _ACCOUNT_SID.fullmatch(account_sid):
+        raise ChannelConfigError(f"{channel}: account_sid must be AC and 32 hex digits")
+    # Twilio accepts at most 1600 characters, 10 segments of GSM-7.
+    if not 1 <= max_segments <= 10:
+        raise ChannelConfigError(f"{channel}: max_segments must be 1 to 10, got {max_segments}")
+    # https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource
+    if not 1 <= validity_period_s <= 36000:
+        raise ChannelConfigError(f"{channel}: validity_period_s must be 1 to 36000, got {validity_period_s}")
+    if timeout_s <= 0:
+        raise ChannelConfigError(f"{channel}: timeout_s must be positive, got {timeout_s}")
