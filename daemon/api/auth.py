@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import HTTPException, Request
 
 
-def bearer_auth(tokens: Callable[[], Mapping[str, str]]) -> Callable[[Request], str]:
+def bearer_auth(tokens: Callable[[], Mapping[str, str]]) -> Callable[[Request], Awaitable[str]]:
     """A dependency that returns the caller's token name or answers 401."""
 
-    def authenticate(request: Request) -> str:
+    # async so FastAPI runs it on the loop, not in a worker thread (a thread hop per request)
+    async def authenticate(request: Request) -> str:
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:

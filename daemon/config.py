@@ -1,0 +1,541 @@
+"""The configuration: one YAML file, validated once into frozen pydantic models.
+
+Exceptions::
+
+    ConfigError     the file is unusable; ``problems`` holds every problem found at once,
+                    each with file, line, dotted path (``routes[2].outage[0]``) and message
+
+Loading resolves secret references (:mod:`daemon.secrets`) and keeps the line of every value
+(:mod:`daemon.yamlsource`). This module and :mod:`daemon.secrets` are the only readers of the
+environment. Field reference: ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import math
+import os
+import re
+from base64 import b64decode
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import ErrorDetails
+
+from daemon.core.model import Severity
+from daemon.core.routing import Matcher, Route
+from daemon.secrets import SecretResolver
+from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
+
+# --- durations ---------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_HINT = "expected a duration such as 500ms, 15s, 5m, 1h30m or 1d"
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """``"500ms"``, ``"15s"``, ``"5m"``, ``"1h30m"``, ``"1d"``; a bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError(_DURATION_HINT)
+    seconds = float(value) if isinstance(value, int | float) else _duration_seconds(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be finite and not negative")
+    return timedelta(seconds=seconds)
+
+
+def _duration_seconds(text: str) -> float:
+    compact = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+        return float(compact)
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"invalid duration {text!r}: {_DURATION_HINT}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest text :func:`parse_duration` reads back as ``value``."""
+    ms = round(value.total_seconds() * 1000)
+    out = ""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        out += f"{count}{unit}" if count else ""
+    return out or "0s"
+
+
+def _positive_duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, str | int | float):
+        result = parse_duration(value)
+    else:
+        raise ValueError(_DURATION_HINT)
+    if result <= timedelta(0):
+        raise ValueError("a duration must be positive")
+    return result
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_positive_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?)+\s*$"}),
+]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _email_address(value: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+        raise ValueError("expected an email address like ops@example.com")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- store, API, provider ----------------------------------------------------------------------
+
+
+class StoreConfig(_Model):
+    path: Path
+    busy_timeout: Duration = timedelta(seconds=5)
+
+
+class ApiToken(_Model):
+    name: str = Field(min_length=1)
+    token: SecretStr
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("the token is empty")
+        return value
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8025"`` or ``"[::1]:8025"`` to (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8025 or [::1]:8025")
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:8025")
+    return host, int(port)
+
+
+class ApiConfig(_Model):
+    listen: str = "127.0.0.1:8025"
+    tokens: list[ApiToken] = Field(min_length=1)
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
+        _require_unique([t.name for t in value], "token name")
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+class SmtpConfig(_Model):
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=10)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    helo: str | None = Field(None, pattern=r"^\S+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_tls_defaults(cls, data: Any) -> Any:
+        # `tls: true` alone means SMTPS: port 465 and no STARTTLS on top (RFC 8314 section 3.3)
+        if isinstance(data, dict) and data.get("tls") is True:
+            return {"starttls": False, "port": 465, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SmtpConfig:
+        if self.tls and self.starttls:
+            raise ValueError("starttls and tls are exclusive: tls is implicit TLS (port 465)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class SmtpCheckConfig(_Model):
+    type: Literal["smtp"]
+    name: str | None = None
+    every: Duration = timedelta(seconds=15)
+    timeout: Duration = timedelta(seconds=10)
+    smtp: SmtpConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_fits_every(cls, data: Any) -> Any:
+        """An omitted timeout is 10s, or half of ``every`` when 10s would not fit inside it."""
+        if not isinstance(data, dict) or "timeout" in data or "every" not in data:
+            return data
+        try:
+            every = _positive_duration(data["every"])
+        except ValueError:
+            return data
+        default = timedelta(seconds=10)
+        return {**data, "timeout": default if every > default else every / 2}
+
+    @field_validator("timeout")
+    @classmethod
+    def _shorter_than_every(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        every = info.data.get("every")
+        if every is not None and value >= every:
+            raise ValueError(f"must be shorter than every ({format_duration(every)})")
+        return value
+
+
+CheckConfig = Annotated[SmtpCheckConfig, Field(discriminator="type")]
+
+
+class ProviderConfig(_Model):
+    name: str = Field(min_length=1)
+    smtp: SmtpConfig
+    checks: list[CheckConfig] = Field(default_factory=lambda: [SmtpCheckConfig(type="smtp")], min_length=1)
+    failure_threshold: PositiveInt = 3
+    success_threshold: PositiveInt = 3
+    mail_from: EmailAddress | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mail_from_username(cls, data: Any) -> Any:
+        smtp = data.get("smtp") if isinstance(data, dict) else None
+        username = smtp.get("username") if isinstance(smtp, dict) else None
+        # many providers' usernames are not addresses (SendGrid's is "apikey"): only borrow one that is
+        if "mail_from" not in data and isinstance(username, str) and "@" in username:
+            return {**data, "mail_from": username}
+        return data
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+class RetryConfig(_Model):
+    initial: Duration = timedelta(seconds=1)
+    max: Duration = timedelta(minutes=5)
+    multiplier: float = Field(2.0, ge=1.0)
+    max_attempts: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.initial > self.max:
+            raise ValueError("initial must not exceed max")
+        return self
+
+
+class EmailChannelConfig(_Model):
+    type: Literal["email"]
+    smtp: SmtpConfig | None = None
+    mail_from: EmailAddress | None = None
+    to: list[EmailAddress] = Field(default_factory=list)
+    concurrency: PositiveInt = 4
+    retry: RetryConfig | None = None
+
+
+def _webhook_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL with a host")
+    return value
+
+
+def _webhook_secret(value: SecretStr) -> SecretStr:
+    # Standard Webhooks: "whsec_" + base64 of the key, https://www.standardwebhooks.com/ (signing)
+    text = value.get_secret_value().removeprefix("whsec_")
+    try:
+        key = b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("expected base64, optionally prefixed whsec_ (Standard Webhooks)") from None
+    if len(key) < 16:
+        raise ValueError("the key must decode to at least 16 bytes")
+    return value
+
+
+class WebhookChannelConfig(_Model):
+    type: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_webhook_url)]
+    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)]
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = timedelta(seconds=10)
+    concurrency: PositiveInt = 4
+    retry: RetryConfig | None = None
+
+
+ChannelConfig = Annotated[EmailChannelConfig | WebhookChannelConfig, Field(discriminator="type")]
+
+
+def _channel_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
+        raise ValueError("channel names are lowercase letters, digits, '-' and '_'")
+    return value
+
+
+ChannelName = Annotated[str, AfterValidator(_channel_name)]
+
+
+# --- routes, dispatch, the whole -------------------------------------------------------------
+
+
+def _known_channel(value: str, info: ValidationInfo) -> str:
+    channels = info.context.get("channels") if isinstance(info.context, dict) else None
+    if channels is not None and value not in channels:
+        known = ", ".join(sorted(channels)) or "none"
+        raise ValueError(f"unknown channel {value!r} (channels: {known})")
+    return value
+
+
+def _action_tag(value: Any) -> str:
+    return "defer" if isinstance(value, str) else "channels"
+
+
+ChannelRef = Annotated[str, AfterValidator(_known_channel)]
+#: channel names tried in order, or "defer": hold until the provider's state changes
+Action = Annotated[
+    Annotated[Literal["defer"], Tag("defer")]
+    | Annotated[list[ChannelRef], Tag("channels"), Field(min_length=1)],
+    Discriminator(_action_tag),
+]
+
+
+class MatchConfig(_Model):
+    severity: list[Severity] | None = Field(None, min_length=1)
+    source: list[str] | None = Field(None, min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    def matcher(self) -> Matcher:
+        return Matcher(
+            severities=None if self.severity is None else frozenset(self.severity),
+            sources=None if self.source is None else frozenset(self.source),
+            labels=dict(self.labels),
+        )
+
+
+class RouteConfig(_Model):
+    name: str | None = Field(None, min_length=1)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    healthy: Action
+    outage: Action
+
+    def route(self, index: int) -> Route:
+        return Route(
+            name=self.name or f"route-{index}",
+            matcher=self.match.matcher(),
+            healthy=None if self.healthy == "defer" else tuple(self.healthy),
+            outage=None if self.outage == "defer" else tuple(self.outage),
+        )
+
+
+class DispatchConfig(_Model):
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    concurrency: PositiveInt = 4
+    poll: Duration = timedelta(seconds=1)
+    lease: Duration = timedelta(minutes=5)
+
+
+class Config(_Model):
+    store: StoreConfig
+    api: ApiConfig
+    provider: ProviderConfig
+    channels: dict[ChannelName, ChannelConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(min_length=1)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_concurrency(cls, data: Any) -> Any:
+        """``dispatch.concurrency`` is the default for channels that set none."""
+        dispatch = data.get("dispatch") if isinstance(data, dict) else None
+        channels = data.get("channels") if isinstance(data, dict) else None
+        cap = dispatch.get("concurrency") if isinstance(dispatch, dict) else None
+        if not isinstance(channels, dict) or not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            return data
+        filled = {k: {"concurrency": cap, **v} if isinstance(v, dict) else v for k, v in channels.items()}
+        return {**data, "channels": filled}
+
+    @field_validator("routes")
+    @classmethod
+    def _nothing_unplanned(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        *firsts, last = routes
+        if not last.match.matcher().is_catch_all:
+            raise ValueError(
+                f"the last route (routes[{len(firsts)}]) must be a catch-all with an empty match"
+            )
+        for index, route in enumerate(firsts):
+            if route.match.matcher().is_catch_all:
+                raise ValueError(f"routes[{index}] matches everything, so the routes after it never apply")
+        _require_unique([r.name for r in routes if r.name], "route name")
+        return routes
+
+    def policy(self) -> tuple[Route, ...]:
+        """The routes as the pure core's :class:`~daemon.core.routing.Route` objects."""
+        return tuple(route.route(index) for index, route in enumerate(self.routes))
+
+    def api_tokens(self) -> dict[str, str]:
+        """API token name to its secret value."""
+        return {t.name: t.token.get_secret_value() for t in self.api.tokens}
+
+
+def _require_unique(names: Sequence[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"duplicate {what}: {', '.join(repeated)}")
+
+
+# --- loading and errors -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems) or (self.__doc__ or "")
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, resolve and validate the YAML file at ``path``; ``env`` defaults to ``os.environ``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            [ConfigProblem(str(path), None, "", f"cannot read the configuration: {reason}")]
+        ) from None
+    return parse_config(text, filename=str(path), env=env)
+
+
+def parse_config(text: str, *, filename: str = "<string>", env: Mapping[str, str] | None = None) -> Config:
+    """Validate YAML ``text``; every problem is reported at once in one :class:`ConfigError`."""
+    resolver = SecretResolver(os.environ if env is None else env)
+    try:
+        doc = load_yaml(text, string_hook=resolver.resolve)
+    except YamlSyntaxError as exc:
+        raise ConfigError([ConfigProblem(filename, exc.line, "", str(exc))]) from None
+    if not isinstance(doc.data, dict):
+        found = "an empty file" if doc.data is None else f"a {type(doc.data).__name__}"
+        raise ConfigError(
+            [ConfigProblem(filename, doc.line_of(()), "", f"expected a mapping, found {found}")]
+        )
+    config, problems = _validate(doc)
+    problems.sort(key=lambda p: p.line or 0)
+    if problems:
+        # pydantic's messages can quote input, and the input may be a resolved secret
+        raise ConfigError(
+            [
+                ConfigProblem(filename, p.line, format_path(p.loc), resolver.redact(p.message))
+                for p in problems
+            ]
+        ) from None
+    assert config is not None
+    return config
+
+
+def _validate(doc: YamlDocument) -> tuple[Config | None, list[SourceProblem]]:
+    channels = doc.data.get("channels")
+    context = {"channels": channels if isinstance(channels, dict) else None}
+    # top-level x-* keys hold YAML anchors for reuse, as in Compose files
+    data = {k: v for k, v in doc.data.items() if not k.startswith("x-")}
+    try:
+        return Config.model_validate(data, context=context), doc.problems
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    problems = list(doc.problems)
+    for error in errors:
+        loc = doc.path_of(error["loc"])
+        # a value whose secret reference failed would only fail again, less clearly
+        if not any(loc[: len(p.loc)] == p.loc for p in doc.problems):
+            problems.append(SourceProblem(doc.line_of(loc), loc, _message(error, loc)))
+    return None, problems
+
+
+class _SchemaGenerator(GenerateJsonSchema):
+    def encode_default(self, dft: Any) -> Any:
+        # pydantic writes timedelta defaults as ISO 8601 ("PT15S"), which the YAML does not accept
+        return format_duration(dft) if isinstance(dft, timedelta) else super().encode_default(dft)
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of :class:`Config`, for editors (``backchannel schema``)."""
+    schema = Config.model_json_schema(schema_generator=_SchemaGenerator)
+    return {
+        **schema,
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "backchannel configuration",
+    }
+
+
+def _message(error: ErrorDetails, loc: Loc) -> str:
+    if error["type"] == "missing":
+        return "required"
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {loc[-1]!r}" if loc else "unknown key"
+    if error["type"] == "union_tag_not_found":
+        return "needs a 'type'"
+    if error["msg"] == "Input should be 'defer'":
+        return "expected a list of channel names or 'defer'"
+    return error["msg"].removeprefix("Value error, ")
