@@ -1,0 +1,163 @@
+"""Structured logs: one JSON object per line for the journal, ``key=value`` lines on a terminal.
+
+Every line carries the stable keys ``ts`` (ISO 8601, UTC), ``level``, ``event`` (a dotted name such as
+``delivery.sent`` that dashboards and alerts can match on, unlike the free-text ``msg``), ``logger`` and
+``msg``, followed by the line's own fields (``notification_id``, ``channel``...). Fields come from
+:func:`log_event` or from ``extra={"event": ..., ...}`` on a plain logging call.
+
+Registered secrets are replaced by ``***`` in everything a line carries, the traceback included: the
+formatter is the last place a value passes before it leaves the process.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+import re
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+REDACTED = "***"
+DEFAULT_EVENT = "log"
+
+_FIELDS_ATTR = "_backchannel_fields"
+_STABLE_KEYS = ("ts", "level", "event", "logger", "msg")
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", _FIELDS_ATTR}
+
+
+class _Secrets:
+    """The registered secret values, matched longest first so one secret never leaks a suffix."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        if not value:
+            return
+        with self._lock:
+            self._values.add(value)
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def redact(self, text: str) -> str:
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(REDACTED, text)
+
+
+_secrets = _Secrets()
+
+
+def register_secret(value: str) -> None:
+    """Never let ``value`` appear in a log line again: it is printed as ``***``."""
+    _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    return _secrets.redact(text)
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    msg: str = "",
+    *,
+    level: int = logging.INFO,
+    exc_info: BaseException | bool | None = None,
+    **fields: Any,
+) -> None:
+    """Log one line named ``event`` (e.g. ``delivery.sent``) carrying ``fields`` as its own keys."""
+    if logger.isEnabledFor(level):
+        extra = {"event": event, _FIELDS_ATTR: fields}
+        logger.log(level, msg or event, exc_info=exc_info, extra=extra, stacklevel=2)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The line's own fields: ``extra=`` attributes plus those given to :func:`log_event`."""
+    fields = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and k != "event"}
+    fields.update(getattr(record, _FIELDS_ATTR, {}))
+    return {k: v for k, v in fields.items() if k not in _STABLE_KEYS}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _scrub(value: Any) -> Any:
+    """A JSON-ready copy of ``value`` with secrets redacted in every string, keys included."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {redact(str(k)): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    return redact(str(value))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, stable keys first."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname,
+            "event": str(getattr(record, "event", DEFAULT_EVENT)),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(record_fields(record))
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return jsonlib.dumps(_scrub(line), ensure_ascii=False, separators=(",", ":"))
+
+
+class HumanFormatter(logging.Formatter):
+    """``ts level event msg key=value...`` for a person at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = getattr(record, "event", DEFAULT_EVENT)
+        parts = [_timestamp(record), f"{record.levelname:<7}", str(event), record.getMessage()]
+        parts += [f"{k}={_human_value(v)}" for k, v in record_fields(record).items()]
+        text = " ".join(parts)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return redact(text)
+
+
+def _human_value(value: Any) -> str:
+    text = str(value)
+    return jsonlib.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
+
+
+class _BackchannelHandler(logging.StreamHandler[TextIO]):
+    """Marks the handler :func:`configure_logging` installed, so a second call replaces it."""
+
+
+def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: TextIO = sys.stderr) -> None:
+    """Send every logger's records to ``stream``: JSON unless it is a terminal (or ``json`` says)."""
+    if json is None:
+        json = not _is_tty(stream)
+    handler = _BackchannelHandler(stream)
+    handler.setFormatter(JsonFormatter() if json else HumanFormatter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _BackchannelHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def _is_tty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
