@@ -1,11 +1,11 @@
 """Accepted notifications per second over HTTP, durable, one per request and in batches.
 
-Starts ``backchannel run`` as a process (SQLite, synchronous=FULL) with every route deferred, so
-the figures measure intake alone, then drives it from this process with concurrent keep-alive
-clients. Prints throughput and p50/p99 latency, and the p99 at a fixed offered rate of 500/s.
-Also prints the daemon's idle RSS and its start-to-ready time.
+Starts ``backchannel run`` as a process (SQLite, synchronous=FULL) whose routes defer
+everything, so the figures measure intake alone; every 202 means committed to disk. Prints
+closed-loop throughput with p50/p99 (wrk), the p50/p99 at a fixed offered rate of 500/s, the
+start-to-ready time and the idle RSS.
 
-    .venv/bin/python bench/intake.py [--seconds 5] [--clients 32]
+    .venv/bin/python bench/intake.py [--seconds 5] [--connections 16 64]
 """
 
 from __future__ import annotations
@@ -15,70 +15,14 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import DaemonUnderTest, percentile
+from bench.loadgen import open_loop, wrk
 
-
-async def closed_loop(
-    url: str, token: str, seconds: float, clients: int, batch: int
-) -> tuple[int, list[float]]:
-    """Each client sends as fast as answers come back."""
-    latencies: list[float] = []
-    accepted = 0
-    deadline = time.perf_counter() + seconds
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
-
-        async def worker(n: int) -> None:
-            nonlocal accepted
-            i = 0
-            while time.perf_counter() < deadline:
-                one = {"severity": "info", "subject": f"bench {n}-{i}"}
-                body = one if batch == 1 else [dict(one, subject=f"bench {n}-{i}-{j}") for j in range(batch)]
-                started = time.perf_counter()
-                response = await client.post("/v1/notifications", json=body)
-                latencies.append(time.perf_counter() - started)
-                assert response.status_code == 202, response.text
-                accepted += batch
-                i += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(clients)))
-        elapsed = time.perf_counter() - started
-    return int(accepted / elapsed), latencies
-
-
-async def open_loop(url: str, token: str, rate: float, seconds: float) -> list[float]:
-    """Requests at a fixed offered rate, whatever the answers do (no coordinated omission)."""
-    latencies: list[float] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=200)
-    ) as client:
-
-        async def one(i: int, scheduled: float) -> None:
-            await client.post("/v1/notifications", json={"severity": "info", "subject": f"rate {i}"})
-            latencies.append(time.perf_counter() - scheduled)
-
-        start = time.perf_counter()
-        tasks = []
-        for i in range(int(rate * seconds)):
-            scheduled = start + i / rate
-            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(i, scheduled)))
-        await asyncio.gather(*tasks)
-    return latencies
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
+ONE = {"severity": "info", "subject": "benchmark notification", "body": "x" * 200}
 
 
 def main() -> None:
@@ -86,20 +30,36 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, DaemonUnderTest(Path(tmp), routes="defer") as daemon:
-        print(f"start to ready: {ms(daemon.ready_s)}; idle RSS: {daemon.rss_mb():.1f} MB")
-        for batch in (1, 100):
-            rate, lat = asyncio.run(closed_loop(daemon.url, daemon.token, args.seconds, args.clients, batch))
+        print(f"start to ready: {daemon.ready_s * 1000:.0f} ms; idle RSS: {daemon.rss_mb():.1f} MB")
+        url = f"{daemon.url}/v1/notifications"
+        for connections in args.connections:
+            r = wrk(url, daemon.token, ONE, connections=connections, seconds=args.seconds)
             print(
-                f"batch {batch:>3}: {rate:>7,} accepted/s  request p50 {ms(statistics.median(lat))}  "
-                f"p99 {ms(percentile(lat, 99))}  ({args.clients} clients, {args.seconds:g}s)"
+                f"one per request, {connections:>3} connections: {r.requests_per_s:>8,.0f} accepted/s  "
+                f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms"
             )
-        lat = asyncio.run(open_loop(daemon.url, daemon.token, 500, args.seconds))
+        r = wrk(url, daemon.token, [ONE] * 100, connections=16, seconds=args.seconds)
         print(
-            f"at 500/s offered, one per request: p50 {ms(statistics.median(lat))}  "
-            f"p99 {ms(percentile(lat, 99))}"
+            f"batches of 100,  16 connections: {r.requests_per_s * 100:>8,.0f} accepted/s  "
+            f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms per request"
+        )
+        lat = asyncio.run(
+            open_loop(
+                "127.0.0.1",
+                daemon.api_port,
+                "/v1/notifications",
+                daemon.token,
+                ONE,
+                rate=500,
+                seconds=args.seconds,
+            )
+        )
+        print(
+            f"at 500/s offered, one per request: p50 {statistics.median(lat) * 1000:.1f} ms  "
+            f"p99 {percentile(lat, 99) * 1000:.1f} ms  ({len(lat)} requests)"
         )
         print(f"RSS after the runs: {daemon.rss_mb():.1f} MB")
 

@@ -113,6 +113,8 @@ class Daemon:
             lifespan="off",
             loop="none",
             http="httptools",
+            proxy_headers=False,
+            server_header=False,
             timeout_graceful_shutdown=5,
         )
         self._server = _ApiServer(config)

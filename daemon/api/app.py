@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import views
-from daemon.api.auth import bearer_auth
+from daemon.api.auth import BearerAuth
 from daemon.api.errors import error_response, http_error, validation_error
 from daemon.api.limits import BodyLimit
-from daemon.api.models import NotificationBatch, NotificationIn, OverrideIn
+from daemon.api.models import OverrideIn
+from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.core.model import ProviderState
-from daemon.intake.accept import Acceptor, Submission
+from daemon.intake.accept import Acceptor
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import Store, StoreUnavailable
+from daemon.store.base import Store
 
 RETRY_AFTER_S = "5"
 
@@ -41,7 +44,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api = FastAPI(title="backchannel", version=__version__, docs_url=None, redoc_url=None)
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
-    auth = Depends(bearer_auth(ctx.tokens))
+    authenticate = BearerAuth(ctx.tokens)
+    auth = Depends(authenticate.dependency)
 
     @api.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -49,34 +53,6 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         if ctx.draining():
             return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         return JSONResponse({"status": "ok", "provider": ctx.monitor.state.value})
-
-    @api.post("/v1/notifications", status_code=202, tags=["notifications"], dependencies=[auth])
-    async def submit(
-        body: NotificationIn | NotificationBatch,
-        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    ) -> JSONResponse:
-        """Accept one notification, or up to 1,000 in one durable commit."""
-        if ctx.draining():
-            return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
-        batch = isinstance(body, list)
-        if batch and idempotency_key is not None:
-            return error_response(
-                422, "invalid_request", "Idempotency-Key header applies to one notification"
-            )
-        items = body if isinstance(body, list) else [body]
-        submissions = [_submission(item, None if batch else idempotency_key) for item in items]
-        try:
-            accepted = await ctx.acceptor.accept(submissions)
-        except StoreUnavailable as exc:
-            return error_response(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
-        if batch:
-            return JSONResponse(
-                {"ids": [a.id for a in accepted], "duplicates": [a.id for a in accepted if a.duplicate]},
-                status_code=202,
-            )
-        (one,) = accepted
-        headers = {"Idempotent-Replayed": "true"} if one.duplicate else None
-        return JSONResponse({"id": one.id, "duplicate": one.duplicate}, status_code=202, headers=headers)
 
     @api.get("/v1/notifications/{notification_id}", tags=["notifications"], dependencies=[auth])
     async def get_notification(notification_id: str) -> dict[str, Any]:
@@ -109,16 +85,47 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         await ctx.monitor.release()
         return {"state": ctx.monitor.state.value, "forced": None}
 
-    return BodyLimit(api, ctx.max_body_bytes)
+    submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
+    _document(api, submit_path=PATH)
+    return BodyLimit(_Router(submit, api), ctx.max_body_bytes)
 
 
-def _submission(item: NotificationIn, header_key: str | None) -> Submission:
-    return Submission(
-        severity=item.severity,
-        subject=item.subject,
-        body=item.body,
-        source=item.source,
-        recipients=tuple(item.recipients),
-        labels=item.labels,
-        idempotency_key=item.idempotency_key or header_key,
-    )
+class _Router:
+    """Sends ``POST /v1/notifications`` to the lean intake endpoint and everything else to FastAPI."""
+
+    def __init__(self, submit: SubmitEndpoint, api: FastAPI) -> None:
+        self._submit = submit
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
+            await self._submit(scope, receive, send)
+        else:
+            await self._api(scope, receive, send)
+
+
+def _document(api: FastAPI, submit_path: str) -> None:
+    """Add the intake operation and the error body to FastAPI's OpenAPI document."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version, routes=api.routes)
+            schema["paths"][submit_path] = openapi_operation() | schema["paths"].get(submit_path, {})
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "a stable code, e.g. invalid_request, unauthorized"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+}

@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from fastapi import HTTPException, Request
 
 
-def bearer_auth(tokens: Callable[[], Mapping[str, str]]) -> Callable[[Request], Awaitable[str]]:
-    """A dependency that returns the caller's token name or answers 401."""
+class Unauthorized(Exception):
+    """Missing or invalid bearer token."""
 
-    # async so FastAPI runs it on the loop, not in a worker thread (a thread hop per request)
-    async def authenticate(request: Request) -> str:
-        header = request.headers.get("authorization", "")
-        scheme, _, presented = header.partition(" ")
+
+class BearerAuth:
+    def __init__(self, tokens: Callable[[], Mapping[str, str]]) -> None:
+        self._tokens = tokens
+
+    def check(self, authorization: str) -> str:
+        """The name of the token presented in an ``Authorization`` header, or Unauthorized."""
+        scheme, _, presented = authorization.partition(" ")
         if scheme.lower() != "bearer" or not presented:
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("missing bearer token")
         match = None
-        for name, token in tokens().items():
+        for name, token in self._tokens().items():
             # No early exit: every token is compared, so timing says nothing about which matched.
             if hmac.compare_digest(presented.encode(), token.encode()):
                 match = name
         if match is None:
-            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("invalid bearer token")
         return match
 
-    return authenticate
+    async def dependency(self, request: Request) -> str:
+        """As a FastAPI dependency: async, so it runs on the loop rather than in a worker thread."""
+        try:
+            return self.check(request.headers.get("authorization", ""))
+        except Unauthorized as exc:
+            raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc

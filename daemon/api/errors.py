@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -25,8 +26,14 @@ def error_response(
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    return invalid(exc.errors())
+
+
+def invalid(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> JSONResponse:
+    """422 naming each bad field and why."""
     details = [
-        {"field": ".".join(str(p) for p in error["loc"]), "reason": error["msg"]} for error in exc.errors()
+        {"field": ".".join(str(p) for p in (*prefix, *error["loc"])), "reason": error["msg"]}
+        for error in errors
     ]
     summary = "; ".join(f"{d['field']}: {d['reason']}" for d in details[:5])
     return error_response(422, "invalid_request", summary or "invalid request", details)

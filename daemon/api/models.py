@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from daemon.core.model import Severity
 
@@ -30,6 +30,10 @@ class NotificationIn(BaseModel):
 
 
 NotificationBatch = Annotated[list[NotificationIn], Field(min_length=1, max_length=1000)]
+
+#: POST /v1/notifications takes one notification or a batch of up to 1,000
+SUBMIT: TypeAdapter[NotificationIn | list[NotificationIn]] = TypeAdapter(NotificationIn | NotificationBatch)
+SUBMIT_SCHEMA = SUBMIT.json_schema()
 
 
 class OverrideIn(BaseModel):

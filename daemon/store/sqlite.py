@@ -48,6 +48,8 @@ class SqliteStore:
         self._writer = GroupCommitWriter(self._connect)
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._accepts: list[tuple[Sequence[NewNotification], datetime, asyncio.Future[list[Accepted]]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -100,7 +102,29 @@ class SqliteStore:
     # -- writes -----------------------------------------------------------------------------------
 
     async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
-        return await self._writer.run(lambda conn: tx.accept(conn, items, now))
+        """Commit durably; concurrent calls from the event loop share one writer job and one fsync."""
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        self._accepts.append((items, now, future))
+        if len(self._accepts) == 1:
+            flush = asyncio.create_task(self._flush_accepts())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        return await future
+
+    async def _flush_accepts(self) -> None:
+        batch, self._accepts = self._accepts, []
+        try:
+            results = await self._writer.run(
+                lambda conn: [tx.accept(conn, items, now) for items, now, _ in batch]
+            )
+        except BaseException as exc:  # every caller gets the failure; nothing was committed
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), accepted in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(accepted)
 
     async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
         return await self._writer.run(lambda conn: tx.claim(conn, channel, limit, now, lease_until))
@@ -133,9 +157,10 @@ class SqliteStore:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def next_due_at(self) -> datetime | None:
-        value = await self._read(lambda conn: conn.execute(Q["next_due"]).fetchone()[0])
-        return codec.maybe_dt(value)
+    async def due(self) -> dict[str, datetime]:
+        """Per channel, when its earliest pending delivery (of the mode in force) is due."""
+        rows = await self._read(lambda conn: conn.execute(Q["due"]).fetchall())
+        return {channel: codec.dt(at) for channel, at in rows}
 
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
         rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())

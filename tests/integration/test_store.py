@@ -92,7 +92,7 @@ async def test_retry_waits_until_due(store: SqliteStore) -> None:
     (claimed,) = await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
     later = T0 + timedelta(seconds=30)
     await store.record([Outcome(claimed.delivery.id, "retry", T0, T0, "421", retry_at=later)], T0)
-    assert await store.next_due_at() == later
+    assert await store.due() == {"email": later}
     assert await store.claim("email", 1, T0 + timedelta(seconds=29), T0 + timedelta(minutes=5)) == []
     (again,) = await store.claim("email", 1, later, later + timedelta(minutes=5))
     assert again.delivery.attempts == 2

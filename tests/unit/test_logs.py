@@ -86,7 +86,7 @@ def test_plain_logging_call_with_extra_is_structured(stream: io.StringIO) -> Non
 
 def test_line_without_event_gets_the_default_event(stream: io.StringIO) -> None:
     """A third-party line without an event name still parses, under the default event."""
-    logging.getLogger("uvicorn.error").info("started")
+    logging.getLogger("some.third_party.library").info("started")
     assert _lines(stream)[0]["event"] == DEFAULT_EVENT
 
 

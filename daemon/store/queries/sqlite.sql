@@ -56,9 +56,10 @@ UPDATE notifications SET step = ?, updated_at = ? WHERE id = ?;
 -- name: release_claims
 UPDATE deliveries SET state = 'pending', claimed_until = NULL, updated_at = ? WHERE state = 'in_flight';
 
--- name: next_due
-SELECT min(next_attempt_at) FROM deliveries
-WHERE state = 'pending' AND mode = (SELECT mode FROM provider WHERE id = 1);
+-- name: due
+SELECT channel, min(next_attempt_at) FROM deliveries
+WHERE state = 'pending' AND mode = (SELECT mode FROM provider WHERE id = 1)
+GROUP BY channel;
 
 -- name: reroute_candidates
 SELECT n.* FROM notifications n
