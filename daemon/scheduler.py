@@ -35,6 +35,8 @@ class CheckScheduler:
         self._monitor = monitor
         self._clock = clock
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running: set[asyncio.Task[object]] = set()
+        self._stopping = False
 
     def start(self) -> None:
         for item in self._checks:
@@ -59,12 +61,29 @@ class CheckScheduler:
             job.modify(next_run_time=datetime.now(UTC))
 
     async def shutdown(self) -> None:
+        """Stop scheduling and cancel checks in progress (their results no longer matter)."""
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
         for item in self._checks:
             await item.check.aclose()
 
     async def _run(self, item: ScheduledCheck) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            await self._observe(item)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        finally:
+            self._running.discard(task)
+
+    async def _observe(self, item: ScheduledCheck) -> None:
         result = await self._guarded(item)
         log.info(
             "check %s: %s (%s)",

@@ -63,10 +63,12 @@ class GroupCommitWriter:
             conn.close()
 
     def _next_batch(self) -> list[Job] | None:
-        first = self._jobs.get()
-        if first is None:
-            return None
-        batch = [first]
+        batch: list[Job] = []
+        while not batch:
+            first = self._jobs.get()
+            if first is None:
+                return None
+            batch = self._runnable([first])
         while len(batch) < MAX_BATCH:
             try:
                 job = self._jobs.get_nowait()
@@ -75,8 +77,13 @@ class GroupCommitWriter:
             if job is None:
                 self._jobs.put(None)
                 break
-            batch.append(job)
+            batch.extend(self._runnable([job]))
         return batch
+
+    @staticmethod
+    def _runnable(jobs: list[Job]) -> list[Job]:
+        """Drop jobs whose caller gave up (cancelled) before they started; the rest can no longer be."""
+        return [job for job in jobs if job[1].set_running_or_notify_cancel()]
 
     def _commit(self, conn: sqlite3.Connection, batch: list[Job]) -> None:
         try:

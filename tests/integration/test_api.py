@@ -1,0 +1,298 @@
+"""The HTTP API over a real socket, with the whole daemon running in-process."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.app import Daemon
+from daemon.config import parse_config
+from tests.servers import SmtpServer, WebhookReceiver
+
+TOKEN = "api-test-token-0123456789"
+SECRET = "whsec_" + base64.b64encode(b"api-test-webhook-secret-0123").decode()
+CONFIG = """\
+store: {{path: {store}}}
+api: {{listen: 127.0.0.1:0, tokens: [{{name: test, token: "${{TOKEN}}"}}], max_body_bytes: {max_body}}}
+provider:
+  name: test-provider
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
+  mail_from: backchannel@test.example
+  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}"}}
+routes:
+  - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
+  - {{match: {{}}, healthy: [email], outage: defer}}
+"""
+
+
+@pytest.fixture
+def servers() -> Any:
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        yield smtp, hook
+
+
+async def start_daemon(
+    store: Path, smtp: SmtpServer, hook: WebhookReceiver, max_body: int = 1 << 20
+) -> Daemon:
+    text = CONFIG.format(store=store, smtp_port=smtp.port, hook_url=hook.url, max_body=max_body)
+    daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+    await daemon.start()
+    return daemon
+
+
+@pytest.fixture
+async def api(tmp_path: Path, servers: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Daemon]]:
+    smtp, hook = servers
+    daemon = await start_daemon(tmp_path / "outbox.db", smtp, hook, max_body=256 * 1024)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers) as client:
+        yield client, daemon
+    await daemon.stop()
+
+
+NOTE = {"severity": "critical", "subject": "Payments API down", "recipients": ["oncall@test.example"]}
+
+
+async def test_submit_returns_id_and_trail(api: tuple[httpx.AsyncClient, Daemon], servers: Any) -> None:
+    """202 with an id; the notification's trail shows its email delivery."""
+    client, _ = api
+    response = await client.post("/v1/notifications", json=NOTE)
+    assert response.status_code == 202
+    nid = response.json()["id"]
+    await servers[0].wait_for_async(1)
+    trail = await _eventually(client, nid, "delivered")
+    assert trail["plan"] == ["email"]
+    assert trail["attempts"][0]["channel"] == "email"
+    assert trail["attempts"][0]["outcome"] == "delivered"
+
+
+async def _eventually(client: httpx.AsyncClient, nid: str, status: str) -> dict[str, Any]:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        data: dict[str, Any] = (await client.get(f"/v1/notifications/{nid}")).json()
+        if data["status"] == status:
+            return data
+        assert time.monotonic() < deadline, data
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic dXNlcjpwYXNz", "Bearer"])
+async def test_intake_needs_a_valid_token(api: tuple[httpx.AsyncClient, Daemon], header: str | None) -> None:
+    """Without a valid bearer token the API answers 401 and accepts nothing."""
+    client, _ = api
+    headers = {} if header is None else {"Authorization": header}
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
+        response = await anonymous.post("/v1/notifications", json=NOTE, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+    assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {}
+
+
+async def test_reads_need_a_token_too(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """The status and trail endpoints are not public."""
+    client, _ = api
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
+        assert (await anonymous.get("/v1/status")).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"severity": "urgent", "subject": "x"}, "body.NotificationIn.severity"),
+        ({"severity": "info"}, "body.NotificationIn.subject"),
+        ({"severity": "info", "subject": ""}, "body.NotificationIn.subject"),
+        ({"severity": "info", "subject": "x", "colour": "red"}, "body.NotificationIn.colour"),
+        ([], "body.list[NotificationIn]"),
+    ],
+)
+async def test_bad_fields_get_422_with_the_reason(
+    api: tuple[httpx.AsyncClient, Daemon], body: object, field: str
+) -> None:
+    """A bad request is a 422 naming the field and what is wrong with it."""
+    client, _ = api
+    response = await client.post("/v1/notifications", json=body)
+    assert response.status_code == 422
+    data = response.json()
+    assert data["error"] == "invalid_request"
+    assert any(d["field"].startswith(field) for d in data["details"]), data
+
+
+async def test_malformed_json_is_422(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Bytes that are not JSON are refused with a reason."""
+    client, _ = api
+    response = await client.post(
+        "/v1/notifications", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "JSON" in response.json()["message"]
+
+
+async def test_body_over_the_limit_is_413(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """A body larger than api.max_body_bytes is refused before it is read."""
+    client, _ = api
+    response = await client.post(
+        "/v1/notifications", json={"severity": "info", "subject": "x", "body": "y" * 300_000}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_large"
+
+
+async def test_batch_of_1000_in_one_commit(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Up to 1,000 notifications are accepted in one request; 1,001 are refused."""
+    client, _ = api
+    batch = [{"severity": "info", "subject": f"n{i}"} for i in range(1000)]
+    response = await client.post("/v1/notifications", json=batch)
+    assert response.status_code == 202
+    assert len(set(response.json()["ids"])) == 1000
+    assert (await client.post("/v1/notifications", json=[*batch, batch[0]])).status_code == 422
+
+
+async def test_idempotency_key_header_returns_the_first(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Repeating an Idempotency-Key returns the original notification, marked as a replay."""
+    client, _ = api
+    first = await client.post("/v1/notifications", json=NOTE, headers={"Idempotency-Key": "deploy-1"})
+    again = await client.post("/v1/notifications", json=NOTE, headers={"Idempotency-Key": "deploy-1"})
+    assert again.status_code == 202
+    assert again.json() == {"id": first.json()["id"], "duplicate": True}
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_idempotency_key_field_in_a_batch(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Keys given as fields deduplicate within and across batches."""
+    client, _ = api
+    batch = [
+        dict(NOTE, idempotency_key="a"),
+        dict(NOTE, idempotency_key="a"),
+        dict(NOTE, idempotency_key="b"),
+    ]
+    data = (await client.post("/v1/notifications", json=batch)).json()
+    assert data["ids"][0] == data["ids"][1] != data["ids"][2]
+    assert data["duplicates"] == [data["ids"][1]]
+    header_on_batch = await client.post("/v1/notifications", json=batch, headers={"Idempotency-Key": "x"})
+    assert header_on_batch.status_code == 422
+
+
+async def test_unknown_notification_is_404(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Asking for an id that does not exist is a 404 with a JSON error."""
+    client, _ = api
+    response = await client.get("/v1/notifications/01NOPE")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+async def test_override_forces_and_releases(api: tuple[httpx.AsyncClient, Daemon], servers: Any) -> None:
+    """An operator override declares an outage at once (critical to the webhook), and is released."""
+    client, _ = api
+    forced = await client.post(
+        "/v1/provider/override", json={"state": "outage", "reason": "MS incident EX123"}
+    )
+    assert forced.json() == {"state": "outage", "forced": "outage"}
+    status = (await client.get("/v1/status")).json()["provider"]
+    assert status["state"] == "outage"
+    assert status["forced"] == {"state": "outage", "reason": "MS incident EX123"}
+    assert "forced by operator" in status["events"][0]["cause"]
+    nid = (await client.post("/v1/notifications", json=NOTE)).json()["id"]
+    (request,) = await servers[1].wait_for_async(1)
+    assert request.json()["id"] == nid
+    released = await client.delete("/v1/provider/override")
+    assert released.json()["state"] == "healthy"
+
+
+async def test_status_shows_queue_and_provider(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """GET /v1/status reports the provider's state and the queue by state."""
+    client, _ = api
+    await client.post("/v1/provider/override", json={"state": "outage"})
+    await client.post("/v1/notifications", json={"severity": "info", "subject": "held one"})
+    data = (await client.get("/v1/status")).json()
+    assert data["provider"]["name"] == "test-provider"
+    assert data["queue"]["notifications"] == {"held": 1}
+
+
+async def test_healthz_and_draining(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """healthz is public; while draining, intake answers 503 with Retry-After."""
+    client, daemon = api
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
+        assert (await anonymous.get("/healthz")).status_code == 200
+    daemon.draining = True
+    response = await client.post("/v1/notifications", json=NOTE)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    daemon.draining = False
+
+
+async def test_openapi_describes_the_intake(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """/openapi.json documents POST /v1/notifications with its request body."""
+    client, _ = api
+    spec = (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/notifications"]["post"]
+    assert "requestBody" in operation
+    assert set(operation["responses"]) >= {"202", "401", "413", "422", "503"}
+
+
+async def test_failed_commit_is_503_and_accepts_nothing(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """When SQLite reports the disk full, intake answers 503 and stores nothing of the request."""
+    client, daemon = api
+    await client.post("/v1/notifications", json=NOTE)
+    pages = await daemon.store._writer.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await daemon.store._writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 1}"))
+    batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(50)]
+    response = await client.post("/v1/notifications", json=batch)
+    assert response.status_code == 503
+    assert response.json()["error"] == "store_unavailable"
+    assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"pending": 1}
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Any:
+    """A 1 MiB tmpfs: a real ENOSPC, as on a full disk."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=False)
+    if done.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    yield mountpoint
+    subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: Any) -> None:
+    """On a really full filesystem intake answers 503; once space is freed it accepts again."""
+    smtp, hook = servers
+    daemon = await start_daemon(tiny_filesystem / "outbox.db", smtp, hook)
+    filler = tiny_filesystem / "filler"
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
+        ) as client:
+            await client.post("/v1/provider/override", json={"state": "outage"})
+            with filler.open("wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
+            response = await client.post("/v1/notifications", json=batch)
+            assert response.status_code == 503
+            filler.unlink()
+            assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
+            assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
+    finally:
+        await daemon.stop()
