@@ -66,10 +66,11 @@ class DaemonUnderTest:
         hook_url: str = "http://127.0.0.1:9/hook",
         every: str = "15s",
         smtp: SmtpProvider | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(24)
-        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+        self.webhook_secret = webhook_secret or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
         self.smtp = smtp or SmtpProvider(free_port())
         self._own_smtp = smtp is None
         self.api_port = free_port()

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from typing import Any
@@ -20,6 +21,7 @@ class ReceivedMail:
     subject: str
     to: list[str]
     message_id: str
+    arrived_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -57,8 +59,10 @@ class WebhookReceiver:
     """A minimal HTTP/1.1 server that records POSTed JSON and checks Standard Webhooks signatures."""
 
     def __init__(self, secret: str) -> None:
+        self.secret = secret
         self._key = base64.b64decode(secret.removeprefix("whsec_"))
         self.received: list[dict[str, Any]] = []
+        self.arrived_at: list[float] = []
         self.signatures_ok: list[bool] = []
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -94,3 +98,4 @@ class WebhookReceiver:
         offered = [s.partition(",")[2] for s in headers.get("webhook-signature", "").split()]
         self.signatures_ok.append(any(hmac.compare_digest(expected, s) for s in offered))
         self.received.append(json.loads(body))
+        self.arrived_at.append(time.time())
