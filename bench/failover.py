@@ -117,7 +117,8 @@ def main() -> None:
                 print(
                     f"  cycle {n}: outage declared {r['declared']:.2f}s after the provider went down, "
                     f"backup delivery {r['backup'] * 1000:.0f} ms after; recovery confirmed "
-                    f"{r['recovered']:.2f}s after it came back, held mail {r['held_mail'] * 1000:.0f} ms after"
+                    f"{r['recovered']:.2f}s after it came back, "
+                    f"held mail {r['held_mail'] * 1000:.0f} ms after"
                 )
             summarise(results)
     smtp.stop()
