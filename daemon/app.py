@@ -11,8 +11,9 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -29,6 +30,7 @@ from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
 from daemon.store.sqlite import SqliteStore
+from daemon.supervision import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,12 @@ class _ApiServer(uvicorn.Server):
 
 class Daemon:
     def __init__(
-        self, config: Config, *, config_path: Path | None = None, clock: Clock | None = None
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        systemd_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self._config_path = config_path
@@ -55,30 +62,36 @@ class Daemon:
         )
         self.monitor = ProviderMonitor(self.store, thresholds, self._clock)
         self.channels = build_channels(config)
-        rerouter = Rerouter(self.store, lambda: self._routes, self._clock)
-        self.dispatcher = Dispatcher(
+        self.dispatcher = self._dispatcher(config)
+        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock)
+        self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
+        poll_s = config.dispatch.poll.total_seconds()
+        self.supervision = Supervision(systemd_env or {}, self._status_line, max(10.0, 5 * poll_s))
+        self.dispatcher.on_pass(self.supervision.beat)
+        self.draining = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._server: _ApiServer | None = None
+        self.api_port: int | None = None
+
+    def _dispatcher(self, config: Config) -> Dispatcher:
+        return Dispatcher(
             self.store,
             self.channels,
             channel_policies(config),
             clock=self._clock,
             state=lambda: self.monitor.state,
             mode=lambda: self.monitor.mode,
-            rerouter=rerouter,
+            rerouter=Rerouter(self.store, lambda: self._routes, self._clock),
             on_primary_failure=self.monitor.passive_failure,
             settings=DispatchSettings(
                 poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
             ),
         )
-        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock)
-        self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
-        self.draining = False
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._server: _ApiServer | None = None
-        self.api_port: int | None = None
 
     async def start(self) -> None:
-        """Open the store, resume state, start dispatching and checking, bind the API."""
+        """Open the store, resume state, start dispatching and checking, bind the API, then READY."""
         await self.store.open()
         await self.monitor.load()
         self.monitor.on_mode_change(self._mode_changed)
@@ -86,6 +99,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         self.scheduler.start()
         await self._start_api()
+        await self.supervision.ready()
         log.info(
             "backchannel ready on %s:%s",
             self.config.api.host,
@@ -118,10 +132,11 @@ class Daemon:
             timeout_graceful_shutdown=5,
         )
         self._server = _ApiServer(config)
-        self._tasks.append(asyncio.create_task(self._server.serve(sockets=[sock]), name="api"))
+        serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="api")
+        self._tasks.append(serving)
         while not self._server.started:
-            if self._tasks[-1].done():
-                await self._tasks[-1]
+            if serving.done():
+                await serving
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
 
@@ -150,12 +165,13 @@ class Daemon:
     async def stop(self) -> None:
         """Drain: refuse new work, let in-flight sends finish within the grace period, close."""
         self.draining = True
+        await self.supervision.stopping()
         log.info("draining", extra={"event": "daemon.draining", "in_flight": self.dispatcher.in_flight})
         await self.scheduler.shutdown()
         self.dispatcher.stop()
         if self._server is not None:
             self._server.should_exit = True
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
         for channel in self.channels.values():
             await channel.aclose()
         await self.store.close()
@@ -165,6 +181,7 @@ class Daemon:
         """SIGHUP: validate the file fully; apply routes and tokens only if all of it is good."""
         if self._config_path is None:
             return
+        self.supervision.reloading()
         try:
             config = load_config(self._config_path)
         except ConfigError as exc:
@@ -173,11 +190,22 @@ class Daemon:
                 exc,
                 extra={"event": "config.reload_failed"},
             )
-            return
-        self._routes = config.policy()
-        self._tokens = config.api_tokens()
-        self.dispatcher.request_sweep()
-        log.info("configuration reloaded", extra={"event": "config.reloaded"})
+        else:
+            self._routes = config.policy()
+            self._tokens = config.api_tokens()
+            self.dispatcher.request_sweep()
+            log.info("configuration reloaded", extra={"event": "config.reloaded"})
+        self._background(self.supervision.reloaded())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _status_line(self) -> str:
+        queue = await self.store.queue()
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
+        return f"provider {self.monitor.state.value} (routing: {self.monitor.mode}); notifications: {counts}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -189,9 +217,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(config: Config, config_path: Path | None = None) -> None:
+async def serve(
+    config: Config, config_path: Path | None = None, systemd_env: Mapping[str, str] | None = None
+) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
-    daemon = Daemon(config, config_path=config_path)
+    daemon = Daemon(config, config_path=config_path, systemd_env=systemd_env)
     await daemon.start()
     daemon.install_signal_handlers()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     for value in secrets_of(config).values():
         register_secret(value)
-    run_async(serve(config, args.config))
+    run_async(serve(config, args.config, systemd_env=os.environ))
     return 0
 
 

@@ -73,8 +73,13 @@ class Dispatcher:
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
         self._stopping = False
         self._sweep_due = True
+        self._pass_listeners: list[Callable[[], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
+
+    def on_pass(self, listener: Callable[[], None]) -> None:
+        """Called after every completed pass over the outbox (the watchdog's evidence of progress)."""
+        self._pass_listeners.append(listener)
 
     def wake(self) -> None:
         """New work or a new mode: look at the outbox now rather than at the next poll."""
@@ -95,6 +100,8 @@ class Dispatcher:
             started = self._clock.monotonic()
             wait_s = await self._pass()
             self.last_pass_at = self._clock.monotonic()
+            for listener in self._pass_listeners:
+                listener()
             await self._idle(wait_s, started)
         await self._drain()
 

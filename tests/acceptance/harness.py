@@ -109,8 +109,8 @@ class DaemonProcess:
             timeout=10,
         )
 
-    def start(self, wait: bool = True) -> None:
-        env = dict(os.environ, BC_TOKEN=TOKEN, BC_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    def start(self, wait: bool = True, **extra_env: str) -> None:
+        env = dict(os.environ, BC_TOKEN=TOKEN, BC_WEBHOOK_SECRET=WEBHOOK_SECRET, **extra_env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "daemon", "run", "-c", str(self.config_path)],
