@@ -1,0 +1,124 @@
+"""The ``backchannel`` command line, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.harness import TOKEN, WEBHOOK_SECRET, DaemonProcess
+from tests.servers import SmtpServer, WebhookReceiver
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, BC_TOKEN=TOKEN, BC_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+
+def cli(*args: str, env: dict[str, str] = ENV, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[DaemonProcess, SmtpServer]]:
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        daemon = DaemonProcess(tmp_path, smtp_port=smtp.port, hook_url=hook.url)
+        daemon.start()
+        try:
+            yield daemon, smtp
+        finally:
+            daemon.close()
+
+
+def test_check_summarises_a_valid_file(running: tuple[DaemonProcess, SmtpServer]) -> None:
+    """check prints the routes and channels of a valid file and exits 0."""
+    daemon, _ = running
+    result = cli("check", "-c", str(daemon.config_path))
+    assert result.returncode == 0, result.stderr
+    assert "route critical: healthy -> email; outage -> hook" in result.stdout
+    assert "route rest: healthy -> email; outage -> defer" in result.stdout
+
+
+def test_check_reports_every_problem_and_exits_78(tmp_path: Path) -> None:
+    """A bad file exits 78 with every problem on its own line, naming file, line and field."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "store: {path: /tmp/x.db}\n"
+        "api: {listen: 127.0.0.1:8025, tokens: [{name: a, token: t}]}\n"
+        "provider:\n"
+        "  name: p\n"
+        "  smtp: {host: h, port: seventy}\n"
+        "channels: {email: {type: email}}\n"
+        "routes:\n"
+        "  - {match: {}, healthy: [mail], outage: defer}\n"
+    )
+    result = cli("check", "-c", str(path))
+    assert result.returncode == 78
+    assert f"{path}:5: provider.smtp.port" in result.stderr
+    assert f"{path}:8: routes[0].healthy[0]" in result.stderr
+
+
+def test_schema_is_json_schema() -> None:
+    """schema prints a JSON Schema with the top-level sections."""
+    result = cli("schema")
+    schema = json.loads(result.stdout)
+    assert {"store", "api", "provider", "channels", "routes"} <= set(schema["properties"])
+
+
+def test_send_status_and_override(running: tuple[DaemonProcess, SmtpServer]) -> None:
+    """send submits, status shows the provider, override forces an outage and releases it."""
+    daemon, smtp = running
+    config = str(daemon.config_path)
+    sent = cli("send", "-c", config, "--severity", "high", "--subject", "from the CLI", "--label", "team=db")
+    assert sent.returncode == 0, sent.stderr
+    smtp.wait_for(1)
+    assert daemon.notification(sent.stdout.strip())["labels"] == {"team": "db"}
+    assert "provider test-provider: HEALTHY" in cli("status", "-c", config).stdout
+    forced = cli("override", "-c", config, "outage", "--reason", "drill")
+    assert forced.stdout.strip() == "provider state: outage"
+    assert "OUTAGE (forced: drill)" in cli("status", "-c", config).stdout
+    assert cli("override", "-c", config, "release").stdout.strip() == "provider state: healthy"
+    status = json.loads(cli("status", "-c", config, "--json").stdout)
+    assert status["provider"]["events"][0]["cause"] == "operator override released"
+
+
+def test_client_commands_say_when_the_daemon_is_down(tmp_path: Path) -> None:
+    """status against a daemon that is not running exits 69 with a clear message."""
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        daemon = DaemonProcess(tmp_path, smtp_port=smtp.port, hook_url=hook.url)
+        result = cli("status", "-c", str(daemon.config_path))
+        daemon.close()
+    assert result.returncode == 69
+    assert "cannot reach the daemon" in result.stderr
+
+
+def test_demo_shows_failover_and_recovery() -> None:
+    """backchannel demo runs the whole story on local stand-ins and exits 0 within a minute."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "backchannel"), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in (
+        "delivered by EMAIL",
+        "OUTAGE declared after 3 failed checks",
+        "delivered by WEBHOOK (signature valid)",
+        "held until the provider recovers",
+        "RECOVERY confirmed",
+        "held mail delivered by EMAIL",
+    ):
+        assert line in result.stdout
