@@ -12,14 +12,9 @@ from channels.base import Channel
 from channels.email import EmailChannel, SmtpSettings
 from channels.webhook import WebhookChannel
 from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
-from daemon.config import (
-    ChannelConfig,
-    Config,
-    EmailChannelConfig,
-    RetryConfig,
-    SmtpConfig,
-    WebhookChannelConfig,
-)
+from daemon.config import Config
+from daemon.config_channels import ChannelConfig, EmailChannelConfig, WebhookChannelConfig
+from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.dispatcher import ChannelPolicy
 from daemon.scheduler import ScheduledCheck

@@ -12,122 +12,52 @@ environment. Field reference: ``docs/configuration.md``.
 
 from __future__ import annotations
 
-import binascii
-import math
 import os
-import re
-from base64 import b64decode
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
-    PlainSerializer,
     SecretStr,
     Tag,
     ValidationError,
     ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import ErrorDetails
 
+from daemon.config_channels import ChannelConfig, ChannelName
+from daemon.configbase import (
+    Duration,
+    EmailAddress,
+    Model,
+    PositiveInt,
+    RetryConfig,
+    SmtpConfig,
+    format_duration,
+    positive_duration,
+)
 from daemon.core.model import Severity
 from daemon.core.routing import Matcher, Route
 from daemon.secrets import SecretResolver
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
 
-# --- durations ---------------------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_DURATION_HINT = "expected a duration such as 500ms, 15s, 5m, 1h30m or 1d"
-
-
-def parse_duration(value: str | int | float) -> timedelta:
-    """``"500ms"``, ``"15s"``, ``"5m"``, ``"1h30m"``, ``"1d"``; a bare number is seconds."""
-    if isinstance(value, bool):
-        raise ValueError(_DURATION_HINT)
-    seconds = float(value) if isinstance(value, int | float) else _duration_seconds(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("a duration must be finite and not negative")
-    return timedelta(seconds=seconds)
-
-
-def _duration_seconds(text: str) -> float:
-    compact = text.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
-        return float(compact)
-    parts = _DURATION_PART.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ValueError(f"invalid duration {text!r}: {_DURATION_HINT}")
-    return sum(float(n) * _UNIT_S[u] for n, u in parts)
-
-
-def format_duration(value: timedelta) -> str:
-    """The shortest text :func:`parse_duration` reads back as ``value``."""
-    ms = round(value.total_seconds() * 1000)
-    out = ""
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        count, ms = divmod(ms, size)
-        out += f"{count}{unit}" if count else ""
-    return out or "0s"
-
-
-def _positive_duration(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, str | int | float):
-        result = parse_duration(value)
-    else:
-        raise ValueError(_DURATION_HINT)
-    if result <= timedelta(0):
-        raise ValueError("a duration must be positive")
-    return result
-
-
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(_positive_duration),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?)+\s*$"}),
-]
-PositiveInt = Annotated[int, Field(ge=1)]
-
-
-def _email_address(value: str) -> str:
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
-        raise ValueError("expected an email address like ops@example.com")
-    return value
-
-
-EmailAddress = Annotated[str, AfterValidator(_email_address)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
 # --- store, API, provider ----------------------------------------------------------------------
 
 
-class StoreConfig(_Model):
+class StoreConfig(Model):
     path: Path
     busy_timeout: Duration = timedelta(seconds=5)
 
 
-class ApiToken(_Model):
+class ApiToken(Model):
     name: str = Field(min_length=1)
     token: SecretStr
 
@@ -151,7 +81,7 @@ def split_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ApiConfig(_Model):
+class ApiConfig(Model):
     listen: str = "127.0.0.1:8025"
     tokens: list[ApiToken] = Field(min_length=1)
     max_body_bytes: PositiveInt = 1024 * 1024
@@ -177,36 +107,7 @@ class ApiConfig(_Model):
         return split_listen(self.listen)[1]
 
 
-class SmtpConfig(_Model):
-    host: str = Field(min_length=1)
-    port: int = Field(587, ge=1, le=65535)
-    starttls: bool = True
-    tls: bool = False
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout: Duration = timedelta(seconds=10)
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    helo: str | None = Field(None, pattern=r"^\S+$")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _implicit_tls_defaults(cls, data: Any) -> Any:
-        # `tls: true` alone means SMTPS: port 465 and no STARTTLS on top (RFC 8314 section 3.3)
-        if isinstance(data, dict) and data.get("tls") is True:
-            return {"starttls": False, "port": 465, **data}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SmtpConfig:
-        if self.tls and self.starttls:
-            raise ValueError("starttls and tls are exclusive: tls is implicit TLS (port 465)")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
-        return self
-
-
-class SmtpCheckConfig(_Model):
+class SmtpCheckConfig(Model):
     type: Literal["smtp"]
     name: str | None = None
     every: Duration = timedelta(seconds=15)
@@ -220,7 +121,7 @@ class SmtpCheckConfig(_Model):
         if not isinstance(data, dict) or "timeout" in data or "every" not in data:
             return data
         try:
-            every = _positive_duration(data["every"])
+            every = positive_duration(data["every"])
         except ValueError:
             return data
         default = timedelta(seconds=10)
@@ -238,7 +139,7 @@ class SmtpCheckConfig(_Model):
 CheckConfig = Annotated[SmtpCheckConfig, Field(discriminator="type")]
 
 
-class ProviderConfig(_Model):
+class ProviderConfig(Model):
     name: str = Field(min_length=1)
     smtp: SmtpConfig
     checks: list[CheckConfig] = Field(default_factory=lambda: [SmtpCheckConfig(type="smtp")], min_length=1)
@@ -255,72 +156,6 @@ class ProviderConfig(_Model):
         if "mail_from" not in data and isinstance(username, str) and "@" in username:
             return {**data, "mail_from": username}
         return data
-
-
-# --- channels ----------------------------------------------------------------------------------
-
-
-class RetryConfig(_Model):
-    initial: Duration = timedelta(seconds=1)
-    max: Duration = timedelta(minutes=5)
-    multiplier: float = Field(2.0, ge=1.0)
-    max_attempts: PositiveInt = 10
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RetryConfig:
-        if self.initial > self.max:
-            raise ValueError("initial must not exceed max")
-        return self
-
-
-class EmailChannelConfig(_Model):
-    type: Literal["email"]
-    smtp: SmtpConfig | None = None
-    mail_from: EmailAddress | None = None
-    to: list[EmailAddress] = Field(default_factory=list)
-    concurrency: PositiveInt = 4
-    retry: RetryConfig | None = None
-
-
-def _webhook_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL with a host")
-    return value
-
-
-def _webhook_secret(value: SecretStr) -> SecretStr:
-    # Standard Webhooks: "whsec_" + base64 of the key, https://www.standardwebhooks.com/ (signing)
-    text = value.get_secret_value().removeprefix("whsec_")
-    try:
-        key = b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("expected base64, optionally prefixed whsec_ (Standard Webhooks)") from None
-    if len(key) < 16:
-        raise ValueError("the key must decode to at least 16 bytes")
-    return value
-
-
-class WebhookChannelConfig(_Model):
-    type: Literal["webhook"]
-    url: Annotated[str, AfterValidator(_webhook_url)]
-    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)]
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration = timedelta(seconds=10)
-    concurrency: PositiveInt = 4
-    retry: RetryConfig | None = None
-
-
-ChannelConfig = Annotated[EmailChannelConfig | WebhookChannelConfig, Field(discriminator="type")]
-
-
-def _channel_name(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
-        raise ValueError("channel names are lowercase letters, digits, '-' and '_'")
-    return value
-
-
-ChannelName = Annotated[str, AfterValidator(_channel_name)]
 
 
 # --- routes, dispatch, the whole -------------------------------------------------------------
@@ -347,7 +182,7 @@ Action = Annotated[
 ]
 
 
-class MatchConfig(_Model):
+class MatchConfig(Model):
     severity: list[Severity] | None = Field(None, min_length=1)
     source: list[str] | None = Field(None, min_length=1)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -360,7 +195,7 @@ class MatchConfig(_Model):
         )
 
 
-class RouteConfig(_Model):
+class RouteConfig(Model):
     name: str | None = Field(None, min_length=1)
     match: MatchConfig = Field(default_factory=MatchConfig)
     healthy: Action
@@ -375,14 +210,14 @@ class RouteConfig(_Model):
         )
 
 
-class DispatchConfig(_Model):
+class DispatchConfig(Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: PositiveInt = 4
     poll: Duration = timedelta(seconds=1)
     lease: Duration = timedelta(minutes=5)
 
 
-class Config(_Model):
+class Config(Model):
     store: StoreConfig
     api: ApiConfig
     provider: ProviderConfig

@@ -11,18 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon.config import (
-    Config,
-    ConfigError,
-    ConfigProblem,
-    EmailChannelConfig,
-    WebhookChannelConfig,
-    config_schema,
-    format_duration,
-    load_config,
-    parse_config,
-    parse_duration,
-)
+from daemon.config import Config, ConfigError, ConfigProblem, config_schema, load_config, parse_config
+from daemon.config_channels import EmailChannelConfig, WebhookChannelConfig
+from daemon.configbase import format_duration, parse_duration
 from daemon.core.model import Severity
 from daemon.core.routing import Matcher, Route
 

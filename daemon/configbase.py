@@ -1,0 +1,136 @@
+"""Building blocks of the configuration: durations, the frozen model base, shared sections.
+
+Every section model is frozen and forbids unknown keys, so a typo is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+    model_validator,
+)
+
+# --- durations ---------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_HINT = "expected a duration such as 500ms, 15s, 5m, 1h30m or 1d"
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """``"500ms"``, ``"15s"``, ``"5m"``, ``"1h30m"``, ``"1d"``; a bare number is seconds."""
+    if isinstance(value, bool):
+        raise ValueError(_DURATION_HINT)
+    seconds = float(value) if isinstance(value, int | float) else _duration_seconds(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError("a duration must be finite and not negative")
+    return timedelta(seconds=seconds)
+
+
+def _duration_seconds(text: str) -> float:
+    compact = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", compact):
+        return float(compact)
+    parts = _DURATION_PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"invalid duration {text!r}: {_DURATION_HINT}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest text :func:`parse_duration` reads back as ``value``."""
+    ms = round(value.total_seconds() * 1000)
+    out = ""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        out += f"{count}{unit}" if count else ""
+    return out or "0s"
+
+
+def positive_duration(value: object) -> timedelta:
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, str | int | float):
+        result = parse_duration(value)
+    else:
+        raise ValueError(_DURATION_HINT)
+    if result <= timedelta(0):
+        raise ValueError("a duration must be positive")
+    return result
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(positive_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)?)+\s*$"}),
+]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+def _email_address(value: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+", value):
+        raise ValueError("expected an email address like ops@example.com")
+    return value
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SmtpConfig(Model):
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    tls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=10)
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    helo: str | None = Field(None, pattern=r"^\S+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_tls_defaults(cls, data: Any) -> Any:
+        # `tls: true` alone means SMTPS: port 465 and no STARTTLS on top (RFC 8314 section 3.3)
+        if isinstance(data, dict) and data.get("tls") is True:
+            return {"starttls": False, "port": 465, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SmtpConfig:
+        if self.tls and self.starttls:
+            raise ValueError("starttls and tls are exclusive: tls is implicit TLS (port 465)")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
+
+
+class RetryConfig(Model):
+    initial: Duration = timedelta(seconds=1)
+    max: Duration = timedelta(minutes=5)
+    multiplier: float = Field(2.0, ge=1.0)
+    max_attempts: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.initial > self.max:
+            raise ValueError("initial must not exceed max")
+        return self
