@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from daemon.api.app import ApiContext, create_api
-from daemon.build import build_channels, build_checks, channel_policies
+from daemon.build import build_channels, build_checks, channel_policies, twilio_accounts
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.core.health import Thresholds
@@ -56,6 +56,7 @@ class Daemon:
         self._clock = clock or SystemClock()
         self._routes: tuple[Route, ...] = config.policy()
         self._tokens = config.api_tokens()
+        self._twilio_accounts = twilio_accounts(config)
         self.store = SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
         thresholds = Thresholds(
             failure=config.provider.failure_threshold, success=config.provider.success_threshold
@@ -117,6 +118,8 @@ class Daemon:
             draining=lambda: self.draining,
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=self.config.api.max_body_bytes,
+            twilio_accounts=lambda: self._twilio_accounts,
+            clock=self._clock,
         )
         sock = _bind(self.config.api.host, self.config.api.port)
         self.api_port = sock.getsockname()[1]
@@ -193,6 +196,7 @@ class Daemon:
         else:
             self._routes = config.policy()
             self._tokens = config.api_tokens()
+            self._twilio_accounts = twilio_accounts(config)
             self.dispatcher.request_sweep()
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
         self._background(self.supervision.reloaded())

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from pydantic import SecretStr
+
 from channels.base import Channel
 from channels.email import EmailChannel, SmtpSettings
+from channels.slack import SlackChannel
+from channels.sms import SmsChannel
 from channels.webhook import WebhookChannel
+from daemon.api.callbacks import TwilioAccount
 from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
 from daemon.config import Config
-from daemon.config_channels import ChannelConfig, EmailChannelConfig, WebhookChannelConfig
+from daemon.config_channels import (
+    ChannelConfig,
+    EmailChannelConfig,
+    SlackChannelConfig,
+    SmsChannelConfig,
+    WebhookChannelConfig,
+)
 from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.dispatcher import ChannelPolicy
@@ -55,9 +66,47 @@ def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     )
 
 
+def _slack(name: str, cfg: ChannelConfig, config: Config) -> Channel:
+    assert isinstance(cfg, SlackChannelConfig)
+    return SlackChannel(
+        name,
+        token=_reveal(cfg.token),
+        webhook_url=_reveal(cfg.webhook_url),
+        targets=cfg.targets,
+        dm_recipients=cfg.dm_recipients,
+        base_url=cfg.api_url,
+        timeout_s=cfg.timeout.total_seconds(),
+        pace=cfg.pace,
+    )
+
+
+def _sms(name: str, cfg: ChannelConfig, config: Config) -> Channel:
+    assert isinstance(cfg, SmsChannelConfig)
+    return SmsChannel(
+        name,
+        account_sid=cfg.account_sid,
+        auth_token=cfg.auth_token.get_secret_value(),
+        from_number=cfg.from_number,
+        messaging_service_sid=cfg.messaging_service_sid,
+        recipients=tuple(cfg.recipients),
+        max_segments=cfg.max_segments,
+        segments_per_s=cfg.pace,
+        validity_period_s=int(cfg.validity_period.total_seconds()),
+        status_callback=cfg.status_callback,
+        timeout_s=cfg.timeout.total_seconds(),
+        base_url=cfg.api_url,
+    )
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
 CHANNEL_BUILDERS: dict[str, Callable[[str, ChannelConfig, Config], Channel]] = {
     "email": _email,
     "webhook": _webhook,
+    "slack": _slack,
+    "sms": _sms,
 }
 
 
@@ -123,6 +172,21 @@ def secrets_of(config: Config) -> Mapping[str, str]:
     for name, cfg in config.channels.items():
         if isinstance(cfg, WebhookChannelConfig):
             found[f"channels.{name}.secret"] = cfg.secret.get_secret_value()
+        if isinstance(cfg, SlackChannelConfig):
+            for key, value in (("token", cfg.token), ("webhook_url", cfg.webhook_url)):
+                if value is not None:
+                    found[f"channels.{name}.{key}"] = value.get_secret_value()
+        if isinstance(cfg, SmsChannelConfig):
+            found[f"channels.{name}.auth_token"] = cfg.auth_token.get_secret_value()
         if isinstance(cfg, EmailChannelConfig) and cfg.smtp is not None and cfg.smtp.password is not None:
             found[f"channels.{name}.smtp.password"] = cfg.smtp.password.get_secret_value()
     return found
+
+
+def twilio_accounts(config: Config) -> list[TwilioAccount]:
+    """The SMS channels that receive Twilio status callbacks, for verifying their signatures."""
+    return [
+        TwilioAccount(name, cfg.auth_token.get_secret_value(), cfg.status_callback)
+        for name, cfg in config.channels.items()
+        if isinstance(cfg, SmsChannelConfig) and cfg.status_callback is not None
+    ]

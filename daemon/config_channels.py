@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
 
@@ -52,9 +52,6 @@ class WebhookChannelConfig(Model):
     retry: RetryConfig | None = None
 
 
-ChannelConfig = Annotated[EmailChannelConfig | WebhookChannelConfig, Field(discriminator="type")]
-
-
 def _channel_name(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
         raise ValueError("channel names are lowercase letters, digits, '-' and '_'")
@@ -62,3 +59,74 @@ def _channel_name(value: str) -> str:
 
 
 ChannelName = Annotated[str, AfterValidator(_channel_name)]
+
+
+def _e164(value: str) -> str:
+    from channels.sms import validate_e164
+
+    return validate_e164(value)
+
+
+E164 = Annotated[str, AfterValidator(_e164)]
+
+
+class SlackChannelConfig(Model):
+    """Slack through the Web API (bot token) or an incoming webhook: exactly one of the two."""
+
+    type: Literal["slack"]
+    token: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    #: channel ids/names, user ids (DM) or email addresses (looked up once) that every notification goes to
+    targets: list[str] = Field(default_factory=list)
+    dm_recipients: bool = False
+    pace: float = Field(1.0, gt=0, description="messages per second per destination")
+    timeout: Duration = timedelta(seconds=10)
+    #: Slack's Web API base; changed only for a proxy or a test stand-in
+    api_url: Annotated[str, AfterValidator(_webhook_url)] = "https://slack.com/api/"
+    concurrency: PositiveInt = 4
+    retry: RetryConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackChannelConfig:
+        if (self.token is None) == (self.webhook_url is None):
+            raise ValueError("give exactly one of token (bot) and webhook_url (incoming webhook)")
+        if self.token is not None and not self.targets and not self.dm_recipients:
+            raise ValueError("a bot-token channel needs targets (or dm_recipients: true)")
+        if self.webhook_url is not None and (self.targets or self.dm_recipients):
+            raise ValueError("an incoming webhook posts to its own channel: no targets or dm_recipients")
+        return self
+
+
+class SmsChannelConfig(Model):
+    """SMS through Twilio's Messages API."""
+
+    type: Literal["sms"]
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr
+    from_number: E164 | None = None
+    messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    recipients: list[E164] = Field(default_factory=list)
+    max_segments: int = Field(3, ge=1, le=10)
+    pace: float = Field(1.0, gt=0, description="segments per second for this sender")
+    validity_period: Duration = timedelta(minutes=10)
+    #: the public URL of this daemon's /v1/callbacks/twilio, as Twilio will call it (signatures cover it)
+    status_callback: Annotated[str, AfterValidator(_webhook_url)] | None = None
+    timeout: Duration = timedelta(seconds=10)
+    #: Twilio's API base; changed only for a proxy or a test stand-in
+    api_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
+    concurrency: PositiveInt = 1
+    retry: RetryConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_sender(self) -> SmsChannelConfig:
+        if (self.from_number is None) == (self.messaging_service_sid is None):
+            raise ValueError("give exactly one of from_number and messaging_service_sid")
+        if not 1 <= self.validity_period.total_seconds() <= 36_000:
+            raise ValueError("validity_period must be between 1s and 10h (Twilio's limits)")
+        return self
+
+
+ChannelConfig = Annotated[
+    EmailChannelConfig | WebhookChannelConfig | SlackChannelConfig | SmsChannelConfig,
+    Field(discriminator="type"),
+]

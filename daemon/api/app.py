@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
@@ -16,10 +16,12 @@ from starlette.types import Receive, Scope, Send
 from daemon import __version__
 from daemon.api import views
 from daemon.api.auth import BearerAuth
+from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.errors import error_response, http_error, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
+from daemon.clock import Clock, SystemClock
 from daemon.core.model import ProviderState
 from daemon.intake.accept import Acceptor
 from daemon.monitor import ProviderMonitor
@@ -38,6 +40,8 @@ class ApiContext:
     draining: Callable[[], bool]
     in_flight: Callable[[], int]
     max_body_bytes: int = 1 << 20
+    twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
+    clock: Clock = field(default_factory=SystemClock)
 
 
 def create_api(ctx: ApiContext) -> BodyLimit:
@@ -67,10 +71,12 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         """The provider's state and why, its recent transitions and checks, and the queue."""
         provider = await ctx.store.provider()
         queue = await ctx.store.queue()
+        channels = await ctx.store.channel_health()
         return {
             "version": __version__,
             "provider": views.provider(ctx.provider_name, provider),
             "queue": views.queue(queue, ctx.in_flight()),
+            "channels": [views.channel(c) for c in channels],
         }
 
     @api.post("/v1/provider/override", tags=["operations"], dependencies=[auth])
@@ -85,6 +91,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         await ctx.monitor.release()
         return {"state": ctx.monitor.state.value, "forced": None}
 
+    api.include_router(callback_router(ctx.store, ctx.twilio_accounts, ctx.clock))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
     return BodyLimit(_Router(submit, api), ctx.max_body_bytes)

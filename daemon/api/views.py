@@ -7,7 +7,7 @@ from typing import Any
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Delivery
-from daemon.store.base import AttemptView, NotificationView, ProviderView, QueueView
+from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 
 
 def iso(at: datetime | None) -> str | None:
@@ -93,4 +93,14 @@ def queue(view: QueueView, in_flight: int) -> dict[str, Any]:
         "deliveries": dict(view.deliveries),
         "oldest_pending_at": iso(view.oldest_pending_at),
         "sending_now": in_flight,
+    }
+
+
+def channel(c: ChannelHealth) -> dict[str, Any]:
+    return {
+        "channel": c.channel,
+        "last_success_at": iso(c.last_success_at),
+        "last_failure_at": iso(c.last_failure_at),
+        "last_error": c.last_error,
+        "consecutive_failures": c.consecutive_failures,
     }

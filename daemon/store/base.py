@@ -92,6 +92,26 @@ class ProviderView:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelHealth:
+    channel: str
+    last_success_at: datetime | None
+    last_failure_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A vendor's later word on a delivery it had accepted (e.g. Twilio: undelivered)."""
+
+    channel: str
+    remote_id: str
+    delivered: bool | None  # None: still on its way, recorded only
+    detail: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class QueueView:
     notifications: Mapping[str, int] = field(default_factory=dict)
     deliveries: Mapping[str, int] = field(default_factory=dict)
@@ -130,3 +150,7 @@ class Store(Protocol):
     async def queue(self) -> QueueView: ...
 
     async def notification(self, notification_id: str) -> NotificationView | None: ...
+
+    async def channel_health(self) -> list[ChannelHealth]: ...
+
+    async def record_callback(self, callback: Callback) -> bool: ...

@@ -23,6 +23,8 @@ from daemon.store import transactions as tx
 from daemon.store.base import (
     Accepted,
     AttemptView,
+    Callback,
+    ChannelHealth,
     Claimed,
     NewNotification,
     NotificationView,
@@ -137,6 +139,9 @@ class SqliteStore:
             lambda conn: conn.execute(Q["release_claims"], (codec.ts(now),)).rowcount
         )
 
+    async def record_callback(self, callback: Callback) -> bool:
+        return await self._writer.run(lambda conn: tx.record_callback(conn, callback))
+
     async def reroute(self, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:
         return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now))
 
@@ -189,6 +194,10 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def channel_health(self) -> list[ChannelHealth]:
+        rows = await self._read(lambda conn: conn.execute(Q["channel_health"]).fetchall())
+        return [_health(row) for row in rows]
+
     async def notification(self, notification_id: str) -> NotificationView | None:
         def read(conn: sqlite3.Connection) -> NotificationView | None:
             row = conn.execute(Q["notification_by_id"], (notification_id,)).fetchone()
@@ -207,6 +216,16 @@ class SqliteStore:
             )
 
         return await self._read(read)
+
+
+def _health(row: sqlite3.Row) -> ChannelHealth:
+    return ChannelHealth(
+        channel=row["channel"],
+        last_success_at=codec.maybe_dt(row["last_success_at"]),
+        last_failure_at=codec.maybe_dt(row["last_failure_at"]),
+        last_error=row["last_error"],
+        consecutive_failures=row["consecutive_failures"],
+    )
 
 
 def _attempt(row: sqlite3.Row) -> AttemptView:

@@ -10,7 +10,7 @@ from datetime import datetime
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan, mode_for
 from daemon.store import codec
-from daemon.store.base import Accepted, Claimed, NewNotification, Outcome
+from daemon.store.base import Accepted, Callback, Claimed, NewNotification, Outcome
 from daemon.store.queries import load
 
 Q = load("sqlite")
@@ -106,6 +106,32 @@ def _next_step(conn: sqlite3.Connection, delivery: sqlite3.Row, now: float) -> N
         (n["id"], delivery["mode"], delivery["route"], step, steps[step], now, now, now),
     )
     conn.execute(Q["advance_step"], (step, now, n["id"]))
+
+
+_CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
+
+
+def record_callback(conn: sqlite3.Connection, callback: Callback) -> bool:
+    """Record a vendor's status callback; an undelivered message fails its step (the plan moves on).
+
+    Returns whether a delivery with that remote id was found.
+    """
+    d = conn.execute(
+        Q["delivery_by_remote_id"], (callback.channel, callback.remote_id, callback.remote_id)
+    ).fetchone()
+    if d is None:
+        return False
+    at = codec.ts(callback.at)
+    outcome = _CALLBACK_OUTCOMES[callback.delivered]
+    conn.execute(
+        Q["insert_attempt"],
+        (d["id"], d["notification_id"], d["channel"], d["attempts"], at, at, outcome, callback.detail),
+    )
+    if callback.delivered is False and d["state"] == "delivered":
+        conn.execute(Q["mark_failed"], (callback.detail, at, d["id"]))
+        conn.execute(Q["reopen_notification"], (at, d["notification_id"]))
+        _next_step(conn, d, at)
+    return True
 
 
 def reroute(conn: sqlite3.Connection, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:

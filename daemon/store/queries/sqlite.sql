@@ -115,3 +115,24 @@ SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id;
 -- name: attempts_of
 SELECT channel, attempt, started_at, finished_at, outcome, detail FROM attempts
 WHERE notification_id = ? ORDER BY id;
+
+-- name: channel_health
+SELECT a.channel,
+       max(CASE WHEN a.outcome = 'delivered' THEN a.finished_at END) AS last_success_at,
+       max(CASE WHEN a.outcome IN ('retry', 'failed') THEN a.finished_at END) AS last_failure_at,
+       (SELECT f.detail FROM attempts f WHERE f.channel = a.channel AND f.outcome IN ('retry', 'failed')
+        ORDER BY f.id DESC LIMIT 1) AS last_error,
+       (SELECT count(*) FROM attempts c WHERE c.channel = a.channel AND c.outcome IN ('retry', 'failed')
+          AND c.id > coalesce((SELECT max(s.id) FROM attempts s
+                               WHERE s.channel = a.channel AND s.outcome = 'delivered'), 0))
+         AS consecutive_failures
+FROM attempts a
+GROUP BY a.channel;
+
+-- name: delivery_by_remote_id
+SELECT * FROM deliveries
+WHERE channel = ? AND (remote_id = ? OR ',' || remote_id || ',' LIKE '%,' || ? || ',%')
+ORDER BY id DESC LIMIT 1;
+
+-- name: reopen_notification
+UPDATE notifications SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'delivered';

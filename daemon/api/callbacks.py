@@ -1,0 +1,85 @@
+"""Vendor callbacks: Twilio's message status reports, verified by ``X-Twilio-Signature``.
+
+Twilio signs the URL it was given as ``status_callback`` plus the form fields with the account's
+auth token (https://www.twilio.com/docs/usage/security#validating-requests). The URL checked is the
+configured one, not the request's, so a proxy in front of the daemon does not break signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from channels.twilio_callbacks import (
+    SIGNATURE_HEADER,
+    DeliveryOutcome,
+    ForgedCallback,
+    MalformedCallback,
+    StatusCallback,
+    verify_status_callback,
+)
+from daemon.api.errors import error_response
+from daemon.clock import Clock
+from daemon.store.base import Callback, Store
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    channel: str
+    auth_token: str
+    callback_url: str
+
+
+def callback_router(store: Store, accounts: Callable[[], Sequence[TwilioAccount]], clock: Clock) -> APIRouter:
+    router = APIRouter(tags=["callbacks"])
+
+    @router.post("/v1/callbacks/twilio")
+    async def twilio_status(request: Request) -> Response:
+        """Twilio message status callback: delivered / undelivered / failed go into the delivery trail;
+        an undelivered SMS fails its step and the plan moves on."""
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        signature = request.headers.get(SIGNATURE_HEADER)
+        verified = _verify(accounts(), form, signature)
+        if verified is None:
+            return error_response(
+                403, "forbidden", "the Twilio signature does not match any configured account"
+            )
+        if isinstance(verified, MalformedCallback):
+            return error_response(400, "invalid_request", str(verified))
+        account, status = verified
+        found = await store.record_callback(
+            Callback(account.channel, status.message_sid, _delivered(status), _detail(status), clock.now())
+        )
+        return JSONResponse({"recorded": found})
+
+    return router
+
+
+def _verify(
+    accounts: Sequence[TwilioAccount], form: dict[str, str], signature: str | None
+) -> tuple[TwilioAccount, StatusCallback] | MalformedCallback | None:
+    for account in accounts:
+        try:
+            return account, verify_status_callback(account.auth_token, account.callback_url, form, signature)
+        except ForgedCallback:
+            continue
+        except MalformedCallback as exc:
+            return exc
+    return None
+
+
+def _delivered(status: StatusCallback) -> bool | None:
+    if status.outcome == DeliveryOutcome.DELIVERED:
+        return True
+    if status.outcome == DeliveryOutcome.FAILED:
+        return False
+    return None
+
+
+def _detail(status: StatusCallback) -> str:
+    code = f" (error {status.error_code})" if status.error_code else ""
+    return f"twilio: {status.status}{code}"
