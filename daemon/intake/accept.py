@@ -28,6 +28,7 @@ class Submission:
     labels: Mapping[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
     mail_from: str | None = None
+    #: the original RFC 5322 message (SMTP intake): relayed byte for byte while the provider is healthy
     raw: bytes | None = None
 
 
