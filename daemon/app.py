@@ -26,6 +26,7 @@ from daemon.core.model import Mode
 from daemon.core.routing import Route
 from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.intake.accept import Acceptor
+from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
@@ -69,6 +70,11 @@ class Daemon:
         poll_s = config.dispatch.poll.total_seconds()
         self.supervision = Supervision(systemd_env or {}, self._status_line, max(10.0, 5 * poll_s))
         self.dispatcher.on_pass(self.supervision.beat)
+        self.metrics = Metrics()
+        self.dispatcher.on_outcome(self.metrics.delivery_outcome)
+        self.acceptor.subscribe(self.metrics.notifications_accepted)
+        self.monitor.on_check(self.metrics.check_result)
+        self.monitor.on_transition(self.metrics.transition)
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +125,7 @@ class Daemon:
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=self.config.api.max_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
+            metrics=self.metrics,
             clock=self._clock,
         )
         sock = _bind(self.config.api.host, self.config.api.port)
@@ -188,6 +195,7 @@ class Daemon:
         try:
             config = load_config(self._config_path)
         except ConfigError as exc:
+            self.metrics.reloaded(ok=False)
             log.error(
                 "reload rejected, keeping the running configuration: %s",
                 exc,
@@ -198,6 +206,7 @@ class Daemon:
             self._tokens = config.api_tokens()
             self._twilio_accounts = twilio_accounts(config)
             self.dispatcher.request_sweep()
+            self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
         self._background(self.supervision.reloaded())
 

@@ -20,7 +20,7 @@ from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
 from daemon.core.model import Mode, ProviderState
 from daemon.rerouting import Rerouter
-from daemon.store.base import Claimed, Outcome, Store
+from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,13 @@ class Dispatcher:
         self._stopping = False
         self._sweep_due = True
         self._pass_listeners: list[Callable[[], None]] = []
+        self._outcome_listeners: list[Callable[[str, Claimed, Outcome, ChannelError | None], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
+
+    def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
+        """Called after each send's outcome is recorded (channel, delivery, outcome, the error if any)."""
+        self._outcome_listeners.append(listener)
 
     def on_pass(self, listener: Callable[[], None]) -> None:
         """Called after every completed pass over the outbox (the watchdog's evidence of progress)."""
@@ -98,7 +103,12 @@ class Dispatcher:
         await self._store.release_claims(self._clock.now())
         while not self._stopping:
             started = self._clock.monotonic()
-            wait_s = await self._pass()
+            try:
+                wait_s = await self._pass()
+            except StoreUnavailable as exc:
+                # Intake answers 503 meanwhile; sends resume when the store can commit again.
+                log.error("the outbox cannot be read or claimed: %s", exc, extra={"event": "store.failed"})
+                wait_s = self._settings.poll_s
             self.last_pass_at = self._clock.monotonic()
             for listener in self._pass_listeners:
                 listener()
@@ -171,21 +181,40 @@ class Dispatcher:
     async def _deliver(self, name: str, claimed: Claimed) -> None:
         started_at = self._clock.now()
         message = self._render(claimed)
+        error: ChannelError | None = None
         try:
             receipt = await self._channels[name].send(message)
         except ChannelError as exc:
-            outcome = await self._failure(name, claimed, exc, started_at)
+            error = exc
         except Exception as exc:
             # An adapter bug must not lose the notification nor silence other channels.
             log.exception(
                 "channel %s raised unexpectedly", name, extra={"event": "delivery.bug", "channel": name}
             )
-            outcome = await self._failure(name, claimed, ChannelError(f"internal error: {exc!r}"), started_at)
-        else:
+            error = ChannelError(f"internal error: {exc!r}")
+        if error is None:
             outcome = self._success(name, claimed, receipt, started_at)
-        await self._store.record([outcome], self._clock.now())
+        else:
+            outcome = await self._failure(name, claimed, error, started_at)
+        await self._record(outcome)
+        for listener in self._outcome_listeners:
+            listener(name, claimed, outcome, error)
         if claimed.delivery.mode != self._mode():
             self.request_sweep()
+
+    async def _record(self, outcome: Outcome) -> None:
+        """The outcome must be written before anything else happens to this delivery: keep trying."""
+        delay = self._settings.poll_s
+        while True:
+            try:
+                await self._store.record([outcome], self._clock.now())
+                return
+            except StoreUnavailable as exc:
+                log.error(
+                    "cannot record a delivery outcome, retrying: %s", exc, extra={"event": "store.failed"}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _render(self, claimed: Claimed) -> OutboundMessage:
         n = claimed.notification

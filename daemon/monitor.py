@@ -26,6 +26,8 @@ class ProviderMonitor:
         self._lock = asyncio.Lock()
         self._mode_listeners: list[Callable[[Mode], None]] = []
         self._failure_listeners: list[Callable[[], None]] = []
+        self._check_listeners: list[Callable[[CheckResult], None]] = []
+        self._transition_listeners: list[Callable[[Transition], None]] = []
 
     @property
     def state(self) -> ProviderState:
@@ -41,6 +43,12 @@ class ProviderMonitor:
 
     def on_mode_change(self, listener: Callable[[Mode], None]) -> None:
         self._mode_listeners.append(listener)
+
+    def on_check(self, listener: Callable[[CheckResult], None]) -> None:
+        self._check_listeners.append(listener)
+
+    def on_transition(self, listener: Callable[[Transition], None]) -> None:
+        self._transition_listeners.append(listener)
 
     def on_passive_failure(self, listener: Callable[[], None]) -> None:
         """Called after a real send implicated the provider (e.g. to run the checks at once)."""
@@ -59,6 +67,8 @@ class ProviderMonitor:
     async def check_result(self, result: CheckResult) -> None:
         async with self._lock:
             await self._store.record_check(result)
+            for notify in self._check_listeners:
+                notify(result)
             await self._commit(self._tracker.observe(result))
 
     async def passive_failure(self, reason: str) -> None:
@@ -81,6 +91,8 @@ class ProviderMonitor:
         await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
         if transition is None:
             return
+        for notify in self._transition_listeners:
+            notify(transition)
         log.warning(
             "provider %s -> %s: %s",
             transition.from_state,

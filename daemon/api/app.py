@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -24,6 +24,8 @@ from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.clock import Clock, SystemClock
 from daemon.core.model import ProviderState
 from daemon.intake.accept import Acceptor
+from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import Store
 
@@ -41,6 +43,7 @@ class ApiContext:
     in_flight: Callable[[], int]
     max_body_bytes: int = 1 << 20
     twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
+    metrics: Metrics = field(default_factory=Metrics)
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -78,6 +81,14 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             "queue": views.queue(queue, ctx.in_flight()),
             "channels": [views.channel(c) for c in channels],
         }
+
+    @api.get("/metrics", tags=["operations"], dependencies=[auth], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format); scrape with the bearer token."""
+        body = ctx.metrics.render(
+            ctx.monitor.state, await ctx.store.queue(), await ctx.store.channel_health(), ctx.clock.now()
+        )
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     @api.post("/v1/provider/override", tags=["operations"], dependencies=[auth])
     async def override(body: OverrideIn) -> dict[str, Any]:

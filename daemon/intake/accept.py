@@ -44,6 +44,7 @@ class Acceptor:
         self._routes = routes
         self._clock = clock
         self._on_accepted = on_accepted
+        self._listeners: list[Callable[[Sequence[Notification], Sequence[Accepted]], None]] = []
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
         """Commit every submission durably; raises StoreUnavailable if nothing could be committed."""
@@ -52,7 +53,13 @@ class Acceptor:
         items = [NewNotification(n, plans_for(n, routes)) for n in (self._build(s, now) for s in submissions)]
         accepted = await self._store.accept(items, now)
         self._on_accepted()
+        for listener in self._listeners:
+            listener([item.notification for item in items], accepted)
         return accepted
+
+    def subscribe(self, listener: Callable[[Sequence[Notification], Sequence[Accepted]], None]) -> None:
+        """Called after every durable accept with the notifications and what became of each."""
+        self._listeners.append(listener)
 
     @staticmethod
     def _build(s: Submission, now: datetime) -> Notification:

@@ -1,0 +1,131 @@
+"""Prometheus metrics: what backchannel does, and whether backchannel itself is in trouble.
+
+Counters and histograms are fed by the components' event listeners; gauges that describe the
+outbox (queue depth, oldest pending age, per-channel failure streaks) are read from the store at
+scrape time, so they are true even after a restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from channels.base import ChannelError
+from daemon.core.health import Transition
+from daemon.core.model import CheckResult, Notification, ProviderState
+from daemon.store.base import Accepted, ChannelHealth, Claimed, Outcome, QueueView
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
+CHECK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.accepted = Counter(
+            "backchannel_notifications_accepted", "Notifications committed to the outbox", ["severity", "source"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "backchannel_notifications_duplicate", "Submissions answered with an earlier notification", registry=r
+        )
+        self.attempts = Counter(
+            "backchannel_delivery_attempts", "Send attempts by outcome (delivered, retry, failed)",
+            ["channel", "severity", "outcome"], registry=r,
+        )
+        self.latency = Histogram(
+            "backchannel_delivery_latency_seconds", "From acceptance to delivery", ["channel", "severity"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.send_duration = Histogram(
+            "backchannel_send_duration_seconds", "How long one send took", ["channel"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.rate_limited = Counter(
+            "backchannel_rate_limited", "Sends the channel answered with a Retry-After", ["channel"], registry=r
+        )
+        self.checks = Counter("backchannel_checks", "Check results", ["check", "status"], registry=r)
+        self.check_latency = Histogram(
+            "backchannel_check_latency_seconds", "Check duration", ["check"], buckets=CHECK_BUCKETS, registry=r
+        )
+        self.provider_state = Gauge(
+            "backchannel_provider_state", "1 for the provider's current state", ["state"], registry=r
+        )
+        self.transitions = Counter(
+            "backchannel_provider_transitions", "Provider state transitions", ["to_state"], registry=r
+        )
+        self.queue = Gauge("backchannel_queue_notifications", "Notifications by status", ["status"], registry=r)
+        self.deliveries = Gauge(
+            "backchannel_queue_deliveries", "Deliveries waiting or being sent", ["state"], registry=r
+        )
+        self.oldest_pending = Gauge(
+            "backchannel_oldest_pending_age_seconds", "Age of the oldest pending or held notification", registry=r
+        )
+        self.channel_failures = Gauge(
+            "backchannel_channel_consecutive_failures", "Failed attempts since the channel's last success",
+            ["channel"], registry=r,
+        )
+        self.channel_last_success = Gauge(
+            "backchannel_channel_last_success_timestamp_seconds", "Last delivery through the channel",
+            ["channel"], registry=r,
+        )
+        self.reloads = Counter(
+            "backchannel_config_reloads", "Configuration reloads by result (ok, rejected)", ["result"], registry=r
+        )
+        self.drill_success = Gauge(
+            "backchannel_drill_success", "1 if the last drill reached the channel, else 0", ["channel"], registry=r
+        )
+        self.drill_timestamp = Gauge(
+            "backchannel_drill_timestamp_seconds", "When the last drill ran", registry=r
+        )
+
+    # -- listeners ----------------------------------------------------------------------------------
+
+    def notifications_accepted(self, notifications: Sequence[Notification], accepted: Sequence[Accepted]) -> None:
+        for notification, result in zip(notifications, accepted, strict=True):
+            if result.duplicate:
+                self.duplicates.inc()
+            else:
+                self.accepted.labels(notification.severity.value, notification.source).inc()
+
+    def delivery_outcome(self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None) -> None:
+        severity = claimed.notification.severity.value
+        self.attempts.labels(channel, severity, outcome.kind).inc()
+        self.send_duration.labels(channel).observe((outcome.finished_at - outcome.started_at).total_seconds())
+        if outcome.kind == "delivered":
+            age = (outcome.finished_at - claimed.notification.created_at).total_seconds()
+            self.latency.labels(channel, severity).observe(max(0.0, age))
+        if error is not None and error.retry_after_s is not None:
+            self.rate_limited.labels(channel).inc()
+
+    def check_result(self, result: CheckResult) -> None:
+        self.checks.labels(result.check, result.status.value).inc()
+        self.check_latency.labels(result.check).observe(result.latency_s)
+
+    def transition(self, transition: Transition) -> None:
+        self.transitions.labels(transition.to_state.value).inc()
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads.labels("ok" if ok else "rejected").inc()
+
+    # -- scrape -------------------------------------------------------------------------------------
+
+    def render(
+        self, state: ProviderState, queue: QueueView, channels: Sequence[ChannelHealth], now: datetime
+    ) -> bytes:
+        for s in ProviderState:
+            self.provider_state.labels(s.value).set(1 if s == state else 0)
+        for status in ("pending", "held", "delivered", "failed"):
+            self.queue.labels(status).set(queue.notifications.get(status, 0))
+        for delivery_state in ("pending", "in_flight"):
+            self.deliveries.labels(delivery_state).set(queue.deliveries.get(delivery_state, 0))
+        oldest = queue.oldest_pending_at
+        self.oldest_pending.set(0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
+        for health in channels:
+            self.channel_failures.labels(health.channel).set(health.consecutive_failures)
+            if health.last_success_at is not None:
+                self.channel_last_success.labels(health.channel).set(health.last_success_at.timestamp())
+        return generate_latest(self.registry)

@@ -1,0 +1,108 @@
+"""Prometheus metrics after a scripted scenario: accept, deliver, outage, failover, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from daemon.app import Daemon
+from daemon.config import parse_config
+from tests.servers import SmtpServer, WebhookReceiver
+
+TOKEN = "metrics-test-token-123456"
+SECRET = "whsec_" + base64.b64encode(b"metrics-test-webhook-secret").decode()
+CONFIG = """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:0", tokens: [{{name: prometheus, token: "${{TOKEN}}"}}]}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false, timeout: 1s}}
+  mail_from: bc@test.example
+  checks: [{{type: smtp, every: 200ms, timeout: 150ms}}]
+  failure_threshold: 2
+  success_threshold: 2
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}"}}
+routes:
+  - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
+  - {{match: {{}}, healthy: [email], outage: defer}}
+dispatch: {{poll: 100ms, retry: {{initial: 50ms, max: 200ms}}}}
+"""
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+async def until(predicate: Any, deadline_s: float = 15.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
+    """Counters, histograms and gauges tell the story of an outage and a recovery."""
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        text = CONFIG.format(store=tmp_path / "o.db", smtp_port=smtp.port, hook_url=hook.url)
+        daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+        await daemon.start()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers) as api:
+
+            async def state_is(state: str) -> bool:
+                return bool((await api.get("/v1/status")).json()["provider"]["state"] == state)
+
+            await api.post("/v1/notifications", json={"severity": "critical", "subject": "a"})
+            await api.post("/v1/notifications", json={"severity": "info", "subject": "b"})
+            await smtp.wait_for_async(2)
+            smtp.stop()
+            await until(lambda: state_is("outage"))
+            await api.post("/v1/notifications", json={"severity": "critical", "subject": "c"})
+            await api.post("/v1/notifications", json={"severity": "warning", "subject": "d"})
+            await hook.wait_for_async(1)
+            during = samples((await api.get("/metrics")).text)
+            smtp.start()
+            await until(lambda: state_is("healthy"))
+            await smtp.wait_for_async(3)
+
+            async def all_delivered() -> bool:
+                scraped = samples((await api.get("/metrics")).text)
+                return scraped[("backchannel_queue_notifications", (("status", "delivered"),))] == 4
+
+            await until(all_delivered)
+            after = samples((await api.get("/metrics")).text)
+            async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous_client:
+                anonymous = await anonymous_client.get("/metrics")
+        await daemon.stop()
+    accepted = ("backchannel_notifications_accepted_total", (("severity", "critical"), ("source", "api")))
+    assert after[accepted] == 2
+    assert after[("backchannel_provider_state", (("state", "healthy"),))] == 1
+    assert during[("backchannel_provider_state", (("state", "outage"),))] == 1
+    assert during[("backchannel_queue_notifications", (("status", "held"),))] == 1
+    assert during[("backchannel_oldest_pending_age_seconds", ())] > 0
+    delivered = (
+        "backchannel_delivery_attempts_total",
+        (("channel", "hook"), ("outcome", "delivered"), ("severity", "critical")),
+    )
+    assert after[delivered] == 1
+    assert after[("backchannel_provider_transitions_total", (("to_state", "outage"),))] == 1
+    assert after[("backchannel_provider_transitions_total", (("to_state", "healthy"),))] == 1
+    assert after[("backchannel_checks_total", (("check", "smtp"), ("status", "down")))] >= 2
+    assert (
+        after[("backchannel_delivery_latency_seconds_count", (("channel", "email"), ("severity", "warning")))]
+        == 1
+    )
+    assert after[("backchannel_queue_notifications", (("status", "delivered"),))] == 4
+    assert anonymous.status_code == 401
