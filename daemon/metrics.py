@@ -26,30 +26,49 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.accepted = Counter(
-            "backchannel_notifications_accepted", "Notifications committed to the outbox", ["severity", "source"],
+            "backchannel_notifications_accepted",
+            "Notifications committed to the outbox",
+            ["severity", "source"],
             registry=r,
         )
         self.duplicates = Counter(
-            "backchannel_notifications_duplicate", "Submissions answered with an earlier notification", registry=r
+            "backchannel_notifications_duplicate",
+            "Submissions answered with an earlier notification",
+            registry=r,
         )
         self.attempts = Counter(
-            "backchannel_delivery_attempts", "Send attempts by outcome (delivered, retry, failed)",
-            ["channel", "severity", "outcome"], registry=r,
+            "backchannel_delivery_attempts",
+            "Send attempts by outcome (delivered, retry, failed)",
+            ["channel", "severity", "outcome"],
+            registry=r,
         )
         self.latency = Histogram(
-            "backchannel_delivery_latency_seconds", "From acceptance to delivery", ["channel", "severity"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "backchannel_delivery_latency_seconds",
+            "From acceptance to delivery",
+            ["channel", "severity"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.send_duration = Histogram(
-            "backchannel_send_duration_seconds", "How long one send took", ["channel"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "backchannel_send_duration_seconds",
+            "How long one send took",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.rate_limited = Counter(
-            "backchannel_rate_limited", "Sends the channel answered with a Retry-After", ["channel"], registry=r
+            "backchannel_rate_limited",
+            "Sends the channel answered with a Retry-After",
+            ["channel"],
+            registry=r,
         )
         self.checks = Counter("backchannel_checks", "Check results", ["check", "status"], registry=r)
         self.check_latency = Histogram(
-            "backchannel_check_latency_seconds", "Check duration", ["check"], buckets=CHECK_BUCKETS, registry=r
+            "backchannel_check_latency_seconds",
+            "Check duration",
+            ["check"],
+            buckets=CHECK_BUCKETS,
+            registry=r,
         )
         self.provider_state = Gauge(
             "backchannel_provider_state", "1 for the provider's current state", ["state"], registry=r
@@ -57,26 +76,40 @@ class Metrics:
         self.transitions = Counter(
             "backchannel_provider_transitions", "Provider state transitions", ["to_state"], registry=r
         )
-        self.queue = Gauge("backchannel_queue_notifications", "Notifications by status", ["status"], registry=r)
+        self.queue = Gauge(
+            "backchannel_queue_notifications", "Notifications by status", ["status"], registry=r
+        )
         self.deliveries = Gauge(
             "backchannel_queue_deliveries", "Deliveries waiting or being sent", ["state"], registry=r
         )
         self.oldest_pending = Gauge(
-            "backchannel_oldest_pending_age_seconds", "Age of the oldest pending or held notification", registry=r
+            "backchannel_oldest_pending_age_seconds",
+            "Age of the oldest pending or held notification",
+            registry=r,
         )
         self.channel_failures = Gauge(
-            "backchannel_channel_consecutive_failures", "Failed attempts since the channel's last success",
-            ["channel"], registry=r,
+            "backchannel_channel_consecutive_failures",
+            "Failed attempts since the channel's last success",
+            ["channel"],
+            registry=r,
         )
         self.channel_last_success = Gauge(
-            "backchannel_channel_last_success_timestamp_seconds", "Last delivery through the channel",
-            ["channel"], registry=r,
+            "backchannel_channel_last_success_timestamp_seconds",
+            "Last delivery through the channel",
+            ["channel"],
+            registry=r,
         )
         self.reloads = Counter(
-            "backchannel_config_reloads", "Configuration reloads by result (ok, rejected)", ["result"], registry=r
+            "backchannel_config_reloads",
+            "Configuration reloads by result (ok, rejected)",
+            ["result"],
+            registry=r,
         )
         self.drill_success = Gauge(
-            "backchannel_drill_success", "1 if the last drill reached the channel, else 0", ["channel"], registry=r
+            "backchannel_drill_success",
+            "1 if the last drill reached the channel, else 0",
+            ["channel"],
+            registry=r,
         )
         self.drill_timestamp = Gauge(
             "backchannel_drill_timestamp_seconds", "When the last drill ran", registry=r
@@ -84,14 +117,18 @@ class Metrics:
 
     # -- listeners ----------------------------------------------------------------------------------
 
-    def notifications_accepted(self, notifications: Sequence[Notification], accepted: Sequence[Accepted]) -> None:
+    def notifications_accepted(
+        self, notifications: Sequence[Notification], accepted: Sequence[Accepted]
+    ) -> None:
         for notification, result in zip(notifications, accepted, strict=True):
             if result.duplicate:
                 self.duplicates.inc()
             else:
                 self.accepted.labels(notification.severity.value, notification.source).inc()
 
-    def delivery_outcome(self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None) -> None:
+    def delivery_outcome(
+        self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None
+    ) -> None:
         severity = claimed.notification.severity.value
         self.attempts.labels(channel, severity, outcome.kind).inc()
         self.send_duration.labels(channel).observe((outcome.finished_at - outcome.started_at).total_seconds())
