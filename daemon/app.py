@@ -205,7 +205,7 @@ class Daemon:
             self._routes = config.policy()
             self._tokens = config.api_tokens()
             self._twilio_accounts = twilio_accounts(config)
-            self.dispatcher.request_sweep()
+            self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
         self._background(self.supervision.reloaded())

@@ -73,6 +73,7 @@ class Dispatcher:
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
         self._stopping = False
         self._sweep_due = True
+        self._replan_due = False
         self._pass_listeners: list[Callable[[], None]] = []
         self._outcome_listeners: list[Callable[[str, Claimed, Outcome, ChannelError | None], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
@@ -92,6 +93,11 @@ class Dispatcher:
 
     def request_sweep(self) -> None:
         self._sweep_due = True
+        self._wake.set()
+
+    def request_replan(self) -> None:
+        """The policy changed: re-plan every unsent notification whose plan differs."""
+        self._replan_due = True
         self._wake.set()
 
     @property
@@ -121,6 +127,9 @@ class Dispatcher:
 
     async def _pass(self) -> float:
         """Claim what is due for every channel with room; return how long until more is due."""
+        if self._replan_due:
+            self._replan_due = False
+            await self._rerouter.replan(self._mode())
         if self._sweep_due:
             self._sweep_due = False
             await self._rerouter.sweep(self._mode())

@@ -31,6 +31,26 @@ class Rerouter:
             total += moved
             if moved == 0:
                 break
+        self._log(total, mode)
+        return total
+
+    async def replan(self, mode: Mode) -> int:
+        """After a policy reload: give every unsent notification whose plan changed its new plan."""
+        total, after = 0, ""
+        while page := await self._store.unsent(after, BATCH):
+            after = page[-1][0].id
+            routes = self._routes()
+            changed = {}
+            for notification, current in page:
+                new = plan_for(notification, mode, routes)
+                if new != current:
+                    changed[notification.id] = new
+            if changed:
+                total += await self._store.reroute(mode, changed, self._clock.now(), force=True)
+        self._log(total, mode)
+        return total
+
+    def _log(self, total: int, mode: Mode) -> None:
         if total:
             log.info(
                 "rerouted %d notifications to their %s plan",
@@ -38,4 +58,3 @@ class Rerouter:
                 mode,
                 extra={"event": "routing.rerouted", "mode": mode, "count": total},
             )
-        return total

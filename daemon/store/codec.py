@@ -17,6 +17,7 @@ from daemon.core.model import (
     DeliveryState,
     Mode,
     Notification,
+    Plan,
     ProviderState,
     Severity,
 )
@@ -120,3 +121,10 @@ def check_result(row: sqlite3.Row | Mapping[str, Any]) -> CheckResult:
         latency_s=row["latency_s"],
         at=dt(row["at"]),
     )
+
+
+def plan(row: sqlite3.Row | Mapping[str, Any]) -> Plan:
+    """The plan in force for a notification row."""
+    if row["status"] == "held":
+        return Plan(route=row["route"], mode=cast(Mode, row["mode"]), defer=True)
+    return Plan(route=row["route"], mode=cast(Mode, row["mode"]), steps=tuple(json.loads(row["plan"])))

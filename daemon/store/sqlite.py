@@ -142,8 +142,14 @@ class SqliteStore:
     async def record_callback(self, callback: Callback) -> bool:
         return await self._writer.run(lambda conn: tx.record_callback(conn, callback))
 
-    async def reroute(self, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:
-        return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now))
+    async def reroute(
+        self, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
+    ) -> int:
+        return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now, force=force))
+
+    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+        rows = await self._read(lambda conn: conn.execute(Q["unsent"], (after_id, limit)).fetchall())
+        return [(codec.notification(row), codec.plan(row)) for row in rows]
 
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime

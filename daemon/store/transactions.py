@@ -134,15 +134,20 @@ def record_callback(conn: sqlite3.Connection, callback: Callback) -> bool:
     return True
 
 
-def reroute(conn: sqlite3.Connection, mode: Mode, plans: Mapping[str, Plan], now: datetime) -> int:
-    """Give unsent notifications the plan of ``mode``; anything in flight is left to finish."""
+def reroute(
+    conn: sqlite3.Connection, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
+) -> int:
+    """Give unsent notifications the plan of ``mode``; anything in flight is left to finish.
+
+    Only notifications planned for another mode move, unless ``force`` (a reloaded policy).
+    """
     if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
         return 0
     moved = 0
     at = codec.ts(now)
     for notification_id, plan in plans.items():
         row = conn.execute(Q["reroute_check"], (notification_id,)).fetchone()
-        if row is None or row[0] not in ("pending", "held") or row[1] == mode or row[2]:
+        if row is None or row[0] not in ("pending", "held") or (row[1] == mode and not force) or row[2]:
             continue
         conn.execute(Q["supersede_pending"], (at, notification_id))
         status = "held" if plan.defer else "pending"

@@ -91,16 +91,14 @@ class DaemonProcess:
         self.workdir = workdir
         self.api_port = free_port()
         self.config_path = workdir / "backchannel.yaml"
-        self.config_path.write_text(
-            CONFIG.format(
-                store=workdir / "outbox.db",
-                api_port=self.api_port,
-                smtp_port=smtp_port,
-                hook_url=hook_url,
-                routes=routes,
-                every=every,
-            )
-        )
+        self._settings = {
+            "store": workdir / "outbox.db",
+            "api_port": self.api_port,
+            "smtp_port": smtp_port,
+            "hook_url": hook_url,
+            "every": every,
+        }
+        self.write_config(routes)
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(
@@ -108,6 +106,9 @@ class DaemonProcess:
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=10,
         )
+
+    def write_config(self, routes: str) -> None:
+        self.config_path.write_text(CONFIG.format(routes=routes, **self._settings))
 
     def start(self, wait: bool = True, **extra_env: str) -> None:
         env = dict(os.environ, BC_TOKEN=TOKEN, BC_WEBHOOK_SECRET=WEBHOOK_SECRET, **extra_env)

@@ -136,3 +136,10 @@ ORDER BY id DESC LIMIT 1;
 
 -- name: reopen_notification
 UPDATE notifications SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'delivered';
+
+-- name: unsent
+SELECT n.* FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.id > ?
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.id
+LIMIT ?;
