@@ -18,13 +18,14 @@ from typing import Any
 import uvicorn
 
 from daemon.api.app import ApiContext, create_api
-from daemon.build import build_channels, build_checks, channel_policies, twilio_accounts
+from daemon.build import build_channels, build_checks, channel_policies, primary_channels, twilio_accounts
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.core.health import Thresholds
 from daemon.core.model import Mode
 from daemon.core.routing import Route
 from daemon.dispatcher import Dispatcher, DispatchSettings
+from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
@@ -75,6 +76,13 @@ class Daemon:
         self.acceptor.subscribe(self.metrics.notifications_accepted)
         self.monitor.on_check(self.metrics.check_result)
         self.monitor.on_transition(self.metrics.transition)
+        self.drills = Drills(
+            self.store,
+            lambda: self._routes,
+            lambda: primary_channels(self.config),
+            self._clock,
+            on_started=self.metrics.drill_started,
+        )
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,6 +112,9 @@ class Daemon:
         self.monitor.on_mode_change(self._mode_changed)
         self.monitor.on_passive_failure(self.scheduler.run_now)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+        if self.config.drills is not None:
+            routes = self.config.drills.routes
+            self.scheduler.schedule(self.config.drills.schedule, lambda: self.drills.start(routes), "drill")
         self.scheduler.start()
         await self._start_api()
         await self.supervision.ready()
@@ -126,6 +137,7 @@ class Daemon:
             max_body_bytes=self.config.api.max_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
             metrics=self.metrics,
+            drills=self.drills,
             clock=self._clock,
         )
         sock = _bind(self.config.api.host, self.config.api.port)

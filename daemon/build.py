@@ -123,14 +123,22 @@ def retry_policy(retry: RetryConfig) -> RetryPolicy:
     )
 
 
+def primary_channels(config: Config) -> frozenset[str]:
+    """The email channels that send through the watched provider itself."""
+    return frozenset(
+        name
+        for name, cfg in config.channels.items()
+        if isinstance(cfg, EmailChannelConfig) and cfg.smtp is None
+    )
+
+
 def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
     policies = {}
     for name, cfg in config.channels.items():
-        primary = isinstance(cfg, EmailChannelConfig) and cfg.smtp is None
         policies[name] = ChannelPolicy(
             retry=retry_policy(cfg.retry or config.dispatch.retry),
             concurrency=cfg.concurrency,
-            primary=primary,
+            primary=name in primary_channels(config),
         )
     return policies
 

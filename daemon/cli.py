@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     client_args(override)
     override.add_argument("state", choices=["outage", "healthy", "release"])
     override.add_argument("--reason", default="operator override from the CLI")
+    drill = command("drill", commands.drill, "send a test message through every backup channel, report each")
+    client_args(drill)
+    drill.add_argument(
+        "--route", action="append", dest="routes", help="only this route's channels (repeatable)"
+    )
+    drill.add_argument("--no-wait", action="store_true", help="start the drill and print its id only")
+    drill.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every result")
     demo = command("demo", commands.demo, "run a self-contained failover and recovery demonstration")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
     return parser

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -153,6 +154,30 @@ def override(args: argparse.Namespace) -> int:
         return data
     print(f"provider state: {data['state']}")
     return 0
+
+
+def drill(args: argparse.Namespace) -> int:
+    started = _call(args, "POST", "/v1/drills", {"routes": args.routes} if args.routes else None)
+    if isinstance(started, int):
+        return started
+    drill_id = started["drill"]
+    print(f"drill {drill_id} started on: {', '.join(started['notifications'])}")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        result = _call(args, "GET", f"/v1/drills/{drill_id}")
+        if isinstance(result, int):
+            return result
+        if result["done"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for c in result["channels"]:
+        confirmed = " (vendor confirmed)" if c["confirmed"] else ""
+        detail = f": {c['detail']}" if c["detail"] else ""
+        print(f"  {c['channel']}: {c['status']}{confirmed}{detail}")
+    print("drill passed" if result["ok"] else "drill FAILED")
+    return 0 if result["ok"] else 1
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -217,6 +217,24 @@ class DispatchConfig(Model):
     lease: Duration = timedelta(minutes=5)
 
 
+def _crontab(value: str) -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(f"not a crontab expression (minute hour day month weekday): {exc}") from None
+    return value
+
+
+class DrillConfig(Model):
+    """A scheduled failover drill, e.g. monthly: ``schedule: "0 10 1 * *"`` (10:00 UTC on the 1st)."""
+
+    schedule: Annotated[str, AfterValidator(_crontab)]
+    #: route names whose backup channels are drilled; all routes when omitted
+    routes: list[str] | None = Field(None, min_length=1)
+
+
 class Config(Model):
     store: StoreConfig
     api: ApiConfig
@@ -224,6 +242,7 @@ class Config(Model):
     channels: dict[ChannelName, ChannelConfig] = Field(min_length=1)
     routes: list[RouteConfig] = Field(min_length=1)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    drills: DrillConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -250,6 +269,15 @@ class Config(Model):
                 raise ValueError(f"routes[{index}] matches everything, so the routes after it never apply")
         _require_unique([r.name for r in routes if r.name], "route name")
         return routes
+
+    @model_validator(mode="after")
+    def _drilled_routes_exist(self) -> Config:
+        if self.drills is not None and self.drills.routes is not None:
+            known = {route.name for route in self.policy()}
+            unknown = sorted(set(self.drills.routes) - known)
+            if unknown:
+                raise ValueError(f"drills.routes names unknown routes: {', '.join(unknown)}")
+        return self
 
     def policy(self) -> tuple[Route, ...]:
         """The routes as the pure core's :class:`~daemon.core.routing.Route` objects."""

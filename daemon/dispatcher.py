@@ -19,6 +19,7 @@ from channels.base import Channel, ChannelError, OutboundMessage, Receipt
 from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
 from daemon.core.model import Mode, ProviderState
+from daemon.drills import SOURCE as DRILL_SOURCE
 from daemon.rerouting import Rerouter
 from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
 
@@ -241,6 +242,7 @@ class Dispatcher:
             provider_state=self._state().value,
             raw=n.raw,
             mail_from=n.mail_from,
+            drill=n.source == DRILL_SOURCE,
         )
 
     def _success(self, name: str, claimed: Claimed, receipt: Receipt, started_at: datetime) -> Outcome:

@@ -137,6 +137,11 @@ class Metrics:
             self.latency.labels(channel, severity).observe(max(0.0, age))
         if error is not None and error.retry_after_s is not None:
             self.rate_limited.labels(channel).inc()
+        if claimed.notification.source == "drill" and outcome.kind != "retry":
+            self.drill_success.labels(channel).set(1 if outcome.kind == "delivered" else 0)
+
+    def drill_started(self, _: str) -> None:
+        self.drill_timestamp.set_to_current_time()
 
     def check_result(self, result: CheckResult) -> None:
         self.checks.labels(result.check, result.status.value).inc()

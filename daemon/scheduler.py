@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from daemon.checks.base import Check
 from daemon.clock import Clock
@@ -52,6 +53,17 @@ class CheckScheduler:
                 misfire_grace_time=max(1, int(item.every_s)),
             )
         self._scheduler.start()
+
+    def schedule(self, crontab: str, job: Callable[[], Awaitable[object]], name: str) -> None:
+        """Run ``job`` on a cron schedule (UTC), e.g. a monthly drill."""
+        self._scheduler.add_job(
+            job,
+            CronTrigger.from_crontab(crontab, timezone=UTC),
+            id=name,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+        )
 
     def run_now(self) -> None:
         """Run every check at once (a real send just failed: confirm quickly)."""

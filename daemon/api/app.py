@@ -17,12 +17,14 @@ from daemon import __version__
 from daemon.api import views
 from daemon.api.auth import BearerAuth
 from daemon.api.callbacks import TwilioAccount, callback_router
+from daemon.api.drill_routes import drill_router
 from daemon.api.errors import error_response, http_error, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.clock import Clock, SystemClock
 from daemon.core.model import ProviderState
+from daemon.drills import Drills, summary
 from daemon.intake.accept import Acceptor
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
@@ -44,6 +46,7 @@ class ApiContext:
     max_body_bytes: int = 1 << 20
     twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
     metrics: Metrics = field(default_factory=Metrics)
+    drills: Drills | None = None
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -80,6 +83,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             "provider": views.provider(ctx.provider_name, provider),
             "queue": views.queue(queue, ctx.in_flight()),
             "channels": [views.channel(c) for c in channels],
+            "last_drill": await _last_drill(ctx),
         }
 
     @api.get("/metrics", tags=["operations"], dependencies=[auth], response_class=Response)
@@ -103,9 +107,18 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         return {"state": ctx.monitor.state.value, "forced": None}
 
     api.include_router(callback_router(ctx.store, ctx.twilio_accounts, ctx.clock))
+    if ctx.drills is not None:
+        api.include_router(drill_router(ctx.drills, authenticate.dependency))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
     return BodyLimit(_Router(submit, api), ctx.max_body_bytes)
+
+
+async def _last_drill(ctx: ApiContext) -> dict[str, Any] | None:
+    drill_id = await ctx.store.latest_drill()
+    if drill_id is None or ctx.drills is None:
+        return None
+    return summary(drill_id, await ctx.drills.results(drill_id))
 
 
 class _Router:

@@ -200,6 +200,16 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def drill(self, drill_id: str) -> list[NotificationView]:
+        """The notifications a drill sent, one per channel."""
+        rows = await self._read(lambda conn: conn.execute(Q["drill_ids"], (drill_id,)).fetchall())
+        views = [await self.notification(row[0]) for row in rows]
+        return [v for v in views if v is not None]
+
+    async def latest_drill(self) -> str | None:
+        row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
+        return None if row is None else str(row[0])
+
     async def channel_health(self) -> list[ChannelHealth]:
         rows = await self._read(lambda conn: conn.execute(Q["channel_health"]).fetchall())
         return [_health(row) for row in rows]

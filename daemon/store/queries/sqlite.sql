@@ -143,3 +143,10 @@ WHERE n.status IN ('pending', 'held') AND n.id > ?
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.id
 LIMIT ?;
+
+-- name: drill_ids
+SELECT id FROM notifications WHERE source = 'drill' AND json_extract(labels, '$.drill') = ? ORDER BY id;
+
+-- name: latest_drill
+SELECT json_extract(labels, '$.drill') FROM notifications WHERE source = 'drill'
+ORDER BY created_at DESC, id DESC LIMIT 1;
