@@ -6,16 +6,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from daemon import __version__
-from daemon.api import views
-from daemon.api.auth import BearerAuth
+from daemon.api import statuspage, views
+from daemon.api.auth import BearerAuth, Unauthorized
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
 from daemon.api.errors import error_response, http_error, validation_error
@@ -86,6 +86,20 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             "last_drill": await _last_drill(ctx),
         }
 
+    @api.get("/", tags=["operations"], response_class=HTMLResponse)
+    async def status_page(request: Request) -> Response:
+        """The live status page: HTTP Basic (any user, an API token as password) or a bearer token."""
+        try:
+            authenticate.check(request.headers.get("authorization", ""), basic=True)
+        except Unauthorized:
+            return error_response(
+                401,
+                "unauthorized",
+                "sign in with an API token",
+                headers={"WWW-Authenticate": 'Basic realm="backchannel"'},
+            )
+        return HTMLResponse(statuspage.render(await _page_data(ctx)))
+
     @api.get("/metrics", tags=["operations"], dependencies=[auth], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
@@ -112,6 +126,22 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
     return BodyLimit(_Router(submit, api), ctx.max_body_bytes)
+
+
+async def _page_data(ctx: ApiContext) -> statuspage.PageData:
+    now = ctx.clock.now()
+    events, checks = await ctx.store.history(now - statuspage.WINDOW)
+    return statuspage.PageData(
+        provider_name=ctx.provider_name,
+        provider=await ctx.store.provider(events=1, checks=0),
+        events=events,
+        checks=checks,
+        queue=await ctx.store.queue(),
+        channels=await ctx.store.channel_health(),
+        drill=await _last_drill(ctx),
+        recent=await ctx.store.recent(50),
+        now=now,
+    )
 
 
 async def _last_drill(ctx: ApiContext) -> dict[str, Any] | None:

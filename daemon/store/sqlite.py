@@ -200,6 +200,22 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def history(self, since: datetime) -> tuple[list[Transition], list[CheckResult]]:
+        """Transitions and check results since ``since``, oldest first (the status page's timeline)."""
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Transition], list[CheckResult]]:
+            at = codec.ts(since)
+            events = [codec.transition(r) for r in conn.execute(Q["events_since"], (at,))]
+            return events, [codec.check_result(r) for r in conn.execute(Q["checks_since"], (at,))]
+
+        return await self._read(read)
+
+    async def recent(self, limit: int) -> list[NotificationView]:
+        """The newest notifications with their delivery trails."""
+        rows = await self._read(lambda conn: conn.execute(Q["recent_notification_ids"], (limit,)).fetchall())
+        views = [await self.notification(row[0]) for row in rows]
+        return [v for v in views if v is not None]
+
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""
         rows = await self._read(lambda conn: conn.execute(Q["drill_ids"], (drill_id,)).fetchall())

@@ -150,3 +150,12 @@ SELECT id FROM notifications WHERE source = 'drill' AND json_extract(labels, '$.
 -- name: latest_drill
 SELECT json_extract(labels, '$.drill') FROM notifications WHERE source = 'drill'
 ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: events_since
+SELECT at, from_state, to_state, cause FROM provider_events WHERE at >= ? ORDER BY at;
+
+-- name: checks_since
+SELECT check_name, status, reason, latency_s, at FROM check_results WHERE at >= ? ORDER BY at;
+
+-- name: recent_notification_ids
+SELECT id FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?;
