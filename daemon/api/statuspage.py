@@ -73,7 +73,8 @@ def timeline(checks: Sequence[CheckResult], events: Sequence[Transition], now: d
     names = sorted({c.check for c in checks})
     height = ROW * (len(names) + 1) + 20
     parts = [f'<svg viewBox="0 0 {WIDTH + LABEL} {height}" role="img" aria-label="24-hour timeline">']
-    parts += _state_band(events, start, now)
+    first = min([c.at for c in checks[:1]] + [e.at for e in events[:1]], default=now)
+    parts += _state_band(events, max(start, first), start, now)
     for row, name in enumerate(names, start=1):
         y = row * ROW
         parts.append(f'<text x="0" y="{y + 14}">{escape(name)}</text>')
@@ -84,9 +85,10 @@ def timeline(checks: Sequence[CheckResult], events: Sequence[Transition], now: d
                 f'height="{ROW - 4}" '
                 f'fill="{COLOURS[status]}"><title>{escape(name)}: {status}</title></rect>'
             )
-    for hours in range(0, 25, 6):
+    for hours in range(0, 24, 6):
         x = LABEL + WIDTH * hours / 24
         parts.append(f'<text x="{x:.0f}" y="{height - 4}" class="axis">-{24 - hours}h</text>')
+    parts.append(f'<text x="{LABEL + WIDTH - 24}" y="{height - 4}" class="axis">now</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -101,10 +103,12 @@ def _buckets(results: Sequence[CheckResult], start: datetime) -> dict[int, str]:
     return worst
 
 
-def _state_band(events: Sequence[Transition], start: datetime, now: datetime) -> list[str]:
-    """The provider's state across the window as a coloured band in the first row."""
-    state = events[0].from_state.value if events else None
-    at, parts = start, ['<text x="0" y="14">provider</text>']
+def _state_band(
+    events: Sequence[Transition], known_from: datetime, start: datetime, now: datetime
+) -> list[str]:
+    """The provider's state across the window (from when anything is known) as a band in the first row."""
+    state = events[0].from_state.value if events else "healthy"
+    at, parts = known_from, ['<text x="0" y="14">provider</text>']
     for event in [*events, None]:
         until = now if event is None else max(event.at, start)
         if state is not None and until > at:
