@@ -70,7 +70,7 @@ async def headless(browser: str, url: str, *args: str, profile: Path) -> str:
 
 
 async def test_status_page_shows_the_outage(tmp_path: Path) -> None:
-    """During an outage the page says OUTAGE and why, draws the timeline, lists the trail (screenshot saved)."""
+    """In an outage the page says OUTAGE and why, draws the timeline, lists the trail; saves a screenshot."""
     browser = chromium()
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         text = CONFIG.format(store=tmp_path / "o.db", smtp_port=smtp.port, hook_url=hook.url)
