@@ -18,7 +18,14 @@ from typing import Any
 import uvicorn
 
 from daemon.api.app import ApiContext, create_api
-from daemon.build import build_channels, build_checks, channel_policies, primary_channels, twilio_accounts
+from daemon.build import (
+    build_channels,
+    build_checks,
+    channel_policies,
+    primary_channels,
+    secrets_of,
+    twilio_accounts,
+)
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.core.health import Thresholds
@@ -27,6 +34,7 @@ from daemon.core.routing import Route
 from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
+from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
@@ -54,6 +62,8 @@ class Daemon:
         systemd_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        for secret in secrets_of(config).values():
+            register_secret(secret)
         self._config_path = config_path
         self._clock = clock or SystemClock()
         self._routes: tuple[Route, ...] = config.policy()

@@ -25,15 +25,12 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 def run(args: argparse.Namespace) -> int:
     from daemon.app import serve
-    from daemon.build import secrets_of
-    from daemon.logs import configure_logging, register_secret
+    from daemon.logs import configure_logging
 
     config = _load(args)
     if config is None:
         return EX_CONFIG
     configure_logging()
-    for value in secrets_of(config).values():
-        register_secret(value)
     run_async(serve(config, args.config, systemd_env=os.environ))
     return 0
 

@@ -44,6 +44,10 @@ class _Secrets:
             ordered = sorted(self._values, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
 
+    def values(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._values)
+
     def redact(self, text: str) -> str:
         pattern = self._pattern
         return text if pattern is None else pattern.sub(REDACTED, text)
@@ -55,6 +59,11 @@ _secrets = _Secrets()
 def register_secret(value: str) -> None:
     """Never let ``value`` appear in a log line again: it is printed as ``***``."""
     _secrets.add(value)
+
+
+def registered_secrets() -> frozenset[str]:
+    """Every value registered so far (for tests that prove none was ever logged)."""
+    return _secrets.values()
 
 
 def redact(text: str) -> str:

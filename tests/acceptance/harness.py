@@ -145,6 +145,10 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
         self.client.close()
+        if self.log_path.exists():
+            log = self.log_path.read_text()
+            assert TOKEN not in log, "the API token reached the daemon's log"
+            assert WEBHOOK_SECRET not in log, "the webhook secret reached the daemon's log"
 
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = self.client.get("/v1/status").json()

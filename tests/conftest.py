@@ -1,0 +1,40 @@
+"""Suite-wide guards."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from daemon.logs import registered_secrets
+
+
+class _Everything(logging.Handler):
+    """Keeps the text of every log record of the session, as the record was made (before redaction)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = f"{record.name} {record.getMessage()} {record.__dict__}"
+        if record.exc_info and record.exc_info[1] is not None:
+            text += f" {record.exc_info[1]!r}"
+        self.texts.append(text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_is_ever_logged() -> Iterator[None]:
+    """Across every scenario of the suite, no configured secret reaches any log record."""
+    handler = _Everything()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
+    secrets = [s for s in registered_secrets() if len(s) >= 8]
+    leaks = [(s[:4] + "…", t[:200]) for t in handler.texts for s in secrets if s in t]
+    assert not leaks, f"secrets reached log records: {leaks[:5]}"
