@@ -31,6 +31,8 @@ def no_secret_is_ever_logged() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.DEBUG)
+    # httpcore's DEBUG trace is one line per socket step and never carries header values
+    logging.getLogger("httpcore").setLevel(logging.INFO)
     root.addHandler(handler)
     yield
     root.removeHandler(handler)

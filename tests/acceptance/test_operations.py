@@ -77,7 +77,7 @@ def test_reload_applies_new_routes_to_pending(
 def test_sigterm_during_a_burst_loses_nothing(tmp_path: Path) -> None:
     """SIGTERM mid-burst: the daemon exits 0 within its grace period; after a restart all is delivered."""
     with SmtpServer() as smtp, WebhookReceiver() as hook:
-        hook.respond(ScriptedResponse(delay_s=0.05))
+        hook.respond(ScriptedResponse(delay_s=0.2))
         daemon = DaemonProcess(tmp_path, smtp_port=smtp.port, hook_url=hook.url, routes=WEBHOOK_ONLY_ROUTES)
         daemon.start()
         acked: list[str] = []
@@ -85,18 +85,19 @@ def test_sigterm_during_a_burst_loses_nothing(tmp_path: Path) -> None:
 
         def produce() -> None:
             with httpx.Client(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as client:
-                for i in range(400):
+                for batch in range(40):
                     if stop.is_set():
                         return
+                    subjects = [f"n{batch}-{i}" for i in range(10)]
                     try:
                         response = client.post(
                             f"http://127.0.0.1:{daemon.api_port}/v1/notifications",
-                            json={"severity": "critical", "subject": f"n{i}"},
+                            json=[{"severity": "critical", "subject": s} for s in subjects],
                         )
                     except httpx.TransportError:
                         return
                     if response.status_code == 202:
-                        acked.append(f"n{i}")
+                        acked.extend(subjects)
                     elif response.status_code == 503:
                         return
 
