@@ -1,0 +1,364 @@
+"""The SMTP smart host: applications point their mail relay here instead of at the provider.
+
+aiosmtpd serves the protocol inside the daemon's own event loop (``loop.create_server``, not
+aiosmtpd's ``Controller``, which runs a loop in a thread), so sessions await the same
+:class:`~daemon.intake.accept.Acceptor` as the HTTP intake. Each message becomes one notification;
+the client gets ``250`` only after the store has committed it, ``451`` with nothing kept when it
+cannot. Never an open relay: a client authenticates (AUTH PLAIN/LOGIN, over STARTTLS unless
+plaintext is allowed on loopback) or connects from an allowed network; the submission listener
+(RFC 6409) always wants AUTH. Hooks: https://aiosmtpd.aio-libs.org/en/latest/handlers.html
+
+Replies: 530 (authenticate first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient
+outside the allowed domains), 552 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from daemon.intake import mailtext
+from daemon.intake.accept import Acceptor, Submission
+from daemon.intake.smtp_auth import AuthenticationFailed, Credentials, Networks, RecipientDomains, is_loopback
+from daemon.intake.smtp_config import Classifier, MessageFacts, SmtpIntakeConfig, SmtpTls
+from daemon.store.base import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+GOODBYE = b"421 4.3.2 Service shutting down, try again later\r\n"
+#: per session: a few AUTH attempts (then 421: slows password guessing), the rest practically unlimited
+CALL_LIMITS = {"AUTH": 3, "*": 100_000}
+
+
+@dataclass(frozen=True, slots=True)
+class _Listener:
+    name: str
+    host: str
+    port: int
+    #: submission semantics (RFC 6409 section 4.3): no mail without AUTH, whatever the network
+    auth_required: bool
+
+
+class SmtpIntake:
+    """The listeners and their sessions: ``await start()``, ``port``, ``await stop()``."""
+
+    def __init__(self, config: SmtpIntakeConfig, acceptor: Acceptor) -> None:
+        self.config = config
+        self.policy = _Policy(config, acceptor)
+        self.draining = False
+        self._hostname = config.hostname or socket.gethostname()
+        self._tls: ssl.SSLContext | None = None
+        self._servers: dict[str, asyncio.Server] = {}
+        self._ports: dict[str, int] = {}
+        self._sessions: set[_Session] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        """Bind the listeners; sessions are served from then on."""
+        self._tls = None if self.config.tls is None else _tls_context(self.config.tls)
+        bound: list[tuple[_Listener, socket.socket]] = []
+        try:
+            for listener in self._listeners():
+                bound.append((listener, _bind(listener.host, listener.port)))
+        except OSError:
+            for _, sock in bound:
+                sock.close()
+            raise
+        for listener, sock in bound:
+            self._servers[listener.name] = await asyncio.get_running_loop().create_server(
+                functools.partial(self._session, listener), sock=sock
+            )
+            port = self._ports[listener.name] = sock.getsockname()[1]
+            fields = {"event": "smtp.listening", "listener": listener.name, "port": port}
+            log.info("SMTP intake (%s) on %s:%s", listener.name, listener.host, port, extra=fields)
+
+    def _listeners(self) -> list[_Listener]:
+        listeners = [_Listener("smtp", *self.config.address, auth_required=False)]
+        if (submission := self.config.submission_address) is not None:
+            listeners.append(_Listener("submission", *submission, auth_required=True))
+        return listeners
+
+    @property
+    def port(self) -> int:
+        """The bound port of the main listener (useful when the configuration says port 0)."""
+        return self._ports["smtp"]
+
+    @property
+    def submission_port(self) -> int | None:
+        return self._ports.get("submission")
+
+    @property
+    def committing(self) -> int:
+        """Sessions waiting for the store to commit their message."""
+        return sum(s.committing for s in self._sessions)
+
+    def _session(self, listener: _Listener) -> _Session:
+        return _Session(
+            self,
+            listener,
+            self.policy,
+            data_size_limit=self.config.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,  # keeps the bytes as received, and advertises 8BITMIME
+            hostname=self._hostname,
+            ident="backchannel",
+            tls_context=self._tls,
+            require_starttls=self.config.tls is not None and self.config.tls.required,
+            timeout=self.config.idle_timeout.total_seconds(),
+            command_call_limit=CALL_LIMITS,
+            loop=asyncio.get_running_loop(),
+        )
+
+    def opened(self, session: _Session) -> None:
+        self._sessions.add(session)
+        self._idle.clear()
+
+    def closed(self, session: _Session) -> None:
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._idle.set()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop accepting; idle sessions get 421 now, one committing a message right after its reply."""
+        self.draining = True
+        for server in self._servers.values():
+            server.close()
+        for session in list(self._sessions):
+            if not session.committing:
+                session.goodbye()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning(
+                "SMTP sessions still open after %ss; closing them", grace_s, extra={"event": "smtp.abort"}
+            )
+            for session in list(self._sessions):
+                session.abort()
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _tls_context(tls: SmtpTls) -> ssl.SSLContext:
+    # Purpose.CLIENT_AUTH is the server side: no client certificate asked, no hostname check.
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+class _Session(SMTP):
+    """One client connection: aiosmtpd's protocol plus draining and AUTH checked off the loop."""
+
+    # RFC 5321 section 4.5.3.1.6 caps lines at 1000 octets and aiosmtpd enforces it (500), but
+    # HTML generators send longer ones, which providers and Postfix accept: a smart host that
+    # refused them would break senders that work today.
+    line_length_limit = 64 * 1024
+
+    def __init__(self, intake: SmtpIntake, listener: _Listener, policy: _Policy, **kwargs: Any) -> None:
+        super().__init__(policy, **kwargs)
+        self.intake = intake
+        self.listener = listener
+        self.committing = False
+        self._pending_login: LoginPassword | None = None
+        self._registered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._registered:  # called again with the TLS transport after STARTTLS
+            super().connection_made(transport)
+            return
+        self._registered = True
+        self.intake.opened(self)
+        peer = transport.get_extra_info("peername")
+        if self.intake.config.allow_plaintext_auth_on_loopback and peer and is_loopback(peer[0]):
+            # aiosmtpd has one switch per server for AUTH over plaintext; ours depends on the peer
+            self._auth_require_tls = False
+        super().connection_made(transport)
+        if self.intake.draining:
+            self.goodbye()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.intake.closed(self)
+        super().connection_lost(error)
+
+    def goodbye(self) -> None:
+        """RFC 5321 section 3.8: a server shutting down answers 421 and closes."""
+        if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
+            self.transport.write(GOODBYE)
+            self.transport.close()
+
+    def abort(self) -> None:
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.abort()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await super().smtp_DATA(arg)
+        if self.intake.draining:
+            self.goodbye()
+
+    # aiosmtpd's AUTH PLAIN/LOGIN decode the exchange and call the synchronous _authenticate();
+    # scrypt must not run on the loop, so _authenticate() only keeps the credentials and the
+    # overrides below check them in a thread.
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        self._pending_login = auth_data if isinstance(auth_data, LoginPassword) else None
+        return AuthResult(success=False, handled=False)
+
+    async def auth_PLAIN(self, _: object, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: object, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(_, args))
+
+    async def _verified(self, decoded: AuthResult) -> AuthResult:
+        login, self._pending_login = self._pending_login, None
+        if login is None:  # the exchange itself failed and aiosmtpd has answered it
+            return decoded
+        try:
+            name = await self.intake.policy.credentials.authenticate(login.login, login.password)
+        except AuthenticationFailed:
+            log.warning("SMTP AUTH failed", extra={"event": "smtp.auth_failed", "peer": _peer(self.session)})
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=name)
+
+
+def _peer(session: Session | None) -> str:
+    peer = None if session is None else session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class _Policy:
+    """aiosmtpd's handler: who may send, to whom, and what a message becomes."""
+
+    def __init__(self, config: SmtpIntakeConfig, acceptor: Acceptor) -> None:
+        self._config = config
+        self._acceptor = acceptor
+        self.credentials = Credentials(config.user_hashes())
+        self._networks = Networks(config.allowed_networks)
+        self._domains = RecipientDomains(config.recipient_domains)
+        self._classifier = Classifier(config.rules, config.default_severity)
+
+    async def handle_EHLO(
+        self, server: _Session, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # the hook takes over this bit of aiosmtpd's own EHLO
+        if not self.credentials:
+            return [r for r in responses if not r[4:].startswith("AUTH")]
+        return responses
+
+    async def handle_MAIL(
+        self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        trusted = not server.listener.auth_required and _peer(session) in self._networks
+        if not (session.authenticated or trusted):
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(
+        self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not self._domains.allows(address):
+            return "550 5.7.1 Relaying denied"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
+        server.committing = True
+        try:
+            return await self._commit(server, session, envelope)
+        finally:
+            server.committing = False
+
+    async def _commit(self, server: _Session, session: Session, envelope: Envelope) -> str:
+        started = time.monotonic()
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        # parsing and rendering a large MIME message is CPU work: keep it off the loop
+        submission = await asyncio.to_thread(self.submission, envelope, login, server.listener.name)
+        try:
+            (accepted,) = await self._acceptor.accept([submission])
+        except StoreUnavailable as exc:
+            log.error("SMTP message refused: %s", exc, extra={"event": "smtp.store_unavailable"})
+            return "451 4.3.0 Cannot queue the message now, try again later"
+        log.info(
+            "SMTP message accepted as %s",
+            accepted.id,
+            extra={
+                "event": "smtp.accepted",
+                "notification_id": accepted.id,
+                "duplicate": accepted.duplicate,
+                "severity": submission.severity.value,
+                "peer": _peer(session),
+                "latency_s": round(time.monotonic() - started, 4),
+            },
+        )
+        return f"250 2.0.0 OK: queued as {accepted.id}"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %r", error, exc_info=error, extra={"event": "smtp.error"})
+        return "451 4.3.0 Local error, try again later"
+
+    def submission(self, envelope: Envelope, login: str | None, listener: str) -> Submission:
+        """What the message becomes (blocking: parses the MIME structure)."""
+        raw: bytes = envelope.original_content or b""
+        message = mailtext.parse(raw)
+        values = mailtext.headers(message)
+        sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        recipients = tuple(str(a) for a in envelope.rcpt_tos)
+        subject = mailtext.subject(message)
+        facts = MessageFacts(sender, recipients, subject, mailtext.importance(values), values)
+        severity, rule = self._classifier.classify(facts)
+        labels = {
+            "smtp_from": sender.lower(),
+            "smtp_to": ",".join(a.lower() for a in recipients),
+            "importance": facts.importance,
+            "smtp_listener": listener,
+        }
+        extra = {"smtp_user": login, "smtp_rule": rule, "message_id": values.get("message-id")}
+        labels.update({k: v for k, v in extra.items() if v})
+        return Submission(
+            severity=severity,
+            subject=subject,
+            body=mailtext.render(message, max_chars=self._config.body_max_chars),
+            source=self._config.source,
+            recipients=recipients,
+            labels=labels,
+            idempotency_key=idempotency_key(values.get("message-id"), sender, recipients),
+            mail_from=sender or None,
+            raw=raw,
+        )
+
+
+def idempotency_key(message_id: str | None, sender: str, recipients: tuple[str, ...]) -> str | None:
+    """The same message retried after a lost 250 maps to the same key; None without a Message-ID.
+
+    The envelope is part of the key: a client that sends one message (one Message-ID) to its
+    recipients in several transactions must not have all but the first dropped as repeats.
+    """
+    if not message_id:
+        return None
+    envelope = "\0".join([message_id, sender.lower(), *sorted(a.lower() for a in recipients)])
+    return "smtp:" + hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape")).hexdigest()

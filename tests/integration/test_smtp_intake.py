@@ -1,0 +1,485 @@
+"""The SMTP smart host on 127.0.0.1:0 with real clients, a real Acceptor and a real SQLite outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+import trustme
+from pydantic import ValidationError
+
+from daemon.clock import SystemClock
+from daemon.core.model import Notification, Severity
+from daemon.core.routing import Matcher, Route
+from daemon.intake.accept import Acceptor
+from daemon.intake.smtp import SmtpIntake
+from daemon.intake.smtp_auth import PasswordHash, hash_password
+from daemon.intake.smtp_config import SmtpIntakeConfig
+from daemon.store.sqlite import SqliteStore
+
+ROUTES = (Route("all", Matcher(), ("email",), None),)
+LOOPBACK = ["127.0.0.0/8"]
+# a cheap scrypt cost keeps the tests fast; the format and the code path are the production ones
+ALICE = {"name": "alice", "password_hash": hash_password("s3cret", ln=4, r=8, p=1)}
+PDF = bytes(range(256)) * 40
+
+
+@dataclass
+class Harness:
+    intake: SmtpIntake
+    store: SqliteStore
+
+    def client(self, **kwargs: Any) -> aiosmtplib.SMTP:
+        options: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.intake.port, "start_tls": False}
+        return aiosmtplib.SMTP(**(options | kwargs))
+
+    async def send(self, raw: bytes, *, sender: str = "app@example.com", to: str = "ops@example.com") -> str:
+        """Send one message without authenticating; the notification id from the 250 reply."""
+        async with self.client() as client:
+            _, reply = await client.sendmail(sender, [to], raw)
+        return reply.split()[-1]
+
+    async def stored(self, notification_id: str) -> Notification:
+        view = await self.store.notification(notification_id)
+        assert view is not None, "the 250 reply named a notification that is not in the store"
+        return view.notification
+
+    async def count(self) -> int:
+        return sum((await self.store.queue()).notifications.values())
+
+
+Start = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    intakes: list[SmtpIntake] = []
+
+    async def make(**config: Any) -> Harness:
+        settings = SmtpIntakeConfig.model_validate({"listen": "127.0.0.1:0", **config})
+        intake = SmtpIntake(settings, Acceptor(store, lambda: ROUTES, SystemClock(), lambda: None))
+        await intake.start()
+        intakes.append(intake)
+        return Harness(intake, store)
+
+    yield make
+    for intake in intakes:
+        await intake.stop(grace_s=5)
+    await store.close()
+
+
+def message(
+    subject: str = "Disk full on db-1", body: str = "The disk is full.", **headers: str
+) -> EmailMessage:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = "app@example.com"
+    msg["To"] = "ops@example.com"
+    msg["Subject"] = subject
+    msg["Message-ID"] = headers.pop("message_id", "<m1@example.com>")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg
+
+
+async def test_multipart_message_is_stored_byte_identical(start: Start) -> None:
+    """A multipart message with attachments is kept exactly as received, and rendered as text."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    msg = message(body="Backup failed.\n\n-- \nThe backup robot")
+    msg.add_alternative("<p>Backup <b>failed</b>.</p>", subtype="html")
+    msg.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
+    msg.add_attachment("a,b\n1,2\n", filename="data.csv")
+    raw = msg.as_bytes()
+    stored = await smtp.stored(await smtp.send(raw))
+    assert stored.raw == raw
+    assert stored.subject == "Disk full on db-1"
+    assert stored.mail_from == "app@example.com"
+    assert stored.recipients == ("ops@example.com",)
+    assert stored.source == "smtp"
+    assert stored.body.startswith("Backup failed.\n\nAttachments:")
+    assert "- report.pdf (10.0 KB)" in stored.body and "- data.csv (10 bytes)" in stored.body
+    assert stored.labels["smtp_from"] == "app@example.com"
+    assert stored.labels["message_id"] == "<m1@example.com>"
+
+
+async def test_long_lines_are_accepted_unchanged(start: Start) -> None:
+    """Lines past RFC 5321's 1000 octets (generated HTML) are accepted and kept as they came."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    raw = b"Subject: long\r\nContent-Type: text/html\r\n\r\n<p>" + b"x" * 20_000 + b"</p>\r\n"
+    stored = await smtp.stored(await smtp.send(raw))
+    assert stored.raw == raw
+
+
+async def test_null_sender_is_accepted_without_mail_from(start: Start) -> None:
+    """A message with the null reverse-path (MAIL FROM:<>) is kept with no mail_from."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    stored = await smtp.stored(await smtp.send(message().as_bytes(), sender=""))
+    assert stored.mail_from is None
+    assert stored.labels["smtp_from"] == ""
+
+
+async def test_message_is_in_the_store_when_the_client_gets_250(start: Start) -> None:
+    """250 comes after the commit: the id it names is already in the outbox."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    for i in range(5):
+        nid = await smtp.send(message(f"n{i}", message_id=f"<n{i}@example.com>").as_bytes())
+        assert (await smtp.stored(nid)).subject == f"n{i}"
+
+
+async def test_client_outside_allowed_networks_must_authenticate(start: Start) -> None:
+    """Without AUTH, a client from a network not on the list is refused at MAIL with 530."""
+    smtp = await start(allowed_networks=["10.0.0.0/8"], users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    async with smtp.client() as client:
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert refused.value.code == 530
+    assert await smtp.count() == 0
+
+
+async def test_no_auth_and_no_networks_means_no_mail(start: Start) -> None:
+    """With users only, an unauthenticated client (even on loopback) cannot send."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    async with smtp.client() as client:
+        await client.ehlo()
+        response = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+    assert response.code == 530
+
+
+@pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("mallory", "s3cret")])
+async def test_bad_credentials_are_refused(start: Start, user: str, password: str) -> None:
+    """A wrong password and an unknown user both get 535, and nothing can be sent."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    async with smtp.client() as client:
+        with pytest.raises(aiosmtplib.SMTPAuthenticationError) as failed:
+            await client.login(user, password)
+        assert failed.value.code == 535
+        response = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+    assert response.code == 530
+
+
+async def test_authenticated_client_sends(start: Start) -> None:
+    """A user with the right password sends; the notification carries the login as a label."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    async with smtp.client() as client:
+        await client.login("alice", "s3cret")
+        _, reply = await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    stored = await smtp.stored(reply.split()[-1])
+    assert stored.labels["smtp_user"] == "alice"
+
+
+async def test_recipient_outside_allowed_domains_is_relaying_denied(start: Start) -> None:
+    """RCPT to a domain not on the list is 550 5.7.1; allowed ones (and subdomains with *.) pass."""
+    smtp = await start(allowed_networks=LOOPBACK, recipient_domains=["example.com", "*.corp.example"])
+    async with smtp.client() as client:
+        await client.ehlo()
+        await client.mail("app@example.com")
+        denied = await client.execute_command(b"RCPT", b"TO:<victim@elsewhere.test>")
+        sub = await client.execute_command(b"RCPT", b"TO:<ops@eu.corp.example>")
+        exact = await client.execute_command(b"RCPT", b"TO:<ops@EXAMPLE.com>")
+    assert (denied.code, denied.message) == (550, "5.7.1 Relaying denied")
+    assert (sub.code, exact.code) == (250, 250)
+
+
+async def test_submission_listener_requires_auth_even_from_allowed_networks(start: Start) -> None:
+    """The port-587 listener wants AUTH from everyone; the main listener trusts the network."""
+    smtp = await start(
+        allowed_networks=LOOPBACK,
+        users=[ALICE],
+        allow_plaintext_auth_on_loopback=True,
+        submission_listen="127.0.0.1:0",
+    )
+    assert smtp.intake.submission_port not in (None, smtp.intake.port)
+    async with smtp.client(port=smtp.intake.submission_port) as client:
+        await client.ehlo()
+        refused = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+        await client.login("alice", "s3cret")
+        await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert refused.code == 530
+    assert await smtp.count() == 1
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[dict[str, str], ssl.SSLContext]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(tmp_path / "cert.pem"), append=True)
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return {"cert_file": str(tmp_path / "cert.pem"), "key_file": str(tmp_path / "key.pem")}, client
+
+
+async def test_auth_only_after_starttls(
+    start: Start, tls_files: tuple[dict[str, str], ssl.SSLContext]
+) -> None:
+    """AUTH is refused in plaintext (538) and works after STARTTLS with the configured certificate."""
+    tls, client_context = tls_files
+    smtp = await start(users=[ALICE], tls=tls)
+    async with smtp.client() as client:
+        await client.ehlo()
+        assert "starttls" in client.esmtp_extensions and "auth" not in client.esmtp_extensions
+        plain = await client.execute_command(b"AUTH", b"PLAIN", b"AGFsaWNlAHMzY3JldA==")
+        await client.starttls(tls_context=client_context)
+        await client.login("alice", "s3cret")
+        await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert plain.code == 538
+    assert await smtp.count() == 1
+
+
+async def test_required_tls_refuses_mail_before_starttls(
+    start: Start, tls_files: tuple[dict[str, str], ssl.SSLContext]
+) -> None:
+    """With tls.required, even a trusted network must STARTTLS before MAIL."""
+    tls, client_context = tls_files
+    smtp = await start(allowed_networks=LOOPBACK, tls=tls | {"required": True})
+    async with smtp.client() as client:
+        await client.ehlo()
+        refused = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+        await client.starttls(tls_context=client_context)
+        await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert refused.code == 530
+    assert await smtp.count() == 1
+
+
+async def test_failed_commit_is_451_and_nothing_is_stored(start: Start) -> None:
+    """When the store cannot commit (SQLite full), the client gets 451 and nothing is kept."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    await smtp.send(message().as_bytes())
+    writer = smtp.store._writer
+    pages = await writer.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
+    await writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 1}"))
+    big = message("too much for the disk", body="x" * 200_000, message_id="<big@example.com>").as_bytes()
+    with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+        await smtp.send(big)
+    assert failed.value.code == 451
+    assert await smtp.count() == 1
+
+
+async def test_message_over_the_size_limit_is_552(start: Start) -> None:
+    """A message larger than max_message_bytes is refused with 552 and not stored."""
+    smtp = await start(allowed_networks=LOOPBACK, max_message_bytes=10_000)
+    async with smtp.client() as client:
+        await client.ehlo()
+        assert client.esmtp_extensions["size"] == "10000"
+        await client.mail("app@example.com")
+        await client.rcpt("ops@example.com")
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.data(message(body="y" * 20_000).as_bytes())
+        declared = await client.execute_command(b"MAIL", b"FROM:<app@example.com>", b"SIZE=20000")
+    assert refused.value.code == 552
+    assert declared.code == 552
+    assert await smtp.count() == 0
+
+
+async def test_bad_syntax_is_501(start: Start) -> None:
+    """A MAIL command without its address is a 501 syntax error."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    async with smtp.client() as client:
+        await client.ehlo()
+        response = await client.execute_command(b"MAIL", b"TO:<app@example.com>")
+    assert response.code == 501
+
+
+async def test_smtputf8_and_8bitmime(start: Start) -> None:
+    """SMTPUTF8 and 8BITMIME are advertised; an internationalised message is stored intact."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    raw = (
+        "From: Jörg <jörg@bücher.example>\r\nTo: ops@example.com\r\nSubject: Störung: Zähler ausgefallen\r\n"
+        "Message-ID: <utf8@bücher.example>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        "Der Zähler in Köln meldet keinen Wert.\r\n"
+    ).encode()
+    async with smtp.client() as client:
+        await client.ehlo()
+        assert {"smtputf8", "8bitmime"} <= set(client.esmtp_extensions)
+        _, reply = await client.sendmail(
+            "jörg@bücher.example", ["ops@example.com"], raw, mail_options=["SMTPUTF8", "BODY=8BITMIME"]
+        )
+    stored = await smtp.stored(reply.split()[-1])
+    assert stored.raw == raw
+    assert stored.mail_from == "jörg@bücher.example"
+    assert stored.subject == "Störung: Zähler ausgefallen"
+    assert stored.body == "Der Zähler in Köln meldet keinen Wert."
+
+
+RULES = [
+    {"severity_from_header": "X-Backchannel-Severity"},
+    {"name": "urgent", "severity": "critical", "importance": ["high"]},
+    {"severity": "high", "subject": r"\b(down|outage)\b"},
+    {"severity": "warning", "sender": r"^nagios@", "recipient": r"@oncall\.example\.com$"},
+    {"severity": "high", "headers": {"X-Alert-Level": "^P[12]$"}},
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "sender", "to", "expected"),
+    [
+        (
+            {"X_Backchannel_Severity": "Warning", "X_Priority": "1 (Highest)"},
+            "a@x.test",
+            "o@x.test",
+            "warning",
+        ),
+        ({"X_Backchannel_Severity": "bogus", "Importance": "High"}, "a@x.test", "o@x.test", "critical"),
+        ({"X_Priority": "1"}, "a@x.test", "o@x.test", "critical"),
+        ({"subject": "API DOWN in eu-west"}, "a@x.test", "o@x.test", "high"),
+        ({}, "nagios@mon.test", "pager@oncall.example.com", "warning"),
+        ({}, "nagios@mon.test", "someone@x.test", "info"),
+        ({"X_Alert_Level": "p2"}, "a@x.test", "o@x.test", "high"),
+        ({"Priority": "non-urgent"}, "a@x.test", "o@x.test", "info"),
+    ],
+)
+async def test_classification_rules_first_match_wins(
+    start: Start, headers: dict[str, str], sender: str, to: str, expected: str
+) -> None:
+    """Severity comes from the first matching rule, else the default."""
+    smtp = await start(allowed_networks=LOOPBACK, rules=RULES, default_severity="info")
+    stored = await smtp.stored(await smtp.send(message(**headers).as_bytes(), sender=sender, to=to))
+    assert stored.severity == Severity(expected)
+
+
+async def test_importance_and_rule_are_labels(start: Start) -> None:
+    """Routes can match the normalised importance and the name of the rule that decided."""
+    smtp = await start(allowed_networks=LOOPBACK, rules=RULES)
+    stored = await smtp.stored(await smtp.send(message(X_Priority="2").as_bytes()))
+    assert stored.labels["importance"] == "high"
+    assert stored.labels["smtp_rule"] == "urgent"
+
+
+async def test_retry_with_the_same_message_id_is_not_duplicated(start: Start) -> None:
+    """A client resending after a lost 250 (same Message-ID and envelope) gets the first notification."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    raw = message().as_bytes()
+    first, again = await smtp.send(raw), await smtp.send(raw)
+    other = await smtp.send(raw, to="dba@example.com")
+    assert first == again != other
+    assert await smtp.count() == 2
+
+
+async def test_fifty_concurrent_clients(start: Start) -> None:
+    """Fifty clients sending at once all get 250 and every message is stored once."""
+    smtp = await start(allowed_networks=LOOPBACK)
+
+    async def one(i: int) -> str:
+        return await smtp.send(message(f"load {i}", message_id=f"<load{i}@example.com>").as_bytes())
+
+    ids = await asyncio.gather(*(one(i) for i in range(50)))
+    assert len(set(ids)) == 50
+    assert await smtp.count() == 50
+
+
+async def test_stop_answers_421_to_an_open_session(start: Start) -> None:
+    """Draining closes the listener and tells a connected client 421."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    assert (await reader.readline()).startswith(b"220 ")
+    writer.write(b"EHLO client.test\r\n")
+    while not (await reader.readline()).startswith(b"250 "):
+        pass
+    port = smtp.intake.port
+    await smtp.intake.stop(grace_s=5)
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"421 4.3.2")
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    await writer.wait_closed()
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_message_being_committed_at_drain_gets_250_then_421(start: Start) -> None:
+    """A session waiting for its commit when draining starts still gets its 250, then 421."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    gate = threading.Event()
+    # hold the store's writer thread, so the message below waits in the commit queue
+    blocker = asyncio.ensure_future(smtp.store._writer.run(lambda conn: gate.wait(60)))
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    writer.write(b"HELO client.test\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<ops@example.com>\r\nDATA\r\n")
+    writer.write(message().as_bytes() + b".\r\n")
+    replies = [await reader.readline() for _ in range(5)]
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354"]
+    await until(lambda: smtp.intake.committing == 1)
+    stopping = asyncio.create_task(smtp.intake.stop(grace_s=60))
+    await until(lambda: smtp.intake.draining)
+    gate.set()
+    accepted = await asyncio.wait_for(reader.readline(), 30)
+    assert accepted.startswith(b"250 2.0.0")
+    assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"421 ")
+    await stopping
+    await blocker
+    writer.close()
+    await writer.wait_closed()
+    assert (await smtp.stored(accepted.split()[-1].decode())).subject == "Disk full on db-1"
+
+
+async def until(predicate: Callable[[], bool], deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)
+
+
+def test_config_refuses_an_intake_nobody_could_use() -> None:
+    """No users and no networks (nobody could send) or users without TLS (no safe AUTH) are errors."""
+    with pytest.raises(ValidationError, match="nobody could send"):
+        SmtpIntakeConfig()
+    with pytest.raises(ValidationError, match="only log in over TLS"):
+        SmtpIntakeConfig.model_validate({"users": [ALICE]})
+    with pytest.raises(ValidationError, match="submission_listen requires authentication"):
+        SmtpIntakeConfig.model_validate({"allowed_networks": LOOPBACK, "submission_listen": "127.0.0.1:587"})
+
+
+def test_config_refuses_a_password_in_clear() -> None:
+    """A password where its hash belongs is an error naming the expected format."""
+    with pytest.raises(ValidationError, match=r"\$scrypt\$"):
+        SmtpIntakeConfig.model_validate(
+            {"users": [{"name": "bob", "password_hash": "hunter2"}], "allow_plaintext_auth_on_loopback": True}
+        )
+
+
+def test_hash_password_is_salted_and_verifiable() -> None:
+    """Two hashes of one password differ (salt) and both verify it; another password fails."""
+    first, second = hash_password("pw", ln=4, p=1), hash_password("pw", ln=4, p=1)
+    assert first != second and first.startswith("$scrypt$ln=4,r=8,p=1$")
+    assert PasswordHash(first).matches(b"pw") and PasswordHash(second).matches(b"pw")
+    assert not PasswordHash(first).matches(b"pW")
+
+
+async def test_repeated_auth_failures_end_the_session(start: Start) -> None:
+    """After three AUTH attempts in one session the server answers 421 and hangs up."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    wrong = b"AGFsaWNlAHdyb25n"  # base64 of "\0alice\0wrong"
+    async with smtp.client() as client:
+        await client.ehlo()
+        codes = [(await client.execute_command(b"AUTH", b"PLAIN", wrong)).code for _ in range(4)]
+        assert not client.is_connected
+    assert codes == [535, 535, 535, 421]
+
+
+async def test_busy_port_fails_start_and_releases_the_other(start: Start) -> None:
+    """If the submission port is taken, start() raises and the main listener's socket is released."""
+    taken = await start(allowed_networks=LOOPBACK)
+    settings = SmtpIntakeConfig.model_validate(
+        {
+            "listen": "127.0.0.1:0",
+            "submission_listen": f"127.0.0.1:{taken.intake.port}",
+            "users": [ALICE],
+            "allow_plaintext_auth_on_loopback": True,
+        }
+    )
+    intake = SmtpIntake(settings, Acceptor(taken.store, lambda: ROUTES, SystemClock(), lambda: None))
+    with pytest.raises(OSError, match="in use"):
+        await intake.start()
