@@ -34,6 +34,7 @@ from daemon.core.routing import Route
 from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
+from daemon.intake.smtp import SmtpIntake
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
@@ -93,6 +94,8 @@ class Daemon:
             self._clock,
             on_started=self.metrics.drill_started,
         )
+        smtp_intake = config.intake.smtp
+        self.smtp = None if smtp_intake is None else SmtpIntake(smtp_intake, self.acceptor)
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,6 +130,8 @@ class Daemon:
             self.scheduler.schedule(self.config.drills.schedule, lambda: self.drills.start(routes), "drill")
         self.scheduler.start()
         await self._start_api()
+        if self.smtp is not None:
+            await self.smtp.start()
         await self.supervision.ready()
         log.info(
             "backchannel ready on %s:%s",
@@ -198,6 +203,8 @@ class Daemon:
         """Drain: refuse new work, let in-flight sends finish within the grace period, close."""
         self.draining = True
         await self.supervision.stopping()
+        if self.smtp is not None:
+            await self.smtp.stop(grace_s=5)
         log.info("draining", extra={"event": "daemon.draining", "in_flight": self.dispatcher.in_flight})
         await self.scheduler.shutdown()
         self.dispatcher.stop()

@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     drill.add_argument("--no-wait", action="store_true", help="start the drill and print its id only")
     drill.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every result")
+    command("hash-password", commands.hash_password, "hash a password for intake.smtp.users (reads stdin)")
     demo = command("demo", commands.demo, "run a self-contained failover and recovery demonstration")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
     return parser

@@ -177,6 +177,26 @@ def drill(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def hash_password(_: argparse.Namespace) -> int:
+    """Never from argv (it would show in ps and shell history): a prompt on a terminal, else stdin."""
+    import getpass
+
+    from daemon.intake.smtp_auth import hash_password as scrypt_hash
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("empty password", file=sys.stderr)
+        return 1
+    print(scrypt_hash(password))
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from daemon.demo import run_demo
 

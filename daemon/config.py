@@ -43,9 +43,11 @@ from daemon.configbase import (
     SmtpConfig,
     format_duration,
     positive_duration,
+    split_listen,
 )
 from daemon.core.model import Severity
 from daemon.core.routing import Matcher, Route
+from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.secrets import SecretResolver
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
 
@@ -67,18 +69,6 @@ class ApiToken(Model):
         if not value.get_secret_value():
             raise ValueError("the token is empty")
         return value
-
-
-def split_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:8025"`` or ``"[::1]:8025"`` to (host, port)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError("expected host:port, e.g. 127.0.0.1:8025 or [::1]:8025")
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1], int(port)
-    if ":" in host:
-        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:8025")
-    return host, int(port)
 
 
 class ApiConfig(Model):
@@ -217,6 +207,12 @@ class DispatchConfig(Model):
     lease: Duration = timedelta(minutes=5)
 
 
+class IntakeConfig(Model):
+    """Ways in besides the HTTP API; each is off unless configured."""
+
+    smtp: SmtpIntakeConfig | None = None
+
+
 def _crontab(value: str) -> str:
     from apscheduler.triggers.cron import CronTrigger
 
@@ -243,6 +239,7 @@ class Config(Model):
     routes: list[RouteConfig] = Field(min_length=1)
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     drills: DrillConfig | None = None
+    intake: IntakeConfig = Field(default_factory=IntakeConfig)
 
     @model_validator(mode="before")
     @classmethod

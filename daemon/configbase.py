@@ -134,3 +134,15 @@ class RetryConfig(Model):
         if self.initial > self.max:
             raise ValueError("initial must not exceed max")
         return self
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8025"`` or ``"[::1]:8025"`` to (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError("expected host:port, e.g. 127.0.0.1:8025 or [::1]:8025")
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:8025")
+    return host, int(port)

@@ -165,6 +165,8 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # aiosmtpd logs every SMTP command at INFO and every DATA line at DEBUG: message content
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -15,23 +15,11 @@ from typing import Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
-from daemon.configbase import Duration, Model, PositiveInt
+from daemon.configbase import Duration, Model, PositiveInt, split_listen
 from daemon.core.model import Severity
 from daemon.intake.smtp_auth import PasswordHash, normalise_domain
 
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
-
-
-def split_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` to (host, port); port 0 picks a free one."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError("expected host:port, e.g. 127.0.0.1:2525 or [::1]:2525")
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1], int(port)
-    if ":" in host:
-        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:2525")
-    return host, int(port)
 
 
 def _regex(value: str) -> str:

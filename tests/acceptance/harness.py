@@ -57,6 +57,7 @@ routes:
 dispatch:
   poll: 200ms
   retry: {{initial: 100ms, max: 1s, max_attempts: 50}}
+{extra}
 """
 
 FAILOVER_ROUTES = """\
@@ -87,6 +88,7 @@ class DaemonProcess:
         hook_url: str,
         routes: str = FAILOVER_ROUTES,
         every: str = "300ms",
+        extra: str = "",
     ) -> None:
         self.workdir = workdir
         self.api_port = free_port()
@@ -97,6 +99,7 @@ class DaemonProcess:
             "smtp_port": smtp_port,
             "hook_url": hook_url,
             "every": every,
+            "extra": extra,
         }
         self.write_config(routes)
         self.log_path = workdir / "daemon.log"
