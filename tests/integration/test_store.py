@@ -1,10 +1,13 @@
-"""The SQLite outbox: durable accept, claims, outcomes, rerouting, provider state, faults."""
+"""The outbox on both backends (SQLite, PostgreSQL): durable accept, claims, outcomes, rerouting,
+provider state, faults; then what only several PostgreSQL nodes sharing one database can show."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,8 +16,12 @@ import pytest
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, CheckStatus, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store.base import NewNotification, Outcome, StoreUnavailable
+from daemon.store import migrations
+from daemon.store.base import Accepted, Callback, NewNotification, Outcome, Store, StoreUnavailable
+from daemon.store.migrations import SchemaTooNew
+from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
+from tests.integration.conftest import PgFactory, StoreFactory, admin
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROUTES = (
@@ -32,21 +39,13 @@ def note(n: int, severity: Severity = Severity.CRITICAL, key: str | None = None)
     return NewNotification(notification, plans_for(notification, ROUTES))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "outbox.db")
-    await s.open()
-    yield s
-    await s.close()
-
-
-async def test_accept_is_durable_across_reopen(tmp_path: Path) -> None:
+async def test_accept_is_durable_across_reopen(make_store: StoreFactory) -> None:
     """What accept returned is there after the store is closed and opened again."""
-    s = SqliteStore(tmp_path / "outbox.db")
+    s = make_store()
     await s.open()
     accepted = await s.accept([note(1), note(2, Severity.INFO)], T0)
     await s.close()
-    again = SqliteStore(tmp_path / "outbox.db")
+    again = make_store()
     await again.open()
     view = await again.notification(accepted[0].id)
     await again.close()
@@ -56,7 +55,7 @@ async def test_accept_is_durable_across_reopen(tmp_path: Path) -> None:
     assert view.notification.labels == {"n": "1"}
 
 
-async def test_repeated_idempotency_key_returns_the_first(store: SqliteStore) -> None:
+async def test_repeated_idempotency_key_returns_the_first(store: Store) -> None:
     """A second notification with the same key is not stored; the first id comes back."""
     first = await store.accept([note(1, key="same")], T0)
     second = await store.accept([note(2, key="same"), note(3)], T0)
@@ -66,14 +65,14 @@ async def test_repeated_idempotency_key_returns_the_first(store: SqliteStore) ->
     assert (await store.queue()).notifications == {"pending": 2}
 
 
-async def test_concurrent_accepts_share_commits(store: SqliteStore) -> None:
+async def test_concurrent_accepts_share_commits(store: Store) -> None:
     """Many concurrent accepts all commit, each gets its own answer."""
     results = await asyncio.gather(*(store.accept([note(i)], T0) for i in range(300)))
     assert sorted(r[0].id for r in results) == [f"id-{i:05d}" for i in range(300)]
     assert (await store.queue()).notifications == {"pending": 300}
 
 
-async def test_claim_and_deliver(store: SqliteStore) -> None:
+async def test_claim_and_deliver(store: Store) -> None:
     """A claimed delivery is in flight until its outcome is recorded; delivered ends it."""
     await store.accept([note(1)], T0)
     claimed = await store.claim("email", 10, T0, T0 + timedelta(minutes=5))
@@ -86,7 +85,7 @@ async def test_claim_and_deliver(store: SqliteStore) -> None:
     assert [a.outcome for a in view.attempts] == ["delivered"]
 
 
-async def test_retry_waits_until_due(store: SqliteStore) -> None:
+async def test_retry_waits_until_due(store: Store) -> None:
     """A retried delivery is not claimable before its retry time."""
     await store.accept([note(1)], T0)
     (claimed,) = await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
@@ -98,7 +97,7 @@ async def test_retry_waits_until_due(store: SqliteStore) -> None:
     assert again.delivery.attempts == 2
 
 
-async def test_permanent_failure_moves_to_next_step(store: SqliteStore) -> None:
+async def test_permanent_failure_moves_to_next_step(store: Store) -> None:
     """A failed step hands over to the plan's next channel; the last one failing fails the notification."""
     await store.accept([note(1)], T0)
     lease = T0 + timedelta(minutes=5)
@@ -112,7 +111,7 @@ async def test_permanent_failure_moves_to_next_step(store: SqliteStore) -> None:
     assert view.status == "failed"
 
 
-async def test_outage_mode_reroutes_pending_and_holds_the_rest(store: SqliteStore) -> None:
+async def test_outage_mode_reroutes_pending_and_holds_the_rest(store: Store) -> None:
     """Entering outage moves pending email to the outage plan; deferred ones are held."""
     await store.accept([note(1), note(2, Severity.INFO)], T0)
     await _enter(store, ProviderState.OUTAGE)
@@ -125,14 +124,14 @@ async def test_outage_mode_reroutes_pending_and_holds_the_rest(store: SqliteStor
     assert (await store.queue()).notifications == {"pending": 1, "held": 1}
 
 
-async def test_claims_only_deliveries_planned_for_the_current_mode(store: SqliteStore) -> None:
+async def test_claims_only_deliveries_planned_for_the_current_mode(store: Store) -> None:
     """Until rerouted, a delivery planned for healthy mode is not sent during an outage."""
     await store.accept([note(1)], T0)
     await _enter(store, ProviderState.OUTAGE)
     assert await store.claim("email", 10, T0, T0 + timedelta(minutes=5)) == []
 
 
-async def test_accept_uses_the_mode_in_force(store: SqliteStore) -> None:
+async def test_accept_uses_the_mode_in_force(store: Store) -> None:
     """A notification accepted during an outage gets its outage plan at once."""
     await _enter(store, ProviderState.OUTAGE)
     await store.accept([note(1), note(2, Severity.INFO)], T0)
@@ -140,7 +139,7 @@ async def test_accept_uses_the_mode_in_force(store: SqliteStore) -> None:
     assert (await store.queue()).notifications == {"pending": 1, "held": 1}
 
 
-async def test_release_claims_after_crash(store: SqliteStore) -> None:
+async def test_release_claims_after_crash(store: Store) -> None:
     """Claims left in flight by a dead process become pending again."""
     await store.accept([note(1)], T0)
     await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
@@ -148,7 +147,7 @@ async def test_release_claims_after_crash(store: SqliteStore) -> None:
     assert len(await store.claim("email", 1, T0, T0 + timedelta(minutes=5))) == 1
 
 
-async def test_provider_state_and_events_persist(store: SqliteStore) -> None:
+async def test_provider_state_and_events_persist(store: Store) -> None:
     """The tracker snapshot, transitions and check results are stored and read back."""
     snapshot = HealthSnapshot(natural=ProviderState.OUTAGE, since=T0, failures=3)
     transition = Transition(T0, ProviderState.SUSPECT, ProviderState.OUTAGE, "3 consecutive failures")
@@ -160,6 +159,62 @@ async def test_provider_state_and_events_persist(store: SqliteStore) -> None:
     assert view.snapshot == snapshot
     assert view.events == (transition,)
     assert view.checks[0].reason == "refused"
+
+
+async def test_undelivered_callback_moves_the_plan_on(store: Store) -> None:
+    """A vendor's late "undelivered" for a delivered step fails it and starts the plan's next step."""
+    await store.accept([note(1)], T0)
+    (sent,) = await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    await store.record([Outcome(sent.delivery.id, "delivered", T0, T0, "ok", remote_id="SM1,SM2")], T0)
+    assert not await store.record_callback(Callback("email", "SM9", False, "unknown", T0))
+    assert await store.record_callback(Callback("email", "SM2", False, "30003 unreachable", T0))
+    (backup,) = await store.claim("backup", 1, T0, T0 + timedelta(minutes=5))
+    assert backup.delivery.step == 1
+    view = await store.notification("id-00001")
+    assert view is not None
+    assert view.status == "pending"
+    assert [a.outcome for a in view.attempts] == ["delivered", "callback:failed"]
+
+
+async def test_channel_health_counts_failures_since_the_last_success(store: Store) -> None:
+    """Channel health shows the last success, the last error and the failures since that success."""
+    await store.accept([note(1), note(2)], T0)
+    first, second = await store.claim("email", 2, T0, T0 + timedelta(minutes=5))
+    later = T0 + timedelta(seconds=5)
+    await store.record([Outcome(first.delivery.id, "delivered", T0, T0, "ok")], T0)
+    await store.record([Outcome(second.delivery.id, "retry", later, later, "421", retry_at=later)], later)
+    (email,) = await store.channel_health()
+    assert (email.channel, email.last_success_at, email.last_failure_at) == ("email", T0, later)
+    assert (email.last_error, email.consecutive_failures) == ("421", 1)
+
+
+async def test_forced_reroute_replans_within_the_same_mode(store: Store) -> None:
+    """After a policy reload, unsent notifications get their new plan even though the mode is the same."""
+    await store.accept([note(1)], T0)
+    ((notification, plan),) = await store.unsent("", 10)
+    assert plan.steps == ("email", "backup")
+    new = {notification.id: Plan("critical", "healthy", ("hook",))}
+    assert await store.reroute("healthy", new, T0) == 0
+    assert await store.reroute("healthy", new, T0, force=True) == 1
+    assert await store.claim("email", 1, T0, T0 + timedelta(minutes=5)) == []
+    assert len(await store.claim("hook", 1, T0, T0 + timedelta(minutes=5))) == 1
+
+
+async def test_history_recent_and_drills(store: Store) -> None:
+    """The status page's reads: history since a time, the newest notifications, a drill's sends."""
+    transition = Transition(T0, ProviderState.HEALTHY, ProviderState.SUSPECT, "1 failure")
+    await store.save_provider(HealthSnapshot(natural=ProviderState.SUSPECT, since=T0), transition, T0)
+    await store.record_check(CheckResult("smtp", CheckStatus.DOWN, "refused", 0.01, T0))
+    drill = Notification("id-drill", "drill-key", T0 + timedelta(seconds=1), Severity.CRITICAL, "drill", "",
+                         source="drill", labels={"drill": "d-1"})  # fmt: skip
+    await store.accept([note(1), NewNotification(drill, plans_for(drill, ROUTES))], T0)
+    events, checks = await store.history(T0 - timedelta(hours=1))
+    assert events == [transition]
+    assert [c.reason for c in checks] == ["refused"]
+    assert await store.history(T0 + timedelta(seconds=1)) == ([], [])
+    assert [v.notification.id for v in await store.recent(10)] == ["id-drill", "id-00001"]
+    assert await store.latest_drill() == "d-1"
+    assert [v.notification.id for v in await store.drill("d-1")] == ["id-drill"]
 
 
 async def test_disk_full_fails_the_commit_and_accepts_nothing(tmp_path: Path) -> None:
@@ -194,10 +249,228 @@ async def _limit_pages(store: SqliteStore, pages: int) -> None:
     await store._writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages}"))
 
 
-async def _enter(store: SqliteStore, state: ProviderState) -> None:
+async def _enter(store: Store, state: ProviderState) -> None:
     await store.save_provider(HealthSnapshot(natural=state, since=T0), None, T0)
 
 
 def test_plan_round_trip_for_defer() -> None:
     """A deferred plan has no steps."""
     assert Plan("rest", "outage", defer=True).steps == ()
+
+
+# -- migrations ------------------------------------------------------------------------------------
+
+
+def test_sqlite_schema_newer_than_this_release_is_refused(tmp_path: Path) -> None:
+    """A SQLite file migrated by a newer release is refused rather than written with an older schema."""
+    path = tmp_path / "outbox.db"
+    assert migrations.migrate_sqlite(path) == [v for v, _ in migrations.scripts("sqlite")]
+    assert migrations.migrate_sqlite(path) == []
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO schema_migrations VALUES (9999, 0)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="9999"):
+        migrations.migrate_sqlite(path)
+
+
+async def test_nodes_starting_together_migrate_once(pg_nodes: PgFactory, postgres_url: str) -> None:
+    """Three nodes opening an empty database at once apply each migration exactly once."""
+    nodes = await asyncio.gather(*(pg_nodes(f"n{i}") for i in range(3)))
+    with admin(postgres_url) as conn:
+        versions = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert versions == [(v,) for v, _ in migrations.scripts("postgres")]
+    assert await nodes[0].migrate() == []
+
+
+async def test_postgres_schema_newer_than_this_release_is_refused(
+    pg_nodes: PgFactory, postgres_url: str
+) -> None:
+    """A database migrated by a newer release is refused at open."""
+    await pg_nodes()
+    with admin(postgres_url) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (9999)")
+    with pytest.raises(SchemaTooNew, match="9999"):
+        await pg_nodes()
+
+
+# -- several nodes sharing one PostgreSQL ----------------------------------------------------------
+
+
+async def test_same_key_on_two_nodes_at_once_is_stored_once(pg_nodes: PgFactory) -> None:
+    """Two nodes accepting the same idempotency keys concurrently store each once and agree on its id."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    results = await asyncio.gather(
+        *(a.accept([note(i, key=f"k{i}")], T0) for i in range(100)),
+        *(b.accept([note(1000 + i, key=f"k{i}")], T0) for i in range(100)),
+    )
+    for i in range(100):
+        (first,), (second,) = results[i], results[100 + i]
+        assert first.id == second.id
+        assert sorted([first.duplicate, second.duplicate]) == [False, True]
+    assert (await a.queue()).notifications == {"pending": 100}
+
+
+async def test_skip_locked_claims_by_two_nodes_never_overlap(pg_nodes: PgFactory) -> None:
+    """Nodes claiming the same channel at once each get different deliveries, and together all."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await a.accept([note(i) for i in range(300)], T0)
+
+    async def drain(node: PostgresStore) -> list[str]:
+        got: list[str] = []
+        while batch := await node.claim("email", 4, T0, T0 + timedelta(minutes=5)):
+            got.extend(c.notification.id for c in batch)
+        return got
+
+    claims = await asyncio.gather(*(drain(node) for node in (a, b, a, b, a, b)))
+    by_a = [i for got in claims[0::2] for i in got]
+    by_b = [i for got in claims[1::2] for i in got]
+    assert by_a
+    assert by_b
+    assert sorted(by_a + by_b) == [f"id-{i:05d}" for i in range(300)]
+
+
+async def test_live_claim_of_another_node_is_left_alone(pg_nodes: PgFactory) -> None:
+    """Another node's start-up releases nothing of a live claim, and cannot claim it."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await a.accept([note(1)], T0)
+    assert len(await a.claim("email", 1, T0, T0 + timedelta(minutes=5))) == 1
+    assert await b.release_claims(T0) == 0
+    assert await b.claim("email", 1, T0, T0 + timedelta(minutes=5)) == []
+    assert await b.due() == {}
+
+
+async def test_expired_lease_is_taken_over(pg_nodes: PgFactory) -> None:
+    """A lease run out on the database's clock is taken over; the first node's late outcome is history."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await a.accept([note(1)], T0)
+    (first,) = await a.claim("email", 1, T0, T0 + timedelta(milliseconds=200))
+    await _eventually(lambda: _has_due(b, "email"))
+    (second,) = await b.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    assert second.delivery.id == first.delivery.id
+    assert second.delivery.attempts == 2
+    await a.record([Outcome(first.delivery.id, "failed", T0, T0, "late")], T0)
+    assert (await a.queue()).deliveries == {"in_flight": 1}
+    await b.record([Outcome(second.delivery.id, "delivered", T0, T0, "250 ok")], T0)
+    view = await b.notification("id-00001")
+    assert view is not None
+    assert view.status == "delivered"
+    assert [a.outcome for a in view.attempts] == ["failed", "delivered"]
+
+
+async def test_restarted_node_takes_back_its_own_claims(pg_nodes: PgFactory) -> None:
+    """A node restarted under the same name releases its claims from before at once."""
+    before = await pg_nodes("stable")
+    await before.accept([note(1)], T0)
+    await before.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    await before.close()
+    after = await pg_nodes("stable")
+    assert await after.release_claims(T0) == 1
+    assert len(await after.claim("email", 1, T0, T0 + timedelta(minutes=5))) == 1
+
+
+async def test_new_work_wakes_a_waiting_node(pg_nodes: PgFactory) -> None:
+    """LISTEN/NOTIFY: work accepted on one node wakes another node's wait at once."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    waiting = asyncio.create_task(b.wait_for_work(60))
+    await a.accept([note(1)], T0)
+    assert await waiting
+
+
+async def test_listener_comes_back_after_its_connection_is_killed(
+    pg_nodes: PgFactory, postgres_server: str
+) -> None:
+    """When the server drops the LISTEN connection, the node reconnects and is woken again."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    killed = _terminate(postgres_server, f"backchannel listen {b.node}")
+    assert killed
+    await _eventually(lambda: _backends(postgres_server, f"backchannel listen {b.node}", exclude=killed))
+    await _eventually(lambda: _true(b.listening))
+    waiting = asyncio.create_task(b.wait_for_work(60))
+    await a.accept([note(1)], T0)
+    assert await waiting
+
+
+async def test_connection_dropped_by_the_server_is_replaced(
+    pg_nodes: PgFactory, postgres_server: str
+) -> None:
+    """Pooled connections killed by the server (a restart, a failover) are replaced before use."""
+    a = await pg_nodes("a")
+    await a.accept([note(1)], T0)
+    assert _terminate(postgres_server, f"backchannel {a.node}")
+    await a.accept([note(2)], T0)
+    assert (await a.queue()).notifications == {"pending": 2}
+
+
+async def test_failed_commit_is_unavailable_and_stores_nothing(
+    pg_nodes: PgFactory, postgres_url: str
+) -> None:
+    """A commit PostgreSQL refuses fails every accept sharing it with StoreUnavailable; none is stored."""
+    a = await pg_nodes("a")
+    with admin(postgres_url) as conn:
+        conn.execute(REFUSE_AT_COMMIT)
+    refused = NewNotification(replace(note(2).notification, subject="refuse"), note(2).plans)
+    results = await asyncio.gather(a.accept([note(1)], T0), a.accept([refused], T0), return_exceptions=True)
+    assert [type(r) for r in results] == [StoreUnavailable, StoreUnavailable]
+    assert (await a.queue()).notifications == {}
+    await a.accept([note(3)], T0)
+
+
+async def test_bad_call_does_not_fail_accepts_sharing_its_transaction(pg_nodes: PgFactory) -> None:
+    """A call that raises (here: no plan for the mode in force) fails alone; its neighbours commit."""
+    a = await pg_nodes("a")
+    broken = NewNotification(note(2).notification, {})
+    results = await asyncio.gather(a.accept([note(1)], T0), a.accept([broken], T0), return_exceptions=True)
+    assert results[0] == [Accepted("id-00001", duplicate=False)]
+    assert isinstance(results[1], KeyError)
+    assert (await a.queue()).notifications == {"pending": 1}
+
+
+async def test_unreachable_server_is_unavailable_at_open() -> None:
+    """Opening a store whose server does not answer raises StoreUnavailable, naming the cause."""
+    s = PostgresStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout_s=1)
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await s.open()
+
+
+# A deferred constraint trigger runs at COMMIT: the one way to make exactly the commit fail.
+REFUSE_AT_COMMIT = """
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON notifications
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.subject = 'refuse') EXECUTE FUNCTION refuse();
+"""
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _has_due(node: PostgresStore, channel: str) -> bool:
+    return channel in await node.due()
+
+
+def _terminate(url: str, application_name: str) -> list[int]:
+    """Kill the server side of a node's connections, as a PostgreSQL restart would."""
+    with admin(url) as conn:
+        rows = conn.execute(
+            # in the select list, not the WHERE: there the planner may call it before filtering
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return [int(str(pid)) for pid, _ in rows]
+
+
+async def _backends(url: str, application_name: str, exclude: list[int]) -> bool:
+    with admin(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return any(int(str(pid)) not in exclude for (pid,) in rows)

@@ -1,4 +1,11 @@
-"""Versioned schema migrations: ``NNNN_name.sql`` files per dialect, applied in order, once each."""
+"""Versioned schema migrations: ``NNNN_name.sql`` files per dialect, applied in order, once each.
+
+``sqlite/`` and ``postgres/`` hold the same versions, one script each, so the two schemas move
+together. Both stores apply what is missing when they open; ``backchannel migrate`` does the same
+without starting anything (:func:`migrate_sqlite`, :meth:`PostgresStore.migrate`). A database
+migrated by a newer release than this one is refused rather than written with an older idea
+of its schema.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,28 @@ import re
 import sqlite3
 import time
 from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.rows import tuple_row
+
+from daemon.store.base import StoreError
+
+Dialect = Literal["sqlite", "postgres"]
 
 _FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 
+#: one cluster-wide advisory lock, held for the migrating transaction only, so nodes starting
+#: together apply each script once (the lock and the DDL commit or vanish together)
+PG_MIGRATION_LOCK = 0x6263_6D69  # "bcmi"
 
-def scripts(dialect: str) -> list[tuple[int, str]]:
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer backchannel; upgrade this one."""
+
+
+def scripts(dialect: Dialect) -> list[tuple[int, str]]:
     folder = resources.files(__package__).joinpath(dialect)
     found = []
     for entry in folder.iterdir():
@@ -20,16 +44,22 @@ def scripts(dialect: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def apply(conn: sqlite3.Connection, dialect: str) -> list[int]:
-    """Apply every migration not yet applied; returns the versions applied now."""
+def _pending(dialect: Dialect, done: set[int]) -> list[tuple[int, str]]:
+    known = scripts(dialect)
+    newest = max((v for v, _ in known), default=0)
+    if done and max(done) > newest:
+        raise SchemaTooNew(f"the database schema is at version {max(done)}; this release knows {newest}")
+    return [(version, script) for version, script in known if version not in done]
+
+
+def apply(conn: sqlite3.Connection, dialect: Literal["sqlite"] = "sqlite") -> list[int]:
+    """Apply every SQLite migration not yet applied; returns the versions applied now."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     applied = []
-    for version, script in scripts(dialect):
-        if version in done:
-            continue
+    for version, script in _pending(dialect, done):
         try:
             conn.executescript("BEGIN IMMEDIATE;\n" + script)
             conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
@@ -39,4 +69,38 @@ def apply(conn: sqlite3.Connection, dialect: str) -> list[int]:
                 conn.rollback()
             raise
         applied.append(version)
+    return applied
+
+
+def migrate_sqlite(path: Path) -> list[int]:
+    """``backchannel migrate`` for an embedded store: apply what is missing, then close."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return apply(conn)
+    finally:
+        conn.close()
+
+
+async def apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
+    """Apply every PostgreSQL migration not yet applied, all in one transaction."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            # only when missing: CREATE ... IF NOT EXISTS still needs the CREATE privilege, which a
+            # daemon running with data privileges only (after `backchannel migrate`) lacks
+            await cur.execute("SELECT to_regclass('schema_migrations') IS NULL")
+            if (await cur.fetchone()) == (True,):
+                await cur.execute(
+                    "CREATE TABLE schema_migrations"
+                    " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            await cur.execute("SELECT version FROM schema_migrations")
+            done = {version for (version,) in await cur.fetchall()}
+        applied = []
+        for version, script in _pending("postgres", done):
+            # no parameters: psycopg sends the script as one simple query, several statements allowed
+            await conn.execute(script.encode())
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            applied.append(version)
     return applied

@@ -1,0 +1,328 @@
+"""The shared store: PostgreSQL, for several daemons working from one outbox.
+
+Every node accepts and delivers. Claims take rows ``FOR UPDATE SKIP LOCKED`` with a lease kept on
+the database's clock; a claim whose lease ran out (its node presumed dead) is taken over by the
+next claim, so a delivery sent just before its node died may be sent again (at least once; the
+notification id is the receivers' idempotency key). New work is announced with LISTEN/NOTIFY on
+a connection of its own; a notification sent while nobody listens is lost, so the dispatcher's
+poll stays as a backstop. psycopg 3, async, with a pool (https://www.psycopg.org/psycopg3/docs/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, errors
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool
+from pydantic import Field, SecretStr, field_validator
+
+from daemon.configbase import Duration, Model, PositiveInt
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import CheckResult, Mode, Notification, Plan
+from daemon.store import migrations
+from daemon.store import postgres_tx as tx
+from daemon.store import postgres_views as views
+from daemon.store.base import (
+    Accepted,
+    Callback,
+    ChannelHealth,
+    Claimed,
+    NewNotification,
+    NotificationView,
+    Outcome,
+    ProviderView,
+    QueueView,
+    StoreUnavailable,
+)
+from daemon.store.postgres_listen import WorkListener
+from daemon.store.postgres_tx import Conn, Q
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: check results older than this are pruned (the status page shows a day)
+CHECK_RETENTION = timedelta(days=2)
+#: a transaction PostgreSQL aborted as a deadlock or serialization failure is run again this often
+TX_ATTEMPTS = 3
+_Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]
+
+
+class PostgresStoreConfig(Model):
+    #: libpq URL; ``?options=-csearch_path%3Dname`` puts the tables in a schema of their own
+    url: SecretStr
+    #: this daemon's name among the nodes; unique. A stable name lets a restarted node take its
+    #: own claims back at once instead of after their lease (default: host name and process id)
+    node: str | None = Field(default=None, min_length=1)
+    pool_size: PositiveInt = 10
+    connect_timeout: Duration = timedelta(seconds=5)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a URL starting with postgresql://")
+        return value
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str | None = None,
+        pool_size: int = 10,
+        connect_timeout_s: float = 5.0,
+        reconnect_s: float = 1.0,
+    ) -> None:
+        self._url = url
+        self.node = node or f"{socket.gethostname()}:{os.getpid()}"
+        self._timeout_s = connect_timeout_s
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=connect_timeout_s,
+            connection_class=AsyncConnection[DictRow],
+            kwargs=self._connect_args("backchannel"),
+            configure=_configure,
+            # a connection the server dropped (restart, failover) is replaced before use
+            check=AsyncConnectionPool.check_connection,
+        )
+        self._accepts: list[_Call] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        listen_args = self._connect_args("backchannel listen")
+        self._listener = WorkListener(url, listen_args, self.node, reconnect_s)
+
+    @classmethod
+    def from_config(cls, config: PostgresStoreConfig) -> PostgresStore:
+        return cls(
+            config.url.get_secret_value(),
+            node=config.node,
+            pool_size=config.pool_size,
+            connect_timeout_s=config.connect_timeout.total_seconds(),
+        )
+
+    def _connect_args(self, role: str) -> dict[str, Any]:
+        # libpq's connect_timeout is whole seconds; the name shows in pg_stat_activity
+        return {
+            "autocommit": True,
+            "row_factory": dict_row,
+            "application_name": f"{role} {self.node}",
+            "connect_timeout": max(1, round(self._timeout_s)),
+        }
+
+    async def open(self) -> None:
+        """Connect, apply missing migrations, start listening for work announced by other nodes."""
+        try:
+            await self._pool.open(wait=True, timeout=self._timeout_s)
+            async with self._pool.connection() as conn:
+                await migrations.apply_postgres(conn)
+        except BaseException as exc:
+            await self._pool.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreUnavailable(f"cannot open the PostgreSQL store: {exc}") from exc
+            raise
+        try:
+            await self._listener.start(self._timeout_s)
+        except TimeoutError:
+            await self._pool.close()
+            raise StoreUnavailable("cannot LISTEN for new work on the PostgreSQL store") from None
+
+    async def migrate(self) -> list[int]:
+        """``backchannel migrate``: apply what is missing without opening the store."""
+        try:
+            async with await AsyncConnection.connect(
+                self._url, **self._connect_args("backchannel migrate")
+            ) as conn:
+                return await migrations.apply_postgres(conn)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot migrate the PostgreSQL store: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        await self._listener.stop()
+        await self._pool.close()
+
+    # -- new work from other nodes ----------------------------------------------------------------
+
+    def on_work(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (in the event loop) when another node announces work, or when the
+        LISTEN connection comes back after a loss (announcements made meanwhile are gone)."""
+        self._listener.on_work(listener)
+
+    @property
+    def listening(self) -> bool:
+        """Whether announcements from other nodes reach this one now (for status and tests)."""
+        return self._listener.listening.is_set()
+
+    async def wait_for_work(self, timeout_s: float) -> bool:
+        """Wait until another node announces work; False when ``timeout_s`` passed first."""
+        return await self._listener.wait_for_work(timeout_s)
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` in one transaction; a failed commit (or lost connection) is StoreUnavailable."""
+        for attempt in range(1, TX_ATTEMPTS + 1):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await fn(conn)
+            except (errors.DeadlockDetected, errors.SerializationFailure) as exc:
+                if attempt == TX_ATTEMPTS:
+                    raise StoreUnavailable(f"the store could not commit: {exc}") from exc
+                log.info("store transaction retried: %s", exc, extra={"event": "store.retry"})
+            except psycopg.Error as exc:
+                log.error("store commit failed: %s", exc, extra={"event": "store.commit_failed"})
+                raise StoreUnavailable(f"the store could not commit: {exc}") from exc
+        raise AssertionError("the last attempt returns or raises")
+
+    async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
+        """Commit durably; concurrent calls from the event loop share one transaction."""
+        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
+        self._accepts.append((items, now, future))
+        if len(self._accepts) == 1:
+            flush = asyncio.create_task(self._flush_accepts())
+            self._tasks.add(flush)
+            flush.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush_accepts(self) -> None:
+        batch = [call for call in self._accepts if not call[2].done()]  # a cancelled caller gave up
+        self._accepts = []
+        if not batch:
+            return
+        try:
+            results = await self._transaction(lambda conn: tx.accept(conn, [c[:2] for c in batch], self.node))
+        except StoreUnavailable as exc:  # nothing was committed: every caller gets the failure
+            _settle(batch, exc)
+            return
+        except Exception as exc:  # one caller's bad input must not fail the others: each alone
+            if len(batch) == 1:
+                _settle(batch, exc)
+            else:
+                await asyncio.gather(*(self._accept_alone(call) for call in batch))
+            return
+        for (_, _, future), accepted in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(accepted)
+
+    async def _accept_alone(self, call: _Call) -> None:
+        items, now, future = call
+        try:
+            (accepted,) = await self._transaction(lambda conn: tx.accept(conn, [(items, now)], self.node))
+        except Exception as exc:
+            _settle([call], exc)
+        else:
+            if not future.done():
+                future.set_result(accepted)
+
+    async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
+        """Claim due deliveries and expired leases; the lease lasts ``lease_until - now`` on the DB clock."""
+        return await self._transaction(
+            lambda conn: tx.claim(conn, channel, limit, now, lease_until, self.node)
+        )
+
+    async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
+        await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))
+
+    async def release_claims(self, now: datetime) -> int:
+        """Make pending again the claims whose lease ran out and this node's own from a past run."""
+
+        async def release(conn: Conn) -> int:
+            cur = await conn.execute(Q["release_claims"], {"now": now, "node": self.node})
+            return cur.rowcount
+
+        return await self._transaction(release)
+
+    async def reroute(
+        self, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
+    ) -> int:
+        return await self._transaction(
+            lambda conn: tx.reroute(conn, mode, plans, now, self.node, force=force)
+        )
+
+    async def record_callback(self, callback: Callback) -> bool:
+        return await self._transaction(lambda conn: tx.record_callback(conn, callback, self.node))
+
+    async def save_provider(
+        self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
+    ) -> None:
+        await self._transaction(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+
+    async def record_check(self, result: CheckResult) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(
+                Q["insert_check"],
+                (result.check, result.status.value, result.reason, result.latency_s, result.at),
+            )
+            await conn.execute(Q["prune_checks"], (result.at - CHECK_RETENTION,))
+
+        await self._transaction(write)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.connection() as conn:
+                return await fn(conn)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the store could not be read: {exc}") from exc
+
+    async def due(self) -> dict[str, datetime]:
+        """Per channel, when its earliest pending delivery (of the mode in force) is due."""
+        return await self._read(views.due)
+
+    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
+        return await self._read(lambda conn: views.reroute_candidates(conn, mode, limit))
+
+    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+        return await self._read(lambda conn: views.unsent(conn, after_id, limit))
+
+    async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
+        return await self._read(lambda conn: views.provider(conn, events, checks))
+
+    async def history(self, since: datetime) -> tuple[list[Transition], list[CheckResult]]:
+        """Transitions and check results since ``since``, oldest first (the status page's timeline)."""
+        return await self._read(lambda conn: views.history(conn, since))
+
+    async def queue(self) -> QueueView:
+        return await self._read(views.queue)
+
+    async def channel_health(self) -> list[ChannelHealth]:
+        return await self._read(views.channel_health)
+
+    async def latest_drill(self) -> str | None:
+        return await self._read(views.latest_drill)
+
+    async def recent(self, limit: int) -> list[NotificationView]:
+        """The newest notifications with their delivery trails."""
+        return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", limit))
+
+    async def drill(self, drill_id: str) -> list[NotificationView]:
+        """The notifications a drill sent, one per channel."""
+        return await self._read(lambda conn: views.notifications(conn, "drill_ids", drill_id))
+
+    async def notification(self, notification_id: str) -> NotificationView | None:
+        return await self._read(lambda conn: views.notification(conn, notification_id))
+
+
+async def _configure(conn: AsyncConnection[DictRow]) -> None:
+    # jsonb comes back as its text: the codec shared with SQLite parses JSON itself
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+def _settle(calls: Sequence[_Call], exc: BaseException) -> None:
+    for _, _, future in calls:
+        if not future.done():
+            future.set_exception(exc)

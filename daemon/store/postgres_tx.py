@@ -1,0 +1,228 @@
+"""The PostgreSQL store's writes, each a coroutine of a connection inside the caller's transaction.
+
+The same steps as :mod:`daemon.store.transactions`, with the row locks several nodes need:
+the mode is read ``FOR SHARE``; claims take rows ``FOR UPDATE SKIP LOCKED`` under a lease;
+record and reroute lock a notification before its deliveries (one order, no deadlocks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import Mode, Plan, mode_for
+from daemon.store import codec
+from daemon.store.base import Accepted, Callback, Claimed, NewNotification, Outcome
+from daemon.store.queries import load
+
+Conn = AsyncConnection[DictRow]
+
+# The query files ship inside the package: they are code, never text from outside.
+Q: dict[str, LiteralString] = load("postgres")
+
+#: the LISTEN/NOTIFY channel announcing new work; the payload is the announcing node's name
+WORK_CHANNEL = "backchannel_work"
+
+
+def epochs(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with its timestamptz values as epoch seconds, the form :mod:`codec` reads."""
+    return {k: v.timestamp() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+async def _one(conn: Conn, query: LiteralString, params: Sequence[Any] | Mapping[str, Any]) -> DictRow | None:
+    cur = await conn.execute(query, params)
+    return await cur.fetchone()
+
+
+async def accept(
+    conn: Conn, calls: Sequence[tuple[Sequence[NewNotification], datetime]], node: str
+) -> list[list[Accepted]]:
+    """Insert each call's notifications with the plan of the mode in force; repeats return the first."""
+    row = await _one(conn, Q["current_mode_shared"], ())
+    assert row is not None, "the provider row is created by the first migration"
+    mode: Mode = row["mode"]
+    answers: dict[tuple[int, int], Accepted] = {}
+    # Key order: transactions inserting the same keys wait for each other in one order, never in a cycle.
+    order = sorted(
+        ((c, i) for c, (items, _) in enumerate(calls) for i in range(len(items))),
+        key=lambda ci: calls[ci[0]][0][ci[1]].notification.idempotency_key,
+    )
+    announced = False
+    for c, i in order:
+        items, now = calls[c]
+        answers[c, i], delivered = await _accept_one(conn, items[i], mode, now)
+        if delivered and not announced:
+            await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+            announced = True
+    return [[answers[c, i] for i in range(len(items))] for c, (items, _) in enumerate(calls)]
+
+
+async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: datetime) -> tuple[Accepted, bool]:
+    plan = item.plans[mode]
+    params = codec.notification_params(item.notification) | {
+        "created_at": item.notification.created_at,
+        "status": "held" if plan.defer else "pending",
+        "route": plan.route,
+        "mode": mode,
+        "plan": json.dumps(list(plan.steps)),
+        "now": now,
+    }
+    if await _one(conn, Q["insert_notification"], params) is None:
+        existing = await _one(conn, Q["find_by_key"], (item.notification.idempotency_key,))
+        assert existing is not None, "ON CONFLICT found the key, so it is there"
+        return Accepted(id=existing["id"], duplicate=True), False
+    if not plan.defer:
+        await _insert_delivery(conn, item.notification.id, plan, 0, now)
+    return Accepted(id=item.notification.id, duplicate=False), not plan.defer
+
+
+async def _insert_delivery(conn: Conn, notification_id: str, plan: Plan, step: int, now: datetime) -> None:
+    await conn.execute(
+        Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, plan.steps[step], now, now, now)
+    )
+
+
+async def claim(
+    conn: Conn, channel: str, limit: int, now: datetime, lease_until: datetime, node: str
+) -> list[Claimed]:
+    """Claim due deliveries and expired leases; the new lease runs on the database's clock."""
+    params = {"channel": channel, "limit": limit, "now": now, "lease": lease_until - now, "node": node}
+    rows = await (await conn.execute(Q["claim"], params)).fetchall()
+    if not rows:
+        return []
+    ids = list({row["notification_id"] for row in rows})
+    notes = await (await conn.execute(Q["notifications_by_ids"], (ids,))).fetchall()
+    by_id = {n["id"]: codec.notification(epochs(n)) for n in notes}
+    rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
+    return [Claimed(codec.delivery(epochs(r)), by_id[r["notification_id"]]) for r in rows]
+
+
+async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:
+    for outcome in sorted(outcomes, key=lambda o: o.delivery_id):
+        await _record_one(conn, outcome, now, node)
+
+
+async def _record_one(conn: Conn, outcome: Outcome, now: datetime, node: str) -> None:
+    n = await _one(conn, Q["lock_notification_of_delivery"], (outcome.delivery_id,))
+    d = await _one(conn, Q["lock_delivery"], (outcome.delivery_id,))
+    assert n is not None, f"no delivery {outcome.delivery_id}"
+    assert d is not None, f"no delivery {outcome.delivery_id}"
+    await conn.execute(
+        Q["insert_attempt"],
+        (d["id"], d["notification_id"], d["channel"], d["attempts"], outcome.started_at,
+         outcome.finished_at, outcome.kind, outcome.detail),
+    )  # fmt: skip
+    # A node whose lease ran out and was taken over reports late: its outcome is history only,
+    # the claim's state belongs to the node holding it now.
+    if d["state"] != "in_flight" or d["claimed_by"] != node:
+        return
+    if outcome.kind == "delivered":
+        await conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
+        await conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
+    elif outcome.kind == "retry":
+        assert outcome.retry_at is not None, "a retry needs a time"
+        await conn.execute(Q["mark_retry"], (outcome.retry_at, outcome.detail, now, d["id"]))
+    else:
+        await conn.execute(Q["mark_failed"], (outcome.detail, now, d["id"]))
+        await _next_step(conn, n, d, now, node)
+
+
+async def _next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, node: str) -> None:
+    """A step failed for good: move the plan on, or fail the notification when none is left."""
+    steps = json.loads(n["plan"])
+    step = delivery["step"] + 1
+    if n["mode"] != delivery["mode"] or step >= len(steps):
+        if n["mode"] == delivery["mode"]:
+            await conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
+        return
+    await conn.execute(
+        Q["insert_delivery"],
+        (n["id"], delivery["mode"], delivery["route"], step, steps[step], now, now, now),
+    )
+    await conn.execute(Q["advance_step"], (step, now, n["id"]))
+    await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+
+
+_CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
+
+
+async def record_callback(conn: Conn, callback: Callback, node: str) -> bool:
+    """Record a vendor's status callback; an undelivered message fails its step (the plan moves on).
+
+    Returns whether a delivery with that remote id was found.
+    """
+    params = {"channel": callback.channel, "remote_id": callback.remote_id}
+    found = await _one(conn, Q["delivery_by_remote_id"], params)
+    if found is None:
+        return False
+    n = await _one(conn, Q["lock_notification_of_delivery"], (found["id"],))
+    d = await _one(conn, Q["lock_delivery"], (found["id"],))
+    assert n is not None, "a delivery has a notification"
+    assert d is not None, "a delivery found a moment ago in this transaction"
+    outcome = _CALLBACK_OUTCOMES[callback.delivered]
+    at = callback.at
+    await conn.execute(
+        Q["insert_attempt"],
+        (d["id"], d["notification_id"], d["channel"], d["attempts"], at, at, outcome, callback.detail),
+    )
+    if callback.delivered is False and d["state"] == "delivered":
+        await conn.execute(Q["mark_failed"], (callback.detail, at, d["id"]))
+        await conn.execute(Q["reopen_notification"], (at, d["notification_id"]))
+        await _next_step(conn, n, d, at, node)
+    return True
+
+
+async def reroute(
+    conn: Conn, mode: Mode, plans: Mapping[str, Plan], now: datetime, node: str, *, force: bool = False
+) -> int:
+    """Give unsent notifications the plan of ``mode``; anything in flight is left to finish.
+
+    Only notifications planned for another mode move, unless ``force`` (a reloaded policy).
+    """
+    row = await _one(conn, Q["current_mode_shared"], ())
+    if row is None or row["mode"] != mode:
+        return 0
+    moved = 0
+    for notification_id in sorted(plans):
+        if await _replan(conn, notification_id, plans[notification_id], mode, now, force=force):
+            moved += 1
+    if moved:
+        await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+    return moved
+
+
+async def _replan(
+    conn: Conn, notification_id: str, plan: Plan, mode: Mode, now: datetime, *, force: bool
+) -> bool:
+    n = await _one(conn, Q["lock_notification"], (notification_id,))
+    if n is None or n["status"] not in ("pending", "held") or (n["mode"] == mode and not force):
+        return False
+    # Locking the deliveries waits out a claim being committed elsewhere, then sees it in flight.
+    states = await (await conn.execute(Q["lock_deliveries_of"], (notification_id,))).fetchall()
+    if any(s["state"] == "in_flight" for s in states):
+        return False
+    await conn.execute(Q["supersede_pending"], (now, notification_id))
+    status = "held" if plan.defer else "pending"
+    steps = json.dumps(list(plan.steps))
+    await conn.execute(Q["replan"], (status, plan.route, mode, steps, now, notification_id))
+    if not plan.defer:
+        await _insert_delivery(conn, notification_id, plan, 0, now)
+    return True
+
+
+async def save_provider(
+    conn: Conn, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
+) -> None:
+    state = snapshot.state
+    await conn.execute(Q["save_provider"], (state.value, mode_for(state), codec.snapshot_json(snapshot), now))
+    if transition is not None:
+        await conn.execute(
+            Q["insert_event"],
+            (transition.at, transition.from_state.value, transition.to_state.value, transition.cause),
+        )

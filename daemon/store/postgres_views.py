@@ -1,0 +1,117 @@
+"""The PostgreSQL store's reads, each a coroutine of one connection (so a view is read whole)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from psycopg.rows import DictRow
+
+from daemon.core.health import Transition
+from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
+from daemon.store import codec
+from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
+from daemon.store.postgres_tx import Conn, Q, epochs
+
+
+async def rows(conn: Conn, query: str, params: Sequence[object] = ()) -> list[DictRow]:
+    return await (await conn.execute(Q[query], params)).fetchall()
+
+
+async def due(conn: Conn) -> dict[str, datetime]:
+    """Per channel, when its earliest pending delivery (of the mode in force) is due."""
+    return {row["channel"]: row["due_at"].astimezone(UTC) for row in await rows(conn, "due")}
+
+
+async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> list[Notification]:
+    return [codec.notification(epochs(r)) for r in await rows(conn, "reroute_candidates", (mode, limit))]
+
+
+async def unsent(conn: Conn, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+    found = await rows(conn, "unsent", (after_id, limit))
+    return [(codec.notification(epochs(row)), codec.plan(row)) for row in found]
+
+
+async def provider(conn: Conn, events: int, checks: int) -> ProviderView:
+    (row,) = await rows(conn, "provider")
+    return ProviderView(
+        state=ProviderState(row["state"]),
+        mode=row["mode"],
+        snapshot=codec.snapshot(row["snapshot"]),
+        events=tuple(codec.transition(epochs(r)) for r in await rows(conn, "recent_events", (events,))),
+        checks=tuple(codec.check_result(epochs(r)) for r in await rows(conn, "recent_checks", (checks,))),
+    )
+
+
+async def history(conn: Conn, since: datetime) -> tuple[list[Transition], list[CheckResult]]:
+    """Transitions and check results since ``since``, oldest first (the status page's timeline)."""
+    events = [codec.transition(epochs(r)) for r in await rows(conn, "events_since", (since,))]
+    return events, [codec.check_result(epochs(r)) for r in await rows(conn, "checks_since", (since,))]
+
+
+async def queue(conn: Conn) -> QueueView:
+    (oldest,) = await rows(conn, "oldest_pending")
+    return QueueView(
+        notifications={r["status"]: r["n"] for r in await rows(conn, "notification_counts")},
+        deliveries={r["state"]: r["n"] for r in await rows(conn, "delivery_counts")},
+        oldest_pending_at=_utc(oldest["at"]),
+    )
+
+
+async def channel_health(conn: Conn) -> list[ChannelHealth]:
+    return [_health(row) for row in await rows(conn, "channel_health")]
+
+
+async def latest_drill(conn: Conn) -> str | None:
+    found = await rows(conn, "latest_drill")
+    return None if not found else str(found[0]["drill"])
+
+
+async def notifications(conn: Conn, query: str, param: object) -> list[NotificationView]:
+    """The views of the notifications whose ids ``query`` selects, in its order."""
+    views = [await notification(conn, row["id"]) for row in await rows(conn, query, (param,))]
+    return [v for v in views if v is not None]
+
+
+async def notification(conn: Conn, notification_id: str) -> NotificationView | None:
+    found = await rows(conn, "notification_by_id", (notification_id,))
+    if not found:
+        return None
+    row = found[0]
+    return NotificationView(
+        notification=codec.notification(epochs(row)),
+        status=row["status"],
+        route=row["route"],
+        mode=row["mode"],
+        plan=tuple(json.loads(row["plan"])),
+        deliveries=tuple(
+            codec.delivery(epochs(d)) for d in await rows(conn, "deliveries_of", (notification_id,))
+        ),
+        attempts=tuple(_attempt(a) for a in await rows(conn, "attempts_of", (notification_id,))),
+    )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
+
+
+def _health(row: DictRow) -> ChannelHealth:
+    return ChannelHealth(
+        channel=row["channel"],
+        last_success_at=_utc(row["last_success_at"]),
+        last_failure_at=_utc(row["last_failure_at"]),
+        last_error=row["last_error"],
+        consecutive_failures=row["consecutive_failures"],
+    )
+
+
+def _attempt(row: DictRow) -> AttemptView:
+    return AttemptView(
+        channel=row["channel"],
+        attempt=row["attempt"],
+        started_at=row["started_at"].astimezone(UTC),
+        finished_at=row["finished_at"].astimezone(UTC),
+        outcome=row["outcome"],
+        detail=row["detail"],
+    )

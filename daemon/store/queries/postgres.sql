@@ -1,0 +1,197 @@
+-- Named queries for the PostgreSQL store (psycopg placeholders). Leases use the database's clock
+-- (statement_timestamp()); due times (next_attempt_at) are the nodes' clocks, as in SQLite.
+
+-- name: current_mode_shared
+-- FOR SHARE: a mode change (save_provider) waits for accepts that read the old mode to commit,
+-- so the rerouter that follows the change sees them (SQLite gets this from BEGIN IMMEDIATE).
+SELECT mode FROM provider WHERE id = 1 FOR SHARE;
+
+-- name: insert_notification
+INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
+                           labels, mail_from, raw, status, route, mode, plan, step, updated_at)
+VALUES (%(id)s, %(idempotency_key)s, %(created_at)s, %(severity)s, %(subject)s, %(body)s, %(source)s,
+        %(recipients)s, %(labels)s, %(mail_from)s, %(raw)s, %(status)s, %(route)s, %(mode)s, %(plan)s, 0,
+        %(now)s)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id;
+
+-- name: find_by_key
+SELECT id FROM notifications WHERE idempotency_key = %s;
+
+-- name: insert_delivery
+INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
+                        created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, 'pending', 0, %s, %s, %s);
+
+-- name: notify_work
+SELECT pg_notify(%s, %s);
+
+-- name: claim
+-- SKIP LOCKED: nodes claiming at once each take different rows instead of queueing on the same
+-- ones. An in_flight row whose lease has run out belongs to a node presumed dead: taken over.
+WITH picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.channel = %(channel)s
+      AND d.mode = (SELECT mode FROM provider WHERE id = 1)
+      AND ((d.state = 'pending' AND d.next_attempt_at <= %(now)s)
+           OR (d.state = 'in_flight' AND d.claimed_until < statement_timestamp()))
+    ORDER BY d.next_attempt_at, d.id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+UPDATE deliveries d
+SET state = 'in_flight', claimed_until = statement_timestamp() + %(lease)s, claimed_by = %(node)s,
+    attempts = d.attempts + 1, updated_at = %(now)s
+FROM picked WHERE d.id = picked.id
+RETURNING d.*;
+
+-- name: notifications_by_ids
+SELECT * FROM notifications WHERE id = ANY(%s);
+
+-- name: lock_notification_of_delivery
+-- Every write to a notification and its deliveries locks the notification first, then the
+-- deliveries: one order for record and reroute, so they never deadlock.
+SELECT n.* FROM notifications n JOIN deliveries d ON d.notification_id = n.id
+WHERE d.id = %s FOR UPDATE OF n;
+
+-- name: lock_delivery
+SELECT * FROM deliveries WHERE id = %s FOR UPDATE;
+
+-- name: insert_attempt
+INSERT INTO attempts (delivery_id, notification_id, channel, attempt, started_at, finished_at, outcome, detail)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: mark_delivered
+UPDATE deliveries SET state = 'delivered', claimed_until = NULL, claimed_by = NULL, remote_id = %s,
+    last_error = NULL, updated_at = %s WHERE id = %s;
+
+-- name: mark_retry
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL, next_attempt_at = %s,
+    last_error = %s, updated_at = %s WHERE id = %s;
+
+-- name: mark_failed
+UPDATE deliveries SET state = 'failed', claimed_until = NULL, claimed_by = NULL, last_error = %s,
+    updated_at = %s WHERE id = %s;
+
+-- name: set_notification_status
+UPDATE notifications SET status = %s, updated_at = %s WHERE id = %s;
+
+-- name: advance_step
+UPDATE notifications SET step = %s, updated_at = %s WHERE id = %s;
+
+-- name: release_claims
+-- Only leases that ran out, and this node's own claims from before its restart: other live
+-- nodes' claims are theirs until their lease ends.
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s
+WHERE state = 'in_flight' AND (claimed_until < statement_timestamp() OR claimed_by = %(node)s);
+
+-- name: due
+SELECT channel, min(next_attempt_at) AS due_at FROM deliveries
+WHERE mode = (SELECT mode FROM provider WHERE id = 1)
+  AND (state = 'pending' OR (state = 'in_flight' AND claimed_until < statement_timestamp()))
+GROUP BY channel;
+
+-- name: reroute_candidates
+SELECT n.* FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.mode != %s
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.created_at
+LIMIT %s;
+
+-- name: lock_notification
+SELECT status, mode FROM notifications WHERE id = %s FOR UPDATE;
+
+-- name: lock_deliveries_of
+SELECT state FROM deliveries WHERE notification_id = %s FOR UPDATE;
+
+-- name: supersede_pending
+UPDATE deliveries SET state = 'superseded', updated_at = %s WHERE notification_id = %s AND state = 'pending';
+
+-- name: replan
+UPDATE notifications SET status = %s, route = %s, mode = %s, plan = %s, step = 0, updated_at = %s
+WHERE id = %s;
+
+-- name: save_provider
+UPDATE provider SET state = %s, mode = %s, snapshot = %s, updated_at = %s WHERE id = 1;
+
+-- name: insert_event
+INSERT INTO provider_events (at, from_state, to_state, cause) VALUES (%s, %s, %s, %s);
+
+-- name: insert_check
+INSERT INTO check_results (check_name, status, reason, latency_s, at) VALUES (%s, %s, %s, %s, %s);
+
+-- name: prune_checks
+DELETE FROM check_results WHERE at < %s;
+
+-- name: provider
+SELECT state, mode, snapshot FROM provider WHERE id = 1;
+
+-- name: recent_events
+SELECT at, from_state, to_state, cause FROM provider_events ORDER BY id DESC LIMIT %s;
+
+-- name: recent_checks
+SELECT check_name, status, reason, latency_s, at FROM check_results ORDER BY id DESC LIMIT %s;
+
+-- name: notification_counts
+SELECT status, count(*) AS n FROM notifications GROUP BY status;
+
+-- name: delivery_counts
+SELECT state, count(*) AS n FROM deliveries WHERE state IN ('pending', 'in_flight') GROUP BY state;
+
+-- name: oldest_pending
+SELECT min(created_at) AS at FROM notifications WHERE status IN ('pending', 'held');
+
+-- name: notification_by_id
+SELECT * FROM notifications WHERE id = %s;
+
+-- name: deliveries_of
+SELECT * FROM deliveries WHERE notification_id = %s ORDER BY id;
+
+-- name: attempts_of
+SELECT channel, attempt, started_at, finished_at, outcome, detail FROM attempts
+WHERE notification_id = %s ORDER BY id;
+
+-- name: channel_health
+SELECT a.channel,
+       max(CASE WHEN a.outcome = 'delivered' THEN a.finished_at END) AS last_success_at,
+       max(CASE WHEN a.outcome IN ('retry', 'failed') THEN a.finished_at END) AS last_failure_at,
+       (SELECT f.detail FROM attempts f WHERE f.channel = a.channel AND f.outcome IN ('retry', 'failed')
+        ORDER BY f.id DESC LIMIT 1) AS last_error,
+       (SELECT count(*) FROM attempts c WHERE c.channel = a.channel AND c.outcome IN ('retry', 'failed')
+          AND c.id > coalesce((SELECT max(s.id) FROM attempts s
+                               WHERE s.channel = a.channel AND s.outcome = 'delivered'), 0))
+         AS consecutive_failures
+FROM attempts a
+GROUP BY a.channel;
+
+-- name: delivery_by_remote_id
+-- remote_id may list several ids, comma-separated (one per message part)
+SELECT id FROM deliveries
+WHERE channel = %(channel)s
+  AND (remote_id = %(remote_id)s OR %(remote_id)s = ANY (string_to_array(remote_id, ',')))
+ORDER BY id DESC LIMIT 1;
+
+-- name: reopen_notification
+UPDATE notifications SET status = 'pending', updated_at = %s WHERE id = %s AND status = 'delivered';
+
+-- name: unsent
+SELECT n.* FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.id > %s
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.id
+LIMIT %s;
+
+-- name: drill_ids
+SELECT id FROM notifications WHERE source = 'drill' AND labels ->> 'drill' = %s ORDER BY id;
+
+-- name: latest_drill
+SELECT labels ->> 'drill' AS drill FROM notifications WHERE source = 'drill'
+ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: events_since
+SELECT at, from_state, to_state, cause FROM provider_events WHERE at >= %s ORDER BY at;
+
+-- name: checks_since
+SELECT check_name, status, reason, latency_s, at FROM check_results WHERE at >= %s ORDER BY at;
+
+-- name: recent_notification_ids
+SELECT id FROM notifications ORDER BY created_at DESC, id DESC LIMIT %s;
