@@ -21,6 +21,7 @@ from daemon.api.app import ApiContext, create_api
 from daemon.build import (
     build_channels,
     build_checks,
+    build_store,
     channel_policies,
     primary_channels,
     secrets_of,
@@ -40,7 +41,7 @@ from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
-from daemon.store.sqlite import SqliteStore
+from daemon.store.postgres import PostgresStore
 from daemon.supervision import Supervision
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,15 @@ class Daemon:
         self._routes: tuple[Route, ...] = config.policy()
         self._tokens = config.api_tokens()
         self._twilio_accounts = twilio_accounts(config)
-        self.store = SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
+        self.store = build_store(config)
         thresholds = Thresholds(
             failure=config.provider.failure_threshold, success=config.provider.success_threshold
         )
         self.monitor = ProviderMonitor(self.store, thresholds, self._clock)
         self.channels = build_channels(config)
         self.dispatcher = self._dispatcher(config)
+        if isinstance(self.store, PostgresStore):
+            self.store.on_work(self.dispatcher.wake)
         self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock)
         self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
         poll_s = config.dispatch.poll.total_seconds()

@@ -29,6 +29,9 @@ from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.dispatcher import ChannelPolicy
 from daemon.scheduler import ScheduledCheck
+from daemon.store.base import Store
+from daemon.store.postgres import PostgresStore, PostgresStoreConfig
+from daemon.store.sqlite import SqliteStore
 
 
 def smtp_settings(smtp: SmtpConfig) -> SmtpSettings:
@@ -198,3 +201,17 @@ def twilio_accounts(config: Config) -> list[TwilioAccount]:
         for name, cfg in config.channels.items()
         if isinstance(cfg, SmsChannelConfig) and cfg.status_callback is not None
     ]
+
+
+def build_store(config: Config) -> Store:
+    if isinstance(config.store, PostgresStoreConfig):
+        return PostgresStore.from_config(config.store)
+    return SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
+
+
+def describe_store(config: Config) -> str:
+    """Where the outbox is, without the URL (it may carry a password)."""
+    if isinstance(config.store, PostgresStoreConfig):
+        node = config.store.node or "host:pid"
+        return f"PostgreSQL, node {node}"
+    return f"SQLite {config.store.path}"

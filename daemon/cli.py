@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(command("run", commands.run, "run the daemon in the foreground"))
     config_arg(command("check", commands.check, "validate a configuration file and summarise it"))
     command("schema", commands.schema, "print the configuration's JSON Schema")
+    config_arg(command("migrate", commands.migrate, "apply the store's pending schema migrations"))
     status = command("status", commands.status, "show the provider's state and the queue")
     client_args(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")

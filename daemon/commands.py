@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from daemon.build import describe_store
 from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, print_json, run_async
 from daemon.config import Config, ConfigError, config_schema, load_config
 
@@ -41,7 +43,7 @@ def check(args: argparse.Namespace) -> int:
         return EX_CONFIG
     p = config.provider
     print(f"{args.config}: OK")
-    print(f"  store:    {config.store.path}")
+    print(f"  store:    {describe_store(config)}")
     print(f"  api:      {config.api.host}:{config.api.port} ({len(config.api.tokens)} token(s))")
     print(
         f"  provider: {p.name} via {p.smtp.host}:{p.smtp.port}, outage after {p.failure_threshold} "
@@ -57,6 +59,28 @@ def check(args: argparse.Namespace) -> int:
         healthy = ", ".join(route.healthy) if route.healthy else "defer"
         outage = ", ".join(route.outage) if route.outage else "defer"
         print(f"  route {route.name}: healthy -> {healthy}; outage -> {outage}")
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations (the daemon also does at start); print what was applied."""
+    from daemon.store import migrations
+    from daemon.store.base import StoreError
+    from daemon.store.postgres import PostgresStore, PostgresStoreConfig
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    store = config.store
+    try:
+        if isinstance(store, PostgresStoreConfig):
+            applied = asyncio.run(PostgresStore.from_config(store).migrate())
+        else:
+            applied = migrations.migrate_sqlite(store.path)
+    except StoreError as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    print(f"{describe_store(config)}: " + (f"applied {applied}" if applied else "schema up to date"))
     return 0
 
 

@@ -49,14 +49,30 @@ from daemon.core.model import Severity
 from daemon.core.routing import Matcher, Route
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.secrets import SecretResolver
+from daemon.store.postgres import PostgresStoreConfig
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
 
 # --- store, API, provider ----------------------------------------------------------------------
 
 
-class StoreConfig(Model):
+class SqliteStoreConfig(Model):
+    """The embedded store: one SQLite file (WAL, synchronous=FULL), one daemon."""
+
     path: Path
     busy_timeout: Duration = timedelta(seconds=5)
+
+
+def _store_kind(value: Any) -> str:
+    # One branch's errors, not both: a file with `url:` is a PostgreSQL store, anything else SQLite.
+    if isinstance(value, dict) and "url" in value:
+        return "postgres"
+    return "postgres" if isinstance(value, PostgresStoreConfig) else "sqlite"
+
+
+StoreConfig = Annotated[
+    Annotated[SqliteStoreConfig, Tag("sqlite")] | Annotated[PostgresStoreConfig, Tag("postgres")],
+    Discriminator(_store_kind),
+]
 
 
 class ApiToken(Model):

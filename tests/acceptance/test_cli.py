@@ -68,6 +68,19 @@ def test_check_reports_every_problem_and_exits_78(tmp_path: Path) -> None:
     assert f"{path}:8: routes[0].healthy[0]" in result.stderr
 
 
+def test_migrate_applies_then_reports_up_to_date(
+    running: tuple[DaemonProcess, SmtpServer], tmp_path: Path
+) -> None:
+    """migrate applies the schema to a new store and says so; a second run has nothing to do."""
+    daemon, _ = running
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(daemon.config_path.read_text().replace("outbox.db", "fresh.db"))
+    first = cli("migrate", "-c", str(fresh))
+    assert first.returncode == 0, first.stderr
+    assert "applied [1, 2]" in first.stdout
+    assert "schema up to date" in cli("migrate", "-c", str(fresh)).stdout
+
+
 def test_schema_is_json_schema() -> None:
     """schema prints a JSON Schema with the top-level sections."""
     result = cli("schema")

@@ -319,7 +319,15 @@ def test_schema_is_json_schema_for_editors() -> None:
     """The exported schema is JSON, describes every section and shows durations as strings."""
     schema = json.loads(json.dumps(config_schema()))
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert set(schema["properties"]) == {"store", "api", "provider", "channels", "routes", "dispatch", "drills"}
+    assert set(schema["properties"]) == {
+        "store",
+        "api",
+        "provider",
+        "channels",
+        "routes",
+        "dispatch",
+        "drills",
+    }
     every = schema["$defs"]["SmtpCheckConfig"]["properties"]["every"]
     assert (every["type"], every["default"]) == ("string", "15s")
     assert schema["additionalProperties"] is False
