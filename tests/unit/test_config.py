@@ -327,6 +327,7 @@ def test_schema_is_json_schema_for_editors() -> None:
         "routes",
         "dispatch",
         "drills",
+        "intake",
     }
     every = schema["$defs"]["SmtpCheckConfig"]["properties"]["every"]
     assert (every["type"], every["default"]) == ("string", "15s")
