@@ -19,6 +19,7 @@ import uvicorn
 
 from daemon.api.app import ApiContext, create_api
 from daemon.build import (
+    api_grants,
     build_channels,
     build_checks,
     build_store,
@@ -71,6 +72,7 @@ class Daemon:
         self._routes: tuple[Route, ...] = config.policy()
         self._tokens = config.api_tokens()
         self._twilio_accounts = twilio_accounts(config)
+        self._grants = api_grants(config)
         self.store = build_store(config)
         thresholds = Thresholds(
             failure=config.provider.failure_threshold, success=config.provider.success_threshold
@@ -156,6 +158,7 @@ class Daemon:
             twilio_accounts=lambda: self._twilio_accounts,
             metrics=self.metrics,
             drills=self.drills,
+            grants=lambda: self._grants,
             clock=self._clock,
         )
         sock = _bind(self.config.api.host, self.config.api.port)
@@ -237,6 +240,7 @@ class Daemon:
             self._routes = config.policy()
             self._tokens = config.api_tokens()
             self._twilio_accounts = twilio_accounts(config)
+            self._grants = api_grants(config)
             self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})

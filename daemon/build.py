@@ -15,6 +15,7 @@ from channels.email import EmailChannel, SmtpSettings
 from channels.slack import SlackChannel
 from channels.sms import SmsChannel
 from channels.webhook import WebhookChannel
+from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
 from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
 from daemon.config import Config
@@ -215,3 +216,16 @@ def describe_store(config: Config) -> str:
         node = config.store.node or "host:pid"
         return f"PostgreSQL, node {node}"
     return f"SQLite {config.store.path}"
+
+
+def api_grants(config: Config) -> dict[str, Grant]:
+    """What each API token may do, and how often."""
+    grants = {}
+    for token in config.api.tokens:
+        limit = token.rate_limit
+        grants[token.name] = Grant(
+            scopes=frozenset(token.scopes),
+            per_second=None if limit is None else limit.per_second,
+            burst=1 if limit is None else limit.burst,
+        )
+    return grants

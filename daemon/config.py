@@ -75,9 +75,24 @@ StoreConfig = Annotated[
 ]
 
 
+Scope = Literal["send", "read", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("send", "read", "admin")
+
+
+class RateLimit(Model):
+    """A token bucket: ``per_second`` on average, bursts of up to ``burst`` requests."""
+
+    per_second: float = Field(gt=0)
+    burst: PositiveInt = 1
+
+
 class ApiToken(Model):
     name: str = Field(min_length=1)
     token: SecretStr
+    #: send: submit notifications; read: status, trails, metrics, the status page; admin: override,
+    #: drills, cancel. Give each system only what it needs.
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    rate_limit: RateLimit | None = None
 
     @field_validator("token")
     @classmethod

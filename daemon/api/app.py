@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -15,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import statuspage, views
-from daemon.api.auth import BearerAuth, Unauthorized
+from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
 from daemon.api.errors import error_response, http_error, validation_error
@@ -23,15 +24,16 @@ from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.clock import Clock, SystemClock
-from daemon.core.model import ProviderState
+from daemon.core.model import ProviderState, Severity
 from daemon.drills import Drills, summary
 from daemon.intake.accept import Acceptor
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import Store
+from daemon.store.base import ListFilter, Store
 
 RETRY_AFTER_S = "5"
+NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class ApiContext:
     twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
     metrics: Metrics = field(default_factory=Metrics)
     drills: Drills | None = None
+    grants: Callable[[], Mapping[str, Grant]] = dict
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -54,8 +57,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api = FastAPI(title="backchannel", version=__version__, docs_url=None, redoc_url=None)
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
-    authenticate = BearerAuth(ctx.tokens)
-    auth = Depends(authenticate.dependency)
+    authenticate = BearerAuth(ctx.tokens, ctx.grants)
+    read, admin = Depends(authenticate.require("read")), Depends(authenticate.require("admin"))
 
     @api.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
@@ -64,7 +67,34 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         return JSONResponse({"status": "ok", "provider": ctx.monitor.state.value})
 
-    @api.get("/v1/notifications/{notification_id}", tags=["notifications"], dependencies=[auth])
+    @api.get("/v1/notifications", tags=["notifications"], dependencies=[read])
+    async def list_notifications(
+        status: NotificationStatusFilter | None = None,
+        severity: Severity | None = None,
+        since: datetime | None = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """Newest first, filtered; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        if since is not None and since.tzinfo is None:
+            raise HTTPException(422, "since needs a time zone, e.g. 2026-11-27T10:00:00Z")
+        query = ListFilter(status, None if severity is None else severity.value, since, cursor, limit)
+        found = await ctx.store.search(query)
+        next_cursor = found[-1].notification.id if len(found) == limit else None
+        return {"items": [views.notification(v) for v in found], "next_cursor": next_cursor}
+
+    @api.post("/v1/notifications/{notification_id}/cancel", tags=["notifications"], dependencies=[admin])
+    async def cancel(notification_id: str) -> dict[str, Any]:
+        """Stop a notification not yet sent (pending or held); 409 if it is being sent or is finished."""
+        result = await ctx.store.cancel(notification_id, ctx.clock.now())
+        if result == "not_found":
+            raise HTTPException(404, f"no notification {notification_id}")
+        if result != "cancelled":
+            reason = "it is being sent right now" if result == "in_flight" else "it is already finished"
+            raise HTTPException(409, f"cannot cancel {notification_id}: {reason}")
+        return {"id": notification_id, "status": "cancelled"}
+
+    @api.get("/v1/notifications/{notification_id}", tags=["notifications"], dependencies=[read])
     async def get_notification(notification_id: str) -> dict[str, Any]:
         """A notification, its status and its delivery trail."""
         view = await ctx.store.notification(notification_id)
@@ -72,7 +102,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             raise HTTPException(404, f"no notification {notification_id}")
         return views.notification(view)
 
-    @api.get("/v1/status", tags=["operations"], dependencies=[auth])
+    @api.get("/v1/status", tags=["operations"], dependencies=[read])
     async def status() -> dict[str, Any]:
         """The provider's state and why, its recent transitions and checks, and the queue."""
         provider = await ctx.store.provider()
@@ -90,8 +120,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     async def status_page(request: Request) -> Response:
         """The live status page: HTTP Basic (any user, an API token as password) or a bearer token."""
         try:
-            authenticate.check(request.headers.get("authorization", ""), basic=True)
-        except Unauthorized:
+            authenticate.authorize(request.headers.get("authorization", ""), "read", basic=True)
+        except (Unauthorized, Forbidden, RateLimited):
             return error_response(
                 401,
                 "unauthorized",
@@ -100,7 +130,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             )
         return HTMLResponse(statuspage.render(await _page_data(ctx)))
 
-    @api.get("/metrics", tags=["operations"], dependencies=[auth], response_class=Response)
+    @api.get("/metrics", tags=["operations"], dependencies=[read], response_class=Response)
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
         body = ctx.metrics.render(
@@ -108,13 +138,13 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         )
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
-    @api.post("/v1/provider/override", tags=["operations"], dependencies=[auth])
+    @api.post("/v1/provider/override", tags=["operations"], dependencies=[admin])
     async def override(body: OverrideIn) -> dict[str, Any]:
         """Force the provider's state (e.g. declare an outage the checks have not seen)."""
         await ctx.monitor.force(ProviderState(body.state), body.reason)
         return {"state": ctx.monitor.state.value, "forced": body.state}
 
-    @api.delete("/v1/provider/override", tags=["operations"], dependencies=[auth])
+    @api.delete("/v1/provider/override", tags=["operations"], dependencies=[admin])
     async def release() -> dict[str, Any]:
         """Release an override; the state returns to what the checks say."""
         await ctx.monitor.release()
@@ -122,7 +152,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
 
     api.include_router(callback_router(ctx.store, ctx.twilio_accounts, ctx.clock))
     if ctx.drills is not None:
-        api.include_router(drill_router(ctx.drills, authenticate.dependency))
+        api.include_router(drill_router(ctx.drills, authenticate))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
     return BodyLimit(_Router(submit, api), ctx.max_body_bytes)

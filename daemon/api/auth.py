@@ -5,18 +5,95 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Mapping
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+
+#: what a token may do: submit notifications; read status, trails and metrics; operate (override,
+#: drills, cancel)
+SCOPES = ("send", "read", "admin")
 
 
 class Unauthorized(Exception):
     """Missing or invalid bearer token."""
 
 
+class Forbidden(Exception):
+    """The token lacks the scope this operation needs."""
+
+
+class RateLimited(Exception):
+    """The token is over its rate limit."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limit exceeded; retry in {retry_after_s:.1f}s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Grant:
+    scopes: frozenset[str] = frozenset(SCOPES)
+    #: requests per second (token bucket), None for no limit
+    per_second: float | None = None
+    burst: int = 1
+
+
+class _Buckets:
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, name: str, grant: Grant) -> None:
+        assert grant.per_second is not None
+        now = self._monotonic()
+        tokens, at = self._state.get(name, (float(grant.burst), now))
+        tokens = min(float(grant.burst), tokens + (now - at) * grant.per_second)
+        if tokens < 1:
+            self._state[name] = (tokens, now)
+            raise RateLimited((1 - tokens) / grant.per_second)
+        self._state[name] = (tokens - 1, now)
+
+
 class BearerAuth:
-    def __init__(self, tokens: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(
+        self,
+        tokens: Callable[[], Mapping[str, str]],
+        grants: Callable[[], Mapping[str, Grant]] = dict,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tokens = tokens
+        self._grants = grants
+        self._buckets = _Buckets(monotonic)
+
+    def authorize(self, authorization: str, scope: str, *, basic: bool = False) -> str:
+        """The token's name if it is valid, has ``scope`` and is within its rate limit."""
+        name = self.check(authorization, basic=basic)
+        grant = self._grants().get(name, Grant())
+        if scope not in grant.scopes:
+            raise Forbidden(f"token {name!r} lacks the {scope!r} scope")
+        if grant.per_second is not None:
+            self._buckets.take(name, grant)
+        return name
+
+    def require(self, scope: str, *, basic: bool = False) -> Callable[[Request], Awaitable[str]]:
+        """A FastAPI dependency (async, so it runs on the loop) for operations needing ``scope``."""
+
+        async def dependency(request: Request) -> str:
+            try:
+                return self.authorize(request.headers.get("authorization", ""), scope, basic=basic)
+            except Unauthorized as exc:
+                challenge = 'Basic realm="backchannel"' if basic else "Bearer"
+                raise HTTPException(401, str(exc), headers={"WWW-Authenticate": challenge}) from exc
+            except Forbidden as exc:
+                raise HTTPException(403, str(exc)) from exc
+            except RateLimited as exc:
+                retry = str(max(1, math.ceil(exc.retry_after_s)))
+                raise HTTPException(429, str(exc), headers={"Retry-After": retry}) from exc
+
+        return dependency
 
     def check(self, authorization: str, *, basic: bool = False) -> str:
         """The name of the token presented in an ``Authorization`` header, or Unauthorized.

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.api.auth import BearerAuth
 from daemon.drills import DrillError, Drills, summary
 
 
@@ -18,10 +19,10 @@ class DrillIn(BaseModel):
     routes: Annotated[list[str], Field(min_length=1)] | None = None
 
 
-def drill_router(drills: Drills, auth: Any) -> APIRouter:
-    router = APIRouter(tags=["operations"], dependencies=[Depends(auth)])
+def drill_router(drills: Drills, auth: BearerAuth) -> APIRouter:
+    router = APIRouter(tags=["operations"])
 
-    @router.post("/v1/drills", status_code=202)
+    @router.post("/v1/drills", status_code=202, dependencies=[Depends(auth.require("admin"))])
     async def start(body: DrillIn | None = None) -> dict[str, Any]:
         """Send a labelled test message through every backup channel of the chosen routes."""
         try:
@@ -30,7 +31,7 @@ def drill_router(drills: Drills, auth: Any) -> APIRouter:
             raise HTTPException(422, str(exc)) from exc
         return {"drill": drill_id, "notifications": notifications}
 
-    @router.get("/v1/drills/{drill_id}")
+    @router.get("/v1/drills/{drill_id}", dependencies=[Depends(auth.require("read"))])
     async def result(drill_id: str) -> dict[str, Any]:
         """Per channel: pending, delivered or failed (with the reason), and vendor confirmation."""
         results = await drills.results(drill_id)

@@ -46,7 +46,10 @@ async def http_error(_: Request, exc: Exception) -> JSONResponse:
         403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
+        409: "conflict",
         413: "too_large",
+        422: "invalid_request",
+        429: "rate_limited",
     }
     return error_response(
         exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})

@@ -9,13 +9,14 @@ The operation is still described in ``/openapi.json`` (see :func:`openapi_operat
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from daemon.api.auth import BearerAuth, Unauthorized
+from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import StoreUnavailable
@@ -60,9 +61,14 @@ class SubmitEndpoint:
 
     async def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
         try:
-            self._auth.check(headers.get("authorization", ""))
+            self._auth.authorize(headers.get("authorization", ""), "send")
         except Unauthorized as exc:
             return error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        except Forbidden as exc:
+            return error(403, "forbidden", str(exc))
+        except RateLimited as exc:
+            retry = str(max(1, math.ceil(exc.retry_after_s)))
+            return error(429, "rate_limited", str(exc), headers={"Retry-After": retry})
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:
@@ -172,6 +178,11 @@ def openapi_operation() -> dict[str, Any]:
                     },
                 },
                 "401": {"description": "Missing or invalid bearer token", "content": error_body},
+                "403": {"description": "The token lacks the send scope", "content": error_body},
+                "429": {
+                    "description": "The token is over its rate limit (Retry-After)",
+                    "content": error_body,
+                },
                 "413": {"description": "Body too large", "content": error_body},
                 "422": {"description": "Invalid notification", "content": error_body},
                 "503": {"description": "Draining, or the store could not commit", "content": error_body},

@@ -112,6 +112,20 @@ class Callback:
 
 
 @dataclass(frozen=True, slots=True)
+class ListFilter:
+    status: str | None = None
+    severity: str | None = None
+    since: datetime | None = None
+    #: cursor: only notifications with a smaller (older) id
+    before: str | None = None
+    limit: int = 100
+
+
+#: what cancelling found: done, or why not
+CancelResult = Literal["cancelled", "not_found", "in_flight", "finished"]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueView:
     notifications: Mapping[str, int] = field(default_factory=dict)
     deliveries: Mapping[str, int] = field(default_factory=dict)
@@ -162,6 +176,10 @@ class Store(Protocol):
     async def history(self, since: datetime) -> tuple[list[Transition], list[CheckResult]]: ...
 
     async def recent(self, limit: int) -> list[NotificationView]: ...
+
+    async def search(self, query: ListFilter) -> list[NotificationView]: ...
+
+    async def cancel(self, notification_id: str, now: datetime) -> CancelResult: ...
 
     async def latest_drill(self) -> str | None: ...
 

@@ -34,8 +34,10 @@ from daemon.store import postgres_views as views
 from daemon.store.base import (
     Accepted,
     Callback,
+    CancelResult,
     ChannelHealth,
     Claimed,
+    ListFilter,
     NewNotification,
     NotificationView,
     Outcome,
@@ -308,6 +310,26 @@ class PostgresStore:
     async def recent(self, limit: int) -> list[NotificationView]:
         """The newest notifications with their delivery trails."""
         return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", limit))
+
+    async def search(self, query: ListFilter) -> list[NotificationView]:
+        """Newest first; ``query.before`` is the cursor of the next page."""
+        params = {
+            "status": query.status,
+            "severity": query.severity,
+            "since": query.since,
+            "before": query.before,
+            "limit": query.limit,
+        }
+
+        async def read(conn: Conn) -> list[NotificationView]:
+            found = await (await conn.execute(Q["list_ids"], params)).fetchall()
+            listed = [await views.notification(conn, row["id"]) for row in found]
+            return [v for v in listed if v is not None]
+
+        return await self._read(read)
+
+    async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
+        return await self._transaction(lambda conn: tx.cancel(conn, notification_id, now))
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""

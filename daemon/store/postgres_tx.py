@@ -18,7 +18,7 @@ from psycopg.rows import DictRow
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan, mode_for
 from daemon.store import codec
-from daemon.store.base import Accepted, Callback, Claimed, NewNotification, Outcome
+from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.queries import load
 
 Conn = AsyncConnection[DictRow]
@@ -226,3 +226,18 @@ async def save_provider(
             Q["insert_event"],
             (transition.at, transition.from_state.value, transition.to_state.value, transition.cause),
         )
+
+
+async def cancel(conn: Conn, notification_id: str, now: datetime) -> CancelResult:
+    """Stop a notification that is not being sent right now; what was sent stays sent."""
+    n = await _one(conn, Q["lock_notification"], (notification_id,))
+    if n is None:
+        return "not_found"
+    if n["status"] not in ("pending", "held"):
+        return "finished"
+    states = await (await conn.execute(Q["lock_deliveries_of"], (notification_id,))).fetchall()
+    if any(s["state"] == "in_flight" for s in states):
+        return "in_flight"
+    await conn.execute(Q["supersede_pending"], (now, notification_id))
+    await conn.execute(Q["cancel_notification"], (now, notification_id))
+    return "cancelled"

@@ -24,8 +24,10 @@ from daemon.store.base import (
     Accepted,
     AttemptView,
     Callback,
+    CancelResult,
     ChannelHealth,
     Claimed,
+    ListFilter,
     NewNotification,
     NotificationView,
     Outcome,
@@ -215,6 +217,22 @@ class SqliteStore:
         rows = await self._read(lambda conn: conn.execute(Q["recent_notification_ids"], (limit,)).fetchall())
         views = [await self.notification(row[0]) for row in rows]
         return [v for v in views if v is not None]
+
+    async def search(self, query: ListFilter) -> list[NotificationView]:
+        """Newest first; ``query.before`` is the cursor of the next page."""
+        params = {
+            "status": query.status,
+            "severity": query.severity,
+            "since": None if query.since is None else codec.ts(query.since),
+            "before": query.before,
+            "limit": query.limit,
+        }
+        rows = await self._read(lambda conn: conn.execute(Q["list_ids"], params).fetchall())
+        views = [await self.notification(row[0]) for row in rows]
+        return [v for v in views if v is not None]
+
+    async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
+        return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""

@@ -10,7 +10,7 @@ from datetime import datetime
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan, mode_for
 from daemon.store import codec
-from daemon.store.base import Accepted, Callback, Claimed, NewNotification, Outcome
+from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.queries import load
 
 Q = load("sqlite")
@@ -177,3 +177,18 @@ def save_provider(
                 transition.cause,
             ),
         )
+
+
+def cancel(conn: sqlite3.Connection, notification_id: str, now: datetime) -> CancelResult:
+    """Stop a notification that is not being sent right now; what was sent stays sent."""
+    row = conn.execute(Q["reroute_check"], (notification_id,)).fetchone()
+    if row is None:
+        return "not_found"
+    if row[0] not in ("pending", "held"):
+        return "finished"
+    if row[2]:
+        return "in_flight"
+    at = codec.ts(now)
+    conn.execute(Q["supersede_pending"], (at, notification_id))
+    conn.execute(Q["cancel_notification"], (at, notification_id))
+    return "cancelled"

@@ -195,3 +195,13 @@ SELECT check_name, status, reason, latency_s, at FROM check_results WHERE at >= 
 
 -- name: recent_notification_ids
 SELECT id FROM notifications ORDER BY created_at DESC, id DESC LIMIT %s;
+
+-- name: list_ids
+SELECT id FROM notifications
+WHERE (%(status)s::text IS NULL OR status = %(status)s) AND (%(severity)s::text IS NULL OR severity = %(severity)s)
+  AND (%(since)s::timestamptz IS NULL OR created_at >= %(since)s) AND (%(before)s::text IS NULL OR id < %(before)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: cancel_notification
+UPDATE notifications SET status = 'cancelled', updated_at = %s WHERE id = %s;

@@ -159,3 +159,13 @@ SELECT check_name, status, reason, latency_s, at FROM check_results WHERE at >= 
 
 -- name: recent_notification_ids
 SELECT id FROM notifications ORDER BY created_at DESC, id DESC LIMIT ?;
+
+-- name: list_ids
+SELECT id FROM notifications
+WHERE (:status IS NULL OR status = :status) AND (:severity IS NULL OR severity = :severity)
+  AND (:since IS NULL OR created_at >= :since) AND (:before IS NULL OR id < :before)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: cancel_notification
+UPDATE notifications SET status = 'cancelled', updated_at = ? WHERE id = ?;

@@ -1,0 +1,153 @@
+"""The rest of the HTTP API: listing with filters and cursors, cancelling, token scopes, rate limits."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.app import Daemon
+from daemon.config import parse_config
+from tests.servers import SmtpServer, WebhookReceiver
+
+ADMIN, SENDER, READER, LIMITED = (
+    "admin-token-123456",
+    "sender-token-123456",
+    "reader-token-123456",
+    "limited-12345678",
+)
+SECRET = "whsec_" + base64.b64encode(b"api-complete-webhook-secret").decode()
+CONFIG = """\
+store: {{path: {store}}}
+api:
+  listen: 127.0.0.1:0
+  tokens:
+    - {{name: admin, token: "{admin}"}}
+    - {{name: ci, token: "{sender}", scopes: [send]}}
+    - {{name: grafana-board, token: "{reader}", scopes: [read]}}
+    - {{name: noisy, token: "{limited}", scopes: [send], rate_limit: {{per_second: 1, burst: 3}}}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
+  mail_from: bc@test.example
+  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "{secret}"}}
+routes:
+  - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
+  - {{match: {{}}, healthy: [email], outage: defer}}
+"""
+
+
+def client(daemon: Daemon, token: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.api_port}", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        text = CONFIG.format(
+            store=tmp_path / "o.db",
+            smtp_port=smtp.port,
+            hook_url=hook.url,
+            secret=SECRET,
+            admin=ADMIN,
+            sender=SENDER,
+            reader=READER,
+            limited=LIMITED,
+        )
+        running = Daemon(parse_config(text))
+        await running.start()
+        yield running
+        await running.stop()
+
+
+async def test_list_filters_and_pages(daemon: Daemon) -> None:
+    """GET /v1/notifications filters by status and severity and pages with a cursor, newest first."""
+    async with client(daemon, ADMIN) as api:
+        await api.post("/v1/provider/override", json={"state": "outage"})
+        batch = [{"severity": "warning", "subject": f"held {i}"} for i in range(5)]
+        await api.post("/v1/notifications", json=batch)
+        await api.post("/v1/notifications", json={"severity": "info", "subject": "other"})
+        first = (await api.get("/v1/notifications", params={"severity": "warning", "limit": 3})).json()
+        second = (
+            await api.get(
+                "/v1/notifications",
+                params={"severity": "warning", "limit": 3, "cursor": first["next_cursor"]},
+            )
+        ).json()
+        held = (await api.get("/v1/notifications", params={"status": "held"})).json()
+        future = (await api.get("/v1/notifications", params={"since": "2999-01-01T00:00:00Z"})).json()
+        bad = await api.get("/v1/notifications", params={"status": "lost"})
+    subjects = [n["subject"] for n in first["items"] + second["items"]]
+    assert subjects == [f"held {i}" for i in (4, 3, 2, 1, 0)]
+    assert second["next_cursor"] is None
+    assert len(held["items"]) == 6
+    assert future["items"] == []
+    assert bad.status_code == 422
+
+
+async def test_cancel_pending_but_not_finished(daemon: Daemon) -> None:
+    """A held notification can be cancelled (and is never sent); a delivered one cannot."""
+    async with client(daemon, ADMIN) as api:
+        await api.post("/v1/provider/override", json={"state": "outage"})
+        held = (await api.post("/v1/notifications", json={"severity": "info", "subject": "x"})).json()["id"]
+        cancelled = await api.post(f"/v1/notifications/{held}/cancel")
+        again = await api.post(f"/v1/notifications/{held}/cancel")
+        missing = await api.post("/v1/notifications/NOPE/cancel")
+        await api.delete("/v1/provider/override")
+        status = (await api.get(f"/v1/notifications/{held}")).json()["status"]
+    assert cancelled.json() == {"id": held, "status": "cancelled"}
+    assert again.status_code == 409
+    assert "already finished" in again.json()["message"]
+    assert missing.status_code == 404
+    assert status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("token", "method", "path", "allowed"),
+    [
+        (SENDER, "POST", "/v1/notifications", True),
+        (SENDER, "GET", "/v1/status", False),
+        (SENDER, "POST", "/v1/provider/override", False),
+        (READER, "GET", "/v1/status", True),
+        (READER, "GET", "/metrics", True),
+        (READER, "POST", "/v1/notifications", False),
+        (READER, "POST", "/v1/drills", False),
+    ],
+)
+async def test_token_scopes(daemon: Daemon, token: str, method: str, path: str, allowed: bool) -> None:
+    """Each token can do what its scopes allow and gets a 403 naming the missing scope otherwise."""
+    body: dict[str, Any] = (
+        {"severity": "info", "subject": "x"} if path == "/v1/notifications" else {"state": "outage"}
+    )
+    async with client(daemon, token) as api:
+        response = await api.request(method, path, json=body if method == "POST" else None)
+    if allowed:
+        assert response.status_code < 400, response.text
+    else:
+        assert response.status_code == 403
+        assert "scope" in response.json()["message"]
+
+
+async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
+    """A token over its rate limit gets 429 with Retry-After; other tokens are not affected."""
+    async with client(daemon, LIMITED) as noisy, client(daemon, SENDER) as other:
+        codes = [
+            (await noisy.post("/v1/notifications", json={"severity": "info", "subject": f"{i}"}))
+            for i in range(5)
+        ]
+        unaffected = await other.post("/v1/notifications", json={"severity": "info", "subject": "fine"})
+    assert [r.status_code for r in codes[:3]] == [202, 202, 202]
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    assert limited[0].json()["error"] == "rate_limited"
+    assert unaffected.status_code == 202
