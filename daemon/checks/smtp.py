@@ -19,6 +19,14 @@ the name does not resolve, or resolving times out  UNKNOWN
 no route to the network at all                     UNKNOWN
 =================================================  ===========
 
+With XOAUTH2 (``oauth2`` settings, :mod:`daemon.checks.oauth`) the AUTH stage presents an access
+token instead of a password; a refused token is CREDENTIALS and is dropped from the cache. A token
+endpoint that refuses the client is CREDENTIALS too; one that cannot be reached is UNKNOWN.
+
+When TLS verified the server's certificate, a certificate that expires in fewer than
+``cert_warn_days`` days is DEGRADED (mail still flows; someone must renew it before it stops).
+An expired one fails verification: DOWN.
+
 Name resolution is done here, apart from the connect, because a resolver that fails or hangs is
 most often our own network, not the provider. The TCP connect is ours too, so a silent server
 (connected, never greets) is told apart from one that cannot be reached.
@@ -33,11 +41,12 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosmtplib
 
+from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.core.model import CheckResult, CheckStatus
 
 _AUTH_CODES = frozenset({530, 534, 535})
@@ -64,6 +73,8 @@ class SmtpProbeSettings:
     verify_tls: bool = True
     ca_file: str | None = None
     helo: str | None = None
+    #: DEGRADED when the verified certificate expires in fewer days than this; 0 turns it off
+    cert_warn_days: int = 14
 
 
 def _utc_now() -> datetime:
@@ -81,6 +92,7 @@ class SmtpCheck:
         timeout_s: float,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        token_source: TokenSource | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise SmtpCheckConfigError(f"check {name}: timeout must be positive, got {timeout_s}")
@@ -97,44 +109,64 @@ class SmtpCheck:
         self._monotonic = monotonic
         self._tls_context = tls_context(settings)
         self._local_hostname = settings.helo
+        self._tokens = token_source
 
     async def run(self) -> CheckResult:
         started = self._monotonic()
-        status, reason = await self._verdict()
-        reason = redact(reason, self._settings.password)
-        return CheckResult(self.name, status, reason, self._monotonic() - started, self._clock())
+        status, reason = await self.session(lambda conversation: conversation.probe())
+        return CheckResult(self.name, status, self.redact(reason), self._monotonic() - started, self._clock())
+
+    def redact(self, reason: str) -> str:
+        return redact(reason, self._settings.password, self._tokens)
 
     async def aclose(self) -> None:
-        """Nothing is held between runs: each one opens and closes its own connection."""
+        """Each run opens and closes its own connection; only a token client may be held."""
+        if self._tokens is not None:
+            await self._tokens.aclose()
 
-    async def _verdict(self) -> Verdict:
-        conversation = _Conversation(self._settings, self._tls_context)
+    async def session(self, use: Callable[[Conversation], Awaitable[Verdict]]) -> Verdict:
+        """Open a conversation, hand it to ``use``, and turn whatever goes wrong into a verdict.
+
+        The round-trip check sends its canary through here, so both checks read failures alike.
+        """
+        conversation = Conversation(self._settings, self._tls_context, self._tokens)
         try:
             async with asyncio.timeout(self._timeout_s):
                 conversation.stage = "local hostname"
                 if self._local_hostname is None:
                     self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-                return await conversation.walk(self._local_hostname)
+                await conversation.open(self._local_hostname)
+                return await use(conversation)
         except TimeoutError:
             return timeout_verdict(conversation.stage, self._timeout_s)
         except aiosmtplib.SMTPResponseException as exc:
-            return reply_verdict(conversation.stage, exc.code, exc.message)
+            return conversation.refused(exc.code, exc.message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return conversation.refused(exc.recipients[0].code, exc.recipients[0].message)
+        except OAuthError as exc:
+            return exc.status, f"{conversation.stage}: {exc.reason}"
         except (aiosmtplib.SMTPException, OSError) as exc:
             return failure_verdict(conversation.stage, exc, self._settings)
         finally:
             conversation.close()
 
 
-class _Conversation:
+class Conversation:
     """One run's SMTP session; ``stage`` names the step in progress, for the reason."""
 
-    def __init__(self, settings: SmtpProbeSettings, tls_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, settings: SmtpProbeSettings, tls_context: ssl.SSLContext, tokens: TokenSource | None
+    ) -> None:
         self.stage = "start"
+        self.passed: list[str] = []
+        self.certificate: Verdict | None = None
         self._settings = settings
         self._tls_context = tls_context
+        self._tokens = tokens
         self._client: aiosmtplib.SMTP | None = None
 
-    async def walk(self, local_hostname: str) -> Verdict:
+    async def open(self, local_hostname: str) -> None:
+        """Connect, greet, upgrade to TLS and authenticate, as configured."""
         settings = self._settings
         client = self._client = _client(settings, local_hostname, self._tls_context)
         self.stage = "resolve"
@@ -146,22 +178,45 @@ class _Conversation:
         # client is built, the TLS context and local name are given), so the socket cannot leak:
         # from here asyncio's transport owns it and closes it on any failure.
         await client.connect(sock=sock)
-        passed = ["tls", "greeting"] if settings.tls else ["greeting"]
-        await self._step("ehlo", client.ehlo(), passed)
+        self.passed = ["tls", "greeting"] if settings.tls else ["greeting"]
+        await self.step("ehlo", client.ehlo())
         if settings.starttls and not settings.tls:
-            await self._step("starttls", client.starttls(), passed)
-            await self._step("ehlo after starttls", client.ehlo(), passed)
-        verdict = certificate_verdict(client.get_transport_info("peercert"))
+            await self.step("starttls", client.starttls())
+            await self.step("ehlo after starttls", client.ehlo())
+        peer_cert = client.get_transport_info("peercert")
+        self.certificate = certificate_verdict(peer_cert, datetime.now(UTC), settings.cert_warn_days)
         if settings.username is not None:
-            await self._step("auth", client.login(settings.username, settings.password or ""), passed)
-        await self._step("noop", client.noop(), passed)
-        await self._step("quit", client.quit(), passed)
-        return verdict or (CheckStatus.OK, "ok: " + ", ".join(passed))
+            await self.step("auth", self._authenticate(client, settings.username))
 
-    async def _step(self, stage: str, command: Awaitable[object], passed: list[str]) -> None:
+    async def probe(self) -> Verdict:
+        """The SMTP check's own ending: NOOP and QUIT, no mail sent."""
+        client = self.client
+        await self.step("noop", client.noop())
+        await self.step("quit", client.quit())
+        return self.certificate or (CheckStatus.OK, "ok: " + ", ".join(self.passed))
+
+    @property
+    def client(self) -> aiosmtplib.SMTP:
+        assert self._client is not None, "open() first"
+        return self._client
+
+    async def step(self, stage: str, command: Awaitable[object]) -> None:
         self.stage = stage
         await command
-        passed.append(stage)
+        self.passed.append(stage)
+
+    async def _authenticate(self, client: aiosmtplib.SMTP, username: str) -> None:
+        if self._tokens is None:
+            await client.login(username, self._settings.password or "")
+            return
+        await client.auth_xoauth2(username, await self._tokens.token())
+
+    def refused(self, code: int, message: str) -> Verdict:
+        """A reply refused the step in progress; a refused token is dropped from the cache."""
+        verdict = reply_verdict(self.stage, code, message)
+        if verdict[0] is CheckStatus.CREDENTIALS and self._tokens is not None:
+            self._tokens.invalidate()
+        return verdict
 
     def close(self) -> None:
         if self._client is not None:
@@ -218,14 +273,21 @@ def tls_context(settings: SmtpProbeSettings) -> ssl.SSLContext:
     return context
 
 
-def certificate_verdict(peer_cert: dict[str, Any] | None) -> Verdict | None:
-    """Room for issue 4 (certificate expiry): a verdict about the certificate TLS already accepted.
+def certificate_verdict(peer_cert: dict[str, Any] | None, now: datetime, warn_days: int) -> Verdict | None:
+    """DEGRADED when the certificate TLS already accepted expires within ``warn_days``; else None.
 
-    ``peer_cert`` is :meth:`ssl.SSLSocket.getpeercert` (empty when not verified, None without TLS).
-    Until issue 4, a certificate that passed verification needs no verdict of its own.
+    ``peer_cert`` is :meth:`ssl.SSLSocket.getpeercert`: empty when not verified (``verify_tls``
+    off, so there is nothing trustworthy to read), None without TLS.
     """
-    del peer_cert
-    return None
+    not_after = (peer_cert or {}).get("notAfter")
+    if not isinstance(not_after, str) or warn_days <= 0:
+        return None
+    expires_at = datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
+    left = expires_at - now
+    if left >= timedelta(days=warn_days):
+        return None
+    when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    return CheckStatus.DEGRADED, f"TLS certificate expires in {left.days} day(s), at {when}: renew it"
 
 
 def reply_verdict(stage: str, code: int, message: str) -> Verdict:
@@ -277,6 +339,8 @@ def _one_line(text: str) -> str:
     return line if len(line) <= _REPLY_MAX else line[: _REPLY_MAX - 1] + "…"
 
 
-def redact(reason: str, password: str | None) -> str:
-    """A server may echo what it was sent; the password never reaches a log or the store."""
-    return reason.replace(password, "***") if password else reason
+def redact(reason: str, password: str | None, tokens: TokenSource | None = None) -> str:
+    """A server may echo what it was sent; no secret ever reaches a log or the store."""
+    for secret in (password, tokens.secret if tokens is not None else None):
+        reason = reason.replace(secret, "***") if secret else reason
+    return reason

@@ -8,13 +8,18 @@ connection from :class:`Script`, which tests may change between runs::
         server.script.noop = "421 4.3.2 Shutting down"
         ...
 
+XOAUTH2 (https://developers.google.com/gmail/imap/xoauth2-protocol) is offered too: the bearer
+tokens in ``server.tokens`` are accepted, each attempt's token is in ``server.bearer_tokens``.
+
 :func:`refusing_port` gives a port on which every connection is refused, with no race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import socket
 import ssl
 from collections.abc import Iterator
@@ -42,8 +47,24 @@ class Script:
 
 
 class _Handler:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tokens: set[str], seen: list[str]) -> None:
         self._script = script
+        self._tokens = tokens
+        self._seen = seen
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """``user=U^Aauth=Bearer T^A^A``; a refusal is a 334 carrying a JSON error, then 535."""
+        initial = args[1] if len(args) > 1 else ""
+        fields = dict(
+            part.split("=", 1) for part in base64.b64decode(initial).decode().split("\x01") if "=" in part
+        )
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        self._seen.append(token)
+        if token in self._tokens:
+            return AuthResult(success=True, auth_data=fields.get("user"))
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.test/"})
+        await server.challenge_auth(error)
+        return AuthResult(success=False, handled=False)
 
     async def handle_EHLO(
         self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -88,6 +109,9 @@ class CheckSmtpServer:
         if tls != "none" and cert is None:
             raise ValueError("a TLS mode needs a certificate")
         self.script = Script()
+        #: bearer tokens XOAUTH2 accepts, and the ones presented so far
+        self.tokens: set[str] = set()
+        self.bearer_tokens: list[str] = []
         self.port = 0
         self._tls = tls
         self._context = _server_context(cert) if cert is not None else None
@@ -125,7 +149,7 @@ class CheckSmtpServer:
 
     def _smtp(self) -> SMTP:
         return SMTP(
-            _Handler(self.script),
+            _Handler(self.script, self.tokens, self.bearer_tokens),
             hostname="check.test",
             tls_context=self._context if self._tls == "starttls" else None,
             authenticator=self._authenticate if self._credentials else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,11 @@ import pytest
 import trustme
 
 from daemon.checks.base import Check
+from daemon.checks.oauth import OAuth2Config, TokenSource
 from daemon.checks.smtp import SmtpCheck, SmtpCheckConfigError, SmtpProbeSettings
 from daemon.core.model import CheckResult, CheckStatus
 from tests.integration.smtp_check_server import HOST, CheckSmtpServer, refusing_port
+from tests.integration.status_server import StatusServer, json_reply
 
 USER, PASSWORD = "probe@example.test", "s3cret-Pa55"
 #: generous for a loaded 2-core machine; only the timeout tests use short ones
@@ -211,3 +213,119 @@ def test_line_break_in_helo_is_a_config_error() -> None:
     """A HELO name that would inject a command fails at construction."""
     with pytest.raises(SmtpCheckConfigError, match=r"local_hostname .*prohibited"):
         SmtpCheck("smtp", settings(25, helo="probe.test\r\nRSET"), timeout_s=1.0)
+
+
+# --- certificate expiry ------------------------------------------------------------------------
+
+
+def expiring_cert(ca: trustme.CA, days: float) -> trustme.LeafCert:
+    return ca.issue_cert(HOST, not_after=datetime.now(UTC) + timedelta(days=days))
+
+
+async def test_certificate_expiring_soon_is_degraded(ca: trustme.CA, ca_file: str) -> None:
+    """A verified certificate with fewer than cert_warn_days left is DEGRADED, naming the date."""
+    async with CheckSmtpServer(tls="starttls", cert=expiring_cert(ca, 5.5)) as server:
+        result = await probe(server.port, starttls=True, ca_file=ca_file)
+    assert result.status is CheckStatus.DEGRADED, result.reason
+    assert result.reason.startswith("TLS certificate expires in 5 day(s), at ")
+    assert result.reason.endswith("UTC: renew it")
+
+
+async def test_certificate_with_time_left_is_ok(ca: trustme.CA, ca_file: str) -> None:
+    """A certificate beyond the warning window is OK; so is a near one with the warning off."""
+    async with CheckSmtpServer(tls="starttls", cert=expiring_cert(ca, 30)) as server:
+        far = await probe(server.port, starttls=True, ca_file=ca_file)
+    async with CheckSmtpServer(tls="starttls", cert=expiring_cert(ca, 2)) as server:
+        off = await probe(server.port, starttls=True, ca_file=ca_file, cert_warn_days=0)
+    assert (far.status, off.status) == (CheckStatus.OK, CheckStatus.OK), (far.reason, off.reason)
+
+
+async def test_unverified_certificate_expiry_is_not_judged(ca: trustme.CA) -> None:
+    """With verify_tls off the certificate's dates are not trustworthy, so they give no verdict."""
+    async with CheckSmtpServer(tls="starttls", cert=expiring_cert(ca, 1)) as server:
+        result = await probe(server.port, starttls=True, verify_tls=False)
+    assert result.status is CheckStatus.OK, result.reason
+
+
+# --- XOAUTH2 -----------------------------------------------------------------------------------
+
+CLIENT_SECRET = "client-secret-Zz9"
+
+
+@pytest.fixture
+async def token_server() -> AsyncIterator[StatusServer]:
+    async with StatusServer() as server:
+        yield server
+
+
+def token_source(server: StatusServer) -> TokenSource:
+    config = OAuth2Config(token_url=f"{server.url}/token", client_id="app-1", client_secret=CLIENT_SECRET)
+    return TokenSource(config)
+
+
+def token_reply(value: str) -> Any:
+    return json_reply({"token_type": "Bearer", "expires_in": 3599, "access_token": value})
+
+
+async def oauth_probe(port: int, tokens: TokenSource, ca_file: str, runs: int = 1) -> list[CheckResult]:
+    overrides = {"starttls": True, "ca_file": ca_file, "username": USER}
+    check = SmtpCheck("smtp", settings(port, **overrides), timeout_s=TIMEOUT_S, token_source=tokens)
+    try:
+        return [await check.run() for _ in range(runs)]
+    finally:
+        await check.aclose()
+
+
+async def test_xoauth2_token_is_fetched_once_and_accepted(
+    cert: trustme.LeafCert, ca_file: str, token_server: StatusServer
+) -> None:
+    """XOAUTH2 presents a client-credentials token; the cached token serves the next run too."""
+    token_server.serve("/token", token_reply("tok-1"))
+    async with CheckSmtpServer(tls="starttls", cert=cert) as server:
+        server.tokens.add("tok-1")
+        results = await oauth_probe(server.port, token_source(token_server), ca_file, runs=2)
+    assert [r.status for r in results] == [CheckStatus.OK, CheckStatus.OK], results[0].reason
+    assert server.bearer_tokens == ["tok-1", "tok-1"]
+    [request] = token_server.requests_to("/token")
+    assert request.form() == {
+        "grant_type": "client_credentials", "client_id": "app-1",
+        "client_secret": CLIENT_SECRET, "scope": "https://outlook.office365.com/.default",
+    }  # fmt: skip
+
+
+async def test_refused_xoauth2_token_is_credentials_and_renewed(
+    cert: trustme.LeafCert, ca_file: str, token_server: StatusServer
+) -> None:
+    """A token the server refuses is CREDENTIALS and is dropped: the next run fetches a new one."""
+    token_server.serve("/token", token_reply("tok-old"), token_reply("tok-new"))
+    async with CheckSmtpServer(tls="starttls", cert=cert) as server:
+        server.tokens.add("tok-new")
+        first, second = await oauth_probe(server.port, token_source(token_server), ca_file, runs=2)
+    assert first.status is CheckStatus.CREDENTIALS, first.reason
+    assert first.reason.startswith("auth: 535 ")
+    assert second.status is CheckStatus.OK, second.reason
+    assert server.bearer_tokens == ["tok-old", "tok-new"]
+
+
+async def test_token_endpoint_refusal_is_credentials(
+    cert: trustme.LeafCert, ca_file: str, token_server: StatusServer
+) -> None:
+    """An identity platform refusing the client (400 invalid_client) is CREDENTIALS, secret hidden."""
+    refusal = {"error": "invalid_client", "error_description": f"AADSTS7000215: bad {CLIENT_SECRET}"}
+    token_server.serve("/token", json_reply(refusal, status=400))
+    async with CheckSmtpServer(tls="starttls", cert=cert) as server:
+        [result] = await oauth_probe(server.port, token_source(token_server), ca_file)
+    assert result.status is CheckStatus.CREDENTIALS, result.reason
+    assert result.reason.startswith("auth: OAuth2 token: token refused (invalid_client: AADSTS7000215")
+    assert CLIENT_SECRET not in result.reason
+    assert server.bearer_tokens == []
+
+
+async def test_unreachable_token_endpoint_is_unknown(cert: trustme.LeafCert, ca_file: str) -> None:
+    """No token endpoint to ask says nothing about the mail provider: UNKNOWN."""
+    with refusing_port() as port:
+        config = OAuth2Config(token_url=f"http://{HOST}:{port}/token", client_id="a", client_secret="s")
+        async with CheckSmtpServer(tls="starttls", cert=cert) as server:
+            [result] = await oauth_probe(server.port, TokenSource(config), ca_file)
+    assert result.status is CheckStatus.UNKNOWN, result.reason
+    assert result.reason.startswith("auth: OAuth2 token: ")

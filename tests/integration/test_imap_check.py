@@ -1,0 +1,317 @@
+"""The IMAP check against a scriptable IMAP server on 127.0.0.1: one test per outcome.
+
+The stand-in below speaks just enough IMAP4rev1 (RFC 3501) for the check: greeting, CAPABILITY,
+STARTTLS, LOGIN, AUTHENTICATE XOAUTH2, SELECT, NOOP, LOGOUT; a real Dovecot is exercised by
+``tests/e2e``. What a real server will not do on demand (greet with BYE, never greet, refuse
+with a given response code) is what the script is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+import trustme
+
+from daemon.checks.base import Check
+from daemon.checks.imap import ImapCheck, ImapProbeSettings, Security
+from daemon.checks.oauth import OAuth2Config, TokenSource
+from daemon.core.model import CheckResult, CheckStatus
+from tests.integration.smtp_check_server import HOST, refusing_port
+from tests.integration.status_server import StatusServer, json_reply
+
+USER, PASSWORD = "probe@example.test", "imap-Pa55-word"
+TIMEOUT_S = 5.0
+
+
+@dataclass
+class ImapScript:
+    greeting: str = "* OK [CAPABILITY IMAP4rev1] stand-in ready"
+    silent: bool = False
+    #: the tagged reply to a wrong LOGIN
+    refuse: str = "NO [AUTHENTICATIONFAILED] Authentication failed."
+    select: str = "OK [READ-WRITE] SELECT completed"
+    tokens: set[str] = field(default_factory=set)
+
+
+class ImapStandIn:
+    def __init__(self, *, tls: str = "starttls", cert: trustme.LeafCert | None = None) -> None:
+        self.script = ImapScript()
+        self.bearer_tokens: list[str] = []
+        self.port = 0
+        self._tls = tls
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        if cert is not None:
+            cert.configure_cert(self._context)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> Self:
+        implicit = self._context if self._tls == "implicit" else None
+        self._server = await asyncio.start_server(self._serve, HOST, 0, ssl=implicit)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: TracebackType | None) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            if self.script.silent:
+                await reader.read()
+                return
+            await _say(writer, self.script.greeting)
+            while not self.script.greeting.startswith("* BYE") and (line := await reader.readline()):
+                if not await self._answer(line.decode().split(), reader, writer):
+                    break
+        except (ConnectionError, ssl.SSLError):
+            pass  # the client gave up: that is what some tests are about
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(
+        self, words: list[str], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        tag, command = words[0], words[1].upper()
+        if command == "CAPABILITY":
+            starttls = " STARTTLS" if self._tls == "starttls" else ""
+            await _say(writer, f"* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2{starttls}", f"{tag} OK done")
+        elif command == "STARTTLS" and self._tls == "starttls":
+            await _say(writer, f"{tag} OK Begin TLS negotiation now")
+            await writer.start_tls(self._context)
+        elif command == "LOGIN":
+            good = [w.strip('"') for w in words[2:4]] == [USER, PASSWORD]
+            await _say(writer, f"{tag} {'OK Logged in' if good else self.script.refuse}")
+        elif command == "AUTHENTICATE":
+            await self._xoauth2(tag, reader, writer)
+        elif command == "SELECT":
+            await _say(writer, "* 0 EXISTS", f"{tag} {self.script.select}")
+        elif command == "LOGOUT":
+            await _say(writer, "* BYE logging out", f"{tag} OK bye")
+            return False
+        else:
+            await _say(writer, f"{tag} BAD unknown command")
+        return True
+
+    async def _xoauth2(self, tag: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _say(writer, "+ ")
+        fields = base64.b64decode(await reader.readline()).decode().split("\x01")
+        token = next((f.removeprefix("auth=Bearer ") for f in fields if f.startswith("auth=")), "")
+        self.bearer_tokens.append(token)
+        if token in self.script.tokens:
+            await _say(writer, f"{tag} OK Authenticated")
+            return
+        error = base64.b64encode(b'{"status":"401","schemes":"bearer"}').decode()
+        await _say(writer, f"+ {error}")
+        await reader.readline()  # the client's empty answer, per the XOAUTH2 protocol
+        await _say(writer, f"{tag} NO [AUTHENTICATIONFAILED] AUTHENTICATE failed.")
+
+
+async def _say(writer: asyncio.StreamWriter, *lines: str) -> None:
+    writer.write("".join(f"{line}\r\n" for line in lines).encode())
+    await writer.drain()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def cert(ca: trustme.CA) -> trustme.LeafCert:
+    return ca.issue_cert(HOST)
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+async def server(cert: trustme.LeafCert) -> AsyncIterator[ImapStandIn]:
+    async with ImapStandIn(cert=cert) as server:
+        yield server
+
+
+async def probe(
+    port: int, ca_file: str | None, *, security: Security = "starttls", password: str = PASSWORD,
+    timeout_s: float = TIMEOUT_S, tokens: TokenSource | None = None, runs: int = 1, **overrides: Any,
+) -> list[CheckResult]:  # fmt: skip
+    settings = ImapProbeSettings(
+        HOST, USER, port, security, None if tokens else password, ca_file=ca_file, **overrides
+    )
+    check = ImapCheck("imap", settings, timeout_s=timeout_s, token_source=tokens)
+    try:
+        return [await check.run() for _ in range(runs)]
+    finally:
+        await check.aclose()
+
+
+def test_imap_check_is_a_check() -> None:
+    """ImapCheck satisfies the Check protocol the scheduler runs."""
+    assert isinstance(ImapCheck("imap", ImapProbeSettings(HOST, USER), timeout_s=1.0), Check)
+
+
+async def test_starttls_login_select_is_ok(server: ImapStandIn, ca_file: str) -> None:
+    """STARTTLS verified against the CA, LOGIN, SELECT INBOX and LOGOUT: OK, latency measured."""
+    [result] = await probe(server.port, ca_file)
+    assert result.status is CheckStatus.OK, result.reason
+    assert result.reason == "ok: logged in, INBOX selected"
+    assert 0 < result.latency_s < TIMEOUT_S
+
+
+async def test_implicit_tls_is_ok(cert: trustme.LeafCert, ca_file: str) -> None:
+    """Implicit TLS (port 993 style) is OK."""
+    async with ImapStandIn(tls="implicit", cert=cert) as server:
+        [result] = await probe(server.port, ca_file, security="tls")
+    assert result.status is CheckStatus.OK, result.reason
+
+
+async def test_authentication_failed_is_credentials(server: ImapStandIn, ca_file: str) -> None:
+    """NO [AUTHENTICATIONFAILED] to LOGIN is CREDENTIALS, and the password stays out of the reason."""
+    [result] = await probe(server.port, ca_file, password="wrong-Pa55")
+    assert result.status is CheckStatus.CREDENTIALS
+    assert result.reason.startswith("auth: [AUTHENTICATIONFAILED] Authentication failed.")
+    assert "wrong-Pa55" not in result.reason
+
+
+async def test_unavailable_at_login_is_down(server: ImapStandIn, ca_file: str) -> None:
+    """NO [UNAVAILABLE] to LOGIN is the server's trouble (RFC 5530): DOWN, not CREDENTIALS."""
+    server.script.refuse = "NO [UNAVAILABLE] Backend down"
+    [result] = await probe(server.port, ca_file, password="any")
+    assert result.status is CheckStatus.DOWN
+    assert result.reason == "auth: [UNAVAILABLE] Backend down"
+
+
+async def test_select_refused_is_down(server: ImapStandIn, ca_file: str) -> None:
+    """A mailbox that cannot be selected is DOWN."""
+    server.script.select = "NO [SERVERBUG] Internal error"
+    [result] = await probe(server.port, ca_file)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason == "select: NO [SERVERBUG] Internal error"
+
+
+async def test_bye_greeting_is_down(server: ImapStandIn, ca_file: str) -> None:
+    """A server that greets with BYE is DOWN."""
+    server.script.greeting = "* BYE Too many connections"
+    [result] = await probe(server.port, ca_file)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason.startswith("connect: ")
+    assert "Too many connections" in result.reason
+
+
+async def test_silent_server_times_out(server: ImapStandIn, ca_file: str) -> None:
+    """A server that never greets is DOWN once the run's timeout passes, not the socket's later."""
+    server.script.silent = True
+    [result] = await probe(server.port, ca_file, timeout_s=0.5)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason == "timed out after 0.5s at stage connect"
+    assert 0.45 <= result.latency_s < 3.0
+
+
+async def test_refused_connection_is_down(ca_file: str) -> None:
+    """A refused TCP connection is DOWN."""
+    with refusing_port() as port:
+        [result] = await probe(port, ca_file)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason == f"connect: connection refused by {HOST}:{port}"
+
+
+async def test_unresolvable_host_is_unknown(ca_file: str) -> None:
+    """A name that does not resolve is most often our own network: UNKNOWN."""
+    settings = ImapProbeSettings("no-such-host.invalid", USER, 993, "tls", PASSWORD, ca_file=ca_file)
+    check = ImapCheck("imap", settings, timeout_s=TIMEOUT_S)
+    result = await check.run()
+    assert result.status is CheckStatus.UNKNOWN
+    assert result.reason.startswith("connect: cannot resolve no-such-host.invalid")
+
+
+async def test_untrusted_certificate_is_down(server: ImapStandIn) -> None:
+    """A certificate that does not verify is DOWN, saying why."""
+    [result] = await probe(server.port, None)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason.startswith("starttls: TLS certificate rejected: ")
+
+
+async def test_starttls_not_offered_is_down(cert: trustme.LeafCert, ca_file: str) -> None:
+    """A server that stops offering STARTTLS is DOWN: the password is never sent in the clear."""
+    async with ImapStandIn(tls="none", cert=cert) as server:
+        [result] = await probe(server.port, ca_file)
+    assert result.status is CheckStatus.DOWN
+    assert result.reason == "starttls: TLS not supported by server"
+
+
+async def test_certificate_expiring_soon_is_degraded(ca: trustme.CA, ca_file: str) -> None:
+    """A verified certificate with fewer than cert_warn_days left is DEGRADED."""
+    soon = ca.issue_cert(HOST, not_after=datetime.now(UTC) + timedelta(days=3.5))
+    async with ImapStandIn(cert=soon) as server:
+        [result] = await probe(server.port, ca_file)
+    assert result.status is CheckStatus.DEGRADED, result.reason
+    assert result.reason.startswith("TLS certificate expires in 3 day(s)")
+
+
+@pytest.fixture
+async def token_server() -> AsyncIterator[StatusServer]:
+    async with StatusServer() as server:
+        yield server
+
+
+def token_source(server: StatusServer) -> TokenSource:
+    config = OAuth2Config(token_url=f"{server.url}/token", client_id="app", client_secret="imap-secret-1")
+    return TokenSource(config)
+
+
+def token_reply(value: str) -> Any:
+    return json_reply({"token_type": "Bearer", "expires_in": 3599, "access_token": value})
+
+
+async def test_xoauth2_is_ok_with_a_cached_token(
+    server: ImapStandIn, ca_file: str, token_server: StatusServer
+) -> None:
+    """AUTHENTICATE XOAUTH2 with a client-credentials token; two runs, one token request."""
+    token_server.serve("/token", token_reply("tok-1"))
+    server.script.tokens.add("tok-1")
+    results = await probe(server.port, ca_file, tokens=token_source(token_server), runs=2)
+    assert [r.status for r in results] == [CheckStatus.OK] * 2, results[0].reason
+    assert server.bearer_tokens == ["tok-1", "tok-1"]
+    assert len(token_server.requests_to("/token")) == 1
+
+
+async def test_refused_xoauth2_token_is_credentials_and_renewed(
+    server: ImapStandIn, ca_file: str, token_server: StatusServer
+) -> None:
+    """A refused token is CREDENTIALS and leaves the cache: the next run presents a fresh one."""
+    token_server.serve("/token", token_reply("tok-old"), token_reply("tok-new"))
+    server.script.tokens.add("tok-new")
+    first, second = await probe(server.port, ca_file, tokens=token_source(token_server), runs=2)
+    assert first.status is CheckStatus.CREDENTIALS, first.reason
+    assert first.reason.startswith("auth: [AUTHENTICATIONFAILED] AUTHENTICATE failed.")
+    assert second.status is CheckStatus.OK, second.reason
+    assert server.bearer_tokens == ["tok-old", "tok-new"]
+
+
+async def test_token_endpoint_refusal_is_credentials(
+    server: ImapStandIn, ca_file: str, token_server: StatusServer
+) -> None:
+    """The identity platform refusing the client is CREDENTIALS before any IMAP is spoken."""
+    token_server.serve("/token", json_reply({"error": "unauthorized_client"}, status=401))
+    [result] = await probe(server.port, ca_file, tokens=token_source(token_server))
+    assert result.status is CheckStatus.CREDENTIALS
+    assert result.reason.startswith("auth: OAuth2 token: token refused (unauthorized_client")
+    assert server.bearer_tokens == []
