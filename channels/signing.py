@@ -46,16 +46,24 @@ def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return f"{VERSION},{base64.b64encode(digest).decode()}"
 
 
-def sign(secret: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` header value: one ``v1,<sig>`` per secret, space-separated."""
-    secrets = [secret] if isinstance(secret, str) else list(secret)
+def secret_list(secret: str | Sequence[str]) -> tuple[str, ...]:
+    """One secret or several (a rotation) as a tuple, each checked; raise if there is none."""
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
     if not secrets:
         raise ChannelConfigError("no webhook secret to sign with")
-    return " ".join(_signature(decode_secret(s), msg_id, timestamp, body) for s in secrets)
+    for each in secrets:
+        decode_secret(each)
+    return secrets
+
+
+def sign(secret: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value: one ``v1,<sig>`` per secret, space-separated."""
+    keys = [decode_secret(s) for s in secret_list(secret)]
+    return " ".join(_signature(key, msg_id, timestamp, body) for key in keys)
 
 
 def verify(
-    secret: str,
+    secret: str | Sequence[str],
     msg_id: str,
     timestamp: int,
     body: bytes,
@@ -64,11 +72,15 @@ def verify(
     now: float,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> None:
-    """Raise :class:`SignatureError` unless one ``v1`` signature in the header matches and is fresh."""
+    """Raise :class:`SignatureError` unless a ``v1`` signature in the header is fresh and matches.
+
+    With several secrets (the receiver's side of a rotation) a match with any of them is enough.
+    """
     if abs(now - timestamp) > tolerance_s:
         raise SignatureError("webhook timestamp outside the tolerance window")
-    expected = _signature(decode_secret(secret), msg_id, timestamp, body)
-    for candidate in signature_header.split(" "):
-        if candidate.startswith(f"{VERSION},") and hmac.compare_digest(candidate.encode(), expected.encode()):
-            return
-    raise SignatureError()
+    expected = [_signature(decode_secret(s), msg_id, timestamp, body).encode() for s in secret_list(secret)]
+    offered = [c.encode() for c in signature_header.split(" ") if c.startswith(f"{VERSION},")]
+    # Compare every pair without stopping early, so timing does not tell which secret matched.
+    matches = [hmac.compare_digest(c, e) for c in offered for e in expected]
+    if not any(matches):
+        raise SignatureError()

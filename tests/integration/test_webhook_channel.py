@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import base64
+import http.server
+import logging
+import ssl
+import threading
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from standardwebhooks.webhooks import Webhook
 
-from channels.base import ChannelConfigError, ChannelError, OutboundMessage
+from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.webhook import WebhookChannel
+from channels.webhook_templates import compile_template, load_preset
 from tests.servers import ScriptedResponse, WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"a-test-secret-that-is-long-enough!").decode()
@@ -31,10 +38,11 @@ Factory = Callable[..., WebhookChannel]
 
 @pytest.fixture
 async def make() -> AsyncIterator[Factory]:
-    """Build channels that are closed after the test (an owned httpx client must be closed)."""
+    """Build channels that are closed after the test; loopback allowed (the receiver lives there)."""
     made: list[WebhookChannel] = []
 
     def factory(*args: object, **kwargs: object) -> WebhookChannel:
+        kwargs.setdefault("allow_private", True)
         made.append(WebhookChannel(*args, **kwargs))  # type: ignore[arg-type]
         return made[-1]
 
@@ -66,11 +74,11 @@ async def _failure(channel: WebhookChannel) -> ChannelError:
     return info.value
 
 
-async def test_delivers_signed_json_verified_by_reference_library(receiver: WebhookReceiver) -> None:
+async def test_delivers_signed_json_verified_by_reference_library(
+    receiver: WebhookReceiver, make: Factory
+) -> None:
     """The POST verifies with standardwebhooks and carries the documented body and headers."""
-    async with httpx.AsyncClient() as client:
-        channel = WebhookChannel("hook", receiver.url, SECRET, headers={"X-Team": "ops"}, client=client)
-        receipt = await channel.send(_message())
+    receipt = await make("hook", receiver.url, SECRET, headers={"X-Team": "ops"}).send(_message())
     [request] = await receiver.wait_for_async(1)
     body = Webhook(SECRET).verify(request.body, dict(request.headers))
     assert receipt.detail == "HTTP 200 OK"
@@ -104,12 +112,17 @@ async def test_timestamp_comes_from_the_injected_clock(receiver: WebhookReceiver
     assert request.headers["webhook-timestamp"] == str(int(NOW))
 
 
-async def test_injected_client_is_not_closed(receiver: WebhookReceiver) -> None:
-    """aclose() leaves a client it did not create open."""
-    async with httpx.AsyncClient() as client:
-        channel = WebhookChannel("hook", receiver.url, SECRET, client=client)
+async def test_injected_transport_is_not_closed(receiver: WebhookReceiver) -> None:
+    """aclose() leaves a transport it did not create usable."""
+    async with httpx.AsyncHTTPTransport() as transport:
+        channel = WebhookChannel("hook", receiver.url, SECRET, transport=transport, allow_private=True)
         await channel.aclose()
-        assert not client.is_closed
+        assert (await _send_via(transport, receiver)).detail == "HTTP 200 OK"
+
+
+async def _send_via(transport: httpx.AsyncBaseTransport, receiver: WebhookReceiver) -> Receipt:
+    channel = WebhookChannel("hook", receiver.url, SECRET, transport=transport, allow_private=True)
+    return await channel.send(_message())
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 408, 425])
@@ -226,9 +239,10 @@ async def test_secret_never_appears_in_errors(
 
 def test_bad_secret_is_a_config_error_without_the_secret() -> None:
     """An undecodable secret fails at construction and is not quoted."""
-    with pytest.raises(ChannelConfigError) as info:
-        WebhookChannel("hook", "https://example.test/hook", "whsec_%%%not-base64%%%")
-    assert "not-base64" not in str(info.value)
+    for secret in ("whsec_%%%not-base64%%%", [SECRET, "whsec_%%%not-base64%%%"]):
+        with pytest.raises(ChannelConfigError) as info:
+            WebhookChannel("hook", "https://example.test/hook", secret)
+        assert "not-base64" not in str(info.value)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.test/hook", "not a url", "https://"])
@@ -236,3 +250,236 @@ def test_unusable_url_is_a_config_error(url: str) -> None:
     """Only http(s) URLs with a host are accepted."""
     with pytest.raises(ChannelConfigError):
         WebhookChannel("hook", url, SECRET)
+
+
+# --- signing with secret rotation, headers ------------------------------------------------------
+
+OLD_SECRET = "whsec_" + base64.b64encode(b"the-old-secret-being-rotated-out").decode()
+
+
+async def test_rotation_signs_with_every_secret(receiver: WebhookReceiver, make: Factory) -> None:
+    """With two secrets the request verifies with standardwebhooks under either one."""
+    await make("hook", receiver.url, [SECRET, OLD_SECRET]).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (SECRET, OLD_SECRET):
+        assert Webhook(secret).verify(request.body, dict(request.headers))["id"] == "n-7"
+
+
+async def test_without_a_secret_nothing_is_signed(receiver: WebhookReceiver, make: Factory) -> None:
+    """No secret (a preset for a vendor that does not verify) sends the id but no signature."""
+    await make("hook", receiver.url).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    assert request.headers["webhook-id"] == "idem-7"
+    assert "webhook-signature" not in request.headers
+    assert "webhook-timestamp" not in request.headers
+
+
+async def test_custom_headers_cannot_replace_ours(receiver: WebhookReceiver, make: Factory) -> None:
+    """A configured header named like one of ours (any case) is replaced, never sent twice."""
+    headers = {"content-type": "text/plain", "WEBHOOK-ID": "forged", "Authorization": "Bearer x"}
+    await make("hook", receiver.url, SECRET, headers=headers).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["authorization"] == "Bearer x"
+    Webhook(SECRET).verify(request.body, dict(request.headers))
+
+
+# --- templates and presets over the wire ----------------------------------------------------------
+
+
+async def test_template_body_is_sent_and_signed(receiver: WebhookReceiver, make: Factory) -> None:
+    """A template's rendering is the body, and the signature covers exactly those bytes."""
+    template = compile_template('{"text": {{ ("*" ~ severity ~ "* " ~ subject) | tojson }}}')
+    await make("hook", receiver.url, SECRET, template=template).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    assert Webhook(SECRET).verify(request.body, dict(request.headers)) == {"text": "*critical* Database down"}
+
+
+async def test_template_rendering_invalid_json_is_permanent_and_sends_nothing(
+    receiver: WebhookReceiver, make: Factory
+) -> None:
+    """A body that is not JSON fails the send permanently with the reason; nothing is POSTed."""
+    channel = make("hook", receiver.url, SECRET, template=compile_template("{{ subject }}"))
+    error = await _failure(channel)
+    assert error.permanent
+    assert "not valid JSON" in str(error)
+    assert receiver.requests == []
+
+
+async def test_non_json_content_type_is_sent_as_rendered(receiver: WebhookReceiver, make: Factory) -> None:
+    """With content_type text/plain the rendering is not parsed and goes out as is."""
+    template = compile_template("[{{ severity | upper }}] {{ subject }}")
+    await make("hook", receiver.url, template=template, content_type="text/plain; charset=utf-8").send(
+        _message()
+    )
+    [request] = await receiver.wait_for_async(1)
+    assert request.body == b"[CRITICAL] Database down"
+    assert request.headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def _pagerduty(make: Factory, receiver: WebhookReceiver) -> WebhookChannel:
+    return make("pd", receiver.url, template=load_preset("pagerduty"), options={"routing_key": ROUTING_KEY})
+
+
+ROUTING_KEY = "R0ut1ngKeyR0ut1ngKeyR0ut1ngKey12"
+
+
+async def test_pagerduty_202_is_delivered(receiver: WebhookReceiver, make: Factory) -> None:
+    """PagerDuty answers 202 Accepted to an enqueued event: delivered."""
+    receiver.respond(ScriptedResponse(status=202, body=b'{"status":"success","dedup_key":"n-7"}'))
+    receipt = await _pagerduty(make, receiver).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    assert receipt.detail == "HTTP 202 Accepted"
+    event = request.json()
+    assert event["routing_key"] == ROUTING_KEY
+    assert event["dedup_key"] == "n-7"
+    assert event["event_action"] == "trigger"
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"), [(400, True), (429, False), (500, False), (502, False), (503, False)]
+)
+async def test_pagerduty_errors_map_to_its_retry_rules(
+    receiver: WebhookReceiver, make: Factory, status: int, permanent: bool
+) -> None:
+    """PagerDuty's documented rules: 400 do not retry; 429 and 5xx retry later."""
+    receiver.respond(ScriptedResponse(status=status, headers={"Retry-After": "60"}))
+    error = await _failure(_pagerduty(make, receiver))
+    assert error.permanent is permanent
+    assert error.retry_after_s == (None if permanent else 60.0)
+
+
+async def test_teams_preset_posts_an_adaptive_card(receiver: WebhookReceiver, make: Factory) -> None:
+    """The Teams preset POSTs a message whose one attachment is an Adaptive Card."""
+    await make("teams", receiver.url, template=load_preset("teams")).send(_message())
+    [request] = await receiver.wait_for_async(1)
+    [attachment] = request.json()["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert attachment["content"]["type"] == "AdaptiveCard"
+
+
+# --- secrets stay out of logs and errors -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response", [ScriptedResponse(status=500), ScriptedResponse(reset=True), ScriptedResponse(status=400)]
+)
+async def test_no_secret_reaches_the_logs(
+    receiver: WebhookReceiver, make: Factory, response: ScriptedResponse, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At DEBUG, a failing send logs neither the signing secrets, the routing key nor the URL's sig."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpcore")  # tests/conftest.py quiets it to INFO
+    receiver.respond(response)
+    url = receiver.url + "?api-version=2016-06-01&sig=UrlSignatureCanary123"
+    channel = make(
+        "pd",
+        url,
+        [SECRET, OLD_SECRET],
+        template=load_preset("pagerduty"),
+        options={"routing_key": ROUTING_KEY},
+    )
+    error = await _failure(channel)
+    await receiver.wait_for_async(1)
+    text = caplog.text + "".join(traceback.format_exception(error))
+    assert caplog.records, "httpcore logs at DEBUG, so the capture is live"
+    for secret in (SECRET, OLD_SECRET.removeprefix("whsec_"), ROUTING_KEY, "UrlSignatureCanary123"):
+        assert secret not in text
+
+
+async def test_template_error_does_not_quote_option_values(make: Factory) -> None:
+    """A template failing on an option value names the line but not the (secret) value."""
+    template = compile_template('{"n": {{ options.routing_key | int(base=10, default=none) + 1 }}}')
+    channel = make(
+        "pd", "https://hooks.example.com/x", template=template, options={"routing_key": ROUTING_KEY}
+    )
+    error = await _failure(channel)
+    assert error.permanent
+    assert ROUTING_KEY not in str(error)
+
+
+# --- TLS: verification on, CA bundle, SNI of the configured host on a pinned connection ----------
+
+
+class TlsReceiver:
+    """An HTTPS server on 127.0.0.1 with a certificate for ``hooks.test``; records SNI and requests."""
+
+    def __init__(self, cert: trustme.LeafCert) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self.server_names: list[str | None] = []
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        context.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                owner.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # keep test output quiet
+
+        return Handler
+
+    def __enter__(self) -> TlsReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_receiver(ca: trustme.CA) -> Iterator[TlsReceiver]:
+    with TlsReceiver(ca.issue_cert("hooks.test")) as server:
+        yield server
+
+
+async def _to_loopback(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"] if host == "hooks.test" else []
+
+
+async def test_tls_with_ca_bundle_verifies_the_configured_host(
+    tls_receiver: TlsReceiver, make: Factory, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """verify: <CA file> trusts that CA; the pinned connection offers SNI and Host for hooks.test."""
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    url = f"https://hooks.test:{tls_receiver.port}/in"
+    receipt = await make("hook", url, SECRET, verify=str(bundle), resolver=_to_loopback).send(_message())
+    assert receipt.detail == "HTTP 204 No Content"
+    [(path, headers, body)] = tls_receiver.requests
+    assert (path, headers["host"]) == ("/in", f"hooks.test:{tls_receiver.port}")
+    assert tls_receiver.server_names == ["hooks.test"]
+    Webhook(SECRET).verify(body, headers)
+
+
+async def test_tls_verification_is_on_by_default(tls_receiver: TlsReceiver, make: Factory) -> None:
+    """A certificate from a CA the system does not trust fails the send (transient), unsent."""
+    url = f"https://hooks.test:{tls_receiver.port}/in"
+    error = await _failure(make("hook", url, SECRET, resolver=_to_loopback))
+    assert not error.permanent
+    assert "CERTIFICATE_VERIFY_FAILED" in str(error)
+    assert tls_receiver.requests == []
+
+
+def test_unreadable_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
+    """A verify path that is not a readable CA bundle fails at construction."""
+    with pytest.raises(ChannelConfigError, match="CA bundle"):
+        WebhookChannel("hook", "https://hooks.example.com/x", SECRET, verify=str(tmp_path / "missing.pem"))

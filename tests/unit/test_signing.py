@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from channels.base import ChannelConfigError
-from channels.signing import SignatureError, decode_secret, sign, verify
+from channels.signing import SignatureError, decode_secret, secret_list, sign, verify
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER = "whsec_" + base64.b64encode(b"another-secret-of-some-length").decode()
@@ -90,3 +90,34 @@ def test_reference_library_rejects_a_signature_by_another_secret() -> None:
     headers["webhook-signature"] = sign(OTHER, "n-1", now, BODY)
     with pytest.raises(WebhookVerificationError):
         Webhook(SECRET).verify(BODY, headers)
+
+
+def test_reference_library_verifies_either_secret_during_rotation() -> None:
+    """Signed with the new and the old secret, standardwebhooks verifies under each of them."""
+    now = int(time.time())
+    headers = {"webhook-id": "n-1", "webhook-timestamp": str(now)}
+    headers["webhook-signature"] = sign([SECRET, OTHER], "n-1", now, BODY)
+    for secret in (SECRET, OTHER):
+        assert Webhook(secret).verify(BODY, headers) == {"test": 2432232314}
+
+
+def test_verify_with_several_secrets_accepts_either() -> None:
+    """A receiver mid-rotation accepts a signature made by its old or its new secret."""
+    now = int(time.time())
+    for signer in (SECRET, OTHER):
+        verify([SECRET, OTHER], "n-1", now, BODY, sign(signer, "n-1", now, BODY), now=now)
+
+
+def test_verify_with_several_secrets_rejects_a_third() -> None:
+    """A signature by a secret outside the rotation pair is refused."""
+    now = int(time.time())
+    third = "whsec_" + base64.b64encode(b"a-third-secret-nobody-configured").decode()
+    with pytest.raises(SignatureError):
+        verify([SECRET, OTHER], "n-1", now, BODY, sign(third, "n-1", now, BODY), now=now)
+
+
+def test_secret_list_checks_every_secret() -> None:
+    """One bad secret among several is a config error, raised before any signing."""
+    with pytest.raises(ChannelConfigError):
+        secret_list([SECRET, "whsec_%%%"])
+    assert secret_list(SECRET) == (SECRET,)
