@@ -30,7 +30,7 @@ provider:
   success_threshold: 3
 channels:
   email: {{type: email, to: [oncall@bench.example]}}
-  hook: {{type: webhook, url: "{hook_url}", secret: "${{BENCH_WEBHOOK_SECRET}}"}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{BENCH_WEBHOOK_SECRET}}", allow_private: true}}
 routes:
 {routes}
 """

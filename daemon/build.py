@@ -7,6 +7,7 @@ adapter; adding a channel kind means one module in ``channels/`` and one line he
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -15,6 +16,7 @@ from channels.email import EmailChannel, SmtpSettings
 from channels.slack import SlackChannel
 from channels.sms import SmsChannel
 from channels.webhook import WebhookChannel
+from channels.webhook_templates import template_for
 from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
 from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
@@ -64,9 +66,14 @@ def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     return WebhookChannel(
         name,
         cfg.url,
-        cfg.secret.get_secret_value(),
+        cfg.secret_values() or None,
         headers=cfg.headers,
         timeout_s=cfg.timeout.total_seconds(),
+        template=template_for(cfg.template, cfg.preset),
+        options=cfg.option_values(),
+        content_type=cfg.content_type,
+        verify=cfg.verify if isinstance(cfg.verify, bool) else str(cfg.verify),
+        allow_private=cfg.allow_private,
     )
 
 
@@ -183,7 +190,10 @@ def secrets_of(config: Config) -> Mapping[str, str]:
         found["provider.smtp.password"] = config.provider.smtp.password.get_secret_value()
     for name, cfg in config.channels.items():
         if isinstance(cfg, WebhookChannelConfig):
-            found[f"channels.{name}.secret"] = cfg.secret.get_secret_value()
+            for index, secret in enumerate(cfg.secret_values() + list(cfg.option_values().values())):
+                found[f"channels.{name}.secret.{index}"] = secret
+            if urlsplit(cfg.url).query:  # e.g. a Teams workflow URL carries its signature (sig=)
+                found[f"channels.{name}.url"] = cfg.url
         if isinstance(cfg, SlackChannelConfig):
             for key, value in (("token", cfg.token), ("webhook_url", cfg.webhook_url)):
                 if value is not None:

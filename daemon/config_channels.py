@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, Field, FilePath, SecretStr, model_validator
 
+from channels.webhook_templates import TemplateError, check_template, template_for
 from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
 
 
@@ -42,14 +43,50 @@ def _webhook_secret(value: SecretStr) -> SecretStr:
     return value
 
 
+WebhookSecret = Annotated[SecretStr, AfterValidator(_webhook_secret)]
+
+
 class WebhookChannelConfig(Model):
+    """A signed JSON POST (Standard Webhooks), or a templated body for another service's webhook."""
+
     type: Literal["webhook"]
     url: Annotated[str, AfterValidator(_webhook_url)]
-    secret: Annotated[SecretStr, AfterValidator(_webhook_secret)]
+    #: one secret, or several during a rotation (each signs; receivers accept any)
+    secret: WebhookSecret | list[WebhookSecret] | None = None
+    template: str | None = None
+    preset: Literal["pagerduty", "teams"] | None = None
+    #: values the template or preset reads as ``options.<name>`` (e.g. PagerDuty's routing_key)
+    options: dict[str, SecretStr] = Field(default_factory=dict)
+    content_type: str = Field("application/json", pattern=r"^[\w.+-]+/[\w.+-]+(\s*;.*)?$")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = timedelta(seconds=10)
+    #: TLS verification: on, or a CA bundle file for an internal CA
+    verify: bool | FilePath = True
+    #: allow loopback, private and link-local targets (refused by default: SSRF guard)
+    allow_private: bool = False
     concurrency: PositiveInt = 4
     retry: RetryConfig | None = None
+
+    def secret_values(self) -> list[str]:
+        items = [] if self.secret is None else self.secret if isinstance(self.secret, list) else [self.secret]
+        return [s.get_secret_value() for s in items]
+
+    def option_values(self) -> dict[str, str]:
+        return {k: v.get_secret_value() for k, v in self.options.items()}
+
+    @model_validator(mode="after")
+    def _body(self) -> WebhookChannelConfig:
+        if self.secret == []:
+            raise ValueError("secret: give at least one")
+        try:
+            template = template_for(self.template, self.preset)
+            if template is not None:
+                check_template(template, options=self.option_values(), content_type=self.content_type)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        if template is None and self.secret is None:
+            raise ValueError("without a template or preset the body is backchannel's signed JSON: set secret")
+        return self
 
 
 def _channel_name(value: str) -> str:

@@ -37,7 +37,11 @@ provider:
   success_threshold: 3
 channels:
   email: {{type: email, to: [oncall@demo.example]}}
-  incident: {{type: webhook, url: "http://127.0.0.1:{hook_port}/hook", secret: "${{DEMO_WEBHOOK_SECRET}}"}}
+  incident:
+    type: webhook
+    url: "http://127.0.0.1:{hook_port}/hook"
+    secret: "${{DEMO_WEBHOOK_SECRET}}"
+    allow_private: true            # the demo's receiver is on loopback, which is refused by default
 routes:
   - name: critical
     match: {{severity: [critical, high]}}

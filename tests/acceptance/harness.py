@@ -51,7 +51,12 @@ provider:
   success_threshold: 3
 channels:
   email: {{type: email, to: [oncall@test.example], concurrency: 4}}
-  hook: {{type: webhook, url: "{hook_url}", secret: "${{BC_WEBHOOK_SECRET}}", concurrency: 8}}
+  hook:
+    type: webhook
+    url: "{hook_url}"
+    secret: "${{BC_WEBHOOK_SECRET}}"
+    concurrency: 8
+    allow_private: true
 routes:
 {routes}
 dispatch:

@@ -37,7 +37,7 @@ provider:
   checks: [{{type: smtp, every: 1h, timeout: 2s}}]
 channels:
   email: {{type: email, to: [ops@test.example]}}
-  hook: {{type: webhook, url: "{hook_url}", secret: "{secret}"}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "{secret}", allow_private: true}}
 routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
   - {{match: {{}}, healthy: [email], outage: defer}}

@@ -49,7 +49,7 @@ channels:
     api_url: "{twilio_url}"
     status_callback: "http://127.0.0.1:{api_port}/v1/callbacks/twilio"
     pace: 50
-  hook: {{type: webhook, url: "{hook_url}", secret: "${{HOOK_SECRET}}"}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{HOOK_SECRET}}", allow_private: true}}
 routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [slack, sms, hook]}}
   - {{match: {{}}, healthy: [email], outage: defer}}

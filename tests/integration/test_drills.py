@@ -27,8 +27,8 @@ provider:
   checks: [{{type: smtp, every: 1h, timeout: 2s}}]
 channels:
   email: {{type: email, to: [ops@test.example]}}
-  incident: {{type: webhook, url: "{good}", secret: "${{SECRET}}"}}
-  legacy: {{type: webhook, url: "{gone}", secret: "${{SECRET}}"}}
+  incident: {{type: webhook, url: "{good}", secret: "${{SECRET}}", allow_private: true}}
+  legacy: {{type: webhook, url: "{gone}", secret: "${{SECRET}}", allow_private: true}}
 routes:
   - {{name: critical, match: {{severity: [critical]}}, healthy: [email], outage: [incident, legacy]}}
   - {{name: rest, match: {{}}, healthy: [email], outage: defer}}

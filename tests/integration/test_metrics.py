@@ -29,7 +29,7 @@ provider:
   success_threshold: 2
 channels:
   email: {{type: email, to: [ops@test.example]}}
-  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}"}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}", allow_private: true}}
 routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
   - {{match: {{}}, healthy: [email], outage: defer}}

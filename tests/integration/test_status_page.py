@@ -31,7 +31,7 @@ provider:
   success_threshold: 2
 channels:
   email: {{type: email, to: [ops@test.example]}}
-  incident: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}"}}
+  incident: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}", allow_private: true}}
 routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [incident]}}
   - {{match: {{}}, healthy: [email], outage: defer}}
