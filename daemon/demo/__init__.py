@@ -177,8 +177,13 @@ async def _story(
     await _until(lambda: len(provider.sink.mail) > mail_before, "held mail")
     for mail in provider.sink.mail[mail_before:]:
         say(f"  held mail delivered by EMAIL: {mail.subject}")
+    await _until(lambda: _delivered(api, held[0]), "the held notification's outcome")
     say(f"  warning notification is now {await _status(api, held[0])}")
     say("demo finished: nothing lost, critical mail went around the outage, the rest waited for recovery")
+
+
+async def _delivered(api: httpx.AsyncClient, notification_id: str) -> bool:
+    return await _status(api, notification_id) == "delivered"
 
 
 def config_threshold(daemon: Any) -> int:
