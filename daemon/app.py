@@ -21,13 +21,13 @@ from daemon.api.app import ApiContext, create_api
 from daemon.build import (
     api_grants,
     build_channels,
-    build_checks,
     build_store,
     channel_policies,
     primary_channels,
     secrets_of,
     twilio_accounts,
 )
+from daemon.build_checks import build_checks
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.core.health import Thresholds
@@ -74,10 +74,13 @@ class Daemon:
         self._twilio_accounts = twilio_accounts(config)
         self._grants = api_grants(config)
         self.store = build_store(config)
+        provider = config.provider
         thresholds = Thresholds(
-            failure=config.provider.failure_threshold, success=config.provider.success_threshold
+            failure=provider.failure_threshold,
+            success=provider.success_threshold,
+            flap=provider.flap.thresholds(),
         )
-        self.monitor = ProviderMonitor(self.store, thresholds, self._clock)
+        self.monitor = ProviderMonitor(self.store, thresholds, self._clock, provider.check_policy())
         self.channels = build_channels(config)
         self.dispatcher = self._dispatcher(config)
         if isinstance(self.store, PostgresStore):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from channels.base import Channel
 from channels.email import EmailChannel, SmtpSettings
@@ -19,7 +19,6 @@ from channels.webhook import WebhookChannel
 from channels.webhook_templates import template_for
 from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
-from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
 from daemon.config import Config
 from daemon.config_channels import (
     ChannelConfig,
@@ -31,7 +30,6 @@ from daemon.config_channels import (
 from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.dispatcher import ChannelPolicy
-from daemon.scheduler import ScheduledCheck
 from daemon.store.base import Store
 from daemon.store.postgres import PostgresStore, PostgresStoreConfig
 from daemon.store.sqlite import SqliteStore
@@ -154,55 +152,29 @@ def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
     return policies
 
 
-def build_checks(config: Config) -> list[ScheduledCheck]:
-    checks = []
-    for index, check in enumerate(config.provider.checks):
-        smtp = check.smtp or config.provider.smtp
-        probe = SmtpProbeSettings(
-            host=smtp.host,
-            port=smtp.port,
-            starttls=smtp.starttls,
-            tls=smtp.tls,
-            username=smtp.username,
-            password=None if smtp.password is None else smtp.password.get_secret_value(),
-            verify_tls=smtp.verify_tls,
-            ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
-            helo=smtp.helo,
-        )
-        name = (
-            check.name or f"{check.type}-{index}"
-            if len(config.provider.checks) > 1
-            else check.name or check.type
-        )
-        timeout_s = check.timeout.total_seconds()
-        checks.append(
-            ScheduledCheck(
-                SmtpCheck(name, probe, timeout_s=timeout_s), check.every.total_seconds(), timeout_s
-            )
-        )
-    return checks
-
-
 def secrets_of(config: Config) -> Mapping[str, str]:
-    """Every secret value in the configuration, so logging can redact them."""
-    found: dict[str, str] = {f"api.tokens.{t.name}": t.token.get_secret_value() for t in config.api.tokens}
-    if config.provider.smtp.password is not None:
-        found["provider.smtp.password"] = config.provider.smtp.password.get_secret_value()
+    """Every secret value in the configuration (each SecretStr, wherever it is), so logs redact them."""
+    found: dict[str, str] = {}
+    _collect(config, "", found)
     for name, cfg in config.channels.items():
-        if isinstance(cfg, WebhookChannelConfig):
-            for index, secret in enumerate(cfg.secret_values() + list(cfg.option_values().values())):
-                found[f"channels.{name}.secret.{index}"] = secret
-            if urlsplit(cfg.url).query:  # e.g. a Teams workflow URL carries its signature (sig=)
-                found[f"channels.{name}.url"] = cfg.url
-        if isinstance(cfg, SlackChannelConfig):
-            for key, value in (("token", cfg.token), ("webhook_url", cfg.webhook_url)):
-                if value is not None:
-                    found[f"channels.{name}.{key}"] = value.get_secret_value()
-        if isinstance(cfg, SmsChannelConfig):
-            found[f"channels.{name}.auth_token"] = cfg.auth_token.get_secret_value()
-        if isinstance(cfg, EmailChannelConfig) and cfg.smtp is not None and cfg.smtp.password is not None:
-            found[f"channels.{name}.smtp.password"] = cfg.smtp.password.get_secret_value()
+        if isinstance(cfg, WebhookChannelConfig) and urlsplit(cfg.url).query:
+            found[f"channels.{name}.url"] = cfg.url  # e.g. a Teams workflow URL carries its signature
     return found
+
+
+def _collect(value: object, path: str, found: dict[str, str]) -> None:
+    if isinstance(value, SecretStr):
+        if secret := value.get_secret_value():
+            found[path] = secret
+    elif isinstance(value, BaseModel):
+        for key in type(value).model_fields:
+            _collect(getattr(value, key), f"{path}.{key}".lstrip("."), found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _collect(item, f"{path}.{key}", found)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _collect(item, f"{path}[{index}]", found)
 
 
 def twilio_accounts(config: Config) -> list[TwilioAccount]:

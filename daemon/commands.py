@@ -132,6 +132,8 @@ def status(args: argparse.Namespace) -> int:
         f"routing: {p['mode']}"
     )
     print(f"  consecutive failures {p['consecutive_failures']}, successes {p['consecutive_successes']}")
+    for line in data.get("explain", {}).get("why", []):
+        print(f"  why: {line}")
     for c in p["checks"][:5]:
         print(f"  check {c['at']} {c['check']}: {c['status']} ({c['reason']}) {c['latency_s'] * 1000:.0f} ms")
     for e in p["events"][:5]:

@@ -34,6 +34,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import ErrorDetails
 
 from daemon.config_channels import ChannelConfig, ChannelName
+from daemon.config_checks import CheckConfig, DecidingConfig, SmtpCheckConfig, check_names, stale_after
 from daemon.configbase import (
     Duration,
     EmailAddress,
@@ -42,9 +43,9 @@ from daemon.configbase import (
     RetryConfig,
     SmtpConfig,
     format_duration,
-    positive_duration,
     split_listen,
 )
+from daemon.core.assessment import Policy
 from daemon.core.model import Severity
 from daemon.core.routing import Matcher, Route
 from daemon.intake.smtp_config import SmtpIntakeConfig
@@ -128,42 +129,16 @@ class ApiConfig(Model):
         return split_listen(self.listen)[1]
 
 
-class SmtpCheckConfig(Model):
-    type: Literal["smtp"]
-    name: str | None = None
-    every: Duration = timedelta(seconds=15)
-    timeout: Duration = timedelta(seconds=10)
-    smtp: SmtpConfig | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _timeout_fits_every(cls, data: Any) -> Any:
-        """An omitted timeout is 10s, or half of ``every`` when 10s would not fit inside it."""
-        if not isinstance(data, dict) or "timeout" in data or "every" not in data:
-            return data
-        try:
-            every = positive_duration(data["every"])
-        except ValueError:
-            return data
-        default = timedelta(seconds=10)
-        return {**data, "timeout": default if every > default else every / 2}
-
-    @field_validator("timeout")
-    @classmethod
-    def _shorter_than_every(cls, value: timedelta, info: ValidationInfo) -> timedelta:
-        every = info.data.get("every")
-        if every is not None and value >= every:
-            raise ValueError(f"must be shorter than every ({format_duration(every)})")
-        return value
+def _default_check() -> CheckConfig:
+    return SmtpCheckConfig(type="smtp")
 
 
-CheckConfig = Annotated[SmtpCheckConfig, Field(discriminator="type")]
+class ProviderConfig(DecidingConfig):
+    """The watched provider; ``quorum``, ``controls``, ``flap`` come from DecidingConfig."""
 
-
-class ProviderConfig(Model):
     name: str = Field(min_length=1)
     smtp: SmtpConfig
-    checks: list[CheckConfig] = Field(default_factory=lambda: [SmtpCheckConfig(type="smtp")], min_length=1)
+    checks: list[CheckConfig] = Field(default_factory=lambda: [_default_check()], min_length=1)
     failure_threshold: PositiveInt = 3
     success_threshold: PositiveInt = 3
     mail_from: EmailAddress | None = None
@@ -177,6 +152,20 @@ class ProviderConfig(Model):
         if "mail_from" not in data and isinstance(username, str) and "@" in username:
             return {**data, "mail_from": username}
         return data
+
+    @model_validator(mode="after")
+    def _decidable(self) -> ProviderConfig:
+        self.check_policy()  # its ValueError says what cannot work (no trigger, quorum too high)
+        names = check_names(self.checks)
+        if len(set(names)) != len(names):
+            raise ValueError(f"check names must be unique: {', '.join(names)}")
+        return self
+
+    def check_policy(self) -> Policy:
+        """The pure core's view of the checks: roles, weights, how long a result counts."""
+        return self.policy(
+            {n: (c, stale_after(c)) for n, c in zip(check_names(self.checks), self.checks, strict=True)}
+        )
 
 
 # --- routes, dispatch, the whole -------------------------------------------------------------

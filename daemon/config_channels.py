@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, FilePath, SecretStr, model_validator
+from pydantic import AfterValidator, Discriminator, Field, FilePath, SecretStr, Tag, model_validator
 
 from channels.webhook_templates import TemplateError, check_template, template_for
 from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
@@ -44,6 +44,11 @@ def _webhook_secret(value: SecretStr) -> SecretStr:
 
 
 WebhookSecret = Annotated[SecretStr, AfterValidator(_webhook_secret)]
+#: one secret, or a list during a rotation (the errors name the form that was given, not both)
+WebhookSecrets = Annotated[
+    Annotated[WebhookSecret, Tag("one")] | Annotated[list[WebhookSecret], Tag("many")],
+    Discriminator(lambda value: "many" if isinstance(value, list) else "one"),
+]
 
 
 class WebhookChannelConfig(Model):
@@ -52,7 +57,7 @@ class WebhookChannelConfig(Model):
     type: Literal["webhook"]
     url: Annotated[str, AfterValidator(_webhook_url)]
     #: one secret, or several during a rotation (each signs; receivers accept any)
-    secret: WebhookSecret | list[WebhookSecret] | None = None
+    secret: WebhookSecrets | None = None
     template: str | None = None
     preset: Literal["pagerduty", "teams"] | None = None
     #: values the template or preset reads as ``options.<name>`` (e.g. PagerDuty's routing_key)

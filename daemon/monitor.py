@@ -1,7 +1,7 @@
 """The provider monitor: feeds the pure HealthTracker, persists what it decides, acts on it.
 
 Every observation goes through one lock so transitions are decided and stored in order. A
-change of mode (healthy ↔ outage) makes the dispatcher re-plan everything not yet sent.
+change of routing mode (healthy ↔ outage) makes the dispatcher re-plan everything not yet sent.
 """
 
 from __future__ import annotations
@@ -11,18 +11,24 @@ import logging
 from collections.abc import Callable
 
 from daemon.clock import Clock
+from daemon.core.assessment import Explanation, Policy
 from daemon.core.health import HealthTracker, Thresholds, Transition
-from daemon.core.model import CheckResult, Mode, ProviderState, mode_for
+from daemon.core.model import CheckResult, Mode, ProviderState
 from daemon.store.base import Store
 
 log = logging.getLogger(__name__)
 
+#: stored results reloaded at start so a restart does not forget each check's latest word
+SEED_RESULTS = 200
+
 
 class ProviderMonitor:
-    def __init__(self, store: Store, thresholds: Thresholds, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, thresholds: Thresholds, clock: Clock, policy: Policy | None = None
+    ) -> None:
         self._store = store
         self._clock = clock
-        self._tracker = HealthTracker(thresholds)
+        self._tracker = HealthTracker(thresholds, policy=policy)
         self._lock = asyncio.Lock()
         self._mode_listeners: list[Callable[[Mode], None]] = []
         self._failure_listeners: list[Callable[[], None]] = []
@@ -35,11 +41,15 @@ class ProviderMonitor:
 
     @property
     def mode(self) -> Mode:
-        return mode_for(self._tracker.state)
+        return self._tracker.mode
 
     @property
     def tracker(self) -> HealthTracker:
         return self._tracker
+
+    def explain(self) -> Explanation:
+        """Why the state is what it is: each check's recent results and role, in words."""
+        return self._tracker.explain(self._clock.now())
 
     def on_mode_change(self, listener: Callable[[Mode], None]) -> None:
         self._mode_listeners.append(listener)
@@ -55,9 +65,10 @@ class ProviderMonitor:
         self._failure_listeners.append(listener)
 
     async def load(self) -> None:
-        """Resume the state stored by the last run."""
-        view = await self._store.provider(events=0, checks=0)
-        self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot)
+        """Resume the state stored by the last run, and each check's latest results."""
+        view = await self._store.provider(events=0, checks=SEED_RESULTS)
+        self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot, self._tracker.policy)
+        self._tracker.seed(reversed(view.checks))
         log.info(
             "provider state resumed: %s",
             self.state,
@@ -69,28 +80,37 @@ class ProviderMonitor:
             await self._store.record_check(result)
             for notify in self._check_listeners:
                 notify(result)
-            await self._commit(self._tracker.observe(result))
+            before = self._tracker.mode
+            await self._commit(self._tracker.observe(result, self._clock.now()), before)
 
     async def passive_failure(self, reason: str) -> None:
         async with self._lock:
             counted = self._tracker.snapshot.last_passive_at
-            await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason))
+            before = self._tracker.mode
+            await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason), before)
             if self._tracker.snapshot.last_passive_at != counted:
                 for listener in self._failure_listeners:
                     listener()
 
     async def force(self, state: ProviderState, reason: str) -> None:
         async with self._lock:
-            await self._commit(self._tracker.force(state, self._clock.now(), reason))
+            before = self._tracker.mode
+            await self._commit(self._tracker.force(state, self._clock.now(), reason), before)
 
     async def release(self) -> None:
         async with self._lock:
-            await self._commit(self._tracker.release(self._clock.now()))
+            before = self._tracker.mode
+            await self._commit(self._tracker.release(self._clock.now()), before)
 
-    async def _commit(self, transition: Transition | None) -> None:
+    async def _commit(self, transition: Transition | None, mode_before: Mode) -> None:
         await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
-        if transition is None:
-            return
+        if transition is not None:
+            self._announce(transition)
+        if self._tracker.mode != mode_before:
+            for listener in self._mode_listeners:
+                listener(self._tracker.mode)
+
+    def _announce(self, transition: Transition) -> None:
         for notify in self._transition_listeners:
             notify(transition)
         log.warning(
@@ -105,6 +125,3 @@ class ProviderMonitor:
                 "cause": transition.cause,
             },
         )
-        if mode_for(transition.from_state) != mode_for(transition.to_state):
-            for listener in self._mode_listeners:
-                listener(mode_for(transition.to_state))

@@ -113,6 +113,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             "provider": views.provider(ctx.provider_name, provider),
             "queue": views.queue(queue, ctx.in_flight()),
             "channels": [views.channel(c) for c in channels],
+            "explain": ctx.monitor.explain().as_dict(),
             "last_drill": await _last_drill(ctx),
         }
 

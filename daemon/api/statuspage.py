@@ -30,6 +30,7 @@ COLOURS = {
     "suspect": "#f9a825",
     "outage": "#c62828",
     "recovering": "#ef6c00",
+    "flapping": "#ad1457",
 }
 #: worst first, for a bucket with several results
 SEVERITY = ("down", "credentials", "degraded", "unknown", "ok")

@@ -40,14 +40,19 @@ def change_weight(position: int) -> float:
     return _OLDEST_WEIGHT + (position - 1) * step
 
 
-def percent_state_change(states: Sequence[Hashable]) -> float:
-    """The weighted percent state change over the last :data:`WINDOW` of ``states`` (oldest first)."""
+def percent_state_change(states: Sequence[Hashable], *, but_the_newest: bool = False) -> float:
+    """The weighted percent state change over the last :data:`WINDOW` of ``states`` (oldest first).
+
+    ``but_the_newest`` leaves the newest change out: how unsettled things were before it. A
+    recovery asks this (is the change that began the clean streak part of a pattern?), since
+    its own change would otherwise weigh 1.25 / 20 = 6.25 % on its own.
+    """
     window = list(states[-WINDOW:])
     offset = WINDOW - len(window)
-    weighted = sum(
-        change_weight(offset + index) for index in range(1, len(window)) if window[index] != window[index - 1]
-    )
-    return weighted * 100.0 / _POSSIBLE_CHANGES
+    changes = [offset + i for i in range(1, len(window)) if window[i] != window[i - 1]]
+    if but_the_newest:
+        changes = changes[:-1]
+    return sum(change_weight(position) for position in changes) * 100.0 / _POSSIBLE_CHANGES
 
 
 @dataclass(frozen=True, slots=True)

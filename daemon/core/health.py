@@ -1,24 +1,53 @@
-"""The provider's health: a pure state machine fed with check results and passive signals.
+"""The provider's health: a pure state machine fed with rounds of check results and passive signals.
 
-``healthy → suspect → outage → recovering → healthy``. Entering outage needs
-``failure_threshold`` consecutive failures; leaving it needs ``success_threshold``
-consecutive successes. A success while suspect returns to healthy; a failure while recovering
-returns to outage. An operator may force a state and release it; the natural state keeps
-evolving underneath, so a release lands wherever the evidence says.
+The natural state moves ``healthy → suspect → outage → recovering → healthy`` by rounds
+(:mod:`daemon.core.assessment`): ``failure_threshold`` failing rounds declare an outage and
+``success_threshold`` clean rounds confirm recovery, each run unbroken by contrary evidence
+(neutral rounds break no streak). A failing round while recovering returns to outage.
 
-Results that say nothing about whether mail flows (``unknown``, ``credentials``) neither count
-as failures nor as successes: they do not break a streak either way.
+Flap damping (:mod:`daemon.core.flapping`, over the failing / clean rounds) never starts an
+outage; it keeps one from ending too soon (docs/deciding.md):
+
+- a recovery also needs the last 21 rounds to hold no change but the one that began its clean
+  streak: after one outage that is at once true, in the middle of a flapping spell it is not;
+- once on the outage side, while the percent state change is above ``flap.high`` (until it falls
+  below ``flap.low``), the state shows ``flapping``: routing holds the outage side and a failing
+  round goes straight back to outage. Ops are told once when it starts and once when it stops.
+
+Two more overlays never move routing: ``unknown`` (the provider looks down and so do the control
+targets: our network; such rounds count neither way and passive failures are ignored) and
+``credentials`` (a check's login was refused; shown while routing is on email, until that check
+authenticates again).
+
+An operator may force a state and release it; the natural state keeps evolving underneath, so a
+release lands wherever the evidence says.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from daemon.core.model import CheckResult, CheckStatus, ProviderState
+from daemon.core.assessment import (
+    CheckView,
+    Explanation,
+    Policy,
+    Round,
+    Verdict,
+    assess,
+    blocking_recovery,
+    view_check,
+)
+from daemon.core.flapping import WINDOW, FlapState, FlapThresholds, percent_state_change
+from daemon.core.model import CheckResult, Mode, ProviderState, mode_for
 
-_FAILURES = frozenset({CheckStatus.DOWN})
-_SUCCESSES = frozenset({CheckStatus.OK, CheckStatus.DEGRADED})
+#: results kept per check for ``explain``
+RECENT = 10
+_OUTAGE_SIDE = frozenset({ProviderState.OUTAGE, ProviderState.RECOVERING})
+_HEALTHY_SIDE = frozenset({ProviderState.HEALTHY, ProviderState.SUSPECT})
+#: what a failing / clean round adds to the flapping history
+_SAMPLES = {Verdict.FAILING: "failing", Verdict.CLEAN: "clean"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +60,7 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class HealthSnapshot:
-    """Everything the tracker knows; stored so a restart resumes where it was."""
+    """Everything the tracker must remember across a restart."""
 
     natural: ProviderState = ProviderState.HEALTHY
     since: datetime | None = None
@@ -40,10 +69,37 @@ class HealthSnapshot:
     forced: ProviderState | None = None
     forced_reason: str | None = None
     last_passive_at: datetime | None = None
+    #: the last round blamed our own network
+    local: bool = False
+    #: checks whose latest result refused our credentials
+    credentials: tuple[str, ...] = ()
+    #: failing / clean rounds, for the percent state change
+    flap: FlapState = field(default_factory=FlapState)
+    #: routing is held on the outage side while the rounds flap
+    held: bool = False
+
+    @property
+    def routing_state(self) -> ProviderState:
+        """The natural state, or ``flapping`` while that holds routing on the outage side."""
+        return ProviderState.FLAPPING if self.held else self.natural
+
+    @property
+    def mode(self) -> Mode:
+        return mode_for(self.forced, self._natural_mode) if self.forced else self._natural_mode
+
+    @property
+    def _natural_mode(self) -> Mode:
+        return mode_for(self.routing_state)
 
     @property
     def state(self) -> ProviderState:
-        return self.forced or self.natural
+        if self.forced:
+            return self.forced
+        if self.local:
+            return ProviderState.UNKNOWN
+        if self.credentials and self._natural_mode == "healthy":
+            return ProviderState.CREDENTIALS
+        return self.routing_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +109,7 @@ class Thresholds:
     #: real-send failures count at most once per this period, so one burst of failed sends
     #: during a network blip is one failure, not ``failure_threshold`` of them
     passive_min_interval: timedelta = timedelta(seconds=5)
+    flap: FlapThresholds = field(default_factory=FlapThresholds)
 
     def __post_init__(self) -> None:
         if self.failure < 1 or self.success < 1:
@@ -60,30 +117,62 @@ class Thresholds:
 
 
 class HealthTracker:
-    def __init__(self, thresholds: Thresholds, snapshot: HealthSnapshot | None = None) -> None:
+    def __init__(
+        self, thresholds: Thresholds, snapshot: HealthSnapshot | None = None, policy: Policy | None = None
+    ) -> None:
         self.thresholds = thresholds
         self.snapshot = snapshot or HealthSnapshot()
+        self.policy = policy or Policy()
+        self.last_round: Round | None = None
+        self._recent: dict[str, tuple[CheckResult, ...]] = {}
 
     @property
     def state(self) -> ProviderState:
         return self.snapshot.state
 
-    def observe(self, result: CheckResult) -> Transition | None:
-        """Feed one check result; returns the transition it caused, if any."""
-        cause = f"{result.check}: {result.status.value}: {result.reason}"
-        if result.status in _FAILURES:
-            return self._apply(self._after_failure(), result.at, cause)
-        if result.status in _SUCCESSES:
-            return self._apply(self._after_success(), result.at, cause)
-        return None
+    @property
+    def mode(self) -> Mode:
+        """The side of the routes in force: use this, not ``mode_for(state)``, which cannot see overlays."""
+        return self.snapshot.mode
+
+    @property
+    def recent(self) -> dict[str, tuple[CheckResult, ...]]:
+        """Each check's last :data:`RECENT` results, oldest first."""
+        return dict(self._recent)
+
+    def seed(self, results: Iterable[CheckResult]) -> None:
+        """Remember results (e.g. stored before a restart) without counting any round."""
+        for result in sorted(results, key=lambda r: r.at):
+            self._remember(result)
+
+    def observe(self, result: CheckResult, now: datetime | None = None) -> Transition | None:
+        """Feed one check result; the round it completes may cause a transition.
+
+        ``now`` defaults to the result's time; pass the clock when results may arrive late.
+        """
+        self._remember(result)
+        latest = {name: results[-1] for name, results in self._recent.items()}
+        return self.observe_round(assess(self.policy, latest, result, now or result.at))
+
+    def observe_round(self, round_: Round) -> Transition | None:
+        self.last_round = round_
+        sample = _SAMPLES.get(round_.verdict)
+        flap = self.snapshot.flap
+        flap = flap if sample is None else flap.observe(sample, self.thresholds.flap)
+        local = round_.verdict == Verdict.LOCAL
+        s = replace(self.snapshot, flap=flap, local=local, credentials=round_.credentials)
+        return self._apply(self._count(s, round_.verdict), round_.at, round_.cause)
 
     def observe_passive_failure(self, at: datetime, reason: str) -> Transition | None:
-        """A real send through the provider failed in a way that implicates the provider."""
+        """A real send through the provider failed in a way that implicates the provider.
+
+        Ignored while the controls say our own network is down: that explains the failure.
+        """
         last = self.snapshot.last_passive_at
-        if last is not None and at - last < self.thresholds.passive_min_interval:
+        if self.snapshot.local or (last is not None and at - last < self.thresholds.passive_min_interval):
             return None
         self.snapshot = replace(self.snapshot, last_passive_at=at)
-        return self._apply(self._after_failure(), at, f"send failed: {reason}")
+        return self._apply(self._after_failure(self.snapshot), at, f"send failed: {reason}")
 
     def force(self, state: ProviderState, at: datetime, reason: str) -> Transition | None:
         before = self.snapshot.state
@@ -95,34 +184,105 @@ class HealthTracker:
         self.snapshot = replace(self.snapshot, forced=None, forced_reason=None)
         return self._transition(before, at, "operator override released")
 
-    def _after_failure(self) -> HealthSnapshot:
-        s, threshold = self.snapshot, self.thresholds.failure
-        if s.natural in (ProviderState.OUTAGE, ProviderState.RECOVERING):
+    def explain(self, now: datetime) -> Explanation:
+        """Why the state is what it is, and what each check said lately."""
+        names = sorted({*self.policy.checks, *self._recent})
+        checks = tuple(view_check(self.policy, n, self._recent.get(n, ()), now) for n in names)
+        return Explanation(
+            at=now,
+            state=self.state,
+            mode=self.mode,
+            since=self.snapshot.since,
+            why=(*_why(self.snapshot, self.thresholds, checks), *self._last_round_line()),
+            flap_percent=self.snapshot.flap.percent,
+            checks=checks,
+        )
+
+    def _last_round_line(self) -> tuple[str, ...]:
+        r = self.last_round
+        return () if r is None else (f"last round ({r.verdict.value}): {r.cause}",)
+
+    def _remember(self, result: CheckResult) -> None:
+        self._recent[result.check] = (*self._recent.get(result.check, ()), result)[-RECENT:]
+
+    def _count(self, s: HealthSnapshot, verdict: Verdict) -> HealthSnapshot:
+        if verdict == Verdict.FAILING:
+            return self._after_failure(s)
+        if verdict == Verdict.CLEAN:
+            return self._after_success(s)
+        if verdict == Verdict.BELOW_QUORUM and s.natural in _HEALTHY_SIDE:
+            return replace(s, natural=ProviderState.HEALTHY, failures=0)
+        if verdict == Verdict.UNCONFIRMED and s.natural in _OUTAGE_SIDE:
+            return replace(s, natural=ProviderState.OUTAGE, successes=0)
+        if verdict == Verdict.UNCONFIRMED:
+            return replace(s, successes=0)
+        return s
+
+    def _after_failure(self, s: HealthSnapshot) -> HealthSnapshot:
+        # under a flapping hold, routing is already on the outage side: one failure is enough
+        if s.natural in _OUTAGE_SIDE or s.held:
             return replace(s, natural=ProviderState.OUTAGE, failures=s.failures + 1, successes=0)
         failures = s.failures + 1
-        natural = ProviderState.OUTAGE if failures >= threshold else ProviderState.SUSPECT
+        natural = ProviderState.OUTAGE if failures >= self.thresholds.failure else ProviderState.SUSPECT
         return replace(s, natural=natural, failures=failures, successes=0)
 
-    def _after_success(self) -> HealthSnapshot:
-        s, threshold = self.snapshot, self.thresholds.success
-        if s.natural in (ProviderState.HEALTHY, ProviderState.SUSPECT):
+    def _after_success(self, s: HealthSnapshot) -> HealthSnapshot:
+        if s.natural in _HEALTHY_SIDE:
             return replace(s, natural=ProviderState.HEALTHY, failures=0, successes=s.successes + 1)
         successes = s.successes + 1
-        natural = ProviderState.HEALTHY if successes >= threshold else ProviderState.RECOVERING
+        recovered = successes >= self.thresholds.success and self._settled(s)
+        natural = ProviderState.HEALTHY if recovered else ProviderState.RECOVERING
         return replace(s, natural=natural, successes=successes, failures=0)
 
+    def _settled(self, s: HealthSnapshot) -> bool:
+        """Whether the window holds no change but the one that began this clean streak.
+
+        One outage that has ended is settled; a provider that came back in the middle of a
+        flapping spell is not, so it does not fail back only to fail over again a minute later.
+        """
+        return percent_state_change(s.flap.history, but_the_newest=True) == 0.0
+
     def _apply(self, after: HealthSnapshot, at: datetime, cause: str) -> Transition | None:
-        before = self.snapshot.state
-        changed = after.natural != self.snapshot.natural
+        prev = self.snapshot
+        # a hold starts only on the outage side, so flapping never declares an outage by itself
+        held = after.flap.flapping and (after.held or after.natural in _OUTAGE_SIDE)
+        after = replace(after, held=held) if held != after.held else after
+        changed = after.routing_state != prev.routing_state or after.state != prev.state
         self.snapshot = replace(after, since=at) if changed else after
-        return self._transition(before, at, self._explain(cause))
+        return self._transition(prev.state, at, self._cause(prev, cause))
+
+    def _cause(self, prev: HealthSnapshot, cause: str) -> str:
+        s, flap = self.snapshot, self.thresholds.flap
+        if s.local != prev.local:
+            what = "our network, not the provider: no failover" if s.local else "our network works again"
+            return f"{what}; {cause}"
+        if s.held != prev.held:
+            if s.held:
+                return (
+                    f"flapping: {s.flap.percent:.1f} % state change over the last {WINDOW} rounds "
+                    f"(above {flap.high:g} %): routing holds the outage side until it falls below "
+                    f"{flap.low:g} %; last: {cause}"
+                )
+            return f"flapping stopped: {s.flap.percent:.1f} % state change (below {flap.low:g} %); {cause}"
+        if s.natural != prev.natural:
+            return self._explain(cause)
+        if s.credentials != prev.credentials:
+            return self._credentials_cause(prev.credentials)
+        return cause
+
+    def _credentials_cause(self, before: tuple[str, ...]) -> str:
+        refused = [self._recent[name][-1] for name in self.snapshot.credentials if name in self._recent]
+        if refused:
+            lines = "; ".join(f"{r.check}: {r.reason}" for r in refused)
+            return f"credentials refused ({lines}): renew them; not an outage"
+        return f"credentials accepted again by {', '.join(before)}"
 
     def _explain(self, cause: str) -> str:
         s = self.snapshot
         if s.natural == ProviderState.OUTAGE and s.failures == self.thresholds.failure:
-            return f"{s.failures} consecutive failures; last: {cause}"
+            return f"{s.failures} failing rounds, no clean one between: {cause}"
         if s.natural == ProviderState.HEALTHY and s.successes == self.thresholds.success:
-            return f"{s.successes} consecutive successes; last: {cause}"
+            return f"{s.successes} clean rounds, no failing one between: {cause}"
         return cause
 
     def _transition(self, before: ProviderState, at: datetime, cause: str) -> Transition | None:
@@ -130,3 +290,44 @@ class HealthTracker:
         if after == before:
             return None
         return Transition(at=at, from_state=before, to_state=after, cause=cause)
+
+
+# --- explaining -------------------------------------------------------------------------------
+
+
+def _why(s: HealthSnapshot, t: Thresholds, checks: tuple[CheckView, ...]) -> list[str]:
+    why = []
+    if s.forced:
+        why.append(f"forced to {s.forced.value} by operator ({s.forced_reason}); evidence: {s.routing_state}")
+    if s.local:
+        why.append(
+            f"unknown: provider checks and controls fail together (our network): routing stays {s.mode}"
+        )
+    if s.credentials:
+        why.append(f"credentials refused by {', '.join(s.credentials)}: renew them; not an outage")
+    if s.held:
+        why.append(
+            f"flapping: {s.flap.percent:.1f} % state change over the last {WINDOW} rounds: routing holds the "
+            f"outage side until it falls below {t.flap.low:g} %"
+        )
+    why.append(_natural_line(s, t))
+    waiting = blocking_recovery(checks)
+    if s.natural in _OUTAGE_SIDE and waiting:
+        why.append(f"recovery waits for {waiting}")
+    return why
+
+
+def _natural_line(s: HealthSnapshot, t: Thresholds) -> str:
+    lines = {
+        ProviderState.HEALTHY: f"healthy: {s.successes} clean rounds since the last failing one",
+        ProviderState.SUSPECT: f"suspect: {s.failures} of {t.failure} failing rounds for an outage",
+        ProviderState.OUTAGE: f"outage: {s.failures} failing rounds (threshold {t.failure}); "
+        f"recovery needs {t.success} clean rounds",
+        ProviderState.RECOVERING: f"recovering: {s.successes} of {t.success} clean rounds for recovery",
+    }
+    if s.natural == ProviderState.RECOVERING and s.successes >= t.success:
+        return (
+            f"recovering: {s.successes} clean rounds, but the last {WINDOW} rounds still hold an earlier "
+            "change: recovery waits until they hold none but its own (flap damping)"
+        )
+    return lines.get(s.natural, s.natural.value)

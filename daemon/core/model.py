@@ -25,23 +25,41 @@ class Severity(enum.StrEnum):
 
 
 class ProviderState(enum.StrEnum):
-    """The primary email provider as the daemon sees it (see DESIGN.md)."""
+    """The primary email provider as the daemon sees it (see DESIGN.md and docs/deciding.md)."""
 
     HEALTHY = "healthy"
     SUSPECT = "suspect"
     OUTAGE = "outage"
     RECOVERING = "recovering"
+    #: the provider's checks and the control targets fail together: our own network, not the provider
+    UNKNOWN = "unknown"
+    #: the provider refuses our credentials (SMTP 535, IMAP AUTHENTICATIONFAILED): renew them
+    CREDENTIALS = "credentials"
+    #: the evidence changes too often to trust a recovery: routing holds the outage side
+    FLAPPING = "flapping"
 
 
 #: Which side of a route applies: email while the provider works, backups until recovery is confirmed.
 Mode = Literal["healthy", "outage"]
 
+#: states that say nothing about whether mail flows: routing stays on the mode in force
+_NO_VERDICT = frozenset({ProviderState.UNKNOWN, ProviderState.CREDENTIALS})
+_OUTAGE_SIDE = frozenset({ProviderState.OUTAGE, ProviderState.RECOVERING, ProviderState.FLAPPING})
 
-def mode_for(state: ProviderState) -> Mode:
-    """Suspect still routes by email; recovering still routes around it until confirmed."""
-    if state in (ProviderState.OUTAGE, ProviderState.RECOVERING):
-        return "outage"
-    return "healthy"
+
+def mode_for(state: ProviderState, in_force: Mode | None = None) -> Mode:
+    """Suspect still routes by email; recovering and flapping still route around it.
+
+    ``unknown`` (our network) and ``credentials`` (renew them) prove nothing about the provider, so
+    they keep ``in_force``, the mode of the state they overlay: a local network blip during an
+    outage must not send everything back to email, nor one while healthy fail over. Without
+    ``in_force`` they raise, rather than guess (``HealthSnapshot.mode`` knows the answer).
+    """
+    if state not in _NO_VERDICT:
+        return "outage" if state in _OUTAGE_SIDE else "healthy"
+    if in_force is None:
+        raise ValueError(f"the mode for {state.value} is the mode in force: pass in_force")
+    return in_force
 
 
 class CheckStatus(enum.StrEnum):

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from daemon.core.flapping import FlapState
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import (
     CheckResult,
@@ -101,7 +102,16 @@ def snapshot(text: str) -> HealthSnapshot:
         forced=None if data["forced"] is None else ProviderState(data["forced"]),
         forced_reason=data["forced_reason"],
         last_passive_at=maybe_dt(data["last_passive_at"]),
+        # later fields: rows written by an older release load with their defaults
+        local=data.get("local", False),
+        credentials=tuple(data.get("credentials", ())),
+        flap=_flap(data.get("flap") or {}),
+        held=data.get("held", False),
     )
+
+
+def _flap(data: Mapping[str, Any]) -> FlapState:
+    return FlapState(tuple(data.get("history", ())), data.get("percent", 0.0), data.get("flapping", False))
 
 
 def transition(row: sqlite3.Row | Mapping[str, Any]) -> Transition:

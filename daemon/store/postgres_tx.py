@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import Mode, Plan, mode_for
+from daemon.core.model import Mode, Plan
 from daemon.store import codec
 from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.queries import load
@@ -220,7 +220,7 @@ async def save_provider(
     conn: Conn, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
 ) -> None:
     state = snapshot.state
-    await conn.execute(Q["save_provider"], (state.value, mode_for(state), codec.snapshot_json(snapshot), now))
+    await conn.execute(Q["save_provider"], (state.value, snapshot.mode, codec.snapshot_json(snapshot), now))
     if transition is not None:
         await conn.execute(
             Q["insert_event"],

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import Mode, Plan, mode_for
+from daemon.core.model import Mode, Plan
 from daemon.store import codec
 from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.queries import load
@@ -165,7 +165,7 @@ def save_provider(
 ) -> None:
     state = snapshot.state
     conn.execute(
-        Q["save_provider"], (state.value, mode_for(state), codec.snapshot_json(snapshot), codec.ts(now))
+        Q["save_provider"], (state.value, snapshot.mode, codec.snapshot_json(snapshot), codec.ts(now))
     )
     if transition is not None:
         conn.execute(

@@ -188,7 +188,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         (edit("dispatch.poll", "5 minutes"), "dispatch.poll", "invalid duration '5 minutes'"),
         (edit("dispatch.lease", "0s"), "dispatch.lease", "must be positive"),
         (edit("provider.checks.0.timeout", "15s"), "provider.checks[0].timeout", "shorter than every (15s)"),
-        (edit("provider.checks.0.type", "http"), "provider.checks[0]", "'http'"),
+        (edit("provider.checks.0.type", "ping"), "provider.checks[0]", "'ping'"),
         (
             edit("provider.smtp", {"host": "h", "tls": True, "starttls": True}),
             "provider.smtp",

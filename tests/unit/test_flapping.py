@@ -1,6 +1,11 @@
-"""Flap damping: Nagios' weighted percent state change and its hysteresis."""
+"""Flap damping: Nagios' weighted percent state change, its hysteresis, and a flapping provider."""
 
 from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,6 +17,8 @@ from daemon.core.flapping import (
     is_flapping,
     percent_state_change,
 )
+from daemon.core.health import HealthTracker, Thresholds
+from daemon.core.model import CheckResult, CheckStatus, ProviderState
 
 DEFAULT = FlapThresholds()
 
@@ -116,3 +123,79 @@ def test_flap_state_holds_between_thresholds() -> None:
         state = state.observe("down", DEFAULT)
     assert state.percent > DEFAULT.low
     assert state.flapping
+
+
+def test_but_the_newest_leaves_the_newest_change_out() -> None:
+    """How unsettled things were before the newest change: zero after one steady outage."""
+    assert percent_state_change(["down"] * 15 + ["ok"] * 6, but_the_newest=True) == 0.0
+    relapse = ["down"] * 15 + ["ok", "down"] + ["ok"] * 4
+    assert percent_state_change(relapse, but_the_newest=True) == pytest.approx(
+        (change_weight(15) + change_weight(16)) * 5
+    )
+
+
+# --- a flapping provider, through the health tracker ------------------------------------------
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY_ROUNDS = 24 * 60 * 4  # a round every 15 s
+
+
+def spells(rng: random.Random, longest: int) -> Iterator[CheckStatus]:
+    """Down and up in turn, each spell 1..``longest`` rounds (15 s to ``longest`` x 15 s)."""
+    down = False
+    while True:
+        yield from [CheckStatus.DOWN if down else CheckStatus.OK] * rng.randint(1, longest)
+        down = not down
+
+
+def coin(rng: random.Random, _: int) -> Iterator[CheckStatus]:
+    """Every round down with probability 1/2: a provider that works half of the time."""
+    while True:
+        yield CheckStatus.DOWN if rng.random() < 0.5 else CheckStatus.OK
+
+
+@dataclass
+class Day:
+    failovers: int = 0
+    failbacks: int = 0
+    flapping_told: int = 0
+    calm_told: int = 0
+
+
+def live(
+    tracker: HealthTracker, statuses: Iterator[CheckStatus], rounds: int, day: Day, start: int = 0
+) -> None:
+    for i in range(start, start + rounds):
+        before = tracker.mode
+        at = T0 + timedelta(seconds=15 * i)
+        transition = tracker.observe(CheckResult("smtp", next(statuses), "sim", 0.1, at))
+        day.failovers += (before, tracker.mode) == ("healthy", "outage")
+        day.failbacks += (before, tracker.mode) == ("outage", "healthy")
+        if transition is not None:
+            day.flapping_told += transition.to_state == ProviderState.FLAPPING
+            day.calm_told += transition.from_state == ProviderState.FLAPPING
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("provider", "longest"), [(spells, 8), (spells, 3), (coin, 0)])
+def test_a_flapping_provider_over_a_virtual_day_fails_over_at_most_once(
+    provider: Callable[[random.Random, int], Iterator[CheckStatus]], longest: int, seed: int
+) -> None:
+    """A day of flapping (spells up to 2 minutes, or a coin toss per round) fails over once,
+    tells ops once that flapping started and once that it stopped, and fails back once calm."""
+    tracker, day = HealthTracker(Thresholds(failure=3, success=3)), Day()
+    live(tracker, provider(random.Random(seed), longest), DAY_ROUNDS, day)
+    assert (day.failovers, day.failbacks) == (1, 0)
+    assert tracker.state == ProviderState.FLAPPING
+    live(tracker, iter(lambda: CheckStatus.OK, None), 60, day, start=DAY_ROUNDS)
+    assert (day.failovers, day.failbacks, day.flapping_told, day.calm_told) == (1, 1, 1, 1)
+    assert tracker.state == ProviderState.HEALTHY
+
+
+def test_flapping_alone_never_declares_an_outage() -> None:
+    """Alternating rounds are 100 % flapping, but never failure_threshold failing rounds: no failover."""
+    tracker, day = HealthTracker(Thresholds(failure=3, success=3)), Day()
+    live(tracker, (CheckStatus.DOWN if i % 2 else CheckStatus.OK for i in range(1000)), 1000, day)
+    assert day.failovers == 0
+    assert tracker.snapshot.flap.flapping
+    assert tracker.mode == "healthy"
