@@ -82,7 +82,7 @@ def _graph(name: str, cfg: CheckConfig, config: Config) -> Check:
     assert isinstance(cfg, GraphCheckConfig)
     credentials = GraphCredentials(cfg.tenant, cfg.client_id, cfg.client_secret.get_secret_value())
     return GraphCheck(
-        name, credentials, service=cfg.service, graph_base=cfg.graph_url, login_base=cfg.login_url,
+        name, credentials, service=cfg.service, graph_base=cfg.graph_base, login_base=cfg.login_base,
         timeout_s=cfg.timeout.total_seconds(),
     )  # fmt: skip
 

@@ -143,8 +143,8 @@ class GraphCheckConfig(_HttpBased):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     service: str = "Exchange Online"
-    graph_url: str = "https://graph.microsoft.com"
-    login_url: str = "https://login.microsoftonline.com"
+    graph_base: str = "https://graph.microsoft.com"
+    login_base: str = "https://login.microsoftonline.com"
 
 
 class StatuspageCheckConfig(_HttpBased):
