@@ -38,7 +38,7 @@ def test_failover_and_recovery(stack: tuple[DaemonProcess, SmtpServer, WebhookRe
     until(lambda: daemon.provider_state() == "outage", what="outage")
     events = daemon.status()["provider"]["events"]
     assert events[0]["to"] == "outage"
-    assert "3 consecutive failures" in events[0]["cause"]
+    assert "3 failing rounds" in events[0]["cause"]
 
     critical = daemon.send("critical", "during: critical")
     held = daemon.send("warning", "during: warning")
@@ -51,7 +51,7 @@ def test_failover_and_recovery(stack: tuple[DaemonProcess, SmtpServer, WebhookRe
     smtp.start()
     until(lambda: daemon.provider_state() == "healthy", what="recovery")
     assert _ids(smtp.wait_for(3))[2] == held
-    assert daemon.status()["provider"]["events"][0]["cause"].startswith("3 consecutive successes")
+    assert daemon.status()["provider"]["events"][0]["cause"].startswith("3 clean rounds")
     assert len(hook.requests) == 1
 
 

@@ -106,7 +106,7 @@ async def test_status_page_shows_the_outage(tmp_path: Path) -> None:
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
     assert "exchange-online" in dom
     assert ">OUTAGE<" in dom
-    assert "2 consecutive failures" in dom
+    assert "2 failing rounds" in dom
     assert 'class="check"' in dom
     assert "Payments &lt;down&gt;" in dom
     assert "incident: delivered" in dom
