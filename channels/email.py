@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import email.policy
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -49,6 +49,9 @@ class SmtpSettings:
     verify_tls: bool = True
     ca_file: str | None = None
     helo: str | None = None
+    #: SASL XOAUTH2 instead of a password: returns a current access token for ``username``; raises
+    #: ChannelError when none can be had (https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth)
+    token: Callable[[], Awaitable[str]] | None = None
 
 
 class EmailChannel:
@@ -93,6 +96,8 @@ class EmailChannel:
         self, sender: str, recipients: Sequence[str], content: bytes
     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
         smtp = self._smtp
+        if smtp.token is not None:
+            return await self._submit_xoauth2(sender, recipients, content, smtp.token)
         return await aiosmtplib.send(
             content,
             sender=sender,
@@ -107,6 +112,18 @@ class EmailChannel:
             timeout=smtp.timeout_s,
             local_hostname=smtp.helo,
         )
+
+    async def _submit_xoauth2(
+        self, sender: str, recipients: Sequence[str], content: bytes, token: Callable[[], Awaitable[str]]
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        smtp = self._smtp
+        client = aiosmtplib.SMTP(
+            hostname=smtp.host, port=smtp.port, use_tls=smtp.tls, start_tls=smtp.starttls and not smtp.tls,
+            tls_context=self._tls_context, timeout=smtp.timeout_s, local_hostname=smtp.helo,
+        )  # fmt: skip
+        async with client:
+            await client.auth_xoauth2(smtp.username or "", await token())
+            return await client.sendmail(sender, list(recipients), content)
 
 
 def render(message: OutboundMessage, mail_from: str, recipients: Sequence[str]) -> bytes:

@@ -6,12 +6,12 @@ adapter; adding a channel kind means one module in ``channels/`` and one line he
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from channels.base import Channel
+from channels.base import Channel, ChannelError
 from channels.email import EmailChannel, SmtpSettings
 from channels.slack import SlackChannel
 from channels.sms import SmsChannel
@@ -19,6 +19,7 @@ from channels.webhook import WebhookChannel
 from channels.webhook_templates import template_for
 from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
+from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.config import Config
 from daemon.config_channels import (
     ChannelConfig,
@@ -47,7 +48,20 @@ def smtp_settings(smtp: SmtpConfig) -> SmtpSettings:
         verify_tls=smtp.verify_tls,
         ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
         helo=smtp.helo,
+        token=None if smtp.oauth2 is None else _channel_token(TokenSource(smtp.oauth2)),
     )
+
+
+def _channel_token(source: TokenSource) -> Callable[[], Awaitable[str]]:
+    """A token for the email channel; no token is a transient channel error (not the provider's fault)."""
+
+    async def token() -> str:
+        try:
+            return await source.token()
+        except OAuthError as exc:
+            raise ChannelError(f"no OAuth2 token for SMTP: {exc.reason}") from exc
+
+    return token
 
 
 def _email(name: str, cfg: ChannelConfig, config: Config) -> Channel:

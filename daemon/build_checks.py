@@ -48,8 +48,10 @@ def smtp_probe(smtp: SmtpConfig, cert_warn_days: int = 14) -> SmtpProbeSettings:
 
 def _smtp(name: str, cfg: CheckConfig, config: Config) -> Check:
     assert isinstance(cfg, SmtpCheckConfig)
-    probe = smtp_probe(cfg.smtp or config.provider.smtp, cfg.cert_warn_days)
-    return SmtpCheck(name, probe, timeout_s=cfg.timeout.total_seconds())
+    smtp = cfg.smtp or config.provider.smtp
+    tokens = None if smtp.oauth2 is None else TokenSource(smtp.oauth2)
+    probe = smtp_probe(smtp, cfg.cert_warn_days)
+    return SmtpCheck(name, probe, timeout_s=cfg.timeout.total_seconds(), token_source=tokens)
 
 
 def _mailbox(imap: ImapConfig, timeout_s: float) -> Mailbox:
@@ -68,7 +70,9 @@ def _imap(name: str, cfg: CheckConfig, config: Config) -> Check:
 def _roundtrip(name: str, cfg: CheckConfig, config: Config) -> Check:
     assert isinstance(cfg, RoundtripCheckConfig)
     timeout_s = cfg.timeout.total_seconds()
-    sender = SmtpCheck(f"{name}-send", smtp_probe(cfg.smtp or config.provider.smtp), timeout_s=timeout_s / 2)
+    smtp = cfg.smtp or config.provider.smtp
+    tokens = None if smtp.oauth2 is None else TokenSource(smtp.oauth2)
+    sender = SmtpCheck(f"{name}-send", smtp_probe(smtp), timeout_s=timeout_s / 2, token_source=tokens)
     mail_from = cfg.mail_from or config.provider.mail_from
     if mail_from is None:
         raise ValueError(f"check {name}: no mail_from and no provider.mail_from for the canary")

@@ -10,6 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -94,6 +95,38 @@ class Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+LOGIN_BASE = "https://login.microsoftonline.com"
+OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
+
+
+class OAuth2Config(Model):
+    """``oauth2:`` under an SMTP or IMAP section: authenticate with XOAUTH2 instead of a password."""
+
+    #: Entra ID tenant (id or domain); gives the token URL unless ``token_url`` is set
+    tenant: str | None = Field(None, min_length=1)
+    token_url: str | None = None
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    scope: str = OUTLOOK_SCOPE
+    #: how long the token request may take
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> OAuth2Config:
+        if (self.tenant is None) == (self.token_url is None):
+            raise ValueError("give exactly one of tenant (Microsoft Entra ID) or token_url")
+        if self.token_url is not None:
+            parts = urlsplit(self.token_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("token_url: need an absolute http(s) URL")
+        return self
+
+    def endpoint(self) -> str:
+        if self.token_url is not None:
+            return self.token_url
+        return f"{LOGIN_BASE}/{quote(self.tenant or '', safe='')}/oauth2/v2.0/token"
+
+
 class SmtpConfig(Model):
     host: str = Field(min_length=1)
     port: int = Field(587, ge=1, le=65535)
@@ -101,6 +134,8 @@ class SmtpConfig(Model):
     tls: bool = False
     username: str | None = None
     password: SecretStr | None = None
+    #: XOAUTH2 with a client-credentials token instead of a password (Microsoft 365 without basic auth)
+    oauth2: OAuth2Config | None = None
     timeout: Duration = timedelta(seconds=10)
     verify_tls: bool = True
     ca_file: Path | None = None
@@ -118,8 +153,10 @@ class SmtpConfig(Model):
     def _consistent(self) -> SmtpConfig:
         if self.tls and self.starttls:
             raise ValueError("starttls and tls are exclusive: tls is implicit TLS (port 465)")
-        if (self.username is None) != (self.password is None):
-            raise ValueError("username and password go together")
+        if self.password is not None and self.oauth2 is not None:
+            raise ValueError("give password or oauth2, not both")
+        if (self.username is None) != (self.password is None and self.oauth2 is None):
+            raise ValueError("username goes with a password or oauth2")
         return self
 
 

@@ -44,9 +44,9 @@ from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, model_validator
 
-from daemon.checks.oauth import OAuth2Config, OAuthError, TokenSource, xoauth2
+from daemon.checks.oauth import OAuthError, TokenSource, xoauth2
 from daemon.checks.smtp import SmtpCheckConfigError, SmtpProbeSettings, certificate_verdict, tls_context
-from daemon.configbase import Duration, Model
+from daemon.configbase import Duration, Model, OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 
 T = TypeVar("T")

@@ -24,18 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr, model_validator
 
-from daemon.checks._http import StatusError, checked_url, fetch, utc_now
+from daemon.checks._http import StatusError, fetch, utc_now
 from daemon.checks.graph import token_from
-from daemon.configbase import Duration, Model
+from daemon.configbase import OAuth2Config
 from daemon.core.model import CheckStatus
 
-LOGIN_BASE = "https://login.microsoftonline.com"
-OUTLOOK_SCOPE = "https://outlook.office365.com/.default"
 #: refresh this long before the token's own expiry, so a run never presents one that lapses in flight
 TOKEN_MARGIN = timedelta(minutes=2)
 
@@ -47,32 +43,6 @@ class OAuthError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.status = status
-
-
-class OAuth2Config(Model):
-    """``oauth2:`` under an SMTP or IMAP section: authenticate with XOAUTH2 instead of a password."""
-
-    #: Entra ID tenant (id or domain); gives the token URL unless ``token_url`` is set
-    tenant: str | None = Field(None, min_length=1)
-    token_url: str | None = None
-    client_id: str = Field(min_length=1)
-    client_secret: SecretStr
-    scope: str = OUTLOOK_SCOPE
-    #: how long the token request may take
-    timeout: Duration = timedelta(seconds=10)
-
-    @model_validator(mode="after")
-    def _one_endpoint(self) -> OAuth2Config:
-        if (self.tenant is None) == (self.token_url is None):
-            raise ValueError("give exactly one of tenant (Microsoft Entra ID) or token_url")
-        if self.token_url is not None:
-            checked_url(self.token_url, "token_url")
-        return self
-
-    def endpoint(self) -> str:
-        if self.token_url is not None:
-            return self.token_url
-        return f"{LOGIN_BASE}/{quote(self.tenant or '', safe='')}/oauth2/v2.0/token"
 
 
 class TokenSource:

@@ -23,7 +23,8 @@ import trustme
 
 from daemon.checks.base import Check
 from daemon.checks.imap import ImapCheck, ImapProbeSettings, Security
-from daemon.checks.oauth import OAuth2Config, TokenSource
+from daemon.checks.oauth import TokenSource
+from daemon.configbase import OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 from tests.integration.smtp_check_server import HOST, refusing_port
 from tests.integration.status_server import StatusServer, json_reply

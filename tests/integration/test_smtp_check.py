@@ -12,8 +12,9 @@ import pytest
 import trustme
 
 from daemon.checks.base import Check
-from daemon.checks.oauth import OAuth2Config, TokenSource
+from daemon.checks.oauth import TokenSource
 from daemon.checks.smtp import SmtpCheck, SmtpCheckConfigError, SmtpProbeSettings
+from daemon.configbase import OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 from tests.integration.smtp_check_server import HOST, CheckSmtpServer, refusing_port
 from tests.integration.status_server import StatusServer, json_reply
