@@ -37,6 +37,9 @@ class OutboundMessage:
     raw: bytes | None = None
     mail_from: str | None = None
     drill: bool = False
+    #: the channel's id of an earlier message about the same matter (its Receipt.remote_id), so a
+    #: follow-up (a resolved alert, say) can go into that message's thread
+    thread: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ class SlackChannel:
         """Nothing to release: the sync SDK clients open one connection per request."""
 
     def _destinations(self, message: OutboundMessage) -> list[tuple[str, str | None]]:
-        thread = message.labels.get(THREAD_LABEL) or None
+        thread = message.thread or message.labels.get(THREAD_LABEL) or None
         if thread is not None and ":" in thread:
             channel, ts = thread.split(":", 1)
             return [(channel, ts)]
@@ -178,7 +178,7 @@ class SlackChannel:
     async def _send_webhook(self, hook: WebhookClient, message: OutboundMessage) -> Receipt:
         text, blocks = render(message)
         body: dict[str, Any] = {"text": text, "blocks": blocks, "unfurl_links": False}
-        thread_ts = message.labels.get(THREAD_LABEL, "").rpartition(":")[2]
+        thread_ts = (message.thread or message.labels.get(THREAD_LABEL, "")).rpartition(":")[2]
         if thread_ts:
             body["thread_ts"] = thread_ts
         async with self._locks.setdefault("webhook", asyncio.Lock()):

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from channels.base import Channel, ChannelError, OutboundMessage, Receipt
@@ -25,6 +25,9 @@ from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+
+#: a notification that follows up another (a resolved alert) names the other's idempotency key here
+FOLLOWS_LABEL = "follows"
 
 #: the shortest time between two looks at the outbox
 MIN_PASS_INTERVAL_S = 0.005
@@ -191,6 +194,9 @@ class Dispatcher:
     async def _deliver(self, name: str, claimed: Claimed) -> None:
         started_at = self._clock.now()
         message = self._render(claimed)
+        follows = claimed.notification.labels.get(FOLLOWS_LABEL)
+        if follows:
+            message = replace(message, thread=await self._store.thread_of(follows, name))
         error: ChannelError | None = None
         try:
             receipt = await self._channels[name].send(message)

@@ -301,6 +301,15 @@ class PostgresStore:
     async def queue(self) -> QueueView:
         return await self._read(views.queue)
 
+    async def thread_of(self, idempotency_key: str, channel: str) -> str | None:
+        """The channel's id for the delivered message of the notification with that key (threads)."""
+
+        async def read(conn: Conn) -> str | None:
+            row = await (await conn.execute(Q["thread_of"], (idempotency_key, channel))).fetchone()
+            return None if row is None else str(row["remote_id"])
+
+        return await self._read(read)
+
     async def channel_health(self) -> list[ChannelHealth]:
         return await self._read(views.channel_health)
 

@@ -244,6 +244,13 @@ class SqliteStore:
         row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
         return None if row is None else str(row[0])
 
+    async def thread_of(self, idempotency_key: str, channel: str) -> str | None:
+        """The channel's id for the delivered message of the notification with that key (threads)."""
+        row = await self._read(
+            lambda conn: conn.execute(Q["thread_of"], (idempotency_key, channel)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
     async def channel_health(self) -> list[ChannelHealth]:
         rows = await self._read(lambda conn: conn.execute(Q["channel_health"]).fetchall())
         return [_health(row) for row in rows]

@@ -184,3 +184,19 @@ async def test_no_secret_in_logs_of_failing_sends(world: World, caplog: pytest.L
 
 async def _status(world: World, nid: str, status: str) -> bool:
     return bool((await world.trail(nid))["status"] == status)
+
+
+async def test_follow_up_goes_into_the_slack_thread(world: World) -> None:
+    """A notification that follows another (a resolved alert) is posted in the first one's Slack thread."""
+    first = await world.api.post(
+        "/v1/notifications", json={"severity": "critical", "subject": "firing", "idempotency_key": "alert-7"}
+    )
+    await until(lambda: _status(world, first.json()["id"], "delivered"))
+    second = await world.api.post(
+        "/v1/notifications",
+        json={"severity": "critical", "subject": "resolved", "labels": {"follows": "alert-7"}},
+    )
+    await until(lambda: _status(world, second.json()["id"], "delivered"))
+    opening, follow_up = world.slack.posts
+    assert follow_up.payload["thread_ts"] == opening.ts
+    assert follow_up.channel == opening.channel

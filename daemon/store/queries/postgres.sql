@@ -205,3 +205,8 @@ LIMIT %(limit)s;
 
 -- name: cancel_notification
 UPDATE notifications SET status = 'cancelled', updated_at = %s WHERE id = %s;
+
+-- name: thread_of
+SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE n.idempotency_key = %s AND d.channel = %s AND d.state = 'delivered' AND d.remote_id IS NOT NULL
+ORDER BY d.id DESC LIMIT 1;

@@ -169,3 +169,8 @@ LIMIT :limit;
 
 -- name: cancel_notification
 UPDATE notifications SET status = 'cancelled', updated_at = ? WHERE id = ?;
+
+-- name: thread_of
+SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE n.idempotency_key = ? AND d.channel = ? AND d.state = 'delivered' AND d.remote_id IS NOT NULL
+ORDER BY d.id DESC LIMIT 1;
