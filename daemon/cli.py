@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         config_arg(p)
         p.add_argument("--url", help="API base URL (default: from the configuration's api.listen)")
 
-    from daemon import commands
+    from daemon import commands, routes_cli
 
     config_arg(command("run", commands.run, "run the daemon in the foreground"))
     config_arg(command("check", commands.check, "validate a configuration file and summarise it"))
@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--no-wait", action="store_true", help="start the drill and print its id only")
     drill.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every result")
     command("hash-password", commands.hash_password, "hash a password for intake.smtp.users (reads stdin)")
+    routes = sub.add_parser(
+        "routes", help="test and draw the routing policy", description="test and draw the routing policy"
+    )
+    routes_sub = routes.add_subparsers(required=True, metavar="ACTION")
+    test = routes_sub.add_parser("test", help="which route and plan a notification would get")
+    config_arg(test)
+    routes_cli.add_arguments(test)
+    test.set_defaults(handler=routes_cli.routes_test)
+    show = routes_sub.add_parser("show", help="draw the route tree")
+    config_arg(show)
+    show.set_defaults(handler=routes_cli.routes_show)
     demo = command("demo", commands.demo, "run a self-contained failover and recovery demonstration")
     demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
     return parser

@@ -26,7 +26,6 @@ from pydantic import (
     SecretStr,
     Tag,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -35,6 +34,7 @@ from pydantic_core import ErrorDetails
 
 from daemon.config_channels import ChannelConfig, ChannelName
 from daemon.config_checks import CheckConfig, DecidingConfig, SmtpCheckConfig, check_names, stale_after
+from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, build_policy
 from daemon.configbase import (
     Duration,
     EmailAddress,
@@ -46,8 +46,7 @@ from daemon.configbase import (
     split_listen,
 )
 from daemon.core.assessment import Policy
-from daemon.core.model import Severity
-from daemon.core.routing import Matcher, Route
+from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.secrets import SecretResolver
 from daemon.store.postgres import PostgresStoreConfig
@@ -171,55 +170,6 @@ class ProviderConfig(DecidingConfig):
 # --- routes, dispatch, the whole -------------------------------------------------------------
 
 
-def _known_channel(value: str, info: ValidationInfo) -> str:
-    channels = info.context.get("channels") if isinstance(info.context, dict) else None
-    if channels is not None and value not in channels:
-        known = ", ".join(sorted(channels)) or "none"
-        raise ValueError(f"unknown channel {value!r} (channels: {known})")
-    return value
-
-
-def _action_tag(value: Any) -> str:
-    return "defer" if isinstance(value, str) else "channels"
-
-
-ChannelRef = Annotated[str, AfterValidator(_known_channel)]
-#: channel names tried in order, or "defer": hold until the provider's state changes
-Action = Annotated[
-    Annotated[Literal["defer"], Tag("defer")]
-    | Annotated[list[ChannelRef], Tag("channels"), Field(min_length=1)],
-    Discriminator(_action_tag),
-]
-
-
-class MatchConfig(Model):
-    severity: list[Severity] | None = Field(None, min_length=1)
-    source: list[str] | None = Field(None, min_length=1)
-    labels: dict[str, str] = Field(default_factory=dict)
-
-    def matcher(self) -> Matcher:
-        return Matcher(
-            severities=None if self.severity is None else frozenset(self.severity),
-            sources=None if self.source is None else frozenset(self.source),
-            labels=dict(self.labels),
-        )
-
-
-class RouteConfig(Model):
-    name: str | None = Field(None, min_length=1)
-    match: MatchConfig = Field(default_factory=MatchConfig)
-    healthy: Action
-    outage: Action
-
-    def route(self, index: int) -> Route:
-        return Route(
-            name=self.name or f"route-{index}",
-            matcher=self.match.matcher(),
-            healthy=None if self.healthy == "defer" else tuple(self.healthy),
-            outage=None if self.outage == "defer" else tuple(self.outage),
-        )
-
-
 class DispatchConfig(Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: PositiveInt = 4
@@ -260,6 +210,8 @@ class Config(Model):
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     drills: DrillConfig | None = None
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
+    windows: dict[str, WindowConfig] = Field(default_factory=dict)
+    directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -290,15 +242,20 @@ class Config(Model):
     @model_validator(mode="after")
     def _drilled_routes_exist(self) -> Config:
         if self.drills is not None and self.drills.routes is not None:
-            known = {route.name for route in self.policy()}
+            known = {route.name for _, route in walk(self.policy())}
             unknown = sorted(set(self.drills.routes) - known)
             if unknown:
                 raise ValueError(f"drills.routes names unknown routes: {', '.join(unknown)}")
         return self
 
+    @model_validator(mode="after")
+    def _routes_resolve(self) -> Config:
+        self.policy()  # its ValueError names an unknown window or fallback, or a repeated route name
+        return self
+
     def policy(self) -> tuple[Route, ...]:
-        """The routes as the pure core's :class:`~daemon.core.routing.Route` objects."""
-        return tuple(route.route(index) for index, route in enumerate(self.routes))
+        """The route tree as the pure core's :class:`~daemon.core.routing.Route` objects."""
+        return build_policy(self.routes, self.windows, self.directory)
 
     def api_tokens(self) -> dict[str, str]:
         """API token name to its secret value."""

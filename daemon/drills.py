@@ -16,7 +16,7 @@ from typing import Any
 
 from daemon.clock import Clock
 from daemon.core.model import Mode, Notification, Plan, Severity
-from daemon.core.routing import Route
+from daemon.core.routing import Route, walk
 from daemon.ids import new_id
 from daemon.store.base import NewNotification, NotificationView, Store
 
@@ -56,11 +56,12 @@ class Drills:
     def channels(self, route_names: Sequence[str] | None = None) -> list[str]:
         """The backup channels of the named routes (all routes when None), in plan order."""
         routes = self._routes()
-        known = {r.name for r in routes}
+        every = [route for _, route in walk(routes)]
+        known = {r.name for r in every}
         unknown = sorted(set(route_names or ()) - known)
         if unknown:
             raise DrillError(f"unknown route(s): {', '.join(unknown)} (routes: {', '.join(sorted(known))})")
-        chosen = [r for r in routes if route_names is None or r.name in route_names]
+        chosen = [r for r in every if route_names is None or r.name in route_names]
         found = dict.fromkeys(ch for r in chosen for ch in (r.outage or ()) if ch not in self._primary())
         if not found:
             raise DrillError("the chosen routes have no backup channels to drill")

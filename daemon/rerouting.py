@@ -26,7 +26,7 @@ class Rerouter:
         total = 0
         while candidates := await self._store.reroute_candidates(mode, BATCH):
             routes = self._routes()
-            plans = {n.id: plan_for(n, mode, routes) for n in candidates}
+            plans = {n.id: plan_for(n, mode, routes, self._clock.now()) for n in candidates}
             moved = await self._store.reroute(mode, plans, self._clock.now())
             total += moved
             if moved == 0:
@@ -42,7 +42,7 @@ class Rerouter:
             routes = self._routes()
             changed = {}
             for notification, current in page:
-                new = plan_for(notification, mode, routes)
+                new = plan_for(notification, mode, routes, self._clock.now())
                 if new != current:
                     changed[notification.id] = new
             if changed:

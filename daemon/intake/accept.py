@@ -50,7 +50,9 @@ class Acceptor:
         """Commit every submission durably; raises StoreUnavailable if nothing could be committed."""
         now = self._clock.now()
         routes = self._routes()
-        items = [NewNotification(n, plans_for(n, routes)) for n in (self._build(s, now) for s in submissions)]
+        items = [
+            NewNotification(n, plans_for(n, routes, now)) for n in (self._build(s, now) for s in submissions)
+        ]
         accepted = await self._store.accept(items, now)
         self._on_accepted()
         for listener in self._listeners:

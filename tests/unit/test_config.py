@@ -194,7 +194,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
             "provider.smtp",
             "starttls and tls are exclusive",
         ),
-        (edit("provider.smtp.password", ...), "provider.smtp", "username and password go together"),
+        (edit("provider.smtp.password", ...), "provider.smtp", "username goes with a password or oauth2"),
         (edit("provider.failure_threshold", 0), "provider.failure_threshold", "greater than or equal to 1"),
         (edit("provider.name", ...), "provider.name", "required"),
         (edit("api.tokens", []), "api.tokens", "at least 1"),
@@ -328,6 +328,8 @@ def test_schema_is_json_schema_for_editors() -> None:
         "dispatch",
         "drills",
         "intake",
+        "windows",
+        "directory",
     }
     every = schema["$defs"]["SmtpCheckConfig"]["properties"]["every"]
     assert (every["type"], every["default"]) == ("string", "15s")

@@ -1,0 +1,279 @@
+"""Configuration of the policy: routes (a tree), time windows and the recipient directory.
+
+Field reference: ``docs/configuration.md`` (routes) and ``docs/policies.md`` (the tree, matchers,
+windows, directory). :func:`build_policy` turns the validated models into the pure core's
+:class:`~daemon.core.routing.Route` tree, resolving window names; :func:`build_directory` does the
+same for the :class:`~daemon.core.directory.Directory`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    model_validator,
+)
+
+from daemon.configbase import Duration, EmailAddress, Model
+from daemon.core.directory import Directory, Group, Person, Rotation
+from daemon.core.model import Severity
+from daemon.core.routing import Condition, Matcher, Route
+from daemon.core.timewindows import TimeWindow, parse_clock, parse_days
+
+
+def _known_channel(value: str, info: ValidationInfo) -> str:
+    channels = info.context.get("channels") if isinstance(info.context, dict) else None
+    if channels is not None and value not in channels:
+        known = ", ".join(sorted(channels)) or "none"
+        raise ValueError(f"unknown channel {value!r} (channels: {known})")
+    return value
+
+
+def _action_tag(value: Any) -> str:
+    return "defer" if isinstance(value, str) else "channels"
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
+    return value
+
+
+def _clock(value: Any) -> time:
+    if not isinstance(value, str):
+        # YAML 1.1 reads an unquoted 08:00 as the number 480 (base 60)
+        raise ValueError('expected a quoted time such as "08:00"')
+    return parse_clock(value)
+
+
+def _condition(value: str) -> str:
+    Condition.parse(value)
+    return value
+
+
+def _e164(value: str) -> str:
+    if not (value.startswith("+") and value[1:].isdigit() and 8 <= len(value) <= 16):
+        raise ValueError(f"expected a phone number in E.164 form such as +4915112345678, got {value!r}")
+    return value
+
+
+ChannelRef = Annotated[str, AfterValidator(_known_channel)]
+#: channel names tried in order, or "defer": hold until the provider's state changes
+Action = Annotated[
+    Annotated[Literal["defer"], Tag("defer")]
+    | Annotated[list[ChannelRef], Tag("channels"), Field(min_length=1)],
+    Discriminator(_action_tag),
+]
+TimeZoneName = Annotated[str, AfterValidator(_zone)]
+ClockTime = Annotated[time, BeforeValidator(_clock)]
+MatcherText = Annotated[str, AfterValidator(_condition)]
+Phone = Annotated[str, AfterValidator(_e164)]
+
+
+# --- windows ------------------------------------------------------------------------------------
+
+
+class WindowConfig(Model):
+    """Weekdays and a span of local time.
+
+    ``{timezone: Europe/Berlin, days: [mon-fri], from: "08:00", to: "18:00"}``
+    """
+
+    timezone: TimeZoneName = "UTC"
+    days: list[str] = Field(default_factory=lambda: ["mon-sun"], min_length=1)
+    from_: ClockTime = Field(time(0), alias="from")
+    to: ClockTime = time(0)
+
+    def window(self, name: str) -> TimeWindow:
+        return TimeWindow(name, ZoneInfo(self.timezone), parse_days(self.days), self.from_, self.to)
+
+    @model_validator(mode="after")
+    def _known_days(self) -> WindowConfig:
+        parse_days(self.days)  # its ValueError names the bad day
+        return self
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+class MatchConfig(Model):
+    severity: list[Severity] | None = Field(None, min_length=1)
+    source: list[str] | None = Field(None, min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    #: Alertmanager-style: ``team=~db|infra``, ``severity!=info``, ``recipient=ops@example.com``
+    matchers: list[MatcherText] = Field(default_factory=list)
+
+    def matcher(self) -> Matcher:
+        return Matcher(
+            severities=None if self.severity is None else frozenset(self.severity),
+            sources=None if self.source is None else frozenset(self.source),
+            labels=dict(self.labels),
+            conditions=tuple(Condition.parse(m) for m in self.matchers),
+        )
+
+
+class ChildRouteConfig(Model):
+    """A nested route: tried only once its parent matched; omitted actions are the parent's."""
+
+    name: str | None = Field(None, min_length=1)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    healthy: Action | None = None
+    outage: Action | None = None
+    unknown: Action | None = None
+    credentials: Action | None = None
+    continue_: bool = Field(False, alias="continue")
+    routes: list[ChildRouteConfig] = Field(default_factory=list)
+    active_in: list[str] = Field(default_factory=list)
+    muted_in: list[str] = Field(default_factory=list)
+    #: severities that still take this route inside its muted_in windows
+    mute_exempt: list[Severity] = Field(default_factory=list)
+    #: a directory person or group for recipients the directory does not know
+    fallback: str | None = None
+
+    def route(
+        self, index: int, windows: Mapping[str, TimeWindow] | None = None, parent: Route | None = None
+    ) -> Route:
+        name = self.name or (f"{parent.name}/{index}" if parent else f"route-{index}")
+        route = Route(
+            name=name,
+            matcher=self.match.matcher(),
+            healthy=_action(self.healthy, parent.healthy if parent else None),
+            outage=_action(self.outage, parent.outage if parent else None),
+            unknown=_action(self.unknown, parent.unknown if parent else "inherit"),
+            credentials=_action(self.credentials, parent.credentials if parent else "inherit"),
+            continue_=self.continue_,
+            active_in=_windows(self.active_in, windows or {}),
+            muted_in=_windows(self.muted_in, windows or {}),
+            mute_exempt=frozenset(self.mute_exempt),
+            fallback=self.fallback or (parent.fallback if parent else None),
+        )
+        children = tuple(c.route(i, windows, route) for i, c in enumerate(self.routes))
+        return dataclasses.replace(route, routes=children)
+
+
+class RouteConfig(ChildRouteConfig):
+    """A top-level route: both main actions are required."""
+
+    healthy: Action
+    outage: Action
+
+
+def _action(value: Any, inherited: Any) -> Any:
+    if value is None:
+        return inherited
+    return None if value == "defer" else tuple(value)
+
+
+def _windows(names: Sequence[str], windows: Mapping[str, TimeWindow]) -> tuple[TimeWindow, ...]:
+    unknown = [n for n in names if n not in windows]
+    if unknown:
+        raise ValueError(f"unknown window(s) {', '.join(unknown)} (windows: {', '.join(windows) or 'none'})")
+    return tuple(windows[n] for n in names)
+
+
+def build_policy(
+    routes: Sequence[RouteConfig], windows: Mapping[str, WindowConfig], directory: DirectoryConfig
+) -> tuple[Route, ...]:
+    """The route tree for the core; raises ValueError naming unknown windows or fallbacks."""
+    resolved = {name: w.window(name) for name, w in windows.items()}
+    tree = tuple(r.route(i, resolved) for i, r in enumerate(routes))
+    check_tree(tree, directory)
+    return tree
+
+
+def check_tree(tree: Sequence[Route], directory: DirectoryConfig) -> None:
+    from daemon.core.routing import walk
+
+    names = [r.name for _, r in walk(tree)]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"duplicate route name: {', '.join(repeated)}")
+    if tree and (tree[-1].active_in or tree[-1].muted_in):
+        raise ValueError("the last route is the catch-all: it cannot have active_in or muted_in windows")
+    known = set(directory.people) | set(directory.groups)
+    for _, route in walk(tree):
+        if route.fallback is not None and route.fallback not in known:
+            raise ValueError(f"route {route.name}: fallback {route.fallback!r} is no person or group")
+
+
+# --- directory ----------------------------------------------------------------------------------
+
+
+class PersonConfig(Model):
+    email: list[EmailAddress] = Field(default_factory=list)
+    #: Slack user id (U...) or an email address Slack can look the user up by
+    slack: str | None = Field(None, min_length=1)
+    phone: Phone | None = None
+    #: a mailbox at another provider, for backup ``email`` channels
+    backup_email: EmailAddress | None = None
+    timezone: TimeZoneName | None = None
+
+
+class RotationConfig(Model):
+    """On-call in turn: ``members[0]`` from ``start`` (local wall time), the next after ``every``."""
+
+    members: list[str] = Field(min_length=1)
+    start: datetime
+    every: Duration
+    timezone: TimeZoneName = "UTC"
+
+
+class GroupConfig(Model):
+    email: list[EmailAddress] = Field(default_factory=list)
+    members: list[str] | None = Field(None, min_length=1)
+    rotation: RotationConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GroupConfig:
+        if (self.members is None) == (self.rotation is None):
+            raise ValueError("a group has either members or a rotation")
+        return self
+
+
+class DirectoryConfig(Model):
+    people: dict[str, PersonConfig] = Field(default_factory=dict)
+    groups: dict[str, GroupConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DirectoryConfig:
+        clash = sorted(set(self.people) & set(self.groups))
+        if clash:
+            raise ValueError(f"names used for both a person and a group: {', '.join(clash)}")
+        for name, group in self.groups.items():
+            members = group.members or (group.rotation.members if group.rotation else [])
+            unknown = [m for m in members if m not in self.people]
+            if unknown:
+                raise ValueError(f"group {name}: unknown people {', '.join(unknown)}")
+        return self
+
+
+def build_directory(config: DirectoryConfig) -> Directory:
+    people = {n: _person(n, p) for n, p in config.people.items()}
+    return Directory(people, {n: _group(n, g) for n, g in config.groups.items()})
+
+
+def _person(name: str, p: PersonConfig) -> Person:
+    zone = ZoneInfo(p.timezone) if p.timezone else None
+    return Person(name, tuple(p.email), p.slack, p.phone, p.backup_email, zone)
+
+
+def _group(name: str, g: GroupConfig) -> Group:
+    r = g.rotation
+    rotation = (
+        None
+        if r is None
+        else Rotation(tuple(r.members), ZoneInfo(r.timezone), r.start.replace(tzinfo=None), r.every)
+    )
+    return Group(name, tuple(g.email), tuple(g.members or ()), rotation)

@@ -1,0 +1,152 @@
+"""``backchannel routes test`` and ``routes show``: check a policy before deploying it.
+
+``routes test`` builds a notification from the command line, routes it as the daemon would in
+the given provider state at the given time, and prints the matched route(s), the plan and the
+people each backup channel would reach (like Alertmanager's ``amtool config routes test``).
+``routes show`` draws the route tree. :func:`add_arguments` declares both commands' options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import cast, get_args
+
+from daemon.config import Config, ConfigError, load_config
+from daemon.config_routes import build_directory, build_policy
+from daemon.core.directory import Directory, Kind, resolve
+from daemon.core.model import Mode, Notification, ProviderState, Severity
+from daemon.core.routing import Action, Route, matching_routes, plan_in_state, walk
+
+EX_CONFIG = 78  # as daemon.cli: a configuration error, so systemd stops restarting
+
+
+def add_arguments(test: argparse.ArgumentParser) -> None:
+    """The options of ``routes test`` (``-c`` is the caller's, as for every command)."""
+    test.add_argument("--severity", choices=[s.value for s in Severity], default="critical")
+    test.add_argument("--source", default="api")
+    test.add_argument("--label", action="append", default=[], metavar="NAME=VALUE")
+    test.add_argument("--recipient", action="append", default=[], metavar="ADDRESS")
+    test.add_argument("--mail-from", default=None, metavar="ADDRESS")
+    test.add_argument("--state", choices=[s.value for s in ProviderState], default="outage")
+    test.add_argument(
+        "--in-force", choices=["healthy", "outage"], default="healthy", help="mode under unknown/credentials"
+    )
+    test.add_argument("--at", type=_instant, default=None, help="ISO 8601 time (default: now)")
+
+
+def routes_test(args: argparse.Namespace) -> int:
+    """Print what the policy in ``args.config`` does with the described notification."""
+    loaded = _load(args)
+    if loaded is None:
+        return EX_CONFIG
+    config, routes, directory = loaded
+    at: datetime = args.at or datetime.now(UTC)
+    note = _notification(args, at)
+    state, in_force = ProviderState(args.state), cast(Mode, args.in_force)
+    found = matching_routes(note, routes, at)
+    plan = plan_in_state(note, state, in_force, routes, at)
+    print(f"at {at.isoformat()}, provider {state.value}: route {plan.route}")
+    for other in found[1:]:
+        print(f"  also matches (continue): {other.name}")
+    if plan.defer:
+        print(f"plan ({plan.mode}): defer until the provider's state changes")
+        return 0
+    print(f"plan ({plan.mode}): {' -> '.join(plan.steps)}")
+    for step, channel in enumerate(plan.steps, 1):
+        print(f"  {step}. {channel}{_reach(config, directory, channel, note, found[0], at)}")
+    return 0
+
+
+def routes_show(args: argparse.Namespace) -> int:
+    """Draw the route tree of ``args.config``."""
+    loaded = _load(args)
+    if loaded is None:
+        return EX_CONFIG
+    for depth, route in walk(loaded[1]):
+        print(f"{'    ' * depth}{'└─ ' if depth else ''}{_describe(route)}")
+        if route.active_in or route.muted_in or route.fallback:
+            print(f"{'    ' * (depth + 1)}{_extras(route)}")
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, tuple[Route, ...], Directory] | None:
+    try:
+        config = load_config(args.config)
+        routes = build_policy(config.routes, config.windows, config.directory)
+    except (ConfigError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return None
+    return config, routes, build_directory(config.directory)
+
+
+def _notification(args: argparse.Namespace, at: datetime) -> Notification:
+    labels = dict(_pair(text) for text in args.label)
+    return Notification(
+        id="routes-test",
+        idempotency_key="routes-test",
+        created_at=at,
+        severity=Severity(args.severity),
+        subject="routes test",
+        source=args.source,
+        recipients=tuple(args.recipient),
+        labels=labels,
+        mail_from=args.mail_from,
+    )
+
+
+def _reach(
+    config: Config, directory: Directory, channel: str, note: Notification, route: Route, at: datetime
+) -> str:
+    kind = config.channels[channel].type
+    if kind not in get_args(Kind) or not note.recipients:
+        return f" ({kind})"
+    found = resolve(note.recipients, cast(Kind, kind), directory, at, route.fallback)
+    people = ", ".join(found.people) or "nobody"
+    text = f" ({kind}): {people} -> {', '.join(found.targets) or 'no targets'}"
+    if found.unknown:
+        text += f"; unknown recipients: {', '.join(found.unknown)}"
+        text += f" (fallback {route.fallback})" if route.fallback else " (no fallback)"
+    if found.unreachable:
+        text += f"; no {kind} address: {', '.join(found.unreachable)}"
+    return text
+
+
+def _describe(route: Route) -> str:
+    flow = "continue" if route.continue_ else ""
+    actions = f"healthy: {_action(route.healthy)} | outage: {_action(route.outage)}"
+    for state in ("unknown", "credentials"):
+        value = getattr(route, state)
+        actions += "" if value == "inherit" else f" | {state}: {_action(value)}"
+    return " ".join(p for p in (route.name, f"[{route.matcher.describe()}]", actions, flow) if p)
+
+
+def _extras(route: Route) -> str:
+    parts = [f"active in {', '.join(w.name for w in route.active_in)}"] if route.active_in else []
+    if route.muted_in:
+        exempt = ",".join(sorted(s.value for s in route.mute_exempt))
+        parts.append(
+            f"muted in {', '.join(w.name for w in route.muted_in)}" + (f" except {exempt}" if exempt else "")
+        )
+    parts += [f"fallback {route.fallback}"] if route.fallback else []
+    return "; ".join(parts)
+
+
+def _action(action: Action) -> str:
+    return "defer" if action is None else ", ".join(action)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
