@@ -135,3 +135,27 @@ def test_demo_shows_failover_and_recovery() -> None:
         "held mail delivered by EMAIL",
     ):
         assert line in result.stdout
+
+
+EXAMPLE = REPO / "deploy" / "examples" / "policy.yaml"
+EXAMPLE_ENV = dict(
+    os.environ, BACKCHANNEL_API_TOKEN="x1234567890", SMTP_PASSWORD="x", SLACK_BOT_TOKEN="xoxb-1",
+    TWILIO_AUTH_TOKEN="t", WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+)  # fmt: skip
+
+
+def test_routes_test_for_the_example_policy() -> None:
+    """routes test names the matched route and the plan of the documented example policy."""
+    result = cli("routes", "test", "-c", str(EXAMPLE), "--severity", "critical", "--label", "team=db",
+                 "--state", "outage", env=EXAMPLE_ENV)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "route db-critical" in result.stdout
+    assert "plan (outage): sms -> slack" in result.stdout
+
+
+def test_routes_show_draws_the_tree() -> None:
+    """routes show draws nested routes under their parent."""
+    result = cli("routes", "show", "-c", str(EXAMPLE), env=EXAMPLE_ENV)
+    assert result.returncode == 0, result.stderr
+    assert "└─ db-critical" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("everything-else")
