@@ -22,8 +22,6 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from twilio.request_validator import RequestValidator
-
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 
@@ -86,6 +84,8 @@ def verify_status_callback(
     """
     if not signature:
         raise ForgedCallback(f"no {SIGNATURE_HEADER} header")
+    from twilio.request_validator import RequestValidator  # only when a callback arrives: twilio is heavy
+
     if not RequestValidator(auth_token).validate(url, form, signature):
         raise ForgedCallback()
     return parse_status_callback(form)

@@ -13,8 +13,6 @@ from pydantic import BaseModel, SecretStr
 
 from channels.base import Channel, ChannelError
 from channels.email import EmailChannel, SmtpSettings
-from channels.slack import SlackChannel
-from channels.sms import SmsChannel
 from channels.webhook import WebhookChannel
 from channels.webhook_templates import template_for
 from daemon.api.auth import Grant
@@ -91,6 +89,7 @@ def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:
 
 def _slack(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     assert isinstance(cfg, SlackChannelConfig)
+    from channels.slack import SlackChannel  # slack-sdk only where Slack is configured (start-up, memory)
     return SlackChannel(
         name,
         token=_reveal(cfg.token),
@@ -105,6 +104,7 @@ def _slack(name: str, cfg: ChannelConfig, config: Config) -> Channel:
 
 def _sms(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     assert isinstance(cfg, SmsChannelConfig)
+    from channels.sms import SmsChannel  # twilio only where SMS is configured (start-up, memory)
     return SmsChannel(
         name,
         account_sid=cfg.account_sid,
