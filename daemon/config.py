@@ -141,6 +141,9 @@ class ProviderConfig(DecidingConfig):
     failure_threshold: PositiveInt = 3
     success_threshold: PositiveInt = 3
     mail_from: EmailAddress | None = None
+    #: tell people about outages, recoveries, credentials and local-network trouble: each becomes a
+    #: notification (source "backchannel") routed by the policy like any other
+    announce: bool = False
 
     @model_validator(mode="before")
     @classmethod
