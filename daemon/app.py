@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from daemon.announce import Announcer
 from daemon.api.app import ApiContext, create_api
 from daemon.build import (
     api_grants,
@@ -37,12 +38,13 @@ from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
+from daemon.leadership import Leadership
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
-from daemon.store.postgres import PostgresStore
+from daemon.store.postgres import PostgresStore, PostgresStoreConfig
 from daemon.supervision import Supervision
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class Daemon:
         self._clock = clock or SystemClock()
         self._routes: tuple[Route, ...] = config.policy()
         self._tokens = config.api_tokens()
+        self._intake = config.intake
         self._twilio_accounts = twilio_accounts(config)
         self._grants = api_grants(config)
         self.store = build_store(config)
@@ -85,7 +88,11 @@ class Daemon:
         self.dispatcher = self._dispatcher(config)
         if isinstance(self.store, PostgresStore):
             self.store.on_work(self.dispatcher.wake)
-        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock)
+        # HA wiring (issue 8): on PostgreSQL one node leads; SQLite always leads alone
+        self.leadership: Leadership | None = None
+        if isinstance(self.store, PostgresStore) and isinstance(config.store, PostgresStoreConfig):
+            self.leadership = Leadership.from_config(config.store, self.store, self.monitor, self._clock)
+        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
         self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
         poll_s = config.dispatch.poll.total_seconds()
         self.supervision = Supervision(systemd_env or {}, self._status_line, max(10.0, 5 * poll_s))
@@ -95,6 +102,9 @@ class Daemon:
         self.acceptor.subscribe(self.metrics.notifications_accepted)
         self.monitor.on_check(self.metrics.check_result)
         self.monitor.on_transition(self.metrics.transition)
+        self.announcer = Announcer(self.acceptor, config.provider.name)
+        if config.provider.announce:
+            self.monitor.on_transition(self.announcer.transition)
         self.drills = Drills(
             self.store,
             lambda: self._routes,
@@ -131,6 +141,8 @@ class Daemon:
         await self.store.open()
         await self.monitor.load()
         self.monitor.on_mode_change(self._mode_changed)
+        if self.leadership is not None:  # HA wiring (issue 8)
+            await self.leadership.start()
         self.monitor.on_passive_failure(self.scheduler.run_now)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         if self.config.drills is not None:
@@ -162,6 +174,7 @@ class Daemon:
             metrics=self.metrics,
             drills=self.drills,
             grants=lambda: self._grants,
+            webhooks=lambda: self._intake,
             clock=self._clock,
         )
         sock = _bind(self.config.api.host, self.config.api.port)
@@ -185,6 +198,9 @@ class Daemon:
                 await serving
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
+
+    def _leads(self) -> bool:
+        return self.leadership is None or self.leadership.is_leader
 
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})
@@ -216,10 +232,13 @@ class Daemon:
             await self.smtp.stop(grace_s=5)
         log.info("draining", extra={"event": "daemon.draining", "in_flight": self.dispatcher.in_flight})
         await self.scheduler.shutdown()
+        if self.leadership is not None:  # HA wiring (issue 8): hand over at once
+            await self.leadership.stop()
         self.dispatcher.stop()
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
+        await self.announcer.drain()
         for channel in self.channels.values():
             await channel.aclose()
         await self.store.close()
@@ -244,6 +263,7 @@ class Daemon:
             self._tokens = config.api_tokens()
             self._twilio_accounts = twilio_accounts(config)
             self._grants = api_grants(config)
+            self._intake = config.intake
             self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})

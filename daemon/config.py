@@ -48,6 +48,7 @@ from daemon.configbase import (
 from daemon.core.assessment import Policy
 from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
+from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
 from daemon.secrets import SecretResolver
 from daemon.store.postgres import PostgresStoreConfig
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
@@ -181,9 +182,12 @@ class DispatchConfig(Model):
 
 
 class IntakeConfig(Model):
-    """Ways in besides the HTTP API; each is off unless configured."""
+    """Ways in besides the HTTP API: the SMTP smart host (off unless configured), and how the
+    always-served Alertmanager and Grafana webhooks map alerts to notifications."""
 
     smtp: SmtpIntakeConfig | None = None
+    alertmanager: AlertmanagerIntakeConfig = Field(default_factory=AlertmanagerIntakeConfig)
+    grafana: GrafanaIntakeConfig = Field(default_factory=GrafanaIntakeConfig)
 
 
 def _crontab(value: str) -> str:

@@ -2,19 +2,24 @@
 
 Every observation goes through one lock so transitions are decided and stored in order. A
 change of routing mode (healthy ↔ outage) makes the dispatcher re-plan everything not yet sent.
+
+With several nodes (daemon.leadership) only the leader decides: a follower stores its check
+results (its votes) and adopts the state the leader stored; a leader whose write is fenced off
+steps down the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from daemon.clock import Clock
 from daemon.core.assessment import Explanation, Policy
 from daemon.core.health import HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, Mode, ProviderState
-from daemon.store.base import Store
+from daemon.store.base import ProviderView, Store
+from daemon.store.postgres_tx import NotLeader
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,10 @@ class ProviderMonitor:
         self._failure_listeners: list[Callable[[], None]] = []
         self._check_listeners: list[Callable[[CheckResult], None]] = []
         self._transition_listeners: list[Callable[[Transition], None]] = []
+        self._deposed_listeners: list[Callable[[str], None]] = []
+        #: alone (SQLite) a node always leads; daemon.leadership switches this
+        self._leading = True
+        self._vantage: Callable[[CheckResult], Awaitable[CheckResult]] | None = None
 
     @property
     def state(self) -> ProviderState:
@@ -64,26 +73,64 @@ class ProviderMonitor:
         """Called after a real send implicated the provider (e.g. to run the checks at once)."""
         self._failure_listeners.append(listener)
 
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def set_leading(self, leading: bool) -> None:
+        self._leading = leading
+
+    def set_vantage(self, merge: Callable[[CheckResult], Awaitable[CheckResult]]) -> None:
+        """Decide on what ``merge`` makes of a result (e.g. the nodes' votes), not on it alone."""
+        self._vantage = merge
+
+    def on_deposed(self, listener: Callable[[str], None]) -> None:
+        """Called when a provider write was fenced off: this node is no longer the leader."""
+        self._deposed_listeners.append(listener)
+
     async def load(self) -> None:
         """Resume the state stored by the last run, and each check's latest results."""
-        view = await self._store.provider(events=0, checks=SEED_RESULTS)
-        self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot, self._tracker.policy)
-        self._tracker.seed(reversed(view.checks))
+        await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
         log.info(
             "provider state resumed: %s",
             self.state,
             extra={"event": "provider.resumed", "state": self.state.value},
         )
 
+    async def lead(self) -> None:
+        """Elected: decide from now on, starting from the state the last leader stored."""
+        async with self._lock:
+            self._leading = True
+            await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
+
+    async def follow(self) -> None:
+        """A follower adopts the state the leader stored (the routing mode comes with it)."""
+        async with self._lock:
+            self._leading = False
+            await self._adopt(await self._store.provider(events=0, checks=0))
+
+    async def _adopt(self, view: ProviderView) -> None:
+        before = self._tracker.mode
+        self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot, self._tracker.policy)
+        self._tracker.seed(reversed(view.checks))
+        self._mode_changed(before)
+
     async def check_result(self, result: CheckResult) -> None:
         async with self._lock:
             await self._store.record_check(result)
             for notify in self._check_listeners:
                 notify(result)
+            if not self._leading:
+                return
+            decided = result if self._vantage is None else await self._vantage(result)
             before = self._tracker.mode
-            await self._commit(self._tracker.observe(result, self._clock.now()), before)
+            await self._commit(self._tracker.observe(decided, self._clock.now()), before)
 
     async def passive_failure(self, reason: str) -> None:
+        if not self._leading:  # a follower's own checks, run at once, are its word to the leader
+            for listener in self._failure_listeners:
+                listener()
+            return
         async with self._lock:
             counted = self._tracker.snapshot.last_passive_at
             before = self._tracker.mode
@@ -94,19 +141,40 @@ class ProviderMonitor:
 
     async def force(self, state: ProviderState, reason: str) -> None:
         async with self._lock:
+            self._must_lead()
             before = self._tracker.mode
             await self._commit(self._tracker.force(state, self._clock.now(), reason), before)
 
     async def release(self) -> None:
         async with self._lock:
+            self._must_lead()
             before = self._tracker.mode
             await self._commit(self._tracker.release(self._clock.now()), before)
 
+    def _must_lead(self) -> None:
+        if not self._leading:
+            raise NotLeader("this node follows: only the leader changes the provider state")
+
     async def _commit(self, transition: Transition | None, mode_before: Mode) -> None:
-        await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
+        try:
+            await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
+        except NotLeader as exc:
+            # fenced off (deposed while paused or cut off): forget what was decided, follow
+            log.warning("provider state not saved: %s", exc, extra={"event": "leader.fenced"})
+            self._leading = False
+            for listener in self._deposed_listeners:
+                listener(str(exc))
+            self._tracker = HealthTracker(
+                self._tracker.thresholds, (await self._store.provider(0, 0)).snapshot, self._tracker.policy
+            )
+            self._mode_changed(mode_before)
+            return
         if transition is not None:
             self._announce(transition)
-        if self._tracker.mode != mode_before:
+        self._mode_changed(mode_before)
+
+    def _mode_changed(self, before: Mode) -> None:
+        if self._tracker.mode != before:
             for listener in self._mode_listeners:
                 listener(self._tracker.mode)
 

@@ -31,8 +31,16 @@ class ScheduledCheck:
 
 
 class CheckScheduler:
-    def __init__(self, checks: Sequence[ScheduledCheck], monitor: ProviderMonitor, clock: Clock) -> None:
+    def __init__(
+        self,
+        checks: Sequence[ScheduledCheck],
+        monitor: ProviderMonitor,
+        clock: Clock,
+        leader: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._checks = list(checks)
+        #: with several nodes, jobs that must run once (drills) run only on the leader
+        self._leader = leader
         self._monitor = monitor
         self._clock = clock
         self._scheduler = AsyncIOScheduler(timezone=UTC)
@@ -55,9 +63,16 @@ class CheckScheduler:
         self._scheduler.start()
 
     def schedule(self, crontab: str, job: Callable[[], Awaitable[object]], name: str) -> None:
-        """Run ``job`` on a cron schedule (UTC), e.g. a monthly drill."""
+        """Run ``job`` on a cron schedule (UTC), e.g. a monthly drill; only while this node leads."""
+
+        async def once() -> None:
+            if self._leader():
+                await job()
+            else:
+                log.info("%s skipped: another node leads", name, extra={"event": "job.skipped", "job": name})
+
         self._scheduler.add_job(
-            job,
+            once,
             CronTrigger.from_crontab(crontab, timezone=UTC),
             id=name,
             max_instances=1,

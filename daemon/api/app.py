@@ -23,10 +23,12 @@ from daemon.api.errors import error_response, http_error, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
+from daemon.api.webhooks import SECURITY_SCHEMES, WebhookEndpoint, WebhookIntake, webhook_router
 from daemon.clock import Clock, SystemClock
 from daemon.core.model import ProviderState, Severity
 from daemon.drills import Drills, summary
 from daemon.intake.accept import Acceptor
+from daemon.intake.webhook_config import WebhookIntakesConfig, WebhookSettings
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
@@ -50,6 +52,7 @@ class ApiContext:
     metrics: Metrics = field(default_factory=Metrics)
     drills: Drills | None = None
     grants: Callable[[], Mapping[str, Grant]] = dict
+    webhooks: Callable[[], WebhookSettings] = WebhookIntakesConfig
     clock: Clock = field(default_factory=SystemClock)
 
 
@@ -156,7 +159,9 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         api.include_router(drill_router(ctx.drills, authenticate))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
-    return BodyLimit(_Router(submit, api), ctx.max_body_bytes)
+    webhooks = WebhookIntake(ctx.acceptor, ctx.tokens, ctx.draining, ctx.webhooks, ctx.grants)
+    api.include_router(webhook_router(webhooks))
+    return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes)
 
 
 async def _page_data(ctx: ApiContext) -> statuspage.PageData:
@@ -185,13 +190,16 @@ async def _last_drill(ctx: ApiContext) -> dict[str, Any] | None:
 class _Router:
     """Sends ``POST /v1/notifications`` to the lean intake endpoint and everything else to FastAPI."""
 
-    def __init__(self, submit: SubmitEndpoint, api: FastAPI) -> None:
+    def __init__(self, submit: SubmitEndpoint, webhooks: WebhookEndpoint, api: FastAPI) -> None:
         self._submit = submit
+        self._webhooks = webhooks
         self._api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
             await self._submit(scope, receive, send)
+        elif self._webhooks.handles(scope):
+            await self._webhooks(scope, receive, send)
         else:
             await self._api(scope, receive, send)
 
@@ -205,7 +213,10 @@ def _document(api: FastAPI, submit_path: str) -> None:
             schema["paths"][submit_path] = openapi_operation() | schema["paths"].get(submit_path, {})
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+            components["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                **SECURITY_SCHEMES,
+            }
             api.openapi_schema = schema
         return api.openapi_schema
 

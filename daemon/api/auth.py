@@ -70,7 +70,10 @@ class BearerAuth:
 
     def authorize(self, authorization: str, scope: str, *, basic: bool = False) -> str:
         """The token's name if it is valid, has ``scope`` and is within its rate limit."""
-        name = self.check(authorization, basic=basic)
+        return self.admit(self.check(authorization, basic=basic), scope)
+
+    def admit(self, name: str, scope: str) -> str:
+        """For an authenticated token: Forbidden without ``scope``, RateLimited over its limit."""
         grant = self._grants().get(name, Grant())
         if scope not in grant.scopes:
             raise Forbidden(f"token {name!r} lacks the {scope!r} scope")

@@ -46,7 +46,8 @@ from daemon.store.base import (
     StoreUnavailable,
 )
 from daemon.store.postgres_listen import WorkListener
-from daemon.store.postgres_tx import Conn, Q
+from daemon.store.postgres_tx import Conn, Fence, NotLeader, Q
+from daemon.store.postgres_views import LeaderView, NodeView
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ class PostgresStoreConfig(Model):
     node: str | None = Field(default=None, min_length=1)
     pool_size: PositiveInt = 10
     connect_timeout: Duration = timedelta(seconds=5)
+    #: high availability: the leader's lease (renewed every third of it); a dead leader's
+    #: successor takes over within about this long
+    leader_lease: Duration = timedelta(seconds=6)
+    #: a check counts as down only when at least this many nodes' latest fresh results say so
+    nodes_quorum: PositiveInt = 1
+    #: a node's check result older than this no longer votes (cover the slowest check's interval)
+    vantage_fresh: Duration = timedelta(seconds=60)
 
     @field_validator("url")
     @classmethod
@@ -101,6 +109,9 @@ class PostgresStore:
             check=AsyncConnectionPool.check_connection,
         )
         self._accepts: list[_Call] = []
+        #: set by leadership: provider writes then carry the leader's token, or fail without one
+        self._fenced = False
+        self._fence: Fence | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         listen_args = self._connect_args("backchannel listen")
         self._listener = WorkListener(url, listen_args, self.node, reconnect_s)
@@ -260,13 +271,58 @@ class PostgresStore:
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
     ) -> None:
-        await self._transaction(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+        """Unfenced until leadership is on; then only with the current token, else NotLeader."""
+        fence = self._fence
+        if not self._fenced:
+            await self._transaction(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+        elif fence is None:
+            raise NotLeader(f"node {self.node} is not the leader: it does not decide the provider state")
+        else:
+            await self._transaction(
+                lambda conn: tx.save_provider_fenced(conn, snapshot, transition, now, fence)
+            )
+
+    # -- leadership (daemon.leadership drives these) ----------------------------------------------
+
+    def fence(self, version: int | None) -> None:
+        """Provider writes from now on carry this token (None: this node is not the leader)."""
+        self._fenced = True
+        self._fence = None if version is None else Fence(self.node, version)
+
+    async def acquire_leadership(self, lease_s: float, version: int | None) -> int | None:
+        """Renew (holding ``version``) or take an expired lease; the token held now, or None."""
+
+        async def acquire(conn: Conn) -> int | None:
+            params = {"node": self.node, "version": version, "lease": timedelta(seconds=lease_s)}
+            row = await (await conn.execute(Q["acquire_leader"], params)).fetchone()
+            return None if row is None else int(row["version"])
+
+        return await self._transaction(acquire)
+
+    async def resign_leadership(self, version: int) -> None:
+        async def resign(conn: Conn) -> None:
+            await conn.execute(Q["resign_leader"], {"node": self.node, "version": version})
+
+        await self._transaction(resign)
+
+    async def leader(self) -> LeaderView:
+        return await self._read(views.leader)
+
+    async def vantage_latest(self, check: str, since: datetime) -> dict[str, CheckResult]:
+        """Per node, its latest result for ``check`` at or after ``since`` (the leader's votes)."""
+        return await self._read(lambda conn: views.vantage_latest(conn, check, since))
+
+    async def nodes(self, since: datetime) -> list[NodeView]:
+        """Each node, its role and its latest result per check since ``since`` (for status)."""
+        return await self._read(lambda conn: views.nodes(conn, since))
 
     async def record_check(self, result: CheckResult) -> None:
+        """Stored with this node's name: every node is a vantage point."""
+
         async def write(conn: Conn) -> None:
             await conn.execute(
                 Q["insert_check"],
-                (result.check, result.status.value, result.reason, result.latency_s, result.at),
+                (result.check, result.status.value, result.reason, result.latency_s, result.at, self.node),
             )
             await conn.execute(Q["prune_checks"], (result.at - CHECK_RETENTION,))
 

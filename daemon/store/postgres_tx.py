@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -18,7 +19,15 @@ from psycopg.rows import DictRow
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan
 from daemon.store import codec
-from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
+from daemon.store.base import (
+    Accepted,
+    Callback,
+    CancelResult,
+    Claimed,
+    NewNotification,
+    Outcome,
+    StoreError,
+)
 from daemon.store.queries import load
 
 Conn = AsyncConnection[DictRow]
@@ -28,6 +37,18 @@ Q: dict[str, LiteralString] = load("postgres")
 
 #: the LISTEN/NOTIFY channel announcing new work; the payload is the announcing node's name
 WORK_CHANNEL = "backchannel_work"
+
+
+class NotLeader(StoreError):
+    """A write fenced by the leader's token updated nothing: this node is no longer the leader."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The leader's name and token (the lease version) its provider writes carry."""
+
+    node: str
+    version: int
 
 
 def epochs(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -226,6 +247,27 @@ async def save_provider(
             Q["insert_event"],
             (transition.at, transition.from_state.value, transition.to_state.value, transition.cause),
         )
+
+
+async def save_provider_fenced(
+    conn: Conn, snapshot: HealthSnapshot, transition: Transition | None, now: datetime, fence: Fence
+) -> None:
+    """The leader's write: raises NotLeader (rolling back) when its token is no longer current."""
+    token = {"node": fence.node, "version": fence.version}
+    values = {"state": snapshot.state.value, "mode": snapshot.mode, "snapshot": codec.snapshot_json(snapshot)}
+    cur = await conn.execute(Q["save_provider_fenced"], {**values, "now": now, **token})
+    if cur.rowcount != 1:
+        raise NotLeader(f"node {fence.node} is no longer the leader (lease version {fence.version})")
+    if transition is not None:
+        event = {
+            "at": transition.at,
+            "from_state": transition.from_state.value,
+            "to_state": transition.to_state.value,
+            "cause": transition.cause,
+        }
+        cur = await conn.execute(Q["insert_event_fenced"], {**event, **token})
+        if cur.rowcount != 1:
+            raise NotLeader(f"node {fence.node} lost the lead while recording a transition")
 
 
 async def cancel(conn: Conn, notification_id: str, now: datetime) -> CancelResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psycopg.rows import DictRow
@@ -115,3 +116,56 @@ def _attempt(row: DictRow) -> AttemptView:
         outcome=row["outcome"],
         detail=row["detail"],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderView:
+    """The lease row as the database sees it now (``db_now`` is its clock)."""
+
+    node: str | None
+    version: int
+    expires_at: datetime
+    db_now: datetime
+
+    @property
+    def held(self) -> bool:
+        return self.node is not None and self.expires_at > self.db_now
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """One node as ``backchannel status`` shows it: its role and its latest result per check."""
+
+    node: str
+    role: str  # leader | follower
+    checks: tuple[CheckResult, ...]
+
+
+async def leader(conn: Conn) -> LeaderView:
+    (row,) = await rows(conn, "leader")
+    return LeaderView(
+        node=row["node"],
+        version=row["version"],
+        expires_at=row["expires_at"].astimezone(UTC),
+        db_now=row["db_now"].astimezone(UTC),
+    )
+
+
+async def vantage_latest(conn: Conn, check: str, since: datetime) -> dict[str, CheckResult]:
+    """Per node, its latest result for ``check`` at or after ``since``."""
+    found = await rows(conn, "vantage_latest", (check, since))
+    return {row["node"]: codec.check_result(epochs(row)) for row in found}
+
+
+async def nodes(conn: Conn, since: datetime) -> list[NodeView]:
+    """Every node that reported a check since ``since``, and the leader even if it did not."""
+    lead = await leader(conn)
+    by_node: dict[str, list[CheckResult]] = {}
+    for row in await rows(conn, "node_checks", (since,)):
+        by_node.setdefault(row["node"], []).append(codec.check_result(epochs(row)))
+    if lead.held and lead.node is not None:
+        by_node.setdefault(lead.node, [])
+    return [
+        NodeView(node, "leader" if lead.held and node == lead.node else "follower", tuple(checks))
+        for node, checks in sorted(by_node.items())
+    ]

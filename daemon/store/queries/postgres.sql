@@ -116,8 +116,51 @@ UPDATE provider SET state = %s, mode = %s, snapshot = %s, updated_at = %s WHERE 
 -- name: insert_event
 INSERT INTO provider_events (at, from_state, to_state, cause) VALUES (%s, %s, %s, %s);
 
+-- name: save_provider_fenced
+-- The fencing token is checked in the same statement as the write: a node deposed while it was
+-- paused (or cut off) updates nothing. FOR SHARE makes a concurrent takeover wait for this write,
+-- or this write see the takeover (READ COMMITTED re-reads the locked row).
+UPDATE provider SET state = %(state)s, mode = %(mode)s, snapshot = %(snapshot)s, updated_at = %(now)s
+WHERE id = 1 AND EXISTS (SELECT 1 FROM leader l WHERE l.id = 1 AND l.node = %(node)s
+                         AND l.version = %(version)s AND l.expires_at > now() FOR SHARE);
+
+-- name: insert_event_fenced
+INSERT INTO provider_events (at, from_state, to_state, cause)
+SELECT %(at)s, %(from_state)s, %(to_state)s, %(cause)s
+WHERE EXISTS (SELECT 1 FROM leader l WHERE l.id = 1 AND l.node = %(node)s
+              AND l.version = %(version)s AND l.expires_at > now() FOR SHARE);
+
+-- name: acquire_leader
+-- One statement, on the database's clock: the holder renews with its token; anyone takes a lease
+-- that has run out, and taking it bumps the version (the next fencing token).
+UPDATE leader SET
+    version = CASE WHEN node = %(node)s AND version = %(version)s THEN version ELSE version + 1 END,
+    node = %(node)s,
+    expires_at = now() + %(lease)s
+WHERE id = 1 AND ((node = %(node)s AND version = %(version)s) OR expires_at <= now())
+RETURNING version;
+
+-- name: resign_leader
+-- A clean stop hands over at once instead of after the lease.
+UPDATE leader SET expires_at = 'epoch' WHERE id = 1 AND node = %(node)s AND version = %(version)s;
+
+-- name: leader
+SELECT node, version, expires_at, now() AS db_now FROM leader WHERE id = 1;
+
 -- name: insert_check
-INSERT INTO check_results (check_name, status, reason, latency_s, at) VALUES (%s, %s, %s, %s, %s);
+INSERT INTO check_results (check_name, status, reason, latency_s, at, node) VALUES (%s, %s, %s, %s, %s, %s);
+
+-- name: vantage_latest
+-- Each node's latest result for one check since a time: the votes the leader counts.
+SELECT DISTINCT ON (node) node, check_name, status, reason, latency_s, at FROM check_results
+WHERE check_name = %s AND at >= %s
+ORDER BY node, at DESC, id DESC;
+
+-- name: node_checks
+-- Each node's latest result per check since a time: `backchannel status` per node.
+SELECT DISTINCT ON (node, check_name) node, check_name, status, reason, latency_s, at FROM check_results
+WHERE at >= %s
+ORDER BY node, check_name, at DESC, id DESC;
 
 -- name: prune_checks
 DELETE FROM check_results WHERE at < %s;

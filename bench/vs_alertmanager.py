@@ -1,0 +1,365 @@
+"""backchannel next to Prometheus Alertmanager: accepted alerts/s and accept-to-webhook latency.
+
+One run, the same load generators and the same webhook receiver for both:
+
+1. Alertmanager (``tests/e2e/alertmanager.sh``: ``group_by: ['...']`` so every alert is its own
+   group, ``group_wait: 0s``, one webhook receiver), alerts POSTed to ``/api/v2/alerts``;
+2. ``backchannel run`` with the provider forced into outage and a webhook backup channel, the
+   same alerts POSTed as Alertmanager webhook calls to ``/v1/intake/alertmanager``. Every alert
+   is committed to SQLite (synchronous=FULL) before its 202; Alertmanager keeps alerts in memory.
+
+Throughput: wrk (closed loop, every request carries new alerts, made by a Lua ``request()``), one
+alert per request and batches of 100. Latency: a raw-socket open loop at a fixed rate, from the
+moment a request is written to the moment the receiver (a separate process) has the alert.
+
+    .venv/bin/python bench/vs_alertmanager.py [--seconds 5] [--rate 200] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import cast
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import DaemonUnderTest, free_port, percentile
+from bench.loadgen import WrkResult
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "alertmanager.sh"
+STARTS_AT = "2024-01-01T00:00:00Z"
+LABELS = '{"alertname":"BenchAlert","severity":"critical","job":"bench","bench_id":"@ID@"}'
+ANNOTATIONS = '{"summary":"benchmark alert","description":"' + "x" * 200 + '"}'
+AM_ALERT = (
+    f'{{"labels":{LABELS},"annotations":{ANNOTATIONS},"startsAt":"{STARTS_AT}","generatorURL":"http://b/"}}'
+)
+BC_ALERT = (
+    f'{{"status":"firing","labels":{LABELS},"annotations":{ANNOTATIONS},"startsAt":"{STARTS_AT}",'
+    '"endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://b/","fingerprint":"@ID@"}'
+)
+BC_HEAD = (
+    '{"version":"4","groupKey":"{}:{}","truncatedAlerts":0,"status":"firing","receiver":"backchannel",'
+    '"groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://am/","alerts":['
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    port: int
+    path: str
+    token: str
+    #: the request body for these alerts: a template with @ID@ per alert, split as head, alert, tail
+    head: str
+    alert: str
+    tail: str
+
+    def body(self, ids: list[str]) -> bytes:
+        alerts = ",".join(self.alert.replace("@ID@", i) for i in ids)
+        return (self.head + alerts + self.tail).encode()
+
+
+def alertmanager_target(port: int) -> Target:
+    return Target("Alertmanager", port, "/api/v2/alerts", "unused", "[", AM_ALERT, "]")
+
+
+def backchannel_target(port: int, token: str) -> Target:
+    return Target("backchannel", port, "/v1/intake/alertmanager", token, BC_HEAD, BC_ALERT, "]}")
+
+
+# --- the webhook receiver: its own process, so the load generator never delays it ------------------
+
+_ID = re.compile(rb'"bench_id":\s*"([^"]+)"')
+
+
+def _receiver(port: int, control: Connection) -> None:
+    import uvloop
+
+    # The loop thread records into box[0]; the control thread swaps in a fresh dict (one atomic
+    # reference assignment under the GIL), so no arrival is lost or counted twice.
+    box: list[dict[bytes, float]] = [{}]
+
+    class Http(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            # uvloop's transports are not asyncio.Transport subclasses, but have write()
+            self.transport, self.buffer = cast(asyncio.Transport, transport), b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                found = re.search(rb"(?i)content-length:\s*(\d+)", self.buffer[:end])
+                total = end + 4 + (int(found[1]) if found else 0)
+                if len(self.buffer) < total:
+                    return
+                now, seen = time.monotonic(), box[0]
+                for i in _ID.findall(self.buffer[end + 4 : total]):
+                    seen.setdefault(i, now)
+                self.buffer = self.buffer[total:]
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def answer() -> None:
+        while control.recv() == "take":
+            taken, box[0] = box[0], {}
+            control.send({k.decode(): v for k, v in taken.items()})
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Http, "127.0.0.1", port)
+        threading.Thread(target=answer, daemon=True).start()
+        control.send("ready")
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._control, theirs = multiprocessing.Pipe()
+        self._proc = multiprocessing.get_context("spawn").Process(
+            target=_receiver, args=(self.port, theirs), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def __enter__(self) -> Receiver:
+        self._proc.start()
+        if not self._control.poll(30) or self._control.recv() != "ready":
+            raise RuntimeError("the webhook receiver did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        self._proc.join(10)
+
+    def take(self) -> dict[str, float]:
+        """Alert id to arrival time (time.monotonic) for everything received since the last take."""
+        self._control.send("take")
+        if not self._control.poll(30):
+            raise RuntimeError("the webhook receiver stopped answering")
+        seen: dict[str, float] = self._control.recv()
+        return seen
+
+    def wait_for(self, ids: set[str], timeout_s: float = 60) -> dict[str, float]:
+        seen: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        while not ids <= seen.keys() and time.monotonic() < deadline:
+            seen |= self.take()
+            time.sleep(0.05)
+        return seen
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+def wrk_unique(target: Target, run: str, per_request: int, connections: int, seconds: float) -> WrkResult:
+    """wrk whose every request carries ``per_request`` alerts never sent before."""
+    alert = target.alert.replace("@ID@", '" .. ids[i] .. "')
+    script = f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {target.token}"
+local n = 0
+request = function()
+  local ids, parts = {{}}, {{}}
+  for i = 1, {per_request} do
+    n = n + 1
+    ids[i] = "{run}-" .. n
+    parts[i] = "{_lua(alert)}"
+  end
+  local body = [==[{target.head}]==] .. table.concat(parts, ",") .. [==[{target.tail}]==]
+  return wrk.format(nil, "{target.path}", nil, body)
+end
+"""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        url = f"http://127.0.0.1:{target.port}{target.path}"
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", lua.name, url]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise RuntimeError(f"{target.name} refused requests:\n{out}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50, p99 = (_ms(re.search(rf"{p}%\s+(\S+)", out)[1]) for p in ("50", "99"))  # type: ignore[index]
+    return WrkResult(rate * per_request, p50, p99)
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def _lua(text: str) -> str:
+    """Escape a template for a Lua double-quoted string, keeping the ``" .. ids[i] .. "`` splices."""
+    marker = '" .. ids[i] .. "'
+    return marker.join(part.replace("\\", "\\\\").replace('"', '\\"') for part in text.split(marker))
+
+
+async def open_loop(target: Target, run: str, rate: float, seconds: float) -> dict[str, float]:
+    """Alert id to the time (monotonic) its request was written; one alert per request, fixed rate."""
+    sent: dict[str, float] = {}
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
+        while (alert_id := await queue.get()) is not None:
+            body = target.body([alert_id])
+            head = (
+                f"POST {target.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {target.token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sent[alert_id] = time.monotonic()
+            writer.write(head.encode() + body)
+            reply = await reader.readuntil(b"\r\n\r\n")
+            if not reply.startswith(b"HTTP/1.1 20"):
+                raise RuntimeError(reply.decode())
+            await reader.readexactly(int(re.search(rb"(?i)content-length:\s*(\d+)", reply)[1]))  # type: ignore[index]
+        writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(16)]
+    start = time.monotonic() + 0.2
+    for i in range(int(rate * seconds)):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        queue.put_nowait(f"{run}-{i}")
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return sent
+
+
+# --- one target ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    one_per_s: float
+    batch_per_s: float
+    #: alerts that reached the receiver per second, from the start of the load to the last webhook
+    one_delivered_per_s: float
+    batch_delivered_per_s: float
+    p50_ms: float
+    p99_ms: float
+    missing: int
+
+
+def measure(target: Target, receiver: Receiver, args: argparse.Namespace) -> Figures:
+    one, one_delivered = _phase(target, receiver, 1, args)
+    batch, batch_delivered = _phase(target, receiver, 100, args)
+    sent = asyncio.run(open_loop(target, "lat", args.rate, args.seconds))
+    seen = receiver.wait_for(set(sent))
+    latencies = [seen[i] - t for i, t in sent.items() if i in seen]
+    if not latencies:
+        raise RuntimeError(f"no webhook arrived from {target.name}")
+    return Figures(
+        one.requests_per_s,
+        batch.requests_per_s,
+        one_delivered,
+        batch_delivered,
+        percentile(latencies, 50) * 1000,
+        percentile(latencies, 99) * 1000,
+        len(sent) - len(latencies),
+    )
+
+
+def _phase(
+    target: Target, receiver: Receiver, per_request: int, args: argparse.Namespace
+) -> tuple[WrkResult, float]:
+    """wrk for ``args.seconds``, then wait until the webhooks stop: accepted/s and delivered/s."""
+    started = time.monotonic()
+    accepted = wrk_unique(target, f"n{per_request}", per_request, args.connections, args.seconds)
+    count, last = _drain(receiver)
+    delivered = count / (last - started) if count else 0.0
+    print(
+        f"  {target.name}, {per_request} per request: {accepted.requests_per_s:,.0f} alerts/s accepted, "
+        f"{count:,} delivered in {last - started:.1f} s"
+    )
+    return accepted, delivered
+
+
+def _drain(receiver: Receiver, quiet_s: float = 2.0, timeout_s: float = 300) -> tuple[int, float]:
+    """Alerts received until none came for ``quiet_s``, and the last one's arrival (monotonic)."""
+    count, last, deadline = 0, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+        if seen := receiver.take():
+            count, last = count + len(seen), max(seen.values())
+        time.sleep(0.1)
+    return count, last
+
+
+def run_alertmanager(receiver: Receiver, workdir: Path, args: argparse.Namespace) -> Figures:
+    port = free_port()
+    env = dict(os.environ, AM_GROUP_INTERVAL="5m")
+    subprocess.run([str(SCRIPT), "start", str(port), str(workdir), receiver.url], check=True, env=env)
+    try:
+        return measure(alertmanager_target(port), receiver, args)
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(workdir)], check=True)
+
+
+def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace) -> Figures:
+    with DaemonUnderTest(workdir, routes="failover", hook_url=receiver.url) as daemon:
+        forced = httpx.post(
+            f"{daemon.url}/v1/provider/override",
+            json={"state": "outage", "reason": "benchmark"},
+            headers={"Authorization": f"Bearer {daemon.token}"},
+        )
+        forced.raise_for_status()
+        return measure(backchannel_target(daemon.api_port, daemon.token), receiver, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="alerts/s offered for the latency run")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, Receiver() as receiver:
+        (Path(tmp) / "am").mkdir()
+        (Path(tmp) / "bc").mkdir()
+        am = run_alertmanager(receiver, Path(tmp) / "am", args)
+        bc = run_backchannel(receiver, Path(tmp) / "bc", args)
+    report(am, bc, args)
+
+
+def report(am: Figures, bc: Figures, args: argparse.Namespace) -> None:
+    """The table, with backchannel/Alertmanager ratios against the goals of issue 5."""
+    lat = f"at {args.rate:g}/s (ms)"
+    rows: list[tuple[str, Callable[[Figures], float], str, str]] = [
+        ("accepted alerts/s, one per request", lambda f: f.one_per_s, "{:,.0f}", ">= 1"),
+        ("accepted alerts/s, batches of 100", lambda f: f.batch_per_s, "{:,.0f}", ">= 1"),
+        ("delivered alerts/s, one per request", lambda f: f.one_delivered_per_s, "{:,.0f}", ""),
+        ("delivered alerts/s, batches of 100", lambda f: f.batch_delivered_per_s, "{:,.0f}", ""),
+        (f"accept-to-webhook p50 {lat}", lambda f: f.p50_ms, "{:.1f}", "<= 3"),
+        (f"accept-to-webhook p99 {lat}", lambda f: f.p99_ms, "{:.1f}", "<= 3"),
+    ]
+    print(f"\n{'':40} {'Alertmanager':>13} {'backchannel':>12} {'ratio':>7}  goal")
+    for name, get, fmt, goal in rows:
+        ratio = get(bc) / get(am) if get(am) else float("nan")
+        met = ratio >= 1 if goal == ">= 1" else ratio <= 3
+        verdict = "" if not goal else f"{goal} {'met' if met else 'MISSED'}"
+        print(f"{name:40} {fmt.format(get(am)):>13} {fmt.format(get(bc)):>12} {ratio:>7.2f}  {verdict}")
+    if am.missing or bc.missing:
+        print(f"alerts never delivered: Alertmanager {am.missing}, backchannel {bc.missing}")
+    print(json.dumps({"alertmanager": am.__dict__, "backchannel": bc.__dict__}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Prometheus Alertmanager's webhook payload and its mapping to submissions. Pure: no I/O, no clock.
+
+The payload is version 4 of the webhook receiver's JSON
+(https://prometheus.io/docs/alerting/latest/configuration/#webhook_config). Grafana's unified
+alerting sends the same shape with a few more fields (:mod:`daemon.intake.grafana`), so the
+mapping here serves both.
+
+Idempotency: Alertmanager re-sends a group on every ``repeat_interval`` and whenever the group
+changes, and retries a failed POST. An alert is identified by its ``fingerprint`` (a hash of its
+labels) and ``startsAt`` (the start of this firing episode), so the key
+``<source>:<fingerprint>:<startsAt>:<status>`` makes every re-send of the same firing a duplicate,
+while its resolution is a new notification that names the firing one in the ``follows`` label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from daemon.intake.accept import Submission
+from daemon.intake.webhook_config import AlertIntakeConfig
+
+Status = Literal["firing", "resolved"]
+MAX_ALERTS = 1000
+SUBJECT_MAX = 250
+BODY_MAX = 64 * 1024
+#: annotations shown as the headline of the body rather than in the annotation list
+HEADLINE = ("summary", "description", "message")
+
+
+class Alert(BaseModel):
+    """One alert; unknown fields are ignored so newer Alertmanager versions keep working."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    status: Status
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: AwareDatetime = Field(alias="startsAt")
+    #: Alertmanager writes the zero time (0001-01-01T00:00:00Z) for "not ended"
+    ends_at: AwareDatetime | None = Field(None, alias="endsAt")
+    generator_url: str = Field("", alias="generatorURL")
+    fingerprint: str = ""
+
+    @field_validator("ends_at")
+    @classmethod
+    def _zero_is_none(cls, value: datetime | None) -> datetime | None:
+        return None if value is None or value.year <= 1 else value
+
+    def identity(self) -> str:
+        """The fingerprint, or (hand-written payloads) a hash of the labels as Alertmanager's is."""
+        if self.fingerprint:
+            return self.fingerprint
+        text = "\xff".join(f"{k}\xff{v}" for k, v in sorted(self.labels.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def links(self) -> list[tuple[str, str]]:
+        """Named URLs shown at the end of the body."""
+        return [("Source", self.generator_url)] if self.generator_url else []
+
+    def details(self) -> list[str]:
+        """Extra body lines a vendor adds (Grafana: the evaluated values)."""
+        return []
+
+
+class AlertPayload(BaseModel):
+    """What Alertmanager and Grafana both send."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    group_key: str = Field(alias="groupKey")
+    truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
+    status: Status
+    receiver: str
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field("", alias="externalURL")
+    alerts: Annotated[Sequence[Alert], Field(max_length=MAX_ALERTS)]
+
+
+class AlertmanagerPayload(AlertPayload):
+    """The webhook body, version 4."""
+
+    version: Literal["4"]
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """What differs between senders of this payload shape."""
+
+    #: prefix of idempotency keys, so two senders' fingerprints never collide
+    prefix: str
+    #: how the body names the sender's own URL (``externalURL``)
+    sender: str
+
+
+AM = Flavor(prefix="alertmanager", sender="Alertmanager")
+
+
+def submissions(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor = AM) -> list[Submission]:
+    """The notifications for one webhook call: one per alert, or one for the group."""
+    if not payload.alerts:
+        return []
+    if config.per == "group":
+        return [group_submission(payload, config, flavor)]
+    return [alert_submission(payload, alert, config, flavor) for alert in payload.alerts]
+
+
+def alert_key(flavor: Flavor, alert: Alert, status: Status) -> str:
+    return f"{flavor.prefix}:{alert.identity()}:{_instant(alert.starts_at)}:{status}"
+
+
+def alert_submission(
+    payload: AlertPayload, alert: Alert, config: AlertIntakeConfig, flavor: Flavor = AM
+) -> Submission:
+    labels = dict(alert.labels)
+    labels["alert_status"] = alert.status
+    labels["alert_fingerprint"] = alert.identity()
+    if alert.status == "resolved":
+        labels["follows"] = alert_key(flavor, alert, "firing")
+    body = [*_alert_text(alert), *_links([*alert.links(), (flavor.sender, payload.external_url)])]
+    return Submission(
+        severity=config.severity_of(alert.labels.get(config.severity_label)),
+        subject=_subject(alert.status, alert.labels.get("alertname"), _headline(alert.annotations)),
+        body=_clip("\n".join(body), BODY_MAX),
+        source=config.source,
+        recipients=tuple(config.recipients),
+        labels=labels,
+        idempotency_key=alert_key(flavor, alert, alert.status),
+    )
+
+
+def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
+    """Changes when the group's alerts change, so a grown group is a new notification."""
+    members = sorted(f"{a.identity()}@{_instant(a.starts_at)}" for a in payload.alerts)
+    return f"{flavor.prefix}:group:{_digest([payload.group_key])}:{_digest(members)}:{status}"
+
+
+def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor = AM) -> Submission:
+    labels = {**payload.common_labels, **payload.group_labels}
+    labels["alert_status"] = payload.status
+    labels["alert_count"] = str(len(payload.alerts) + payload.truncated_alerts)
+    if payload.status == "resolved":
+        labels["follows"] = group_key(flavor, payload, "firing")
+    severities = [config.severity_of(a.labels.get(config.severity_label)) for a in payload.alerts]
+    return Submission(
+        severity=min(severities, key=lambda s: s.rank),
+        subject=_group_subject(payload),
+        body=_clip("\n".join(_group_text(payload, flavor)), BODY_MAX),
+        source=config.source,
+        recipients=tuple(config.recipients),
+        labels=labels,
+        idempotency_key=group_key(flavor, payload, payload.status),
+    )
+
+
+# --- text -----------------------------------------------------------------------------------------
+
+
+def _headline(annotations: dict[str, str]) -> str | None:
+    for name in HEADLINE:
+        if text := annotations.get(name, "").strip():
+            return text.splitlines()[0]
+    return None
+
+
+def _subject(status: str, alertname: str | None, headline: str | None) -> str:
+    text = ": ".join(part for part in (alertname, headline) if part) or "alert"
+    return _clip(f"[{status.upper()}] {' '.join(text.split())}", SUBJECT_MAX)
+
+
+def _group_subject(payload: AlertPayload) -> str:
+    """Alertmanager's default title: ``[FIRING:2] <group label values> (<other common values>)``."""
+    firing = sum(1 for a in payload.alerts if a.status == "firing")
+    count = f":{firing}" if payload.status == "firing" else ""
+    grouped = [v for _, v in sorted(payload.group_labels.items())]
+    common = [v for k, v in sorted(payload.common_labels.items()) if k not in payload.group_labels]
+    text = " ".join([*grouped, *([f"({' '.join(common)})"] if common else [])]) or "alerts"
+    return _clip(f"[{payload.status.upper()}{count}] {' '.join(text.split())}", SUBJECT_MAX)
+
+
+def _alert_text(alert: Alert) -> list[str]:
+    lines = [a.strip() for name in HEADLINE if (a := alert.annotations.get(name, "")).strip()]
+    lines += alert.details()
+    lines += _pairs("Labels", alert.labels.items())
+    lines += _pairs("Annotations", ((k, v) for k, v in alert.annotations.items() if k not in HEADLINE))
+    lines.append(f"Started: {_instant(alert.starts_at)}")
+    if alert.status == "resolved" and alert.ends_at is not None:
+        lines.append(f"Ended: {_instant(alert.ends_at)}")
+    return lines
+
+
+def _group_text(payload: AlertPayload, flavor: Flavor) -> list[str]:
+    firing = sum(1 for a in payload.alerts if a.status == "firing")
+    lines = [f"{firing} firing, {len(payload.alerts) - firing} resolved (receiver {payload.receiver})"]
+    if payload.truncated_alerts:
+        lines.append(f"{payload.truncated_alerts} more alerts were left out by the sender (max_alerts)")
+    for alert in payload.alerts:
+        title = alert.labels.get("alertname", alert.identity())
+        lines += ["", f"--- {alert.status.upper()} {title}", *_alert_text(alert), *_links(alert.links())]
+    return [*lines, "", *_links([(flavor.sender, payload.external_url)])]
+
+
+def _pairs(title: str, items: Iterable[tuple[str, str]]) -> list[str]:
+    pairs = [f"  {k} = {v}" for k, v in sorted(items)]
+    return [f"{title}:", *pairs] if pairs else []
+
+
+def _links(links: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"{name}: {url}" for name, url in links if url]
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _digest(parts: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,67 @@
+"""Grafana unified alerting's webhook payload and its mapping to submissions. Pure: no I/O, no clock.
+
+Grafana's webhook contact point sends Alertmanager's shape plus its own fields
+(https://grafana.com/docs/grafana/latest/alerting/configure-notifications/manage-contact-points/integrations/webhook-notifier/):
+``orgId``, ``title``, ``state``, ``message`` at the top, and per alert the silence, dashboard,
+panel and image URLs and the evaluated ``values``/``valueString``. The mapping is Alertmanager's
+(:mod:`daemon.intake.alertmanager`) with those extras in the body and a ``grafana:`` key prefix.
+The legacy (pre-unified) alerting webhook is a different document and is refused with a 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+from pydantic import Field
+
+from daemon.intake.accept import Submission
+from daemon.intake.alertmanager import MAX_ALERTS, Alert, AlertPayload, Flavor, submissions
+from daemon.intake.webhook_config import AlertIntakeConfig
+
+GRAFANA = Flavor(prefix="grafana", sender="Grafana")
+
+
+class GrafanaAlert(Alert):
+    silence_url: str = Field("", alias="silenceURL")
+    dashboard_url: str = Field("", alias="dashboardURL")
+    panel_url: str = Field("", alias="panelURL")
+    image_url: str = Field("", alias="imageURL")
+    #: Grafana 9.x: "[ var='B' labels={} value=44.2 ]"
+    value_string: str = Field("", alias="valueString")
+    #: Grafana 10+: the reduced expressions by ref id
+    values: dict[str, float | None] | None = None
+
+    def links(self) -> list[tuple[str, str]]:
+        return [
+            *super().links(),
+            ("Dashboard", self.dashboard_url),
+            ("Panel", self.panel_url),
+            ("Image", self.image_url),
+            ("Silence", self.silence_url),
+        ]
+
+    def details(self) -> list[str]:
+        if self.values:
+            return ["Values: " + ", ".join(f"{k}={_number(v)}" for k, v in self.values.items())]
+        return [f"Values: {self.value_string}"] if self.value_string.strip() else []
+
+
+def _number(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"
+
+
+class GrafanaPayload(AlertPayload):
+    """The body of Grafana's webhook contact point (``version`` "1")."""
+
+    version: str = "1"
+    org_id: int | None = Field(None, alias="orgId")
+    title: str = ""
+    state: str = ""
+    message: str = ""
+    alerts: Annotated[Sequence[GrafanaAlert], Field(max_length=MAX_ALERTS)]
+
+
+def grafana_submissions(payload: GrafanaPayload, config: AlertIntakeConfig) -> list[Submission]:
+    """The notifications for one Grafana webhook call: one per alert, or one for the group."""
+    return submissions(payload, config, GRAFANA)

@@ -1,0 +1,183 @@
+"""Leadership on the real PostgreSQL: one leader, lease takeover, fencing, votes from every node."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from daemon.clock import SystemClock
+from daemon.core.health import HealthSnapshot, Thresholds
+from daemon.core.model import CheckResult, CheckStatus, ProviderState
+from daemon.leadership import Leadership, Vantage
+from daemon.monitor import ProviderMonitor
+from daemon.store.postgres import PostgresStore
+from daemon.store.postgres_tx import NotLeader
+from tests.integration.conftest import PgFactory
+
+pytestmark = pytest.mark.usefixtures("postgres_server")
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], deadline_s: float = 15.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+def result(check: str, status: CheckStatus, reason: str = "") -> CheckResult:
+    return CheckResult(check, status, reason or status.value, 0.01, datetime.now(UTC))
+
+
+def node_of(store: PostgresStore, lease_s: float = 1.0, quorum: int = 1) -> Leadership:
+    monitor = ProviderMonitor(store, Thresholds(failure=1, success=1), SystemClock())
+    return Leadership(store, monitor, SystemClock(), lease_s=lease_s, quorum=quorum)
+
+
+async def test_one_leader_at_a_time(pg_nodes: PgFactory) -> None:
+    """Nodes trying at once: exactly one gets the lease, the others get nothing."""
+    stores = [await pg_nodes(f"n{i}") for i in range(3)]
+    got = await asyncio.gather(*(s.acquire_leadership(5.0, None) for s in stores))
+    assert sum(v is not None for v in got) == 1
+    again = await asyncio.gather(*(s.acquire_leadership(5.0, v) for s, v in zip(stores, got, strict=True)))
+    assert again == got, "the holder renews with the same version; the others still get nothing"
+    lead = await stores[0].leader()
+    assert lead.held and lead.node == stores[got.index(next(v for v in got if v))].node
+
+
+async def test_expired_lease_is_taken_over_with_a_new_version(pg_nodes: PgFactory) -> None:
+    """After the lease runs out another node takes it, the version moves on, the old one cannot renew."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    first = await a.acquire_leadership(0.5, None)
+    assert first is not None
+    assert await b.acquire_leadership(0.5, None) is None
+    taken: list[int] = []
+
+    async def b_takes() -> bool:
+        version = await b.acquire_leadership(5.0, None)
+        taken.extend([] if version is None else [version])
+        return version is not None
+
+    await until(b_takes)
+    assert taken[0] > first
+    assert await a.acquire_leadership(0.5, first) is None
+
+
+async def test_deposed_leader_write_updates_nothing(pg_nodes: PgFactory) -> None:
+    """A leader whose lease was taken over writes nothing: NotLeader, provider row and events unchanged."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    version = await a.acquire_leadership(0.3, None)
+    a.fence(version)
+    now = datetime.now(UTC)
+    await a.save_provider(HealthSnapshot(), None, now)  # the current leader's write goes through
+    await until(lambda: _acquired(b))
+    outage = HealthSnapshot(natural=ProviderState.OUTAGE, since=now)
+    with pytest.raises(NotLeader):
+        await a.save_provider(outage, None, now)
+    view = await b.provider()
+    assert view.state == ProviderState.HEALTHY and view.events == ()
+
+
+async def test_follower_cannot_write_provider_state(pg_nodes: PgFactory) -> None:
+    """Once leadership is on, a node without the lease has its provider writes refused."""
+    a = await pg_nodes("a")
+    a.fence(None)
+    with pytest.raises(NotLeader):
+        await a.save_provider(HealthSnapshot(), None, datetime.now(UTC))
+
+
+async def test_fenced_monitor_steps_down_and_follows(pg_nodes: PgFactory) -> None:
+    """A paused leader's next decision is fenced off: it steps down and adopts the stored state."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    leader, other = node_of(a, lease_s=0.4), node_of(b, lease_s=0.4)
+    await leader.tick()
+    await other.tick()
+    assert leader.is_leader and not other.is_leader
+    await until(lambda: _ticked(other))  # a stops renewing (as if paused); b takes over
+    await leader.monitor.check_result(result("smtp", CheckStatus.DOWN))
+    assert not leader.is_leader and not leader.monitor.leading
+    assert (await b.provider()).state == ProviderState.HEALTHY
+    await other.monitor.check_result(result("smtp", CheckStatus.DOWN))
+    assert (await b.provider()).state == ProviderState.OUTAGE
+    await leader.tick()
+    assert leader.monitor.state == ProviderState.OUTAGE, "the follower adopts the leader's state"
+
+
+async def test_stop_hands_over_at_once(pg_nodes: PgFactory) -> None:
+    """A leader stopping cleanly resigns: another node leads without waiting for the lease."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    leader, other = node_of(a, lease_s=60), node_of(b, lease_s=60)
+    await leader.start()
+    assert leader.is_leader
+    await leader.stop()
+    await other.tick()
+    assert other.is_leader
+
+
+async def test_split_views_need_the_quorum(pg_nodes: PgFactory) -> None:
+    """With quorum 2 of 3: one node seeing it down (control down too) is no outage; two are."""
+    a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
+    vantage = Vantage(a, quorum=2, fresh_s=60)
+    await c.record_check(result("smtp", CheckStatus.DOWN))
+    await c.record_check(result("control", CheckStatus.DOWN))
+    await b.record_check(result("smtp", CheckStatus.OK))
+    await b.record_check(result("control", CheckStatus.OK))
+    assert (await vantage.merge(result("smtp", CheckStatus.OK))).status == CheckStatus.OK
+    assert (await vantage.merge(result("control", CheckStatus.OK))).status == CheckStatus.OK
+    await b.record_check(result("smtp", CheckStatus.DOWN))
+    merged = await vantage.merge(result("smtp", CheckStatus.OK))
+    assert merged.status == CheckStatus.DOWN and "2 of 3 nodes" in merged.reason
+    alone = await Vantage(a, quorum=3, fresh_s=60).merge(result("smtp", CheckStatus.OK))
+    assert alone.status == CheckStatus.OK
+
+
+async def test_own_down_below_quorum_counts_as_up(pg_nodes: PgFactory) -> None:
+    """The leader alone seeing it down, others up: the merged round is up, saying why."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await b.record_check(result("smtp", CheckStatus.OK))
+    merged = await Vantage(a, quorum=2, fresh_s=60).merge(result("smtp", CheckStatus.DOWN))
+    assert merged.status == CheckStatus.OK and "1 of 2 nodes" in merged.reason
+    lonely = await Vantage(b, quorum=2, fresh_s=0.001).merge(result("smtp", CheckStatus.DOWN))
+    assert lonely.status == CheckStatus.UNKNOWN
+
+
+async def test_nodes_view_shows_roles_and_latest_checks(pg_nodes: PgFactory) -> None:
+    """Status lists each node with its role and its latest result per check."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    assert await a.acquire_leadership(5.0, None) is not None
+    await a.record_check(result("smtp", CheckStatus.DOWN))
+    await a.record_check(result("smtp", CheckStatus.OK))
+    await b.record_check(result("smtp", CheckStatus.DOWN))
+    nodes = {n.node: n for n in await a.nodes(datetime(2000, 1, 1, tzinfo=UTC))}
+    assert nodes[a.node].role == "leader" and nodes[b.node].role == "follower"
+    assert [c.status for c in nodes[a.node].checks] == [CheckStatus.OK]
+    assert [c.status for c in nodes[b.node].checks] == [CheckStatus.DOWN]
+
+
+async def _acquired(store: PostgresStore) -> bool:
+    version = await store.acquire_leadership(5.0, None)
+    if version is not None:
+        store.fence(version)
+    return version is not None
+
+
+async def _ticked(leadership: Leadership) -> bool:
+    await leadership.tick()
+    return leadership.is_leader
+
+
+async def test_leader_declares_outage_only_when_the_quorum_of_nodes_agrees(pg_nodes: PgFactory) -> None:
+    """Quorum 2 of 3: the leader's monitor stays healthy on one node's word, goes to outage on two."""
+    a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
+    leader = node_of(a, lease_s=10, quorum=2)
+    await leader.tick()
+    await c.record_check(result("smtp", CheckStatus.DOWN))
+    await leader.monitor.check_result(result("smtp", CheckStatus.OK))
+    assert (await a.provider()).state == ProviderState.HEALTHY
+    await b.record_check(result("smtp", CheckStatus.DOWN))
+    await leader.monitor.check_result(result("smtp", CheckStatus.OK))
+    assert leader.monitor.state == ProviderState.OUTAGE
+    assert (await c.provider()).state == ProviderState.OUTAGE, "the decision is stored for the followers"
