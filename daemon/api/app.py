@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -33,6 +33,7 @@ from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import ListFilter, Store
+from daemon.store.postgres import PostgresStore
 
 RETRY_AFTER_S = "5"
 NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled"]
@@ -118,6 +119,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
             "channels": [views.channel(c) for c in channels],
             "explain": ctx.monitor.explain().as_dict(),
             "last_drill": await _last_drill(ctx),
+            "nodes": await _nodes(ctx),
         }
 
     @api.get("/", tags=["operations"], response_class=HTMLResponse)
@@ -178,6 +180,14 @@ async def _page_data(ctx: ApiContext) -> statuspage.PageData:
         recent=await ctx.store.recent(50),
         now=now,
     )
+
+
+async def _nodes(ctx: ApiContext) -> list[dict[str, Any]]:
+    """With PostgreSQL: every node of the last hour, its role and its latest check results."""
+    if not isinstance(ctx.store, PostgresStore):
+        return []
+    nodes = await ctx.store.nodes(ctx.clock.now() - timedelta(hours=1))
+    return [{"node": n.node, "role": n.role, "checks": [views.check(c) for c in n.checks]} for n in nodes]
 
 
 async def _last_drill(ctx: ApiContext) -> dict[str, Any] | None:
