@@ -13,7 +13,7 @@ import signal
 import socket
 from collections.abc import Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -38,14 +38,16 @@ from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
-from daemon.leadership import Leadership
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
-from daemon.store.postgres import PostgresStore, PostgresStoreConfig
+from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.supervision import Supervision
+
+if TYPE_CHECKING:
+    from daemon.leadership import Leadership
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,14 @@ class Daemon:
         self.monitor = ProviderMonitor(self.store, thresholds, self._clock, provider.check_policy())
         self.channels = build_channels(config)
         self.dispatcher = self._dispatcher(config)
-        if isinstance(self.store, PostgresStore):
-            self.store.on_work(self.dispatcher.wake)
-        # HA wiring (issue 8): on PostgreSQL one node leads; SQLite always leads alone
+        # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
         self.leadership: Leadership | None = None
-        if isinstance(self.store, PostgresStore) and isinstance(config.store, PostgresStoreConfig):
+        if isinstance(config.store, PostgresStoreConfig):
+            from daemon.leadership import Leadership  # psycopg only where PostgreSQL is configured
+            from daemon.store.postgres import PostgresStore
+
+            assert isinstance(self.store, PostgresStore)
+            self.store.on_work(self.dispatcher.wake)
             self.leadership = Leadership.from_config(config.store, self.store, self.monitor, self._clock)
         self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
         self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)

@@ -30,7 +30,7 @@ from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.dispatcher import ChannelPolicy
 from daemon.store.base import Store
-from daemon.store.postgres import PostgresStore, PostgresStoreConfig
+from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.store.sqlite import SqliteStore
 
 
@@ -90,6 +90,7 @@ def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:
 def _slack(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     assert isinstance(cfg, SlackChannelConfig)
     from channels.slack import SlackChannel  # slack-sdk only where Slack is configured (start-up, memory)
+
     return SlackChannel(
         name,
         token=_reveal(cfg.token),
@@ -105,6 +106,7 @@ def _slack(name: str, cfg: ChannelConfig, config: Config) -> Channel:
 def _sms(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     assert isinstance(cfg, SmsChannelConfig)
     from channels.sms import SmsChannel  # twilio only where SMS is configured (start-up, memory)
+
     return SmsChannel(
         name,
         account_sid=cfg.account_sid,
@@ -202,6 +204,8 @@ def twilio_accounts(config: Config) -> list[TwilioAccount]:
 
 def build_store(config: Config) -> Store:
     if isinstance(config.store, PostgresStoreConfig):
+        from daemon.store.postgres import PostgresStore  # psycopg only where PostgreSQL is configured
+
         return PostgresStore.from_config(config.store)
     return SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
 

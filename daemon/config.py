@@ -50,7 +50,7 @@ from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
 from daemon.secrets import SecretResolver
-from daemon.store.postgres import PostgresStoreConfig
+from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
 
 # --- store, API, provider ----------------------------------------------------------------------

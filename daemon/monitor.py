@@ -18,8 +18,7 @@ from daemon.clock import Clock
 from daemon.core.assessment import Explanation, Policy
 from daemon.core.health import HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, Mode, ProviderState
-from daemon.store.base import ProviderView, Store
-from daemon.store.postgres_tx import NotLeader
+from daemon.store.base import NotLeader, ProviderView, Store
 
 log = logging.getLogger(__name__)
 

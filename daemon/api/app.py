@@ -33,7 +33,6 @@ from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import ListFilter, Store
-from daemon.store.postgres import PostgresStore
 
 RETRY_AFTER_S = "5"
 NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled"]
@@ -184,9 +183,10 @@ async def _page_data(ctx: ApiContext) -> statuspage.PageData:
 
 async def _nodes(ctx: ApiContext) -> list[dict[str, Any]]:
     """With PostgreSQL: every node of the last hour, its role and its latest check results."""
-    if not isinstance(ctx.store, PostgresStore):
+    nodes_of = getattr(ctx.store, "nodes", None)  # only the PostgreSQL store has several nodes
+    if nodes_of is None:
         return []
-    nodes = await ctx.store.nodes(ctx.clock.now() - timedelta(hours=1))
+    nodes = await nodes_of(ctx.clock.now() - timedelta(hours=1))
     return [{"node": n.node, "role": n.role, "checks": [views.check(c) for c in n.checks]} for n in nodes]
 
 

@@ -24,6 +24,10 @@ class StoreError(Exception):
     """The store failed."""
 
 
+class NotLeader(StoreError):
+    """A write fenced by the leader's token updated nothing: this node is no longer the leader."""
+
+
 class StoreUnavailable(StoreError):
     """The store could not commit; nothing was accepted."""
 

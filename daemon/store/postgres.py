@@ -23,9 +23,7 @@ from psycopg import AsyncConnection, errors
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
-from pydantic import Field, SecretStr, field_validator
 
-from daemon.configbase import Duration, Model, PositiveInt
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan
 from daemon.store import migrations
@@ -45,6 +43,7 @@ from daemon.store.base import (
     QueueView,
     StoreUnavailable,
 )
+from daemon.store.postgres_config import PostgresStoreConfig as PostgresStoreConfig
 from daemon.store.postgres_listen import WorkListener
 from daemon.store.postgres_tx import Conn, Fence, NotLeader, Q
 from daemon.store.postgres_views import LeaderView, NodeView
@@ -57,30 +56,6 @@ CHECK_RETENTION = timedelta(days=2)
 #: a transaction PostgreSQL aborted as a deadlock or serialization failure is run again this often
 TX_ATTEMPTS = 3
 _Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]
-
-
-class PostgresStoreConfig(Model):
-    #: libpq URL; ``?options=-csearch_path%3Dname`` puts the tables in a schema of their own
-    url: SecretStr
-    #: this daemon's name among the nodes; unique. A stable name lets a restarted node take its
-    #: own claims back at once instead of after their lease (default: host name and process id)
-    node: str | None = Field(default=None, min_length=1)
-    pool_size: PositiveInt = 10
-    connect_timeout: Duration = timedelta(seconds=5)
-    #: high availability: the leader's lease (renewed every third of it); a dead leader's
-    #: successor takes over within about this long
-    leader_lease: Duration = timedelta(seconds=6)
-    #: a check counts as down only when at least this many nodes' latest fresh results say so
-    nodes_quorum: PositiveInt = 1
-    #: a node's check result older than this no longer votes (cover the slowest check's interval)
-    vantage_fresh: Duration = timedelta(seconds=60)
-
-    @field_validator("url")
-    @classmethod
-    def _postgres_url(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
-            raise ValueError("expected a URL starting with postgresql://")
-        return value
 
 
 class PostgresStore:

@@ -26,7 +26,6 @@ from daemon.store.base import (
     Claimed,
     NewNotification,
     Outcome,
-    StoreError,
 )
 from daemon.store.queries import load
 
@@ -39,8 +38,7 @@ Q: dict[str, LiteralString] = load("postgres")
 WORK_CHANNEL = "backchannel_work"
 
 
-class NotLeader(StoreError):
-    """A write fenced by the leader's token updated nothing: this node is no longer the leader."""
+from daemon.store.base import NotLeader as NotLeader  # noqa: E402  (kept importable from here)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,12 @@ import sqlite3
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-
-from psycopg import AsyncConnection
-from psycopg.rows import tuple_row
+from typing import TYPE_CHECKING, Any, Literal
 
 from daemon.store.base import StoreError
+
+if TYPE_CHECKING:  # psycopg is imported where PostgreSQL is used, not by every SQLite start-up
+    from psycopg import AsyncConnection
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -84,6 +84,8 @@ def migrate_sqlite(path: Path) -> list[int]:
 
 async def apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
     """Apply every PostgreSQL migration not yet applied, all in one transaction."""
+    from psycopg.rows import tuple_row
+
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
         async with conn.cursor(row_factory=tuple_row) as cur:
