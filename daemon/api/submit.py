@@ -49,7 +49,7 @@ class SubmitEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, body, extra = await self.handle(headers, await _read_body(receive))
+        status, body, extra = await self.handle(headers, await read_body(receive))
         payload = json.dumps(body, separators=(",", ":")).encode()
         response_headers = [
             (b"content-type", b"application/json"),
@@ -98,7 +98,8 @@ class SubmitEndpoint:
         )
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body of a plain ASGI endpoint (BodyLimit has capped its size)."""
     chunks = []
     while True:
         message = await receive()

@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
 from daemon.api.errors import error_response, invalid
+from daemon.api.submit import read_body
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.grafana import GrafanaPayload, grafana_submissions
@@ -154,17 +155,8 @@ class WebhookEndpoint:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-        response = await self._handlers[scope["path"]](authorization, await _read_body(receive))
+        response = await self._handlers[scope["path"]](authorization, await read_body(receive))
         await response(scope, receive, send)
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def webhook_router(intake: WebhookIntake) -> APIRouter:

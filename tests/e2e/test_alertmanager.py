@@ -38,7 +38,7 @@ provider:
   checks: [{{type: smtp, every: 1h, timeout: 2s}}]
 channels:
   email: {{type: email, to: [ops@test.example]}}
-  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}"}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}", allow_private: true}}
 routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
   - {{match: {{}}, healthy: [email], outage: defer}}
