@@ -253,7 +253,8 @@ async def test_failed_commit_is_503_and_accepts_nothing(api: tuple[httpx.AsyncCl
     response = await client.post("/v1/notifications", json=batch)
     assert response.status_code == 503
     assert response.json()["error"] == "store_unavailable"
-    assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"pending": 1}
+    counts = (await client.get("/v1/status")).json()["queue"]["notifications"]
+    assert sum(counts.values()) == 1, counts  # only the first one (pending or already delivered)
 
 
 @pytest.fixture
