@@ -93,6 +93,10 @@ async def _cancel_other_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    # A transport closed just now closes its socket in a callback of a later iteration: let those
+    # run, or the loop stops first and the socket is left to the garbage collector (ResourceWarning).
+    for _ in range(3):
+        await asyncio.sleep(0)
 
 
 def _listening_socket(port: int) -> socket.socket:
