@@ -171,8 +171,9 @@ async def _story(
     provider.start()
     await _until(lambda: daemon.monitor.state.value == "healthy", "recovery")
     say(
-        f"RECOVERY confirmed after {daemon.config.provider.success_threshold} good checks "
-        f"({time.monotonic() - up_at:.1f}s after the provider came back)"
+        f"RECOVERY confirmed ({time.monotonic() - up_at:.1f}s after the provider came back: "
+        f"{daemon.config.provider.success_threshold} good checks in a row, and after so short an outage "
+        "flap damping waits for its window of recent results to settle)"
     )
     await _until(lambda: len(provider.sink.mail) > mail_before, "held mail")
     for mail in provider.sink.mail[mail_before:]:
