@@ -50,7 +50,7 @@ from channels.address_guard import (
 )
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.signing import secret_list, sign
-from channels.webhook_templates import JSON_CONTENT_TYPE, Template, render_template
+from channels.webhook_templates import JSON_CONTENT_TYPE, Template, message_fields, render_template
 
 BODY_TYPE = "backchannel.notification"
 BODY_VERSION = 1
@@ -67,17 +67,7 @@ def render_body(message: OutboundMessage) -> bytes:
         "type": BODY_TYPE,
         "version": BODY_VERSION,
         "id": message.notification_id,
-        "idempotency_key": message.idempotency_key,
-        "severity": message.severity,
-        "subject": message.subject,
-        "body": message.body,
-        "source": message.source,
-        "recipients": list(message.recipients),
-        "labels": dict(message.labels),
-        "created_at": message.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "attempt": message.attempt,
-        "provider_state": message.provider_state,
-        "drill": message.drill,
+        **message_fields(message),
     }
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 

@@ -99,8 +99,12 @@ def template_for(source: str | None, preset: str | None) -> Template | None:
 
 def template_context(message: OutboundMessage, options: Mapping[str, str]) -> dict[str, Any]:
     """The variables a template sees for ``message``."""
+    return {"notification_id": message.notification_id, **message_fields(message), "options": dict(options)}
+
+
+def message_fields(message: OutboundMessage) -> dict[str, Any]:
+    """What a webhook says about a message, in the order the versioned body lists it (after its id)."""
     return {
-        "notification_id": message.notification_id,
         "idempotency_key": message.idempotency_key,
         "severity": message.severity,
         "subject": message.subject,
@@ -112,7 +116,6 @@ def template_context(message: OutboundMessage, options: Mapping[str, str]) -> di
         "attempt": message.attempt,
         "provider_state": message.provider_state,
         "drill": message.drill,
-        "options": dict(options),
     }
 
 

@@ -33,6 +33,15 @@ class RateLimited(Exception):
         self.retry_after_s = retry_after_s
 
 
+def refusal(exc: Unauthorized | Forbidden | RateLimited, challenge: str) -> tuple[int, str, dict[str, str]]:
+    """The HTTP status, error code and headers that answer a refused request."""
+    if isinstance(exc, Unauthorized):
+        return 401, "unauthorized", {"WWW-Authenticate": challenge}
+    if isinstance(exc, Forbidden):
+        return 403, "forbidden", {}
+    return 429, "rate_limited", {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+
+
 @dataclass(frozen=True)
 class Grant:
     scopes: frozenset[str] = frozenset(SCOPES)
@@ -87,14 +96,9 @@ class BearerAuth:
         async def dependency(request: Request) -> str:
             try:
                 return self.authorize(request.headers.get("authorization", ""), scope, basic=basic)
-            except Unauthorized as exc:
-                challenge = 'Basic realm="backchannel"' if basic else "Bearer"
-                raise HTTPException(401, str(exc), headers={"WWW-Authenticate": challenge}) from exc
-            except Forbidden as exc:
-                raise HTTPException(403, str(exc)) from exc
-            except RateLimited as exc:
-                retry = str(max(1, math.ceil(exc.retry_after_s)))
-                raise HTTPException(429, str(exc), headers={"Retry-After": retry}) from exc
+            except (Unauthorized, Forbidden, RateLimited) as exc:
+                status, _, headers = refusal(exc, 'Basic realm="backchannel"' if basic else "Bearer")
+                raise HTTPException(status, str(exc), headers=headers or None) from exc
 
         return dependency
 

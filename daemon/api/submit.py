@@ -9,14 +9,13 @@ The operation is still described in ``/openapi.json`` (see :func:`openapi_operat
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized
+from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import StoreUnavailable
@@ -62,13 +61,9 @@ class SubmitEndpoint:
     async def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
         try:
             self._auth.authorize(headers.get("authorization", ""), "send")
-        except Unauthorized as exc:
-            return error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
-        except Forbidden as exc:
-            return error(403, "forbidden", str(exc))
-        except RateLimited as exc:
-            retry = str(max(1, math.ceil(exc.retry_after_s)))
-            return error(429, "rate_limited", str(exc), headers={"Retry-After": retry})
+        except (Unauthorized, Forbidden, RateLimited) as exc:
+            status, code, headers = refusal(exc, "Bearer")
+            return error(status, code, str(exc), headers=headers)
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:

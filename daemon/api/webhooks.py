@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
+from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized, refusal
 from daemon.api.errors import error_response, invalid
 from daemon.api.submit import read_body
 from daemon.intake.accept import Acceptor, Submission
@@ -113,13 +112,9 @@ class WebhookIntake:
     ) -> JSONResponse:
         try:
             self._gate.admit(self._auth.check(authorization), "send")
-        except Unauthorized as exc:
-            return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": CHALLENGE})
-        except Forbidden as exc:
-            return error_response(403, "forbidden", str(exc))
-        except RateLimited as exc:
-            retry = str(max(1, math.ceil(exc.retry_after_s)))
-            return error_response(429, "rate_limited", str(exc), headers={"Retry-After": retry})
+        except (Unauthorized, Forbidden, RateLimited) as exc:
+            status, code, headers = refusal(exc, CHALLENGE)
+            return error_response(status, code, str(exc), headers=headers or None)
         if self._draining():
             return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:
