@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from channels.base import Channel, ChannelError, OutboundMessage, Receipt
+from channels.base import Channel, ChannelError, Receipt
 from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
 from daemon.core.model import Mode, ProviderState
-from daemon.drills import SOURCE as DRILL_SOURCE
+from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
 
@@ -62,6 +62,7 @@ class Dispatcher:
         on_primary_failure: Callable[[str], Awaitable[None]],
         settings: DispatchSettings | None = None,
         rand: Callable[[], float] = random.random,
+        renderer: Renderer | None = None,
     ) -> None:
         self._store = store
         self._channels = dict(channels)
@@ -73,6 +74,7 @@ class Dispatcher:
         self._on_primary_failure = on_primary_failure
         self._settings = settings or DispatchSettings()
         self._rand = rand
+        self._renderer = renderer or Renderer(state)
         self._wake = asyncio.Event()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
         self._stopping = False
@@ -193,7 +195,7 @@ class Dispatcher:
 
     async def _deliver(self, name: str, claimed: Claimed) -> None:
         started_at = self._clock.now()
-        message = self._render(claimed)
+        message = self._renderer.render(name, claimed)
         follows = claimed.notification.labels.get(FOLLOWS_LABEL)
         if follows:
             message = replace(message, thread=await self._store.thread_of(follows, name))
@@ -231,25 +233,6 @@ class Dispatcher:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-
-    def _render(self, claimed: Claimed) -> OutboundMessage:
-        n = claimed.notification
-        return OutboundMessage(
-            notification_id=n.id,
-            idempotency_key=n.id,
-            severity=n.severity.value,
-            subject=n.subject,
-            body=n.body,
-            created_at=n.created_at,
-            source=n.source,
-            recipients=n.recipients,
-            labels=n.labels,
-            attempt=claimed.delivery.attempts,
-            provider_state=self._state().value,
-            raw=n.raw,
-            mail_from=n.mail_from,
-            drill=n.source == DRILL_SOURCE,
-        )
 
     def _success(self, name: str, claimed: Claimed, receipt: Receipt, started_at: datetime) -> Outcome:
         log.info(
