@@ -339,6 +339,7 @@ class _Policy:
         }
         extra = {"smtp_user": login, "smtp_rule": rule, "message_id": values.get("message-id")}
         labels.update({k: v for k, v in extra.items() if v})
+        labels.update(header_labels(values, self._config.label_headers))
         return Submission(
             severity=severity,
             subject=subject,
@@ -350,6 +351,16 @@ class _Policy:
             mail_from=sender or None,
             raw=raw,
         )
+
+
+#: a label carries at most this much of a header's value
+HEADER_LABEL_MAX_CHARS = 256
+
+
+def header_labels(values: dict[str, str], names: list[str]) -> dict[str, str]:
+    """``header:<name>`` labels for the configured headers the message has (names lower-cased)."""
+    wanted = (name.lower() for name in names)
+    return {f"header:{name}": values[name][:HEADER_LABEL_MAX_CHARS] for name in wanted if name in values}
 
 
 def idempotency_key(message_id: str | None, sender: str, recipients: tuple[str, ...]) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 
@@ -110,6 +110,10 @@ class SmtpIntakeConfig(Model):
     default_severity: Severity = Severity.INFO
     #: the first rule that matches gives the severity; none matching gives default_severity
     rules: list[SeverityRule] = Field(default_factory=list)
+    #: these headers' decoded values become labels ``header:<name in lower case>``, which routes match
+    label_headers: list[Annotated[str, Field(pattern=r"^[!-9;-~]+$", max_length=128)]] = Field(
+        default_factory=list, max_length=32
+    )
 
     @field_validator("listen", "submission_listen")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from daemon.clock import SystemClock
 from daemon.core.model import Notification, Severity
-from daemon.core.routing import Matcher, Route
+from daemon.core.routing import Condition, Matcher, Route, route_for
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.intake.smtp_auth import PasswordHash, hash_password
@@ -358,6 +358,17 @@ async def test_importance_and_rule_are_labels(start: Start) -> None:
     stored = await smtp.stored(await smtp.send(message(X_Priority="2").as_bytes()))
     assert stored.labels["importance"] == "high"
     assert stored.labels["smtp_rule"] == "urgent"
+
+
+async def test_configured_headers_become_labels_routes_can_match(start: Start) -> None:
+    """``label_headers`` puts those headers' decoded values in ``header:<name>`` labels, and only those."""
+    smtp = await start(allowed_networks=LOOPBACK, label_headers=["X-Team", "X-Absent"])
+    raw = message(X_Team="db-übersicht", X_Other="ignored").as_bytes()
+    stored = await smtp.stored(await smtp.send(raw))
+    assert stored.labels["header:x-team"] == "db-übersicht"
+    assert not {k for k in stored.labels if k.startswith("header:")} - {"header:x-team"}
+    route = Route("db", Matcher(conditions=(Condition.parse("header:x-team=~db-.*"),)), ("e",), ("e",))
+    assert route_for(stored, [route]).name == "db"
 
 
 async def test_retry_with_the_same_message_id_is_not_duplicated(start: Start) -> None:
