@@ -9,52 +9,27 @@ before its lease would have run out, steps down; followers read the state the le
 
 Every node runs the checks and stores its results under its name (a vantage point); the
 leader merges each check's latest fresh result per node into one, down only when at least
-``nodes_quorum`` nodes see it down, and feeds that to the HealthTracker as before.
+``nodes_quorum`` nodes see it down (:mod:`daemon.vantage`), and feeds that to the HealthTracker.
+Every round, each node also reads the nodes' latest results back for its explain: a follower's
+own tracker decides nothing, so what it shows is the leader's stored decision and that view.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from datetime import timedelta
 
 from daemon.clock import Clock
-from daemon.core.model import CheckResult, CheckStatus
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import StoreError
 from daemon.store.postgres import PostgresStore, PostgresStoreConfig
+from daemon.vantage import Outlook, Vantage, outlook
+
+__all__ = ["Leadership", "Vantage"]
 
 log = logging.getLogger(__name__)
-
-
-class Vantage:
-    """Merges the nodes' latest fresh results for a check into the one the leader observes."""
-
-    def __init__(self, store: PostgresStore, quorum: int, fresh_s: float) -> None:
-        self._store = store
-        self._quorum = quorum
-        self._fresh = timedelta(seconds=fresh_s)
-
-    async def merge(self, own: CheckResult) -> CheckResult:
-        # freshness is judged on the nodes' clocks (results carry their node's time): keep them
-        # in NTP sync, or make vantage_fresh generous
-        votes = await self._store.vantage_latest(own.check, own.at - self._fresh)
-        votes[self._store.node] = own
-        down = sorted((n for n, r in votes.items() if r.status == CheckStatus.DOWN))
-        tally = f"{len(down)} of {len(votes)} nodes see it down (quorum {self._quorum})"
-        if len(down) >= self._quorum:
-            voted = own if own.status == CheckStatus.DOWN else votes[down[0]]
-            return dataclasses.replace(voted, reason=f"{voted.reason} [{tally}]", at=own.at)
-        if own.status != CheckStatus.DOWN:
-            return own
-        others = [r for n, r in sorted(votes.items()) if r.status != CheckStatus.DOWN]
-        if not others:
-            # too few nodes reported to reach the quorum: the round counts neither way
-            return dataclasses.replace(own, status=CheckStatus.UNKNOWN, reason=f"{own.reason} [{tally}]")
-        best = max(others, key=lambda r: r.at)
-        return dataclasses.replace(best, reason=f"{best.reason} [{tally}]", at=own.at)
 
 
 class Leadership:
@@ -76,12 +51,14 @@ class Leadership:
         self.lease_s = lease_s
         self._version: int | None = None
         self._deadline = 0.0
+        self._quorum = quorum
+        self._fresh = timedelta(seconds=fresh_s)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         store.fence(None)
         monitor.set_vantage(Vantage(store, quorum, fresh_s).merge)
         monitor.set_leading(False)
-        monitor.on_deposed(self._deposed)
+        monitor.on_deposed(lambda why: self._fenced("provider", why))
 
     @classmethod
     def from_config(
@@ -141,24 +118,26 @@ class Leadership:
                 log.exception("leadership round failed", extra={"event": "leader.error"})
 
     async def tick(self) -> None:
-        """One renewal or attempt; a follower also refreshes the provider state from the store."""
+        """One renewal or attempt; then the node reads back the decision and every node's view."""
         sent = self._clock.monotonic()
         try:
             version = await self._store.acquire_leadership(self.lease_s, self._version)
         except StoreError as exc:
             log.warning("leadership: the store did not answer: %s", exc, extra={"event": "leader.error"})
             if self._version is not None and self._clock.monotonic() >= self._deadline:
-                await self._step_down("the lease ran out while the store did not answer")
+                self._deposed("the lease ran out while the store did not answer")
+                await self._follow()
             return
         if version is None:
-            if self._version is not None:
-                await self._step_down("another node holds the lease")
-            else:
-                await self._follow()
+            # a renewal carrying our token updated nothing: the token is stale, another node leads
+            self._fenced("lease", "another node holds the lease")
+            await self._follow()
             return
         self._deadline = sent + self.lease_s
         if self._version != version:
             await self._elected(version)
+        with contextlib.suppress(StoreError):
+            self._monitor.annotate(self._lines(await self._outlook()))
 
     async def _elected(self, version: int) -> None:
         self._version = version
@@ -171,13 +150,45 @@ class Leadership:
         )
         await self._monitor.lead()
 
-    async def _step_down(self, why: str) -> None:
-        self._deposed(why)
-        await self._follow()
-
     async def _follow(self) -> None:
+        """Adopt the leader's stored decision; show the checks as it counts them."""
+        seen: Outlook | None = None
         with contextlib.suppress(StoreError):
-            await self._monitor.follow()
+            seen = await self._outlook()
+            self._monitor.annotate(self._lines(seen))
+        with contextlib.suppress(StoreError):
+            await self._monitor.follow(() if seen is None else seen.checks)
+
+    async def _outlook(self) -> Outlook:
+        nodes = await self._store.nodes(self._clock.now() - self._fresh)
+        return outlook(nodes, self._store.node, self._monitor.tracker.policy, self._quorum)
+
+    def _lines(self, seen: Outlook) -> list[str]:
+        me, votes = self._store.node, f"every node's votes (quorum {self._quorum})"
+        if self._version is not None:
+            head = f"this node ({me}) leads (lease version {self._version}) and decides on {votes}"
+        else:
+            head = f"this node ({me}) follows: {seen.leader or 'no node'} leads and decides on {votes}"
+        return [head, *seen.lines]
+
+    def _fenced(self, write: str, why: str) -> None:
+        """A write carrying this node's token updated nothing: say so (the evidence), step down."""
+        if self._version is None:
+            return
+        log.warning(
+            "this node (%s) is fenced off: its %s write with lease version %d updated nothing: %s",
+            self._store.node,
+            write,
+            self._version,
+            why,
+            extra={
+                "event": "leader.fenced",
+                "node": self._store.node,
+                "version": self._version,
+                "write": write,
+            },
+        )
+        self._deposed(why)
 
     def _deposed(self, why: str) -> None:
         if self._version is None:

@@ -11,12 +11,14 @@ steps down the same way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.clock import Clock
 from daemon.core.assessment import Explanation, Policy
-from daemon.core.health import HealthTracker, Thresholds, Transition
+from daemon.core.health import RECENT, HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, Mode, ProviderState
 from daemon.store.base import NotLeader, ProviderView, Store
 
@@ -42,6 +44,11 @@ class ProviderMonitor:
         #: alone (SQLite) a node always leads; daemon.leadership switches this
         self._leading = True
         self._vantage: Callable[[CheckResult], Awaitable[CheckResult]] | None = None
+        #: extra lines for explain (who decides, every node's view), set by daemon.leadership
+        self._notes: tuple[str, ...] = ()
+        #: following: the checks as the leader counts them, and the last transition it stored
+        self._shown: dict[str, tuple[CheckResult, ...]] = {}
+        self._last_event: Transition | None = None
 
     @property
     def state(self) -> ProviderState:
@@ -56,8 +63,26 @@ class ProviderMonitor:
         return self._tracker
 
     def explain(self) -> Explanation:
-        """Why the state is what it is: each check's recent results and role, in words."""
-        return self._tracker.explain(self._clock.now())
+        """Why the state is what it is: each check's recent results and role, in words.
+
+        A follower's tracker holds the leader's stored decision and the checks as the leader
+        counts them (given to :meth:`follow`), so its explain reads like the leader's.
+        """
+        told = self._tracker.explain(self._clock.now())
+        event = self._last_event
+        decided = (
+            ()
+            if self._leading or event is None
+            else (
+                f"the leader's last transition ({event.at.isoformat(timespec='seconds')}): "
+                f"{event.from_state} -> {event.to_state}: {event.cause}",
+            )
+        )
+        return dataclasses.replace(told, why=(*told.why, *decided, *self._notes))
+
+    def annotate(self, lines: Sequence[str]) -> None:
+        """Lines ``explain`` adds to its why: who decides and what every node sees."""
+        self._notes = tuple(lines)
 
     def on_mode_change(self, listener: Callable[[Mode], None]) -> None:
         self._mode_listeners.append(listener)
@@ -100,13 +125,27 @@ class ProviderMonitor:
         """Elected: decide from now on, starting from the state the last leader stored."""
         async with self._lock:
             self._leading = True
+            self._shown, self._last_event = {}, None
             await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
 
-    async def follow(self) -> None:
-        """A follower adopts the state the leader stored (the routing mode comes with it)."""
+    async def follow(self, checks: Sequence[CheckResult] = ()) -> None:
+        """A follower adopts the state the leader stored (the routing mode comes with it).
+
+        ``checks`` are the latest results as the leader counts them (every node's merged):
+        a follower's own results decide nothing, so these are what its explain shows.
+        """
         async with self._lock:
             self._leading = False
-            await self._adopt(await self._store.provider(events=0, checks=0))
+            view = await self._store.provider(events=1, checks=0)
+            self._last_event = view.events[0] if view.events else None
+            for result in checks:
+                shown = self._shown.get(result.check, ())
+                if not shown or result.at > shown[-1].at:
+                    self._shown[result.check] = (*shown, result)[-RECENT:]
+            before = self._tracker.mode
+            self._tracker = HealthTracker(self._tracker.thresholds, view.snapshot, self._tracker.policy)
+            self._tracker.seed(r for results in self._shown.values() for r in results)
+            self._mode_changed(before)
 
     async def _adopt(self, view: ProviderView) -> None:
         before = self._tracker.mode
@@ -123,7 +162,8 @@ class ProviderMonitor:
                 return
             decided = result if self._vantage is None else await self._vantage(result)
             before = self._tracker.mode
-            await self._commit(self._tracker.observe(decided, self._clock.now()), before)
+            with contextlib.suppress(NotLeader):  # fenced off: stepped down, follows from now on
+                await self._commit(self._tracker.observe(decided, self._clock.now()), before)
 
     async def passive_failure(self, reason: str) -> None:
         if not self._leading:  # a follower's own checks, run at once, are its word to the leader
@@ -133,8 +173,13 @@ class ProviderMonitor:
         async with self._lock:
             counted = self._tracker.snapshot.last_passive_at
             before = self._tracker.mode
-            await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason), before)
-            if self._tracker.snapshot.last_passive_at != counted:
+            try:
+                await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason), before)
+            except NotLeader:  # fenced off: stepped down, so the checks run now are its word
+                fresh = True
+            else:
+                fresh = self._tracker.snapshot.last_passive_at != counted
+            if fresh:
                 for listener in self._failure_listeners:
                     listener()
 
@@ -155,11 +200,11 @@ class ProviderMonitor:
             raise NotLeader("this node follows: only the leader changes the provider state")
 
     async def _commit(self, transition: Transition | None, mode_before: Mode) -> None:
+        """Store the decision; fenced off (NotLeader), forget it, step down, and raise."""
         try:
             await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
         except NotLeader as exc:
-            # fenced off (deposed while paused or cut off): forget what was decided, follow
-            log.warning("provider state not saved: %s", exc, extra={"event": "leader.fenced"})
+            # deposed while paused or cut off: the listeners (daemon.leadership) log the evidence
             self._leading = False
             for listener in self._deposed_listeners:
                 listener(str(exc))
@@ -167,7 +212,7 @@ class ProviderMonitor:
                 self._tracker.thresholds, (await self._store.provider(0, 0)).snapshot, self._tracker.policy
             )
             self._mode_changed(mode_before)
-            return
+            raise
         if transition is not None:
             self._announce(transition)
         self._mode_changed(mode_before)

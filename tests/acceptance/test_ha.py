@@ -7,12 +7,14 @@ nothing unsubmitted is; duplicates (a node killed mid-send) are counted and repo
 from __future__ import annotations
 
 import itertools
+import json
 import signal
+import socket
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,27 @@ CLAIM_LEASE_S = 5
 
 
 class HaNode(DaemonProcess):
-    """A daemon whose store is the shared PostgreSQL schema, under a node name of its own."""
+    """A daemon whose store is the shared PostgreSQL schema, under a node name of its own.
 
-    def __init__(self, workdir: Path, url: str, node: str, **kwargs: Any) -> None:
-        self.store_line = f'store: {{url: "{url}", node: {node}, leader_lease: {LEASE_S}s, pool_size: 4}}'
+    ``store_extra`` adds store settings (``, nodes_quorum: 2``); ``edits`` replaces text in
+    the harness's YAML (its check list, its thresholds).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        url: str,
+        node: str,
+        *,
+        store_extra: str = "",
+        edits: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.store_line = (
+            f'store: {{url: "{url}", node: {node}, leader_lease: {LEASE_S}s, pool_size: 4{store_extra}}}'
+        )
         self.node = node
+        self.edits = dict(edits or {})
         workdir.mkdir()
         super().__init__(workdir, **kwargs)
 
@@ -48,7 +66,17 @@ class HaNode(DaemonProcess):
         text = text.replace(
             "dispatch:\n  poll: 200ms\n", f"dispatch:\n  poll: 200ms\n  lease: {CLAIM_LEASE_S}s\n"
         )
+        for old, new in self.edits.items():
+            assert old in text, f"{old!r} is not in the harness's configuration"
+            text = text.replace(old, new)
         self.config_path.write_text(text)
+
+    def events(self, offset: int = 0) -> list[dict[str, Any]]:
+        """The structured log's lines (JSON: stdout is not a terminal) from byte ``offset`` on."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 @pytest.fixture
@@ -151,25 +179,101 @@ def test_three_nodes_share_work_and_survive_leader_kill(
 def test_paused_leader_does_not_act_on_stale_leadership(
     cluster: tuple[list[HaNode], WebhookReceiver, str],
 ) -> None:
-    """SIGSTOP the leader past its lease, SIGCONT: another leads, the old one is fenced and steps down."""
+    """SIGSTOP the leader past its lease, SIGCONT: its stale token is refused; it wrote nothing since."""
     nodes, _, url = cluster
+    _audit_provider_writes(url)
     first, version = until(lambda: leader_row(url)[0] and leader_row(url), 10, "a leader")
     paused = next(n for n in nodes if n.node == first)
     assert paused.proc is not None
+    until(lambda: _writes_by(url, first), 10, "the leader's provider writes in the audit")
+    offset = paused.log_path.stat().st_size
     paused.proc.send_signal(signal.SIGSTOP)
     try:
         successor, taken = until(
             lambda: (row := leader_row(url))[0] not in (None, first) and row, LEASE_S + 5, "successor"
         )
+        # queued in the kernel while it is stopped: a write it is asked for the moment it resumes
+        override = _queue_request(
+            paused.api_port, "/v1/provider/override", {"state": "outage", "reason": "x"}
+        )
     finally:
         paused.proc.send_signal(signal.SIGCONT)
-    assert taken > version
-    until(lambda: "steps down" in paused.log_path.read_text(), 10, "the paused leader stepping down")
+    refused = _status_of(override)
+    assert refused >= 400, "the resumed old leader accepted an override"
+    until(lambda: _named(paused.events(offset), "leader.deposed"), 10, "the paused leader stepping down")
+    resumed = paused.events(offset)
+    # the evidence: one write with the stale token (a lease renewal or a provider write) refused
+    (fenced,) = _named(resumed, "leader.fenced")
+    (deposed,) = _named(resumed, "leader.deposed")
+    assert (fenced["node"], fenced["version"], deposed["version"]) == (first, version, version)
+    assert fenced["write"] in ("lease", "provider")
+    print(f"resumed old leader: its {fenced['write']} write refused (version {version}), override {refused}")
+    assert not _named(resumed, "leader.elected", "provider.transition"), "the old leader acted again"
+    until(lambda: _writes_by(url, successor), 10, "the successor's provider writes in the audit")
+    assert set(_writes_by(url, first)) == {version}, "the old leader wrote under another node's lease"
+    assert set(_writes_by(url, successor)) == {taken}
     assert leader_row(url) == (successor, taken), "the old leader did not take the lease back"
-    log = paused.log_path.read_text()
-    assert log.count("leads now") == 1, "the old leader acted as leader again"
     status = paused.status()
+    assert status["provider"]["forced"] is None
     assert status["provider"]["state"] == nodes[[n.node for n in nodes].index(successor)].provider_state()
+
+
+def _audit_provider_writes(url: str) -> None:
+    """Record every committed write to the provider state with its connection and the lease then.
+
+    Each node's connections are named ``backchannel <node>`` (``application_name``). A fenced
+    write that updates no row fires no row trigger, and its transaction rolls back anyway.
+    """
+    with admin(url) as conn:
+        conn.execute(
+            """
+            CREATE TABLE provider_audit (id bigserial PRIMARY KEY, app text NOT NULL, lease_version bigint);
+            CREATE FUNCTION provider_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO provider_audit (app, lease_version)
+                SELECT current_setting('application_name'), version FROM leader WHERE id = 1;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER provider_audit AFTER UPDATE ON provider
+                FOR EACH ROW EXECUTE FUNCTION provider_audit();
+            CREATE TRIGGER provider_events_audit AFTER INSERT ON provider_events
+                FOR EACH ROW EXECUTE FUNCTION provider_audit();
+            """
+        )
+
+
+def _writes_by(url: str, node: str) -> list[int]:
+    """The lease version in force at each provider write a node committed."""
+    with admin(url) as conn:
+        found = conn.execute(
+            "SELECT lease_version FROM provider_audit WHERE app = %s ORDER BY id", (f"backchannel {node}",)
+        ).fetchall()
+    return [int(row[0]) for row in found]  # type: ignore[call-overload]
+
+
+def _named(events: list[dict[str, Any]], *names: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] in names]
+
+
+def _queue_request(port: int, path: str, body: Mapping[str, Any]) -> socket.socket:
+    """Send a request over a raw socket (the kernel queues it even for a stopped process)."""
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    sock.sendall(head.encode() + payload)
+    return sock
+
+
+def _status_of(sock: socket.socket) -> int:
+    """The HTTP status code of the answer on ``sock``."""
+    with sock:
+        data = b""
+        while b"\r\n" not in data and (chunk := sock.recv(4096)):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
 
 
 def _await_deliveries(hook: WebhookReceiver, expected: set[str], url: str, deadline_s: float) -> Counter[str]:

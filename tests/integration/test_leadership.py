@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from daemon.clock import SystemClock
+from daemon.core.assessment import CheckPolicy, Policy, Role
 from daemon.core.health import HealthSnapshot, Thresholds
 from daemon.core.model import CheckResult, CheckStatus, ProviderState
 from daemon.leadership import Leadership, Vantage
@@ -32,8 +34,10 @@ def result(check: str, status: CheckStatus, reason: str = "") -> CheckResult:
     return CheckResult(check, status, reason or status.value, 0.01, datetime.now(UTC))
 
 
-def node_of(store: PostgresStore, lease_s: float = 1.0, quorum: int = 1) -> Leadership:
-    monitor = ProviderMonitor(store, Thresholds(failure=1, success=1), SystemClock())
+def node_of(
+    store: PostgresStore, lease_s: float = 1.0, quorum: int = 1, policy: Policy | None = None
+) -> Leadership:
+    monitor = ProviderMonitor(store, Thresholds(failure=1, success=1), SystemClock(), policy)
     return Leadership(store, monitor, SystemClock(), lease_s=lease_s, quorum=quorum)
 
 
@@ -89,16 +93,25 @@ async def test_follower_cannot_write_provider_state(pg_nodes: PgFactory) -> None
         await a.save_provider(HealthSnapshot(), None, datetime.now(UTC))
 
 
-async def test_fenced_monitor_steps_down_and_follows(pg_nodes: PgFactory) -> None:
-    """A paused leader's next decision is fenced off: it steps down and adopts the stored state."""
+async def test_fenced_monitor_steps_down_and_follows(
+    pg_nodes: PgFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A paused leader's next decision is fenced off: it logs so, steps down, adopts the stored state."""
     a, b = await pg_nodes("a"), await pg_nodes("b")
     leader, other = node_of(a, lease_s=0.4), node_of(b, lease_s=0.4)
     await leader.tick()
     await other.tick()
     assert leader.is_leader and not other.is_leader
+    stale = leader.version
     await until(lambda: _ticked(other))  # a stops renewing (as if paused); b takes over
-    await leader.monitor.check_result(result("smtp", CheckStatus.DOWN))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="daemon.leadership"):
+        await leader.monitor.check_result(result("smtp", CheckStatus.DOWN))
     assert not leader.is_leader and not leader.monitor.leading
+    assert _events(caplog) == [
+        ("leader.fenced", a.node, stale, "provider"),
+        ("leader.deposed", a.node, stale, None),
+    ]
     assert (await b.provider()).state == ProviderState.HEALTHY
     await other.monitor.check_result(result("smtp", CheckStatus.DOWN))
     assert (await b.provider()).state == ProviderState.OUTAGE
@@ -181,3 +194,63 @@ async def test_leader_declares_outage_only_when_the_quorum_of_nodes_agrees(pg_no
     await leader.monitor.check_result(result("smtp", CheckStatus.OK))
     assert leader.monitor.state == ProviderState.OUTAGE
     assert (await c.provider()).state == ProviderState.OUTAGE, "the decision is stored for the followers"
+
+
+async def test_resumed_leader_renewal_is_fenced_and_logged(
+    pg_nodes: PgFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leader resuming after its lease was taken: its renewal with the stale token updates nothing."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    leader, other = node_of(a, lease_s=0.4), node_of(b, lease_s=0.4)
+    await leader.tick()
+    stale = leader.version
+    await until(lambda: _ticked(other))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="daemon.leadership"):
+        await leader.tick()
+    assert _events(caplog) == [
+        ("leader.fenced", a.node, stale, "lease"),
+        ("leader.deposed", a.node, stale, None),
+    ]
+    lead = await a.leader()
+    assert (lead.node, lead.version) == (b.node, other.version), "the stale renewal changed nothing"
+
+
+async def test_follower_explain_shows_the_leaders_decision_and_every_nodes_checks(
+    pg_nodes: PgFactory,
+) -> None:
+    """A follower explains the leader's stored decision, the checks as merged, and each node's view."""
+    a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
+    policy = Policy({"smtp": CheckPolicy(), "control": CheckPolicy(Role.CONTROL)})
+    leader, follower = node_of(a, 10, 2, policy), node_of(b, 10, 2, policy)
+    await leader.tick()
+    await follower.tick()
+    assert follower.monitor.explain().checks[0].latest is None, "nothing reported yet"
+    await c.record_check(result("smtp", CheckStatus.DOWN, "refused at c"))
+    await c.record_check(result("control", CheckStatus.DOWN))
+    await b.record_check(result("control", CheckStatus.OK))
+    await b.record_check(result("smtp", CheckStatus.DOWN, "refused at b"))
+    await leader.monitor.check_result(result("control", CheckStatus.OK))
+    await leader.monitor.check_result(result("smtp", CheckStatus.OK))
+    await follower.tick()
+    told = follower.monitor.explain()
+    assert told.state == ProviderState.OUTAGE
+    seen = {view.name: view.latest for view in told.checks}
+    assert seen["smtp"] is not None and seen["smtp"].status == CheckStatus.DOWN
+    assert "2 of 3 nodes see it down (quorum 2)" in seen["smtp"].reason
+    assert seen["control"] is not None and seen["control"].status == CheckStatus.OK
+    why = "\n".join(told.why)
+    assert f"this node ({b.node}) follows: {a.node} leads" in why
+    assert "the leader's last transition" in why and "-> outage" in why
+    assert f"node {a.node} (leader) sees the provider working" in why
+    assert f"node {b.node} (follower, this node) sees the provider down" in why
+    assert f"node {c.node} (follower) sees the provider unknown" in why
+
+
+def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, int, str | None]]:
+    """The leadership's structured events: (event, node, lease version, refused write)."""
+    return [
+        (r.event, r.node, r.version, getattr(r, "write", None))  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "event", "").startswith("leader.")
+    ]
