@@ -103,10 +103,10 @@ def test_split_views_outage_only_when_two_of_three_nodes_see_it(
     until(lambda: all(v.node.provider_state() == "outage" for v in views), 30, "outage on every node")
     (declared,) = [cause for cause, to in _transitions(url) if to == "outage"]
     assert "2 of 3 nodes see it down (quorum 2)" in declared, declared
-    explain = followers[0].node.status()["explain"]
+    # A follower adopts the stored decision on its next look (a third of the lease): poll for it.
+    explain = until(lambda: _followed(followers[0]), 15, "the follower's explain shows the outage")
     smtp = next(c for c in explain["checks"] if c["name"] == "smtp")
     assert smtp["latest"]["status"] == "down" and "2 of 3 nodes see it down" in smtp["latest"]["reason"]
-    assert any(line.startswith("the leader's last transition") for line in explain["why"]), explain
 
     notification = followers[1].node.send("critical", "split-view outage")
     until(lambda: _subjects(hook) >= {"split-view outage"}, 20, "the critical notice on the backup channel")
@@ -144,3 +144,10 @@ def _transitions(url: str) -> list[tuple[str, str]]:
 
 def _subjects(hook: WebhookReceiver) -> set[str]:
     return {r.json()["subject"] for r in hook.requests}
+
+
+def _followed(view: Vantage) -> dict[str, Any] | None:
+    """The follower's explain once it shows the leader's outage transition, else None."""
+    explain: dict[str, Any] = view.node.status()["explain"]
+    told = any(line.startswith("the leader's last transition") for line in explain["why"])
+    return explain if told and explain["state"] == "outage" else None
