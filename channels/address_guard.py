@@ -12,10 +12,12 @@ https://www.iana.org/assignments/iana-ipv4-special-registry/ and .../iana-ipv6-s
 IPv4 addresses embedded in IPv6 (``::ffff:127.0.0.1``, 6to4) are judged as the IPv4 address.
 
 DNS rebinding: resolving once to vet and letting the HTTP client resolve again to connect would
-check one answer and use another. :func:`pinned_request_target` rewrites the URL to the vetted IP
-and carries the name in the ``Host`` header and in httpcore's ``sni_hostname`` request extension
-(https://www.encode.io/httpcore/extensions/#request-extensions), so TLS still verifies the
-certificate against the configured host name.
+check one answer and use another. So the connection goes to the vetted IP itself: the webhook's
+own client (:mod:`channels.http1`) connects to it and names the host only in ``Host`` and TLS (SNI
+and the certificate check); for an httpx transport, :func:`pinned_request_target` rewrites the URL
+to the vetted IP and carries the name in the ``Host`` header and in httpcore's ``sni_hostname``
+request extension (https://www.encode.io/httpcore/extensions/#request-extensions), so TLS still
+verifies the certificate against the configured host name.
 """
 
 from __future__ import annotations

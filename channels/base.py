@@ -40,6 +40,10 @@ class OutboundMessage:
     #: the channel's id of an earlier message about the same matter (its Receipt.remote_id), so a
     #: follow-up (a resolved alert, say) can go into that message's thread
     thread: str | None = None
+    #: an escalation waits for someone to acknowledge: Slack adds an Acknowledge button
+    acknowledgeable: bool = False
+    #: the code to reply with ("ACK <code>") while ``acknowledgeable``
+    ack_code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

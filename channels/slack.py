@@ -32,6 +32,7 @@ from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.pacing import Pacer
+from channels.slack_interactions import ack_block
 
 SLACK_API = "https://slack.com/api/"
 # Block Kit limits: https://api.slack.com/reference/block-kit/blocks (header 150, section text 3000).
@@ -249,6 +250,8 @@ def render(message: OutboundMessage) -> tuple[str, list[dict[str, Any]]]:
         f" | attempt {message.attempt} | primary email {message.provider_state}"
     )
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, SECTION_MAX)}]})
+    if message.acknowledgeable:
+        blocks.append(ack_block(message.notification_id))
     text = _cut(f"{title}\n{message.body}".strip(), TEXT_MAX)
     return text, blocks
 

@@ -7,8 +7,9 @@ is requests, which twilio depends on anyway and which retries nothing unless giv
 each bounded by the explicit timeout, is cheap.
 
 Texts read ``[SEVERITY] subject - body [notification-id]``, shortened to ``max_segments``
-(see :mod:`channels.gsm`) with the id always kept. The separator is an em dash only when the
-text is UCS-2 anyway: in GSM-7 it would turn the whole text into UCS-2 and halve its room.
+(see :mod:`channels.gsm`) with the id always kept; a digest (:mod:`channels.digests`) goes as
+built. The separator is an em dash only when the text is UCS-2 anyway: in GSM-7 it would turn
+the whole text into UCS-2 and halve its room.
 
 Pacing: Twilio queues what a sender cannot send at once and releases it at the sender's rate
 (long code 1, toll-free 3, short code 100 segments per second, see
@@ -51,6 +52,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.digests import is_digest, sms_text
 from channels.gsm import encoding_for, segment_count, shorten
 from channels.pacing import Pacer
 from channels.webhook import retry_after_s
@@ -85,7 +87,12 @@ def validate_e164(number: str) -> str:
 
 
 def render_text(message: OutboundMessage, max_segments: int) -> str:
-    """The SMS text for ``message``, at most ``max_segments`` long, ending in `` [notification-id]``."""
+    """The SMS text for ``message``, at most ``max_segments`` long, ending in `` [notification-id]``.
+
+    A digest is sent as built (it names its id in its headline and was fitted to its own budget).
+    """
+    if is_digest(message):
+        return shorten(sms_text(message.subject, message.body), max_segments)
     head = f"[{message.severity.upper()}] {_squash(message.subject)}"
     if message.drill:
         head = f"[DRILL] {head}"

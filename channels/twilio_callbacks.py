@@ -1,4 +1,4 @@
-"""Twilio message status callbacks: check who sent them, then read what they say.
+"""Twilio message status callbacks and inbound replies: check who sent them, then read what they say.
 
 Twilio POSTs a form to the ``StatusCallback`` URL each time a message changes status
 (https://www.twilio.com/docs/messaging/guides/track-outbound-message-status) and signs it
@@ -8,6 +8,10 @@ Verification uses twilio's own :class:`RequestValidator`, so we compute nothing 
 
 The URL to verify against is the one configured as ``status_callback``, not the one the
 request arrived at: behind a TLS-terminating proxy the two differ and every signature fails.
+
+Inbound messages (a reply "ACK <code>") arrive at the number's messaging webhook
+(https://www.twilio.com/docs/messaging/guides/webhook-request), signed the same way, and are
+answered with TwiML (https://www.twilio.com/docs/messaging/twiml).
 
 Exceptions::
 
@@ -19,8 +23,10 @@ Exceptions::
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from xml.sax.saxutils import escape
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
@@ -82,13 +88,51 @@ def verify_status_callback(
 
     ``form`` may be a multi-dict (Starlette's ``FormData``): repeated fields are all signed.
     """
+    verify_signature(auth_token, url, form, signature)
+    return parse_status_callback(form)
+
+
+def verify_signature(auth_token: str, url: str, form: Mapping[str, str], signature: str | None) -> None:
+    """Raise ForgedCallback unless ``signature`` is Twilio's over ``url`` and ``form``."""
     if not signature:
         raise ForgedCallback(f"no {SIGNATURE_HEADER} header")
     from twilio.request_validator import RequestValidator  # only when a callback arrives: twilio is heavy
 
     if not RequestValidator(auth_token).validate(url, form, signature):
         raise ForgedCallback()
-    return parse_status_callback(form)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A verified SMS sent to our number."""
+
+    sender: str
+    body: str
+
+
+def verify_inbound(
+    auth_token: str, url: str, form: Mapping[str, str], signature: str | None
+) -> InboundMessage:
+    """Verify an inbound-message webhook like a status callback, then read its sender and text."""
+    verify_signature(auth_token, url, form, signature)
+    sender = form.get("From")
+    if not sender:
+        raise MalformedCallback("no From")
+    return InboundMessage(sender, form.get("Body", ""))
+
+
+_ACK_REPLY = re.compile(r"\s*ack\s*[:#]?\s*([0-9a-z]{6})\W*", re.IGNORECASE)
+
+
+def ack_code_in(text: str) -> str | None:
+    """The code in a reply such as ``ACK 7K3QZP`` (any case, a colon or # allowed), else None."""
+    found = _ACK_REPLY.fullmatch(text)
+    return None if found is None else found.group(1)
+
+
+def twiml_reply(text: str) -> str:
+    """A TwiML document answering the sender with ``text``."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}</Message></Response>'
 
 
 def parse_status_callback(form: Mapping[str, str]) -> StatusCallback:

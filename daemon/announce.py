@@ -3,21 +3,37 @@
 The announcement goes through the same outbox and routing policy as everything else, so ops hear
 about an outage through the backup channels the policy names for that severity (email is what is
 down), and about the recovery by email again. ``suspect`` is not announced: it is routine noise.
+
+One outage, one thread: the announcement that opens an outage is remembered, and every later
+announcement until the recovery follows it (``labels.follows``), so the Slack channel posts them
+in its thread. The recovery ("outage over") also goes, in that thread, to each backup channel that
+delivered the opening announcement and that the recovery's own plan (by email, usually) leaves
+out: whoever heard "down" on Slack hears "back" there. After a restart the opening is found again
+from the stored transitions and notifications. See docs/recovery.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
 
+from daemon.clock import Clock
+from daemon.core.catchup import last_outage
 from daemon.core.health import Transition
-from daemon.core.model import ProviderState, Severity
+from daemon.core.model import DeliveryState, Mode, Notification, Plan, ProviderState, Severity
+from daemon.dispatcher import FOLLOWS_LABEL
+from daemon.ids import new_id
 from daemon.intake.accept import Acceptor, Submission
-from daemon.store.base import StoreUnavailable
+from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 SOURCE = "backchannel"
+EVENT = "provider.transition"
 #: how loud each state is; states missing here are not announced
 SEVERITY = {
     ProviderState.OUTAGE: Severity.CRITICAL,
@@ -33,12 +49,29 @@ HEADLINES = {
     ProviderState.CREDENTIALS: "{name} refuses backchannel's credentials: renew them (not an outage)",
     ProviderState.FLAPPING: "{name} keeps failing and recovering: routing stays on the backup channels",
 }
+#: announced states that open an outage thread
+OPENING = frozenset({ProviderState.OUTAGE, ProviderState.FLAPPING})
+#: stored times come back within this of the live ones (SQLite keeps float seconds)
+_SAME_INSTANT = timedelta(milliseconds=1)
+
+
+@dataclass
+class _Opening:
+    """The announcement that opened the current outage: its key now, its id once accepted."""
+
+    key: str
+    id: str | None = None
 
 
 class Announcer:
-    def __init__(self, acceptor: Acceptor, provider_name: str) -> None:
+    def __init__(
+        self, acceptor: Acceptor, provider_name: str, store: Store | None = None, clock: Clock | None = None
+    ) -> None:
         self._acceptor = acceptor
         self._name = provider_name
+        self._store = store
+        self._clock = clock
+        self._opening: _Opening | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def transition(self, transition: Transition) -> None:
@@ -47,26 +80,125 @@ class Announcer:
         routine = transition.from_state == ProviderState.SUSPECT  # suspect -> healthy: a blip, not news
         if severity is None or (routine and transition.to_state == ProviderState.HEALTHY):
             return
+        submission = self._submission(transition, severity)
+        opening = self._opening
+        if transition.to_state == ProviderState.HEALTHY:
+            self._opening = None
+            self._spawn(self._recovered(submission, transition, opening))
+            return
+        if opening is not None:
+            submission = _following(submission, opening.key)
+        elif transition.to_state in OPENING:
+            opening = self._opening = _Opening(_key(submission))
+        self._spawn(self._accept(submission, opening))
+
+    def _submission(self, transition: Transition, severity: Severity) -> Submission:
         at = transition.at.isoformat()
-        submission = Submission(
+        return Submission(
             severity=severity,
             subject=HEADLINES[transition.to_state].format(name=self._name),
             body=f"{transition.from_state.value} -> {transition.to_state.value} at {at}\n"
             f"Why: {transition.cause}",
             source=SOURCE,
-            labels={"event": "provider.transition", "state": transition.to_state.value},
+            labels={"event": EVENT, "state": transition.to_state.value},
             idempotency_key=f"transition:{at}:{transition.to_state.value}",
         )
-        task = asyncio.get_running_loop().create_task(self._accept(submission))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, submission: Submission) -> None:
+    async def _accept(self, submission: Submission, opening: _Opening | None) -> None:
         try:
-            await self._acceptor.accept([submission])
-        except StoreUnavailable as exc:
+            (accepted,) = await self._acceptor.accept([submission])
+        except StoreError as exc:
             log.error("could not queue the announcement: %s", exc, extra={"event": "announce.failed"})
+            return
+        if opening is not None and opening.key == _key(submission):
+            opening.id = accepted.id
+
+    async def _recovered(
+        self, submission: Submission, transition: Transition, opening: _Opening | None
+    ) -> None:
+        """Announce the recovery in the outage's thread, on the channels that announced the outage."""
+        try:
+            opened = await self._opened(transition, opening)
+            if opened is not None:
+                submission = _following(submission, opened.notification.idempotency_key)
+            (accepted,) = await self._acceptor.accept([submission])
+            if opened is not None and self._store is not None:
+                await self._echo(submission, accepted.id, opened, self._store)
+        except StoreError as exc:
+            log.error("could not queue the announcement: %s", exc, extra={"event": "announce.failed"})
+
+    async def _opened(self, transition: Transition, opening: _Opening | None) -> NotificationView | None:
+        """The opening announcement of the outage ``transition`` ends, with its deliveries."""
+        if self._store is None:
+            return None
+        if opening is not None and opening.id is not None:
+            return await self._store.notification(opening.id)
+        outage = last_outage(list(reversed((await self._store.provider(events=500, checks=0)).events)))
+        if outage is None or abs(outage.ended_at - transition.at) > _SAME_INSTANT:
+            return None  # e.g. unknown -> healthy while healthy: no outage ended
+        key = None if opening is None else opening.key
+        return await self._find_opening(self._store, outage.started_at - timedelta(seconds=1), key)
+
+    async def _find_opening(self, store: Store, since: datetime, key: str | None) -> NotificationView | None:
+        """The earliest opening announcement created since ``since`` (the one with ``key`` if known)."""
+        found, before = None, None
+        while page := await store.search(ListFilter(since=since, before=before, limit=200)):
+            for view in page:
+                n = view.notification
+                opens = n.source == SOURCE and n.labels.get("event") == EVENT
+                if opens and n.labels.get("state") in OPENING and key in (None, n.idempotency_key):
+                    found = view  # pages run newest first: keep going to the earliest
+            before = page[-1].notification.id
+        return found
+
+    async def _echo(
+        self, submission: Submission, recovery_id: str, opened: NotificationView, store: Store
+    ) -> None:
+        """One copy of the recovery per channel that delivered the opening and the recovery skips."""
+        recovery = await store.notification(recovery_id)
+        skipped = set(recovery.plan) if recovery is not None else set()
+        channels = dict.fromkeys(
+            d.channel
+            for d in opened.deliveries
+            if d.state == DeliveryState.DELIVERED and d.channel not in skipped
+        )
+        if not channels:
+            return
+        now = self._clock.now() if self._clock is not None else opened.notification.created_at
+        await store.accept([_copy(submission, channel, now) for channel in channels], now)
 
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _key(submission: Submission) -> str:
+    assert submission.idempotency_key is not None
+    return submission.idempotency_key
+
+
+def _following(submission: Submission, key: str) -> Submission:
+    return replace(submission, labels={**submission.labels, FOLLOWS_LABEL: key})
+
+
+def _copy(submission: Submission, channel: str, now: datetime) -> NewNotification:
+    """The recovery for one channel, with a one-step plan in both modes (as a drill's)."""
+    notification = Notification(
+        id=new_id(now),
+        idempotency_key=f"{_key(submission)}:{channel}",
+        created_at=now,
+        severity=submission.severity,
+        subject=submission.subject,
+        body=submission.body,
+        source=SOURCE,
+        labels=dict(submission.labels),
+    )
+    plans: dict[Mode, Plan] = {
+        mode: Plan(route="announce", mode=mode, steps=(channel,)) for mode in ("healthy", "outage")
+    }
+    return NewNotification(notification, plans)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from daemon.announce import Announcer
+from daemon.api.ack import slack_apps
 from daemon.api.app import ApiContext, create_api
 from daemon.build import (
     api_grants,
@@ -29,8 +30,11 @@ from daemon.build import (
     twilio_accounts,
 )
 from daemon.build_checks import build_checks
+from daemon.catchup import HORIZON, CatchUp
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
+from daemon.config_routes import build_directory
+from daemon.core.directory import Directory
 from daemon.core.health import Thresholds
 from daemon.core.model import Mode
 from daemon.core.routing import Route
@@ -41,6 +45,7 @@ from daemon.intake.smtp import SmtpIntake
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
+from daemon.rendering import People, Renderer, audiences, template_book, unresolved_reporter
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
 from daemon.store.postgres_config import PostgresStoreConfig
@@ -74,9 +79,12 @@ class Daemon:
         self._config_path = config_path
         self._clock = clock or SystemClock()
         self._routes: tuple[Route, ...] = config.policy()
+        self._directory: Directory = build_directory(config.directory)
         self._tokens = config.api_tokens()
         self._intake = config.intake
         self._twilio_accounts = twilio_accounts(config)
+        self._slack_apps = slack_apps(config)
+        self._templates = template_book(config)
         self._grants = api_grants(config)
         self.store = build_store(config)
         provider = config.provider
@@ -87,6 +95,11 @@ class Daemon:
         )
         self.monitor = ProviderMonitor(self.store, thresholds, self._clock, provider.check_policy())
         self.channels = build_channels(config)
+        self.metrics = Metrics()
+        # channels are built once (a reload keeps them), so their audiences are too
+        primary = primary_channels(config)
+        channel_audiences = audiences(config, primary)
+        self.people = People(lambda: channel_audiences, lambda: self._directory, lambda: self._routes)
         self.dispatcher = self._dispatcher(config)
         # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
         self.leadership: Leadership | None = None
@@ -102,12 +115,11 @@ class Daemon:
         poll_s = config.dispatch.poll.total_seconds()
         self.supervision = Supervision(systemd_env or {}, self._status_line, max(10.0, 5 * poll_s))
         self.dispatcher.on_pass(self.supervision.beat)
-        self.metrics = Metrics()
         self.dispatcher.on_outcome(self.metrics.delivery_outcome)
         self.acceptor.subscribe(self.metrics.notifications_accepted)
         self.monitor.on_check(self.metrics.check_result)
         self.monitor.on_transition(self.metrics.transition)
-        self.announcer = Announcer(self.acceptor, config.provider.name)
+        self.announcer = Announcer(self.acceptor, config.provider.name, self.store, self._clock)
         if config.provider.announce:
             self.monitor.on_transition(self.announcer.transition)
         self.drills = Drills(
@@ -117,12 +129,21 @@ class Daemon:
             self._clock,
             on_started=self.metrics.drill_started,
         )
+        self.catchup = CatchUp(
+            self.store,
+            self.people,
+            lambda: self._routes,
+            lambda: primary,
+            self._clock,
+            config.provider.name,
+            in_flight=lambda: self.dispatcher.in_flight,
+        )
         smtp_intake = config.intake.smtp
         self.smtp = None if smtp_intake is None else SmtpIntake(smtp_intake, self.acceptor)
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._side_tasks: set[asyncio.Task[object]] = set()
         self._server: _ApiServer | None = None
         self.api_port: int | None = None
 
@@ -139,6 +160,13 @@ class Daemon:
             settings=DispatchSettings(
                 poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
             ),
+            renderer=Renderer(
+                lambda: self.monitor.state,
+                people=self.people,
+                clock=self._clock,
+                on_unresolved=unresolved_reporter(self.metrics.registry),
+                book=lambda: self._templates,
+            ),
         )
 
     async def start(self) -> None:
@@ -149,6 +177,9 @@ class Daemon:
         if self.leadership is not None:  # HA wiring (issue 8)
             await self.leadership.start()
         self.monitor.on_passive_failure(self.scheduler.run_now)
+        if self._leads() and self.monitor.mode == "healthy":
+            # the last run may have stopped between a recovery and its catch-up: queued once by key
+            self._background(self.catchup.run(horizon=HORIZON))
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         if self.config.drills is not None:
             routes = self.config.drills.routes
@@ -176,6 +207,7 @@ class Daemon:
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=self.config.api.max_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
+            slack_apps=lambda: self._slack_apps,
             metrics=self.metrics,
             drills=self.drills,
             grants=lambda: self._grants,
@@ -210,6 +242,8 @@ class Daemon:
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})
         self.dispatcher.request_sweep()
+        if mode == "healthy" and self._leads():
+            self._background(self.catchup.after_recovery())
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -265,8 +299,11 @@ class Daemon:
             )
         else:
             self._routes = config.policy()
+            self._directory = build_directory(config.directory)
             self._tokens = config.api_tokens()
             self._twilio_accounts = twilio_accounts(config)
+            self._slack_apps = slack_apps(config)
+            self._templates = template_book(config)
             self._grants = api_grants(config)
             self._intake = config.intake
             self.dispatcher.request_replan()
@@ -274,7 +311,7 @@ class Daemon:
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
         self._background(self.supervision.reloaded())
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)

@@ -7,12 +7,14 @@ adapter; adding a channel kind means one module in ``channels/`` and one line he
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr
 
-from channels.base import Channel, ChannelError
+from channels.base import Channel, ChannelError, OutboundMessage
 from channels.email import EmailChannel, SmtpSettings
+from channels.gsm import segment_count
 from channels.webhook import WebhookChannel
 from channels.webhook_templates import template_for
 from daemon.api.auth import Grant
@@ -28,6 +30,8 @@ from daemon.config_channels import (
 )
 from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
+from daemon.core.digest import SMS_LAYOUT
+from daemon.digesting import DigestPolicy, sms_fits
 from daemon.dispatcher import ChannelPolicy
 from daemon.store.base import Store
 from daemon.store.postgres_config import PostgresStoreConfig
@@ -164,8 +168,48 @@ def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
             retry=retry_policy(cfg.retry or config.dispatch.retry),
             concurrency=cfg.concurrency,
             primary=name in primary_channels(config),
+            digest=digest_policy(cfg),
         )
     return policies
+
+
+def digest_policy(cfg: ChannelConfig) -> DigestPolicy | None:
+    """How a paced channel digests a burst (docs/digests.md); None for unpaced or disabled ones."""
+    if isinstance(cfg, SlackChannelConfig) and cfg.digest.enabled:
+        dm = cfg.dm_recipients
+        return replace(_digest_base(cfg), destination=lambda m: m.recipients if dm else ())
+    if isinstance(cfg, SmsChannelConfig) and cfg.digest.enabled:
+        from channels.sms import render_text  # twilio only where SMS is configured
+
+        def cost(message: OutboundMessage) -> float:
+            # The pace is per sender: each number costs the message's segments.
+            numbers = _phone_numbers(message.recipients) or tuple(cfg.recipients)
+            return float(segment_count(render_text(message, cfg.max_segments)) * max(1, len(numbers)))
+
+        return replace(
+            _digest_base(cfg),
+            layout=SMS_LAYOUT,
+            fits=sms_fits(cfg.digest.segments),
+            cost=cost,
+            destination=lambda m: _phone_numbers(m.recipients),
+        )
+    return None
+
+
+def _digest_base(cfg: SlackChannelConfig | SmsChannelConfig) -> DigestPolicy:
+    d = cfg.digest
+    return DigestPolicy(
+        pace_per_s=cfg.pace,
+        drain_target_s=d.drain_target.total_seconds(),
+        max_items=d.max_items,
+        top=d.top,
+        link=d.link,
+    )
+
+
+def _phone_numbers(recipients: tuple[str, ...]) -> tuple[str, ...]:
+    """The recipients an SMS channel sends to (its e-mail addresses are not ours)."""
+    return tuple(r for r in recipients if r.startswith("+"))
 
 
 def secrets_of(config: Config) -> Mapping[str, str]:

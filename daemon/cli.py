@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     client_args(override)
     override.add_argument("state", choices=["outage", "healthy", "release"])
     override.add_argument("--reason", default="operator override from the CLI")
+    ack = command("ack", commands.ack, "acknowledge a notification: the rest of its escalation is not sent")
+    client_args(ack)
+    ack.add_argument("id", help="the notification id")
+    ack.add_argument("--by", help="who acknowledges, for the delivery trail (default: $USER)")
     drill = command("drill", commands.drill, "send a test message through every backup channel, report each")
     client_args(drill)
     drill.add_argument(

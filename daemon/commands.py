@@ -15,6 +15,7 @@ import httpx
 from daemon.build import describe_store
 from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, print_json, run_async
 from daemon.config import Config, ConfigError, config_schema, load_config
+from daemon.routes_cli import describe_action
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -56,8 +57,7 @@ def check(args: argparse.Namespace) -> int:
         )
     print(f"  channels: {', '.join(f'{name} ({c.type})' for name, c in config.channels.items())}")
     for route in config.policy():
-        healthy = ", ".join(route.healthy) if route.healthy else "defer"
-        outage = ", ".join(route.outage) if route.outage else "defer"
+        healthy, outage = describe_action(route.healthy), describe_action(route.outage)
         print(f"  route {route.name}: healthy -> {healthy}; outage -> {outage}")
     return 0
 
@@ -179,6 +179,17 @@ def override(args: argparse.Namespace) -> int:
     if isinstance(data, int):
         return data
     print(f"provider state: {data['state']}")
+    return 0
+
+
+def ack(args: argparse.Namespace) -> int:
+    """Acknowledge a notification by id: the steps of its escalation not yet sent are not sent."""
+    by = args.by or os.environ.get("USER") or None
+    data = _call(args, "POST", f"/v1/notifications/{args.id}/ack", {"by": by} if by else None)
+    if isinstance(data, int):
+        return data
+    done = "acknowledged" if data["result"] == "acknowledged" else "was already acknowledged"
+    print(f"{data['id']} {done} (ack code {data['ack_code']})")
     return 0
 
 

@@ -34,7 +34,7 @@ from pydantic_core import ErrorDetails
 
 from daemon.config_channels import ChannelConfig, ChannelName
 from daemon.config_checks import CheckConfig, DecidingConfig, SmtpCheckConfig, check_names, stale_after
-from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, build_policy
+from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, build_policy, route_templates
 from daemon.configbase import (
     Duration,
     EmailAddress,
@@ -49,6 +49,7 @@ from daemon.core.assessment import Policy
 from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
+from daemon.message_templates import MessageTemplate
 from daemon.secrets import SecretResolver
 from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
@@ -263,6 +264,10 @@ class Config(Model):
     def policy(self) -> tuple[Route, ...]:
         """The route tree as the pure core's :class:`~daemon.core.routing.Route` objects."""
         return build_policy(self.routes, self.windows, self.directory)
+
+    def templates(self) -> dict[str, dict[str, MessageTemplate]]:
+        """Message templates by route name, then channel name (docs/templates.md)."""
+        return route_templates(self.routes)
 
     def api_tokens(self) -> dict[str, str]:
         """API token name to its secret value."""

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Discriminator, Field, FilePath, SecretStr, Tag, model_validator
 
 from channels.webhook_templates import TemplateError, check_template, template_for
+from daemon.config_digest import DigestConfig, SmsDigestConfig
 from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
 
 
@@ -118,6 +119,8 @@ class SlackChannelConfig(Model):
     type: Literal["slack"]
     token: SecretStr | None = None
     webhook_url: SecretStr | None = None
+    #: the Slack app's signing secret: verifies Acknowledge clicks at /v1/callbacks/slack (docs/policies.md)
+    signing_secret: SecretStr | None = None
     #: channel ids/names, user ids (DM) or email addresses (looked up once) that every notification goes to
     targets: list[str] = Field(default_factory=list)
     dm_recipients: bool = False
@@ -127,6 +130,8 @@ class SlackChannelConfig(Model):
     api_url: Annotated[str, AfterValidator(_webhook_url)] = "https://slack.com/api/"
     concurrency: PositiveInt = 4
     retry: RetryConfig | None = None
+    #: bursts past the pace become digests (docs/digests.md)
+    digest: DigestConfig = DigestConfig()
 
     @model_validator(mode="after")
     def _one_mode(self) -> SlackChannelConfig:
@@ -158,11 +163,15 @@ class SmsChannelConfig(Model):
     api_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     concurrency: PositiveInt = 1
     retry: RetryConfig | None = None
+    #: bursts past the pace become digests of ``digest.segments`` segments (docs/digests.md)
+    digest: SmsDigestConfig = SmsDigestConfig()
 
     @model_validator(mode="after")
     def _one_sender(self) -> SmsChannelConfig:
         if (self.from_number is None) == (self.messaging_service_sid is None):
             raise ValueError("give exactly one of from_number and messaging_service_sid")
+        if self.digest.segments > self.max_segments:
+            raise ValueError("digest.segments cannot exceed max_segments")
         if not 1 <= self.validity_period.total_seconds() <= 36_000:
             raise ValueError("validity_period must be between 1s and 10h (Twilio's limits)")
         return self

@@ -20,27 +20,23 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationInfo,
     model_validator,
 )
 
+from daemon.config_escalation import ChannelRef, EscalateConfig
+from daemon.config_templates import MessageTemplateConfig
 from daemon.configbase import Duration, EmailAddress, Model
 from daemon.core.directory import Directory, Group, Person, Rotation
 from daemon.core.model import Severity
 from daemon.core.routing import Condition, Matcher, Route
 from daemon.core.timewindows import TimeWindow, parse_clock, parse_days
-
-
-def _known_channel(value: str, info: ValidationInfo) -> str:
-    channels = info.context.get("channels") if isinstance(info.context, dict) else None
-    if channels is not None and value not in channels:
-        known = ", ".join(sorted(channels)) or "none"
-        raise ValueError(f"unknown channel {value!r} (channels: {known})")
-    return value
+from daemon.message_templates import MessageTemplate
 
 
 def _action_tag(value: Any) -> str:
-    return "defer" if isinstance(value, str) else "channels"
+    if isinstance(value, str):
+        return "defer"
+    return "escalate" if isinstance(value, dict) else "channels"
 
 
 def _zone(value: str) -> str:
@@ -69,11 +65,11 @@ def _e164(value: str) -> str:
     return value
 
 
-ChannelRef = Annotated[str, AfterValidator(_known_channel)]
-#: channel names tried in order, or "defer": hold until the provider's state changes
+#: channel names tried in order, an escalation, or "defer": hold until the provider's state changes
 Action = Annotated[
     Annotated[Literal["defer"], Tag("defer")]
-    | Annotated[list[ChannelRef], Tag("channels"), Field(min_length=1)],
+    | Annotated[list[ChannelRef], Tag("channels"), Field(min_length=1)]
+    | Annotated[EscalateConfig, Tag("escalate")],
     Discriminator(_action_tag),
 ]
 TimeZoneName = Annotated[str, AfterValidator(_zone)]
@@ -141,11 +137,19 @@ class ChildRouteConfig(Model):
     mute_exempt: list[Severity] = Field(default_factory=list)
     #: a directory person or group for recipients the directory does not know
     fallback: str | None = None
+    #: an email catch-up, once email recovers, of what reached people elsewhere (default: the parent's)
+    catch_up: bool | None = None
+    #: message templates by channel name for what this route sends (docs/templates.md); children
+    #: inherit their parent's for the channels they do not name
+    templates: dict[ChannelRef, MessageTemplateConfig] = Field(default_factory=dict)
+
+    def route_name(self, index: int, parent: str | None) -> str:
+        return self.name or (f"{parent}/{index}" if parent else f"route-{index}")
 
     def route(
         self, index: int, windows: Mapping[str, TimeWindow] | None = None, parent: Route | None = None
     ) -> Route:
-        name = self.name or (f"{parent.name}/{index}" if parent else f"route-{index}")
+        name = self.route_name(index, parent.name if parent else None)
         route = Route(
             name=name,
             matcher=self.match.matcher(),
@@ -158,6 +162,7 @@ class ChildRouteConfig(Model):
             muted_in=_windows(self.muted_in, windows or {}),
             mute_exempt=frozenset(self.mute_exempt),
             fallback=self.fallback or (parent.fallback if parent else None),
+            catch_up=_inherit(self.catch_up, parent.catch_up if parent else True),
         )
         children = tuple(c.route(i, windows, route) for i, c in enumerate(self.routes))
         return dataclasses.replace(route, routes=children)
@@ -173,7 +178,13 @@ class RouteConfig(ChildRouteConfig):
 def _action(value: Any, inherited: Any) -> Any:
     if value is None:
         return inherited
+    if isinstance(value, EscalateConfig):
+        return value.escalation()
     return None if value == "defer" else tuple(value)
+
+
+def _inherit(value: bool | None, inherited: bool) -> bool:
+    return inherited if value is None else value
 
 
 def _windows(names: Sequence[str], windows: Mapping[str, TimeWindow]) -> tuple[TimeWindow, ...]:
@@ -191,6 +202,22 @@ def build_policy(
     tree = tuple(r.route(i, resolved) for i, r in enumerate(routes))
     check_tree(tree, directory)
     return tree
+
+
+def route_templates(
+    routes: Sequence[ChildRouteConfig],
+    parent: str | None = None,
+    inherited: Mapping[str, MessageTemplate] | None = None,
+) -> dict[str, dict[str, MessageTemplate]]:
+    """Each route's compiled templates by channel, its parent's filled in; routes without any left out."""
+    found: dict[str, dict[str, MessageTemplate]] = {}
+    for index, config in enumerate(routes):
+        name = config.route_name(index, parent)
+        own = dict(inherited or {}) | {ch: t.compiled() for ch, t in config.templates.items()}
+        if own:
+            found[name] = own
+        found |= route_templates(config.routes, name, own)
+    return found
 
 
 def check_tree(tree: Sequence[Route], directory: DirectoryConfig) -> None:

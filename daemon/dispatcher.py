@@ -4,6 +4,11 @@ The outbox row is the truth: a delivery is claimed (``in_flight``) before it is 
 outcome is committed after, so a crash between the two re-sends it on restart (at least once;
 the notification id travels as the idempotency key so receivers can drop the repeat).
 One failing channel never holds up the others: each has its own cap on sends in flight.
+
+A channel with a digest policy sends one message at a time instead: before each send slot it
+claims what is due into its :class:`~daemon.digesting.Digesting`, which decides whether the slot
+carries one delivery or a digest of many (docs/digests.md). Each carried delivery keeps its own
+outcome, so a failed digest leaves every one of them with its own retry.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from channels.base import Channel, ChannelError, Receipt
+from channels.base import Channel, ChannelError, OutboundMessage, Receipt
 from daemon.clock import Clock
-from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
+from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Mode, ProviderState
+from daemon.digesting import Digesting, DigestPolicy, DigestSend
+from daemon.outcomes import delivered, delivered_in_digest, not_delivered, released
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
@@ -39,6 +46,8 @@ class ChannelPolicy:
     concurrency: int = 4
     #: failures of this channel that implicate the provider feed health tracking
     primary: bool = False
+    #: bursts past the channel's pace become digests; None sends every delivery on its own
+    digest: DigestPolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,11 @@ class Dispatcher:
         self._settings = settings or DispatchSettings()
         self._rand = rand
         self._renderer = renderer or Renderer(state)
+        self._digesting = {
+            name: Digesting(name, policy.digest, self._renderer, state)
+            for name, policy in self._policies.items()
+            if policy.digest is not None and name in self._channels
+        }
         self._wake = asyncio.Event()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
         self._stopping = False
@@ -142,19 +156,39 @@ class Dispatcher:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
         wait_s = self._settings.poll_s
+        due_now: set[str] = set()
         for name, due_at in (await self._store.due()).items():
             free = (
                 self._policies[name].concurrency - len(self._in_flight[name]) if name in self._channels else 0
             )
             if due_at > now:
                 wait_s = min(wait_s, (due_at - now).total_seconds())
+            elif name in self._digesting:
+                due_now.add(name)
             elif free > 0:
                 for claimed in await self._store.claim(name, free, now, lease_until):
                     self._start(name, claimed)
+        for name, digesting in self._digesting.items():
+            if not self._in_flight[name]:
+                await self._next_slot(digesting, name in due_now, now, lease_until)
         return wait_s
 
+    async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
+        """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""
+        name = digesting.name
+        if due and digesting.room > 0:
+            digesting.add(await self._store.claim(name, digesting.room, now, lease_until))
+        send = digesting.next(now)
+        if isinstance(send, DigestSend):
+            self._spawn(name, self._deliver_digest(name, send), f"digest-{send.digest.id}")
+        elif send is not None:
+            self._start(name, send)
+
     def _start(self, name: str, claimed: Claimed) -> None:
-        task = asyncio.create_task(self._deliver(name, claimed), name=f"deliver-{claimed.delivery.id}")
+        self._spawn(name, self._deliver(name, claimed), f"deliver-{claimed.delivery.id}")
+
+    def _spawn(self, name: str, work: Coroutine[None, None, None], task_name: str) -> None:
+        task = asyncio.create_task(work, name=task_name)
         tasks = self._in_flight[name]
         tasks.add(task)
         task.add_done_callback(lambda t: self._finished(tasks, t))
@@ -179,6 +213,7 @@ class Dispatcher:
             await asyncio.sleep(rest)
 
     async def _drain(self) -> None:
+        await self._release_waiting()
         tasks = [t for group in self._in_flight.values() for t in group]
         if not tasks:
             return
@@ -193,39 +228,67 @@ class Dispatcher:
                 extra={"event": "dispatch.drain_timeout", "count": len(pending)},
             )
 
+    async def _release_waiting(self) -> None:
+        waiting = [c for digesting in self._digesting.values() for c in digesting.release()]
+        if waiting:
+            await self._record(released(waiting, self._clock.now()))
+
     async def _deliver(self, name: str, claimed: Claimed) -> None:
         started_at = self._clock.now()
         message = self._renderer.render(name, claimed)
         follows = claimed.notification.labels.get(FOLLOWS_LABEL)
         if follows:
             message = replace(message, thread=await self._store.thread_of(follows, name))
-        error: ChannelError | None = None
+        receipt, error = await self._send(name, message)
+        if error is None:
+            outcome = self._success(name, claimed, receipt, started_at)
+        else:
+            outcome = await self._failure(name, claimed, error, started_at)
+        await self._record([outcome])
+        self._recorded(name, [(claimed, outcome)], error)
+
+    async def _deliver_digest(self, name: str, send: DigestSend) -> None:
+        """One message for many deliveries; each is recorded on its own, naming the digest."""
+        started_at = self._clock.now()
+        receipt, error = await self._send(name, send.message)
+        if receipt is not None:
+            now = self._clock.now()
+            outcomes = delivered_in_digest(name, send.digest.id, send.carried, receipt, started_at, now)
+        else:
+            assert error is not None
+            outcomes = [await self._failure(name, c, error, started_at) for c in send.carried]
+        await self._record(outcomes)
+        self._recorded(name, list(zip(send.carried, outcomes, strict=True)), error)
+
+    async def _send(
+        self, name: str, message: OutboundMessage
+    ) -> tuple[Receipt, None] | tuple[None, ChannelError]:
         try:
-            receipt = await self._channels[name].send(message)
+            return await self._channels[name].send(message), None
         except ChannelError as exc:
-            error = exc
+            return None, exc
         except Exception as exc:
             # An adapter bug must not lose the notification nor silence other channels.
             log.exception(
                 "channel %s raised unexpectedly", name, extra={"event": "delivery.bug", "channel": name}
             )
-            error = ChannelError(f"internal error: {exc!r}")
-        if error is None:
-            outcome = self._success(name, claimed, receipt, started_at)
-        else:
-            outcome = await self._failure(name, claimed, error, started_at)
-        await self._record(outcome)
-        for listener in self._outcome_listeners:
-            listener(name, claimed, outcome, error)
-        if claimed.delivery.mode != self._mode():
+            return None, ChannelError(f"internal error: {exc!r}")
+
+    def _recorded(
+        self, name: str, results: list[tuple[Claimed, Outcome]], error: ChannelError | None
+    ) -> None:
+        for claimed, outcome in results:
+            for listener in self._outcome_listeners:
+                listener(name, claimed, outcome, error)
+        if any(claimed.delivery.mode != self._mode() for claimed, _ in results):
             self.request_sweep()
 
-    async def _record(self, outcome: Outcome) -> None:
-        """The outcome must be written before anything else happens to this delivery: keep trying."""
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes must be written before anything else happens to their deliveries: keep trying."""
         delay = self._settings.poll_s
         while True:
             try:
-                await self._store.record([outcome], self._clock.now())
+                await self._store.record(outcomes, self._clock.now())
                 return
             except StoreUnavailable as exc:
                 log.error(
@@ -234,49 +297,24 @@ class Dispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _success(self, name: str, claimed: Claimed, receipt: Receipt, started_at: datetime) -> Outcome:
-        log.info(
-            "delivered %s via %s",
-            claimed.notification.id,
-            name,
-            extra={"event": "delivery.sent", "notification_id": claimed.notification.id, "channel": name},
-        )
-        return Outcome(
-            delivery_id=claimed.delivery.id,
-            kind="delivered",
-            started_at=started_at,
-            finished_at=self._clock.now(),
-            detail=receipt.detail,
-            remote_id=receipt.remote_id,
-        )
+    def _success(
+        self, name: str, claimed: Claimed, receipt: Receipt | None, started_at: datetime, *, via: str = ""
+    ) -> Outcome:
+        assert receipt is not None
+        return delivered(name, claimed, receipt, started_at, self._clock.now(), via=via)
 
     async def _failure(self, name: str, claimed: Claimed, exc: ChannelError, started_at: datetime) -> Outcome:
         policy = self._policies[name]
         provider_fault = policy.primary and exc.service_fault
         if provider_fault:
             await self._on_primary_failure(exc.reason)
-        now = self._clock.now()
-        attempts = claimed.delivery.attempts
-        fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
-        # A provider-wide fault is not this message's fault: keep it queued (the outage
-        # machinery reroutes it) rather than exhausting its retries and failing it.
-        if exc.permanent or (exhausted(policy.retry, attempts) and not provider_fault):
-            log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
-            return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
-        delay = retry_delay(policy.retry, attempts, self._rand(), exc.retry_after_s)
-        log.info(
-            "retrying %s via %s in %.1fs: %s",
-            claimed.notification.id,
+        return not_delivered(
             name,
-            delay,
-            exc.reason,
-            extra=fields | {"event": "delivery.retry"},
-        )
-        return Outcome(
-            claimed.delivery.id,
-            "retry",
+            claimed,
+            exc,
             started_at,
-            now,
-            detail=exc.reason,
-            retry_at=now + timedelta(seconds=delay),
+            self._clock.now(),
+            retry=policy.retry,
+            provider_fault=provider_fault,
+            rand=self._rand(),
         )

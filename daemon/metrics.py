@@ -31,6 +31,8 @@ class Metrics:
             ["severity", "source"],
             registry=r,
         )
+        # the labelled child per (severity, source): labels() costs more than inc() on the intake path
+        self._accepted_by: dict[tuple[str, str], Counter] = {}
         self.duplicates = Counter(
             "backchannel_notifications_duplicate",
             "Submissions answered with an earlier notification",
@@ -124,7 +126,11 @@ class Metrics:
             if result.duplicate:
                 self.duplicates.inc()
             else:
-                self.accepted.labels(notification.severity.value, notification.source).inc()
+                key = (notification.severity.value, notification.source)
+                child = self._accepted_by.get(key)
+                if child is None:
+                    child = self._accepted_by[key] = self.accepted.labels(*key)
+                child.inc()
 
     def delivery_outcome(
         self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None

@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from typing import cast, get_args
 
 from daemon.config import Config, ConfigError, load_config
+from daemon.config_channels import SlackChannelConfig
 from daemon.config_routes import build_directory, build_policy
+from daemon.configbase import format_duration
 from daemon.core.directory import Directory, Kind, resolve
-from daemon.core.model import Mode, Notification, ProviderState, Severity
+from daemon.core.model import Escalation, Mode, Notification, ProviderState, Severity
 from daemon.core.routing import Action, Route, matching_routes, plan_in_state, walk
 
 EX_CONFIG = 78  # as daemon.cli: a configuration error, so systemd stops restarting
@@ -53,9 +55,16 @@ def routes_test(args: argparse.Namespace) -> int:
     if plan.defer:
         print(f"plan ({plan.mode}): defer until the provider's state changes")
         return 0
+    if plan.escalation is not None:
+        print(f"plan ({plan.mode}): escalate until acknowledged")
+        for step in plan.escalation.steps:
+            for channel in step.channels:
+                reach = _reach(config, directory, channel, note, found[0], at)
+                print(f"  +{format_duration(step.after)} {channel}{reach}")
+        return 0
     print(f"plan ({plan.mode}): {' -> '.join(plan.steps)}")
-    for step, channel in enumerate(plan.steps, 1):
-        print(f"  {step}. {channel}{_reach(config, directory, channel, note, found[0], at)}")
+    for number, channel in enumerate(plan.steps, 1):
+        print(f"  {number}. {channel}{_reach(config, directory, channel, note, found[0], at)}")
     return 0
 
 
@@ -99,7 +108,10 @@ def _notification(args: argparse.Namespace, at: datetime) -> Notification:
 def _reach(
     config: Config, directory: Directory, channel: str, note: Notification, route: Route, at: datetime
 ) -> str:
-    kind = config.channels[channel].type
+    settings = config.channels[channel]
+    kind = settings.type
+    if isinstance(settings, SlackChannelConfig) and not settings.dm_recipients:
+        return f" ({kind}): {', '.join(settings.targets) or 'its webhook channel'}"
     if kind not in get_args(Kind) or not note.recipients:
         return f" ({kind})"
     found = resolve(note.recipients, cast(Kind, kind), directory, at, route.fallback)
@@ -115,10 +127,10 @@ def _reach(
 
 def _describe(route: Route) -> str:
     flow = "continue" if route.continue_ else ""
-    actions = f"healthy: {_action(route.healthy)} | outage: {_action(route.outage)}"
+    actions = f"healthy: {describe_action(route.healthy)} | outage: {describe_action(route.outage)}"
     for state in ("unknown", "credentials"):
         value = getattr(route, state)
-        actions += "" if value == "inherit" else f" | {state}: {_action(value)}"
+        actions += "" if value == "inherit" else f" | {state}: {describe_action(value)}"
     return " ".join(p for p in (route.name, f"[{route.matcher.describe()}]", actions, flow) if p)
 
 
@@ -133,8 +145,14 @@ def _extras(route: Route) -> str:
     return "; ".join(parts)
 
 
-def _action(action: Action) -> str:
-    return "defer" if action is None else ", ".join(action)
+def describe_action(action: Action) -> str:
+    """``defer``, ``a, b`` (failover order) or ``escalate +0s a; +5m b, c``."""
+    if action is None:
+        return "defer"
+    if isinstance(action, Escalation):
+        steps = (f"+{format_duration(s.after)} {', '.join(s.channels)}" for s in action.steps)
+        return "escalate " + "; ".join(steps)
+    return ", ".join(action)
 
 
 def _pair(text: str) -> tuple[str, str]:

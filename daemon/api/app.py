@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import statuspage, views
+from daemon.api.ack import SlackApp, ack_router
 from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
@@ -35,7 +36,7 @@ from daemon.monitor import ProviderMonitor
 from daemon.store.base import ListFilter, Store
 
 RETRY_AFTER_S = "5"
-NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled"]
+NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ApiContext:
     grants: Callable[[], Mapping[str, Grant]] = dict
     webhooks: Callable[[], WebhookSettings] = WebhookIntakesConfig
     clock: Clock = field(default_factory=SystemClock)
+    #: Slack channels whose app posts interactions (the Acknowledge button) to /v1/callbacks/slack
+    slack_apps: Callable[[], Sequence[SlackApp]] = tuple
 
 
 def create_api(ctx: ApiContext) -> BodyLimit:
@@ -156,6 +159,10 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         return {"state": ctx.monitor.state.value, "forced": None}
 
     api.include_router(callback_router(ctx.store, ctx.twilio_accounts, ctx.clock))
+    acks = ack_router(
+        ctx.store, authenticate.require("admin"), ctx.clock, ctx.slack_apps, ctx.twilio_accounts
+    )
+    api.include_router(acks)
     if ctx.drills is not None:
         api.include_router(drill_router(ctx.drills, authenticate))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)

@@ -6,6 +6,10 @@ on-call alias) and are a static list of people or an on-call rotation. Resolving
 of a notification for a channel kind gives the backup targets, the people they belong to, and
 what could not be resolved: addresses nobody has (``unknown``) and people without an address of
 that kind (``unreachable``). A route's ``fallback`` person or group stands in for unknown ones.
+
+:func:`readdress` is what delivery uses: a channel that sends to the notification's people gets
+their targets in place of the email recipients (see docs/directory.md); :class:`Audience` says
+where a channel's message went, so the recovery catch-up can tell who received what.
 """
 
 from __future__ import annotations
@@ -88,6 +92,11 @@ class Directory:
             return self.groups[name].people(now)
         raise KeyError(f"no person or group named {name!r}")
 
+    def holders(self, target: str, kind: Kind) -> tuple[str, ...]:
+        """The people whose ``kind`` target is ``target`` (case-insensitively: Slack ids, mailboxes)."""
+        wanted = target.strip().lower()
+        return tuple(p.name for p in self.people.values() if (p.target(kind) or "").lower() == wanted)
+
     def owners(self, address: str, now: datetime) -> tuple[str, ...] | None:
         """The people an email address reaches, or None when nobody has it."""
         wanted = address.strip().lower()
@@ -122,3 +131,58 @@ def resolve(
 def _add(people: dict[str, None], names: tuple[str, ...] | None) -> bool:
     people.update(dict.fromkeys(names or ()))
     return names is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Readdressed:
+    """A notification's recipients for one channel kind, and what the directory could not place."""
+
+    recipients: tuple[str, ...]
+    resolution: Resolution
+
+    @property
+    def unresolved(self) -> bool:
+        return bool(self.resolution.unknown or self.resolution.unreachable)
+
+
+def readdress(
+    recipients: Sequence[str], kind: Kind, directory: Directory, now: datetime, fallback: str | None = None
+) -> Readdressed:
+    """The email recipients replaced by their people's ``kind`` targets; anything else kept as given.
+
+    Only addresses with an ``@`` are the directory's business: a phone number or a Slack id in the
+    recipients was meant for the channel as it is. Unknown addresses go to ``fallback``; without
+    one they stay, so the channel does what it did before a directory existed (Slack looks the
+    address up, a backup mailbox receives it, SMS has no use for it) and nothing is silently dropped.
+    """
+    emails = [r for r in recipients if "@" in r]
+    found = resolve(emails, kind, directory, now, fallback)
+    kept = [r for r in recipients if "@" not in r or (fallback is None and r in found.unknown)]
+    return Readdressed(tuple(dict.fromkeys([*found.targets, *kept])), found)
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """How one backup channel addresses people.
+
+    ``to_people``: the channel sends to the notification's people (Slack ``dm_recipients``, an SMS
+    channel or a backup email channel without fixed destinations), so its recipients are
+    readdressed. ``fixed``: what it always sends to (Slack ``targets``) or by default (SMS
+    ``recipients``, email ``to``).
+    """
+
+    kind: Kind
+    to_people: bool
+    fixed: tuple[str, ...] = ()
+
+    def destinations(self, recipients: Sequence[str]) -> tuple[str, ...]:
+        """Where the channel sends a message with ``recipients``, by the channel's own rules.
+
+        Mirrors the adapters (``channels/slack.py``, ``sms.py``, ``email.py``): Slack posts to its
+        targets plus, with ``dm_recipients``, the recipients; SMS sends to the recipients that are
+        phone numbers, else its own; email to the recipients, else its own.
+        """
+        if self.kind == "slack":
+            return tuple(dict.fromkeys([*self.fixed, *(recipients if self.to_people else ())]))
+        given = [r for r in recipients if r.startswith("+")] if self.kind == "sms" else list(recipients)
+        return tuple(given) or self.fixed

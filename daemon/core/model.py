@@ -6,9 +6,9 @@ Pure data. No I/O, no clock: whoever builds these passes the times in.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 
@@ -96,21 +96,82 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationStep:
+    """Channels sent to together (fan-out) once ``after`` has passed since the plan started."""
+
+    after: timedelta
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """Steps in time, each sent unless the notification was acknowledged before it fell due.
+
+    A step whose channel fails for good makes the next step due at once: the failover that a
+    plain list of channels gives, kept inside an escalation.
+    """
+
+    steps: tuple[EscalationStep, ...]
+
+    def __post_init__(self) -> None:
+        if not self.steps or not all(s.channels for s in self.steps):
+            raise ValueError("an escalation has steps, each with channels")
+        afters = [s.after for s in self.steps]
+        if afters != sorted(set(afters)) or afters[0] < timedelta(0):
+            raise ValueError("escalation steps need increasing 'after' times, from 0s on")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(c for s in self.steps for c in s.channels)
+
+    def __iter__(self) -> Iterator[str]:
+        """Its channels in order, as a failover list iterates: code that lists channels needs no case."""
+        return iter(self.channels)
+
+    def schedule(self, start: datetime) -> list[tuple[int, str, datetime]]:
+        """Each delivery as (step, channel, due time) for an escalation starting at ``start``."""
+        return [(i, c, start + s.after) for i, s in enumerate(self.steps) for c in s.channels]
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What routing decided for one notification in one mode.
 
     ``steps`` are channel names tried in order: a permanent failure (or retries exhausted)
-    moves to the next. ``defer`` means hold the notification until the mode changes.
+    moves to the next. ``escalation`` instead sends its steps at their times until someone
+    acknowledges. ``defer`` means hold the notification until the mode changes.
     """
 
     route: str
     mode: Mode
     steps: tuple[str, ...] = ()
     defer: bool = False
+    escalation: Escalation | None = None
 
     def __post_init__(self) -> None:
-        if self.defer == bool(self.steps):
-            raise ValueError("a plan either defers or has steps")
+        if [self.defer, bool(self.steps), self.escalation is not None].count(True) != 1:
+            raise ValueError("a plan either defers, has steps or escalates")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Every channel the plan may use, in order."""
+        return self.escalation.channels if self.escalation is not None else self.steps
+
+
+#: how many of the id's last characters make its ack code (the random end of a ULID)
+ACK_CODE_LENGTH = 6
+#: Crockford base32 reads these as the digits they look like (https://www.crockford.com/base32.html)
+_LOOKALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
+
+
+def ack_code(notification_id: str) -> str:
+    """The short code someone types to acknowledge: the id's last six characters."""
+    return notification_id[-ACK_CODE_LENGTH:].upper()
+
+
+def normalise_ack_code(text: str) -> str:
+    """An ack code as typed (any case, O for 0, I or L for 1) in its stored form."""
+    return text.strip().upper().translate(_LOOKALIKES)
 
 
 class DeliveryState(enum.StrEnum):
@@ -128,6 +189,9 @@ class NotificationStatus(enum.StrEnum):
     HELD = "held"
     DELIVERED = "delivered"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: someone acknowledged it before anything was delivered: nothing more is sent
+    ACKNOWLEDGED = "acknowledged"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ notification may match several routes. It still gets one plan per mode: the **fi
 route's. The later matches are reported (``routes test``, logs), never merged, because a plan's
 steps are a failover order, not a fan-out.
 
-Each route says what to do in each mode: a list of channels tried in order, or ``defer`` (hold
+Each route says what to do in each mode: a list of channels tried in order, an
+:class:`~daemon.core.model.Escalation` (steps in time until acknowledged), or ``defer`` (hold
 until the mode changes, then route again). ``unknown`` and ``credentials`` may override the
 action while those states overlay the mode in force; absent, the mode in force's action applies.
 """
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from daemon.core.model import Mode, Notification, Plan, ProviderState, Severity, mode_for
+from daemon.core.model import Escalation, Mode, Notification, Plan, ProviderState, Severity, mode_for
 from daemon.core.timewindows import TimeWindow
 
 Op = Literal["=", "!=", "=~", "!~"]
@@ -122,8 +123,8 @@ class Matcher:
         return " ".join(parts) or "everything"
 
 
-#: A route's action in one mode: channel names in order, or None for ``defer``.
-Action = tuple[str, ...] | None
+#: A route's action in one mode: channel names in order, an escalation, or None for ``defer``.
+Action = tuple[str, ...] | Escalation | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,8 @@ class Route:
     mute_exempt: frozenset[Severity] = frozenset()
     #: a directory person or group for recipients the directory does not know
     fallback: str | None = None
+    #: whether people get an email catch-up of what reached them elsewhere once email recovers
+    catch_up: bool = True
 
     def action(self, mode: Mode) -> Action:
         return self.healthy if mode == "healthy" else self.outage
@@ -220,6 +223,8 @@ def plans_for(
 def _plan(route: str, mode: Mode, action: Action) -> Plan:
     if action is None:
         return Plan(route=route, mode=mode, defer=True)
+    if isinstance(action, Escalation):
+        return Plan(route=route, mode=mode, escalation=action)
     return Plan(route=route, mode=mode, steps=action)
 
 

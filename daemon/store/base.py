@@ -49,6 +49,8 @@ class Accepted:
 class Claimed:
     delivery: Delivery
     notification: Notification
+    #: the notification's ack code while its escalation waits for an acknowledgement, else None
+    ack_code: str | None = None
 
 
 OutcomeKind = Literal["delivered", "retry", "failed"]
@@ -128,6 +130,9 @@ class ListFilter:
 #: what cancelling found: done, or why not
 CancelResult = Literal["cancelled", "not_found", "in_flight", "finished"]
 
+#: what acknowledging found: done now, done before, no such notification, or nothing left to stop
+AckResult = Literal["acknowledged", "already", "not_found", "finished"]
+
 
 @dataclass(frozen=True, slots=True)
 class QueueView:
@@ -190,3 +195,11 @@ class Store(Protocol):
     async def latest_drill(self) -> str | None: ...
 
     async def record_callback(self, callback: Callback) -> bool: ...
+
+    async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
+        """Stop the escalation: pending deliveries are superseded, the trail records who and how."""
+        ...
+
+    async def by_ack_code(self, code: str) -> str | None:
+        """The newest unacknowledged notification with this ack code (normalised), if any."""
+        ...

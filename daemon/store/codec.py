@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from daemon.core.flapping import FlapState
@@ -16,11 +16,14 @@ from daemon.core.model import (
     CheckStatus,
     Delivery,
     DeliveryState,
+    Escalation,
+    EscalationStep,
     Mode,
     Notification,
     Plan,
     ProviderState,
     Severity,
+    ack_code,
 )
 
 
@@ -49,6 +52,7 @@ def notification_params(n: Notification) -> dict[str, Any]:
         "labels": json.dumps(dict(n.labels), sort_keys=True),
         "mail_from": n.mail_from,
         "raw": n.raw,
+        "ack_code": ack_code(n.id),
     }
 
 
@@ -135,6 +139,44 @@ def check_result(row: sqlite3.Row | Mapping[str, Any]) -> CheckResult:
 
 def plan(row: sqlite3.Row | Mapping[str, Any]) -> Plan:
     """The plan in force for a notification row."""
+    mode, route = cast(Mode, row["mode"]), row["route"]
     if row["status"] == "held":
-        return Plan(route=row["route"], mode=cast(Mode, row["mode"]), defer=True)
-    return Plan(route=row["route"], mode=cast(Mode, row["mode"]), steps=tuple(json.loads(row["plan"])))
+        return Plan(route=route, mode=mode, defer=True)
+    if row["escalation"] is not None:
+        return Plan(route=route, mode=mode, escalation=escalation(row["escalation"]))
+    return Plan(route=route, mode=mode, steps=tuple(json.loads(row["plan"])))
+
+
+def plan_columns(plan: Plan) -> dict[str, Any]:
+    """The ``plan`` (every channel, in order) and ``escalation`` (its steps in time) columns."""
+    steps = None
+    if plan.escalation is not None:
+        steps = [
+            {"after_s": s.after.total_seconds(), "channels": list(s.channels)} for s in plan.escalation.steps
+        ]
+    return {
+        "plan": json.dumps(list(plan.channels)),
+        "escalation": None if steps is None else json.dumps(steps),
+    }
+
+
+def escalation(text: str) -> Escalation:
+    return Escalation(
+        tuple(EscalationStep(timedelta(seconds=s["after_s"]), tuple(s["channels"])) for s in json.loads(text))
+    )
+
+
+def open_ack_code(row: sqlite3.Row | Mapping[str, Any]) -> str | None:
+    """The ack code of a notification whose escalation still waits for an acknowledgement."""
+    if row["escalation"] is None or row["acknowledged_at"] is not None:
+        return None
+    return str(row["ack_code"])
+
+
+def acknowledgeable(status: str, escalates: bool) -> bool:
+    """Anything not yet sent may be acknowledged, and an escalation until it is cancelled."""
+    return status in ("pending", "held") or (escalates and status != "cancelled")
+
+
+def ack_detail(by: str, via: str) -> str:
+    return f"acknowledged by {by} via {via}"

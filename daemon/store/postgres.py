@@ -25,12 +25,13 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan
-from daemon.store import migrations
+from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
+from daemon.store import migrations, postgres_ack
 from daemon.store import postgres_tx as tx
 from daemon.store import postgres_views as views
 from daemon.store.base import (
     Accepted,
+    AckResult,
     Callback,
     CancelResult,
     ChannelHealth,
@@ -370,6 +371,18 @@ class PostgresStore:
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._transaction(lambda conn: tx.cancel(conn, notification_id, now))
+
+    async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
+        return await self._transaction(
+            lambda conn: postgres_ack.acknowledge(conn, notification_id, by, via, now)
+        )
+
+    async def by_ack_code(self, code: str) -> str | None:
+        async def read(conn: Conn) -> str | None:
+            row = await (await conn.execute(Q["by_ack_code"], (normalise_ack_code(code),))).fetchone()
+            return None if row is None else str(row["id"])
+
+        return await self._read(read)
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""

@@ -84,27 +84,34 @@ async def accept(
 
 async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: datetime) -> tuple[Accepted, bool]:
     plan = item.plans[mode]
-    params = codec.notification_params(item.notification) | {
-        "created_at": item.notification.created_at,
-        "status": "held" if plan.defer else "pending",
-        "route": plan.route,
-        "mode": mode,
-        "plan": json.dumps(list(plan.steps)),
-        "now": now,
-    }
+    params = (
+        codec.notification_params(item.notification)
+        | {
+            "created_at": item.notification.created_at,
+            "status": "held" if plan.defer else "pending",
+            "route": plan.route,
+            "mode": mode,
+            "now": now,
+        }
+        | codec.plan_columns(plan)
+    )
     if await _one(conn, Q["insert_notification"], params) is None:
         existing = await _one(conn, Q["find_by_key"], (item.notification.idempotency_key,))
         assert existing is not None, "ON CONFLICT found the key, so it is there"
         return Accepted(id=existing["id"], duplicate=True), False
-    if not plan.defer:
-        await _insert_delivery(conn, item.notification.id, plan, 0, now)
+    await _insert_deliveries(conn, item.notification.id, plan, now)
     return Accepted(id=item.notification.id, duplicate=False), not plan.defer
 
 
-async def _insert_delivery(conn: Conn, notification_id: str, plan: Plan, step: int, now: datetime) -> None:
-    await conn.execute(
-        Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, plan.steps[step], now, now, now)
-    )
+async def _insert_deliveries(conn: Conn, notification_id: str, plan: Plan, now: datetime) -> None:
+    """The plan's first step now; an escalation's every step at once, each due at its time."""
+    if plan.defer:
+        return
+    schedule = [(0, plan.steps[0], now)] if plan.escalation is None else plan.escalation.schedule(now)
+    for step, channel, due in schedule:
+        await conn.execute(
+            Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, channel, due, now, now)
+        )
 
 
 async def claim(
@@ -117,9 +124,9 @@ async def claim(
         return []
     ids = list({row["notification_id"] for row in rows})
     notes = await (await conn.execute(Q["notifications_by_ids"], (ids,))).fetchall()
-    by_id = {n["id"]: codec.notification(epochs(n)) for n in notes}
+    by_id = {n["id"]: (codec.notification(epochs(n)), codec.open_ack_code(n)) for n in notes}
     rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-    return [Claimed(codec.delivery(epochs(r)), by_id[r["notification_id"]]) for r in rows]
+    return [Claimed(codec.delivery(epochs(r)), *by_id[r["notification_id"]]) for r in rows]
 
 
 async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:
@@ -154,6 +161,11 @@ async def _record_one(conn: Conn, outcome: Outcome, now: datetime, node: str) ->
 
 async def _next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, node: str) -> None:
     """A step failed for good: move the plan on, or fail the notification when none is left."""
+    if n["acknowledged_at"] is not None:
+        return
+    if n["escalation"] is not None:
+        await _hurry_next_step(conn, n, delivery, now, node)
+        return
     steps = json.loads(n["plan"])
     step = delivery["step"] + 1
     if n["mode"] != delivery["mode"] or step >= len(steps):
@@ -166,6 +178,18 @@ async def _next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, n
     )
     await conn.execute(Q["advance_step"], (step, now, n["id"]))
     await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+
+
+async def _hurry_next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, node: str) -> None:
+    """An escalation's channel failed for good: its next step is due now; failed when nothing is left."""
+    if n["mode"] != delivery["mode"]:
+        return
+    params = {"now": now, "id": n["id"], "mode": delivery["mode"], "step": delivery["step"] + 1}
+    if (await conn.execute(Q["hurry_step"], params)).rowcount:
+        await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+    live = await _one(conn, Q["live_deliveries"], (n["id"], delivery["mode"]))
+    if live is not None and live["n"] == 0:
+        await conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
 
 
 _CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
@@ -228,10 +252,11 @@ async def _replan(
         return False
     await conn.execute(Q["supersede_pending"], (now, notification_id))
     status = "held" if plan.defer else "pending"
-    steps = json.dumps(list(plan.steps))
-    await conn.execute(Q["replan"], (status, plan.route, mode, steps, now, notification_id))
-    if not plan.defer:
-        await _insert_delivery(conn, notification_id, plan, 0, now)
+    columns = codec.plan_columns(plan)
+    await conn.execute(
+        Q["replan"], (status, plan.route, mode, columns["plan"], columns["escalation"], now, notification_id)
+    )
+    await _insert_deliveries(conn, notification_id, plan, now)
     return True
 
 
@@ -239,6 +264,7 @@ async def save_provider(
     conn: Conn, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
 ) -> None:
     state = snapshot.state
+    await _supersede_stale_escalations(conn, snapshot.mode, now)
     await conn.execute(Q["save_provider"], (state.value, snapshot.mode, codec.snapshot_json(snapshot), now))
     if transition is not None:
         await conn.execute(
@@ -247,12 +273,20 @@ async def save_provider(
         )
 
 
+async def _supersede_stale_escalations(conn: Conn, mode: Mode, now: datetime) -> None:
+    """Escalation steps of the other mode stop once their notification reached someone."""
+    current = await _one(conn, Q["provider"], ())
+    if current is not None and current["mode"] != mode:
+        await conn.execute(Q["supersede_stale_escalations"], {"now": now, "mode": mode})
+
+
 async def save_provider_fenced(
     conn: Conn, snapshot: HealthSnapshot, transition: Transition | None, now: datetime, fence: Fence
 ) -> None:
     """The leader's write: raises NotLeader (rolling back) when its token is no longer current."""
     token = {"node": fence.node, "version": fence.version}
     values = {"state": snapshot.state.value, "mode": snapshot.mode, "snapshot": codec.snapshot_json(snapshot)}
+    await _supersede_stale_escalations(conn, snapshot.mode, now)  # rolled back if the fence fails
     cur = await conn.execute(Q["save_provider_fenced"], {**values, "now": now, **token})
     if cur.rowcount != 1:
         raise NotLeader(f"node {fence.node} is no longer the leader (lease version {fence.version})")

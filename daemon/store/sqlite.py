@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
+from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState, normalise_ack_code
 from daemon.store import codec, migrations
 from daemon.store import transactions as tx
 from daemon.store.base import (
     Accepted,
+    AckResult,
     AttemptView,
     Callback,
     CancelResult,
@@ -233,6 +234,14 @@ class SqliteStore:
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
+
+    async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
+        return await self._writer.run(lambda conn: tx.acknowledge(conn, notification_id, by, via, now))
+
+    async def by_ack_code(self, code: str) -> str | None:
+        key = normalise_ack_code(code)
+        row = await self._read(lambda conn: conn.execute(Q["by_ack_code"], (key,)).fetchone())
+        return None if row is None else str(row[0])
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""

@@ -10,7 +10,15 @@ from datetime import datetime
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan
 from daemon.store import codec
-from daemon.store.base import Accepted, Callback, CancelResult, Claimed, NewNotification, Outcome
+from daemon.store.base import (
+    Accepted,
+    AckResult,
+    Callback,
+    CancelResult,
+    Claimed,
+    NewNotification,
+    Outcome,
+)
 from daemon.store.queries import load
 
 Q = load("sqlite")
@@ -26,27 +34,33 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
             results.append(Accepted(id=existing[0], duplicate=True))
             continue
         plan = item.plans[mode]
-        params = codec.notification_params(item.notification) | {
-            "status": "held" if plan.defer else "pending",
-            "route": plan.route,
-            "mode": mode,
-            "plan": json.dumps(list(plan.steps)),
-            "now": codec.ts(now),
-        }
+        params = (
+            codec.notification_params(item.notification)
+            | {
+                "status": "held" if plan.defer else "pending",
+                "route": plan.route,
+                "mode": mode,
+                "now": codec.ts(now),
+            }
+            | codec.plan_columns(plan)
+        )
         conn.execute(Q["insert_notification"], params)
-        if not plan.defer:
-            _insert_delivery(conn, item.notification.id, plan, 0, now)
+        _insert_deliveries(conn, item.notification.id, plan, now)
         results.append(Accepted(id=item.notification.id, duplicate=False))
     return results
 
 
-def _insert_delivery(
-    conn: sqlite3.Connection, notification_id: str, plan: Plan, step: int, now: datetime
-) -> None:
+def _insert_deliveries(conn: sqlite3.Connection, notification_id: str, plan: Plan, now: datetime) -> None:
+    """The plan's first step now; an escalation's every step at once, each due at its time."""
+    if plan.defer:
+        return
     at = codec.ts(now)
-    conn.execute(
-        Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, plan.steps[step], at, at, at)
-    )
+    schedule = [(0, plan.steps[0], now)] if plan.escalation is None else plan.escalation.schedule(now)
+    for step, channel, due in schedule:
+        conn.execute(
+            Q["insert_delivery"],
+            (notification_id, plan.mode, plan.route, step, channel, codec.ts(due), at, at),
+        )
 
 
 def claim(
@@ -56,8 +70,8 @@ def claim(
     rows = conn.execute(Q["claim"], params).fetchall()
     claimed = []
     for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
-        notification = conn.execute(Q["notification_by_id"], (row["notification_id"],)).fetchone()
-        claimed.append(Claimed(delivery=codec.delivery(row), notification=codec.notification(notification)))
+        n = conn.execute(Q["notification_by_id"], (row["notification_id"],)).fetchone()
+        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n)))
     return claimed
 
 
@@ -95,6 +109,11 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float) -> None:
 def _next_step(conn: sqlite3.Connection, delivery: sqlite3.Row, now: float) -> None:
     """A step failed for good: move the plan on, or fail the notification when none is left."""
     n = conn.execute(Q["notification_by_id"], (delivery["notification_id"],)).fetchone()
+    if n["acknowledged_at"] is not None:
+        return
+    if n["escalation"] is not None:
+        _hurry_next_step(conn, n, delivery, now)
+        return
     steps = json.loads(n["plan"])
     step = delivery["step"] + 1
     if n["mode"] != delivery["mode"] or step >= len(steps):
@@ -106,6 +125,17 @@ def _next_step(conn: sqlite3.Connection, delivery: sqlite3.Row, now: float) -> N
         (n["id"], delivery["mode"], delivery["route"], step, steps[step], now, now, now),
     )
     conn.execute(Q["advance_step"], (step, now, n["id"]))
+
+
+def _hurry_next_step(conn: sqlite3.Connection, n: sqlite3.Row, delivery: sqlite3.Row, now: float) -> None:
+    """An escalation's channel failed for good: its next step is due now; failed when nothing is left."""
+    if n["mode"] != delivery["mode"]:
+        return
+    params = {"now": now, "id": n["id"], "mode": delivery["mode"], "step": delivery["step"] + 1}
+    conn.execute(Q["hurry_step"], params)
+    (live,) = conn.execute(Q["live_deliveries"], (n["id"], delivery["mode"])).fetchone()
+    if live == 0:
+        conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
 
 
 _CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
@@ -151,11 +181,12 @@ def reroute(
             continue
         conn.execute(Q["supersede_pending"], (at, notification_id))
         status = "held" if plan.defer else "pending"
+        columns = codec.plan_columns(plan)
         conn.execute(
-            Q["replan"], (status, plan.route, mode, json.dumps(list(plan.steps)), at, notification_id)
+            Q["replan"],
+            (status, plan.route, mode, columns["plan"], columns["escalation"], at, notification_id),
         )
-        if not plan.defer:
-            _insert_delivery(conn, notification_id, plan, 0, now)
+        _insert_deliveries(conn, notification_id, plan, now)
         moved += 1
     return moved
 
@@ -164,6 +195,8 @@ def save_provider(
     conn: sqlite3.Connection, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
 ) -> None:
     state = snapshot.state
+    if conn.execute(Q["current_mode"]).fetchone()[0] != snapshot.mode:
+        conn.execute(Q["supersede_stale_escalations"], {"now": codec.ts(now), "mode": snapshot.mode})
     conn.execute(
         Q["save_provider"], (state.value, snapshot.mode, codec.snapshot_json(snapshot), codec.ts(now))
     )
@@ -192,3 +225,27 @@ def cancel(conn: sqlite3.Connection, notification_id: str, now: datetime) -> Can
     conn.execute(Q["supersede_pending"], (at, notification_id))
     conn.execute(Q["cancel_notification"], (at, notification_id))
     return "cancelled"
+
+
+def acknowledge(
+    conn: sqlite3.Connection, notification_id: str, by: str, via: str, now: datetime
+) -> AckResult:
+    """Record who took the notification on; its steps not yet sent are superseded."""
+    n = conn.execute(Q["notification_by_id"], (notification_id,)).fetchone()
+    if n is None:
+        return "not_found"
+    if n["acknowledged_at"] is not None:
+        return "already"
+    if not codec.acknowledgeable(n["status"], n["escalation"] is not None):
+        return "finished"
+    at = codec.ts(now)
+    conn.execute(Q["acknowledge"], {"now": at, "by": by, "via": via, "id": notification_id})
+    conn.execute(Q["supersede_pending"], (at, notification_id))
+    last = conn.execute(Q["last_delivery_of"], (notification_id,)).fetchone()
+    if last is not None:  # a held notification has no delivery to hang the trail's line on
+        detail = codec.ack_detail(by, via)
+        conn.execute(
+            Q["insert_attempt"],
+            (last["id"], notification_id, last["channel"], last["attempts"], at, at, "acknowledged", detail),
+        )
+    return "acknowledged"

@@ -77,7 +77,7 @@ def test_migrate_applies_then_reports_up_to_date(
     fresh.write_text(daemon.config_path.read_text().replace("outbox.db", "fresh.db"))
     first = cli("migrate", "-c", str(fresh))
     assert first.returncode == 0, first.stderr
-    assert "applied [1, 2]" in first.stdout
+    assert "applied [1, 2, 4]" in first.stdout
     assert "schema up to date" in cli("migrate", "-c", str(fresh)).stdout
 
 
@@ -150,7 +150,8 @@ def test_routes_test_for_the_example_policy() -> None:
                  "--state", "outage", env=EXAMPLE_ENV)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "route db-critical" in result.stdout
-    assert "plan (outage): sms -> slack" in result.stdout
+    assert "plan (outage): escalate until acknowledged" in result.stdout
+    assert "+5m sms (sms)" in result.stdout
 
 
 def test_routes_show_draws_the_tree() -> None:

@@ -46,6 +46,8 @@ class Post:
     channel: str
     payload: dict[str, Any]
     ts: str
+    #: time.monotonic() when it was accepted
+    at: float = 0.0
 
 
 @dataclass
@@ -120,7 +122,7 @@ class SlackStandIn:
             return JSONResponse({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": "1"})
         self._seq += 1
         ts = f"{int(time.time())}.{self._seq:06d}"
-        self.posts.append(Post(channel_id, args, ts))
+        self.posts.append(Post(channel_id, args, ts, time.monotonic()))
         return JSONResponse({"ok": True, "channel": channel_id, "ts": ts, "message": {"ts": ts}})
 
     async def _lookup_by_email(self, request: Request) -> Response:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 
-from daemon.core.directory import Directory, Group, Kind, Person, Resolution, Rotation, resolve
+from daemon.config import parse_config
+from daemon.core.directory import (
+    Audience,
+    Directory,
+    Group,
+    Kind,
+    Person,
+    Resolution,
+    Rotation,
+    readdress,
+    resolve,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DIRECTORY = Directory(
@@ -75,3 +90,89 @@ def test_unknown_fallback_name_raises() -> None:
     """A fallback that names no person or group is a KeyError, caught at config load."""
     with pytest.raises(KeyError, match="nobody"):
         resolve(["x@y.org"], "slack", DIRECTORY, WEEK1, "nobody")
+
+
+@pytest.mark.parametrize(
+    ("recipients", "kind", "fallback", "expected"),
+    [
+        (["alice@example.com", "+4915199999999"], "sms", None, ("+4915110000001", "+4915199999999")),
+        (["oncall@example.com", "C0OPS"], "slack", None, ("U1", "C0OPS")),
+        (["who@else.org"], "slack", None, ("who@else.org",)),
+        (["who@else.org", "bob@example.com"], "email", "alice", ("bob@backup.example.org",)),
+        (["bob@example.com"], "sms", None, ()),
+    ],
+)
+def test_readdress_replaces_email_recipients_with_targets(
+    recipients: list[str], kind: Kind, fallback: str | None, expected: tuple[str, ...]
+) -> None:
+    """Email recipients become targets; other recipients, and unknown ones without a fallback, stay."""
+    assert readdress(recipients, kind, DIRECTORY, WEEK1, fallback).recipients == expected
+
+
+def test_readdress_reports_unknown_and_unreachable() -> None:
+    """What the directory could not place is in the resolution, even when a fallback stood in."""
+    found = readdress(["who@else.org", "bob@example.com"], "sms", DIRECTORY, WEEK1, "oncall")
+    assert found.unresolved
+    assert found.resolution.unknown == ("who@else.org",)
+    assert found.resolution.unreachable == ("bob",)
+    assert found.recipients == ("+4915110000001",)
+
+
+def test_holders_find_people_by_target() -> None:
+    """A Slack id, phone or backup mailbox leads back to its person, case-insensitively."""
+    assert DIRECTORY.holders("u1", "slack") == ("alice",)
+    assert DIRECTORY.holders("+4915110000001", "sms") == ("alice",)
+    assert DIRECTORY.holders("BOB@backup.example.org", "email") == ("bob",)
+    assert DIRECTORY.holders("C0OPS", "slack") == ()
+
+
+@pytest.mark.parametrize(
+    ("audience", "recipients", "expected"),
+    [
+        (Audience("slack", True, ("#ops",)), ("U1",), ("#ops", "U1")),
+        (Audience("slack", False, ("#ops",)), ("U1",), ("#ops",)),
+        (Audience("sms", False, ("+4915100000000",)), ("a@b.org",), ("+4915100000000",)),
+        (Audience("sms", False, ("+4915100000000",)), ("+4915110000001",), ("+4915110000001",)),
+        (Audience("email", True), ("x@backup.org",), ("x@backup.org",)),
+        (Audience("email", False, ("ops@x.org",)), (), ("ops@x.org",)),
+    ],
+)
+def test_audience_destinations_follow_the_channel_rules(
+    audience: Audience, recipients: tuple[str, ...], expected: tuple[str, ...]
+) -> None:
+    """Where a channel sends, as its adapter decides: fixed targets, recipients, or its defaults."""
+    assert audience.destinations(recipients) == expected
+
+
+DOC_BASE: dict[str, Any] = {
+    "store": {"path": "/tmp/x.db"},
+    "api": {"tokens": [{"name": "t", "token": "t0123456789"}]},
+    "provider": {
+        "name": "p",
+        "smtp": {"host": "smtp.example.com", "username": "o@example.com", "password": "pw"},
+    },
+    "channels": {
+        "email": {"type": "email"},
+        "slack": {"type": "slack", "token": "xoxb-1", "targets": ["#ops"]},
+        "slack-dm": {"type": "slack", "token": "xoxb-2", "dm_recipients": True},
+        "sms": {
+            "type": "sms",
+            "account_sid": "AC" + "0" * 32,
+            "auth_token": "x",
+            "from_number": "+14155550100",
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("page", ["directory.md", "recovery.md"])
+def test_doc_policy_snippets_load(page: str) -> None:
+    """Every YAML snippet with routes on the page is valid configuration (with stand-in channels)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / page).read_text()
+    blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)]
+    snippets = [b for b in blocks if isinstance(b, dict) and "routes" in b]
+    assert snippets, f"no policy snippet in {page}"
+    for snippet in snippets:
+        merged = {**DOC_BASE, **snippet, "provider": {**DOC_BASE["provider"], **snippet.get("provider", {})}}
+        env = dict.fromkeys(re.findall(r"\$\{(\w+)\}", yaml.safe_dump(merged)), "secret-value-0123")
+        parse_config(yaml.safe_dump(merged), filename=page, env=env)

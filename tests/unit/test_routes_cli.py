@@ -41,7 +41,7 @@ def test_example_policy_loads_and_builds() -> None:
 
 
 def test_routes_test_prints_route_plan_and_people(capsys: pytest.CaptureFixture[str]) -> None:
-    """A critical db alert in an outage: the child route, SMS first, the on-call and the fallback."""
+    """A critical db alert in an outage: the child route's escalation with its timings and people."""
     code = routes_test(
         args(
             "--severity=critical", "--label=team=db", "--state=outage", "--at=2024-03-29T10:00:00+01:00",
@@ -51,11 +51,12 @@ def test_routes_test_prints_route_plan_and_people(capsys: pytest.CaptureFixture[
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
         "at 2024-03-29T10:00:00+01:00, provider outage: route db-critical",
-        "plan (outage): sms -> slack",
-        "  1. sms (sms): alice, bob, carol -> +4915110000001, +4915110000002; "
-        "unknown recipients: stranger@elsewhere.org (fallback ops); no sms address: carol",
-        "  2. slack (slack): alice, bob, carol -> U024ALICE, bob@example.com, U024CAROL; "
+        "plan (outage): escalate until acknowledged",
+        "  +0s slack (slack): alice, bob, carol -> U024ALICE, bob@example.com, U024CAROL; "
         "unknown recipients: stranger@elsewhere.org (fallback ops)",
+        "  +5m sms (sms): alice, bob, carol -> +4915110000001, +4915110000002; "
+        "unknown recipients: stranger@elsewhere.org (fallback ops); no sms address: carol",
+        "  +15m slack-ops (slack): #ops-escalations",
     ]
 
 
@@ -85,8 +86,8 @@ def test_routes_show_draws_the_tree(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.splitlines() == [
         "databases [team=~db|postgres] healthy: email | outage: slack, sms | unknown: email, slack",
         "    fallback ops",
-        "    └─ db-critical [severity in critical] healthy: email | outage: sms, slack"
-        " | unknown: email, slack",
+        "    └─ db-critical [severity in critical] healthy: email"
+        " | outage: escalate +0s slack; +5m sms; +15m slack-ops | unknown: email, slack",
         "        fallback ops",
         "    └─ db-quiet [severity=~warning|info] healthy: email | outage: defer | unknown: email, slack",
         "        active in nights; fallback ops",

@@ -72,7 +72,7 @@ def test_no_route_is_an_error() -> None:
 
 def test_plan_must_defer_or_have_steps() -> None:
     """A plan with neither steps nor defer is refused."""
-    with pytest.raises(ValueError, match="defers or has steps"):
+    with pytest.raises(ValueError, match="defers, has steps or escalates"):
         Plan("r", "healthy")
 
 

@@ -8,10 +8,11 @@ SELECT mode FROM provider WHERE id = 1 FOR SHARE;
 
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
-                           labels, mail_from, raw, status, route, mode, plan, step, updated_at)
+                           labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
+                           updated_at)
 VALUES (%(id)s, %(idempotency_key)s, %(created_at)s, %(severity)s, %(subject)s, %(body)s, %(source)s,
-        %(recipients)s, %(labels)s, %(mail_from)s, %(raw)s, %(status)s, %(route)s, %(mode)s, %(plan)s, 0,
-        %(now)s)
+        %(recipients)s, %(labels)s, %(mail_from)s, %(raw)s, %(status)s, %(route)s, %(mode)s, %(plan)s,
+        %(escalation)s, %(ack_code)s, 0, %(now)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
@@ -107,7 +108,8 @@ SELECT state FROM deliveries WHERE notification_id = %s FOR UPDATE;
 UPDATE deliveries SET state = 'superseded', updated_at = %s WHERE notification_id = %s AND state = 'pending';
 
 -- name: replan
-UPDATE notifications SET status = %s, route = %s, mode = %s, plan = %s, step = 0, updated_at = %s
+UPDATE notifications SET status = %s, route = %s, mode = %s, plan = %s, escalation = %s, step = 0,
+    updated_at = %s
 WHERE id = %s;
 
 -- name: save_provider
@@ -253,3 +255,38 @@ UPDATE notifications SET status = 'cancelled', updated_at = %s WHERE id = %s;
 SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE n.idempotency_key = %s AND d.channel = %s AND d.state = 'delivered' AND d.remote_id IS NOT NULL
 ORDER BY d.id DESC LIMIT 1;
+
+-- name: hurry_step
+-- A step of an escalation failed for good: the next step is due now, not at its time.
+UPDATE deliveries SET next_attempt_at = LEAST(next_attempt_at, %(now)s), updated_at = %(now)s
+WHERE notification_id = %(id)s AND mode = %(mode)s AND step = %(step)s AND state = 'pending';
+
+-- name: live_deliveries
+-- What of an escalation may still reach someone, or already did.
+SELECT count(*) AS n FROM deliveries
+WHERE notification_id = %s AND mode = %s AND state IN ('pending', 'in_flight', 'delivered');
+
+-- name: lock_for_ack
+SELECT status, escalation, acknowledged_at FROM notifications WHERE id = %s FOR UPDATE;
+
+-- name: acknowledge
+UPDATE notifications
+SET acknowledged_at = %(now)s, acknowledged_by = %(by)s, acknowledged_via = %(via)s, updated_at = %(now)s,
+    status = CASE WHEN status IN ('pending', 'held') THEN 'acknowledged' ELSE status END
+WHERE id = %(id)s;
+
+-- name: last_delivery_of
+SELECT * FROM deliveries WHERE notification_id = %s ORDER BY id DESC LIMIT 1;
+
+-- name: by_ack_code
+SELECT id FROM notifications
+WHERE ack_code = %s AND acknowledged_at IS NULL AND status != 'cancelled'
+ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: supersede_stale_escalations
+-- The mode changed: escalation steps planned for the old mode that already reached someone stop
+-- (unsent notifications are re-planned by the rerouter instead).
+UPDATE deliveries d SET state = 'superseded', updated_at = %(now)s
+WHERE d.state = 'pending' AND d.mode != %(mode)s
+  AND EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
+              AND n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held'));

@@ -6,9 +6,10 @@ SELECT mode FROM provider WHERE id = 1;
 
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
-                           labels, mail_from, raw, status, route, mode, plan, step, updated_at)
+                           labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
+                           updated_at)
 VALUES (:id, :idempotency_key, :created_at, :severity, :subject, :body, :source, :recipients,
-        :labels, :mail_from, :raw, :status, :route, :mode, :plan, 0, :now);
+        :labels, :mail_from, :raw, :status, :route, :mode, :plan, :escalation, :ack_code, 0, :now);
 
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
@@ -77,7 +78,8 @@ FROM notifications n WHERE n.id = ?;
 UPDATE deliveries SET state = 'superseded', updated_at = ? WHERE notification_id = ? AND state = 'pending';
 
 -- name: replan
-UPDATE notifications SET status = ?, route = ?, mode = ?, plan = ?, step = 0, updated_at = ? WHERE id = ?;
+UPDATE notifications SET status = ?, route = ?, mode = ?, plan = ?, escalation = ?, step = 0, updated_at = ?
+WHERE id = ?;
 
 -- name: save_provider
 UPDATE provider SET state = ?, mode = ?, snapshot = ?, updated_at = ? WHERE id = 1;
@@ -174,3 +176,35 @@ UPDATE notifications SET status = 'cancelled', updated_at = ? WHERE id = ?;
 SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE n.idempotency_key = ? AND d.channel = ? AND d.state = 'delivered' AND d.remote_id IS NOT NULL
 ORDER BY d.id DESC LIMIT 1;
+
+-- name: hurry_step
+-- A step of an escalation failed for good: the next step is due now, not at its time.
+UPDATE deliveries SET next_attempt_at = min(next_attempt_at, :now), updated_at = :now
+WHERE notification_id = :id AND mode = :mode AND step = :step AND state = 'pending';
+
+-- name: live_deliveries
+-- What of an escalation may still reach someone, or already did.
+SELECT count(*) FROM deliveries
+WHERE notification_id = ? AND mode = ? AND state IN ('pending', 'in_flight', 'delivered');
+
+-- name: acknowledge
+UPDATE notifications
+SET acknowledged_at = :now, acknowledged_by = :by, acknowledged_via = :via, updated_at = :now,
+    status = CASE WHEN status IN ('pending', 'held') THEN 'acknowledged' ELSE status END
+WHERE id = :id;
+
+-- name: last_delivery_of
+SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id DESC LIMIT 1;
+
+-- name: by_ack_code
+SELECT id FROM notifications
+WHERE ack_code = ? AND acknowledged_at IS NULL AND status != 'cancelled'
+ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: supersede_stale_escalations
+-- The mode changed: escalation steps planned for the old mode that already reached someone stop
+-- (unsent notifications are re-planned by the rerouter instead).
+UPDATE deliveries SET state = 'superseded', updated_at = :now
+WHERE state = 'pending' AND mode != :mode
+  AND EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
+              AND n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held'));

@@ -1,0 +1,163 @@
+"""Acknowledging a notification: the API (and so the CLI), a Slack button, an SMS reply.
+
+All three end in :meth:`Store.acknowledge`, which stops the escalation and records who and how
+in the delivery trail. The API needs the ``admin`` scope: acknowledging silences the people still
+to be paged, and ``send`` tokens sit in every script and monitoring system that submits alerts;
+none of those should be able to stop an escalation. Slack and Twilio prove who they are with their
+request signatures instead of a token (see :mod:`channels.slack_interactions` and
+:mod:`channels.twilio_callbacks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from channels import slack_interactions as slack
+from channels.twilio_callbacks import (
+    SIGNATURE_HEADER,
+    CallbackError,
+    ForgedCallback,
+    InboundMessage,
+    ack_code_in,
+    twiml_reply,
+    verify_inbound,
+)
+from daemon.api.callbacks import TwilioAccount
+from daemon.api.errors import error_response
+from daemon.clock import Clock
+from daemon.config_channels import SlackChannelConfig
+from daemon.core.model import ack_code
+from daemon.store.base import Store
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+#: Twilio's messaging webhook for our number: the status callback URL with this appended
+INBOUND_SUFFIX = "/inbound"
+
+
+@dataclass(frozen=True)
+class SlackApp:
+    """A Slack channel whose app sends interactions (the Acknowledge button) signed with this secret."""
+
+    channel: str
+    signing_secret: str
+
+
+def slack_apps(config: Config) -> list[SlackApp]:
+    """The Slack channels configured with a signing secret (composition root: ApiContext.slack_apps)."""
+    return [
+        SlackApp(name, c.signing_secret.get_secret_value())
+        for name, c in config.channels.items()
+        if isinstance(c, SlackChannelConfig) and c.signing_secret is not None
+    ]
+
+
+class AckIn(BaseModel):
+    """Who acknowledges; without a body, the API token's name is recorded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+def ack_router(
+    store: Store,
+    admin: Callable[[Request], Awaitable[str]],
+    clock: Clock,
+    slack_apps: Callable[[], Sequence[SlackApp]],
+    twilio_accounts: Callable[[], Sequence[TwilioAccount]],
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/notifications/{notification_id}/ack", tags=["notifications"])
+    async def acknowledge(
+        notification_id: str, request: Request, body: AckIn | None = None
+    ) -> dict[str, Any]:
+        """Stop the notification's escalation: steps not yet sent are not sent. 409 if nothing is left."""
+        token = await admin(request)
+        by = body.by if body is not None and body.by else f"token {token}"
+        result = await store.acknowledge(notification_id, by, "api", clock.now())
+        if result == "not_found":
+            raise HTTPException(404, f"no notification {notification_id}")
+        if result == "finished":
+            raise HTTPException(409, f"{notification_id} is finished: nothing left to acknowledge")
+        return {"id": notification_id, "result": result, "ack_code": ack_code(notification_id)}
+
+    @router.post("/v1/callbacks/slack", tags=["callbacks"])
+    async def slack_interaction(request: Request) -> Response:
+        """Slack's interactivity request URL: a click on Acknowledge, verified by ``X-Slack-Signature``."""
+        raw = await request.body()
+        secrets = [app.signing_secret for app in slack_apps()]
+        headers = request.headers
+        try:
+            slack.verify(
+                secrets,
+                headers.get(slack.TIMESTAMP_HEADER),
+                raw,
+                headers.get(slack.SIGNATURE_HEADER),
+                clock.now().timestamp(),
+            )
+            click = slack.parse_ack(raw)
+        except slack.ForgedInteraction as exc:
+            return error_response(401, "unauthorized", f"not signed by a configured Slack app: {exc}")
+        except slack.MalformedInteraction as exc:
+            return error_response(400, "invalid_request", str(exc))
+        if click is None:
+            return JSONResponse({"result": "ignored"})
+        result = await store.acknowledge(click.notification_id, click.user, "slack", clock.now())
+        return JSONResponse({"result": result})
+
+    @router.post("/v1/callbacks/twilio" + INBOUND_SUFFIX, tags=["callbacks"])
+    async def twilio_inbound(request: Request) -> Response:
+        """Twilio's messaging webhook: a reply ``ACK <code>`` acknowledges; answered with TwiML."""
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+        try:
+            message = _verify_inbound(twilio_accounts(), form, request.headers.get(SIGNATURE_HEADER))
+        except ForgedCallback:
+            return error_response(
+                403, "forbidden", "the Twilio signature does not match any configured account"
+            )
+        except CallbackError as exc:
+            return error_response(400, "invalid_request", str(exc))
+        return Response(twiml_reply(await _sms_ack(store, clock, message)), media_type="application/xml")
+
+    return router
+
+
+def _verify_inbound(
+    accounts: Sequence[TwilioAccount], form: dict[str, str], signature: str | None
+) -> InboundMessage:
+    for account in accounts:
+        try:
+            return verify_inbound(account.auth_token, inbound_url(account.callback_url), form, signature)
+        except ForgedCallback:
+            continue
+    raise ForgedCallback()
+
+
+def inbound_url(status_callback: str) -> str:
+    """The messaging webhook URL Twilio signs: the status callback's path plus ``/inbound``."""
+    parts = urlsplit(status_callback)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + INBOUND_SUFFIX))
+
+
+async def _sms_ack(store: Store, clock: Clock, message: InboundMessage) -> str:
+    """The answer to an SMS: what happened, in a line that fits one segment."""
+    code = ack_code_in(message.body)
+    if code is None:
+        return "To acknowledge, reply ACK and the 6-character code from the alert."
+    notification_id = await store.by_ack_code(code)
+    if notification_id is None:
+        return f"No open alert with code {code.upper()}."
+    result = await store.acknowledge(notification_id, message.sender, "sms", clock.now())
+    if result == "finished":
+        return f"Alert {code.upper()} is already finished."
+    return f"Acknowledged {code.upper()}: escalation stopped."

@@ -1,0 +1,171 @@
+"""The recovery catch-up: after an outage, each person gets one email of what reached them elsewhere.
+
+On confirmed recovery (the routing mode returns to ``healthy``; the leader alone, in HA) and at
+start-up (in case the daemon stopped before queuing it), the latest ended outage is read from the
+stored transitions and its backup sends from the notifications' delivery trails (``search``).
+Who a send reached is worked out again from the notification's recipients, the directory and the
+channel's :class:`~daemon.core.directory.Audience`, as the renderer did when it sent it. Each
+person's email is accepted into the outbox with the key ``catchup:<outage start>:<person>``, so a
+restart or a second node queues it once; it goes by the primary email channel, held if the
+provider fails again first. Routes with ``catch_up: false`` are left out. See docs/recovery.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import datetime, timedelta
+
+from daemon.clock import Clock
+from daemon.core.catchup import Outage, Sent, catch_up_email, catch_up_key, last_outage, received_by
+from daemon.core.model import Mode, Notification, Plan, Severity
+from daemon.core.routing import Route, walk
+from daemon.drills import SOURCE as DRILL_SOURCE
+from daemon.ids import new_id
+from daemon.rendering import People
+from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "backchannel"  # as announcements: the daemon's own word
+ROUTE = "catch-up"
+#: transitions read to find the outage: enough for an episode with heavy flapping
+EVENTS = 500
+#: notifications created this long before the outage may still have been sent during it
+LOOKBACK = timedelta(days=1)
+#: at start-up, outages that ended longer ago than this get no (late) catch-up
+HORIZON = timedelta(days=1)
+PAGE = 200
+
+
+class CatchUp:
+    def __init__(
+        self,
+        store: Store,
+        people: People,
+        routes: Callable[[], Sequence[Route]],
+        primary: Callable[[], frozenset[str]],
+        clock: Clock,
+        provider_name: str,
+        *,
+        in_flight: Callable[[], int] = lambda: 0,
+        settle_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._people = people
+        self._routes = routes
+        self._primary = primary
+        self._clock = clock
+        self._provider = provider_name
+        self._in_flight = in_flight
+        self._settle_s = settle_s
+
+    async def after_recovery(self) -> int:
+        """Let sends in flight at the recovery record their outcome (briefly), then :meth:`run`."""
+        deadline = self._clock.monotonic() + self._settle_s
+        while self._clock.monotonic() < deadline:
+            if not self._in_flight():
+                break
+            await asyncio.sleep(0.05)
+        return await self.run()
+
+    async def run(self, horizon: timedelta | None = None) -> int:
+        """Queue the catch-ups of the latest ended outage; how many were new. Never raises StoreError."""
+        try:
+            view = await self._store.provider(events=EVENTS, checks=0)
+            outage = last_outage(list(reversed(view.events)))
+            if outage is None or (horizon and self._clock.now() - outage.ended_at > horizon):
+                return 0
+            return await self._queue(outage, [s async for s in self._sends(outage)])
+        except StoreError as exc:
+            log.error("could not queue the catch-up emails: %s", exc, extra={"event": "catchup.failed"})
+            return 0
+
+    async def _sends(self, outage: Outage) -> AsyncIterator[Sent]:
+        routes = {r.name: r for _, r in walk(self._routes())}
+        async for view in self._pages(outage.started_at - LOOKBACK):
+            route = routes.get(view.route)
+            ours = view.notification.source in (SOURCE, DRILL_SOURCE)
+            if ours or (route is not None and not route.catch_up):
+                continue
+            for sent in self._sent(view, outage):
+                yield sent
+
+    async def _pages(self, since: datetime) -> AsyncIterator[NotificationView]:
+        """Every notification created since ``since``, newest first, a page at a time."""
+        before: str | None = None
+        while page := await self._store.search(ListFilter(since=since, before=before, limit=PAGE)):
+            for view in page:
+                yield view
+            before = page[-1].notification.id
+
+    def _sent(self, view: NotificationView, outage: Outage) -> Iterator[Sent]:
+        n = view.notification
+        audiences = self._people.audiences()
+        for attempt in view.attempts:
+            audience = audiences.get(attempt.channel)
+            during = outage.started_at <= attempt.started_at <= outage.ended_at
+            if audience is None or attempt.outcome != "delivered" or not during:
+                continue
+            found = self._people.readdress(attempt.channel, n, view.route, attempt.started_at)
+            recipients = n.recipients if found is None else found.recipients
+            yield Sent(
+                n.id,
+                n.subject,
+                n.severity.value,
+                attempt.channel,
+                audience.kind,
+                attempt.started_at,
+                audience.destinations(recipients),
+                attempt.detail or "",
+            )
+
+    async def _queue(self, outage: Outage, sends: list[Sent]) -> int:
+        directory = self._people.directory
+        steps = tuple(sorted(self._primary()))
+        now = self._clock.now()
+        items = []
+        for name, lines in received_by(sends, directory).items():
+            person = directory.people[name]
+            if not person.emails or not steps:
+                log.warning(
+                    "no catch-up for %s: %s",
+                    name,
+                    "no email address" if steps else "no primary email channel",
+                    extra={"event": "catchup.skipped", "person": name},
+                )
+                continue
+            subject, body = catch_up_email(person, lines, outage, self._provider)
+            items.append(_item(catch_up_key(outage, name), person.emails[0], name, subject, body, steps, now))
+        accepted = await self._store.accept(items, now) if items else []
+        new = sum(not a.duplicate for a in accepted)
+        log.info(
+            "catch-up: %d emails queued for the outage from %s",
+            new,
+            outage.started_at.isoformat(),
+            extra={"event": "catchup.queued", "count": new, "people": len(items)},
+        )
+        return new
+
+
+def _item(
+    key: str, to: str, person: str, subject: str, body: str, steps: tuple[str, ...], now: datetime
+) -> NewNotification:
+    notification = Notification(
+        id=new_id(now),
+        idempotency_key=key,
+        created_at=now,
+        severity=Severity.INFO,
+        subject=subject,
+        body=body,
+        source=SOURCE,
+        recipients=(to,),
+        labels={"event": "recovery.catch_up", "person": person},
+    )
+    # By email, the point of it; should the provider fail again first, held until it is back.
+    plans: dict[Mode, Plan] = {
+        "healthy": Plan(route=ROUTE, mode="healthy", steps=steps),
+        "outage": Plan(route=ROUTE, mode="outage", defer=True),
+    }
+    return NewNotification(notification, plans)

@@ -1,0 +1,102 @@
+"""What one send attempt becomes in the outbox: delivered, retry at a time, or failed.
+
+Kept beside the dispatcher (which decides when to send and records what these return) so the
+rules for one attempt's result read in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from channels.base import ChannelError, Receipt
+from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
+from daemon.store.base import Claimed, Outcome
+
+log = logging.getLogger("daemon.dispatcher")
+
+
+def delivered(
+    name: str, claimed: Claimed, receipt: Receipt, started_at: datetime, now: datetime, *, via: str = ""
+) -> Outcome:
+    """Delivered; ``via`` names the digest that carried it, if one did."""
+    if not via:  # a digest is logged once, not once per notification it carries
+        log.info(
+            "delivered %s via %s",
+            claimed.notification.id,
+            name,
+            extra={"event": "delivery.sent", "notification_id": claimed.notification.id, "channel": name},
+        )
+    return Outcome(
+        delivery_id=claimed.delivery.id,
+        kind="delivered",
+        started_at=started_at,
+        finished_at=now,
+        detail=f"{via}: {receipt.detail}" if via else receipt.detail,
+        remote_id=receipt.remote_id,
+    )
+
+
+def not_delivered(
+    name: str,
+    claimed: Claimed,
+    exc: ChannelError,
+    started_at: datetime,
+    now: datetime,
+    *,
+    retry: RetryPolicy,
+    provider_fault: bool,
+    rand: float,
+) -> Outcome:
+    """Retry after a backoff (no sooner than Retry-After), or fail this step for good."""
+    attempts = claimed.delivery.attempts
+    fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
+    # A provider-wide fault is not this message's fault: keep it queued (the outage
+    # machinery reroutes it) rather than exhausting its retries and failing it.
+    if exc.permanent or (exhausted(retry, attempts) and not provider_fault):
+        log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
+        return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
+    delay = retry_delay(retry, attempts, rand, exc.retry_after_s)
+    log.info(
+        "retrying %s via %s in %.1fs: %s",
+        claimed.notification.id,
+        name,
+        delay,
+        exc.reason,
+        extra=fields | {"event": "delivery.retry"},
+    )
+    return Outcome(
+        claimed.delivery.id,
+        "retry",
+        started_at,
+        now,
+        detail=exc.reason,
+        retry_at=now + timedelta(seconds=delay),
+    )
+
+
+def delivered_in_digest(
+    name: str,
+    digest_id: str,
+    carried: Sequence[Claimed],
+    receipt: Receipt,
+    started_at: datetime,
+    now: datetime,
+) -> list[Outcome]:
+    """Every delivery a digest carried is delivered, its detail naming the digest."""
+    log.info(
+        "delivered digest %s of %d via %s",
+        digest_id,
+        len(carried),
+        name,
+        extra={"event": "digest.sent", "digest_id": digest_id, "channel": name, "count": len(carried)},
+    )
+    via = f"in digest {digest_id} of {len(carried)}"
+    return [delivered(name, c, receipt, started_at, now, via=via) for c in carried]
+
+
+def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
+    """Claimed but never sent (waiting for a send slot at shutdown): back to the outbox, due now."""
+    detail = "not sent before shutdown: back to the outbox"
+    return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]

@@ -1,0 +1,162 @@
+"""The pure digest core: when a send slot carries a digest, and what a digest says within its limit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from channels.base import OutboundMessage
+from channels.digests import DIGEST_LABEL, sms_text
+from channels.gsm import segment_count
+from channels.sms import render_text
+from daemon.core.digest import SLACK_LAYOUT, SMS_LAYOUT, Item, Pending, build, next_send
+from daemon.core.model import Severity
+from daemon.digesting import slack_fits, sms_fits
+
+T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
+LINK = "https://status.example.com/v1/notifications?since={since}"
+
+
+def item(n: int, severity: Severity = Severity.CRITICAL, key: str | None = None, subject: str = "") -> Item:
+    return Item(key or f"k{n}", severity, subject or f"alert {n}", T0 + timedelta(seconds=n))
+
+
+def pending(*severities: Severity, cost: float = 1.0, destination: str = "ops") -> list[Pending]:
+    return [Pending(s, cost, destination) for s in severities]
+
+
+def test_nothing_pending_sends_nothing() -> None:
+    """An empty slot carries nothing."""
+    assert next_send([], pace_per_s=1, drain_target_s=30, bursting=False) is None
+
+
+def test_backlog_within_target_goes_one_by_one() -> None:
+    """30 deliveries at 1/s drain in 30 s: the oldest goes on its own."""
+    choice = next_send(pending(*[Severity.INFO] * 30), pace_per_s=1, drain_target_s=30, bursting=False)
+    assert choice is not None and (choice.kind, choice.indexes, choice.bursting) == ("single", (0,), False)
+
+
+def test_burst_opens_with_the_first_critical_alone() -> None:
+    """Past the target, the oldest critical one goes on its own first and a burst begins."""
+    severities = [Severity.WARNING, Severity.CRITICAL, Severity.CRITICAL] * 11
+    choice = next_send(pending(*severities), pace_per_s=1, drain_target_s=30, bursting=False)
+    assert choice is not None and (choice.kind, choice.indexes, choice.bursting) == ("single", (1,), True)
+
+
+def test_burst_without_critical_starts_with_a_digest() -> None:
+    """Past the target with nothing critical, the first slot already carries a digest."""
+    choice = next_send(pending(*[Severity.WARNING] * 31), pace_per_s=1, drain_target_s=30, bursting=False)
+    assert choice is not None and choice.kind == "digest" and len(choice.indexes) == 31
+
+
+def test_during_a_burst_each_slot_carries_one_digest_per_destination() -> None:
+    """While bursting, a slot digests everything waiting for the oldest delivery's destination."""
+    waiting = [*pending(Severity.HIGH, destination="a"), *pending(Severity.CRITICAL, destination="b")] * 3
+    choice = next_send(waiting, pace_per_s=1, drain_target_s=30, bursting=True)
+    assert choice is not None and (choice.kind, choice.indexes) == ("digest", (0, 2, 4))
+
+
+def test_burst_ends_when_one_is_left() -> None:
+    """A slot that finds a single delivery sends it alone and ends the burst."""
+    choice = next_send(pending(Severity.CRITICAL), pace_per_s=1, drain_target_s=30, bursting=True)
+    assert choice is not None and (choice.kind, choice.bursting) == ("single", False)
+
+
+def test_costs_count_towards_the_drain_time() -> None:
+    """Ten 3-segment SMS at 1 segment/s take 30 s: past a 20 s target."""
+    choice = next_send(
+        pending(*[Severity.INFO] * 10, cost=3), pace_per_s=1, drain_target_s=20, bursting=False
+    )
+    assert choice is not None and choice.kind == "digest"
+
+
+def test_digest_counts_by_severity_and_lists_most_important_first() -> None:
+    """Counts per severity; critical before high, older before newer; the rest summarised."""
+    items = [item(0, Severity.HIGH), item(1, Severity.CRITICAL), item(2, Severity.CRITICAL), item(3)]
+    digest = build("D1", items, fits=slack_fits, layout=SLACK_LAYOUT, top=2, link=LINK)
+    assert digest.headline == "Digest D1: 4 notifications (3 critical, 1 high)"
+    assert digest.body.splitlines() == [
+        "• critical: alert 1",
+        "• critical: alert 2",
+        "+2 more: https://status.example.com/v1/notifications?since=2026-11-27T10:00:00Z",
+    ]
+    assert (digest.total, digest.severity, digest.listed) == (4, Severity.CRITICAL, 2)
+
+
+def test_duplicates_collapse_into_one_line() -> None:
+    """Three notifications with one key are one line marked x3, and still count as three."""
+    items = [item(n, key="fp") for n in range(3)] + [item(9, Severity.INFO)]
+    digest = build("D2", items, fits=slack_fits, layout=SLACK_LAYOUT, top=5, link=None)
+    assert digest.body.splitlines() == ["• critical: alert 0 x3", "• info: alert 9"]
+    assert digest.counts == {Severity.CRITICAL: 3, Severity.INFO: 1}
+
+
+def test_sms_digest_drops_subjects_before_the_link() -> None:
+    """Long subjects give way first; the counts and the link stay."""
+    items = [item(n, subject="x" * 40 + f" {n}") for n in range(20)]
+    digest = build("D3", items, fits=sms_fits(1), layout=SMS_LAYOUT, top=5, link=LINK)
+    text = sms_text(digest.headline, digest.body)
+    assert segment_count(text) == 1
+    assert text.startswith("Digest D3: 20 alerts (20 crit). ")
+    assert text.endswith("more: https://status.example.com/v1/notifications?since=2026-11-27T10:00:00Z")
+
+
+def test_link_goes_when_nothing_else_fits() -> None:
+    """A budget too small for the link keeps the total and drops the link."""
+    long_link = "https://status.example.com/" + "a" * 150 + "?since={since}"
+    digest = build("D4", [item(1)], fits=sms_fits(1), layout=SMS_LAYOUT, top=5, link=long_link)
+    assert "https://" not in digest.body
+    assert digest.total == 1
+
+
+_subjects = st.text(min_size=0, max_size=200)
+_items = st.lists(
+    st.builds(
+        Item,
+        key=st.sampled_from(["a", "b", "c", "d"]) | st.text(min_size=1, max_size=8),
+        severity=st.sampled_from(list(Severity)),
+        subject=_subjects,
+        created_at=st.datetimes(
+            min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)
+        ),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(_items, st.integers(1, 3), st.integers(0, 10), st.booleans())
+def test_sms_digest_always_fits_its_segments_and_adds_up(
+    items: list[Item], segments: int, top: int, with_link: bool
+) -> None:
+    """Whatever the subjects (emoji, GSM extension characters), the SMS fits and the counts add up."""
+    digest = build(
+        "DXXXXXXXX",
+        items,
+        fits=sms_fits(segments),
+        layout=SMS_LAYOUT,
+        top=top,
+        link=LINK if with_link else None,
+    )
+    assert segment_count(sms_text(digest.headline, digest.body)) <= segments
+    assert digest.total == len(items) == sum(digest.counts.values())
+    assert digest.listed <= top
+
+
+@given(_items, st.integers(0, 50))
+def test_slack_digest_always_fits_and_adds_up(items: list[Item], top: int) -> None:
+    """Whatever the subjects, the Slack digest is within Block Kit limits and the counts add up."""
+    digest = build("DXXXXXXXX", items, fits=slack_fits, layout=SLACK_LAYOUT, top=top, link=LINK)
+    assert slack_fits(digest.headline, digest.body)
+    assert digest.total == len(items) == sum(digest.counts.values())
+    assert str(digest.total) in digest.headline
+
+
+def test_sms_sends_a_digest_as_built() -> None:
+    """The SMS channel adds no severity prefix or id suffix to a digest: it was fitted already."""
+    message = OutboundMessage(
+        "D1", "D1", "critical", "Digest D1: 2 alerts (2 crit)", "a; b", T0, labels={DIGEST_LABEL: "D1"}
+    )
+    assert render_text(message, 1) == "Digest D1: 2 alerts (2 crit). a; b"
