@@ -87,7 +87,8 @@ def validate_e164(number: str) -> str:
 
 
 def render_text(message: OutboundMessage, max_segments: int) -> str:
-    """The SMS text for ``message``, at most ``max_segments`` long, ending in `` [notification-id]``.
+    """The SMS text for ``message``, at most ``max_segments`` long, ending in `` [notification-id]``
+    (and ``Reply ACK <code>`` while an escalation waits for an acknowledgement).
 
     A digest is sent as built (it names its id in its headline and was fitted to its own budget).
     """
@@ -98,6 +99,9 @@ def render_text(message: OutboundMessage, max_segments: int) -> str:
         head = f"[DRILL] {head}"
     body = _squash(message.body)
     suffix = f" [{message.notification_id}]"
+    if message.acknowledgeable and message.ack_code:
+        # The reply Twilio's inbound webhook turns into an acknowledgement (docs/policies.md).
+        suffix = f"{suffix} Reply ACK {message.ack_code}"
     if body:
         separator = " — " if encoding_for(head + body + suffix) == "UCS-2" else " - "
         head = f"{head}{separator}{body}"

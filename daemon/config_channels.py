@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Discriminator, Field, FilePath, SecretStr, 
 
 from channels.webhook_templates import TemplateError, check_template, template_for
 from daemon.config_digest import DigestConfig, SmsDigestConfig
+from daemon.config_templates import MessageTemplateConfig
 from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
 
 
@@ -23,6 +24,8 @@ class EmailChannelConfig(Model):
     to: list[EmailAddress] = Field(default_factory=list)
     concurrency: PositiveInt = 4
     retry: RetryConfig | None = None
+    #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
+    message_template: MessageTemplateConfig | None = None
 
 
 def _webhook_url(value: str) -> str:
@@ -72,6 +75,8 @@ class WebhookChannelConfig(Model):
     allow_private: bool = False
     concurrency: PositiveInt = 4
     retry: RetryConfig | None = None
+    #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
+    message_template: MessageTemplateConfig | None = None
 
     def secret_values(self) -> list[str]:
         items = [] if self.secret is None else self.secret if isinstance(self.secret, list) else [self.secret]
@@ -130,6 +135,8 @@ class SlackChannelConfig(Model):
     api_url: Annotated[str, AfterValidator(_webhook_url)] = "https://slack.com/api/"
     concurrency: PositiveInt = 4
     retry: RetryConfig | None = None
+    #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
+    message_template: MessageTemplateConfig | None = None
     #: bursts past the pace become digests (docs/digests.md)
     digest: DigestConfig = DigestConfig()
 
@@ -163,6 +170,8 @@ class SmsChannelConfig(Model):
     api_url: Annotated[str, AfterValidator(_webhook_url)] | None = None
     concurrency: PositiveInt = 1
     retry: RetryConfig | None = None
+    #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
+    message_template: MessageTemplateConfig | None = None
     #: bursts past the pace become digests of ``digest.segments`` segments (docs/digests.md)
     digest: SmsDigestConfig = SmsDigestConfig()
 

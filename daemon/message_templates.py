@@ -2,7 +2,8 @@
 
 Every channel formats a message its own way (Slack blocks, an SMS line, a text email) from the
 message's ``subject`` and ``body``; a template replaces those two before the channel formats them.
-A route's template for a channel wins over the channel's own; neither: the notification's text.
+A route's template for a channel (``templates:``) wins over the channel's own
+(``message_template:``); neither: the notification's text.
 (Webhook *bodies* have their own JSON templates: ``channels/webhook_templates.py``.)
 
 Templates are Jinja2 in an immutable sandbox, as the webhook templates are: configuration is
@@ -170,4 +171,4 @@ class TemplateBook:
         if own is not None:
             return own, f"routes.{route}.templates.{channel}"
         shared = self.by_channel.get(channel)
-        return None if shared is None else (shared, f"channels.{channel}.template")
+        return None if shared is None else (shared, f"channels.{channel}.message_template")

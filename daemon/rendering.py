@@ -193,7 +193,8 @@ def audiences(config: Config, primary: frozenset[str]) -> dict[str, Audience]:
 
 def template_book(config: Config) -> templates.TemplateBook:
     """Every message template the configuration has (docs/templates.md)."""
-    return templates.TemplateBook(by_route=config.templates())
+    own = {n: c.message_template.compiled() for n, c in config.channels.items() if c.message_template}
+    return templates.TemplateBook(by_channel=own, by_route=config.templates())
 
 
 def unresolved_reporter(registry: CollectorRegistry) -> Callable[[Unresolved], None]:

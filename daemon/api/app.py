@@ -20,7 +20,7 @@ from daemon.api.ack import SlackApp, ack_router
 from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
-from daemon.api.errors import error_response, http_error, validation_error
+from daemon.api.errors import error_response, http_error, not_leader, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
@@ -33,7 +33,7 @@ from daemon.intake.webhook_config import WebhookIntakesConfig, WebhookSettings
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import ListFilter, Store
+from daemon.store.base import ListFilter, NotLeader, Store
 
 RETRY_AFTER_S = "5"
 NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
@@ -63,6 +63,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api = FastAPI(title="backchannel", version=__version__, docs_url=None, redoc_url=None)
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
+    api.add_exception_handler(NotLeader, not_leader)
     authenticate = BearerAuth(ctx.tokens, ctx.grants)
     read, admin = Depends(authenticate.require("read")), Depends(authenticate.require("admin"))
 

@@ -54,3 +54,10 @@ async def http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
         exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})
     )
+
+
+async def not_leader(_: Request, exc: Exception) -> JSONResponse:
+    """This node does not decide the provider's state (HA follower, or a leader just deposed)."""
+    return error_response(
+        409, "not_leader", f"{exc}; send it to the leader (GET /v1/status names it under explain)"
+    )

@@ -151,3 +151,13 @@ async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["error"] == "rate_limited"
     assert unaffected.status_code == 202
+
+
+async def test_an_override_on_a_node_that_does_not_lead_is_409(daemon: Daemon) -> None:
+    """A follower (or a deposed leader) refuses to change the provider state with 409 and says why."""
+    daemon.monitor.set_leading(False)
+    async with client(daemon, ADMIN) as api:
+        answer = await api.post("/v1/provider/override", json={"state": "outage", "reason": "drill"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "not_leader"
+    assert "leader" in answer.json()["message"]

@@ -28,6 +28,7 @@ CONFIG = {
             "url": "http://127.0.0.1:9/x",
             "secret": "${HOOK_SECRET}",
             "allow_private": True,
+            "message_template": {"subject": "hook: {{ subject }}"},
         },
         "pager": {
             "type": "webhook",
@@ -56,7 +57,8 @@ CONFIG = {
                 }
             ],
         },
-        {"name": "rest", "healthy": ["hook"], "outage": ["hook"]},
+        {"name": "web", "match": {"labels": {"team": "web"}}, "healthy": ["hook"], "outage": ["hook"]},
+        {"name": "rest", "healthy": ["pager"], "outage": ["pager"]},
     ],
 }
 
@@ -99,12 +101,19 @@ async def test_a_child_route_inherits_and_adds_templates(outbox: tuple[SqliteSto
     assert await _rendered(store, config, "hook", page) == ("[DB] Replica lag", "5 min\nRunbook: ")
 
 
-async def test_routes_without_templates_send_the_notifications_own_text(
+async def test_the_channels_own_template_applies_where_the_route_has_none(
     outbox: tuple[SqliteStore, Config],
 ) -> None:
-    """No template for the route and channel: subject and body are the notification's."""
+    """A route without a template for the channel gets the channel's message_template."""
     store, config = outbox
-    sent = await _rendered(
-        store, config, "hook", Submission(Severity.INFO, "Backup done", "ok", labels={"team": "web"})
-    )
-    assert sent == ("Backup done", "ok")
+    web = Submission(Severity.INFO, "Backup done", "ok", labels={"team": "web"})
+    assert await _rendered(store, config, "hook", web) == ("hook: Backup done", "ok")
+
+
+async def test_without_any_template_the_notifications_own_text_is_sent(
+    outbox: tuple[SqliteStore, Config],
+) -> None:
+    """No template for the route nor the channel: subject and body are the notification's."""
+    store, config = outbox
+    other = Submission(Severity.INFO, "Backup done", "ok", labels={"team": "ops"})
+    assert await _rendered(store, config, "pager", other) == ("Backup done", "ok")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -12,7 +13,9 @@ import pytest
 
 from channels import slack_interactions as slack
 from channels.base import OutboundMessage
+from channels.gsm import segment_count
 from channels.slack import render
+from channels.sms import render_text
 from channels.twilio_callbacks import ack_code_in, twiml_reply
 from daemon.api.ack import inbound_url
 from daemon.config import parse_config
@@ -154,6 +157,14 @@ def test_slack_message_has_an_acknowledge_button_only_when_acknowledgeable() -> 
     assert actions["elements"][0]["action_id"] == slack.ACK_ACTION
     assert actions["elements"][0]["value"] == "n1"
     assert all(b["type"] != "actions" for b in render(_message(False))[1])
+
+
+def test_sms_text_asks_for_the_ack_reply_within_its_budget() -> None:
+    """While acknowledgeable, the SMS ends in the id and "Reply ACK <code>", however long the body."""
+    long = replace(_message(True), body="x " * 400, ack_code="K7Q2ZD")
+    text = render_text(long, 1)
+    assert text.endswith(" [n1] Reply ACK K7Q2ZD") and segment_count(text) == 1
+    assert "Reply ACK" not in render_text(replace(long, acknowledgeable=False), 1)
 
 
 def _click(value: str = "n1") -> bytes:

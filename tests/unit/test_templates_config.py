@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from daemon.config import parse_config
+from daemon.rendering import template_book
 from tests.unit.test_config import ENV, base, problems_of
+from tests.unit.test_doc_snippets import BASE
 
 
 def _with_templates(templates: dict[str, Any], child: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -51,3 +55,15 @@ def test_a_template_for_an_unknown_channel_is_refused() -> None:
     """Templates are keyed by channel names the configuration defines."""
     problems = problems_of(_with_templates({"pager": {"subject": "{{ subject }}"}}))
     assert any("unknown channel 'pager'" in p.message for p in problems), problems
+
+
+def test_the_documented_example_loads() -> None:
+    """docs/templates.md's configuration is valid, templates included."""
+    page = Path(__file__).resolve().parents[2] / "docs" / "templates.md"
+    (block,) = re.findall(r"```yaml\n(.*?)```", page.read_text(), re.DOTALL)
+    text = BASE + block
+    env = {name: "x0123456789" for name in re.findall(r"\$\{(\w+)\}", text)}
+    config = parse_config(text, filename="templates.md", env=env)
+    book = template_book(config)
+    assert book.find("db", "slack-db") is not None and book.find("db", "sms-oncall") is not None
+    assert book.find("default", "email") is None
