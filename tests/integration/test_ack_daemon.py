@@ -1,0 +1,179 @@
+"""Acknowledging an escalation through the whole daemon: its Slack button and its SMS reply.
+
+The daemon runs in-process with its real composition root (config → store → channels → API), the
+Slack and Twilio stand-ins on loopback. The later step of each escalation is minutes away, so a
+stopped escalation shows as that step's delivery superseded, not as the absence of a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from channels import slack_interactions as slack
+from daemon.api.ack import inbound_url
+from daemon.app import Daemon
+from daemon.config import parse_config
+from tests.acceptance.harness import free_port
+from tests.stand_ins import slack as slack_stand_in
+from tests.stand_ins import twilio as twilio_stand_in
+from tests.stand_ins.slack import SlackStandIn
+from tests.stand_ins.twilio import TwilioStandIn
+
+TOKEN = "ack-daemon-test-api-token-42"
+SLACK_TOKEN = "xoxb-ack-daemon-slack-token-0123456789"
+SIGNING_SECRET = "ack-daemon-slack-signing-secret-01"
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "twilio-ack-daemon-auth-token-987"
+CALLBACK = "https://backchannel.test.example/v1/callbacks/twilio"
+ENV = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "SIGNING": SIGNING_SECRET, "TWILIO_TOKEN": TWILIO_TOKEN}
+CONFIG = """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: 9, starttls: false}}
+  mail_from: bc@test.example
+  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+  slack:
+    {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
+     signing_secret: "${{SIGNING}}", pace: 50}}
+  sms:
+    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
+     recipients: ["+14155552671"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+routes:
+  - name: slack-first
+    match: {{labels: {{first: slack}}}}
+    healthy: [email]
+    outage: {{escalate: [{{after: 0s, notify: [slack]}}, {{after: 10m, notify: [sms]}}]}}
+  - name: sms-first
+    match: {{}}
+    healthy: [email]
+    outage: {{escalate: [{{after: 0s, notify: [sms]}}, {{after: 10m, notify: [slack]}}]}}
+"""
+
+
+@contextlib.asynccontextmanager
+async def _daemon(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
+    slack_api, twilio_api = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
+    async with slack_stand_in.serve(slack_api), twilio_stand_in.serve(twilio_api):
+        text = CONFIG.format(
+            store=tmp_path / "outbox.db",
+            api_port=free_port(),
+            slack_url=f"http://127.0.0.1:{slack_api.port}",
+            sid=TWILIO_SID,
+            twilio_url=twilio_api.base_url,
+            callback=CALLBACK,
+        )
+        daemon = Daemon(parse_config(text, env=ENV))
+        await daemon.start()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
+            ) as api:
+                override = await api.post("/v1/provider/override", json={"state": "outage", "reason": "t"})
+                assert override.status_code == 200, override.text
+                yield api, slack_api, twilio_api
+        finally:
+            await daemon.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
+    async with _daemon(tmp_path) as running:
+        yield running
+
+
+async def until(predicate: Callable[[], Awaitable[Any]], deadline_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while not (value := await predicate()):
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def _page(api: httpx.AsyncClient, **labels: str) -> str:
+    answer = await api.post(
+        "/v1/notifications", json={"severity": "critical", "subject": "db down", "labels": labels}
+    )
+    assert answer.status_code == 202, answer.text
+    nid: str = answer.json()["id"]
+    return nid
+
+
+async def _view(api: httpx.AsyncClient, nid: str) -> dict[str, Any]:
+    view: dict[str, Any] = (await api.get(f"/v1/notifications/{nid}")).json()
+    return view
+
+
+async def _stopped(api: httpx.AsyncClient, nid: str, later: str) -> dict[str, Any] | None:
+    """The notification's view once its later step is superseded, else None."""
+    view = await _view(api, nid)
+    states = {d["channel"]: d["state"] for d in view["deliveries"]}
+    return view if states.get(later) == "superseded" else None
+
+
+async def test_the_slack_button_of_a_running_daemon_stops_the_escalation(
+    world: tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn],
+) -> None:
+    """The first step's Slack message carries the button; a signed click acknowledges and stops step two."""
+    api, slack_api, _ = world
+    nid = await _page(api, first="slack")
+
+    async def posted() -> list[dict[str, Any]]:
+        return [p.payload for p in slack_api.posts]
+
+    (payload,) = await until(posted)
+    (button,) = [e for b in payload["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    click = {"type": "block_actions", "user": {"id": "U0ALICE", "username": "alice"}, "actions": [button]}
+    body = urlencode({"payload": json.dumps(click)}).encode()
+    stamp = str(int(time.time()))
+    headers = {
+        slack.TIMESTAMP_HEADER: stamp,
+        slack.SIGNATURE_HEADER: slack.signature(SIGNING_SECRET, stamp, body),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    forged = dict(headers, **{slack.SIGNATURE_HEADER: slack.signature("not-the-secret", stamp, body)})
+    assert (await api.post("/v1/callbacks/slack", content=body, headers=forged)).status_code == 401
+    assert (await api.post("/v1/callbacks/slack", content=body, headers=headers)).status_code == 200
+    view = await until(lambda: _stopped(api, nid, "sms"))
+    assert any(a["outcome"] == "acknowledged" and "alice" in (a["detail"] or "") for a in view["attempts"])
+
+
+async def test_an_sms_reply_to_a_running_daemon_stops_the_escalation(
+    world: tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn],
+) -> None:
+    """The SMS asks for "ACK <code>"; that reply through the signed inbound webhook stops step two."""
+    api, _, twilio_api = world
+    nid = await _page(api)
+
+    async def texted() -> list[str]:
+        return [s.body for s in twilio_api.sent]
+
+    (text,) = await until(texted)
+    code = text.rsplit("Reply ACK ", 1)[1]
+    form = {
+        "MessageSid": "SM" + "1" * 32,
+        "From": "+14155552671",
+        "To": "+14155550100",
+        "Body": f"ack {code}",
+    }
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(inbound_url(CALLBACK), form)
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    answer = await api.post("/v1/callbacks/twilio/inbound", content=urlencode(form), headers=headers)
+    assert answer.status_code == 200 and "cknowledged" in answer.text, answer.text
+    view = await until(lambda: _stopped(api, nid, "slack"))
+    assert any(a["outcome"] == "acknowledged" for a in view["attempts"])
