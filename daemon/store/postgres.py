@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 CHECK_RETENTION = timedelta(days=2)
 #: a transaction PostgreSQL aborted as a deadlock or serialization failure is run again this often
 TX_ATTEMPTS = 3
+#: the least time a pool connection may sit idle inside a transaction before the server ends its
+#: session: a short lease must not cut off a healthy node whose event loop is merely slow for a moment
+IDLE_IN_TRANSACTION_FLOOR_S = 5.0
 _Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]
 
 
@@ -68,10 +71,14 @@ class PostgresStore:
         pool_size: int = 10,
         connect_timeout_s: float = 5.0,
         reconnect_s: float = 1.0,
+        leader_lease_s: float = 6.0,
     ) -> None:
         self._url = url
         self.node = node or f"{socket.gethostname()}:{os.getpid()}"
         self._timeout_s = connect_timeout_s
+        # A node paused (SIGSTOP, GC) inside a transaction keeps its row locks, the lease row's
+        # among them, so no other node could take the lead over; the server ends such a session.
+        self._idle_in_tx_s = max(leader_lease_s, IDLE_IN_TRANSACTION_FLOOR_S)
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
@@ -80,7 +87,7 @@ class PostgresStore:
             timeout=connect_timeout_s,
             connection_class=AsyncConnection[DictRow],
             kwargs=self._connect_args("backchannel"),
-            configure=_configure,
+            configure=self._configure,
             # a connection the server dropped (restart, failover) is replaced before use
             check=AsyncConnectionPool.check_connection,
         )
@@ -99,6 +106,7 @@ class PostgresStore:
             node=config.node,
             pool_size=config.pool_size,
             connect_timeout_s=config.connect_timeout.total_seconds(),
+            leader_lease_s=config.leader_lease.total_seconds(),
         )
 
     def _connect_args(self, role: str) -> dict[str, Any]:
@@ -109,6 +117,11 @@ class PostgresStore:
             "application_name": f"{role} {self.node}",
             "connect_timeout": max(1, round(self._timeout_s)),
         }
+
+    async def _configure(self, conn: Conn) -> None:
+        # jsonb comes back as its text: the codec shared with SQLite parses JSON itself
+        conn.adapters.register_loader("jsonb", TextLoader)
+        await conn.execute(Q["idle_in_transaction_timeout"], (_ms(self._idle_in_tx_s),))
 
     async def open(self) -> None:
         """Connect, apply missing migrations, start listening for work announced by other nodes."""
@@ -171,6 +184,8 @@ class PostgresStore:
                 if attempt == TX_ATTEMPTS:
                     raise StoreUnavailable(f"the store could not commit: {exc}") from exc
                 log.info("store transaction retried: %s", exc, extra={"event": "store.retry"})
+            except errors.LockNotAvailable as exc:  # a lock_timeout ran out: the caller tries later
+                raise StoreUnavailable(f"the store is busy: {exc}") from exc
             except psycopg.Error as exc:
                 log.error("store commit failed: %s", exc, extra={"event": "store.commit_failed"})
                 raise StoreUnavailable(f"the store could not commit: {exc}") from exc
@@ -266,9 +281,14 @@ class PostgresStore:
         self._fence = None if version is None else Fence(self.node, version)
 
     async def acquire_leadership(self, lease_s: float, version: int | None) -> int | None:
-        """Renew (holding ``version``) or take an expired lease; the token held now, or None."""
+        """Renew (holding ``version``) or take an expired lease; the token held now, or None.
+
+        StoreUnavailable when the lease row stays locked for a third of the lease (a paused node
+        mid-write holds it): the next round tries again rather than this one waiting for good.
+        """
 
         async def acquire(conn: Conn) -> int | None:
+            await conn.execute(Q["lock_timeout"], (_ms(lease_s / 3),))
             params = {"node": self.node, "version": version, "lease": timedelta(seconds=lease_s)}
             row = await (await conn.execute(Q["acquire_leader"], params)).fetchone()
             return None if row is None else int(row["version"])
@@ -392,9 +412,9 @@ class PostgresStore:
         return await self._read(lambda conn: views.notification(conn, notification_id))
 
 
-async def _configure(conn: AsyncConnection[DictRow]) -> None:
-    # jsonb comes back as its text: the codec shared with SQLite parses JSON itself
-    conn.adapters.register_loader("jsonb", TextLoader)
+def _ms(seconds: float) -> str:
+    """A duration setting's value in whole milliseconds; at least 1, as 0 means no limit at all."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _settle(calls: Sequence[_Call], exc: BaseException) -> None:

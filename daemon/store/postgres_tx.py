@@ -196,16 +196,21 @@ _CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None
 
 
 async def record_callback(conn: Conn, callback: Callback, node: str) -> bool:
-    """Record a vendor's status callback; an undelivered message fails its step (the plan moves on).
+    """Record a vendor's status callback on every delivery that message carried; an undelivered
+    message fails each one's step (each plan moves on).
 
     Returns whether a delivery with that remote id was found.
     """
     params = {"channel": callback.channel, "remote_id": callback.remote_id}
-    found = await _one(conn, Q["delivery_by_remote_id"], params)
-    if found is None:
-        return False
-    n = await _one(conn, Q["lock_notification_of_delivery"], (found["id"],))
-    d = await _one(conn, Q["lock_delivery"], (found["id"],))
+    found = await (await conn.execute(Q["deliveries_by_remote_id"], params)).fetchall()
+    for row in found:
+        await _callback_one(conn, row["id"], callback, node)
+    return bool(found)
+
+
+async def _callback_one(conn: Conn, delivery_id: int, callback: Callback, node: str) -> None:
+    n = await _one(conn, Q["lock_notification_of_delivery"], (delivery_id,))
+    d = await _one(conn, Q["lock_delivery"], (delivery_id,))
     assert n is not None, "a delivery has a notification"
     assert d is not None, "a delivery found a moment ago in this transaction"
     outcome = _CALLBACK_OUTCOMES[callback.delivered]
@@ -218,7 +223,6 @@ async def record_callback(conn: Conn, callback: Callback, node: str) -> bool:
         await conn.execute(Q["mark_failed"], (callback.detail, at, d["id"]))
         await conn.execute(Q["reopen_notification"], (at, d["notification_id"]))
         await _next_step(conn, n, d, at, node)
-    return True
 
 
 async def reroute(

@@ -142,15 +142,20 @@ _CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None
 
 
 def record_callback(conn: sqlite3.Connection, callback: Callback) -> bool:
-    """Record a vendor's status callback; an undelivered message fails its step (the plan moves on).
+    """Record a vendor's status callback on every delivery that message carried; an undelivered
+    message fails each one's step (each plan moves on).
 
     Returns whether a delivery with that remote id was found.
     """
-    d = conn.execute(
-        Q["delivery_by_remote_id"], (callback.channel, callback.remote_id, callback.remote_id)
-    ).fetchone()
-    if d is None:
-        return False
+    found = conn.execute(
+        Q["deliveries_by_remote_id"], (callback.channel, callback.remote_id, callback.remote_id)
+    ).fetchall()
+    for d in found:
+        _callback_one(conn, d, callback)
+    return bool(found)
+
+
+def _callback_one(conn: sqlite3.Connection, d: sqlite3.Row, callback: Callback) -> None:
     at = codec.ts(callback.at)
     outcome = _CALLBACK_OUTCOMES[callback.delivered]
     conn.execute(
@@ -161,7 +166,6 @@ def record_callback(conn: sqlite3.Connection, callback: Callback) -> bool:
         conn.execute(Q["mark_failed"], (callback.detail, at, d["id"]))
         conn.execute(Q["reopen_notification"], (at, d["notification_id"]))
         _next_step(conn, d, at)
-    return True
 
 
 def reroute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,9 @@ from daemon.core.health import HealthSnapshot, Thresholds
 from daemon.core.model import CheckResult, CheckStatus, ProviderState
 from daemon.leadership import Leadership, Vantage
 from daemon.monitor import ProviderMonitor
-from daemon.store.postgres import PostgresStore
-from daemon.store.postgres_tx import NotLeader
+from daemon.store.base import StoreUnavailable
+from daemon.store.postgres import IDLE_IN_TRANSACTION_FLOOR_S, PostgresStore
+from daemon.store.postgres_tx import Conn, Fence, NotLeader, save_provider_fenced
 from tests.integration.conftest import PgFactory
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
@@ -83,6 +85,48 @@ async def test_deposed_leader_write_updates_nothing(pg_nodes: PgFactory) -> None
         await a.save_provider(outage, None, now)
     view = await b.provider()
     assert view.state == ProviderState.HEALTHY and view.events == ()
+
+
+async def test_leader_paused_mid_write_does_not_block_takeover(pg_nodes: PgFactory) -> None:
+    """A leader paused mid-write: takeover attempts give up quickly, then succeed once its session ends."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    stale = await a.acquire_leadership(0.5, None)
+    assert stale is not None
+    locked, resume = asyncio.Event(), asyncio.Event()
+    outage = HealthSnapshot(natural=ProviderState.OUTAGE, since=datetime.now(UTC))
+
+    async def write_then_pause(conn: Conn) -> None:  # as if SIGSTOP hit between statements
+        await save_provider_fenced(conn, outage, None, datetime.now(UTC), Fence(a.node, stale))
+        locked.set()  # the write holds the lease row FOR SHARE until its transaction ends
+        await resume.wait()
+
+    paused = asyncio.create_task(a._transaction(write_then_pause))
+    try:
+        await asyncio.wait_for(locked.wait(), 10)
+        await until(lambda: _lease_ran_out(b))
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            await b.acquire_leadership(1.0, None)
+        # gave up after its lock_timeout (a third of the lease), long before the idle session ends
+        assert time.monotonic() - started < IDLE_IN_TRANSACTION_FLOOR_S / 2
+        await until(lambda: _took_over(b), deadline_s=30)
+    finally:
+        resume.set()
+        (resumed,) = await asyncio.gather(paused, return_exceptions=True)
+    assert isinstance(resumed, StoreUnavailable), "the server ended the paused session: no commit"
+    lead = await b.leader()
+    assert lead.node == b.node and lead.version > stale
+    assert (await b.provider()).state == ProviderState.HEALTHY, "the paused write was never committed"
+
+
+async def _lease_ran_out(store: PostgresStore) -> bool:
+    return not (await store.leader()).held
+
+
+async def _took_over(store: PostgresStore) -> bool:
+    with contextlib.suppress(StoreUnavailable):  # the lease row is still locked: try again
+        return await store.acquire_leadership(1.0, None) is not None
+    return False
 
 
 async def test_follower_cannot_write_provider_state(pg_nodes: PgFactory) -> None:

@@ -132,6 +132,15 @@ SELECT %(at)s, %(from_state)s, %(to_state)s, %(cause)s
 WHERE EXISTS (SELECT 1 FROM leader l WHERE l.id = 1 AND l.node = %(node)s
               AND l.version = %(version)s AND l.expires_at > now() FOR SHARE);
 
+-- name: idle_in_transaction_timeout
+-- For the session (a pool connection, set when it is opened): the server ends a session left idle
+-- inside a transaction this long, releasing its locks.
+SELECT set_config('idle_in_transaction_session_timeout', %s, false);
+
+-- name: lock_timeout
+-- For the current transaction only: a statement waiting this long for a lock fails (LockNotAvailable).
+SELECT set_config('lock_timeout', %s, true);
+
 -- name: acquire_leader
 -- One statement, on the database's clock: the holder renews with its token; anyone takes a lease
 -- that has run out, and taking it bumps the version (the next fencing token).
@@ -208,12 +217,13 @@ SELECT a.channel,
 FROM attempts a
 GROUP BY a.channel;
 
--- name: delivery_by_remote_id
--- remote_id may list several ids, comma-separated (one per message part)
+-- name: deliveries_by_remote_id
+-- remote_id may list several ids, comma-separated (one per message part); several deliveries may
+-- share one (every notification an SMS digest carried). In id order, the order record locks in.
 SELECT id FROM deliveries
 WHERE channel = %(channel)s
   AND (remote_id = %(remote_id)s OR %(remote_id)s = ANY (string_to_array(remote_id, ',')))
-ORDER BY id DESC LIMIT 1;
+ORDER BY id;
 
 -- name: reopen_notification
 UPDATE notifications SET status = 'pending', updated_at = %s WHERE id = %s AND status = 'delivered';

@@ -131,10 +131,12 @@ SELECT a.channel,
 FROM attempts a
 GROUP BY a.channel;
 
--- name: delivery_by_remote_id
+-- name: deliveries_by_remote_id
+-- remote_id may list several ids, comma-separated (one per message part); several deliveries may
+-- share one (every notification an SMS digest carried).
 SELECT * FROM deliveries
 WHERE channel = ? AND (remote_id = ? OR ',' || remote_id || ',' LIKE '%,' || ? || ',%')
-ORDER BY id DESC LIMIT 1;
+ORDER BY id;
 
 -- name: reopen_notification
 UPDATE notifications SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'delivered';
