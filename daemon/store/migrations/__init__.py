@@ -1,7 +1,8 @@
 """Versioned schema migrations: ``NNNN_name.sql`` files per dialect, applied in order, once each.
 
-``sqlite/`` and ``postgres/`` hold the same versions, one script each, so the two schemas move
-together. Both stores apply what is missing when they open; ``backchannel migrate`` does the same
+``sqlite/`` and ``postgres/`` number their scripts from one sequence, so a version means the same
+change in both; a change one dialect does not need has no script there (version 3, leadership, is
+PostgreSQL's alone). Both stores apply what is missing when they open; ``backchannel migrate`` does the same
 without starting anything (:func:`migrate_sqlite`, :meth:`PostgresStore.migrate`). A database
 migrated by a newer release than this one is refused rather than written with an older idea
 of its schema.
