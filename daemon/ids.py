@@ -13,6 +13,9 @@ from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
+# Two characters per lookup (10 bits): half the Python-level steps of one per character.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
 
 # Ids must be unique, not secret (reading one needs an API token): a PRNG seeded from the OS
 # is enough and costs no system call per id, which showed up at ~20% of the intake path.
@@ -32,4 +35,4 @@ def new_id(now: datetime) -> str:
             value = _random.getrandbits(_RANDOM_BITS - 1)  # headroom for increments within the ms
         _last = (ms, value)
     number = (ms << _RANDOM_BITS) | value
-    return "".join(_ALPHABET[(number >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join([_PAIRS[(number >> shift) & 1023] for shift in _SHIFTS])

@@ -48,15 +48,7 @@ class SubmitEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        status, body, extra = await self.handle(headers, await read_body(receive))
-        payload = json.dumps(body, separators=(",", ":")).encode()
-        response_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        response_headers += [(k.encode(), v.encode()) for k, v in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_reply(send, await self.handle(headers, await read_body(receive)))
 
     async def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
         try:
@@ -69,7 +61,7 @@ class SubmitEndpoint:
         try:
             body = SUBMIT.validate_json(raw)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_reply(exc)
         key = headers.get("idempotency-key")
         batch = isinstance(body, list)
         if key is not None and (batch or not 0 < len(key) <= 255):
@@ -103,7 +95,18 @@ async def read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-def _invalid(exc: ValidationError) -> Reply:
+async def send_reply(send: Send, reply: Reply, *, ensure_ascii: bool = True) -> None:
+    """Write a reply as a JSON response (``ensure_ascii=False`` renders as Starlette's JSONResponse)."""
+    status, body, extra = reply
+    payload = json.dumps(body, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+def invalid_reply(exc: ValidationError) -> Reply:
+    """422 naming each bad field of the body and why."""
     details = [
         {"field": ".".join(str(p) for p in ("body", *e["loc"])), "reason": e["msg"]}
         for e in exc.errors(include_url=False)

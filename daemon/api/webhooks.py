@@ -30,8 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized, refusal
-from daemon.api.errors import error_response, invalid
-from daemon.api.submit import read_body
+from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.grafana import GrafanaPayload, grafana_submissions
@@ -94,14 +93,14 @@ class WebhookIntake:
         self._draining = draining
         self._settings = settings
 
-    async def alertmanager(self, authorization: str, raw: bytes) -> JSONResponse:
+    async def alertmanager(self, authorization: str, raw: bytes) -> Reply:
         def mapping(body: bytes) -> list[Submission]:
             payload = AlertmanagerPayload.model_validate_json(body)
             return submissions(payload, self._settings().alertmanager)
 
         return await self._handle(authorization, raw, mapping)
 
-    async def grafana(self, authorization: str, raw: bytes) -> JSONResponse:
+    async def grafana(self, authorization: str, raw: bytes) -> Reply:
         def mapping(body: bytes) -> list[Submission]:
             return grafana_submissions(GrafanaPayload.model_validate_json(body), self._settings().grafana)
 
@@ -109,24 +108,24 @@ class WebhookIntake:
 
     async def _handle(
         self, authorization: str, raw: bytes, mapping: Callable[[bytes], list[Submission]]
-    ) -> JSONResponse:
+    ) -> Reply:
         try:
             self._gate.admit(self._auth.check(authorization), "send")
         except (Unauthorized, Forbidden, RateLimited) as exc:
             status, code, headers = refusal(exc, CHALLENGE)
-            return error_response(status, code, str(exc), headers=headers or None)
+            return error(status, code, str(exc), headers=headers)
         if self._draining():
-            return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
+            return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:
             items = mapping(raw)
         except ValidationError as exc:
-            return invalid(exc.errors(include_url=False), prefix=("body",))
+            return invalid_reply(exc)
         try:
             accepted = await self._acceptor.accept(items) if items else []
         except StoreUnavailable as exc:
-            return error_response(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
+            return error(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
         body = {"ids": [a.id for a in accepted], "duplicates": [a.id for a in accepted if a.duplicate]}
-        return JSONResponse(body, status_code=202)
+        return 202, body, {}
 
 
 class WebhookAccepted(BaseModel):
@@ -150,8 +149,9 @@ class WebhookEndpoint:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-        response = await self._handlers[scope["path"]](authorization, await read_body(receive))
-        await response(scope, receive, send)
+        reply = await self._handlers[scope["path"]](authorization, await read_body(receive))
+        # written straight to the server as in daemon.api.submit: no Starlette response per call
+        await send_reply(send, reply, ensure_ascii=False)
 
 
 def webhook_router(intake: WebhookIntake) -> APIRouter:
@@ -163,14 +163,21 @@ def webhook_router(intake: WebhookIntake) -> APIRouter:
     )
     async def alertmanager(request: Request) -> JSONResponse:
         """Prometheus Alertmanager's webhook receiver (payload version 4)."""
-        return await intake.alertmanager(request.headers.get("authorization", ""), await request.body())
+        return _response(
+            await intake.alertmanager(request.headers.get("authorization", ""), await request.body())
+        )
 
     @router.post(GRAFANA_PATH, status_code=202, responses=_responses(), openapi_extra=_body(GrafanaPayload))
     async def grafana(request: Request) -> JSONResponse:
         """Grafana unified alerting's webhook contact point."""
-        return await intake.grafana(request.headers.get("authorization", ""), await request.body())
+        return _response(await intake.grafana(request.headers.get("authorization", ""), await request.body()))
 
     return router
+
+
+def _response(reply: Reply) -> JSONResponse:
+    status, body, headers = reply
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 # --- OpenAPI ------------------------------------------------------------------------------------

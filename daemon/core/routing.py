@@ -216,8 +216,12 @@ def plan_in_state(
 def plans_for(
     notification: Notification, routes: Sequence[Route], now: datetime | None = None
 ) -> dict[Mode, Plan]:
-    """Both modes' plans, so the store can pick the one in force when it commits."""
-    return {mode: plan_for(notification, mode, routes, now) for mode in ("healthy", "outage")}
+    """Both modes' plans, so the store can pick the one in force when it commits.
+
+    The route does not depend on the mode, so it is matched once (this runs for every accept).
+    """
+    route = route_for(notification, routes, now)
+    return {mode: _plan(route.name, mode, route.action(mode)) for mode in ("healthy", "outage")}
 
 
 def _plan(route: str, mode: Mode, action: Action) -> Plan:

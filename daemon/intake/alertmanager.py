@@ -113,18 +113,24 @@ def submissions(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor
 
 
 def alert_key(flavor: Flavor, alert: Alert, status: Status) -> str:
-    return f"{flavor.prefix}:{alert.identity()}:{_instant(alert.starts_at)}:{status}"
+    return _key(flavor, alert.identity(), _instant(alert.starts_at), status)
+
+
+def _key(flavor: Flavor, identity: str, started: str, status: Status) -> str:
+    return f"{flavor.prefix}:{identity}:{started}:{status}"
 
 
 def alert_submission(
     payload: AlertPayload, alert: Alert, config: AlertIntakeConfig, flavor: Flavor = AM
 ) -> Submission:
+    # identity and start time are each needed two or three times: computed once (the hot path)
+    identity, started = alert.identity(), _instant(alert.starts_at)
     labels = dict(alert.labels)
     labels["alert_status"] = alert.status
-    labels["alert_fingerprint"] = alert.identity()
+    labels["alert_fingerprint"] = identity
     if alert.status == "resolved":
-        labels["follows"] = alert_key(flavor, alert, "firing")
-    body = [*_alert_text(alert), *_links([*alert.links(), (flavor.sender, payload.external_url)])]
+        labels["follows"] = _key(flavor, identity, started, "firing")
+    body = [*_alert_text(alert, started), *_links([*alert.links(), (flavor.sender, payload.external_url)])]
     return Submission(
         severity=config.severity_of(alert.labels.get(config.severity_label)),
         subject=_subject(alert.status, alert.labels.get("alertname"), _headline(alert.annotations)),
@@ -132,7 +138,7 @@ def alert_submission(
         source=config.source,
         recipients=tuple(config.recipients),
         labels=labels,
-        idempotency_key=alert_key(flavor, alert, alert.status),
+        idempotency_key=_key(flavor, identity, started, alert.status),
     )
 
 
@@ -185,12 +191,12 @@ def _group_subject(payload: AlertPayload) -> str:
     return _clip(f"[{payload.status.upper()}{count}] {' '.join(text.split())}", SUBJECT_MAX)
 
 
-def _alert_text(alert: Alert) -> list[str]:
+def _alert_text(alert: Alert, started: str) -> list[str]:
     lines = [a.strip() for name in HEADLINE if (a := alert.annotations.get(name, "")).strip()]
     lines += alert.details()
     lines += _pairs("Labels", alert.labels.items())
     lines += _pairs("Annotations", ((k, v) for k, v in alert.annotations.items() if k not in HEADLINE))
-    lines.append(f"Started: {_instant(alert.starts_at)}")
+    lines.append(f"Started: {started}")
     if alert.status == "resolved" and alert.ends_at is not None:
         lines.append(f"Ended: {_instant(alert.ends_at)}")
     return lines
@@ -203,7 +209,8 @@ def _group_text(payload: AlertPayload, flavor: Flavor) -> list[str]:
         lines.append(f"{payload.truncated_alerts} more alerts were left out by the sender (max_alerts)")
     for alert in payload.alerts:
         title = alert.labels.get("alertname", alert.identity())
-        lines += ["", f"--- {alert.status.upper()} {title}", *_alert_text(alert), *_links(alert.links())]
+        text = _alert_text(alert, _instant(alert.starts_at))
+        lines += ["", f"--- {alert.status.upper()} {title}", *text, *_links(alert.links())]
     return [*lines, "", *_links([(flavor.sender, payload.external_url)])]
 
 

@@ -282,11 +282,11 @@ async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: An
             base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
         ) as client:
             await client.post("/v1/provider/override", json={"state": "outage"})
-            with filler.open("wb") as f:
+            # Unbuffered: a buffered file would try again to flush what did not fit when it closes.
+            with filler.open("wb", buffering=0) as f:
                 try:
                     while True:
                         f.write(b"\0" * 65536)
-                        f.flush()
                 except OSError:
                     pass
             batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]

@@ -225,6 +225,22 @@ async def test_malformed_json_is_422(api: tuple[httpx.AsyncClient, Daemon]) -> N
     assert "JSON" in response.json()["message"]
 
 
+async def test_answers_are_json_with_their_length(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Accepted and refused calls alike answer JSON with a Content-Length, on one kept-alive connection."""
+    client, _ = api
+    answers = [
+        await client.post("/v1/intake/alertmanager", json=AM_BODY),
+        await client.post("/v1/intake/alertmanager", json={**AM_BODY, "version": "3"}),
+        await client.post("/v1/intake/grafana", content=b"{nope"),
+        await client.post("/v1/intake/grafana", json=GRAFANA_BODY),
+    ]
+    assert [a.status_code for a in answers] == [202, 422, 422, 202]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["content-length"]) == len(answer.content)
+        assert isinstance(answer.json(), dict)
+
+
 async def test_failed_commit_is_503_with_retry_after(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """When the store cannot commit, 503 + Retry-After tells Alertmanager to retry; nothing is kept."""
     client, daemon = api
