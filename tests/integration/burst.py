@@ -18,12 +18,9 @@ from pathlib import Path
 import httpx
 
 from daemon.app import Daemon
-from daemon.config import parse_config
-from tests.servers import SmtpServer
-from tests.stand_ins import slack as slack_stand_in
-from tests.stand_ins import twilio as twilio_stand_in
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
+from tests.support import config_template, daemon_api, stand_ins
 
 TOKEN = "digest-test-api-token-42"
 SLACK_TOKEN = "xoxb-digest-slack-token-0123"
@@ -31,16 +28,7 @@ TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "digest-twilio-auth-token"
 #: the stand-ins' token buckets: a little slack for loopback jitter, never two sends at once
 STAND_IN_BURST = 1.5
-CONFIG = """\
-store: {{path: {store}}}
-api: {{listen: "127.0.0.1:0", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+CONFIG = config_template("""\
   slack:
     type: slack
     token: "${{SLACK_TOKEN}}"
@@ -61,7 +49,7 @@ routes:
   - {{match: {{labels: {{to: slack}}}}, healthy: [email], outage: [slack]}}
   - {{match: {{labels: {{to: sms}}}}, healthy: [email], outage: [sms]}}
   - {{match: {{}}, healthy: [email], outage: defer}}
-"""
+""")
 _DIGEST = re.compile(r"Digest (D\w+): (\d+) (?:notifications|alerts)")
 _SINGLE = re.compile(r"(?:slack|sms) (\d{3})")
 
@@ -113,64 +101,57 @@ async def run_burst(
     slack = SlackStandIn(SLACK_TOKEN, rate_per_s=pace, burst=STAND_IN_BURST)
     twilio = TwilioStandIn(TWILIO_SID, TWILIO_TOKEN, rate_per_s=pace, burst=STAND_IN_BURST)
     run = BurstRun()
-    with SmtpServer() as smtp:
-        async with slack_stand_in.serve(slack), twilio_stand_in.serve(twilio):
-            text = CONFIG.format(
-                store=tmp / "outbox.db",
-                smtp_port=smtp.port,
-                sid=TWILIO_SID,
-                slack_url=slack.base_url,
-                twilio_url=twilio.base_url,
-                pace=pace,
-                target_s=target_s,
-            )
-            env = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "TWILIO_TOKEN": TWILIO_TOKEN}
-            daemon = Daemon(parse_config(text, env=env))
-            await daemon.start()
-            try:
-                await _drive(daemon, run, slack, twilio, count, spread_s, deadline_s)
-                run.trails = await _trails(daemon, run)
-            finally:
-                await daemon.stop()
+    async with stand_ins(slack, twilio) as smtp:
+        text = CONFIG.format(
+            store=tmp / "outbox.db",
+            api_port=0,
+            smtp_port=smtp.port,
+            sid=TWILIO_SID,
+            slack_url=slack.base_url,
+            twilio_url=twilio.base_url,
+            pace=pace,
+            target_s=target_s,
+        )
+        env = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "TWILIO_TOKEN": TWILIO_TOKEN}
+        async with daemon_api(text, TOKEN, env, timeout=30) as (daemon, api):
+            await _drive(api, run, slack, twilio, count, spread_s, deadline_s)
+            run.trails = await _trails(daemon, run)
     run.slack_429, run.sms_429 = slack.rate_limited, twilio.rate_limited
     return run
 
 
 async def _drive(
-    daemon: Daemon, run: BurstRun, slack: SlackStandIn, twilio: TwilioStandIn,
+    api: httpx.AsyncClient, run: BurstRun, slack: SlackStandIn, twilio: TwilioStandIn,
     count: int, spread_s: float, deadline_s: float,
 ) -> None:  # fmt: skip
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    base_url = f"http://127.0.0.1:{daemon.api_port}"
-    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as api:
-        await api.post("/v1/provider/override", json={"state": "outage"})
-        rounds = 20
-        per_round = count // rounds
-        started = time.monotonic()
-        for r in range(rounds):
-            # Accept at a steady rate: round r is due spread_s * r / rounds after the start.
-            await asyncio.sleep(max(0.0, started + spread_s * r / rounds - time.monotonic()))
-            for to in ("slack", "sms"):
-                numbers = range(r * per_round, (r + 1) * per_round)
-                batch = [
-                    {"severity": "critical", "subject": f"{to} {i:03d} disk full", "labels": {"to": to}}
-                    for i in numbers
-                ]
-                run.first_submitted.setdefault(to, time.monotonic())
-                answer = await api.post("/v1/notifications", json=batch)
-                assert answer.status_code == 202, answer.text
-                run.ids.setdefault(to, []).extend(answer.json()["ids"])
-            run.accepted_at.append(time.monotonic())
-        deadline = started + deadline_s
-        while True:
-            run.slack = [parse(p.at, p.payload["text"]) for p in slack.posts]
-            run.sms = [parse(s.at, s.body) for s in twilio.sent]
-            if counted(run.slack) >= count and counted(run.sms) >= count:
-                run.done_at = time.monotonic()
-                return
-            if time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.05)
+    await api.post("/v1/provider/override", json={"state": "outage"})
+    rounds = 20
+    per_round = count // rounds
+    started = time.monotonic()
+    for r in range(rounds):
+        # Accept at a steady rate: round r is due spread_s * r / rounds after the start.
+        await asyncio.sleep(max(0.0, started + spread_s * r / rounds - time.monotonic()))
+        for to in ("slack", "sms"):
+            numbers = range(r * per_round, (r + 1) * per_round)
+            batch = [
+                {"severity": "critical", "subject": f"{to} {i:03d} disk full", "labels": {"to": to}}
+                for i in numbers
+            ]
+            run.first_submitted.setdefault(to, time.monotonic())
+            answer = await api.post("/v1/notifications", json=batch)
+            assert answer.status_code == 202, answer.text
+            run.ids.setdefault(to, []).extend(answer.json()["ids"])
+        run.accepted_at.append(time.monotonic())
+    deadline = started + deadline_s
+    while True:
+        run.slack = [parse(p.at, p.payload["text"]) for p in slack.posts]
+        run.sms = [parse(s.at, s.body) for s in twilio.sent]
+        if counted(run.slack) >= count and counted(run.sms) >= count:
+            run.done_at = time.monotonic()
+            return
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _trails(daemon: Daemon, run: BurstRun) -> dict[str, list[tuple[str, str]]]:

@@ -7,11 +7,10 @@ stopped escalation shows as that step's delivery superseded, not as the absence 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -22,13 +21,12 @@ from twilio.request_validator import RequestValidator
 
 from channels import slack_interactions as slack
 from daemon.api.ack import inbound_url
-from daemon.app import Daemon
-from daemon.config import parse_config
 from tests.acceptance.harness import free_port
 from tests.stand_ins import slack as slack_stand_in
 from tests.stand_ins import twilio as twilio_stand_in
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
+from tests.support import config_template, daemon_api, until
 
 TOKEN = "ack-daemon-test-api-token-42"
 SLACK_TOKEN = "xoxb-ack-daemon-slack-token-0123456789"
@@ -37,16 +35,7 @@ TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "twilio-ack-daemon-auth-token-987"
 CALLBACK = "https://backchannel.test.example/v1/callbacks/twilio"
 ENV = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "SIGNING": SIGNING_SECRET, "TWILIO_TOKEN": TWILIO_TOKEN}
-CONFIG = """\
-store: {{path: {store}}}
-api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: 9, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+CONFIG = config_template("""\
   slack:
     {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
      signing_secret: "${{SIGNING}}", pace: 50}}
@@ -62,7 +51,7 @@ routes:
     match: {{}}
     healthy: [email]
     outage: {{escalate: [{{after: 0s, notify: [sms]}}, {{after: 10m, notify: [slack]}}]}}
-"""
+""")
 
 
 @contextlib.asynccontextmanager
@@ -72,37 +61,22 @@ async def _daemon(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Slac
         text = CONFIG.format(
             store=tmp_path / "outbox.db",
             api_port=free_port(),
+            smtp_port=9,  # discard: these escalations never mail
             slack_url=f"http://127.0.0.1:{slack_api.port}",
             sid=TWILIO_SID,
             twilio_url=twilio_api.base_url,
             callback=CALLBACK,
         )
-        daemon = Daemon(parse_config(text, env=ENV))
-        await daemon.start()
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        try:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
-            ) as api:
-                override = await api.post("/v1/provider/override", json={"state": "outage", "reason": "t"})
-                assert override.status_code == 200, override.text
-                yield api, slack_api, twilio_api
-        finally:
-            await daemon.stop()
+        async with daemon_api(text, TOKEN, ENV) as (_, api):
+            override = await api.post("/v1/provider/override", json={"state": "outage", "reason": "t"})
+            assert override.status_code == 200, override.text
+            yield api, slack_api, twilio_api
 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
     async with _daemon(tmp_path) as running:
         yield running
-
-
-async def until(predicate: Callable[[], Awaitable[Any]], deadline_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while not (value := await predicate()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def _page(api: httpx.AsyncClient, **labels: str) -> str:

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from daemon.app import Daemon
-from daemon.config import parse_config
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import api_client, running
 
 ADMIN, SENDER, READER, LIMITED = (
     "admin-token-123456",
@@ -44,12 +43,6 @@ routes:
 """
 
 
-def client(daemon: Daemon, token: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{daemon.api_port}", headers={"Authorization": f"Bearer {token}"}
-    )
-
-
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     with SmtpServer() as smtp, WebhookReceiver() as hook:
@@ -63,15 +56,13 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
             reader=READER,
             limited=LIMITED,
         )
-        running = Daemon(parse_config(text))
-        await running.start()
-        yield running
-        await running.stop()
+        async with running(text) as started:
+            yield started
 
 
 async def test_list_filters_and_pages(daemon: Daemon) -> None:
     """GET /v1/notifications filters by status and severity and pages with a cursor, newest first."""
-    async with client(daemon, ADMIN) as api:
+    async with api_client(daemon, ADMIN) as api:
         await api.post("/v1/provider/override", json={"state": "outage"})
         batch = [{"severity": "warning", "subject": f"held {i}"} for i in range(5)]
         await api.post("/v1/notifications", json=batch)
@@ -96,7 +87,7 @@ async def test_list_filters_and_pages(daemon: Daemon) -> None:
 
 async def test_cancel_pending_but_not_finished(daemon: Daemon) -> None:
     """A held notification can be cancelled (and is never sent); a delivered one cannot."""
-    async with client(daemon, ADMIN) as api:
+    async with api_client(daemon, ADMIN) as api:
         await api.post("/v1/provider/override", json={"state": "outage"})
         held = (await api.post("/v1/notifications", json={"severity": "info", "subject": "x"})).json()["id"]
         cancelled = await api.post(f"/v1/notifications/{held}/cancel")
@@ -128,7 +119,7 @@ async def test_token_scopes(daemon: Daemon, token: str, method: str, path: str, 
     body: dict[str, Any] = (
         {"severity": "info", "subject": "x"} if path == "/v1/notifications" else {"state": "outage"}
     )
-    async with client(daemon, token) as api:
+    async with api_client(daemon, token) as api:
         response = await api.request(method, path, json=body if method == "POST" else None)
     if allowed:
         assert response.status_code < 400, response.text
@@ -139,7 +130,7 @@ async def test_token_scopes(daemon: Daemon, token: str, method: str, path: str, 
 
 async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
     """A token over its rate limit gets 429 with Retry-After; other tokens are not affected."""
-    async with client(daemon, LIMITED) as noisy, client(daemon, SENDER) as other:
+    async with api_client(daemon, LIMITED) as noisy, api_client(daemon, SENDER) as other:
         codes = [
             (await noisy.post("/v1/notifications", json={"severity": "info", "subject": f"{i}"}))
             for i in range(5)
@@ -156,7 +147,7 @@ async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
 async def test_an_override_on_a_node_that_does_not_lead_is_409(daemon: Daemon) -> None:
     """A follower (or a deposed leader) refuses to change the provider state with 409 and says why."""
     daemon.monitor.set_leading(False)
-    async with client(daemon, ADMIN) as api:
+    async with api_client(daemon, ADMIN) as api:
         answer = await api.post("/v1/provider/override", json={"state": "outage", "reason": "drill"})
     assert answer.status_code == 409, answer.text
     assert answer.json()["error"] == "not_leader"

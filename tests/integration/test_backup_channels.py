@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,30 +13,20 @@ import httpx
 import pytest
 
 from daemon.app import Daemon
-from daemon.config import parse_config
 from tests.acceptance.harness import free_port
-from tests.servers import SmtpServer, WebhookReceiver
-from tests.stand_ins import slack as slack_stand_in
+from tests.servers import WebhookReceiver
 from tests.stand_ins import twilio as twilio_stand_in
 from tests.stand_ins.slack import Reply as SlackReply
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
+from tests.support import config_template, daemon_api, stand_ins, until
 
 TOKEN = "backup-test-api-token-42"
 SLACK_TOKEN = "xoxb-test-slack-token-0123456789"
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
 TWILIO_TOKEN = "twilio-auth-token-secret-987"
 HOOK_SECRET = "whsec_" + base64.b64encode(b"backup-test-webhook-secret!").decode()
-CONFIG = """\
-store: {{path: {store}}}
-api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+CONFIG = config_template("""\
   slack: {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/", pace: 50}}
   sms:
     type: sms
@@ -54,7 +42,7 @@ routes:
   - {{match: {{severity: [critical]}}, healthy: [email], outage: [slack, sms, hook]}}
   - {{match: {{}}, healthy: [email], outage: defer}}
 dispatch: {{retry: {{initial: 50ms, max: 200ms, max_attempts: 3}}}}
-"""
+""")
 
 
 @dataclass
@@ -75,18 +63,11 @@ class World:
         return data
 
 
-async def until(predicate: Any, deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     slack, twilio = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
-    with SmtpServer() as smtp, WebhookReceiver() as hook:
-        async with slack_stand_in.serve(slack), twilio_stand_in.serve(twilio):
+    with WebhookReceiver() as hook:
+        async with stand_ins(slack, twilio) as smtp:
             text = CONFIG.format(
                 store=tmp_path / "outbox.db",
                 api_port=free_port(),
@@ -102,15 +83,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 "TWILIO_TOKEN": TWILIO_TOKEN,
                 "HOOK_SECRET": HOOK_SECRET,
             }
-            daemon = Daemon(parse_config(text, env=env))
-            await daemon.start()
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
-            ) as api:
+            async with daemon_api(text, TOKEN, env) as (daemon, api):
                 await api.post("/v1/provider/override", json={"state": "outage", "reason": "test"})
                 yield World(api, daemon, slack, twilio, hook)
-            await daemon.stop()
 
 
 async def test_outage_plan_starts_with_slack(world: World) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,13 @@ from channels.digests import DIGEST_LABEL
 from channels.fake import FakeChannel
 from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
-from daemon.core.health import Thresholds
 from daemon.core.model import ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
-from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.dispatcher import ChannelPolicy
 from daemon.intake.accept import Acceptor, Submission
-from daemon.monitor import ProviderMonitor
-from daemon.rerouting import Rerouter
 from daemon.store.sqlite import SqliteStore
-from tests.integration.test_dispatcher import until
+from tests.support import dispatcher_for, monitor_for, until
 
 ROUTES = (Route("all", Matcher(), ("email",), ("backup", "hook")),)
 FAST = RetryPolicy(initial_s=0.05, max_s=0.2, multiplier=2, max_attempts=3)
@@ -71,26 +67,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     clock = SystemClock()
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
-    monitor = ProviderMonitor(
-        store, Thresholds(failure=2, success=2, passive_min_interval=timedelta(0)), clock
-    )
+    monitor = monitor_for(store, clock)
     channels = {name: FakeChannel(name) for name in ("email", "backup", "hook")}
     policies = {
         "email": ChannelPolicy(retry=FAST, primary=True),
         "backup": ChannelPolicy(retry=FAST, digest=DIGEST),
         "hook": ChannelPolicy(retry=FAST),
     }
-    dispatcher = Dispatcher(
-        store,
-        channels,
-        policies,
-        clock=clock,
-        state=lambda: monitor.state,
-        mode=lambda: monitor.mode,
-        rerouter=Rerouter(store, lambda: ROUTES, clock),
-        on_primary_failure=monitor.passive_failure,
-        settings=DispatchSettings(poll_s=0.1, drain_grace_s=2),
-    )
+    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock)
     monitor.on_mode_change(lambda _: dispatcher.request_sweep())
     await monitor.force(ProviderState.OUTAGE, "test")
     acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,14 +13,13 @@ from channels.base import ChannelError
 from channels.fake import FakeChannel
 from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
-from daemon.core.health import Thresholds
 from daemon.core.model import ProviderState, Severity
 from daemon.core.routing import Matcher, Route
-from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.monitor import ProviderMonitor
-from daemon.rerouting import Rerouter
 from daemon.store.sqlite import SqliteStore
+from tests.support import dispatcher_for, monitor_for, until
 
 ROUTES = (
     Route("critical", Matcher(severities=frozenset({Severity.CRITICAL})), ("email", "backup"), ("hook",)),
@@ -49,42 +46,19 @@ class World:
         return view.status
 
 
-async def until(predicate: Callable[[], object], deadline_s: float = 10.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await _value(predicate()):
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
-
-
-async def _value(value: object) -> object:
-    return await value if asyncio.iscoroutine(value) else value
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     clock = SystemClock()
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
-    monitor = ProviderMonitor(
-        store, Thresholds(failure=2, success=2, passive_min_interval=timedelta(0)), clock
-    )
+    monitor = monitor_for(store, clock)
     channels = {name: FakeChannel(name) for name in ("email", "backup", "hook")}
     policies = {
         "email": ChannelPolicy(retry=FAST, concurrency=2, primary=True),
         "backup": ChannelPolicy(retry=FAST),
         "hook": ChannelPolicy(retry=FAST),
     }
-    dispatcher = Dispatcher(
-        store,
-        channels,
-        policies,
-        clock=clock,
-        state=lambda: monitor.state,
-        mode=lambda: monitor.mode,
-        rerouter=Rerouter(store, lambda: ROUTES, clock),
-        on_primary_failure=monitor.passive_failure,
-        settings=DispatchSettings(poll_s=0.1, drain_grace_s=2),
-    )
+    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock)
     monitor.on_mode_change(lambda _: dispatcher.request_sweep())
     acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
     task = asyncio.create_task(dispatcher.run())

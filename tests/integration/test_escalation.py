@@ -7,7 +7,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,15 +24,13 @@ from daemon.api.ack import SlackApp, inbound_url
 from daemon.api.app import ApiContext, create_api
 from daemon.api.callbacks import TwilioAccount
 from daemon.core.backoff import RetryPolicy
-from daemon.core.health import Thresholds
 from daemon.core.model import Escalation, EscalationStep, ProviderState, Severity, ack_code
 from daemon.core.routing import Matcher, Route
-from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
-from daemon.monitor import ProviderMonitor
 from daemon.rendering import Renderer
-from daemon.rerouting import Rerouter
 from daemon.store.sqlite import SqliteStore
+from tests.support import dispatcher_for, monitor_for, until
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TOKEN = "escalation-test-token-0123456789"
@@ -93,34 +91,18 @@ class World:
             await asyncio.wait_for(passed.wait(), 10)
 
 
-async def until(predicate: Callable[[], bool], deadline_s: float = 10.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     clock = VirtualClock(T0)
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
-    monitor = ProviderMonitor(
-        store, Thresholds(failure=2, success=2, passive_min_interval=timedelta(0)), clock
-    )
+    monitor = monitor_for(store, clock)
     await monitor.force(ProviderState.OUTAGE, "test")
     channels = {name: FakeChannel(name) for name in CHANNELS}
-    dispatcher = Dispatcher(
-        store,
-        channels,
-        {name: ChannelPolicy(retry=FAST) for name in CHANNELS},
-        clock=clock,
-        state=lambda: monitor.state,
-        mode=lambda: monitor.mode,
-        rerouter=Rerouter(store, lambda: ROUTES, clock),
-        on_primary_failure=monitor.passive_failure,
-        settings=DispatchSettings(poll_s=0.05, drain_grace_s=2),
-        renderer=Renderer(lambda: monitor.state),
+    policies = {name: ChannelPolicy(retry=FAST) for name in CHANNELS}
+    renderer = Renderer(lambda: monitor.state)
+    dispatcher = dispatcher_for(
+        store, monitor, channels, policies, ROUTES, clock, poll_s=0.05, renderer=renderer
     )
     acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
     ctx = ApiContext(

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.app import Daemon
-from daemon.config import parse_config
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import daemon_api, until
 
 TOKEN = "metrics-test-token-123456"
 SECRET = "whsec_" + base64.b64encode(b"metrics-test-webhook-secret").decode()
@@ -45,21 +41,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-async def until(predicate: Any, deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-
-
 async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
     """Counters, histograms and gauges tell the story of an outage and a recovery."""
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         text = CONFIG.format(store=tmp_path / "o.db", smtp_port=smtp.port, hook_url=hook.url)
-        daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
-        await daemon.start()
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers) as api:
+        async with daemon_api(text, TOKEN, {"TOKEN": TOKEN, "SECRET": SECRET}) as (_, api):
 
             async def state_is(state: str) -> bool:
                 return bool((await api.get("/v1/status")).json()["provider"]["state"] == state)
@@ -85,7 +71,6 @@ async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
             after = samples((await api.get("/metrics")).text)
             async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous_client:
                 anonymous = await anonymous_client.get("/metrics")
-        await daemon.stop()
     accepted = ("backchannel_notifications_accepted_total", (("severity", "critical"), ("source", "api")))
     assert after[accepted] == 2
     assert after[("backchannel_provider_state", (("state", "healthy"),))] == 1

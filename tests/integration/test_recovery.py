@@ -6,12 +6,10 @@ and Twilio stand-ins. The operator override drives the outage and the recovery.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,14 +20,13 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.catchup import HORIZON
-from daemon.config import parse_config
 from daemon.store.base import ListFilter
 from tests.acceptance.harness import free_port
 from tests.servers import ReceivedMail, SmtpServer
 from tests.stand_ins import slack as slack_stand_in
-from tests.stand_ins import twilio as twilio_stand_in
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
+from tests.support import daemon_api, stand_ins, until
 
 TOKEN = "recovery-test-api-token-42"
 SLACK_TOKEN = "xoxb-recovery-slack-token-0123456789"
@@ -86,13 +83,6 @@ class World:
         return status
 
 
-async def until(predicate: Callable[[], Awaitable[bool]], deadline_s: float = 20.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
-
-
 def _config(tmp_path: Path, smtp: SmtpServer, slack: SlackStandIn, twilio: TwilioStandIn, port: int) -> str:
     return CONFIG.format(
         store=tmp_path / "outbox.db",
@@ -107,24 +97,15 @@ def _config(tmp_path: Path, smtp: SmtpServer, slack: SlackStandIn, twilio: Twili
 ENV = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "TWILIO_TOKEN": TWILIO_TOKEN}
 
 
-@contextlib.asynccontextmanager
-async def _running(text: str) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
-    daemon = Daemon(parse_config(text, env=ENV))
-    await daemon.start()
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers) as api:
-            yield daemon, api
-    finally:
-        await daemon.stop()
+def _running(text: str) -> contextlib.AbstractAsyncContextManager[tuple[Daemon, httpx.AsyncClient]]:
+    return daemon_api(text, TOKEN, ENV)
 
 
 @contextlib.asynccontextmanager
 async def _stand_ins() -> AsyncIterator[tuple[SmtpServer, SlackStandIn, TwilioStandIn]]:
     slack, twilio = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
-    with SmtpServer() as smtp:
-        async with slack_stand_in.serve(slack), twilio_stand_in.serve(twilio):
-            yield smtp, slack, twilio
+    async with stand_ins(slack, twilio) as smtp:
+        yield smtp, slack, twilio
 
 
 @pytest.fixture

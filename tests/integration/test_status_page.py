@@ -6,15 +6,13 @@ import asyncio
 import base64
 import os
 import shutil
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from daemon.app import Daemon
-from daemon.config import parse_config
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import daemon_api, until
 
 TOKEN = "status-page-token-0123456"
 SECRET = "whsec_" + base64.b64encode(b"status-page-webhook-secret").decode()
@@ -74,34 +72,21 @@ async def test_status_page_shows_the_outage(tmp_path: Path) -> None:
     browser = chromium()
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         text = CONFIG.format(store=tmp_path / "o.db", smtp_port=smtp.port, hook_url=hook.url)
-        daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
-        await daemon.start()
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        try:
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
-            ) as api:
-                await api.post("/v1/notifications", json={"severity": "info", "subject": "before the outage"})
-                await smtp.wait_for_async(1)
-                smtp.stop()
-                deadline = time.monotonic() + 15
-                while daemon.monitor.state.value != "outage":
-                    assert time.monotonic() < deadline
-                    await asyncio.sleep(0.05)
-                await api.post(
-                    "/v1/notifications", json={"severity": "critical", "subject": "Payments <down>"}
-                )
-                await hook.wait_for_async(1)
-                async with httpx.AsyncClient() as anonymous:
-                    refused = await anonymous.get(f"http://127.0.0.1:{daemon.api_port}/")
-                url = f"http://ops:{TOKEN}@127.0.0.1:{daemon.api_port}/"
-                dom = await headless(browser, url, "--dump-dom", profile=tmp_path / "profile-dom")
-                ARTIFACTS.mkdir(exist_ok=True)
-                shot = ARTIFACTS / "status-page-outage.png"
-                shot.unlink(missing_ok=True)
-                await headless(browser, url, f"--screenshot={shot}", profile=tmp_path / "profile-shot")
-        finally:
-            await daemon.stop()
+        async with daemon_api(text, TOKEN, {"TOKEN": TOKEN, "SECRET": SECRET}) as (daemon, api):
+            await api.post("/v1/notifications", json={"severity": "info", "subject": "before the outage"})
+            await smtp.wait_for_async(1)
+            smtp.stop()
+            await until(lambda: daemon.monitor.state.value == "outage", 15)
+            await api.post("/v1/notifications", json={"severity": "critical", "subject": "Payments <down>"})
+            await hook.wait_for_async(1)
+            async with httpx.AsyncClient() as anonymous:
+                refused = await anonymous.get(f"http://127.0.0.1:{daemon.api_port}/")
+            url = f"http://ops:{TOKEN}@127.0.0.1:{daemon.api_port}/"
+            dom = await headless(browser, url, "--dump-dom", profile=tmp_path / "profile-dom")
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "status-page-outage.png"
+            shot.unlink(missing_ok=True)
+            await headless(browser, url, f"--screenshot={shot}", profile=tmp_path / "profile-shot")
     assert refused.status_code == 401
     assert refused.headers["WWW-Authenticate"].startswith("Basic")
     assert "exchange-online" in dom

@@ -1,0 +1,147 @@
+"""What the in-process tests share: polling with a deadline, a running daemon, the stand-ins, a config
+head, and a dispatcher wired to its monitor the way the daemon wires it.
+
+The daemon here is the real composition root (:class:`daemon.app.Daemon`) in the test's event loop,
+talking to the stand-ins over 127.0.0.1; the acceptance tier's ``tests/acceptance/harness.py`` runs
+it as a process instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar, overload
+
+import httpx
+
+from channels.base import Channel
+from daemon.app import Daemon
+from daemon.clock import Clock
+from daemon.config import parse_config
+from daemon.core.health import Thresholds
+from daemon.core.routing import Route
+from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.monitor import ProviderMonitor
+from daemon.rendering import Renderer
+from daemon.rerouting import Rerouter
+from daemon.store.base import Store
+from tests.servers import SmtpServer
+from tests.stand_ins import slack as slack_stand_in
+from tests.stand_ins import twilio as twilio_stand_in
+from tests.stand_ins.slack import SlackStandIn
+from tests.stand_ins.twilio import TwilioStandIn
+
+T = TypeVar("T")
+
+_HEAD = """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
+  mail_from: bc@test.example
+  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+"""
+
+
+def config_template(rest: str) -> str:
+    """A daemon config for ``str.format``: the common head, then ``rest`` (more channels, routes...).
+
+    The head takes ``store``, ``api_port`` (0: any) and ``smtp_port``: one API token from
+    ``${TOKEN}``, provider ``p`` whose hourly check stays out of the way (the tests drive its state
+    with the override), and the primary channel ``email``. ``rest`` goes on inside ``channels:``.
+    """
+    return _HEAD + rest
+
+
+@overload
+async def until(
+    predicate: Callable[[], Awaitable[T]], deadline_s: float = ..., *, every_s: float = ...
+) -> T: ...
+@overload
+async def until(predicate: Callable[[], T], deadline_s: float = ..., *, every_s: float = ...) -> T: ...
+async def until(predicate: Callable[[], Any], deadline_s: float = 20.0, *, every_s: float = 0.05) -> Any:
+    """Poll ``predicate`` (plain or async) until it is truthy and return that value; fail at the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"condition not met within {deadline_s}s"
+        await asyncio.sleep(every_s)
+
+
+@contextlib.asynccontextmanager
+async def running(text: str, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
+    """A daemon started from config ``text`` (``env`` resolves its ``${...}``), stopped on the way out."""
+    daemon = Daemon(parse_config(text, env=env))
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def api_client(daemon: Daemon, token: str, *, timeout: float = 5.0) -> httpx.AsyncClient:
+    """A client for the running daemon's API, authenticated with ``token`` (5 s is httpx's default)."""
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.api_port}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+    )
+
+
+@contextlib.asynccontextmanager
+async def daemon_api(
+    text: str, token: str, env: Mapping[str, str] | None = None, *, timeout: float = 5.0
+) -> AsyncIterator[tuple[Daemon, httpx.AsyncClient]]:
+    """:func:`running`, with a client authenticated with ``token``."""
+    async with running(text, env) as daemon, api_client(daemon, token, timeout=timeout) as api:
+        yield daemon, api
+
+
+@contextlib.asynccontextmanager
+async def stand_ins(slack: SlackStandIn, twilio: TwilioStandIn) -> AsyncIterator[SmtpServer]:
+    """The provider's SMTP server (yielded), ``slack`` and ``twilio`` serving on 127.0.0.1."""
+    with SmtpServer() as smtp:
+        async with slack_stand_in.serve(slack), twilio_stand_in.serve(twilio):
+            yield smtp
+
+
+def monitor_for(store: Store, clock: Clock) -> ProviderMonitor:
+    """A provider monitor on ``store``: two results either way change the state, passive reports at once."""
+    return ProviderMonitor(store, Thresholds(failure=2, success=2, passive_min_interval=timedelta(0)), clock)
+
+
+def dispatcher_for(
+    store: Store,
+    monitor: ProviderMonitor,
+    channels: Mapping[str, Channel],
+    policies: Mapping[str, ChannelPolicy],
+    routes: Sequence[Route],
+    clock: Clock,
+    *,
+    poll_s: float = 0.1,
+    renderer: Renderer | None = None,
+) -> Dispatcher:
+    """A dispatcher following ``monitor``'s state, rerouting by ``routes``, draining within 2 s on stop."""
+    return Dispatcher(
+        store,
+        channels,
+        policies,
+        clock=clock,
+        state=lambda: monitor.state,
+        mode=lambda: monitor.mode,
+        rerouter=Rerouter(store, lambda: routes, clock),
+        on_primary_failure=monitor.passive_failure,
+        settings=DispatchSettings(poll_s=poll_s, drain_grace_s=2),
+        renderer=renderer,
+    )
