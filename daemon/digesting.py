@@ -8,14 +8,21 @@ burst turns them into a digest at the next slot), well inside their lease.
 
 A digest is one :class:`OutboundMessage` marked with :data:`channels.digests.DIGEST_LABEL`; every
 delivery it carries is recorded on its own, delivered with a detail naming the digest, or with its
-own retry when the digest failed (see the dispatcher).
+own retry when the digest failed (see the dispatcher). Its id, which is also the idempotency key
+the channel sends, is a hash of the delivery ids it carries: the same deliveries re-sent after a
+retry, a restart or another node's takeover make the same digest, which a receiver can drop.
+
+An escalation step (a delivery with an ACK code) is never carried: its own message holds the
+"Reply ACK <code>" line and the button, so it goes on its own. A delivery that cannot be rendered
+(a bug, not the channel's fault) comes back as :class:`Broken` for the dispatcher to record.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from channels.base import OutboundMessage
 from channels.digests import DIGEST_LABEL, sms_text
@@ -31,7 +38,6 @@ from daemon.core.digest import (
 )
 from daemon.core.model import ProviderState
 from daemon.drills import SOURCE as DRILL_SOURCE
-from daemon.ids import new_id
 from daemon.rendering import Renderer
 from daemon.store.base import Claimed
 
@@ -87,6 +93,21 @@ class _Waiting:
     recipients: tuple[str, ...]
 
 
+def digest_id(carried: Sequence[Claimed]) -> str:
+    """The same for the same deliveries in any order: ``D`` and 10 base32 characters of a SHA-256."""
+    ids = ",".join(str(d) for d in sorted(c.delivery.id for c in carried))
+    digest = hashlib.sha256(ids.encode("ascii")).digest()
+    return "D" + base64.b32encode(digest).decode("ascii")[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """Claimed deliveries this channel could not render or digest; ``error`` says why."""
+
+    claimed: tuple[Claimed, ...]
+    error: Exception
+
+
 @dataclass(frozen=True, slots=True)
 class DigestSend:
     """One digest and the deliveries it carries."""
@@ -114,15 +135,25 @@ class Digesting:
     def room(self) -> int:
         return self.policy.max_items - len(self._waiting)
 
-    def add(self, claimed: Sequence[Claimed]) -> None:
+    def add(self, claimed: Sequence[Claimed]) -> list[Broken]:
+        """Queue each for a send slot; those that cannot be rendered come back instead."""
+        broken: list[Broken] = []
         for c in claimed:
-            # Rendered as it would go alone: the recipients are the channel's (directory-mapped) ones.
-            message = self._renderer.render(self.name, c)
-            destination = (self.policy.destination(message), message.drill)
-            pending = Pending(c.notification.severity, self.policy.cost(message), destination)
-            self._waiting.append(_Waiting(c, pending, message.recipients))
+            try:
+                self._waiting.append(self._wait(c))
+            except Exception as exc:  # one bad notification must not stop the channel: recorded
+                broken.append(Broken((c,), exc))
+        return broken
 
-    def next(self, now: datetime) -> Claimed | DigestSend | None:
+    def _wait(self, claimed: Claimed) -> _Waiting:
+        # Rendered as it would go alone: the recipients are the channel's (directory-mapped) ones.
+        message = self._renderer.render(self.name, claimed)
+        destination = (self.policy.destination(message), message.drill)
+        cost = self.policy.cost(message)
+        pending = Pending(claimed.notification.severity, cost, destination, alone=message.acknowledgeable)
+        return _Waiting(claimed, pending, message.recipients)
+
+    def next(self) -> Claimed | DigestSend | Broken | None:
         """What the next send slot carries, taken out of the waiting list."""
         p = self.policy
         pending = [w.pending for w in self._waiting]
@@ -137,7 +168,11 @@ class Digesting:
         self._bursting = choice.bursting
         if choice.kind == "single":
             return chosen[0].claimed
-        return self._digest([w.claimed for w in chosen], chosen[0].recipients, now)
+        carried = [w.claimed for w in chosen]
+        try:
+            return self._digest(carried, chosen[0].recipients)
+        except Exception as exc:  # taken out of the waiting list already: the dispatcher records them
+            return Broken(tuple(carried), exc)
 
     def release(self) -> list[Claimed]:
         """Everything still waiting (at shutdown: it goes back to the outbox)."""
@@ -145,21 +180,20 @@ class Digesting:
         self._waiting = []
         return released
 
-    def _digest(self, carried: list[Claimed], recipients: tuple[str, ...], now: datetime) -> DigestSend:
+    def _digest(self, carried: list[Claimed], recipients: tuple[str, ...]) -> DigestSend:
         p = self.policy
-        digest_id = "D" + new_id(now)[-8:]
         items = [_item(c) for c in carried]
-        digest = build(digest_id, items, fits=p.fits, layout=p.layout, top=p.top, link=p.link)
+        digest = build(digest_id(carried), items, fits=p.fits, layout=p.layout, top=p.top, link=p.link)
         message = OutboundMessage(
-            notification_id=digest_id,
-            idempotency_key=digest_id,
+            notification_id=digest.id,
+            idempotency_key=digest.id,
             severity=digest.severity.value,
             subject=digest.headline,
             body=digest.body,
             created_at=min(c.notification.created_at for c in carried),
             source="backchannel",
             recipients=recipients,
-            labels={DIGEST_LABEL: digest_id},
+            labels={DIGEST_LABEL: digest.id},
             provider_state=self._state().value,
             drill=_is_drill(carried[0]),
         )

@@ -8,7 +8,12 @@ One failing channel never holds up the others: each has its own cap on sends in 
 A channel with a digest policy sends one message at a time instead: before each send slot it
 claims what is due into its :class:`~daemon.digesting.Digesting`, which decides whether the slot
 carries one delivery or a digest of many (docs/digests.md). Each carried delivery keeps its own
-outcome, so a failed digest leaves every one of them with its own retry.
+outcome, so a failed digest leaves every one of them with its own retry (at one shared time, so
+they come back together as the same digest).
+
+A bug before the send (a renderer or a digest that raises) is recorded for the delivery it hit,
+as a retry and in the end a failure (``delivery.bug``): the loop never dies of it and no claim is
+left in flight.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from channels.base import Channel, ChannelError, OutboundMessage, Receipt
 from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Mode, ProviderState
-from daemon.digesting import Digesting, DigestPolicy, DigestSend
-from daemon.outcomes import delivered, delivered_in_digest, not_delivered, released
+from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend
+from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared, released
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
@@ -176,13 +181,18 @@ class Dispatcher:
     async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
         """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""
         name = digesting.name
+        broken: list[Broken] = []
         if due and digesting.room > 0:
-            digesting.add(await self._store.claim(name, digesting.room, now, lease_until))
-        send = digesting.next(now)
-        if isinstance(send, DigestSend):
+            broken = digesting.add(await self._store.claim(name, digesting.room, now, lease_until))
+        send = digesting.next()
+        if isinstance(send, Broken):
+            broken.append(send)
+        elif isinstance(send, DigestSend):
             self._spawn(name, self._deliver_digest(name, send), f"digest-{send.digest.id}")
         elif send is not None:
             self._start(name, send)
+        if broken:
+            self._spawn(name, self._record_broken(name, broken, now), f"broken-{name}")
 
     def _start(self, name: str, claimed: Claimed) -> None:
         self._spawn(name, self._deliver(name, claimed), f"deliver-{claimed.delivery.id}")
@@ -235,17 +245,35 @@ class Dispatcher:
 
     async def _deliver(self, name: str, claimed: Claimed) -> None:
         started_at = self._clock.now()
+        try:
+            message = await self._prepare(name, claimed)
+        except Exception as exc:  # a bug must not leave the claim in flight: recorded for this delivery
+            await self._record_broken(name, [Broken((claimed,), exc)], started_at)
+            return
+        receipt, error = await self._send(name, message)
+        if error is None:
+            outcomes = [self._success(name, claimed, receipt, started_at)]
+        else:
+            outcomes = await self._failures(name, [claimed], error, started_at)
+        await self._record(outcomes)
+        self._recorded(name, [(claimed, outcomes[0])], error)
+
+    async def _prepare(self, name: str, claimed: Claimed) -> OutboundMessage:
         message = self._renderer.render(name, claimed)
         follows = claimed.notification.labels.get(FOLLOWS_LABEL)
         if follows:
             message = replace(message, thread=await self._store.thread_of(follows, name))
-        receipt, error = await self._send(name, message)
-        if error is None:
-            outcome = self._success(name, claimed, receipt, started_at)
-        else:
-            outcome = await self._failure(name, claimed, error, started_at)
-        await self._record([outcome])
-        self._recorded(name, [(claimed, outcome)], error)
+        return message
+
+    async def _record_broken(self, name: str, broken: Sequence[Broken], started_at: datetime) -> None:
+        retry, now = self._policies[name].retry, self._clock.now()
+        results = [
+            (c, not_prepared(name, c, b.error, started_at, now, retry=retry, rand=self._rand()))
+            for b in broken
+            for c in b.claimed
+        ]
+        await self._record([outcome for _, outcome in results])
+        self._recorded(name, results, ChannelError("internal error"))
 
     async def _deliver_digest(self, name: str, send: DigestSend) -> None:
         """One message for many deliveries; each is recorded on its own, naming the digest."""
@@ -256,7 +284,7 @@ class Dispatcher:
             outcomes = delivered_in_digest(name, send.digest.id, send.carried, receipt, started_at, now)
         else:
             assert error is not None
-            outcomes = [await self._failure(name, c, error, started_at) for c in send.carried]
+            outcomes = await self._failures(name, send.carried, error, started_at)
         await self._record(outcomes)
         self._recorded(name, list(zip(send.carried, outcomes, strict=True)), error)
 
@@ -303,18 +331,18 @@ class Dispatcher:
         assert receipt is not None
         return delivered(name, claimed, receipt, started_at, self._clock.now(), via=via)
 
-    async def _failure(self, name: str, claimed: Claimed, exc: ChannelError, started_at: datetime) -> Outcome:
+    async def _failures(
+        self, name: str, claimed: Sequence[Claimed], exc: ChannelError, started_at: datetime
+    ) -> list[Outcome]:
+        """One failed send; what it carried shares one retry time, so a digest comes back whole."""
         policy = self._policies[name]
         provider_fault = policy.primary and exc.service_fault
         if provider_fault:
             await self._on_primary_failure(exc.reason)
-        return not_delivered(
-            name,
-            claimed,
-            exc,
-            started_at,
-            self._clock.now(),
-            retry=policy.retry,
-            provider_fault=provider_fault,
-            rand=self._rand(),
-        )
+        now, rand = self._clock.now(), self._rand()
+        return [
+            not_delivered(
+                name, c, exc, started_at, now, retry=policy.retry, provider_fault=provider_fault, rand=rand
+            )
+            for c in claimed
+        ]

@@ -16,8 +16,9 @@ Variables (docs/templates.md): ``notification_id``, ``severity``, ``subject``, `
 ``source``, ``recipients`` (list), ``labels`` (mapping), ``created_at`` (ISO 8601 UTC), ``route``,
 ``mode``, ``provider_state``, ``attempt``, ``drill``.
 
-A template that fails at send time (a filter meeting an unexpected value) must not cost the
-notification: :func:`apply` falls back to the untemplated text and says so.
+A template that fails at send time (a filter meeting an unexpected value, a ``str.format`` naming
+a label the notification lacks) must not cost the notification: :func:`apply` falls back to the
+untemplated text, whatever the error, and says so.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class MessageTemplate:
 
 
 #: errors a template raises because of the values it met, not because it is wrong
-_DATA_ERRORS = (ArithmeticError, TypeError, ValueError)
+#: (LookupError: ``"{team}".format(**labels)`` on a notification without that label)
+_DATA_ERRORS = (ArithmeticError, LookupError, TypeError, ValueError)
 
 _ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
@@ -141,12 +143,12 @@ def context(
 def apply(
     template: MessageTemplate, values: Mapping[str, Any], *, subject: str, body: str, where: str
 ) -> tuple[str, str]:
-    """The templated subject and body; on a render error, the untemplated ones (logged)."""
+    """The templated subject and body; on any render error, the untemplated ones (logged)."""
     try:
         return template.render(values, subject, body)
-    except (jinja2.TemplateError, *_DATA_ERRORS) as exc:
+    except Exception as exc:  # whatever a template does wrong, the notification still goes
         log.warning(
-            "template %s failed, sending the notification's own text: %s",
+            "template %s failed, sending the notification's own text: %r",
             where,
             exc,
             extra={

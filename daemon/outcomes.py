@@ -76,6 +76,30 @@ def not_delivered(
     )
 
 
+def not_prepared(
+    name: str,
+    claimed: Claimed,
+    exc: Exception,
+    started_at: datetime,
+    now: datetime,
+    *,
+    retry: RetryPolicy,
+    rand: float,
+) -> Outcome:
+    """A bug before the send (rendering, digesting): logged loudly, then retried like a transient
+    failure, so a passing cause heals and a lasting one fails the step over to the plan's next."""
+    log.error(
+        "cannot prepare %s for %s: %r",
+        claimed.notification.id,
+        name,
+        exc,
+        exc_info=exc,
+        extra={"event": "delivery.bug", "notification_id": claimed.notification.id, "channel": name},
+    )
+    error = ChannelError(f"internal error: {exc!r}")
+    return not_delivered(name, claimed, error, started_at, now, retry=retry, provider_fault=False, rand=rand)
+
+
 def delivered_in_digest(
     name: str,
     digest_id: str,

@@ -35,6 +35,8 @@ class Pending:
     cost: float
     #: deliveries with the same destination may share a digest
     destination: Hashable
+    #: never carried in a digest: an escalation step, whose message holds its ACK code and button
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +58,20 @@ def next_send(
     the oldest critical delivery on its own (the page nobody should wait for), then every slot
     carries one digest: everything pending for the oldest delivery's destination. A burst lasts
     until a slot finds at most one delivery waiting, so its tail does not trickle out one by one.
+    A delivery that must go ``alone`` goes on its own ahead of the digests (it still takes a slot).
     """
     if not pending:
         return None
     within = sum(p.cost for p in pending) / pace_per_s <= drain_target_s
     if len(pending) == 1 or (within and not bursting):
         return Choice("single", (0,), bursting=False)
+    lone = None
     if not bursting:
-        first_critical = next((i for i, p in enumerate(pending) if p.severity is Severity.CRITICAL), None)
-        if first_critical is not None:
-            return Choice("single", (first_critical,), bursting=True)
+        lone = next((i for i, p in enumerate(pending) if p.severity is Severity.CRITICAL), None)
+    if lone is None:
+        lone = next((i for i, p in enumerate(pending) if p.alone), None)
+    if lone is not None:
+        return Choice("single", (lone,), bursting=True)
     destination = pending[0].destination
     same = tuple(i for i, p in enumerate(pending) if p.destination == destination)
     return Choice("digest", same, bursting=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -12,8 +13,10 @@ from channels.digests import DIGEST_LABEL, sms_text
 from channels.gsm import segment_count
 from channels.sms import render_text
 from daemon.core.digest import SLACK_LAYOUT, SMS_LAYOUT, Item, Pending, build, next_send
-from daemon.core.model import Severity
-from daemon.digesting import slack_fits, sms_fits
+from daemon.core.model import Delivery, DeliveryState, Notification, ProviderState, Severity
+from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend, slack_fits, sms_fits
+from daemon.rendering import Renderer
+from daemon.store.base import Claimed
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 LINK = "https://status.example.com/v1/notifications?since={since}"
@@ -160,3 +163,81 @@ def test_sms_sends_a_digest_as_built() -> None:
         "D1", "D1", "critical", "Digest D1: 2 alerts (2 crit)", "a; b", T0, labels={DIGEST_LABEL: "D1"}
     )
     assert render_text(message, 1) == "Digest D1: 2 alerts (2 crit). a; b"
+
+
+def test_an_escalation_step_is_never_carried_in_a_digest() -> None:
+    """During a burst an acknowledgeable delivery goes on its own before the next digest."""
+    waiting = [*pending(Severity.INFO, Severity.INFO), Pending(Severity.HIGH, 1.0, "ops", alone=True)]
+    choice = next_send(waiting, pace_per_s=1, drain_target_s=1, bursting=True)
+    assert choice is not None and (choice.kind, choice.indexes) == ("single", (2,))
+    rest = next_send(waiting[:2], pace_per_s=1, drain_target_s=1, bursting=True)
+    assert rest is not None and (rest.kind, rest.indexes) == ("digest", (0, 1))
+
+
+def test_a_burst_still_opens_with_the_first_critical_before_escalations() -> None:
+    """Opening a burst, the oldest critical goes first; a waiting escalation step takes the next slot."""
+    waiting = [Pending(Severity.HIGH, 1.0, "ops", alone=True), *pending(Severity.INFO, Severity.CRITICAL)]
+    first = next_send(waiting, pace_per_s=1, drain_target_s=1, bursting=False)
+    assert first is not None and (first.indexes, first.bursting) == ((2,), True)
+    second = next_send(waiting[:2], pace_per_s=1, drain_target_s=1, bursting=True)
+    assert second is not None and (second.kind, second.indexes) == ("single", (0,))
+
+
+def _claim(delivery_id: int, ack_code: str | None = None, severity: Severity = Severity.INFO) -> Claimed:
+    nid = f"n{delivery_id}"
+    n = Notification(nid, nid, T0, severity, f"alert {delivery_id}")
+    delivery = Delivery(delivery_id, nid, "outage", "all", 0, "slack", DeliveryState.IN_FLIGHT, 1, None)
+    return Claimed(delivery, n, ack_code)
+
+
+def _outage() -> ProviderState:
+    return ProviderState.OUTAGE
+
+
+def _digesting(renderer: Renderer | None = None) -> Digesting:
+    policy = DigestPolicy(pace_per_s=1, drain_target_s=1)
+    return Digesting("slack", policy, renderer or Renderer(_outage), _outage)
+
+
+def _digest_of(claims: list[Claimed]) -> DigestSend:
+    digesting = _digesting()
+    assert digesting.add(claims) == []
+    send = digesting.next()
+    assert isinstance(send, DigestSend)
+    return send
+
+
+def test_digest_id_is_the_same_for_the_same_deliveries_in_any_order() -> None:
+    """A retry or another node's takeover of the same deliveries sends the same id as idempotency key."""
+    claims = [_claim(i) for i in (7, 3, 12)]
+    first, again = _digest_of(claims), _digest_of(claims[::-1])
+    assert first.digest.id == again.digest.id
+    assert re.fullmatch(r"D[A-Z2-7]{10}", first.digest.id)
+    assert first.message.idempotency_key == first.message.labels[DIGEST_LABEL] == first.digest.id
+    assert _digest_of([*claims, _claim(13)]).digest.id != first.digest.id
+
+
+def test_an_acknowledgeable_delivery_waits_for_its_own_slot() -> None:
+    """An escalation step claimed in a burst is sent alone, with its ack code, not folded into a digest."""
+    digesting = _digesting()
+    digesting.add([_claim(1), _claim(2, "K7Q2XZ", Severity.CRITICAL), _claim(3), _claim(4)])
+    alone = digesting.next()
+    assert isinstance(alone, Claimed) and alone.ack_code == "K7Q2XZ"
+    digest = digesting.next()
+    assert isinstance(digest, DigestSend) and [c.delivery.id for c in digest.carried] == [1, 3, 4]
+
+
+class _Exploding(Renderer):
+    def render(self, channel: str, claimed: Claimed) -> OutboundMessage:
+        if claimed.delivery.id == 2:
+            raise KeyError("team")
+        return super().render(channel, claimed)
+
+
+def test_a_delivery_that_cannot_be_rendered_comes_back_broken() -> None:
+    """A renderer bug hands that delivery back with its error; the others still wait for their slot."""
+    digesting = _digesting(_Exploding(_outage))
+    (broken,) = digesting.add([_claim(1), _claim(2), _claim(3)])
+    assert isinstance(broken, Broken) and [c.delivery.id for c in broken.claimed] == [2]
+    assert isinstance(broken.error, KeyError)
+    assert digesting.room == digesting.policy.max_items - 2

@@ -92,3 +92,13 @@ def test_a_render_error_at_send_time_falls_back_to_the_notifications_text(
         result = apply(template, _values(), subject="Disk full", body="b", where="route db, channel slack")
     assert result == ("Disk full", "b")
     assert [r.event for r in caplog.records] == ["template.failed"]  # type: ignore[attr-defined]
+
+
+def test_an_unexpected_error_type_still_falls_back(caplog: pytest.LogCaptureFixture) -> None:
+    """A KeyError (``str.format`` naming a label the notification lacks) costs nothing but the template."""
+    template = compile_pair('{{ "{team}: ".format(**labels) }}{{ subject }}', None)
+    with caplog.at_level(logging.WARNING):
+        result = apply(template, _values(labels={}), subject="Disk full", body="b", where="channels.sms")
+    assert result == ("Disk full", "b")
+    assert [r.event for r in caplog.records] == ["template.failed"]  # type: ignore[attr-defined]
+    assert "KeyError('team')" in caplog.records[0].getMessage()
