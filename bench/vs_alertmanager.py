@@ -195,8 +195,11 @@ end
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     if "Non-2xx or 3xx responses" in out:
         raise RuntimeError(f"{target.name} refused requests:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-    p50, p99 = (_ms(re.search(rf"{p}%\s+(\S+)", out)[1]) for p in ("50", "99"))  # type: ignore[index]
+    try:
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+        p50, p99 = (_ms(re.search(rf"{p}%\s+(\S+)", out)[1]) for p in ("50", "99"))  # type: ignore[index]
+    except (TypeError, AttributeError) as exc:
+        raise RuntimeError(f"unexpected wrk output against {target.name}:\n{out}") from exc
     return WrkResult(rate * per_request, p50, p99)
 
 

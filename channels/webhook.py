@@ -4,10 +4,15 @@ Signed per Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id``
 idempotency key, so a receiver drops the repeats that at-least-once delivery can produce. During a
 secret rotation every secret signs (one ``v1,`` signature each). The body is the versioned JSON
 document below, or a template's rendering (:mod:`channels.webhook_templates`, presets for
-PagerDuty and Teams). Redirects are never followed (the request goes to the transport, which has
-no redirect logic): a signed POST replayed to another URL is not what the operator configured, so
-a 3xx is a configuration problem (permanent). Destinations are vetted by the SSRF guard
+PagerDuty and Teams). Redirects are never followed (neither HTTP path below has redirect logic): a
+signed POST replayed to another URL is not what the operator configured, so a 3xx is a
+configuration problem (permanent). Destinations are vetted by the SSRF guard
 (:mod:`channels.address_guard`) and the connection goes to the vetted address.
+
+The POST goes out through :mod:`channels.http1`, a kept-alive HTTP/1.1 pool on h11 that costs a
+fraction of httpx's event-loop CPU per send (docs/performance.md, "Webhook delivery path"). An
+injected httpx transport replaces it (a test double such as ``httpx.MockTransport``); the URL is
+then pinned to the vetted address and the name carried in ``Host`` and ``sni_hostname``.
 
 Outcomes (RFC 9110 status semantics, https://www.rfc-editor.org/rfc/rfc9110#section-15; they match
 PagerDuty's documented retry rules, 202 / 400 / 429 / 5xx,
@@ -38,6 +43,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import h11
 import httpx
 
 from channels.address_guard import (
@@ -49,6 +55,7 @@ from channels.address_guard import (
     vetted_addresses,
 )
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.http1 import ConnectFailed, Endpoint, Headers, Http1Pool, HttpError, InvalidRequest, Reply
 from channels.signing import secret_list, sign
 from channels.webhook_templates import JSON_CONTENT_TYPE, Template, message_fields, render_template
 
@@ -59,6 +66,12 @@ USER_AGENT = "backchannel/0.1"
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 #: The endpoint itself is wrong or gone, whatever we send: the channel is unusable, not the message.
 _ENDPOINT_4XX = frozenset({401, 403, 404, 410})
+#: headers the channel sets itself (or the connection frames): a configured one of these is dropped
+_OURS = frozenset(
+    {"content-type", "user-agent", "idempotency-key", "webhook-id", "webhook-timestamp", "webhook-signature"}
+    | {"host", "content-length", "transfer-encoding", "connection"}
+)
+_CONNECT_ERRORS = (ConnectFailed, httpx.ConnectError)
 
 
 def render_body(message: OutboundMessage) -> bytes:
@@ -111,15 +124,16 @@ class WebhookChannel:
         self.name = name
         self._url = _checked_url(url)
         self._secrets = () if secret is None else secret_list(secret)
-        self._extra_headers = dict(headers or {})
+        self._fixed_headers = _fixed_headers(headers or {}, content_type)
         self._timeout_s = timeout_s
-        self._timeout = httpx.Timeout(timeout_s)
         self._template = template
         self._options = dict(options or {})
         self._content_type = content_type
         self._allow_private = allow_private
-        self._owns_transport = transport is None
-        self._transport = transport or httpx.AsyncHTTPTransport(verify=_ssl_verify(verify), retries=0)
+        self._port = effective_port(self._url)
+        self._transport = transport
+        ssl_context = _ssl_context(verify)
+        self._pool = Http1Pool(ssl_context) if transport is None else None
         self._resolve = resolver
         self._clock = clock
 
@@ -128,21 +142,23 @@ class WebhookChannel:
         headers = self._headers(message.idempotency_key, body)
         host = self._url.host
         try:
-            # One budget for the lookup and the exchange: httpx's timeouts are per phase, so a
-            # receiver dripping a byte at a time would otherwise hold the send for ever.
+            # One budget for the lookup and the whole exchange: a receiver dripping a byte at a
+            # time must not hold the send for ever.
             async with asyncio.timeout(self._timeout_s):
-                response = await self._post(body, headers)
+                reply = await self._post(body, headers)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise ChannelError(f"webhook to {host} timed out", service_fault=True) from exc
         except httpx.UnsupportedProtocol as exc:
             raise ChannelConfigError(f"webhook URL scheme unusable for {host}") from exc
-        except httpx.TransportError as exc:
+        except InvalidRequest as exc:
+            raise ChannelError(f"webhook to {host}: {exc}", permanent=True) from exc
+        except (HttpError, httpx.TransportError) as exc:
             raise ChannelError(f"webhook to {host} failed: {_describe(exc)}", service_fault=True) from exc
-        return self._outcome(response)
+        return self._outcome(reply)
 
     async def aclose(self) -> None:
-        if self._owns_transport:
-            await self._transport.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
 
     def _body(self, message: OutboundMessage) -> bytes:
         if self._template is None:
@@ -151,62 +167,86 @@ class WebhookChannel:
             self._template, message, options=self._options, content_type=self._content_type
         )
 
-    def _headers(self, msg_id: str, body: bytes) -> httpx.Headers:
-        headers = httpx.Headers(self._extra_headers)
-        # Ours replace a configured header of the same name (httpx.Headers is case-insensitive).
-        headers["Content-Type"] = self._content_type
-        headers["User-Agent"] = USER_AGENT
-        headers["Idempotency-Key"] = msg_id
-        headers["webhook-id"] = msg_id
+    def _headers(self, msg_id: str, body: bytes) -> Headers:
+        key = msg_id.encode()
+        headers = [*self._fixed_headers, (b"Idempotency-Key", key), (b"webhook-id", key)]
         if self._secrets:
             timestamp = int(self._clock())
-            headers["webhook-timestamp"] = str(timestamp)
-            headers["webhook-signature"] = sign(self._secrets, msg_id, timestamp, body)
+            headers.append((b"webhook-timestamp", str(timestamp).encode()))
+            headers.append((b"webhook-signature", sign(self._secrets, msg_id, timestamp, body).encode()))
         return headers
 
-    async def _post(self, body: bytes, headers: httpx.Headers) -> httpx.Response:
-        port = effective_port(self._url)
+    async def _post(self, body: bytes, headers: Headers) -> Reply:
         addresses = await vetted_addresses(
-            self._url.host, port, allow_private=self._allow_private, resolve=self._resolve
+            self._url.host, self._port, allow_private=self._allow_private, resolve=self._resolve
         )
         for address in addresses[:-1]:
             try:
                 return await self._post_to(address, body, headers)
-            except httpx.ConnectError:
+            except _CONNECT_ERRORS:
                 continue  # try the next vetted address, as a client's own connect loop would
         return await self._post_to(addresses[-1], body, headers)
 
-    async def _post_to(self, address: IPAddress, body: bytes, headers: httpx.Headers) -> httpx.Response:
+    async def _post_to(self, address: IPAddress, body: bytes, headers: Headers) -> Reply:
+        if self._pool is None:
+            return await self._post_via_transport(address, body, headers)
+        tls_hostname = self._url.host if self._url.scheme == "https" else None
+        framing = [(b"Host", self._url.netloc), (b"Content-Length", str(len(body)).encode())]
+        endpoint = Endpoint(str(address), self._port, tls_hostname)
+        return await self._pool.post(endpoint, self._url.raw_path, [*framing, *headers], body)
+
+    async def _post_via_transport(self, address: IPAddress, body: bytes, headers: Headers) -> Reply:
+        assert self._transport is not None
         target = pinned_request_target(self._url, address)
         request = httpx.Request(
             "POST",
             target.url,
             content=body,
-            headers=[*headers.multi_items(), *target.headers.items()],
-            extensions={"timeout": self._timeout.as_dict(), **target.extensions},
+            headers=[*headers, *((k.encode(), v.encode()) for k, v in target.headers.items())],
+            extensions={"timeout": httpx.Timeout(self._timeout_s).as_dict(), **target.extensions},
         )
         # The transport, not a client: a client would add env proxies (which resolve names
         # themselves, undoing the pinning), cookies, and an INFO log line with the full URL, whose
         # path or query is the credential of Teams, Discord or Slack hooks.
         response = await self._transport.handle_async_request(request)
-        await response.aclose()  # the body is never used; closing frees the connection
-        return response
+        await response.aclose()  # the body is never used
+        return Reply(
+            response.status_code,
+            response.reason_phrase,
+            {name.lower(): value for name, value in response.headers.items()},
+        )
 
-    def _outcome(self, response: httpx.Response) -> Receipt:
-        status = response.status_code
-        detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+    def _outcome(self, reply: Reply) -> Receipt:
+        status = reply.status
+        detail = f"HTTP {status} {reply.reason}".rstrip()
         if 200 <= status < 300:
             return Receipt(channel=self.name, detail=detail)
         where = f"webhook to {self._url.host}: {detail}"
         if status in _TRANSIENT_4XX or status >= 500:
             raise ChannelError(
                 where,
-                retry_after_s=retry_after_s(response.headers.get("Retry-After"), self._clock()),
+                retry_after_s=retry_after_s(reply.headers.get("retry-after"), self._clock()),
                 service_fault=status >= 500 or status == 408,
             )
         if 300 <= status < 400:
             raise ChannelError(f"{where} (redirects are not followed)", permanent=True, service_fault=True)
         raise ChannelError(where, permanent=True, service_fault=status in _ENDPOINT_4XX)
+
+
+def _fixed_headers(configured: Mapping[str, str], content_type: str) -> Headers:
+    """The configured headers (ours replace any of the same name, in any case), then ours, checked."""
+    pairs = [(k, v) for k, v in configured.items() if k.lower() not in _OURS]
+    pairs += [("Content-Type", content_type), ("User-Agent", USER_AGENT)]
+    encoded: Headers = []
+    for name, value in pairs:
+        try:
+            header = (name.encode("ascii"), value.encode())
+            h11.Request(method=b"POST", target=b"/", headers=[(b"Host", b"h"), header])
+        except (UnicodeEncodeError, h11.LocalProtocolError):
+            # Never quote the value: headers carry credentials (Authorization, API keys).
+            raise ChannelConfigError(f"webhook header {name!r} is not a valid HTTP header") from None
+        encoded.append(header)
+    return encoded
 
 
 def _checked_url(url: str) -> httpx.URL:
@@ -217,6 +257,13 @@ def _checked_url(url: str) -> httpx.URL:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ChannelConfigError("webhook URL must be http(s)://host/...")
     return parsed
+
+
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS context httpx would build for ``verify`` (certifi's CAs, SSL_CERT_FILE), HTTP/1.1 only."""
+    context = httpx.create_ssl_context(verify=_ssl_verify(verify))
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def _ssl_verify(verify: bool | str) -> bool | ssl.SSLContext:

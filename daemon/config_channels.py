@@ -73,7 +73,8 @@ class WebhookChannelConfig(Model):
     verify: bool | FilePath = True
     #: allow loopback, private and link-local targets (refused by default: SSRF guard)
     allow_private: bool = False
-    concurrency: PositiveInt = 4
+    #: sends in flight at once; a webhook receiver answers fast, so more overlap pays (docs/performance.md)
+    concurrency: PositiveInt = 16
     retry: RetryConfig | None = None
     #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
     message_template: MessageTemplateConfig | None = None

@@ -103,6 +103,8 @@ class Dispatcher:
         self._outcome_listeners: list[Callable[[str, Claimed, Outcome, ChannelError | None], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
+        self._last_claim_at = float("-inf")
+        self._empty_passes = 0
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
         """Called after each send's outcome is recorded (channel, delivery, outcome, the error if any)."""
@@ -143,7 +145,7 @@ class Dispatcher:
             self.last_pass_at = self._clock.monotonic()
             for listener in self._pass_listeners:
                 listener()
-            await self._idle(wait_s, started)
+            await self._idle(wait_s, self._pace_from(started))
         await self._drain()
 
     def stop(self) -> None:
@@ -198,6 +200,7 @@ class Dispatcher:
         self._spawn(name, self._deliver(name, claimed), f"deliver-{claimed.delivery.id}")
 
     def _spawn(self, name: str, work: Coroutine[None, None, None], task_name: str) -> None:
+        self._last_claim_at = self._clock.monotonic()
         task = asyncio.create_task(work, name=task_name)
         tasks = self._in_flight[name]
         tasks.add(task)
@@ -209,16 +212,25 @@ class Dispatcher:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("delivery task crashed", exc_info=exc, extra={"event": "delivery.crashed"})
 
-    async def _idle(self, wait_s: float, pass_started: float) -> None:
+    def _pace_from(self, pass_started: float) -> float:
+        """When the pause between passes starts counting.
+
+        Under a burst every accepted request wakes the loop; one pass per few milliseconds claims
+        the same work with a fraction of the store round trips. The pause counts from the last
+        pass that claimed something, so the first quiet pass (a send just finished) does not delay
+        a notification accepted right after it; repeated empty passes count from their own start.
+        """
+        self._empty_passes = 0 if self._last_claim_at >= pass_started else self._empty_passes + 1
+        return self._last_claim_at if self._empty_passes <= 1 else pass_started
+
+    async def _idle(self, wait_s: float, pace_from: float) -> None:
         if wait_s > 0:
             try:
                 await asyncio.wait_for(self._wake.wait(), wait_s)
             except TimeoutError:
                 self._sweep_due = True
         self._wake.clear()
-        # Under a burst every accepted request wakes the loop; one pass per few milliseconds
-        # claims the same work with a fraction of the store round trips.
-        rest = MIN_PASS_INTERVAL_S - (self._clock.monotonic() - pass_started)
+        rest = MIN_PASS_INTERVAL_S - (self._clock.monotonic() - pace_from)
         if rest > 0 and not self._stopping:
             await asyncio.sleep(rest)
 

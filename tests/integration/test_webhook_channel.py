@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.server
+import itertools
 import logging
+import re
 import ssl
 import threading
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -370,7 +374,7 @@ async def test_no_secret_reaches_the_logs(
 ) -> None:
     """At DEBUG, a failing send logs neither the signing secrets, the routing key nor the URL's sig."""
     caplog.set_level(logging.DEBUG)
-    caplog.set_level(logging.DEBUG, logger="httpcore")  # tests/conftest.py quiets it to INFO
+    logging.getLogger("channels.webhook").debug("capture check")  # the channel itself logs nothing
     receiver.respond(response)
     url = receiver.url + "?api-version=2016-06-01&sig=UrlSignatureCanary123"
     channel = make(
@@ -383,7 +387,7 @@ async def test_no_secret_reaches_the_logs(
     error = await _failure(channel)
     await receiver.wait_for_async(1)
     text = caplog.text + "".join(traceback.format_exception(error))
-    assert caplog.records, "httpcore logs at DEBUG, so the capture is live"
+    assert "capture check" in caplog.text, "the capture is live at DEBUG"
     for secret in (SECRET, OLD_SECRET.removeprefix("whsec_"), ROUTING_KEY, "UrlSignatureCanary123"):
         assert secret not in text
 
@@ -483,3 +487,148 @@ def test_unreadable_ca_bundle_is_a_config_error(tmp_path: Path) -> None:
     """A verify path that is not a readable CA bundle fails at construction."""
     with pytest.raises(ChannelConfigError, match="CA bundle"):
         WebhookChannel("hook", "https://hooks.example.com/x", SECRET, verify=str(tmp_path / "missing.pem"))
+
+
+# --- the HTTP/1.1 connection: keep-alive, and when a connection must not be reused ----------------
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+#: what a connection's n-th request (from 0) is answered with; None closes without an answer
+Answer = Callable[[int, int], Awaitable[bytes | None]]
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server whose answers a test writes byte for byte; counts connections."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self.connections = 0
+        self.requests = 0
+        self.url = ""
+        self.writers: list[asyncio.StreamWriter] = []
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection, self.connections = self.connections, self.connections + 1
+        self.writers.append(writer)
+        self.handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            for nth in itertools.count():
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                await reader.readexactly(int(length[1]) if length else 0)
+                self.requests += 1
+                if (answer := await self._answer(connection, nth)) is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed the connection
+        writer.close()
+
+
+@asynccontextmanager
+async def raw_server(answer: Answer) -> AsyncIterator[RawServer]:
+    state = RawServer(answer)
+    server = await asyncio.start_server(state._handle, "127.0.0.1", 0)
+    state.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    async with server:
+        yield state
+        # Closing the connections ends the handlers normally (3.11 logs a cancelled one as an error).
+        for writer in state.writers:
+            writer.close()
+        await asyncio.gather(*state.handlers)
+
+
+async def _always_ok(connection: int, nth: int) -> bytes:
+    return OK
+
+
+async def test_sends_share_one_kept_alive_connection(make: Factory) -> None:
+    """Consecutive sends go over one connection, not one connection each."""
+    async with raw_server(_always_ok) as server:
+        channel = make("hook", server.url, SECRET)
+        for _ in range(3):
+            assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert (server.connections, server.requests) == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200_000,
+        OK + b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["connection-close", "large-body", "stray-bytes-after-the-answer"],
+)
+async def test_connection_is_not_reused_when_it_cannot_be(answer: bytes, make: Factory) -> None:
+    """An answer saying close, too large to read, or followed by stray bytes: the next send reconnects."""
+
+    async def first_then_ok(connection: int, nth: int) -> bytes:
+        return answer if connection == 0 else OK
+
+    async with raw_server(first_then_ok) as server:
+        channel = make("hook", server.url, SECRET)
+        for _ in range(2):
+            assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert server.connections == 2
+
+
+async def test_kept_alive_connection_closed_by_the_server_is_retried_once(make: Factory) -> None:
+    """A reused connection closed without an answer (the server's idle timeout) costs no failure."""
+
+    async def one_per_connection(connection: int, nth: int) -> bytes | None:
+        return OK if nth == 0 else None
+
+    async with raw_server(one_per_connection) as server:
+        channel = make("hook", server.url, SECRET)
+        for _ in range(2):
+            assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert (server.connections, server.requests) == (2, 3)
+
+
+async def test_new_connection_closed_without_an_answer_is_transient(make: Factory) -> None:
+    """On a fresh connection, no answer is a transient service fault, not retried in the channel."""
+
+    async def never(connection: int, nth: int) -> None:
+        return None
+
+    async with raw_server(never) as server:
+        error = await _failure(make("hook", server.url, SECRET))
+        assert not error.permanent
+        assert error.service_fault
+        assert server.requests == 1
+
+
+async def test_timed_out_connection_is_never_reused(make: Factory) -> None:
+    """After a timeout the late answer cannot be taken for the next send's: that one reconnects."""
+    late = asyncio.Event()
+
+    async def first_late(connection: int, nth: int) -> bytes:
+        if connection == 0:
+            await late.wait()
+            return b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+        return OK
+
+    async with raw_server(first_late) as server:
+        channel = make("hook", server.url, SECRET, timeout_s=0.2)
+        assert "timed out" in str(await _failure(channel))
+        late.set()
+        assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert server.connections == 2
+
+
+def test_configured_header_http_cannot_carry_is_a_config_error() -> None:
+    """A header value with a line break fails at construction, naming the header, never its value."""
+    with pytest.raises(ChannelConfigError, match="X-Api-Key") as info:
+        WebhookChannel("hook", "https://hooks.example.com/x", headers={"X-Api-Key": "s3cr3t\r\nX: y"})
+    assert "s3cr3t" not in str(info.value)
+
+
+async def test_idempotency_key_http_cannot_carry_is_permanent(make: Factory) -> None:
+    """A key that cannot be a header value can never be sent: permanent, and nothing goes out."""
+    async with raw_server(_always_ok) as server:
+        with pytest.raises(ChannelError) as info:
+            await make("hook", server.url, SECRET).send(_message(idempotency_key="idem\r\nX-Injected: 1"))
+        assert info.value.permanent
+        assert server.requests == 0
