@@ -197,7 +197,8 @@ end
         raise RuntimeError(f"{target.name} refused requests:\n{out}")
     try:
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
-        p50, p99 = (_ms(re.search(rf"{p}%\s+(\S+)", out)[1]) for p in ("50", "99"))  # type: ignore[index]
+        # Anchored: the "+/- Stdev" column (e.g. "62.50%") must not pass for a percentile.
+        p50, p99 = (_ms(re.search(rf"^\s*{p}%\s+(\S+)", out, re.M)[1]) for p in ("50", "99"))  # type: ignore[index]
     except (TypeError, AttributeError) as exc:
         raise RuntimeError(f"unexpected wrk output against {target.name}:\n{out}") from exc
     return WrkResult(rate * per_request, p50, p99)
