@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from daemon.announce import Announcer
-from daemon.api.ack import slack_apps
+from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
 from daemon.build import (
     api_grants,
@@ -82,7 +82,7 @@ class Daemon:
         self._directory: Directory = build_directory(config.directory)
         self._tokens = config.api_tokens()
         self._intake = config.intake
-        self._twilio_accounts = twilio_accounts(config)
+        self._twilio_accounts = with_repliers(twilio_accounts(config), config)
         self._slack_apps = slack_apps(config)
         self._templates = template_book(config)
         self._grants = api_grants(config)
@@ -137,6 +137,7 @@ class Daemon:
             self._clock,
             config.provider.name,
             in_flight=lambda: self.dispatcher.in_flight,
+            leads=self._leads,
         )
         smtp_intake = config.intake.smtp
         self.smtp = None if smtp_intake is None else SmtpIntake(smtp_intake, self.acceptor)
@@ -174,12 +175,12 @@ class Daemon:
         await self.store.open()
         await self.monitor.load()
         self.monitor.on_mode_change(self._mode_changed)
+        self.monitor.on_lead(self._elected)
         if self.leadership is not None:  # HA wiring (issue 8)
             await self.leadership.start()
+        else:  # alone, this node leads from the start
+            self._elected()
         self.monitor.on_passive_failure(self.scheduler.run_now)
-        if self._leads() and self.monitor.mode == "healthy":
-            # the last run may have stopped between a recovery and its catch-up: queued once by key
-            self._background(self.catchup.run(horizon=HORIZON))
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         if self.config.drills is not None:
             routes = self.config.drills.routes
@@ -239,6 +240,11 @@ class Daemon:
     def _leads(self) -> bool:
         return self.leadership is None or self.leadership.is_leader
 
+    def _elected(self) -> None:
+        # The last leader (or run) may have stopped between a recovery and its catch-up, or hit a
+        # store error in it: queued once by key. In an outage it is held until the recovery.
+        self._background(self.catchup.run(horizon=HORIZON))
+
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})
         self.dispatcher.request_sweep()
@@ -274,6 +280,7 @@ class Daemon:
         if self.leadership is not None:  # HA wiring (issue 8): hand over at once
             await self.leadership.stop()
         self.dispatcher.stop()
+        self.catchup.stop()
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
@@ -301,7 +308,7 @@ class Daemon:
             self._routes = config.policy()
             self._directory = build_directory(config.directory)
             self._tokens = config.api_tokens()
-            self._twilio_accounts = twilio_accounts(config)
+            self._twilio_accounts = with_repliers(twilio_accounts(config), config)
             self._slack_apps = slack_apps(config)
             self._templates = template_book(config)
             self._grants = api_grants(config)

@@ -1,8 +1,10 @@
 """The recovery catch-up: after an outage, each person gets one email of what reached them elsewhere.
 
-On confirmed recovery (the routing mode returns to ``healthy``; the leader alone, in HA) and at
-start-up (in case the daemon stopped before queuing it), the latest ended outage is read from the
-stored transitions and its backup sends from the notifications' delivery trails (``search``).
+On confirmed recovery (the routing mode returns to ``healthy``; the leader alone, in HA), when a
+node becomes the leader and at start-up (the last leader may have stopped before queuing it), the
+latest ended outage is read from the stored transitions and its backup sends from the
+notifications' delivery trails (``search``); a store error is retried with backoff while the node
+leads (review finding 8). Sends a status callback later reported undelivered are left out.
 Who a send reached is worked out again from the notification's recipients, the directory and the
 channel's :class:`~daemon.core.directory.Audience`, as the renderer did when it sent it. Each
 person's email is accepted into the outbox with the key ``catchup:<outage start>:<person>``, so a
@@ -13,12 +15,23 @@ provider fails again first. Routes with ``catch_up: false`` are left out. See do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 from daemon.clock import Clock
-from daemon.core.catchup import Outage, Sent, catch_up_email, catch_up_key, last_outage, received_by
+from daemon.core.backoff import RetryPolicy, retry_delay
+from daemon.core.catchup import (
+    Outage,
+    Sent,
+    catch_up_email,
+    catch_up_key,
+    last_outage,
+    received_by,
+    withdrawn,
+)
 from daemon.core.model import Mode, Notification, Plan, Severity
 from daemon.core.routing import Route, walk
 from daemon.drills import SOURCE as DRILL_SOURCE
@@ -34,9 +47,12 @@ ROUTE = "catch-up"
 EVENTS = 500
 #: notifications created this long before the outage may still have been sent during it
 LOOKBACK = timedelta(days=1)
-#: at start-up, outages that ended longer ago than this get no (late) catch-up
+#: at start-up and election, outages that ended longer ago than this get no (late) catch-up
 HORIZON = timedelta(days=1)
 PAGE = 200
+#: a store that fails (a PostgreSQL failover, a locked disk) is tried again for 3 to 6 minutes
+#: (jittered); past that the next election or start-up runs it (HORIZON)
+RETRY = RetryPolicy(initial_s=1.0, max_s=120.0, max_attempts=10)
 
 
 class CatchUp:
@@ -51,6 +67,8 @@ class CatchUp:
         *,
         in_flight: Callable[[], int] = lambda: 0,
         settle_s: float = 10.0,
+        leads: Callable[[], bool] = lambda: True,
+        retry: RetryPolicy = RETRY,
     ) -> None:
         self._store = store
         self._people = people
@@ -60,6 +78,15 @@ class CatchUp:
         self._provider = provider_name
         self._in_flight = in_flight
         self._settle_s = settle_s
+        self._leads = leads
+        self._retry = retry
+        # runs overlap (a recovery and an election at once): one at a time, the second finds the keys
+        self._running = asyncio.Lock()
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        """Shutting down: no more retries (the next start or leader runs the catch-up)."""
+        self._stopped.set()
 
     async def after_recovery(self) -> int:
         """Let sends in flight at the recovery record their outcome (briefly), then :meth:`run`."""
@@ -71,16 +98,48 @@ class CatchUp:
         return await self.run()
 
     async def run(self, horizon: timedelta | None = None) -> int:
-        """Queue the catch-ups of the latest ended outage; how many were new. Never raises StoreError."""
-        try:
-            view = await self._store.provider(events=EVENTS, checks=0)
-            outage = last_outage(list(reversed(view.events)))
-            if outage is None or (horizon and self._clock.now() - outage.ended_at > horizon):
-                return 0
-            return await self._queue(outage, [s async for s in self._sends(outage)])
-        except StoreError as exc:
-            log.error("could not queue the catch-up emails: %s", exc, extra={"event": "catchup.failed"})
+        """Queue the catch-ups of the latest ended outage; how many were new. Never raises StoreError.
+
+        A store error is logged and the run tried again with backoff, until it succeeds, the
+        retries run out, this node no longer leads or the daemon stops.
+        """
+        attempt = 1
+        while True:
+            try:
+                async with self._running:
+                    return await self._run_once(horizon)
+            except StoreError as exc:
+                again = attempt < self._retry.max_attempts and not self._stopped.is_set()
+                log.error(
+                    "could not queue the catch-up emails (try %d): %s%s",
+                    attempt,
+                    exc,
+                    "; trying again" if again else "; giving up until the next start or election",
+                    extra={"event": "catchup.failed", "attempt": attempt, "retrying": again},
+                )
+                if not again or not await self._pause(retry_delay(self._retry, attempt, random.random())):
+                    return 0
+                attempt += 1
+
+    async def _pause(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` (less if stopped); whether to try again."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay_s)
+        if self._stopped.is_set():
+            return False
+        if not self._leads():
+            log.info(
+                "catch-up: no longer the leader, the new one runs it", extra={"event": "catchup.handed_over"}
+            )
+            return False
+        return True
+
+    async def _run_once(self, horizon: timedelta | None) -> int:
+        view = await self._store.provider(events=EVENTS, checks=0)
+        outage = last_outage(list(reversed(view.events)))
+        if outage is None or (horizon and self._clock.now() - outage.ended_at > horizon):
             return 0
+        return await self._queue(outage, [s async for s in self._sends(outage)])
 
     async def _sends(self, outage: Outage) -> AsyncIterator[Sent]:
         routes = {r.name: r for _, r in walk(self._routes())}
@@ -103,10 +162,14 @@ class CatchUp:
     def _sent(self, view: NotificationView, outage: Outage) -> Iterator[Sent]:
         n = view.notification
         audiences = self._people.audiences()
+        # e.g. an SMS Twilio later reported undelivered: that delivery failed, it reached nobody
+        undone = withdrawn((a.channel, a.attempt, a.outcome) for a in view.attempts)
         for attempt in view.attempts:
             audience = audiences.get(attempt.channel)
             during = outage.started_at <= attempt.started_at <= outage.ended_at
             if audience is None or attempt.outcome != "delivered" or not during:
+                continue
+            if (attempt.channel, attempt.attempt) in undone:
                 continue
             found = self._people.readdress(attempt.channel, n, view.route, attempt.started_at)
             recipients = n.recipients if found is None else found.recipients

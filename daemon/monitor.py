@@ -41,6 +41,7 @@ class ProviderMonitor:
         self._check_listeners: list[Callable[[CheckResult], None]] = []
         self._transition_listeners: list[Callable[[Transition], None]] = []
         self._deposed_listeners: list[Callable[[str], None]] = []
+        self._lead_listeners: list[Callable[[], None]] = []
         #: alone (SQLite) a node always leads; daemon.leadership switches this
         self._leading = True
         self._vantage: Callable[[CheckResult], Awaitable[CheckResult]] | None = None
@@ -112,6 +113,11 @@ class ProviderMonitor:
         """Called when a provider write was fenced off: this node is no longer the leader."""
         self._deposed_listeners.append(listener)
 
+    def on_lead(self, listener: Callable[[], None]) -> None:
+        """Called when this node is elected, once it has adopted the stored state (e.g. to pick up
+        work a dead leader left unfinished)."""
+        self._lead_listeners.append(listener)
+
     async def load(self) -> None:
         """Resume the state stored by the last run, and each check's latest results."""
         await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
@@ -127,6 +133,8 @@ class ProviderMonitor:
             self._leading = True
             self._shown, self._last_event = {}, None
             await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
+            for listener in self._lead_listeners:
+                listener()
 
     async def follow(self, checks: Sequence[CheckResult] = ()) -> None:
         """A follower adopts the state the leader stored (the routing mode comes with it).

@@ -4,8 +4,9 @@ An outage, here, is an episode of the ``outage`` routing mode: from the transiti
 ``healthy`` mode to the one that returned to it (``recovering``, ``flapping`` and overlays in
 between belong to the episode). What reached a person is every backup send of the episode whose
 destinations include one of that person's targets, minus destinations the channel's receipt
-names as failed. One catch-up email per person and episode, keyed so that restarts and several
-nodes queue it once: ``catchup:<episode start>:<person>``.
+names as failed and sends a vendor's status callback later reported undelivered. One catch-up
+email per person and episode, keyed so that restarts and several nodes queue it once:
+``catchup:<episode start>:<person>``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from daemon.core.model import Mode, mode_for
 #: how each channel's receipt detail introduces the destinations it could not reach
 #: (channels/sms.py "; failed ", channels/slack.py "; not posted: ", channels/email.py "; refused: ")
 _FAILED_MARKERS = ("; failed ", "; not posted: ", "; refused: ")
+#: the outcome the store records when a status callback reports a delivered message undelivered
+#: (daemon/store/transactions.py): that delivery's final state is failed, it reached nobody
+UNDELIVERED = "callback:failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,22 @@ def last_outage(transitions: Sequence[Transition]) -> Outage | None:
             found = Outage(started_at, transition.at)
         mode = new
     return found
+
+
+def withdrawn(trail: Iterable[tuple[str, int, str]]) -> frozenset[tuple[str, int]]:
+    """The (channel, attempt) of the delivered sends in ``trail`` that a later callback undid.
+
+    ``trail`` is a notification's attempts in order, as (channel, attempt number, outcome); the
+    store records a callback with the attempt number of the send it concerns.
+    """
+    delivered: set[tuple[str, int]] = set()
+    undone: set[tuple[str, int]] = set()
+    for channel, attempt, outcome in trail:
+        if outcome == "delivered":
+            delivered.add((channel, attempt))
+        elif outcome == UNDELIVERED and (channel, attempt) in delivered:
+            undone.add((channel, attempt))
+    return frozenset(undone)
 
 
 def received_by(sends: Iterable[Sent], directory: Directory) -> dict[str, list[Received]]:

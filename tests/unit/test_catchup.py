@@ -16,6 +16,7 @@ from daemon.core.catchup import (
     catch_up_key,
     last_outage,
     received_by,
+    withdrawn,
 )
 from daemon.core.directory import Audience, Directory, Person
 from daemon.core.health import Transition
@@ -64,6 +65,21 @@ def _steps(*states: ProviderState) -> list[Transition]:
 def test_last_outage_spans_the_outage_mode(transitions: list[Transition], expected: Outage | None) -> None:
     """The episode runs from leaving the healthy mode to returning to it, overlays and flapping included."""
     assert last_outage(transitions) == expected
+
+
+def test_withdrawn_names_sends_a_callback_reported_undelivered() -> None:
+    """A delivered send a later callback reports failed is undone; a good callback undoes nothing."""
+    trail = [
+        ("sms", 1, "callback:failed"),  # about nothing delivered (yet): ignored
+        ("sms", 1, "retry"),
+        ("sms", 2, "delivered"),
+        ("sms", 2, "callback:failed"),
+        ("sms", 2, "callback:failed"),  # a second part of the same message
+        ("slack", 1, "delivered"),
+        ("sms2", 1, "delivered"),
+        ("sms2", 1, "callback:delivered"),
+    ]
+    assert withdrawn(trail) == {("sms", 2)}
 
 
 def test_received_by_maps_destinations_back_to_people() -> None:
