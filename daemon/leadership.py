@@ -9,7 +9,8 @@ before its lease would have run out, steps down; followers read the state the le
 
 Every node runs the checks and stores its results under its name (a vantage point); the
 leader merges each check's latest fresh result per node into one, down only when at least
-``nodes_quorum`` nodes see it down (:mod:`daemon.vantage`), and feeds that to the HealthTracker.
+``nodes_quorum`` nodes see it down with their own controls up (the failures of a node whose
+controls fail are no votes: :mod:`daemon.vantage`), and feeds that to the HealthTracker.
 Every round, each node also reads the nodes' latest results back for its explain: a follower's
 own tracker decides nothing, so what it shows is the leader's stored decision and that view.
 """
@@ -56,7 +57,7 @@ class Leadership:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         store.fence(None)
-        monitor.set_vantage(Vantage(store, quorum, fresh_s).merge)
+        monitor.set_vantage(Vantage(store, quorum, fresh_s, lambda: monitor.tracker.policy).merge)
         monitor.set_leading(False)
         monitor.on_deposed(lambda why: self._fenced("provider", why))
 

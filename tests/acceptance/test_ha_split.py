@@ -2,7 +2,8 @@
 
 Each node's provider check goes to an SMTP server of its own and its control check (TCP) to a
 port of its own, so the test gives every node a different view of the world: one node whose
-own network fails is outvoted; two nodes seeing the provider down (controls up) declare it.
+own network fails is outvoted, and abstains (its DOWN is no vote, so it and one node seeing the
+provider down are no quorum); two nodes seeing the provider down (controls up) declare it.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _checks(control_port: int) -> dict[str, str]:
 def test_split_views_outage_only_when_two_of_three_nodes_see_it(
     split: tuple[list[Vantage], WebhookReceiver, str],
 ) -> None:
-    """One node down with its control (the leader): no outage; two of three down, controls up: outage."""
+    """Leader down with its control (+ one follower down): no outage; two down, controls up: outage."""
     views, hook, url = split
     lead, _ = until(lambda: leader_row(url)[0] and leader_row(url), 10, "a leader")
     broken = next(v for v in views if v.node.node == lead)
@@ -96,10 +97,20 @@ def test_split_views_outage_only_when_two_of_three_nodes_see_it(
     assert f"node {lead} (leader) sees the provider unknown" in told, told
     assert f"follows: {lead} leads" in told, told
 
+    # one follower sees the provider down with its control up: with the leader's own network
+    # failing, that is one vote of the two needed, not two
+    followers[0].provider.stop()
+    until(lambda: _downs(url, followers[0].node.node, since), 30, "the follower's first down")
+    since = _db_now(url)
+    until(lambda: _rounds_down(url, lead, since) >= ROUNDS, 30, f"{ROUNDS} more rounds, one vote down")
+    assert _transitions(url) == [], "a node whose own network fails made up the quorum"
+    assert all(view.node.provider_state() == "healthy" for view in views)
+
     broken.provider.start()
     broken.control.start()
-    for view in followers:
-        view.provider.stop()
+    since = _db_now(url)  # the leader sees the provider working again before the second vote
+    until(lambda: _latest(url, lead, "smtp", since) == "ok", 30, "the leader's provider back")
+    followers[1].provider.stop()
     until(lambda: all(v.node.provider_state() == "outage" for v in views), 30, "outage on every node")
     (declared,) = [cause for cause, to in _transitions(url) if to == "outage"]
     assert "2 of 3 nodes see it down (quorum 2)" in declared, declared
@@ -119,6 +130,29 @@ def _db_now(url: str) -> Any:
         row = conn.execute("SELECT now()").fetchone()
     assert row is not None
     return row[0]
+
+
+def _downs(url: str, node: str, since: Any) -> int:
+    """The node's smtp DOWN results since ``since``."""
+    with admin(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM check_results"
+            " WHERE node = %s AND check_name = 'smtp' AND status = 'down' AND at >= %s",
+            (node, since),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _latest(url: str, node: str, check: str, since: Any) -> str | None:
+    """The status of the node's latest ``check`` result since ``since``, if any."""
+    with admin(url) as conn:
+        row = conn.execute(
+            "SELECT status FROM check_results WHERE node = %s AND check_name = %s AND at >= %s"
+            " ORDER BY at DESC, id DESC LIMIT 1",
+            (node, check, since),
+        ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _rounds_down(url: str, node: str, since: Any) -> int:

@@ -174,30 +174,58 @@ async def test_stop_hands_over_at_once(pg_nodes: PgFactory) -> None:
     assert other.is_leader
 
 
+#: smtp triggers; "control" is a target outside the provider (its DOWN blames our network)
+SPLIT = Policy({"smtp": CheckPolicy(), "control": CheckPolicy(Role.CONTROL)})
+
+
+def vantage(store: PostgresStore, quorum: int, fresh_s: float = 60) -> Vantage:
+    return Vantage(store, quorum, fresh_s, lambda: SPLIT)
+
+
 async def test_split_views_need_the_quorum(pg_nodes: PgFactory) -> None:
-    """With quorum 2 of 3: one node seeing it down (control down too) is no outage; two are."""
+    """With quorum 2 of 3: one node seeing it down (control down too) is no outage; two voting are."""
     a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
-    vantage = Vantage(a, quorum=2, fresh_s=60)
     await c.record_check(result("smtp", CheckStatus.DOWN))
     await c.record_check(result("control", CheckStatus.DOWN))
     await b.record_check(result("smtp", CheckStatus.OK))
     await b.record_check(result("control", CheckStatus.OK))
-    assert (await vantage.merge(result("smtp", CheckStatus.OK))).status == CheckStatus.OK
-    assert (await vantage.merge(result("control", CheckStatus.OK))).status == CheckStatus.OK
+    assert (await vantage(a, 2).merge(result("smtp", CheckStatus.OK))).status == CheckStatus.OK
+    assert (await vantage(a, 2).merge(result("control", CheckStatus.OK))).status == CheckStatus.OK
+    await c.record_check(result("control", CheckStatus.OK))  # c's own network works again
     await b.record_check(result("smtp", CheckStatus.DOWN))
-    merged = await vantage.merge(result("smtp", CheckStatus.OK))
+    merged = await vantage(a, 2).merge(result("smtp", CheckStatus.OK))
     assert merged.status == CheckStatus.DOWN and "2 of 3 nodes" in merged.reason
-    alone = await Vantage(a, quorum=3, fresh_s=60).merge(result("smtp", CheckStatus.OK))
+    alone = await vantage(a, 3).merge(result("smtp", CheckStatus.OK))
     assert alone.status == CheckStatus.OK
+
+
+async def test_node_whose_own_network_fails_does_not_make_the_quorum(pg_nodes: PgFactory) -> None:
+    """A: provider and control down, B: provider down (control up), C fine, quorum 2: no outage."""
+    a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
+    seen: dict[PostgresStore, list[CheckResult]] = {}
+    for store, smtp, control in [(a, "down", "down"), (b, "down", "ok"), (c, "ok", "ok")]:
+        seen[store] = [result("control", CheckStatus(control)), result("smtp", CheckStatus(smtp))]
+        for each in seen[store]:
+            await store.record_check(each)
+    for leader, mine in seen.items():  # whoever leads, merging its own latest results
+        for own in mine:
+            merged = await vantage(leader, 2).merge(own)
+            assert merged.status != CheckStatus.DOWN, (leader.node, merged)
+    told = await vantage(c, 2).merge(result("smtp", CheckStatus.OK))
+    assert f"{a.node} too, but with its controls down (its own network): not counted" in told.reason
+    await c.record_check(result("smtp", CheckStatus.DOWN))
+    declared = await vantage(a, 2).merge(result("smtp", CheckStatus.DOWN))
+    assert declared.status == CheckStatus.DOWN, "B and C see it down with their controls up"
+    assert "2 of 3 nodes see it down with their controls up (quorum 2)" in declared.reason
 
 
 async def test_own_down_below_quorum_counts_as_up(pg_nodes: PgFactory) -> None:
     """The leader alone seeing it down, others up: the merged round is up, saying why."""
     a, b = await pg_nodes("a"), await pg_nodes("b")
     await b.record_check(result("smtp", CheckStatus.OK))
-    merged = await Vantage(a, quorum=2, fresh_s=60).merge(result("smtp", CheckStatus.DOWN))
+    merged = await vantage(a, 2).merge(result("smtp", CheckStatus.DOWN))
     assert merged.status == CheckStatus.OK and "1 of 2 nodes" in merged.reason
-    lonely = await Vantage(b, quorum=2, fresh_s=0.001).merge(result("smtp", CheckStatus.DOWN))
+    lonely = await vantage(b, 2, fresh_s=0.001).merge(result("smtp", CheckStatus.DOWN))
     assert lonely.status == CheckStatus.UNKNOWN
 
 
@@ -264,16 +292,16 @@ async def test_follower_explain_shows_the_leaders_decision_and_every_nodes_check
     pg_nodes: PgFactory,
 ) -> None:
     """A follower explains the leader's stored decision, the checks as merged, and each node's view."""
-    a, b, c = await pg_nodes("a"), await pg_nodes("b"), await pg_nodes("c")
-    policy = Policy({"smtp": CheckPolicy(), "control": CheckPolicy(Role.CONTROL)})
-    leader, follower = node_of(a, 10, 2, policy), node_of(b, 10, 2, policy)
+    a, b, c, d = [await pg_nodes(name) for name in "abcd"]
+    leader, follower = node_of(a, 10, 2, SPLIT), node_of(b, 10, 2, SPLIT)
     await leader.tick()
     await follower.tick()
     assert follower.monitor.explain().checks[0].latest is None, "nothing reported yet"
     await c.record_check(result("smtp", CheckStatus.DOWN, "refused at c"))
     await c.record_check(result("control", CheckStatus.DOWN))
-    await b.record_check(result("control", CheckStatus.OK))
-    await b.record_check(result("smtp", CheckStatus.DOWN, "refused at b"))
+    for voter in (b, d):
+        await voter.record_check(result("control", CheckStatus.OK))
+        await voter.record_check(result("smtp", CheckStatus.DOWN, f"refused at {voter.node}"))
     await leader.monitor.check_result(result("control", CheckStatus.OK))
     await leader.monitor.check_result(result("smtp", CheckStatus.OK))
     await follower.tick()
@@ -281,14 +309,15 @@ async def test_follower_explain_shows_the_leaders_decision_and_every_nodes_check
     assert told.state == ProviderState.OUTAGE
     seen = {view.name: view.latest for view in told.checks}
     assert seen["smtp"] is not None and seen["smtp"].status == CheckStatus.DOWN
-    assert "2 of 3 nodes see it down (quorum 2)" in seen["smtp"].reason
+    assert "2 of 4 nodes see it down with their controls up (quorum 2)" in seen["smtp"].reason
+    assert f"{c.node} too, but with its controls down (its own network): not counted" in seen["smtp"].reason
     assert seen["control"] is not None and seen["control"].status == CheckStatus.OK
     why = "\n".join(told.why)
     assert f"this node ({b.node}) follows: {a.node} leads" in why
     assert "the leader's last transition" in why and "-> outage" in why
     assert f"node {a.node} (leader) sees the provider working" in why
     assert f"node {b.node} (follower, this node) sees the provider down" in why
-    assert f"node {c.node} (follower) sees the provider unknown" in why
+    assert f"node {c.node} (follower) sees the provider unknown" in why and "it does not vote" in why
 
 
 def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, int, str | None]]:
