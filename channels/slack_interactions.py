@@ -6,6 +6,12 @@ keyed with the app's signing secret. A timestamp more than five minutes away fro
 refused (a replayed request), and the comparison takes constant time. The body is a form with one
 field, ``payload``: the JSON of the interaction (https://api.slack.com/reference/interaction-payloads/block-actions).
 
+A verified click proves that Slack relayed it for a workspace member who could see our message (the
+button's value comes from the message our app posted, not from the user). Who clicked is recorded,
+not checked against a list: on-call rotas change faster than config, and a Slack id is all we get.
+The signing secret belongs to the app, not to a workspace, so the app must stay undistributed
+(installed in our workspace only), or other workspaces' clicks would verify too.
+
 Exceptions::
 
     InteractionError           the request cannot be used (the API answers 4xx)

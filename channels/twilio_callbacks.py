@@ -11,7 +11,8 @@ request arrived at: behind a TLS-terminating proxy the two differ and every sign
 
 Inbound messages (a reply "ACK <code>") arrive at the number's messaging webhook
 (https://www.twilio.com/docs/messaging/guides/webhook-request), signed the same way, and are
-answered with TwiML (https://www.twilio.com/docs/messaging/twiml).
+answered with TwiML (https://www.twilio.com/docs/messaging/twiml), or with an empty answer when
+the sender is nobody we text: no SMS back, so a stranger learns nothing and costs nothing.
 
 Exceptions::
 
@@ -133,6 +134,10 @@ def ack_code_in(text: str) -> str | None:
 def twiml_reply(text: str) -> str:
     """A TwiML document answering the sender with ``text``."""
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Message>{escape(text)}</Message></Response>'
+
+
+#: TwiML that sends nothing back: an empty Response (https://www.twilio.com/docs/messaging/twiml)
+TWIML_SILENCE = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
 def parse_status_callback(form: Mapping[str, str]) -> StatusCallback:

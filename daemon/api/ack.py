@@ -6,12 +6,20 @@ to be paged, and ``send`` tokens sit in every script and monitoring system that 
 none of those should be able to stop an escalation. Slack and Twilio prove who they are with their
 request signatures instead of a token (see :mod:`channels.slack_interactions` and
 :mod:`channels.twilio_callbacks`).
+
+A signature proves only that Twilio relayed the SMS, not who wrote it: anyone can text our number.
+So an SMS is heard only from a number the daemon texts (an SMS channel's ``recipients``, a directory
+person's ``phone``); any other sender gets an empty answer whatever the code, and a log line. A
+Slack click is not checked against the directory: the button exists only in messages our app
+posted, Slack vouches for the clicking member of the workspace and names them in the trail, and a
+directory ``slack`` may be an email address that only a Slack API call would turn into an id.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -22,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 from channels import slack_interactions as slack
 from channels.twilio_callbacks import (
     SIGNATURE_HEADER,
+    TWIML_SILENCE,
     CallbackError,
     ForgedCallback,
     InboundMessage,
@@ -32,12 +41,14 @@ from channels.twilio_callbacks import (
 from daemon.api.callbacks import TwilioAccount
 from daemon.api.errors import error_response
 from daemon.clock import Clock
-from daemon.config_channels import SlackChannelConfig
+from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
 from daemon.core.model import ack_code
 from daemon.store.base import Store
 
 if TYPE_CHECKING:
     from daemon.config import Config
+
+log = logging.getLogger(__name__)
 
 #: Twilio's messaging webhook for our number: the status callback URL with this appended
 INBOUND_SUFFIX = "/inbound"
@@ -58,6 +69,19 @@ def slack_apps(config: Config) -> list[SlackApp]:
         for name, c in config.channels.items()
         if isinstance(c, SlackChannelConfig) and c.signing_secret is not None
     ]
+
+
+def texted_numbers(config: Config) -> frozenset[str]:
+    """The numbers this daemon texts: the SMS channels' ``recipients`` and the directory's phones."""
+    sms = (n for c in config.channels.values() if isinstance(c, SmsChannelConfig) for n in c.recipients)
+    people = (p.phone for p in config.directory.people.values() if p.phone is not None)
+    return frozenset((*sms, *people))
+
+
+def with_repliers(accounts: Sequence[TwilioAccount], config: Config) -> list[TwilioAccount]:
+    """``accounts`` hearing SMS replies from the numbers the daemon texts (composition root, reload)."""
+    numbers = texted_numbers(config)
+    return [replace(account, repliers=numbers) for account in accounts]
 
 
 class AckIn(BaseModel):
@@ -120,13 +144,16 @@ def ack_router(
         """Twilio's messaging webhook: a reply ``ACK <code>`` acknowledges; answered with TwiML."""
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
         try:
-            message = _verify_inbound(twilio_accounts(), form, request.headers.get(SIGNATURE_HEADER))
+            account, message = _verify_inbound(twilio_accounts(), form, request.headers.get(SIGNATURE_HEADER))
         except ForgedCallback:
             return error_response(
                 403, "forbidden", "the Twilio signature does not match any configured account"
             )
         except CallbackError as exc:
             return error_response(400, "invalid_request", str(exc))
+        if message.sender not in account.repliers:
+            _stranger(account, message)
+            return Response(TWIML_SILENCE, media_type="application/xml")
         return Response(twiml_reply(await _sms_ack(store, clock, message)), media_type="application/xml")
 
     return router
@@ -134,13 +161,24 @@ def ack_router(
 
 def _verify_inbound(
     accounts: Sequence[TwilioAccount], form: dict[str, str], signature: str | None
-) -> InboundMessage:
+) -> tuple[TwilioAccount, InboundMessage]:
     for account in accounts:
         try:
-            return verify_inbound(account.auth_token, inbound_url(account.callback_url), form, signature)
+            url = inbound_url(account.callback_url)
+            return account, verify_inbound(account.auth_token, url, form, signature)
         except ForgedCallback:
             continue
     raise ForgedCallback()
+
+
+def _stranger(account: TwilioAccount, message: InboundMessage) -> None:
+    # the body is left out: it may hold a valid code, and the log is read more widely than the trail
+    log.warning(
+        "SMS to %s from %s, a number this daemon does not text: ignored",
+        account.channel,
+        message.sender,
+        extra={"event": "ack.sms_unknown_sender", "channel": account.channel, "sender": message.sender},
+    )
 
 
 def inbound_url(status_callback: str) -> str:

@@ -32,6 +32,10 @@ class TwilioAccount:
     channel: str
     auth_token: str
     callback_url: str
+    #: the numbers whose SMS reply "ACK <code>" is heard: every number the daemon texts, not only
+    #: this channel's, since channels may share one Twilio account (and so one signature); empty:
+    #: nobody (daemon.api.ack.with_repliers fills it from the configuration)
+    repliers: frozenset[str] = frozenset()
 
 
 def callback_router(store: Store, accounts: Callable[[], Sequence[TwilioAccount]], clock: Clock) -> APIRouter:
