@@ -158,14 +158,17 @@ class Plan:
         return self.escalation.channels if self.escalation is not None else self.steps
 
 
-#: how many of the id's last characters make its ack code (the random end of a ULID)
+#: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone
 ACK_CODE_LENGTH = 6
-#: Crockford base32 reads these as the digits they look like (https://www.crockford.com/base32.html)
+#: Crockford base32 (https://www.crockford.com/base32.html): no I, L, O or U, nothing to misread
+ACK_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Crockford base32 reads these as the digits they look like
 _LOOKALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
 
 
 def ack_code(notification_id: str) -> str:
-    """The short code someone types to acknowledge: the id's last six characters."""
+    """Deprecated: ack codes are random per escalation now (the store draws them); kept importable
+    until ``daemon/api/ack.py`` reads the stored code. The id's last six characters, never a code."""
     return notification_id[-ACK_CODE_LENGTH:].upper()
 
 

@@ -197,9 +197,16 @@ class Store(Protocol):
     async def record_callback(self, callback: Callback) -> bool: ...
 
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
-        """Stop the escalation: pending deliveries are superseded, the trail records who and how."""
+        """Stop the escalation: pending deliveries are superseded, the trail records who and how.
+
+        Only ``via="api"`` (an admin) stops a notification that does not escalate; other ways find
+        ``not_found``.
+        """
         ...
 
     async def by_ack_code(self, code: str) -> str | None:
-        """The newest unacknowledged notification with this ack code (normalised), if any."""
+        """The newest open escalation (unacknowledged, not cancelled) with this ack code (normalised).
+
+        Never a notification that does not escalate: those have no code.
+        """
         ...

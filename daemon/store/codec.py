@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -12,6 +13,8 @@ from typing import Any, cast
 from daemon.core.flapping import FlapState
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import (
+    ACK_CODE_ALPHABET,
+    ACK_CODE_LENGTH,
     CheckResult,
     CheckStatus,
     Delivery,
@@ -23,7 +26,6 @@ from daemon.core.model import (
     Plan,
     ProviderState,
     Severity,
-    ack_code,
 )
 
 
@@ -52,7 +54,6 @@ def notification_params(n: Notification) -> dict[str, Any]:
         "labels": json.dumps(dict(n.labels), sort_keys=True),
         "mail_from": n.mail_from,
         "raw": n.raw,
-        "ack_code": ack_code(n.id),
     }
 
 
@@ -173,9 +174,23 @@ def open_ack_code(row: sqlite3.Row | Mapping[str, Any]) -> str | None:
     return str(row["ack_code"])
 
 
+#: draws of a code before giving up: with a billion codes, a tenth clash means the generator is broken
+ACK_CODE_DRAWS = 10
+
+
+def random_ack_code() -> str:
+    """A fresh code from the OS's CSPRNG: unlike an id's end, it tells nothing about its neighbours."""
+    return "".join(secrets.choice(ACK_CODE_ALPHABET) for _ in range(ACK_CODE_LENGTH))
+
+
 def acknowledgeable(status: str, escalates: bool) -> bool:
     """Anything not yet sent may be acknowledged, and an escalation until it is cancelled."""
     return status in ("pending", "held") or (escalates and status != "cancelled")
+
+
+def may_acknowledge(escalates: bool, via: str) -> bool:
+    """The people an escalation reaches stop it (Slack, SMS); anything else only an admin, by the API."""
+    return escalates or via == "api"
 
 
 def ack_detail(by: str, via: str) -> str:

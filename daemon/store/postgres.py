@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
-from daemon.store import migrations, postgres_ack
+from daemon.store import migrations, postgres_ack, postgres_callbacks
 from daemon.store import postgres_tx as tx
 from daemon.store import postgres_views as views
 from daemon.store.base import (
@@ -257,7 +257,9 @@ class PostgresStore:
         )
 
     async def record_callback(self, callback: Callback) -> bool:
-        return await self._transaction(lambda conn: tx.record_callback(conn, callback, self.node))
+        return await self._transaction(
+            lambda conn: postgres_callbacks.record_callback(conn, callback, self.node)
+        )
 
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime

@@ -13,7 +13,7 @@ from daemon.store.postgres_tx import Conn, Q, _one
 async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
     """Record who took the notification on; its steps not yet sent are superseded."""
     n = await _one(conn, Q["lock_for_ack"], (notification_id,))
-    if n is None:
+    if n is None or not codec.may_acknowledge(n["escalation"] is not None, via):
         return "not_found"
     if n["acknowledged_at"] is not None:
         return "already"

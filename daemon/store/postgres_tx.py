@@ -2,7 +2,8 @@
 
 The same steps as :mod:`daemon.store.transactions`, with the row locks several nodes need:
 the mode is read ``FOR SHARE``; claims take rows ``FOR UPDATE SKIP LOCKED`` under a lease;
-record and reroute lock a notification before its deliveries (one order, no deadlocks).
+one lock order, so no deadlocks: the provider row (accept, record, reroute share it; save_provider
+locks it), then a notification, then its deliveries.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from daemon.core.model import Mode, Plan
 from daemon.store import codec
 from daemon.store.base import (
     Accepted,
-    Callback,
     CancelResult,
     Claimed,
     NewNotification,
     Outcome,
+    StoreError,
 )
 from daemon.store.queries import load
 
@@ -92,6 +93,7 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
             "route": plan.route,
             "mode": mode,
             "now": now,
+            "ack_code": None if plan.escalation is None else await _fresh_ack_code(conn),
         }
         | codec.plan_columns(plan)
     )
@@ -101,6 +103,19 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         return Accepted(id=existing["id"], duplicate=True), False
     await _insert_deliveries(conn, item.notification.id, plan, now)
     return Accepted(id=item.notification.id, duplicate=False), not plan.defer
+
+
+async def _fresh_ack_code(conn: Conn) -> str:
+    """A random code no open escalation holds.
+
+    Two nodes storing escalations at once may draw the same code unseen by each other (one in
+    a billion per pair); the code then finds the newer of the two.
+    """
+    for _ in range(codec.ACK_CODE_DRAWS):
+        code = codec.random_ack_code()
+        if await _one(conn, Q["ack_code_taken"], (code,)) is None:
+            return code
+    raise StoreError(f"no free ack code in {codec.ACK_CODE_DRAWS} draws")
 
 
 async def _insert_deliveries(conn: Conn, notification_id: str, plan: Plan, now: datetime) -> None:
@@ -130,11 +145,13 @@ async def claim(
 
 
 async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:
+    row = await _one(conn, Q["current_mode_shared"], ())
+    assert row is not None, "the provider row is created by the first migration"
     for outcome in sorted(outcomes, key=lambda o: o.delivery_id):
-        await _record_one(conn, outcome, now, node)
+        await _record_one(conn, outcome, row["mode"], now, node)
 
 
-async def _record_one(conn: Conn, outcome: Outcome, now: datetime, node: str) -> None:
+async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, node: str) -> None:
     n = await _one(conn, Q["lock_notification_of_delivery"], (outcome.delivery_id,))
     d = await _one(conn, Q["lock_delivery"], (outcome.delivery_id,))
     assert n is not None, f"no delivery {outcome.delivery_id}"
@@ -151,9 +168,16 @@ async def _record_one(conn: Conn, outcome: Outcome, now: datetime, node: str) ->
     if outcome.kind == "delivered":
         await conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
         await conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
+        if mode != d["mode"]:
+            # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
+            # so its old mode's later steps stop, as supersede_stale_escalations stops them.
+            await conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
     elif outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
-        await conn.execute(Q["mark_retry"], (outcome.retry_at, outcome.detail, now, d["id"]))
+        if n["acknowledged_at"] is not None:  # taken on while this send was in flight
+            await conn.execute(Q["supersede_delivery"], (outcome.detail, now, d["id"]))
+        else:
+            await conn.execute(Q["mark_retry"], (outcome.retry_at, outcome.detail, now, d["id"]))
     else:
         await conn.execute(Q["mark_failed"], (outcome.detail, now, d["id"]))
         await _next_step(conn, n, d, now, node)
@@ -192,39 +216,6 @@ async def _hurry_next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datet
         await conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
 
 
-_CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
-
-
-async def record_callback(conn: Conn, callback: Callback, node: str) -> bool:
-    """Record a vendor's status callback on every delivery that message carried; an undelivered
-    message fails each one's step (each plan moves on).
-
-    Returns whether a delivery with that remote id was found.
-    """
-    params = {"channel": callback.channel, "remote_id": callback.remote_id}
-    found = await (await conn.execute(Q["deliveries_by_remote_id"], params)).fetchall()
-    for row in found:
-        await _callback_one(conn, row["id"], callback, node)
-    return bool(found)
-
-
-async def _callback_one(conn: Conn, delivery_id: int, callback: Callback, node: str) -> None:
-    n = await _one(conn, Q["lock_notification_of_delivery"], (delivery_id,))
-    d = await _one(conn, Q["lock_delivery"], (delivery_id,))
-    assert n is not None, "a delivery has a notification"
-    assert d is not None, "a delivery found a moment ago in this transaction"
-    outcome = _CALLBACK_OUTCOMES[callback.delivered]
-    at = callback.at
-    await conn.execute(
-        Q["insert_attempt"],
-        (d["id"], d["notification_id"], d["channel"], d["attempts"], at, at, outcome, callback.detail),
-    )
-    if callback.delivered is False and d["state"] == "delivered":
-        await conn.execute(Q["mark_failed"], (callback.detail, at, d["id"]))
-        await conn.execute(Q["reopen_notification"], (at, d["notification_id"]))
-        await _next_step(conn, n, d, at, node)
-
-
 async def reroute(
     conn: Conn, mode: Mode, plans: Mapping[str, Plan], now: datetime, node: str, *, force: bool = False
 ) -> int:
@@ -260,6 +251,8 @@ async def _replan(
     await conn.execute(
         Q["replan"], (status, plan.route, mode, columns["plan"], columns["escalation"], now, notification_id)
     )
+    if plan.escalation is not None:
+        await conn.execute(Q["give_ack_code"], (await _fresh_ack_code(conn), notification_id))
     await _insert_deliveries(conn, notification_id, plan, now)
     return True
 
@@ -278,8 +271,11 @@ async def save_provider(
 
 
 async def _supersede_stale_escalations(conn: Conn, mode: Mode, now: datetime) -> None:
-    """Escalation steps of the other mode stop once their notification reached someone."""
-    current = await _one(conn, Q["provider"], ())
+    """Escalation steps of the other mode stop once their notification reached someone.
+
+    The provider row is locked first, before the bulk update locks delivery rows (see the module).
+    """
+    current = await _one(conn, Q["lock_provider"], ())
     if current is not None and current["mode"] != mode:
         await conn.execute(Q["supersede_stale_escalations"], {"now": now, "mode": mode})
 

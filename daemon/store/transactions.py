@@ -18,6 +18,7 @@ from daemon.store.base import (
     Claimed,
     NewNotification,
     Outcome,
+    StoreError,
 )
 from daemon.store.queries import load
 
@@ -41,6 +42,7 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
                 "route": plan.route,
                 "mode": mode,
                 "now": codec.ts(now),
+                "ack_code": None if plan.escalation is None else _fresh_ack_code(conn),
             }
             | codec.plan_columns(plan)
         )
@@ -48,6 +50,15 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
         _insert_deliveries(conn, item.notification.id, plan, now)
         results.append(Accepted(id=item.notification.id, duplicate=False))
     return results
+
+
+def _fresh_ack_code(conn: sqlite3.Connection) -> str:
+    """A random code no open escalation holds (the writer runs one transaction at a time)."""
+    for _ in range(codec.ACK_CODE_DRAWS):
+        code = codec.random_ack_code()
+        if conn.execute(Q["ack_code_taken"], (code,)).fetchone() is None:
+            return code
+    raise StoreError(f"no free ack code in {codec.ACK_CODE_DRAWS} draws")
 
 
 def _insert_deliveries(conn: sqlite3.Connection, notification_id: str, plan: Plan, now: datetime) -> None:
@@ -98,9 +109,17 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float) -> None:
     if outcome.kind == "delivered":
         conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
         conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
+        if conn.execute(Q["current_mode"]).fetchone()[0] != d["mode"]:
+            # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
+            # so its old mode's later steps stop, as supersede_stale_escalations stops them.
+            conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
     elif outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
-        conn.execute(Q["mark_retry"], (codec.ts(outcome.retry_at), outcome.detail, now, d["id"]))
+        n = conn.execute(Q["notification_by_id"], (d["notification_id"],)).fetchone()
+        if n["acknowledged_at"] is not None:  # taken on while this send was in flight
+            conn.execute(Q["supersede_delivery"], (outcome.detail, now, d["id"]))
+        else:
+            conn.execute(Q["mark_retry"], (codec.ts(outcome.retry_at), outcome.detail, now, d["id"]))
     else:
         conn.execute(Q["mark_failed"], (outcome.detail, now, d["id"]))
         _next_step(conn, d, now)
@@ -190,6 +209,8 @@ def reroute(
             Q["replan"],
             (status, plan.route, mode, columns["plan"], columns["escalation"], at, notification_id),
         )
+        if plan.escalation is not None:
+            conn.execute(Q["give_ack_code"], (_fresh_ack_code(conn), notification_id))
         _insert_deliveries(conn, notification_id, plan, now)
         moved += 1
     return moved
@@ -236,7 +257,7 @@ def acknowledge(
 ) -> AckResult:
     """Record who took the notification on; its steps not yet sent are superseded."""
     n = conn.execute(Q["notification_by_id"], (notification_id,)).fetchone()
-    if n is None:
+    if n is None or not codec.may_acknowledge(n["escalation"] is not None, via):
         return "not_found"
     if n["acknowledged_at"] is not None:
         return "already"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from daemon.core.health import HealthSnapshot
-from daemon.core.model import Escalation, EscalationStep, Notification, ProviderState, Severity, ack_code
+from daemon.core.model import Escalation, EscalationStep, Notification, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.store.base import NewNotification, Outcome, Store
 from tests.integration.conftest import StoreFactory
@@ -138,11 +138,12 @@ async def test_every_step_failing_fails_the_notification(store: Store) -> None:
 
 
 async def test_ack_code_resolves_among_unacknowledged(store: Store) -> None:
-    """The code (any case, O for 0) finds the notification until it is acknowledged."""
+    """The code a step carries (any case, O for 0) finds the notification until it is acknowledged."""
     await outage(store)
     (accepted,) = await store.accept([note(1)], T0)
-    code = ack_code(accepted.id)
-    assert code == "000001"
+    (claimed,) = await store.claim("slack", 10, T0, T0 + LEASE)
+    code = claimed.ack_code
+    assert code is not None
     assert await store.by_ack_code(code.lower().replace("0", "o")) == accepted.id
     await store.acknowledge(accepted.id, "+15550001111", "sms", T0)
     assert await store.by_ack_code(code) is None
@@ -153,7 +154,9 @@ async def test_claim_carries_the_ack_code_while_unacknowledged(store: Store) -> 
     await outage(store)
     await store.accept([note(1), note(2, Severity.INFO)], T0)
     claimed = await store.claim("slack", 10, T0, T0 + LEASE)
-    assert {c.notification.id[-1]: c.ack_code for c in claimed} == {"1": "000001", "2": None}
+    codes = {c.notification.id[-1]: c.ack_code for c in claimed}
+    assert codes["2"] is None
+    assert codes["1"] is not None and len(codes["1"]) == 6
 
 
 async def test_mode_change_stops_the_escalation_of_a_delivered_notification(store: Store) -> None:

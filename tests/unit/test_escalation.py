@@ -19,8 +19,16 @@ from channels.sms import render_text
 from channels.twilio_callbacks import ack_code_in, twiml_reply
 from daemon.api.ack import inbound_url
 from daemon.config import parse_config
-from daemon.core.model import Escalation, EscalationStep, Notification, Severity, ack_code, normalise_ack_code
+from daemon.core.model import (
+    ACK_CODE_ALPHABET,
+    Escalation,
+    EscalationStep,
+    Notification,
+    Severity,
+    normalise_ack_code,
+)
 from daemon.core.routing import plan_for
+from daemon.store.codec import random_ack_code
 from tests.unit.test_config import ENV, base, problems_of
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -112,11 +120,20 @@ def test_core_escalation_refuses_unordered_steps() -> None:
         Escalation((EscalationStep(timedelta(minutes=5), ("a",)), EscalationStep(timedelta(0), ("b",))))
 
 
-def test_ack_code_is_the_ids_end_and_forgives_typing() -> None:
-    """Six characters from the id; lower case, O for 0 and I/L for 1 read the same."""
-    assert ack_code("01KJPWD6M0D4C3PNJ0FZV81X8Z") == "V81X8Z"
+def test_ack_code_is_typed_forgivingly() -> None:
+    """Lower case, O for 0 and I/L for 1 read as the stored code."""
     assert normalise_ack_code(" v8ix8z ") == "V81X8Z"
     assert normalise_ack_code("0o0000") == "000000"
+    assert normalise_ack_code("l1i1") == "1111"
+
+
+def test_ack_codes_are_drawn_from_the_unambiguous_alphabet() -> None:
+    """Six characters with no I, L, O or U; a typed code normalises to itself; draws differ."""
+    assert len(ACK_CODE_ALPHABET) == 32 and not set("ILOU") & set(ACK_CODE_ALPHABET)
+    codes = {random_ack_code() for _ in range(200)}
+    assert all(len(c) == 6 and set(c) <= set(ACK_CODE_ALPHABET) for c in codes)
+    assert all(normalise_ack_code(c.lower()) == c for c in codes)
+    assert len(codes) > 190
 
 
 @pytest.mark.parametrize(

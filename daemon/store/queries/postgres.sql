@@ -81,9 +81,13 @@ UPDATE notifications SET step = %s, updated_at = %s WHERE id = %s;
 
 -- name: release_claims
 -- Only leases that ran out, and this node's own claims from before its restart: other live
--- nodes' claims are theirs until their lease ends.
-UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s
-WHERE state = 'in_flight' AND (claimed_until < statement_timestamp() OR claimed_by = %(node)s);
+-- nodes' claims are theirs until their lease ends. A claim whose notification was acknowledged
+-- meanwhile is not sent again.
+UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s,
+    state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
+                              AND n.acknowledged_at IS NOT NULL)
+                 THEN 'superseded' ELSE 'pending' END
+WHERE d.state = 'in_flight' AND (d.claimed_until < statement_timestamp() OR d.claimed_by = %(node)s);
 
 -- name: due
 SELECT channel, min(next_attempt_at) AS due_at FROM deliveries
@@ -226,7 +230,9 @@ WHERE channel = %(channel)s
 ORDER BY id;
 
 -- name: reopen_notification
-UPDATE notifications SET status = 'pending', updated_at = %s WHERE id = %s AND status = 'delivered';
+-- An acknowledged notification stays closed: someone took it on, there is nothing left to send.
+UPDATE notifications SET status = 'pending', updated_at = %s
+WHERE id = %s AND status = 'delivered' AND acknowledged_at IS NULL;
 
 -- name: unsent
 SELECT n.* FROM notifications n
@@ -289,9 +295,32 @@ WHERE id = %(id)s;
 SELECT * FROM deliveries WHERE notification_id = %s ORDER BY id DESC LIMIT 1;
 
 -- name: by_ack_code
+-- Open escalations only (the predicate of ack_code_taken): a code never stops anything else.
 SELECT id FROM notifications
-WHERE ack_code = %s AND acknowledged_at IS NULL AND status != 'cancelled'
+WHERE ack_code = %s AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
 ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: ack_code_taken
+SELECT 1 AS taken FROM notifications
+WHERE ack_code = %s AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
+LIMIT 1;
+
+-- name: give_ack_code
+-- Re-planned into an escalation: a code of its own, unless it had one (already sent with it).
+UPDATE notifications SET ack_code = %s WHERE id = %s AND ack_code IS NULL;
+
+-- name: supersede_delivery
+UPDATE deliveries SET state = 'superseded', claimed_until = NULL, claimed_by = NULL, last_error = %s,
+    updated_at = %s WHERE id = %s;
+
+-- name: supersede_mode_of
+UPDATE deliveries SET state = 'superseded', updated_at = %s
+WHERE notification_id = %s AND mode = %s AND state = 'pending';
+
+-- name: lock_provider
+-- save_provider locks the provider row before any delivery row (bulk supersede): the order of
+-- accept, record and reroute, which read the mode FOR SHARE first, so none waits in a cycle.
+SELECT mode FROM provider WHERE id = 1 FOR UPDATE;
 
 -- name: supersede_stale_escalations
 -- The mode changed: escalation steps planned for the old mode that already reached someone stop

@@ -55,7 +55,13 @@ UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?;
 UPDATE notifications SET step = ?, updated_at = ? WHERE id = ?;
 
 -- name: release_claims
-UPDATE deliveries SET state = 'pending', claimed_until = NULL, updated_at = ? WHERE state = 'in_flight';
+-- A claim whose notification was acknowledged meanwhile is not sent again.
+UPDATE deliveries
+SET claimed_until = NULL, updated_at = ?,
+    state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
+                              AND n.acknowledged_at IS NOT NULL)
+                 THEN 'superseded' ELSE 'pending' END
+WHERE state = 'in_flight';
 
 -- name: due
 SELECT channel, min(next_attempt_at) FROM deliveries
@@ -139,7 +145,9 @@ WHERE channel = ? AND (remote_id = ? OR ',' || remote_id || ',' LIKE '%,' || ? |
 ORDER BY id;
 
 -- name: reopen_notification
-UPDATE notifications SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'delivered';
+-- An acknowledged notification stays closed: someone took it on, there is nothing left to send.
+UPDATE notifications SET status = 'pending', updated_at = ?
+WHERE id = ? AND status = 'delivered' AND acknowledged_at IS NULL;
 
 -- name: unsent
 SELECT n.* FROM notifications n
@@ -199,9 +207,26 @@ WHERE id = :id;
 SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id DESC LIMIT 1;
 
 -- name: by_ack_code
+-- Open escalations only (the predicate of ack_code_taken): a code never stops anything else.
 SELECT id FROM notifications
-WHERE ack_code = ? AND acknowledged_at IS NULL AND status != 'cancelled'
+WHERE ack_code = ? AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
 ORDER BY created_at DESC, id DESC LIMIT 1;
+
+-- name: ack_code_taken
+SELECT 1 FROM notifications
+WHERE ack_code = ? AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
+LIMIT 1;
+
+-- name: give_ack_code
+-- Re-planned into an escalation: a code of its own, unless it had one (already sent with it).
+UPDATE notifications SET ack_code = ? WHERE id = ? AND ack_code IS NULL;
+
+-- name: supersede_delivery
+UPDATE deliveries SET state = 'superseded', claimed_until = NULL, last_error = ?, updated_at = ? WHERE id = ?;
+
+-- name: supersede_mode_of
+UPDATE deliveries SET state = 'superseded', updated_at = ?
+WHERE notification_id = ? AND mode = ? AND state = 'pending';
 
 -- name: supersede_stale_escalations
 -- The mode changed: escalation steps planned for the old mode that already reached someone stop
