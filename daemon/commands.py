@@ -189,7 +189,7 @@ def ack(args: argparse.Namespace) -> int:
     if isinstance(data, int):
         return data
     done = "acknowledged" if data["result"] == "acknowledged" else "was already acknowledged"
-    print(f"{data['id']} {done} (ack code {data['ack_code']})")
+    print(f"{data['id']} {done}")
     return 0
 
 

@@ -42,7 +42,6 @@ from daemon.api.callbacks import TwilioAccount
 from daemon.api.errors import error_response
 from daemon.clock import Clock
 from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
-from daemon.core.model import ack_code
 from daemon.store.base import Store
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ def ack_router(
             raise HTTPException(404, f"no notification {notification_id}")
         if result == "finished":
             raise HTTPException(409, f"{notification_id} is finished: nothing left to acknowledge")
-        return {"id": notification_id, "result": result, "ack_code": ack_code(notification_id)}
+        return {"id": notification_id, "result": result}
 
     @router.post("/v1/callbacks/slack", tags=["callbacks"])
     async def slack_interaction(request: Request) -> Response:

@@ -166,12 +166,6 @@ ACK_CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _LOOKALIKES = str.maketrans({"I": "1", "L": "1", "O": "0"})
 
 
-def ack_code(notification_id: str) -> str:
-    """Deprecated: ack codes are random per escalation now (the store draws them); kept importable
-    until ``daemon/api/ack.py`` reads the stored code. The id's last six characters, never a code."""
-    return notification_id[-ACK_CODE_LENGTH:].upper()
-
-
 def normalise_ack_code(text: str) -> str:
     """An ack code as typed (any case, O for 0, I or L for 1) in its stored form."""
     return text.strip().upper().translate(_LOOKALIKES)
