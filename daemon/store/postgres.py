@@ -306,10 +306,6 @@ class PostgresStore:
     async def leader(self) -> LeaderView:
         return await self._read(views.leader)
 
-    async def vantage_latest(self, check: str, since: datetime) -> dict[str, CheckResult]:
-        """Per node, its latest result for ``check`` at or after ``since`` (the leader's votes)."""
-        return await self._read(lambda conn: views.vantage_latest(conn, check, since))
-
     async def nodes(self, since: datetime) -> list[NodeView]:
         """Each node, its role and its latest result per check since ``since`` (for status)."""
         return await self._read(lambda conn: views.nodes(conn, since))

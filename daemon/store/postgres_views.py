@@ -151,12 +151,6 @@ async def leader(conn: Conn) -> LeaderView:
     )
 
 
-async def vantage_latest(conn: Conn, check: str, since: datetime) -> dict[str, CheckResult]:
-    """Per node, its latest result for ``check`` at or after ``since``."""
-    found = await rows(conn, "vantage_latest", (check, since))
-    return {row["node"]: codec.check_result(epochs(row)) for row in found}
-
-
 async def nodes(conn: Conn, since: datetime) -> list[NodeView]:
     """Every node that reported a check since ``since``, and the leader even if it did not."""
     lead = await leader(conn)

@@ -165,12 +165,6 @@ SELECT node, version, expires_at, now() AS db_now FROM leader WHERE id = 1;
 -- name: insert_check
 INSERT INTO check_results (check_name, status, reason, latency_s, at, node) VALUES (%s, %s, %s, %s, %s, %s);
 
--- name: vantage_latest
--- Each node's latest result for one check since a time: the votes the leader counts.
-SELECT DISTINCT ON (node) node, check_name, status, reason, latency_s, at FROM check_results
-WHERE check_name = %s AND at >= %s
-ORDER BY node, at DESC, id DESC;
-
 -- name: node_checks
 -- Each node's latest result per check since a time: `backchannel status` per node.
 SELECT DISTINCT ON (node, check_name) node, check_name, status, reason, latency_s, at FROM check_results
