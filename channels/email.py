@@ -38,6 +38,12 @@ _AUTH_CODES = frozenset({530, 534, 535})
 
 @dataclass(frozen=True)
 class SmtpSettings:
+    """How to reach and log in to one SMTP server: the email channel's, and the SMTP check's.
+
+    The check (``daemon.checks.smtp``) bounds a whole run with its own timeout and holds its own
+    token source (to drop a refused token and redact it), so it reads neither ``timeout_s`` nor ``token``.
+    """
+
     host: str
     port: int = 587
     #: require STARTTLS (submission, RFC 6409); ignored when ``tls`` (implicit TLS, RFC 8314) is set
@@ -64,7 +70,7 @@ class EmailChannel:
         self._smtp = smtp
         self._mail_from = mail_from
         self._default_to = tuple(default_to)
-        self._tls_context = _tls_context(smtp)
+        self._tls_context = tls_context(smtp)
 
     async def send(self, message: OutboundMessage) -> Receipt:
         recipients = message.recipients or self._default_to
@@ -168,7 +174,8 @@ def _one_line(text: str) -> str:
     return " ".join(text.splitlines())
 
 
-def _tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
+def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
+    """The context that verifies ``smtp``'s server (or not, with ``verify_tls`` off)."""
     try:
         context = ssl.create_default_context(cafile=smtp.ca_file)
     except (OSError, ssl.SSLError) as exc:

@@ -38,7 +38,11 @@ from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.store.sqlite import SqliteStore
 
 
-def smtp_settings(smtp: SmtpConfig) -> SmtpSettings:
+def smtp_settings(smtp: SmtpConfig, *, token: Callable[[], Awaitable[str]] | None = None) -> SmtpSettings:
+    """The server in ``smtp``, for the email channel and the SMTP checks alike.
+
+    ``token`` is the channel's XOAUTH2 token; a check holds a TokenSource of its own instead.
+    """
     return SmtpSettings(
         host=smtp.host,
         port=smtp.port,
@@ -50,7 +54,7 @@ def smtp_settings(smtp: SmtpConfig) -> SmtpSettings:
         verify_tls=smtp.verify_tls,
         ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
         helo=smtp.helo,
-        token=None if smtp.oauth2 is None else _channel_token(TokenSource(smtp.oauth2)),
+        token=token,
     )
 
 
@@ -72,7 +76,9 @@ def _email(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     mail_from = cfg.mail_from or config.provider.mail_from or smtp.username
     if mail_from is None:
         raise ValueError(f"channel {name}: no mail_from and no SMTP username to send as")
-    return EmailChannel(name, smtp_settings(smtp), mail_from=mail_from, default_to=tuple(cfg.to))
+    token = None if smtp.oauth2 is None else _channel_token(TokenSource(smtp.oauth2))
+    settings = smtp_settings(smtp, token=token)
+    return EmailChannel(name, settings, mail_from=mail_from, default_to=tuple(cfg.to))
 
 
 def _webhook(name: str, cfg: ChannelConfig, config: Config) -> Channel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from daemon.build import smtp_settings
 from daemon.checks.base import Check
 from daemon.checks.google_workspace import GoogleWorkspaceCheck
 from daemon.checks.graph import GraphCheck, GraphCredentials
@@ -11,7 +12,7 @@ from daemon.checks.http import HttpCheck, HttpCondition
 from daemon.checks.imap import ImapCheck, ImapConfig, Mailbox
 from daemon.checks.oauth import TokenSource
 from daemon.checks.roundtrip import RoundtripCheck
-from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
+from daemon.checks.smtp import SmtpCheck
 from daemon.checks.statuspage import StatuspageCheck
 from daemon.checks.tcp import TcpCheck
 from daemon.config import Config
@@ -27,31 +28,20 @@ from daemon.config_checks import (
     TcpCheckConfig,
     check_names,
 )
-from daemon.configbase import SmtpConfig
 from daemon.scheduler import ScheduledCheck
-
-
-def smtp_probe(smtp: SmtpConfig, cert_warn_days: int = 14) -> SmtpProbeSettings:
-    return SmtpProbeSettings(
-        host=smtp.host,
-        port=smtp.port,
-        starttls=smtp.starttls,
-        tls=smtp.tls,
-        username=smtp.username,
-        password=None if smtp.password is None else smtp.password.get_secret_value(),
-        verify_tls=smtp.verify_tls,
-        ca_file=None if smtp.ca_file is None else str(smtp.ca_file),
-        helo=smtp.helo,
-        cert_warn_days=cert_warn_days,
-    )
 
 
 def _smtp(name: str, cfg: CheckConfig, config: Config) -> Check:
     assert isinstance(cfg, SmtpCheckConfig)
     smtp = cfg.smtp or config.provider.smtp
     tokens = None if smtp.oauth2 is None else TokenSource(smtp.oauth2)
-    probe = smtp_probe(smtp, cfg.cert_warn_days)
-    return SmtpCheck(name, probe, timeout_s=cfg.timeout.total_seconds(), token_source=tokens)
+    return SmtpCheck(
+        name,
+        smtp_settings(smtp),
+        timeout_s=cfg.timeout.total_seconds(),
+        token_source=tokens,
+        cert_warn_days=cfg.cert_warn_days,
+    )
 
 
 def _mailbox(imap: ImapConfig, timeout_s: float) -> Mailbox:
@@ -72,7 +62,7 @@ def _roundtrip(name: str, cfg: CheckConfig, config: Config) -> Check:
     timeout_s = cfg.timeout.total_seconds()
     smtp = cfg.smtp or config.provider.smtp
     tokens = None if smtp.oauth2 is None else TokenSource(smtp.oauth2)
-    sender = SmtpCheck(f"{name}-send", smtp_probe(smtp), timeout_s=timeout_s / 2, token_source=tokens)
+    sender = SmtpCheck(f"{name}-send", smtp_settings(smtp), timeout_s=timeout_s / 2, token_source=tokens)
     mail_from = cfg.mail_from or config.provider.mail_from
     if mail_from is None:
         raise ValueError(f"check {name}: no mail_from and no provider.mail_from for the canary")

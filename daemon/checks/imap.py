@@ -44,8 +44,10 @@ from typing import Literal, TypeVar
 
 from pydantic import Field, SecretStr, model_validator
 
+from channels.base import ChannelConfigError
+from channels.email import SmtpSettings, tls_context
 from daemon.checks.oauth import OAuthError, TokenSource, xoauth2
-from daemon.checks.smtp import SmtpCheckConfigError, SmtpProbeSettings, certificate_verdict, tls_context
+from daemon.checks.smtp import certificate_verdict
 from daemon.configbase import Duration, Model, OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 
@@ -277,12 +279,12 @@ class Mailbox:
     ) -> None:
         if not settings.host:
             raise ImapCheckConfigError("imap: no host")
-        # the CA and verification rules are the SMTP check's, so read them the same way
+        # the CA and verification rules are the email channel's, so read them the same way
         try:
             self._context = tls_context(
-                SmtpProbeSettings(settings.host, verify_tls=settings.verify_tls, ca_file=settings.ca_file)
+                SmtpSettings(settings.host, verify_tls=settings.verify_tls, ca_file=settings.ca_file)
             )
-        except SmtpCheckConfigError as exc:
+        except ChannelConfigError as exc:
             raise ImapCheckConfigError(str(exc)) from exc
         self.settings = settings
         self.timeout_s = timeout_s

@@ -40,12 +40,13 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosmtplib
 
+from channels.base import ChannelConfigError
+from channels.email import SmtpSettings, tls_context
 from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.core.model import CheckResult, CheckStatus
 
@@ -61,35 +62,25 @@ class SmtpCheckConfigError(ValueError):
     """The SMTP check's settings are unusable."""
 
 
-@dataclass(frozen=True)
-class SmtpProbeSettings:
-    host: str
-    port: int = 587
-    #: upgrade with STARTTLS (submission, RFC 6409); ignored when ``tls`` (implicit TLS, RFC 8314) is set
-    starttls: bool = True
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    verify_tls: bool = True
-    ca_file: str | None = None
-    helo: str | None = None
-    #: DEGRADED when the verified certificate expires in fewer days than this; 0 turns it off
-    cert_warn_days: int = 14
-
-
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
 class SmtpCheck:
-    """Probe one SMTP server the way the email channel will use it."""
+    """Probe one SMTP server the way the email channel will use it.
+
+    ``timeout_s`` bounds a whole run and ``token_source`` gives the XOAUTH2 tokens: the settings'
+    own ``timeout_s`` and ``token`` are the channel's. A certificate that expires in fewer than
+    ``cert_warn_days`` days is DEGRADED; 0 turns that off.
+    """
 
     def __init__(
         self,
         name: str,
-        settings: SmtpProbeSettings,
+        settings: SmtpSettings,
         *,
         timeout_s: float,
+        cert_warn_days: int = 14,
         clock: Callable[[], datetime] = _utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         token_source: TokenSource | None = None,
@@ -98,6 +89,8 @@ class SmtpCheck:
             raise SmtpCheckConfigError(f"check {name}: timeout must be positive, got {timeout_s}")
         if not settings.host:
             raise SmtpCheckConfigError(f"check {name}: no host")
+        if settings.token is not None:
+            raise SmtpCheckConfigError(f"check {name}: give XOAUTH2 tokens as token_source")
         try:
             _client(settings, settings.helo, None)
         except ValueError as exc:
@@ -107,7 +100,8 @@ class SmtpCheck:
         self._timeout_s = timeout_s
         self._clock = clock
         self._monotonic = monotonic
-        self._tls_context = tls_context(settings)
+        self._tls_context = _tls_context(settings)
+        self._cert_warn_days = cert_warn_days
         self._local_hostname = settings.helo
         self._tokens = token_source
 
@@ -129,7 +123,7 @@ class SmtpCheck:
 
         The round-trip check sends its canary through here, so both checks read failures alike.
         """
-        conversation = Conversation(self._settings, self._tls_context, self._tokens)
+        conversation = Conversation(self._settings, self._tls_context, self._tokens, self._cert_warn_days)
         try:
             async with asyncio.timeout(self._timeout_s):
                 conversation.stage = "local hostname"
@@ -155,7 +149,11 @@ class Conversation:
     """One run's SMTP session; ``stage`` names the step in progress, for the reason."""
 
     def __init__(
-        self, settings: SmtpProbeSettings, tls_context: ssl.SSLContext, tokens: TokenSource | None
+        self,
+        settings: SmtpSettings,
+        tls_context: ssl.SSLContext,
+        tokens: TokenSource | None,
+        cert_warn_days: int,
     ) -> None:
         self.stage = "start"
         self.passed: list[str] = []
@@ -163,6 +161,7 @@ class Conversation:
         self._settings = settings
         self._tls_context = tls_context
         self._tokens = tokens
+        self._cert_warn_days = cert_warn_days
         self._client: aiosmtplib.SMTP | None = None
 
     async def open(self, local_hostname: str) -> None:
@@ -184,7 +183,7 @@ class Conversation:
             await self.step("starttls", client.starttls())
             await self.step("ehlo after starttls", client.ehlo())
         peer_cert = client.get_transport_info("peercert")
-        self.certificate = certificate_verdict(peer_cert, datetime.now(UTC), settings.cert_warn_days)
+        self.certificate = certificate_verdict(peer_cert, datetime.now(UTC), self._cert_warn_days)
         if settings.username is not None:
             await self.step("auth", self._authenticate(client, settings.username))
 
@@ -224,7 +223,7 @@ class Conversation:
 
 
 def _client(
-    settings: SmtpProbeSettings, local_hostname: str | None, tls_context: ssl.SSLContext | None
+    settings: SmtpSettings, local_hostname: str | None, tls_context: ssl.SSLContext | None
 ) -> aiosmtplib.SMTP:
     """The client for one run; raises ValueError for settings aiosmtplib refuses (a line break)."""
     return aiosmtplib.SMTP(
@@ -262,15 +261,12 @@ async def _connect(addresses: list[tuple[Any, ...]]) -> socket.socket:
     raise errors[0]
 
 
-def tls_context(settings: SmtpProbeSettings) -> ssl.SSLContext:
+def _tls_context(settings: SmtpSettings) -> ssl.SSLContext:
+    """The channel's context, so the check trusts exactly the certificates the channel trusts."""
     try:
-        context = ssl.create_default_context(cafile=settings.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise SmtpCheckConfigError(f"cannot load CA file {settings.ca_file}: {exc}") from exc
-    if not settings.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+        return tls_context(settings)
+    except ChannelConfigError as exc:
+        raise SmtpCheckConfigError(str(exc)) from exc
 
 
 def certificate_verdict(peer_cert: dict[str, Any] | None, now: datetime, warn_days: int) -> Verdict | None:
@@ -308,7 +304,7 @@ def timeout_verdict(stage: str, timeout_s: float) -> Verdict:
     return CheckStatus.DOWN, reason
 
 
-def failure_verdict(stage: str, exc: BaseException, settings: SmtpProbeSettings) -> Verdict:
+def failure_verdict(stage: str, exc: BaseException, settings: SmtpSettings) -> Verdict:
     cause = _root_cause(exc)
     where = f"{settings.host}:{settings.port}"
     if isinstance(cause, socket.gaierror):

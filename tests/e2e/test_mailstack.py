@@ -10,9 +10,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from channels.email import SmtpSettings
 from daemon.checks.imap import ImapCheck, ImapProbeSettings, Mailbox, Security
 from daemon.checks.roundtrip import RoundtripCheck
-from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
+from daemon.checks.smtp import SmtpCheck
 from daemon.core.model import CheckResult, CheckStatus
 from tests.e2e import MailStack
 
@@ -21,7 +22,7 @@ TIMEOUT_S = 10.0
 
 
 def smtp_check(stack: MailStack, *, password: str | None = None) -> SmtpCheck:
-    settings = SmtpProbeSettings(
+    settings = SmtpSettings(
         stack.host, stack.submission_port, username=stack.user, password=password or stack.password,
         ca_file=stack.ca_file, helo="e2e.backchannel.test",
     )  # fmt: skip

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
+from channels.email import SmtpSettings
 from daemon.checks.base import Check
 from daemon.checks.imap import ImapProbeSettings, Mailbox
 from daemon.checks.roundtrip import HEADER, SUBJECT_TAG, Canary, RoundtripCheck
-from daemon.checks.smtp import SmtpCheck, SmtpProbeSettings
+from daemon.checks.smtp import SmtpCheck
 from daemon.core.model import CheckStatus
 from tests.e2e import MailStack, require_stack, stack_lock
 from tests.integration.smtp_check_server import HOST, CheckSmtpServer, refusing_port
@@ -45,7 +46,7 @@ def make_check(
     fail_after_s: float = 300.0,
 ) -> RoundtripCheck:
     on_stack = smtp_port is None
-    smtp = SmtpProbeSettings(
+    smtp = SmtpSettings(
         HOST, smtp_port or stack.submission_port, starttls=on_stack,
         username=stack.user if on_stack else None,
         password=(smtp_password or stack.password) if on_stack else None,
@@ -107,7 +108,7 @@ def canaries_of(stack: MailStack, tag: str, *, delete: bool = False) -> int:
 
 def test_roundtrip_check_is_a_check() -> None:
     """RoundtripCheck satisfies the Check protocol the scheduler runs."""
-    smtp = SmtpCheck("smtp", SmtpProbeSettings(HOST), timeout_s=1.0)
+    smtp = SmtpCheck("smtp", SmtpSettings(HOST), timeout_s=1.0)
     mailbox = Mailbox(ImapProbeSettings(HOST, "u"), timeout_s=1.0, token_source=None)
     assert isinstance(RoundtripCheck("rt", smtp, mailbox, mail_from="a@b", to="a@b", timeout_s=2.0), Check)
 

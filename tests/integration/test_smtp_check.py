@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import trustme
 
+from channels.email import SmtpSettings
 from daemon.checks.base import Check
 from daemon.checks.oauth import TokenSource
-from daemon.checks.smtp import SmtpCheck, SmtpCheckConfigError, SmtpProbeSettings
+from daemon.checks.smtp import SmtpCheck, SmtpCheckConfigError
 from daemon.configbase import OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 from tests.integration.smtp_check_server import HOST, CheckSmtpServer, refusing_port
@@ -41,13 +42,15 @@ def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
     return str(path)
 
 
-def settings(port: int, **overrides: Any) -> SmtpProbeSettings:
-    plain = SmtpProbeSettings(host=HOST, port=port, starttls=False, helo="probe.test")
+def settings(port: int, **overrides: Any) -> SmtpSettings:
+    plain = SmtpSettings(host=HOST, port=port, starttls=False, helo="probe.test")
     return dataclasses.replace(plain, **overrides)
 
 
-async def probe(port: int, *, timeout_s: float = TIMEOUT_S, **overrides: Any) -> CheckResult:
-    check = SmtpCheck("smtp", settings(port, **overrides), timeout_s=timeout_s)
+async def probe(
+    port: int, *, timeout_s: float = TIMEOUT_S, cert_warn_days: int = 14, **overrides: Any
+) -> CheckResult:
+    check = SmtpCheck("smtp", settings(port, **overrides), timeout_s=timeout_s, cert_warn_days=cert_warn_days)
     try:
         return await check.run()
     finally:
@@ -214,6 +217,16 @@ def test_line_break_in_helo_is_a_config_error() -> None:
     """A HELO name that would inject a command fails at construction."""
     with pytest.raises(SmtpCheckConfigError, match=r"local_hostname .*prohibited"):
         SmtpCheck("smtp", settings(25, helo="probe.test\r\nRSET"), timeout_s=1.0)
+
+
+def test_channel_token_in_settings_is_a_config_error() -> None:
+    """The channel's token callable is refused: the check needs a TokenSource to drop and redact tokens."""
+
+    async def token() -> str:
+        return "t"
+
+    with pytest.raises(SmtpCheckConfigError, match="token_source"):
+        SmtpCheck("smtp", settings(25, token=token), timeout_s=1.0)
 
 
 # --- certificate expiry ------------------------------------------------------------------------
