@@ -33,7 +33,7 @@ from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend
 from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared, released
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
-from daemon.store.base import Claimed, Outcome, Store, StoreUnavailable
+from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class Dispatcher:
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
         self._last_claim_at = float("-inf")
+        self._released_at = float("-inf")
         self._empty_passes = 0
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
@@ -154,6 +155,7 @@ class Dispatcher:
 
     async def _pass(self) -> float:
         """Claim what is due for every channel with room; return how long until more is due."""
+        await self._release_expired()
         if self._replan_due:
             self._replan_due = False
             await self._rerouter.replan(self._mode())
@@ -195,6 +197,18 @@ class Dispatcher:
             self._start(name, send)
         if broken:
             self._spawn(name, self._record_broken(name, broken, now), f"broken-{name}")
+
+    async def _release_expired(self) -> None:
+        """Once per poll: claims whose lease ran out (a dead node's, a stuck send's) become pending.
+
+        Whatever their mode: one claimed before a mode change is then re-planned by the sweep,
+        rather than waiting for a node to restart (and an acknowledged one is superseded).
+        """
+        if self._clock.monotonic() - self._released_at < self._settings.poll_s:
+            return
+        self._released_at = self._clock.monotonic()
+        if await self._store.release_expired(self._clock.now()):
+            self._sweep_due = True
 
     def _start(self, name: str, claimed: Claimed) -> None:
         self._spawn(name, self._deliver(name, claimed), f"deliver-{claimed.delivery.id}")
@@ -350,7 +364,15 @@ class Dispatcher:
         policy = self._policies[name]
         provider_fault = policy.primary and exc.service_fault
         if provider_fault:
-            await self._on_primary_failure(exc.reason)
+            try:
+                await self._on_primary_failure(exc.reason)
+            except StoreError as store_exc:
+                # The health signal is lost, not the delivery: its outcome must still be recorded.
+                log.error(
+                    "could not feed a provider fault to health tracking: %s",
+                    store_exc,
+                    extra={"event": "store.failed"},
+                )
         now, rand = self._clock.now(), self._rand()
         return [
             not_delivered(

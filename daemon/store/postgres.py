@@ -240,6 +240,15 @@ class PostgresStore:
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))
 
+    async def release_expired(self, now: datetime) -> int:
+        """Make pending again (or superseded, once acknowledged) the claims whose lease ran out."""
+
+        async def release(conn: Conn) -> int:
+            cur = await conn.execute(Q["release_expired"], {"now": now})
+            return cur.rowcount
+
+        return await self._transaction(release)
+
     async def release_claims(self, now: datetime) -> int:
         """Make pending again the claims whose lease ran out and this node's own from a past run."""
 

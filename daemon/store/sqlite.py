@@ -137,6 +137,11 @@ class SqliteStore:
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         await self._writer.run(lambda conn: tx.record(conn, outcomes, now))
 
+    async def release_expired(self, now: datetime) -> int:
+        return await self._writer.run(
+            lambda conn: conn.execute(Q["release_expired"], {"now": codec.ts(now)}).rowcount
+        )
+
     async def release_claims(self, now: datetime) -> int:
         return await self._writer.run(
             lambda conn: conn.execute(Q["release_claims"], (codec.ts(now),)).rowcount

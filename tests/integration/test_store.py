@@ -147,6 +147,25 @@ async def test_release_claims_after_crash(store: Store) -> None:
     assert len(await store.claim("email", 1, T0, T0 + timedelta(minutes=5))) == 1
 
 
+async def test_only_expired_leases_are_released_and_acknowledged_ones_are_superseded(store: Store) -> None:
+    """release_expired leaves live claims alone; a lapsed one is pending again, or superseded once acked."""
+    await store.accept([note(1), note(2), note(3)], T0)
+    lapsing = await store.claim("email", 2, T0, T0 + timedelta(milliseconds=200))
+    (live,) = await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    assert await store.acknowledge(lapsing[1].notification.id, "alice", "api", T0) == "acknowledged"
+
+    async def released() -> bool:  # PostgreSQL leases run on the database's clock
+        return await store.release_expired(T0 + timedelta(seconds=1)) == 2
+
+    await _eventually(released)
+    states = {}
+    for claimed in (*lapsing, live):
+        view = await store.notification(claimed.notification.id)
+        assert view is not None
+        states[claimed.notification.id] = view.deliveries[0].state.value
+    assert states == {"id-00001": "pending", "id-00002": "superseded", "id-00003": "in_flight"}
+
+
 async def test_provider_state_and_events_persist(store: Store) -> None:
     """The tracker snapshot, transitions and check results are stored and read back."""
     snapshot = HealthSnapshot(natural=ProviderState.OUTAGE, since=T0, failures=3)
@@ -345,7 +364,13 @@ async def test_expired_lease_is_taken_over(pg_nodes: PgFactory) -> None:
     a, b = await pg_nodes("a"), await pg_nodes("b")
     await a.accept([note(1)], T0)
     (first,) = await a.claim("email", 1, T0, T0 + timedelta(milliseconds=200))
-    await _eventually(lambda: _has_due(b, "email"))
+    assert await b.release_expired(T0) == 0  # still a's: its lease runs on the database's clock
+
+    async def released() -> bool:
+        return await b.release_expired(T0) == 1
+
+    await _eventually(released)
+    assert await _has_due(b, "email")
     (second,) = await b.claim("email", 1, T0, T0 + timedelta(minutes=5))
     assert second.delivery.id == first.delivery.id
     assert second.delivery.attempts == 2
@@ -356,6 +381,24 @@ async def test_expired_lease_is_taken_over(pg_nodes: PgFactory) -> None:
     assert view is not None
     assert view.status == "delivered"
     assert [a.outcome for a in view.attempts] == ["failed", "delivered"]
+
+
+async def test_an_expired_lease_from_before_a_mode_change_is_released_and_replanned(
+    pg_nodes: PgFactory,
+) -> None:
+    """A dead node's claim of an outage delivery is released after the recovery, so it is re-planned."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await _enter(a, ProviderState.OUTAGE)
+    await a.accept([note(1)], T0)
+    (claimed,) = await a.claim("hook", 1, T0, T0 + timedelta(milliseconds=200))
+    await _enter(b, ProviderState.HEALTHY)
+    assert await b.reroute_candidates("healthy", 10) == []  # held back by the claim in flight
+
+    async def released() -> bool:
+        return await b.release_expired(T0) == 1
+
+    await _eventually(released)
+    assert [n.id for n in await b.reroute_candidates("healthy", 10)] == [claimed.notification.id]
 
 
 async def test_restarted_node_takes_back_its_own_claims(pg_nodes: PgFactory) -> None:

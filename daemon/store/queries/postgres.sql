@@ -29,13 +29,12 @@ SELECT pg_notify(%s, %s);
 
 -- name: claim
 -- SKIP LOCKED: nodes claiming at once each take different rows instead of queueing on the same
--- ones. An in_flight row whose lease has run out belongs to a node presumed dead: taken over.
+-- ones. A lease that ran out (a node presumed dead) is first made pending by release_expired.
 WITH picked AS (
     SELECT d.id FROM deliveries d
     WHERE d.channel = %(channel)s
       AND d.mode = (SELECT mode FROM provider WHERE id = 1)
-      AND ((d.state = 'pending' AND d.next_attempt_at <= %(now)s)
-           OR (d.state = 'in_flight' AND d.claimed_until < statement_timestamp()))
+      AND d.state = 'pending' AND d.next_attempt_at <= %(now)s
     ORDER BY d.next_attempt_at, d.id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
@@ -89,10 +88,18 @@ UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND (d.claimed_until < statement_timestamp() OR d.claimed_by = %(node)s);
 
+-- name: release_expired
+-- Leases that ran out, whatever their mode: the node that held them is presumed dead. Pending again
+-- (the rerouter re-plans one whose mode has changed since), or superseded once acknowledged.
+UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s,
+    state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
+                              AND n.acknowledged_at IS NOT NULL)
+                 THEN 'superseded' ELSE 'pending' END
+WHERE d.state = 'in_flight' AND d.claimed_until < statement_timestamp();
+
 -- name: due
 SELECT channel, min(next_attempt_at) AS due_at FROM deliveries
-WHERE mode = (SELECT mode FROM provider WHERE id = 1)
-  AND (state = 'pending' OR (state = 'in_flight' AND claimed_until < statement_timestamp()))
+WHERE mode = (SELECT mode FROM provider WHERE id = 1) AND state = 'pending'
 GROUP BY channel;
 
 -- name: reroute_candidates

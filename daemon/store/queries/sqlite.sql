@@ -63,6 +63,15 @@ SET claimed_until = NULL, updated_at = ?,
                  THEN 'superseded' ELSE 'pending' END
 WHERE state = 'in_flight';
 
+-- name: release_expired
+-- Leases that ran out (a send stuck past its lease): pending again, or superseded once acknowledged.
+UPDATE deliveries
+SET claimed_until = NULL, updated_at = :now,
+    state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
+                              AND n.acknowledged_at IS NOT NULL)
+                 THEN 'superseded' ELSE 'pending' END
+WHERE state = 'in_flight' AND claimed_until < :now;
+
 -- name: due
 SELECT channel, min(next_attempt_at) FROM deliveries
 WHERE state = 'pending' AND mode = (SELECT mode FROM provider WHERE id = 1)
