@@ -50,9 +50,9 @@ LOOKBACK = timedelta(days=1)
 #: at start-up and election, outages that ended longer ago than this get no (late) catch-up
 HORIZON = timedelta(days=1)
 PAGE = 200
-#: a store that fails (a PostgreSQL failover, a locked disk) is tried again for 3 to 6 minutes
-#: (jittered); past that the next election or start-up runs it (HORIZON)
-RETRY = RetryPolicy(initial_s=1.0, max_s=120.0, max_attempts=10)
+#: a store that fails (a PostgreSQL failover, a locked disk) is tried again every 2 minutes at most,
+#: for about as long as a late catch-up is still wanted (HORIZON); a new leader or start-up runs it too
+RETRY = RetryPolicy(initial_s=1.0, max_s=120.0, max_attempts=720)
 
 
 class CatchUp:
