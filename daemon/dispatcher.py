@@ -374,9 +374,18 @@ class Dispatcher:
                     extra={"event": "store.failed"},
                 )
         now, rand = self._clock.now(), self._rand()
+        backoff = max(c.delivery.attempts for c in claimed)
         return [
             not_delivered(
-                name, c, exc, started_at, now, retry=policy.retry, provider_fault=provider_fault, rand=rand
+                name,
+                c,
+                exc,
+                started_at,
+                now,
+                retry=policy.retry,
+                provider_fault=provider_fault,
+                rand=rand,
+                backoff_attempts=backoff,
             )
             for c in claimed
         ]

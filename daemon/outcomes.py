@@ -48,8 +48,13 @@ def not_delivered(
     retry: RetryPolicy,
     provider_fault: bool,
     rand: float,
+    backoff_attempts: int | None = None,
 ) -> Outcome:
-    """Retry after a backoff (no sooner than Retry-After), or fail this step for good."""
+    """Retry after a backoff (no sooner than Retry-After), or fail this step for good.
+
+    ``backoff_attempts`` sets the backoff for a group sent together (a digest): one retry time for
+    all, so the group comes back whole (and under the same digest id).
+    """
     attempts = claimed.delivery.attempts
     fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
     # A provider-wide fault is not this message's fault: keep it queued (the outage
@@ -57,7 +62,7 @@ def not_delivered(
     if exc.permanent or (exhausted(retry, attempts) and not provider_fault):
         log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
         return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
-    delay = retry_delay(retry, attempts, rand, exc.retry_after_s)
+    delay = retry_delay(retry, backoff_attempts or attempts, rand, exc.retry_after_s)
     log.info(
         "retrying %s via %s in %.1fs: %s",
         claimed.notification.id,
