@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
 import httpx
+import uvicorn
 
 from channels.base import Channel
+from daemon.api.app import ApiContext, create_api
 from daemon.app import Daemon
 from daemon.clock import Clock
 from daemon.config import parse_config
@@ -145,3 +148,25 @@ def dispatcher_for(
         settings=DispatchSettings(poll_s=poll_s, drain_grace_s=2),
         renderer=renderer,
     )
+
+
+class serve_api:
+    """The HTTP API on 127.0.0.1 with an OS-chosen port, as the daemon serves it; yields its base URL."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        config = uvicorn.Config(create_api(ctx), log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._sock = socket.socket()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> str:
+        self._sock.bind(("127.0.0.1", 0))
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await until(lambda: self._server.started)
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        assert self._task is not None
+        await self._task
+        self._sock.close()

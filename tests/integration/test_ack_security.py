@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,13 +17,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 from channels.fake import FakeChannel
 from channels.twilio_callbacks import TWIML_SILENCE
 from daemon.api.ack import inbound_url, with_repliers
-from daemon.api.app import ApiContext, create_api
+from daemon.api.app import ApiContext
 from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
 from daemon.build import twilio_accounts
@@ -36,7 +34,7 @@ from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.rendering import Renderer
 from daemon.store.sqlite import SqliteStore
-from tests.support import config_template, dispatcher_for, monitor_for, until
+from tests.support import config_template, dispatcher_for, monitor_for, serve_api, until
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADMIN_TOKEN = "ack-security-admin-token-0123456789"
@@ -125,33 +123,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         clock=clock,
     )
     running = asyncio.create_task(dispatcher.run())
-    async with _serve(ctx) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+    async with serve_api(ctx) as base_url, httpx.AsyncClient(base_url=base_url) as client:
         yield World(clock, store, dispatcher, acceptor, channels, client)
     dispatcher.stop()
     await running
     await store.close()
-
-
-class _serve:
-    """The API on 127.0.0.1 with an OS-chosen port, as the daemon serves it."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        config = uvicorn.Config(create_api(ctx), log_config=None, access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._sock = socket.socket()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> str:
-        self._sock.bind(("127.0.0.1", 0))
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await until(lambda: self._server.started)
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        assert self._task is not None
-        await self._task
-        self._sock.close()
 
 
 async def test_sms_ack_from_an_unknown_number_acknowledges_nothing(

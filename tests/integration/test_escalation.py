@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,13 +14,12 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 
 from channels import slack_interactions as slack
 from channels.fake import FakeChannel
 from daemon.api.ack import SlackApp, inbound_url
-from daemon.api.app import ApiContext, create_api
+from daemon.api.app import ApiContext
 from daemon.api.callbacks import TwilioAccount
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Escalation, EscalationStep, ProviderState, Severity
@@ -30,7 +28,7 @@ from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.rendering import Renderer
 from daemon.store.sqlite import SqliteStore
-from tests.support import dispatcher_for, monitor_for, until
+from tests.support import dispatcher_for, monitor_for, serve_api, until
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 TOKEN = "escalation-test-token-0123456789"
@@ -120,33 +118,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         slack_apps=lambda: [SlackApp("slack-oncall", SIGNING_SECRET)],
     )
     running = asyncio.create_task(dispatcher.run())
-    async with _serve(ctx) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+    async with serve_api(ctx) as base_url, httpx.AsyncClient(base_url=base_url) as client:
         yield World(clock, store, dispatcher, acceptor, channels, client)
     dispatcher.stop()
     await running
     await store.close()
-
-
-class _serve:
-    """The API on 127.0.0.1 with an OS-chosen port, as the daemon serves it."""
-
-    def __init__(self, ctx: ApiContext) -> None:
-        config = uvicorn.Config(create_api(ctx), log_config=None, access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._sock = socket.socket()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> str:
-        self._sock.bind(("127.0.0.1", 0))
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        await until(lambda: self._server.started)
-        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        assert self._task is not None
-        await self._task
-        self._sock.close()
 
 
 async def test_unacknowledged_escalation_reaches_each_step_at_its_time(world: World) -> None:
