@@ -163,13 +163,13 @@ class CatchUp:
         n = view.notification
         audiences = self._people.audiences()
         # e.g. an SMS Twilio later reported undelivered: that delivery failed, it reached nobody
-        undone = withdrawn((a.channel, a.attempt, a.outcome) for a in view.attempts)
+        undone = withdrawn((a.delivery_id, a.outcome) for a in view.attempts)
         for attempt in view.attempts:
             audience = audiences.get(attempt.channel)
             during = outage.started_at <= attempt.started_at <= outage.ended_at
             if audience is None or attempt.outcome != "delivered" or not during:
                 continue
-            if (attempt.channel, attempt.attempt) in undone:
+            if attempt.delivery_id in undone:
                 continue
             found = self._people.readdress(attempt.channel, n, view.route, attempt.started_at)
             recipients = n.recipients if found is None else found.recipients

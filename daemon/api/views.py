@@ -48,6 +48,7 @@ def delivery(d: Delivery) -> dict[str, Any]:
 
 def attempt(a: AttemptView) -> dict[str, Any]:
     return {
+        "delivery_id": a.delivery_id,
         "channel": a.channel,
         "attempt": a.attempt,
         "started_at": iso(a.started_at),

@@ -79,19 +79,19 @@ def last_outage(transitions: Sequence[Transition]) -> Outage | None:
     return found
 
 
-def withdrawn(trail: Iterable[tuple[str, int, str]]) -> frozenset[tuple[str, int]]:
-    """The (channel, attempt) of the delivered sends in ``trail`` that a later callback undid.
+def withdrawn(trail: Iterable[tuple[int, str]]) -> frozenset[int]:
+    """The deliveries in ``trail`` whose delivered send a later callback undid.
 
-    ``trail`` is a notification's attempts in order, as (channel, attempt number, outcome); the
-    store records a callback with the attempt number of the send it concerns.
+    ``trail`` is a notification's attempts in order, as (delivery id, outcome); the store records
+    a callback on the delivery it concerns, so two deliveries on one channel never mix.
     """
-    delivered: set[tuple[str, int]] = set()
-    undone: set[tuple[str, int]] = set()
-    for channel, attempt, outcome in trail:
+    delivered: set[int] = set()
+    undone: set[int] = set()
+    for delivery_id, outcome in trail:
         if outcome == "delivered":
-            delivered.add((channel, attempt))
-        elif outcome == UNDELIVERED and (channel, attempt) in delivered:
-            undone.add((channel, attempt))
+            delivered.add(delivery_id)
+        elif outcome == UNDELIVERED and delivery_id in delivered:
+            undone.add(delivery_id)
     return frozenset(undone)
 
 

@@ -69,6 +69,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class AttemptView:
+    delivery_id: int
     channel: str
     attempt: int
     started_at: datetime

@@ -109,6 +109,7 @@ def _health(row: DictRow) -> ChannelHealth:
 
 def _attempt(row: DictRow) -> AttemptView:
     return AttemptView(
+        delivery_id=row["delivery_id"],
         channel=row["channel"],
         attempt=row["attempt"],
         started_at=row["started_at"].astimezone(UTC),

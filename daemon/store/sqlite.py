@@ -301,6 +301,7 @@ def _health(row: sqlite3.Row) -> ChannelHealth:
 
 def _attempt(row: sqlite3.Row) -> AttemptView:
     return AttemptView(
+        delivery_id=row["delivery_id"],
         channel=row["channel"],
         attempt=row["attempt"],
         started_at=codec.dt(row["started_at"]),

@@ -193,6 +193,7 @@ async def test_undelivered_callback_moves_the_plan_on(store: Store) -> None:
     assert view is not None
     assert view.status == "pending"
     assert [a.outcome for a in view.attempts] == ["delivered", "callback:failed"]
+    assert [a.delivery_id for a in view.attempts] == [sent.delivery.id, sent.delivery.id]
 
 
 async def test_channel_health_counts_failures_since_the_last_success(store: Store) -> None:

@@ -23,7 +23,7 @@ from daemon.core.health import Transition
 from daemon.core.model import Delivery, DeliveryState, Notification, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.rendering import People, Renderer, Unresolved
-from daemon.store.base import Claimed
+from daemon.store.base import AttemptView, Claimed
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 H, S, OUT, R, F, U = (
@@ -70,16 +70,26 @@ def test_last_outage_spans_the_outage_mode(transitions: list[Transition], expect
 def test_withdrawn_names_sends_a_callback_reported_undelivered() -> None:
     """A delivered send a later callback reports failed is undone; a good callback undoes nothing."""
     trail = [
-        ("sms", 1, "callback:failed"),  # about nothing delivered (yet): ignored
-        ("sms", 1, "retry"),
-        ("sms", 2, "delivered"),
-        ("sms", 2, "callback:failed"),
-        ("sms", 2, "callback:failed"),  # a second part of the same message
-        ("slack", 1, "delivered"),
-        ("sms2", 1, "delivered"),
-        ("sms2", 1, "callback:delivered"),
+        (1, "callback:failed"),  # about nothing delivered (yet): ignored
+        (1, "retry"),
+        (1, "delivered"),
+        (1, "callback:failed"),
+        (1, "callback:failed"),  # a second part of the same message
+        (2, "delivered"),
+        (3, "delivered"),
+        (3, "callback:delivered"),
     ]
-    assert withdrawn(trail) == {("sms", 2)}
+    assert withdrawn(trail) == {1}
+
+
+def test_withdrawn_tells_apart_two_deliveries_on_one_channel() -> None:
+    """Two sends on one channel with the same attempt number: only the one reported undelivered is undone."""
+    attempts = [
+        AttemptView(7, "sms", 1, T0, T0, "delivered", None),  # the escalation's first text
+        AttemptView(9, "sms", 1, T0, T0, "delivered", None),  # a later step texting again
+        AttemptView(9, "sms", 1, T0, T0, "callback:failed", "30003 unreachable"),
+    ]
+    assert withdrawn((a.delivery_id, a.outcome) for a in attempts) == {9}
 
 
 def test_received_by_maps_destinations_back_to_people() -> None:

@@ -206,7 +206,7 @@ SELECT * FROM notifications WHERE id = %s;
 SELECT * FROM deliveries WHERE notification_id = %s ORDER BY id;
 
 -- name: attempts_of
-SELECT channel, attempt, started_at, finished_at, outcome, detail FROM attempts
+SELECT delivery_id, channel, attempt, started_at, finished_at, outcome, detail FROM attempts
 WHERE notification_id = %s ORDER BY id;
 
 -- name: channel_health

@@ -130,7 +130,7 @@ SELECT min(created_at) FROM notifications WHERE status IN ('pending', 'held');
 SELECT * FROM deliveries WHERE notification_id = ? ORDER BY id;
 
 -- name: attempts_of
-SELECT channel, attempt, started_at, finished_at, outcome, detail FROM attempts
+SELECT delivery_id, channel, attempt, started_at, finished_at, outcome, detail FROM attempts
 WHERE notification_id = ? ORDER BY id;
 
 -- name: channel_health
