@@ -14,7 +14,7 @@ import inspect
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import httpx
@@ -26,8 +26,10 @@ from daemon.app import Daemon
 from daemon.clock import Clock
 from daemon.config import parse_config
 from daemon.core.health import Thresholds
+from daemon.core.model import Severity
 from daemon.core.routing import Route
 from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.intake.accept import Acceptor, Submission
 from daemon.monitor import ProviderMonitor
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
@@ -170,3 +172,52 @@ class serve_api:
         assert self._task is not None
         await self._task
         self._sock.close()
+
+
+class VirtualClock:
+    """Wall time that moves only when the test says; monotonic time is real (the loop's pacing)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class OutboxWorld:
+    """For a test world holding ``store`` and ``acceptor``: submit straight to the outbox, read it back."""
+
+    store: Store
+    acceptor: Acceptor
+
+    async def submit(self, count: int, severity: Severity = Severity.CRITICAL, **labels: str) -> list[str]:
+        subs = [Submission(severity=severity, subject=f"n{i}", labels=labels) for i in range(count)]
+        return [a.id for a in await self.acceptor.accept(subs)]
+
+    async def trail(self, nid: str) -> list[tuple[str, str, str]]:
+        view = await self.store.notification(nid)
+        assert view is not None
+        return [(a.channel, a.outcome, a.detail or "") for a in view.attempts]
+
+    async def all_delivered(self, ids: list[str]) -> bool:
+        for nid in ids:
+            view = await self.store.notification(nid)
+            if view is None or view.status != "delivered":
+                return False
+        return True
+
+
+class ApiWorld:
+    """For a test world holding an authenticated ``api`` client: submit over HTTP."""
+
+    api: httpx.AsyncClient
+
+    async def submit(self, subject: str, recipients: list[str], **fields: Any) -> str:
+        body = {"severity": "critical", "subject": subject, "recipients": recipients, **fields}
+        response = await self.api.post("/v1/notifications", json=body)
+        assert response.status_code == 202, response.text
+        notification_id: str = response.json()["id"]
+        return notification_id

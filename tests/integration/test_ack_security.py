@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,7 @@ from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.rendering import Renderer
 from daemon.store.sqlite import SqliteStore
-from tests.support import config_template, dispatcher_for, monitor_for, serve_api, until
+from tests.support import VirtualClock, config_template, dispatcher_for, monitor_for, serve_api, until
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADMIN_TOKEN = "ack-security-admin-token-0123456789"
@@ -52,19 +51,6 @@ LADDER = Escalation(
 ROUTES = (Route("page", Matcher(), ("email",), LADDER),)
 CHANNELS = ("email", "slack-oncall", "sms-oncall")
 FAST = RetryPolicy(initial_s=0.05, max_s=0.2, multiplier=2, max_attempts=3)
-
-
-class VirtualClock:
-    """Wall time that moves only when the test says; monotonic time is real (the loop's pacing)."""
-
-    def __init__(self, at: datetime) -> None:
-        self.at = at
-
-    def now(self) -> datetime:
-        return self.at
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 @dataclass

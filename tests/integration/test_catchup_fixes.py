@@ -28,7 +28,7 @@ from tests.acceptance.harness import free_port
 from tests.servers import SmtpServer
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
-from tests.support import config_template, daemon_api, stand_ins, until
+from tests.support import ApiWorld, config_template, daemon_api, stand_ins, until
 
 TOKEN = "catchup-fixes-api-token-42"
 SLACK_TOKEN = "xoxb-catchup-fixes-slack-token-0123456789"
@@ -58,18 +58,11 @@ dispatch: {{retry: {{initial: 50ms, max: 200ms, max_attempts: 3}}}}
 
 
 @dataclass
-class World:
+class World(ApiWorld):
     api: httpx.AsyncClient
     daemon: Daemon
     twilio: TwilioStandIn
     smtp: SmtpServer
-
-    async def submit(self, subject: str, recipients: list[str], **fields: Any) -> str:
-        body = {"severity": "critical", "subject": subject, "recipients": recipients, **fields}
-        response = await self.api.post("/v1/notifications", json=body)
-        assert response.status_code == 202, response.text
-        notification_id: str = response.json()["id"]
-        return notification_id
 
     async def trail(self, nid: str) -> dict[str, Any]:
         data: dict[str, Any] = (await self.api.get(f"/v1/notifications/{nid}")).json()

@@ -15,13 +15,13 @@ from channels.digests import DIGEST_LABEL
 from channels.fake import FakeChannel
 from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
-from daemon.core.model import ProviderState, Severity
+from daemon.core.model import ProviderState
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
 from daemon.dispatcher import ChannelPolicy
-from daemon.intake.accept import Acceptor, Submission
+from daemon.intake.accept import Acceptor
 from daemon.store.sqlite import SqliteStore
-from tests.support import dispatcher_for, monitor_for, until
+from tests.support import OutboxWorld, dispatcher_for, monitor_for, until
 
 ROUTES = (Route("all", Matcher(), ("email",), ("backup", "hook")),)
 FAST = RetryPolicy(initial_s=0.05, max_s=0.2, multiplier=2, max_attempts=3)
@@ -30,27 +30,11 @@ DIGEST = DigestPolicy(pace_per_s=10, drain_target_s=0.5, link="/v1/notifications
 
 
 @dataclass
-class World:
+class World(OutboxWorld):
     store: SqliteStore
     acceptor: Acceptor
     backup: FakeChannel
     hook: FakeChannel
-
-    async def submit(self, count: int, severity: Severity = Severity.CRITICAL, **labels: str) -> list[str]:
-        subs = [Submission(severity=severity, subject=f"n{i}", labels=labels) for i in range(count)]
-        return [a.id for a in await self.acceptor.accept(subs)]
-
-    async def trail(self, nid: str) -> list[tuple[str, str, str]]:
-        view = await self.store.notification(nid)
-        assert view is not None
-        return [(a.channel, a.outcome, a.detail or "") for a in view.attempts]
-
-    async def all_delivered(self, ids: list[str]) -> bool:
-        for nid in ids:
-            view = await self.store.notification(nid)
-            if view is None or view.status != "delivered":
-                return False
-        return True
 
     async def burst(self, count: int, **labels: str) -> list[str]:
         """One critical sent alone while ``count`` more pile up behind it, then released."""

@@ -26,12 +26,12 @@ from daemon.core.model import Escalation, EscalationStep, ProviderState, Severit
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
 from daemon.dispatcher import ChannelPolicy
-from daemon.intake.accept import Acceptor, Submission
+from daemon.intake.accept import Acceptor
 from daemon.message_templates import TemplateBook, compile_pair
 from daemon.rendering import Renderer
 from daemon.store.base import Claimed
 from daemon.store.sqlite import SqliteStore
-from tests.support import dispatcher_for, monitor_for, until
+from tests.support import OutboxWorld, dispatcher_for, monitor_for, until
 
 ROUTES = (
     Route(
@@ -61,28 +61,12 @@ class ExplodingRenderer(Renderer):
 
 
 @dataclass
-class World:
+class World(OutboxWorld):
     store: SqliteStore
     acceptor: Acceptor
     backup: FakeChannel
     hook: FakeChannel
     dispatching: asyncio.Task[None]
-
-    async def submit(self, count: int, severity: Severity = Severity.CRITICAL, **labels: str) -> list[str]:
-        subs = [Submission(severity=severity, subject=f"n{i}", labels=labels) for i in range(count)]
-        return [a.id for a in await self.acceptor.accept(subs)]
-
-    async def trail(self, nid: str) -> list[tuple[str, str, str]]:
-        view = await self.store.notification(nid)
-        assert view is not None
-        return [(a.channel, a.outcome, a.detail or "") for a in view.attempts]
-
-    async def all_delivered(self, ids: list[str]) -> bool:
-        for nid in ids:
-            view = await self.store.notification(nid)
-            if view is None or view.status != "delivered":
-                return False
-        return True
 
     async def hold_backup(self) -> list[str]:
         """One critical in flight on the backup channel, held there until :meth:`release_backup`."""

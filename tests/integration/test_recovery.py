@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,7 +25,7 @@ from tests.servers import ReceivedMail, SmtpServer
 from tests.stand_ins import slack as slack_stand_in
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
-from tests.support import daemon_api, stand_ins, until
+from tests.support import ApiWorld, daemon_api, stand_ins, until
 
 TOKEN = "recovery-test-api-token-42"
 SLACK_TOKEN = "xoxb-recovery-slack-token-0123456789"
@@ -64,19 +63,12 @@ dispatch: {{retry: {{initial: 50ms, max: 200ms, max_attempts: 3}}}}
 
 
 @dataclass
-class World:
+class World(ApiWorld):
     api: httpx.AsyncClient
     daemon: Daemon
     slack: SlackStandIn
     twilio: TwilioStandIn
     smtp: SmtpServer
-
-    async def submit(self, subject: str, recipients: list[str], **fields: Any) -> str:
-        body = {"severity": "critical", "subject": subject, "recipients": recipients, **fields}
-        response = await self.api.post("/v1/notifications", json=body)
-        assert response.status_code == 202, response.text
-        notification_id: str = response.json()["id"]
-        return notification_id
 
     async def status(self, nid: str) -> str:
         status: str = (await self.api.get(f"/v1/notifications/{nid}")).json()["status"]
