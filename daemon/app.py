@@ -343,8 +343,10 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     daemon = Daemon(config, config_path=config_path, systemd_env=systemd_env)
-    await daemon.start()
+    # Before start() says READY: a SIGHUP (systemd's reload) or SIGTERM sent the moment the daemon
+    # reports ready must reach its handler, not the default action that kills the process.
     daemon.install_signal_handlers()
+    await daemon.start()
     try:
         await daemon.wait()
     finally:
