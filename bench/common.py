@@ -67,6 +67,7 @@ class DaemonUnderTest:
         every: str = "15s",
         smtp: SmtpProvider | None = None,
         webhook_secret: str | None = None,
+        workers: int = 0,
     ) -> None:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(24)
@@ -75,6 +76,8 @@ class DaemonUnderTest:
         self._own_smtp = smtp is None
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
+        #: where to send intake: the intake workers' port when there are workers, else the API's
+        self.intake_port = free_port() if workers else self.api_port
         self.config = workdir / "bench.yaml"
         self.config.write_text(
             CONFIG.format(
@@ -84,6 +87,11 @@ class DaemonUnderTest:
                 every=every,
                 hook_url=hook_url,
                 routes=ROUTES[routes],
+            )
+            + (
+                f"intake: {{workers: {{listen: '127.0.0.1:{self.intake_port}', count: {workers}}}}}\n"
+                if workers
+                else ""
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
@@ -103,7 +111,10 @@ class DaemonUnderTest:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                ports = {self.api_port, self.intake_port}
+                if all(
+                    httpx.get(f"http://127.0.0.1:{p}/healthz", timeout=1).status_code == 200 for p in ports
+                ):
                     break
             except httpx.TransportError:
                 pass

@@ -317,14 +317,14 @@ def run_alertmanager(receiver: Receiver, workdir: Path, args: argparse.Namespace
 
 
 def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace) -> Figures:
-    with DaemonUnderTest(workdir, routes="failover", hook_url=receiver.url) as daemon:
+    with DaemonUnderTest(workdir, routes="failover", hook_url=receiver.url, workers=args.workers) as daemon:
         forced = httpx.post(
             f"{daemon.url}/v1/provider/override",
             json={"state": "outage", "reason": "benchmark"},
             headers={"Authorization": f"Bearer {daemon.token}"},
         )
         forced.raise_for_status()
-        return measure(backchannel_target(daemon.api_port, daemon.token), receiver, args)
+        return measure(backchannel_target(daemon.intake_port, daemon.token), receiver, args)
 
 
 def main() -> None:
@@ -334,6 +334,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0, help="alerts/s offered for the latency run")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="backchannel's intake workers (intake.workers.count; 0: none)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Receiver() as receiver:
         (Path(tmp) / "am").mkdir()

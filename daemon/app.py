@@ -7,19 +7,16 @@ SIGHUP reloads) and every long-running task; none is left orphaned.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-import socket
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import uvicorn
 
 from daemon.announce import Announcer
 from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
+from daemon.api.serving import ApiServer, bind, server_config
 from daemon.build import (
     api_grants,
     build_channels,
@@ -42,6 +39,7 @@ from daemon.dispatcher import Dispatcher, DispatchSettings
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
+from daemon.intake.workers import IntakeWorkers
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
@@ -55,13 +53,6 @@ if TYPE_CHECKING:
     from daemon.leadership import Leadership
 
 log = logging.getLogger(__name__)
-
-
-class _ApiServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The daemon owns the signals: SIGTERM must drain the dispatcher, not just stop HTTP.
-        yield
 
 
 class Daemon:
@@ -145,8 +136,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
-        self._server: _ApiServer | None = None
+        self._server: ApiServer | None = None
         self.api_port: int | None = None
+        self.workers: IntakeWorkers | None = None
 
     def _dispatcher(self, config: Config) -> Dispatcher:
         return Dispatcher(
@@ -187,6 +179,7 @@ class Daemon:
             self.scheduler.schedule(self.config.drills.schedule, lambda: self.drills.start(routes), "drill")
         self.scheduler.start()
         await self._start_api()
+        await self._start_workers()
         if self.smtp is not None:
             await self.smtp.start()
         await self.supervision.ready()
@@ -215,20 +208,9 @@ class Daemon:
             webhooks=lambda: self._intake,
             clock=self._clock,
         )
-        sock = _bind(self.config.api.host, self.config.api.port)
+        sock = bind(self.config.api.host, self.config.api.port)
         self.api_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_api(ctx),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            loop="none",
-            http="httptools",
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = _ApiServer(config)
+        self._server = ApiServer(server_config(create_api(ctx)))
         serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="api")
         self._tasks.append(serving)
         while not self._server.started:
@@ -236,6 +218,23 @@ class Daemon:
                 await serving
                 raise RuntimeError("the API server stopped while starting")
             await asyncio.sleep(0.01)
+
+    async def _start_workers(self) -> None:
+        settings = self.config.intake.workers
+        if settings is None:
+            return
+        source = self.config.source
+        if source is None:
+            raise RuntimeError("intake.workers needs the configuration read from a file or text")
+        self.workers = IntakeWorkers(
+            settings, source, self._worker_accepted, on_count=self.metrics.intake_workers.set
+        )
+        await self.workers.start()
+
+    def _worker_accepted(self, counts: Mapping[tuple[str, str], int], duplicates: int) -> None:
+        self.metrics.accepted_counts(counts, duplicates)
+        if counts:
+            self.dispatcher.wake()
 
     def _leads(self) -> bool:
         return self.leadership is None or self.leadership.is_leader
@@ -273,6 +272,8 @@ class Daemon:
         """Drain: refuse new work, let in-flight sends finish within the grace period, close."""
         self.draining = True
         await self.supervision.stopping()
+        if self.workers is not None:  # they finish the requests they are answering, then exit
+            await self.workers.stop(grace_s=10)
         if self.smtp is not None:
             await self.smtp.stop(grace_s=5)
         log.info("draining", extra={"event": "daemon.draining", "in_flight": self.dispatcher.in_flight})
@@ -313,6 +314,13 @@ class Daemon:
             self._templates = template_book(config)
             self._grants = api_grants(config)
             self._intake = config.intake
+            if self.workers is not None and config.source is not None:
+                self.workers.reload(config.source)
+            if config.intake.workers != self.config.intake.workers:
+                log.warning(
+                    "intake.workers changed: the listener and the number of workers change on restart",
+                    extra={"event": "config.restart_needed", "field": "intake.workers"},
+                )
             self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
@@ -327,15 +335,6 @@ class Daemon:
         queue = await self.store.queue()
         counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
         return f"provider {self.monitor.state.value} (routing: {self.monitor.mode}); notifications: {counts}"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.setblocking(False)
-    return sock
 
 
 async def serve(

@@ -23,6 +23,7 @@ from pydantic import (
     AfterValidator,
     Discriminator,
     Field,
+    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -49,6 +50,7 @@ from daemon.core.assessment import Policy
 from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
+from daemon.intake.workers_config import IntakeWorkersConfig
 from daemon.message_templates import MessageTemplate
 from daemon.secrets import SecretResolver
 from daemon.store.postgres_config import PostgresStoreConfig
@@ -189,6 +191,8 @@ class IntakeConfig(Model):
     smtp: SmtpIntakeConfig | None = None
     alertmanager: AlertmanagerIntakeConfig = Field(default_factory=AlertmanagerIntakeConfig)
     grafana: GrafanaIntakeConfig = Field(default_factory=GrafanaIntakeConfig)
+    #: processes serving only the HTTP intake endpoints on a port of their own (off unless configured)
+    workers: IntakeWorkersConfig | None = None
 
 
 def _crontab(value: str) -> str:
@@ -209,6 +213,14 @@ class DrillConfig(Model):
     routes: list[str] | None = Field(None, min_length=1)
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    text: str
+    filename: str
+    #: the variables ``${...}`` were resolved from, when not the process's environment
+    env: dict[str, str] | None = None
+
+
 class Config(Model):
     store: StoreConfig
     api: ApiConfig
@@ -220,6 +232,7 @@ class Config(Model):
     intake: IntakeConfig = Field(default_factory=IntakeConfig)
     windows: dict[str, WindowConfig] = Field(default_factory=dict)
     directory: DirectoryConfig = Field(default_factory=DirectoryConfig)
+    _source: ConfigSource | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -257,6 +270,14 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
+    def _listeners_differ(self) -> Config:
+        workers = self.intake.workers
+        same = workers is not None and (workers.host, workers.port) == (self.api.host, self.api.port)
+        if same and self.api.port != 0:  # port 0: each gets a free port of its own
+            raise ValueError("intake.workers.listen must differ from api.listen")
+        return self
+
+    @model_validator(mode="after")
     def _routes_resolve(self) -> Config:
         self.policy()  # its ValueError names an unknown window or fallback, or a repeated route name
         return self
@@ -268,6 +289,14 @@ class Config(Model):
     def templates(self) -> dict[str, dict[str, MessageTemplate]]:
         """Message templates by route name, then channel name (docs/templates.md)."""
         return route_templates(self.routes)
+
+    @property
+    def source(self) -> ConfigSource | None:
+        """What this configuration was parsed from (None if built in code).
+
+        Intake workers parse the same text, so they run exactly the configuration the daemon runs.
+        """
+        return self._source
 
     def api_tokens(self) -> dict[str, str]:
         """API token name to its secret value."""
@@ -341,6 +370,7 @@ def parse_config(text: str, *, filename: str = "<string>", env: Mapping[str, str
             ]
         ) from None
     assert config is not None
+    config._source = ConfigSource(text, filename, None if env is None else dict(env))
     return config
 
 

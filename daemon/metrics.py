@@ -7,7 +7,7 @@ scrape time, so they are true even after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -116,6 +116,9 @@ class Metrics:
         self.drill_timestamp = Gauge(
             "backchannel_drill_timestamp_seconds", "When the last drill ran", registry=r
         )
+        self.intake_workers = Gauge(
+            "backchannel_intake_workers", "Intake worker processes serving (intake.workers)", registry=r
+        )
 
     # -- listeners ----------------------------------------------------------------------------------
 
@@ -126,11 +129,20 @@ class Metrics:
             if result.duplicate:
                 self.duplicates.inc()
             else:
-                key = (notification.severity.value, notification.source)
-                child = self._accepted_by.get(key)
-                if child is None:
-                    child = self._accepted_by[key] = self.accepted.labels(*key)
-                child.inc()
+                self._accepted_child((notification.severity.value, notification.source)).inc()
+
+    def accepted_counts(self, counts: Mapping[tuple[str, str], int], duplicates: int) -> None:
+        """What an intake worker committed: (severity, source) to a count, and the duplicates."""
+        for key, n in counts.items():
+            self._accepted_child(key).inc(n)
+        if duplicates:
+            self.duplicates.inc(duplicates)
+
+    def _accepted_child(self, key: tuple[str, str]) -> Counter:
+        child = self._accepted_by.get(key)
+        if child is None:
+            child = self._accepted_by[key] = self.accepted.labels(*key)
+        return child
 
     def delivery_outcome(
         self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None

@@ -1,0 +1,224 @@
+"""One intake worker process, started by the daemon (:mod:`daemon.intake.workers`), never by hand.
+
+    python -m daemon.intake.worker --listen-fd N --report-fd M --index I
+
+It serves the intake endpoints (:mod:`daemon.api.intake_app`) on the listening socket it
+inherits and commits to the daemon's store, so its 202 means what the API port's means. What it
+shares with the daemon goes over two pipes:
+
+- stdin, from the daemon: one JSON line ``{"config": text, "filename": name}`` to start with, the
+  text the daemon itself parsed; each later line is a reload. End of file means the daemon is
+  gone: the worker drains and exits rather than take requests nobody would deliver soon.
+- ``--report-fd``, to the daemon: ``{"ready": pid}`` once serving, then after commits
+  ``{"accepted": [[severity, source, n], ...], "duplicates": n}``, which the daemon counts in its
+  metrics and which wakes its dispatcher at once.
+
+SIGTERM (systemd stops the whole unit, or the daemon stops its workers) drains: new requests get
+503, requests in progress finish within 5 s, the store is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections import Counter
+from collections.abc import Sequence
+
+from daemon.api.intake_app import create_intake_api
+from daemon.api.serving import ApiServer, server_config
+from daemon.build import api_grants, build_store, secrets_of
+from daemon.clock import SystemClock
+from daemon.config import Config, ConfigError, parse_config
+from daemon.core.model import Notification
+from daemon.core.routing import Route
+from daemon.intake.accept import Acceptor
+from daemon.logs import configure_logging, register_secret
+from daemon.store.base import Accepted
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG = 78
+#: the control line carries the whole configuration file
+CONTROL_LIMIT = 16 << 20
+
+
+class Reports:
+    """Counts of committed notifications, written to the daemon once per event-loop turn.
+
+    The pipe is non-blocking: if the daemon does not read (stopped, busy), the counts wait here
+    and go with the next write; a worker never blocks on its daemon.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        os.set_blocking(fd, False)
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._duplicates = 0
+        self._pending = b""
+        self._scheduled = False
+
+    def ready(self) -> None:
+        self._write(json.dumps({"ready": os.getpid()}).encode() + b"\n")
+
+    def accepted(self, notifications: Sequence[Notification], accepted: Sequence[Accepted]) -> None:
+        for notification, result in zip(notifications, accepted, strict=True):
+            if result.duplicate:
+                self._duplicates += 1
+            else:
+                self._counts[(notification.severity.value, notification.source)] += 1
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        counts = [[severity, source, n] for (severity, source), n in self._counts.items()]
+        line = {"accepted": counts, "duplicates": self._duplicates}
+        self._counts.clear()
+        self._duplicates = 0
+        self._write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+    def _write(self, data: bytes) -> None:
+        self._pending += data
+        try:
+            written = os.write(self._fd, self._pending)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the daemon is gone; stdin's end of file stops us
+                self._pending = b""
+                return
+            raise
+        self._pending = self._pending[written:]
+
+
+class IntakeWorker:
+    def __init__(
+        self, control: asyncio.StreamReader, config: Config, listen_fd: int, reports: Reports
+    ) -> None:
+        self._control_reader = control
+        self._sock = socket.socket(fileno=listen_fd)
+        self._reports = reports
+        self._draining = False
+        self._stop = asyncio.Event()
+        self._apply(config)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the daemon
+        store = build_store(self._config)
+        await store.open()
+        try:
+            await self._serve(Acceptor(store, lambda: self._routes, SystemClock(), _nothing))
+        finally:
+            await store.close()
+
+    async def _serve(self, acceptor: Acceptor) -> None:
+        acceptor.subscribe(self._reports.accepted)
+        app = create_intake_api(
+            acceptor,
+            tokens=lambda: self._tokens,
+            grants=lambda: self._grants,
+            webhooks=lambda: self._intake,
+            draining=lambda: self._draining,
+            max_body_bytes=self._config.api.max_body_bytes,
+        )
+        server = ApiServer(server_config(app))
+        serving = asyncio.create_task(server.serve(sockets=[self._sock]), name="intake-http")
+        while not server.started:
+            if serving.done():
+                await serving
+                raise RuntimeError("the intake server stopped while starting")
+            await asyncio.sleep(0.01)
+        self._reports.ready()
+        control = asyncio.create_task(self._follow(), name="intake-control")
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait([stop, control, serving], return_when=asyncio.FIRST_COMPLETED)
+        self._draining = True
+        server.should_exit = True
+        control.cancel()
+        stop.cancel()
+        await serving
+
+    def _apply(self, config: Config) -> None:
+        for secret in secrets_of(config).values():
+            register_secret(secret)
+        self._config = config
+        self._routes: tuple[Route, ...] = config.policy()
+        self._tokens = config.api_tokens()
+        self._grants = api_grants(config)
+        self._intake = config.intake
+
+    async def _follow(self) -> None:
+        """Reloads from the daemon until its end of the pipe closes."""
+        while line := await self._control_reader.readline():
+            try:
+                self._apply(_parse(line))
+            except (ConfigError, ValueError) as exc:
+                log.error(
+                    "intake worker kept its configuration: %s",
+                    exc,
+                    extra={"event": "intake.worker_reload_failed"},
+                )
+            else:
+                log.info(
+                    "intake worker reloaded", extra={"event": "intake.worker_reloaded", "pid": os.getpid()}
+                )
+        log.warning("the daemon is gone: intake worker stopping", extra={"event": "intake.worker_orphaned"})
+
+
+async def serve_worker(listen_fd: int, report_fd: int, index: int) -> int:
+    """Read the configuration from stdin, then serve until SIGTERM or the daemon goes away."""
+    loop = asyncio.get_running_loop()
+    control = asyncio.StreamReader(limit=CONTROL_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(control), sys.stdin)
+    first = await control.readline()
+    if not first:
+        return 0
+    try:
+        config = _parse(first)
+    except (ConfigError, ValueError) as exc:
+        log.error("intake worker %d cannot start: %s", index, exc, extra={"event": "intake.worker_config"})
+        return EX_CONFIG
+    await IntakeWorker(control, config, listen_fd, Reports(report_fd)).run()
+    return 0
+
+
+def _nothing() -> None:
+    """The daemon's dispatcher is woken by the report instead."""
+
+
+def _parse(line: bytes) -> Config:
+    message = json.loads(line)
+    return parse_config(message["config"], filename=message["filename"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daemon.intake.worker")
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    configure_logging()
+    code: list[int] = []
+
+    async def run() -> None:
+        code.append(await serve_worker(args.listen_fd, args.report_fd, args.index))
+
+    from daemon.cli import run_async
+
+    run_async(run())
+    return code[0] if code else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

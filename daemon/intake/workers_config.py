@@ -1,0 +1,36 @@
+"""Configuration of the intake workers: ``intake.workers``.
+
+Field reference and when to use them: ``docs/intake.md`` ("Intake workers").
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from daemon.configbase import Model, split_listen
+
+
+class IntakeWorkersConfig(Model):
+    """Extra processes that serve only the HTTP intake endpoints, on a listener of their own.
+
+    They commit to the same store as the daemon, so a 202 from a worker means what it means from
+    the API port; the daemon's own process keeps the checks, the routing decisions and delivery.
+    """
+
+    listen: str = "127.0.0.1:8026"
+    #: processes sharing the listener; about one per core the machine can spare for intake
+    count: int = Field(2, ge=1, le=32)
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]

@@ -1,0 +1,240 @@
+"""Intake workers (``intake.workers``): the daemon in-process, its workers real processes, real sockets.
+
+What a worker accepts is committed to the daemon's store, counted in the daemon's metrics and
+delivered by the daemon at once (the daemon's periodic pass is set to an hour here, so only the
+worker's report can have woken it); the worker refuses what the API port refuses, serves nothing
+but intake, and follows configuration reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from daemon.app import Daemon
+from daemon.config import ConfigError, load_config, parse_config
+from daemon.intake.worker import Reports
+from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import config_template, until
+
+TOKEN = "intake-workers-token-0123456789"
+NEW_TOKEN = "intake-workers-rotated-token-987654"
+SECRET = "whsec_" + base64.b64encode(b"intake-workers-secret-0123456").decode()
+ENV = {"TOKEN": TOKEN, "SECRET": SECRET}
+CONFIG = """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:0", max_body_bytes: 4096, tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
+  mail_from: bc@test.example
+  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+  hook: {{type: webhook, url: "{hook_url}", secret: "${{SECRET}}", allow_private: true}}
+routes:
+  - {{match: {{severity: [critical]}}, healthy: [email], outage: [hook]}}
+  - {{match: {{}}, healthy: [email], outage: defer}}
+dispatch: {{poll: 1h}}
+intake:
+  workers: {{listen: "127.0.0.1:0", count: 2}}
+"""
+ALERT = {
+    "status": "firing",
+    "labels": {"alertname": "DiskFull", "severity": "critical"},
+    "annotations": {"summary": "disk full on db-1"},
+    "startsAt": "2026-11-27T08:00:00Z",
+    "endsAt": "0001-01-01T00:00:00Z",
+    "generatorURL": "http://prometheus.example/graph",
+    "fingerprint": "d15cf011",
+}
+AM_BODY = {
+    "version": "4",
+    "groupKey": "{}:{}",
+    "status": "firing",
+    "receiver": "backchannel",
+    "groupLabels": {},
+    "commonLabels": {},
+    "commonAnnotations": {},
+    "externalURL": "http://am.example",
+    "alerts": [ALERT],
+}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        path = tmp_path / "backchannel.yaml"
+        path.write_text(CONFIG.format(store=tmp_path / "outbox.db", smtp_port=smtp.port, hook_url=hook.url))
+        os.environ.update(ENV)
+        daemon = Daemon(load_config(path), config_path=path)
+        await daemon.start()
+        try:
+            yield daemon, hook, path
+        finally:
+            await daemon.stop()
+            for name in ENV:
+                os.environ.pop(name, None)
+
+
+def _intake(daemon: Daemon, token: str = TOKEN) -> httpx.AsyncClient:
+    assert daemon.workers is not None
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.workers.port}", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def _api(daemon: Daemon) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{daemon.api_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+
+
+async def test_what_a_worker_accepts_is_committed_counted_and_delivered_at_once(
+    world: tuple[Daemon, WebhookReceiver, Path],
+) -> None:
+    daemon, hook, _ = world
+    async with _intake(daemon) as intake, _api(daemon) as api:
+        assert (await api.post("/v1/provider/override", json={"state": "outage"})).status_code == 200
+        sent = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "db down"})
+        assert sent.status_code == 202, sent.text
+        alert = await intake.post("/v1/intake/alertmanager", json=AM_BODY)
+        assert alert.status_code == 202, alert.text
+        again = await intake.post("/v1/intake/alertmanager", json=AM_BODY)
+        assert again.json()["duplicates"] == alert.json()["ids"]
+        # dispatch.poll is an hour: only the workers' reports can have woken the dispatcher
+        requests = await hook.wait_for_async(2, timeout_s=20)
+        subjects = sorted(r.json()["subject"] for r in requests)
+        assert subjects == ["[FIRING] DiskFull: disk full on db-1", "db down"]
+        trail = (await api.get(f"/v1/notifications/{sent.json()['id']}")).json()
+        assert trail["status"] == "delivered"
+
+        async def counted() -> bool:
+            text = (await api.get("/metrics")).text
+            return (
+                'backchannel_notifications_accepted_total{severity="critical",source="api"} 1.0' in text
+                and 'backchannel_notifications_accepted_total{severity="critical",source="alertmanager"} 1.0'
+                in text
+                and "backchannel_notifications_duplicate_total 1.0" in text
+                and "backchannel_intake_workers 2.0" in text
+            )
+
+        await until(counted)
+
+
+async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
+    world: tuple[Daemon, WebhookReceiver, Path],
+) -> None:
+    daemon, _, _ = world
+    body = {"severity": "critical", "subject": "x"}
+    async with _intake(daemon, token="wrong") as wrong, _intake(daemon) as intake:
+        assert (await wrong.post("/v1/notifications", json=body)).status_code == 401
+        assert (await wrong.post("/v1/intake/alertmanager", json=AM_BODY)).status_code == 401
+        anonymous = await intake.post("/v1/notifications", json=body, headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        basic = base64.b64encode(f"t:{TOKEN}".encode()).decode()
+        as_basic = await intake.post(
+            "/v1/intake/alertmanager", json=AM_BODY, headers={"Authorization": f"Basic {basic}"}
+        )
+        assert as_basic.status_code == 202, as_basic.text
+        invalid = await intake.post("/v1/notifications", json={"severity": "urgent", "subject": "x"})
+        assert invalid.status_code == 422 and "severity" in invalid.json()["message"]
+        too_large = await intake.post("/v1/notifications", content=b"x" * 5000)
+        assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
+        status = await intake.get("/v1/status")
+        assert status.status_code == 404 and "API port" in status.json()["message"]
+        assert (await intake.get("/v1/notifications")).status_code == 405
+        health = await intake.get("/healthz")
+        assert health.status_code == 200 and health.json()["role"] == "intake"
+
+
+async def test_a_reload_reaches_the_workers(world: tuple[Daemon, WebhookReceiver, Path]) -> None:
+    daemon, _, path = world
+    body = {"severity": "info", "subject": "rotated"}
+    path.write_text(path.read_text().replace('token: "${TOKEN}"', f'token: "{NEW_TOKEN}"'))
+    daemon.reload()
+    async with _intake(daemon, token=NEW_TOKEN) as rotated, _intake(daemon) as old:
+
+        async def every_worker_has_it() -> bool:
+            # each request may land on either worker: several in a row must all pass
+            answers = [await rotated.post("/v1/notifications", json=body) for _ in range(6)]
+            return all(a.status_code == 202 for a in answers)
+
+        await until(every_worker_has_it)
+        assert (await old.post("/v1/notifications", json=body)).status_code == 401
+
+
+async def test_a_broken_reload_keeps_the_workers_configuration(
+    world: tuple[Daemon, WebhookReceiver, Path],
+) -> None:
+    daemon, _, path = world
+    path.write_text(path.read_text().replace("routes:", "routes: [oops"))
+    daemon.reload()
+    async with _intake(daemon) as intake:
+        answer = await intake.post("/v1/notifications", json={"severity": "info", "subject": "still"})
+        assert answer.status_code == 202
+
+
+def test_the_workers_listener_must_differ_from_the_api(tmp_path: Path) -> None:
+    text = config_template("routes: [{{match: {{}}, healthy: [email], outage: defer}}]\n").format(
+        store=tmp_path / "o.db", api_port=8025, smtp_port=25
+    )
+    with pytest.raises(ConfigError, match=r"intake\.workers\.listen must differ"):
+        parse_config(text + 'intake: {workers: {listen: "127.0.0.1:8025"}}\n', env={"TOKEN": TOKEN})
+    with pytest.raises(ConfigError, match=r"intake\.workers\.count"):
+        parse_config(text + "intake: {workers: {count: 0}}\n", env={"TOKEN": TOKEN})
+
+
+async def test_workers_need_the_configuration_text(tmp_path: Path) -> None:
+    text = config_template("routes: [{{match: {{}}, healthy: [email], outage: defer}}]\n").format(
+        store=tmp_path / "o.db", api_port=0, smtp_port=25
+    )
+    built = parse_config(text + 'intake: {workers: {listen: "127.0.0.1:0"}}\n', env={"TOKEN": TOKEN})
+    in_code = type(built).model_validate(built.model_dump(by_alias=True))
+    daemon = Daemon(in_code)
+    with pytest.raises(RuntimeError, match=r"intake\.workers needs the configuration"):
+        await daemon.start()
+    await daemon.stop()
+
+
+async def test_reports_never_block_the_worker_and_lose_no_count() -> None:
+    read_fd, write_fd = os.pipe()
+    reports = Reports(write_fd)
+    from daemon.core.model import Severity
+
+    class _N:
+        severity = Severity.CRITICAL
+        source = "api"
+
+    class _A:
+        duplicate = False
+
+    # fill the pipe while nobody reads: writes must not block, the counts must wait
+    for _ in range(5000):
+        reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+        await asyncio.sleep(0)
+    total = 0
+    buffered = b""
+    os.set_blocking(read_fd, False)
+
+    async def all_counted() -> bool:
+        nonlocal total, buffered
+        with contextlib.suppress(BlockingIOError):
+            buffered += os.read(read_fd, 1 << 20)
+        *lines, buffered = buffered.split(b"\n")
+        total += sum(n for line in lines for _, _, n in json.loads(line)["accepted"])
+        reports.accepted([], [])  # the next commit carries what waited
+        await asyncio.sleep(0)
+        return total == 5000
+
+    await until(all_counted)
+    os.close(read_fd)
+    os.close(write_fd)
