@@ -262,9 +262,11 @@ class Figures:
     missing: int
 
 
-def measure(target: Target, receiver: Receiver, args: argparse.Namespace) -> Figures:
-    one, one_delivered = _phase(target, receiver, 1, args)
-    batch, batch_delivered = _phase(target, receiver, 100, args)
+def measure(
+    target: Target, receiver: Receiver, args: argparse.Namespace, settled: Callable[[], bool] = lambda: True
+) -> Figures:
+    one, one_delivered = _phase(target, receiver, 1, args, settled)
+    batch, batch_delivered = _phase(target, receiver, 100, args, settled)
     sent = asyncio.run(open_loop(target, "lat", args.rate, args.seconds))
     seen = receiver.wait_for(set(sent))
     latencies = [seen[i] - t for i, t in sent.items() if i in seen]
@@ -282,12 +284,16 @@ def measure(target: Target, receiver: Receiver, args: argparse.Namespace) -> Fig
 
 
 def _phase(
-    target: Target, receiver: Receiver, per_request: int, args: argparse.Namespace
+    target: Target,
+    receiver: Receiver,
+    per_request: int,
+    args: argparse.Namespace,
+    settled: Callable[[], bool],
 ) -> tuple[WrkResult, float]:
     """wrk for ``args.seconds``, then wait until the webhooks stop: accepted/s and delivered/s."""
     started = time.monotonic()
     accepted = wrk_unique(target, f"n{per_request}", per_request, args.connections, args.seconds)
-    count, last = _drain(receiver)
+    count, last = _drain(receiver, settled)
     delivered = count / (last - started) if count else 0.0
     print(
         f"  {target.name}, {per_request} per request: {accepted.requests_per_s:,.0f} alerts/s accepted, "
@@ -296,12 +302,20 @@ def _phase(
     return accepted, delivered
 
 
-def _drain(receiver: Receiver, quiet_s: float = 2.0, timeout_s: float = 300) -> tuple[int, float]:
-    """Alerts received until none came for ``quiet_s``, and the last one's arrival (monotonic)."""
+def _drain(
+    receiver: Receiver, settled: Callable[[], bool], quiet_s: float = 2.0, timeout_s: float = 300
+) -> tuple[int, float]:
+    """Alerts received until none came for ``quiet_s`` and ``settled()``, and the last one's arrival.
+
+    ``settled`` asks the target whether anything is still queued: backchannel may pause delivery
+    for longer than ``quiet_s`` while intake takes the machine, and must not be cut short then.
+    """
     count, last, deadline = 0, time.monotonic(), time.monotonic() + timeout_s
-    while time.monotonic() < deadline and time.monotonic() - last < quiet_s:
+    while time.monotonic() < deadline:
         if seen := receiver.take():
             count, last = count + len(seen), max(seen.values())
+        elif time.monotonic() - last >= quiet_s and settled():
+            break
         time.sleep(0.1)
     return count, last
 
@@ -324,7 +338,18 @@ def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace)
             headers={"Authorization": f"Bearer {daemon.token}"},
         )
         forced.raise_for_status()
-        return measure(backchannel_target(daemon.intake_port, daemon.token), receiver, args)
+        return measure(
+            backchannel_target(daemon.intake_port, daemon.token), receiver, args, lambda: _empty(daemon)
+        )
+
+
+def _empty(daemon: DaemonUnderTest) -> bool:
+    """Nothing waiting or being sent in backchannel's outbox."""
+    status = httpx.get(
+        f"{daemon.url}/v1/status", headers={"Authorization": f"Bearer {daemon.token}"}, timeout=10
+    ).json()
+    queue = status["queue"]
+    return not queue["sending_now"] and not any(queue["deliveries"].values())
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
-from daemon.api.intake_app import create_intake_api
-from daemon.api.serving import ApiServer, server_config
+from daemon.api.intake_app import intake_handler
+from daemon.api.lean_http import LeanServer
 from daemon.build import api_grants, build_store, secrets_of
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, parse_config
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 EX_CONFIG = 78
 #: the control line carries the whole configuration file
 CONTROL_LIMIT = 16 << 20
+#: on SIGTERM, how long requests already received may take to be answered
+STOP_GRACE_S = 5.0
 
 
 class Reports:
@@ -124,30 +126,23 @@ class IntakeWorker:
 
     async def _serve(self, acceptor: Acceptor) -> None:
         acceptor.subscribe(self._reports.accepted)
-        app = create_intake_api(
+        handler = intake_handler(
             acceptor,
             tokens=lambda: self._tokens,
             grants=lambda: self._grants,
             webhooks=lambda: self._intake,
             draining=lambda: self._draining,
-            max_body_bytes=self._config.api.max_body_bytes,
         )
-        server = ApiServer(server_config(app))
-        serving = asyncio.create_task(server.serve(sockets=[self._sock]), name="intake-http")
-        while not server.started:
-            if serving.done():
-                await serving
-                raise RuntimeError("the intake server stopped while starting")
-            await asyncio.sleep(0.01)
+        server = LeanServer(handler, self._config.api.max_body_bytes)
+        await server.start(self._sock)
         self._reports.ready()
         control = asyncio.create_task(self._follow(), name="intake-control")
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([stop, control, serving], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([stop, control], return_when=asyncio.FIRST_COMPLETED)
         self._draining = True
-        server.should_exit = True
         control.cancel()
         stop.cancel()
-        await serving
+        await server.stop(grace_s=STOP_GRACE_S)
 
     def _apply(self, config: Config) -> None:
         for secret in secrets_of(config).values():

@@ -1,0 +1,198 @@
+"""The intake workers' HTTP/1.1 server (daemon/api/lean_http.py) over real sockets, byte by byte."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from daemon.api.lean_http import LeanServer, Reply
+from tests.support import until
+
+LIMIT = 1000
+
+
+class Echo:
+    """Answers 202 with what it got; ``/slow`` waits for ``release``; ``/boom`` raises."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.release = asyncio.Event()
+
+    async def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        self.calls.append((method, path, headers, body))
+        if path == "/slow":
+            await self.release.wait()
+        if path == "/boom":
+            raise RuntimeError("handler failed")
+        return (
+            202,
+            {"method": method, "path": path, "body": body.decode(), "n": len(self.calls)},
+            {"x-seen": "1"},
+        )
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[LeanServer, Echo, int]]:
+    echo = Echo()
+    server = LeanServer(echo, LIMIT, idle_timeout_s=0.3)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    await server.start(sock)
+    try:
+        yield server, echo, sock.getsockname()[1]
+    finally:
+        echo.release.set()
+        await server.stop(grace_s=1)
+
+
+async def _exchange(
+    port: int, data: bytes, responses: int = 1
+) -> tuple[list[tuple[int, dict[str, str], Any]], bool]:
+    """Send ``data``, read ``responses`` answers; also whether the server closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    answers = []
+    for _ in range(responses):
+        answers.append(await _read_response(reader))
+    closed = await _closed(reader)
+    writer.close()
+    return answers, closed
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if status == 100:
+        return status, headers, None
+    body = await reader.readexactly(int(headers["content-length"]))
+    return status, headers, json.loads(body)
+
+
+async def _closed(reader: asyncio.StreamReader, wait_s: float = 0.2) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(1), wait_s) == b""
+    except TimeoutError:
+        return False
+
+
+def _post(path: str, body: bytes, extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+async def test_keep_alive_and_pipelined_requests_are_answered_in_order(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, echo, port = served
+    answers, closed = await _exchange(
+        port, _post("/a?x=1", b"one") + _post("/b", b"two") + _post("/c", b""), 3
+    )
+    assert [a[2]["path"] for a in answers] == ["/a", "/b", "/c"]
+    assert [a[2]["body"] for a in answers] == ["one", "two", ""]
+    assert all(a[0] == 202 and a[1]["x-seen"] == "1" for a in answers)
+    assert not closed
+    assert echo.calls[0][2]["host"] == "x"
+
+
+async def test_a_chunked_body_arrives_whole(served: tuple[LeanServer, Echo, int]) -> None:
+    _, _, port = served
+    data = (
+        b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    )
+    (answer,), _ = await _exchange(port, data)
+    assert answer[2]["body"] == "abcdefg"
+
+
+async def test_expect_100_continue_is_honoured(served: tuple[LeanServer, Echo, int]) -> None:
+    _, _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    interim = await _read_response(reader)
+    assert interim[0] == 100
+    writer.write(b"hello")
+    final = await _read_response(reader)
+    assert final[0] == 202 and final[2]["body"] == "hello"
+    writer.close()
+
+
+async def test_a_declared_body_over_the_limit_is_refused_unread(served: tuple[LeanServer, Echo, int]) -> None:
+    _, echo, port = served
+    (answer,), closed = await _exchange(port, _post("/big", b"x" * (LIMIT + 1)))
+    assert answer[0] == 413 and answer[2]["error"] == "too_large" and answer[1]["connection"] == "close"
+    assert closed and echo.calls == []
+
+
+async def test_a_chunked_body_over_the_limit_is_cut_off(served: tuple[LeanServer, Echo, int]) -> None:
+    _, echo, port = served
+    chunk = b"%x\r\n" % 600 + b"y" * 600 + b"\r\n"
+    data = (
+        b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk + chunk + b"0\r\n\r\n"
+    )
+    (answer,), closed = await _exchange(port, data)
+    assert answer[0] == 413 and closed and echo.calls == []
+
+
+async def test_malformed_requests_get_400_and_a_closed_connection(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, echo, port = served
+    (answer,), closed = await _exchange(port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert answer[0] == 400 and answer[2]["error"] == "bad_request" and closed
+    upgrade = b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    (answer,), closed = await _exchange(port, upgrade)
+    assert answer[0] == 400 and closed and echo.calls == []
+
+
+async def test_connection_close_and_http_10_close_after_the_answer(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, _, port = served
+    (answer,), closed = await _exchange(port, _post("/c", b"", "Connection: close\r\n"))
+    assert answer[0] == 202 and answer[1]["connection"] == "close" and closed
+    (answer,), closed = await _exchange(port, b"POST /old HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+    assert answer[0] == 202 and closed
+
+
+async def test_an_idle_kept_alive_connection_is_closed(served: tuple[LeanServer, Echo, int]) -> None:
+    server, _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/a", b""))
+    assert (await _read_response(reader))[0] == 202
+    assert await asyncio.wait_for(reader.read(1), 5) == b""  # the 0.3 s idle timeout
+    await until(lambda: not server.connections)
+    writer.close()
+
+
+async def test_a_failing_handler_is_a_500_and_the_server_goes_on(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, _, port = served
+    (answer,), closed = await _exchange(port, _post("/boom", b""))
+    assert answer[0] == 500 and closed
+    (answer,), _ = await _exchange(port, _post("/fine", b""))
+    assert answer[0] == 202
+
+
+async def test_stop_answers_what_was_received_then_refuses(served: tuple[LeanServer, Echo, int]) -> None:
+    server, echo, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/slow", b"wait"))
+    await until(lambda: len(echo.calls) == 1)
+    stopping = asyncio.create_task(server.stop(grace_s=5))
+    await asyncio.sleep(0)
+    echo.release.set()
+    answer = await _read_response(reader)
+    assert answer[0] == 202 and answer[2]["body"] == "wait"
+    assert await asyncio.wait_for(reader.read(1), 5) == b""
+    await stopping
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
