@@ -42,7 +42,7 @@ def decode_secret(secret: str) -> bytes:
 
 def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    digest = hmac.digest(key, signed, hashlib.sha256)
     return f"{VERSION},{base64.b64encode(digest).decode()}"
 
 
@@ -56,9 +56,18 @@ def secret_list(secret: str | Sequence[str]) -> tuple[str, ...]:
     return secrets
 
 
+def signing_keys(secret: str | Sequence[str]) -> tuple[bytes, ...]:
+    """The HMAC key of each secret, decoded once (a sender signs every message with them)."""
+    return tuple(decode_secret(s) for s in secret_list(secret))
+
+
 def sign(secret: str | Sequence[str], msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` header value: one ``v1,<sig>`` per secret, space-separated."""
-    keys = [decode_secret(s) for s in secret_list(secret)]
+    return sign_with(signing_keys(secret), msg_id, timestamp, body)
+
+
+def sign_with(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """:func:`sign` with keys from :func:`signing_keys`."""
     return " ".join(_signature(key, msg_id, timestamp, body) for key in keys)
 
 

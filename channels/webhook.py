@@ -35,6 +35,7 @@ template failed or rendered bad JSON      yes        no
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import ssl
 import time
@@ -56,7 +57,7 @@ from channels.address_guard import (
 )
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.http1 import ConnectFailed, Endpoint, Headers, Http1Pool, HttpError, InvalidRequest, Reply
-from channels.signing import secret_list, sign
+from channels.signing import sign_with, signing_keys
 from channels.webhook_templates import JSON_CONTENT_TYPE, Template, message_fields, render_template
 
 BODY_TYPE = "backchannel.notification"
@@ -72,6 +73,8 @@ _OURS = frozenset(
     | {"host", "content-length", "transfer-encoding", "connection"}
 )
 _CONNECT_ERRORS = (ConnectFailed, httpx.ConnectError)
+#: json.dumps with these settings builds an encoder per call; one serves every body
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def render_body(message: OutboundMessage) -> bytes:
@@ -82,7 +85,7 @@ def render_body(message: OutboundMessage) -> bytes:
         "id": message.notification_id,
         **message_fields(message),
     }
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -123,7 +126,7 @@ class WebhookChannel:
     ) -> None:
         self.name = name
         self._url = _checked_url(url)
-        self._secrets = () if secret is None else secret_list(secret)
+        self._keys = () if secret is None else signing_keys(secret)
         self._fixed_headers = _fixed_headers(headers or {}, content_type)
         self._timeout_s = timeout_s
         self._template = template
@@ -136,6 +139,10 @@ class WebhookChannel:
         self._pool = Http1Pool(ssl_context) if transport is None else None
         self._resolve = resolver
         self._clock = clock
+        #: an IP literal's vetted address, kept after its first send: it resolves to itself
+        #: whatever the DNS says, so vetting it again per send only costs CPU (a name is
+        #: resolved and vetted on every send, since what it resolves to may change)
+        self._literal: list[IPAddress] | None = None
 
     async def send(self, message: OutboundMessage) -> Receipt:
         body = self._body(message)
@@ -170,22 +177,29 @@ class WebhookChannel:
     def _headers(self, msg_id: str, body: bytes) -> Headers:
         key = msg_id.encode()
         headers = [*self._fixed_headers, (b"Idempotency-Key", key), (b"webhook-id", key)]
-        if self._secrets:
+        if self._keys:
             timestamp = int(self._clock())
             headers.append((b"webhook-timestamp", str(timestamp).encode()))
-            headers.append((b"webhook-signature", sign(self._secrets, msg_id, timestamp, body).encode()))
+            headers.append((b"webhook-signature", sign_with(self._keys, msg_id, timestamp, body).encode()))
         return headers
 
     async def _post(self, body: bytes, headers: Headers) -> Reply:
-        addresses = await vetted_addresses(
-            self._url.host, self._port, allow_private=self._allow_private, resolve=self._resolve
-        )
+        addresses = self._literal or await self._vetted()
         for address in addresses[:-1]:
             try:
                 return await self._post_to(address, body, headers)
             except _CONNECT_ERRORS:
                 continue  # try the next vetted address, as a client's own connect loop would
         return await self._post_to(addresses[-1], body, headers)
+
+    async def _vetted(self) -> list[IPAddress]:
+        host = self._url.host
+        addresses = await vetted_addresses(
+            host, self._port, allow_private=self._allow_private, resolve=self._resolve
+        )
+        if _is_ip_literal(host):
+            self._literal = addresses
+        return addresses
 
     async def _post_to(self, address: IPAddress, body: bytes, headers: Headers) -> Reply:
         if self._pool is None:
@@ -247,6 +261,14 @@ def _fixed_headers(configured: Mapping[str, str], content_type: str) -> Headers:
             raise ChannelConfigError(f"webhook header {name!r} is not a valid HTTP header") from None
         encoded.append(header)
     return encoded
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _checked_url(url: str) -> httpx.URL:

@@ -54,6 +54,7 @@ class SqliteStore:
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._accepts: list[tuple[Sequence[NewNotification], datetime, asyncio.Future[list[Accepted]]]] = []
+        self._records: list[tuple[Sequence[Outcome], datetime, asyncio.Future[None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
     def _connect(self) -> sqlite3.Connection:
@@ -132,10 +133,60 @@ class SqliteStore:
                 future.set_result(accepted)
 
     async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
-        return await self._writer.run(lambda conn: tx.claim(conn, channel, limit, now, lease_until))
+        # Not durable (no fsync of its own): a lease lost with power leaves the delivery pending,
+        # so it is sent (again) after the restart, which at-least-once delivery allows. The
+        # outcome recorded after the send is durable, and its fsync covers this claim too.
+        return await self._writer.run(
+            lambda conn: tx.claim(conn, channel, limit, now, lease_until), durable=False
+        )
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        await self._writer.run(lambda conn: tx.record(conn, outcomes, now))
+        """Commit durably; outcomes recorded while a writer job is waiting join it (one hand-off).
+
+        Sends finish a few at a time under load: each outcome its own writer job cost a thread
+        hand-off each way per delivery, though the writer committed them together anyway.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._records.append((outcomes, now, future))
+        if len(self._records) == 1:
+            flush = asyncio.create_task(self._flush_records())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        await future
+
+    async def _flush_records(self) -> None:
+        batch, self._records = self._records, []
+
+        def write(conn: sqlite3.Connection) -> None:
+            for outcomes, now, _ in batch:
+                tx.record(conn, outcomes, now)
+
+        try:
+            await self._writer.run(write)
+        except StoreUnavailable as exc:  # nothing was committed: every caller retries
+            _fail_all([future for _, _, future in batch], exc)
+        except Exception:
+            # One caller's bad outcome must not fail the others': each on its own, as if alone.
+            for outcomes, now, future in batch:
+                await self._record_alone(outcomes, now, future)
+        except BaseException as exc:
+            _fail_all([future for _, _, future in batch], exc)
+            raise
+        else:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _record_alone(
+        self, outcomes: Sequence[Outcome], now: datetime, future: asyncio.Future[None]
+    ) -> None:
+        try:
+            await self._writer.run(lambda conn: tx.record(conn, outcomes, now))
+        except Exception as exc:
+            _fail_all([future], exc)
+        else:
+            if not future.done():
+                future.set_result(None)
 
     async def release_expired(self, now: datetime) -> int:
         return await self._writer.run(
@@ -179,7 +230,7 @@ class SqliteStore:
     async def due(self) -> dict[str, datetime]:
         """Per channel, when its earliest pending delivery (of the mode in force) is due."""
         rows = await self._read(lambda conn: conn.execute(Q["due"]).fetchall())
-        return {channel: codec.dt(at) for channel, at in rows}
+        return {channel: codec.dt(at) for channel, at in rows if at is not None}
 
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
         rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())
@@ -287,6 +338,12 @@ class SqliteStore:
             )
 
         return await self._read(read)
+
+
+def _fail_all(futures: Sequence[asyncio.Future[None]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _health(row: sqlite3.Row) -> ChannelHealth:

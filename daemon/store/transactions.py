@@ -79,19 +79,26 @@ def claim(
 ) -> list[Claimed]:
     params = {"channel": channel, "limit": limit, "now": codec.ts(now), "lease_until": codec.ts(lease_until)}
     rows = conn.execute(Q["claim"], params).fetchall()
+    if not rows:
+        return []
+    # One query for every claimed delivery's notification, not one per delivery.
+    ids = json.dumps([row["notification_id"] for row in rows])
+    notifications = {n["id"]: n for n in conn.execute(Q["notifications_by_ids"], (ids,))}
     claimed = []
     for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
-        n = conn.execute(Q["notification_by_id"], (row["notification_id"],)).fetchone()
+        n = notifications[row["notification_id"]]
         claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n)))
     return claimed
 
 
 def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
+    at = codec.ts(now)
+    mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]  # recording outcomes never changes it
     for outcome in outcomes:
-        _record_one(conn, outcome, codec.ts(now))
+        _record_one(conn, outcome, at, mode)
 
 
-def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float) -> None:
+def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mode) -> None:
     d = conn.execute(Q["delivery_by_id"], (outcome.delivery_id,)).fetchone()
     conn.execute(
         Q["insert_attempt"],
@@ -109,7 +116,7 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float) -> None:
     if outcome.kind == "delivered":
         conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
         conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
-        if conn.execute(Q["current_mode"]).fetchone()[0] != d["mode"]:
+        if mode != d["mode"]:
             # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
             # so its old mode's later steps stop, as supersede_stale_escalations stops them.
             conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))

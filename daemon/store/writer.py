@@ -5,6 +5,13 @@ in one ``BEGIN IMMEDIATE`` transaction and commits once, so a hundred concurrent
 for one fsync. If any function fails, the batch is rolled back and each function is re-run in
 its own transaction, so one bad write never takes the others down with it and nothing is half
 committed. Only after COMMIT returns does a caller's coroutine resume.
+
+Durability per job: a job run with ``durable=False`` (a claim's lease) may be lost with power,
+so a batch of such jobs alone commits with ``synchronous=NORMAL``: in WAL mode that appends to the
+log without the fsync, and the database stays consistent whatever is lost. Any durable job in a
+batch makes the whole batch commit with ``synchronous=FULL``, and that fsync covers every earlier
+commit in the log as well. Accepts and outcomes are durable; a lost lease only means the delivery
+is pending again after a restart (sent once more: at least once already allows it).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any, TypeVar
 from daemon.store.base import StoreUnavailable
 
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+#: a function of the connection, its caller's future, and whether its commit must survive power loss
+Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,8 @@ class GroupCommitWriter:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._ready: Future[None] = Future()
+        #: the connection's ``synchronous`` setting now (it opens with FULL)
+        self._durable = True
 
     def start(self) -> None:
         self._thread.start()
@@ -44,9 +54,10 @@ class GroupCommitWriter:
         self._jobs.put(None)
         self._thread.join()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in a transaction; ``durable=False`` lets a batch of such jobs skip the fsync."""
         future: Future[T] = Future()
-        self._jobs.put((fn, future))
+        self._jobs.put((fn, future, durable))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
@@ -95,7 +106,7 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             self._fail(batch, exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             future.set_result(result)
 
     def _commit_alone(self, conn: sqlite3.Connection, job: Job) -> None:
@@ -108,12 +119,12 @@ class GroupCommitWriter:
         else:
             job[1].set_result(result)
 
-    @staticmethod
-    def _transaction(conn: sqlite3.Connection, batch: list[Job]) -> list[Any]:
+    def _transaction(self, conn: sqlite3.Connection, batch: list[Job]) -> list[Any]:
+        self._synchronous(conn, any(durable for _, _, durable in batch))
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = []
-            for fn, _ in batch:
+            for fn, _, _ in batch:
                 try:
                     results.append(fn(conn))
                 except Exception as exc:
@@ -125,10 +136,16 @@ class GroupCommitWriter:
             raise
         return results
 
+    def _synchronous(self, conn: sqlite3.Connection, durable: bool) -> None:
+        """FULL for a batch that must survive power loss, NORMAL (no fsync in WAL mode) otherwise."""
+        if durable != self._durable:
+            conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
+            self._durable = durable
+
     @staticmethod
     def _fail(batch: list[Job], exc: sqlite3.Error) -> None:
         log.error("store commit failed: %s", exc)
-        for _, future in batch:
+        for _, future, _ in batch:
             future.set_exception(_wrap(exc))
 
 

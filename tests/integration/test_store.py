@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -22,6 +23,7 @@ from daemon.store.migrations import SchemaTooNew
 from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
 from tests.integration.conftest import PgFactory, StoreFactory, admin
+from tests.support import until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROUTES = (
@@ -129,6 +131,59 @@ async def test_claims_only_deliveries_planned_for_the_current_mode(store: Store)
     await store.accept([note(1)], T0)
     await _enter(store, ProviderState.OUTAGE)
     assert await store.claim("email", 10, T0, T0 + timedelta(minutes=5)) == []
+
+
+async def test_due_names_only_channels_with_work_of_the_mode_in_force(store: Store) -> None:
+    """Pending deliveries of the other mode make no channel due; the mode's own do, at their time."""
+    await store.accept([note(1), note(2)], T0)
+    assert await store.due() == {"email": T0}
+    await _enter(store, ProviderState.OUTAGE)
+    assert await store.due() == {}
+    await store.accept([note(3)], T0 + timedelta(seconds=1))
+    assert await store.due() == {"hook": T0 + timedelta(seconds=1)}
+
+
+async def test_concurrent_outcomes_all_commit_and_a_bad_one_fails_alone(store: Store) -> None:
+    """Outcomes recorded at once all land; one naming no delivery fails, and only its caller."""
+    await store.accept([note(i) for i in range(20)], T0)
+    claimed = await store.claim("email", 20, T0, T0 + timedelta(minutes=5))
+    good = [store.record([Outcome(c.delivery.id, "delivered", T0, T0, "250 ok")], T0) for c in claimed]
+    bad = store.record([Outcome(10**9, "delivered", T0, T0, "250 ok")], T0)
+    *results, failed = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert results == [None] * 20
+    assert isinstance(failed, Exception)
+    assert (await store.queue()).notifications == {"delivered": 20}
+
+
+async def test_leases_alone_commit_without_fsync_and_any_durable_write_with_it(tmp_path: Path) -> None:
+    """A batch of claims only commits with synchronous=NORMAL; one durable job makes the batch FULL."""
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    writer = store._writer
+
+    def level(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    try:
+        assert await writer.run(level, durable=False) == 1  # NORMAL
+        assert await writer.run(level) == 2  # FULL
+        entered, gate = threading.Event(), threading.Event()
+
+        def block(conn: sqlite3.Connection) -> None:
+            entered.set()
+            gate.wait(30)
+
+        blocker = asyncio.ensure_future(writer.run(block))
+        await until(entered.is_set)  # the writer is inside the blocker's transaction
+        batch = asyncio.gather(
+            writer.run(level, durable=False), writer.run(level), writer.run(level, durable=False)
+        )
+        await until(lambda: writer._jobs.qsize() == 3)  # all three queued behind it: one batch
+        gate.set()
+        await blocker
+        assert list(await batch) == [2, 2, 2]
+    finally:
+        await store.close()
 
 
 async def test_accept_uses_the_mode_in_force(store: Store) -> None:

@@ -23,6 +23,7 @@ import trustme
 from standardwebhooks.webhooks import Webhook
 
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.http1 import Endpoint, Http1Pool, InvalidRequest
 from channels.webhook import WebhookChannel
 from channels.webhook_templates import compile_template, load_preset
 from tests.servers import ScriptedResponse, WebhookReceiver
@@ -632,3 +633,73 @@ async def test_idempotency_key_http_cannot_carry_is_permanent(make: Factory) -> 
             await make("hook", server.url, SECRET).send(_message(idempotency_key="idem\r\nX-Injected: 1"))
         assert info.value.permanent
         assert server.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "connections"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 1),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1),
+        (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", 1),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 2),
+    ],
+    ids=["chunked", "informational-first", "bare-line-feeds", "http-1.0"],
+)
+async def test_answer_framing(answer: bytes, connections: int, make: Factory) -> None:
+    """Chunked, after a 1xx, bare LFs: read whole, the connection kept; an HTTP/1.0 answer is not."""
+
+    async def first_then_ok(connection: int, nth: int) -> bytes:
+        return answer if (connection, nth) == (0, 0) else OK
+
+    async with raw_server(first_then_ok) as server:
+        channel = make("hook", server.url, SECRET)
+        for _ in range(2):
+            assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert (server.connections, server.requests) == (connections, 2)
+
+
+async def test_body_that_ends_with_the_connection_is_read(make: Factory) -> None:
+    """No Content-Length and not chunked: the body runs to the close, and the answer counts."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1]))  # type: ignore[index]
+        writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: text/plain\r\n\r\nqueued, thanks")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+        channel = make("hook", url, SECRET)
+        for _ in range(2):  # the second on a new connection
+            assert (await channel.send(_message())).detail == "HTTP 202 Accepted"
+
+
+async def test_answer_that_is_not_http_is_transient(make: Factory) -> None:
+    """Garbage for an answer: a transient service fault, and the connection is not reused."""
+
+    async def garbage_then_ok(connection: int, nth: int) -> bytes:
+        return b"SMTP 220 ready\r\n\r\n" if connection == 0 else OK
+
+    async with raw_server(garbage_then_ok) as server:
+        channel = make("hook", server.url, SECRET)
+        error = await _failure(channel)
+        assert (error.service_fault, error.permanent) == (True, False)
+        assert (await channel.send(_message())).detail == "HTTP 200 OK"
+        assert server.connections == 2
+
+
+async def test_request_framing_is_checked_before_anything_is_sent() -> None:
+    """The pool refuses a Content-Length that does not match the body: nothing goes out."""
+    async with raw_server(_always_ok) as server:
+        pool = Http1Pool()
+        endpoint = Endpoint("127.0.0.1", int(server.url.split(":")[2].split("/")[0]))
+        headers = [(b"Host", b"127.0.0.1"), (b"Content-Length", b"5")]
+        try:
+            with pytest.raises(InvalidRequest, match="Content-Length"):
+                await pool.post(endpoint, b"/hook", headers, b"four")
+            assert (await pool.post(endpoint, b"/hook", headers, b"fives")).status == 200
+        finally:
+            await pool.aclose()
+        assert server.requests == 1
