@@ -78,6 +78,7 @@ class DaemonUnderTest:
         self.url = f"http://127.0.0.1:{self.api_port}"
         #: where to send intake: the intake workers' port when there are workers, else the API's
         self.intake_port = free_port() if workers else self.api_port
+        self.workers = workers
         self.config = workdir / "bench.yaml"
         self.config.write_text(
             CONFIG.format(
@@ -111,10 +112,7 @@ class DaemonUnderTest:
         deadline = time.monotonic() + 30
         while True:
             try:
-                ports = {self.api_port, self.intake_port}
-                if all(
-                    httpx.get(f"http://127.0.0.1:{p}/healthz", timeout=1).status_code == 200 for p in ports
-                ):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200 and self._workers_ready():
                     break
             except httpx.TransportError:
                 pass
@@ -123,6 +121,15 @@ class DaemonUnderTest:
             time.sleep(0.005)
         self.ready_s = time.perf_counter() - started
         return self
+
+    def _workers_ready(self) -> bool:
+        """Every intake worker serving (they start after the API answers)."""
+        if not self.workers:
+            return True
+        metrics = httpx.get(
+            f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.token}"}, timeout=5
+        )
+        return f"backchannel_intake_workers {self.workers}.0" in metrics.text
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         if self.proc is not None:

@@ -360,7 +360,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="alerts/s offered for the latency run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument(
-        "--workers", type=int, default=2, help="backchannel's intake workers (intake.workers.count; 0: none)"
+        "--workers", type=int, default=1, help="backchannel's intake workers (intake.workers.count; 0: none)"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Receiver() as receiver:

@@ -252,12 +252,21 @@ def twilio_accounts(config: Config) -> list[TwilioAccount]:
     ]
 
 
-def build_store(config: Config) -> Store:
+#: an intake worker tries for SQLite's write lock ten times less often than the daemon
+WORKER_WRITE_RETRY_S = 0.001
+
+
+def build_store(config: Config, *, intake_worker: bool = False) -> Store:
     if isinstance(config.store, PostgresStoreConfig):
         from daemon.store.postgres import PostgresStore  # psycopg only where PostgreSQL is configured
 
         return PostgresStore.from_config(config.store)
-    return SqliteStore(config.store.path, busy_timeout_s=config.store.busy_timeout.total_seconds())
+    busy_timeout_s = config.store.busy_timeout.total_seconds()
+    if intake_worker:
+        return SqliteStore(
+            config.store.path, busy_timeout_s=busy_timeout_s, write_retry_s=WORKER_WRITE_RETRY_S
+        )
+    return SqliteStore(config.store.path, busy_timeout_s=busy_timeout_s)
 
 
 def describe_store(config: Config) -> str:

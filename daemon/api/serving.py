@@ -32,11 +32,17 @@ def server_config(app: ASGIApp) -> uvicorn.Config:
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A non-blocking listening-ready TCP socket on ``host:port`` (port 0: any free port)."""
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A non-blocking listening-ready TCP socket on ``host:port`` (port 0: any free port).
+
+    ``reuse_port``: several processes of this user bind the same port and the kernel spreads
+    new connections evenly over those listening (the intake workers).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock

@@ -1,10 +1,11 @@
 """One intake worker process, started by the daemon (:mod:`daemon.intake.workers`), never by hand.
 
-    python -m daemon.intake.worker --listen-fd N --report-fd M --index I
+    python -m daemon.intake.worker --host H --port P --report-fd M --index I
 
-It serves the intake endpoints (:mod:`daemon.api.intake_app`) on the listening socket it
-inherits and commits to the daemon's store, so its 202 means what the API port's means. What it
-shares with the daemon goes over two pipes:
+It serves the intake endpoints (:mod:`daemon.api.intake_app`) on ``H:P``, which it binds with
+``SO_REUSEPORT`` beside its siblings (the daemon holds the port), and commits to the daemon's
+store, so its 202 means what the API port's means. What it shares with the daemon goes over two
+pipes:
 
 - stdin, from the daemon: one JSON line ``{"config": text, "filename": name}`` to start with, the
   text the daemon itself parsed; each later line is a reload. End of file means the daemon is
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 
 from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
+from daemon.api.serving import bind
 from daemon.build import api_grants, build_store, secrets_of
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, parse_config
@@ -49,6 +51,7 @@ EX_CONFIG = 78
 CONTROL_LIMIT = 16 << 20
 #: on SIGTERM, how long requests already received may take to be answered
 STOP_GRACE_S = 5.0
+BACKLOG = 1024
 
 
 class Reports:
@@ -103,10 +106,10 @@ class Reports:
 
 class IntakeWorker:
     def __init__(
-        self, control: asyncio.StreamReader, config: Config, listen_fd: int, reports: Reports
+        self, control: asyncio.StreamReader, config: Config, sock: socket.socket, reports: Reports
     ) -> None:
         self._control_reader = control
-        self._sock = socket.socket(fileno=listen_fd)
+        self._sock = sock
         self._reports = reports
         self._draining = False
         self._stop = asyncio.Event()
@@ -117,7 +120,7 @@ class IntakeWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the daemon
-        store = build_store(self._config)
+        store = build_store(self._config, intake_worker=True)
         await store.open()
         try:
             await self._serve(Acceptor(store, lambda: self._routes, SystemClock(), _nothing))
@@ -171,7 +174,7 @@ class IntakeWorker:
         log.warning("the daemon is gone: intake worker stopping", extra={"event": "intake.worker_orphaned"})
 
 
-async def serve_worker(listen_fd: int, report_fd: int, index: int) -> int:
+async def serve_worker(host: str, port: int, report_fd: int, index: int) -> int:
     """Read the configuration from stdin, then serve until SIGTERM or the daemon goes away."""
     loop = asyncio.get_running_loop()
     control = asyncio.StreamReader(limit=CONTROL_LIMIT)
@@ -184,7 +187,9 @@ async def serve_worker(listen_fd: int, report_fd: int, index: int) -> int:
     except (ConfigError, ValueError) as exc:
         log.error("intake worker %d cannot start: %s", index, exc, extra={"event": "intake.worker_config"})
         return EX_CONFIG
-    await IntakeWorker(control, config, listen_fd, Reports(report_fd)).run()
+    sock = bind(host, port, reuse_port=True)
+    sock.listen(BACKLOG)
+    await IntakeWorker(control, config, sock, Reports(report_fd)).run()
     return 0
 
 
@@ -199,7 +204,8 @@ def _parse(line: bytes) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m daemon.intake.worker")
-    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--report-fd", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
@@ -207,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code: list[int] = []
 
     async def run() -> None:
-        code.append(await serve_worker(args.listen_fd, args.report_fd, args.index))
+        code.append(await serve_worker(args.host, args.port, args.report_fd, args.index))
 
     from daemon.cli import run_async
 

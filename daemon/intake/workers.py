@@ -3,9 +3,11 @@
 Intake and delivery used to share one event loop, so on a small machine a burst of one-alert
 requests left delivery and intake each a fraction of one core. Workers are separate processes
 (:mod:`daemon.intake.worker`) serving only the intake endpoints on a listener of their own; the
-daemon keeps the checks, the decisions and delivery. The daemon binds the listener once and
-every worker accepts on it, so a restarted worker takes over the same port with no gap in which
-connections are refused (the kernel queues them).
+daemon keeps the checks, the decisions and delivery. Each worker listens on the same port with
+``SO_REUSEPORT``, so the kernel spreads connections evenly over them (one shared listening socket
+let the first worker to wake take a whole burst of new connections). The daemon holds the port
+with a bound socket that does not listen, so the port stays reserved while a worker restarts and
+the kernel sends new connections to the workers that are up.
 
 A worker that dies is started again (1 s, doubling to 30 s while it keeps dying); what it had
 committed is in the store, and a request it had not answered was not accepted (the client
@@ -69,8 +71,7 @@ class IntakeWorkers:
 
     async def start(self) -> None:
         """Bind the listener, start every worker; raises RuntimeError if one cannot start."""
-        self._sock = bind(self._settings.host, self._settings.port)
-        self._sock.listen(1024)
+        self._sock = bind(self._settings.host, self._settings.port, reuse_port=True)
         for worker in self._workers:
             worker.start()
         try:
@@ -107,18 +108,15 @@ class IntakeWorkers:
             sys.executable,
             "-m",
             "daemon.intake.worker",
-            "--listen-fd",
-            str(self._sock.fileno()),
+            "--host",
+            self._settings.host,
+            "--port",
+            str(self.port),
             "--report-fd",
             str(report_fd),
             "--index",
             str(index),
         ]
-
-    @property
-    def listen_fd(self) -> int:
-        assert self._sock is not None
-        return self._sock.fileno()
 
     def control_line(self) -> bytes:
         source = self._source
@@ -210,7 +208,7 @@ class _Worker:
                 *self._pool.spawn_args(self.index, write_fd),
                 stdin=asyncio.subprocess.PIPE,
                 env=self._pool.environment(),
-                pass_fds=(self._pool.listen_fd, write_fd),
+                pass_fds=(write_fd,),
             )
         finally:
             os.close(write_fd)

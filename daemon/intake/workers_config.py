@@ -18,8 +18,10 @@ class IntakeWorkersConfig(Model):
     """
 
     listen: str = "127.0.0.1:8026"
-    #: processes sharing the listener; about one per core the machine can spare for intake
-    count: int = Field(2, ge=1, le=32)
+    #: processes sharing the listener. On SQLite one is best: writers take turns on one lock, and
+    #: a second worker spent its gain waiting for it (docs/performance.md); on PostgreSQL, about
+    #: one per core the machine can spare for intake
+    count: int = Field(1, ge=1, le=32)
 
     @field_validator("listen")
     @classmethod

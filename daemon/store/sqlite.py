@@ -37,7 +37,7 @@ from daemon.store.base import (
     StoreUnavailable,
 )
 from daemon.store.queries import load
-from daemon.store.writer import GroupCommitWriter
+from daemon.store.writer import RETRY_S, GroupCommitWriter
 
 T = TypeVar("T")
 Q = load("sqlite")
@@ -47,10 +47,12 @@ CHECK_RETENTION = timedelta(days=2)
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, write_retry_s: float = RETRY_S) -> None:
+        """``write_retry_s``: how often to try for the write lock another process holds (intake
+        workers wait longer than the daemon, so its claims and outcomes go first)."""
         self.path = path
         self._busy_timeout_s = busy_timeout_s
-        self._writer = GroupCommitWriter(self._connect)
+        self._writer = GroupCommitWriter(self._connect, busy_timeout_s=busy_timeout_s, retry_s=write_retry_s)
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
         self._accepts: list[tuple[Sequence[NewNotification], datetime, asyncio.Future[list[Accepted]]]] = []

@@ -21,6 +21,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -35,11 +36,21 @@ log = logging.getLogger(__name__)
 
 #: how many queued writes share one transaction at most
 MAX_BATCH = 512
+#: how soon to try again for the write lock while another process holds it
+RETRY_S = 0.0001
 
 
 class GroupCommitWriter:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        *,
+        busy_timeout_s: float = 5.0,
+        retry_s: float = RETRY_S,
+    ) -> None:
         self._connect = connect
+        self._busy_timeout_s = busy_timeout_s
+        self._retry_s = retry_s
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
         self._ready: Future[None] = Future()
@@ -66,6 +77,8 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             self._ready.set_exception(StoreUnavailable(f"cannot open the store: {exc}"))
             return
+        # BUSY at once instead of SQLite's own waits: see _begin
+        conn.execute("PRAGMA busy_timeout=0")
         self._ready.set_result(None)
         try:
             while (batch := self._next_batch()) is not None:
@@ -121,7 +134,7 @@ class GroupCommitWriter:
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[Job]) -> list[Any]:
         self._synchronous(conn, any(durable for _, _, durable in batch))
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             results = []
             for fn, _, _ in batch:
@@ -135,6 +148,29 @@ class GroupCommitWriter:
                 conn.rollback()
             raise
         return results
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, tried again every ``retry_s`` while another process holds the write lock.
+
+        Several processes may write to one store (the daemon and its intake workers). SQLite's own
+        busy handler sleeps 1, 2, 5, 10... up to 100 ms between tries, so a process that commits
+        without pause (an intake worker under a burst) kept the lock from one that had waited
+        (the daemon's claims and outcomes): delivery stalled for seconds. Short, even retries give
+        each process its turn; a larger ``retry_s`` (the workers') yields to a smaller one.
+        """
+        deadline = 0.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + self._busy_timeout_s
+                if now >= deadline:
+                    raise
+            time.sleep(self._retry_s)
 
     def _synchronous(self, conn: sqlite3.Connection, durable: bool) -> None:
         """FULL for a batch that must survive power loss, NORMAL (no fsync in WAL mode) otherwise."""

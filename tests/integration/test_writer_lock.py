@@ -1,0 +1,88 @@
+"""The group-commit writer and SQLite's one write lock shared with other processes' connections.
+
+Intake workers and the daemon write to one SQLite file. The writer asks for the lock itself
+(SQLite's busy handler is off on its connection): it gets it as soon as the holder commits, and
+gives up with StoreUnavailable after the store's busy timeout, with nothing committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.store.base import StoreUnavailable
+from daemon.store.writer import GroupCommitWriter
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "lock.db"
+    conn = _connect(path)
+    conn.execute("CREATE TABLE t (v INTEGER)")
+    conn.close()
+    return path
+
+
+def _hold_lock(path: Path, held: threading.Event, release: threading.Event) -> None:
+    """Another process's writer: takes the write lock and keeps it until told to commit."""
+    conn = _connect(path)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (1)")
+    held.set()
+    release.wait(10)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+async def test_a_write_waits_for_another_writer_and_then_commits(db: Path) -> None:
+    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=10, retry_s=0.0001)
+    writer.start()
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(db, held, release))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(held.wait, 10)
+        job = asyncio.create_task(writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (2)").rowcount))
+        await asyncio.sleep(0.2)  # not a wait for a result: the job must still be blocked after it
+        assert not job.done()
+        release.set()
+        assert await asyncio.wait_for(job, 10) == 1
+    finally:
+        release.set()
+        holder.join()
+        await asyncio.to_thread(writer.stop)
+    conn = _connect(db)
+    assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == [1, 2]
+    conn.close()
+
+
+async def test_a_write_gives_up_after_the_busy_timeout_with_nothing_committed(db: Path) -> None:
+    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=0.2, retry_s=0.001)
+    writer.start()
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(db, held, release))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(held.wait, 10)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            await writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
+        assert time.monotonic() - started >= 0.2
+    finally:
+        release.set()
+        holder.join()
+        await asyncio.to_thread(writer.stop)
+    conn = _connect(db)
+    assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == [1]
+    conn.close()
