@@ -34,6 +34,12 @@ Reply = tuple[int, dict[str, Any], dict[str, str]]
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]]
 
 IDLE_TIMEOUT_S = 5.0
+#: from a request's first byte to its last
+REQUEST_TIMEOUT_S = 30.0
+#: after refusing a request, how long the connection is still read (and discarded) before closing
+LINGER_S = 1.0
+#: the request line and headers together (uvicorn's h11 default is 16 KiB)
+MAX_HEAD_BYTES = 64 * 1024
 #: pipelined requests waiting on one connection before it stops reading
 MAX_QUEUED = 32
 REASONS = {
@@ -45,6 +51,7 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
+    431: "Request Header Fields Too Large",
     422: "Unprocessable Content",
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -73,10 +80,17 @@ def _error(status: int, code: str, message: str) -> Reply:
 class LeanServer:
     """Serve ``handler`` on listening sockets until :meth:`stop`."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        max_body_bytes: int,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+    ) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.request_timeout_s = request_timeout_s
         self.connections: set[_Connection] = set()
         self._servers: list[asyncio.Server] = []
         self._all_closed = asyncio.Event()
@@ -87,6 +101,7 @@ class LeanServer:
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; answer what was received within ``grace_s``; close every connection."""
+        self._all_closed.clear()  # set by every earlier moment without connections
         for server in self._servers:
             server.close()
         for connection in list(self.connections):
@@ -122,36 +137,68 @@ class _Connection(asyncio.Protocol):
         self._current = _Request()
         self._url = b""
         self._size = 0
+        self._head_size = 0
+        #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
+        self._in_body = False
         self._queue: deque[_Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        #: between requests the idle timeout; while one arrives, the request timeout
+        self._timer: asyncio.TimerHandle | None = None
         self._closing = False
-        self._paused = False
+        self._finishing = False
+        #: reading stops while too many requests wait or the client does not read its answers
+        self._too_many = False
+        self._cannot_write = False
+        #: a request could not be read: nothing more is parsed; ``_refusal`` waits for the answers
+        #: to the requests received before it
+        self._refused = False
+        self._refusal: Reply | None = None
 
     # -- transport ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's transports quack alike
         self._server.connections.add(self)
-        self._arm_idle()
+        self._arm(self._server.idle_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # A handler still running is not cancelled: its commit is kept and reported; the answer
+        # has nowhere to go and is dropped.
         self._server.closed(self)
         self._closing = True
-        if self._idle is not None:
-            self._idle.cancel()
-        if self._task is not None:
-            self._task.cancel()
+        self._disarm()
+
+    def pause_writing(self) -> None:
+        self._cannot_write = True
+        self._reading()
+
+    def resume_writing(self) -> None:
+        self._cannot_write = False
+        self._reading()
+
+    def _reading(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._too_many or self._cannot_write:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._refused:
             return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            if self._queue:  # the parser completed the upgrade request before raising: not answered
+                self._queue.pop()
             self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _TooLarge):  # raised in a callback, wrapped by the parser
+            if isinstance(exc.__context__, _HeadTooLarge):
+                message = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
+                self._refuse(_error(431, "headers_too_large", message))
+            elif isinstance(exc.__context__, _TooLarge):  # raised in a callback, wrapped by the parser
                 limit = self._server.max_body_bytes
                 self._refuse(_error(413, "too_large", f"request body exceeds {limit} bytes"))
             else:
@@ -163,17 +210,26 @@ class _Connection(asyncio.Protocol):
         self._current = _Request()
         self._url = b""
         self._size = 0
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._head_size = 0
+        self._in_body = False
+        self._arm(self._server.request_timeout_s)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._current.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._head(len(name) + len(value))
+        if not self._in_body:
+            self._current.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def _head(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        self._in_body = True
         request = self._current
         request.method = self._parser.get_method().decode("latin-1")
         request.path = httptools.parse_url(self._url).path.decode("latin-1")
@@ -190,11 +246,12 @@ class _Connection(asyncio.Protocol):
         self._current.body.append(body)
 
     def on_message_complete(self) -> None:
+        self._disarm()
         self._current.keep_alive = self._parser.should_keep_alive()
         self._queue.append(self._current)
-        if len(self._queue) >= MAX_QUEUED and self._transport is not None and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
+        if len(self._queue) >= MAX_QUEUED and not self._too_many:
+            self._too_many = True
+            self._reading()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._answer())
 
@@ -211,57 +268,87 @@ class _Connection(asyncio.Protocol):
                 log.exception("intake request failed: %s %s", request.method, request.path)
                 reply = _error(500, "internal_error", "the request failed; nothing was accepted")
                 request.keep_alive = False
-            self._write(encode(reply, keep_alive=request.keep_alive))
-            if not request.keep_alive:
+            # stopping: the last request received is answered with "close"
+            keep_alive = request.keep_alive and not (self._finishing and not self._queue)
+            self._write(encode(reply, keep_alive=keep_alive))
+            if not keep_alive:
+                self._task = None
                 self._close()
                 return
-            if self._paused and len(self._queue) < MAX_QUEUED // 2 and self._transport is not None:
-                self._paused = False
-                self._transport.resume_reading()
+            if self._too_many and len(self._queue) < MAX_QUEUED // 2:
+                self._too_many = False
+                self._reading()
         self._task = None
-        if not self._closing:
-            self._arm_idle()
+        if self._refusal is not None:
+            self._send_refusal(self._refusal)
+        elif self._finishing:
+            self._close()
+        elif not self._closing and not self._queue:
+            self._arm(self._server.idle_timeout_s)
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
     def _refuse(self, reply: Reply) -> None:
-        """Answer a request that cannot be read further, then close (pipelined ones are dropped)."""
-        self._queue.clear()
-        self._write(encode(reply, keep_alive=False))
-        self._close()
+        """Answer a request that cannot be read further, then close; nothing after it is read.
 
-    def _arm_idle(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self._server.idle_timeout_s, self._close)
+        Requests received whole before it are answered first, in order; the connection is then
+        half-closed and read (and discarded) for a moment, so a client still sending its body
+        reads the answer rather than a reset.
+        """
+        self._refused = True
+        self._disarm()
+        if self._task is None:
+            self._send_refusal(reply)
+        else:
+            self._refusal = reply
+
+    def _send_refusal(self, reply: Reply) -> None:
+        self._write(encode(reply, keep_alive=False))
+        self._closing = True
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()  # to discard what the client still sends
+            asyncio.get_running_loop().call_later(LINGER_S, self._close)
+        else:
+            self._close()
+
+    def _arm(self, timeout_s: float) -> None:
+        """Close the connection if nothing changes within ``timeout_s``."""
+        self._disarm()
+        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._close)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def finish(self) -> None:
-        """Graceful stop: close now if idle, else after the requests already received."""
-        if self._task is None:
+        """Graceful stop: close now if idle, else once the requests already received are answered."""
+        self._finishing = True
+        if self._task is None and not self._queue:
             self._close()
-        else:
-            for request in self._queue:
-                request.keep_alive = False
-            if not self._queue:
-                self._closing_after_current()
-
-    def _closing_after_current(self) -> None:
-        # the request being answered is not in the queue any more: close once its answer is out
-        task = self._task
-        if task is not None:
-            task.add_done_callback(lambda _: self._close())
 
     def _close(self) -> None:
         self._closing = True
+        self._disarm()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
     def abort(self) -> None:
         self._closing = True
+        self._disarm()
+        if self._task is not None:
+            self._task.cancel()
         if self._transport is not None:
             self._transport.abort()
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _HeadTooLarge(Exception):
     pass

@@ -14,7 +14,8 @@ pipes:
   ``{"accepted": [[severity, source, n], ...], "duplicates": n}``, which the daemon counts in its
   metrics and which wakes its dispatcher at once.
 
-SIGTERM (systemd stops the whole unit, or the daemon stops its workers) drains: new requests get
+SIGTERM (the daemon stops its workers when it stops; under systemd's ``KillMode=mixed`` only the
+daemon gets systemd's) drains: new requests get
 503, requests in progress finish within 5 s, the store is closed.
 """
 
@@ -27,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -106,10 +106,10 @@ class Reports:
 
 class IntakeWorker:
     def __init__(
-        self, control: asyncio.StreamReader, config: Config, sock: socket.socket, reports: Reports
+        self, control: asyncio.StreamReader, config: Config, listen: tuple[str, int], reports: Reports
     ) -> None:
         self._control_reader = control
-        self._sock = sock
+        self._listen = listen
         self._reports = reports
         self._draining = False
         self._stop = asyncio.Event()
@@ -136,8 +136,12 @@ class IntakeWorker:
             webhooks=lambda: self._intake,
             draining=lambda: self._draining,
         )
+        # Listening only now that the store is open: the kernel hands a listening worker its
+        # share of new connections, which one still starting could not answer.
+        sock = bind(*self._listen, reuse_port=True)
+        sock.listen(BACKLOG)
         server = LeanServer(handler, self._config.api.max_body_bytes)
-        await server.start(self._sock)
+        await server.start(sock)
         self._reports.ready()
         control = asyncio.create_task(self._follow(), name="intake-control")
         stop = asyncio.create_task(self._stop.wait())
@@ -187,9 +191,7 @@ async def serve_worker(host: str, port: int, report_fd: int, index: int) -> int:
     except (ConfigError, ValueError) as exc:
         log.error("intake worker %d cannot start: %s", index, exc, extra={"event": "intake.worker_config"})
         return EX_CONFIG
-    sock = bind(host, port, reuse_port=True)
-    sock.listen(BACKLOG)
-    await IntakeWorker(control, config, sock, Reports(report_fd)).run()
+    await IntakeWorker(control, config, (host, port), Reports(report_fd)).run()
     return 0
 
 

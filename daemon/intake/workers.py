@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 OnAccepted = Callable[[Mapping[tuple[str, str], int], int], None]
 
 START_TIMEOUT_S = 30.0
+#: a report line (its counts by severity and source, which clients choose) may be long
+REPORT_LIMIT = 16 << 20
 BACKOFF_S = (1.0, 30.0)
 #: a worker that stayed up this long starts its next restart from the shortest backoff again
 STABLE_S = 60.0
@@ -131,13 +133,14 @@ class IntakeWorkers:
         """One line from a worker; True if it says the worker is ready."""
         try:
             message = json.loads(line)
-        except ValueError:
+            if "ready" in message:
+                return True
+            counts = {(str(severity), str(source)): int(n) for severity, source, n in message["accepted"]}
+            duplicates = int(message["duplicates"])
+        except (ValueError, TypeError, KeyError):
             log.error("unreadable report from an intake worker: %r", line[:200])
             return False
-        if "ready" in message:
-            return True
-        counts = {(severity, source): n for severity, source, n in message.get("accepted", [])}
-        self._on_accepted(counts, message.get("duplicates", 0))
+        self._on_accepted(counts, duplicates)
         return False
 
     def changed(self) -> None:
@@ -159,7 +162,10 @@ class _Worker:
     def send_config(self) -> None:
         process = self._process
         if process is not None and process.stdin is not None and process.returncode is None:
-            process.stdin.write(self._pool.control_line())
+            try:
+                process.stdin.write(self._pool.control_line())
+            except (OSError, RuntimeError) as exc:  # it died and is not reaped yet: restarted with the latest
+                log.warning("intake worker %d did not take the configuration: %s", self.index, exc)
 
     async def stop(self, grace_s: float) -> None:
         process = self._process
@@ -181,7 +187,11 @@ class _Worker:
         backoff = BACKOFF_S[0]
         while not self._pool.stopping:
             started = time.monotonic()
-            code = await self._run_once()
+            try:
+                code: int | str | None = await self._run_once()
+            except Exception as exc:  # cannot fork (memory, tasks), a broken pipe: try again later
+                log.exception("intake worker %d failed: %s", self.index, exc)
+                code = type(exc).__name__
             if self._pool.stopping:
                 return
             if not self.first_ready.done():
@@ -210,6 +220,9 @@ class _Worker:
                 env=self._pool.environment(),
                 pass_fds=(write_fd,),
             )
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
         self.send_config()
@@ -222,7 +235,7 @@ class _Worker:
 
     async def _read_reports(self, read_fd: int) -> None:
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
+        reader = asyncio.StreamReader(limit=REPORT_LIMIT)
         pipe = os.fdopen(read_fd, "rb", buffering=0)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:

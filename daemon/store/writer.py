@@ -164,7 +164,7 @@ class GroupCommitWriter:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # BUSY_RECOVERY etc. too
                     raise
                 now = time.monotonic()
                 deadline = deadline or now + self._busy_timeout_s

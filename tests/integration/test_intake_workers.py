@@ -31,7 +31,7 @@ SECRET = "whsec_" + base64.b64encode(b"intake-workers-secret-0123456").decode()
 ENV = {"TOKEN": TOKEN, "SECRET": SECRET}
 CONFIG = """\
 store: {{path: {store}}}
-api: {{listen: "127.0.0.1:0", max_body_bytes: 4096, tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+api: {{listen: "127.0.0.1:0", max_body_bytes: 262144, tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
 provider:
   name: p
   smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
@@ -147,7 +147,7 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert as_basic.status_code == 202, as_basic.text
         invalid = await intake.post("/v1/notifications", json={"severity": "urgent", "subject": "x"})
         assert invalid.status_code == 422 and "severity" in invalid.json()["message"]
-        too_large = await intake.post("/v1/notifications", content=b"x" * 5000)
+        too_large = await intake.post("/v1/notifications", content=b"x" * 300_000)
         assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
         status = await intake.get("/v1/status")
         assert status.status_code == 404 and "API port" in status.json()["message"]
@@ -238,3 +238,27 @@ async def test_reports_never_block_the_worker_and_lose_no_count() -> None:
     await until(all_counted)
     os.close(read_fd)
     os.close(write_fd)
+
+
+async def test_a_report_longer_than_64_kib_is_counted_whole(
+    world: tuple[Daemon, WebhookReceiver, Path],
+) -> None:
+    daemon, _, _ = world
+    # one commit, 500 distinct sources chosen by the client: one report line of about 80 KiB
+    batch = [{"severity": "info", "subject": "s", "source": f"src-{i:03d}-" + "x" * 120} for i in range(500)]
+    async with _intake(daemon) as intake, _api(daemon) as api:
+        answer = await intake.post("/v1/notifications", json=batch)
+        assert answer.status_code == 202, answer.text
+        after = await intake.post(
+            "/v1/notifications", json={"severity": "info", "subject": "a", "source": "after"}
+        )
+        assert after.status_code == 202
+
+        async def counted() -> bool:
+            lines = (await api.get("/metrics")).text.splitlines()
+            series = [line for line in lines if line.startswith("backchannel_notifications_accepted_total{")]
+            by_source = sum(1 for line in series if 'source="src-' in line and line.endswith(" 1.0"))
+            return by_source == 500 and any('source="after"' in line for line in series)
+
+        await until(counted)
+        assert "backchannel_intake_workers 2.0" in (await api.get("/metrics")).text

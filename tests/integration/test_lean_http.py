@@ -21,6 +21,7 @@ class Echo:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.finished = 0
         self.release = asyncio.Event()
 
     async def __call__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
@@ -29,6 +30,7 @@ class Echo:
             await self.release.wait()
         if path == "/boom":
             raise RuntimeError("handler failed")
+        self.finished += 1
         return (
             202,
             {"method": method, "path": path, "body": body.decode(), "n": len(self.calls)},
@@ -39,7 +41,7 @@ class Echo:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[LeanServer, Echo, int]]:
     echo = Echo()
-    server = LeanServer(echo, LIMIT, idle_timeout_s=0.3)
+    server = LeanServer(echo, LIMIT, idle_timeout_s=0.3, request_timeout_s=0.5)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -196,3 +198,89 @@ async def test_stop_answers_what_was_received_then_refuses(served: tuple[LeanSer
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     writer.close()
+
+
+async def test_huge_headers_get_431_and_a_closed_connection(served: tuple[LeanServer, Echo, int]) -> None:
+    _, echo, port = served
+    huge = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(70))
+    (answer,), closed = await _exchange(port, _post("/h", b"", huge))
+    assert answer[0] == 431 and answer[2]["error"] == "headers_too_large" and closed
+    assert echo.calls == []
+
+
+async def test_a_bad_request_after_a_good_one_is_answered_after_it(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, echo, port = served
+    answers, closed = await _exchange(
+        port, _post("/first", b"ok") + b"GARBAGE\r\n\r\n" + _post("/never", b""), 2
+    )
+    assert [a[0] for a in answers] == [202, 400]
+    assert answers[0][2]["path"] == "/first" and closed
+    assert [c[1] for c in echo.calls] == ["/first"]
+
+
+async def test_a_client_still_sending_a_refused_body_reads_the_answer(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, echo, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(50):  # keeps sending after the limit is passed: no reset, the 413 arrives
+        writer.write(b"%x\r\n" % 4000 + b"z" * 4000 + b"\r\n")
+        await writer.drain()
+    answer = await _read_response(reader)
+    assert answer[0] == 413 and echo.calls == []
+    writer.close()
+
+
+async def test_stop_waits_for_answers_after_earlier_connections_came_and_went(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    server, echo, port = served
+    (answer,), _ = await _exchange(port, _post("/before", b"", "Connection: close\r\n"))
+    await until(lambda: not server.connections)  # a moment without connections, then a slow request
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/slow", b"late"))
+    await until(lambda: len(echo.calls) == 2)
+    stopping = asyncio.create_task(server.stop(grace_s=5))
+    await asyncio.sleep(0)
+    echo.release.set()
+    answer = await _read_response(reader)
+    assert answer[0] == 202 and answer[2]["body"] == "late" and answer[1]["connection"] == "close"
+    await stopping
+    writer.close()
+
+
+async def test_trailers_do_not_replace_headers(served: tuple[LeanServer, Echo, int]) -> None:
+    _, echo, port = served
+    data = (
+        b"POST /t HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer real\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\nAuthorization: Bearer forged\r\n\r\n"
+    )
+    (answer,), _ = await _exchange(port, data)
+    assert answer[0] == 202 and answer[2]["body"] == "hi"
+    assert echo.calls[0][2]["authorization"] == "Bearer real"
+
+
+async def test_a_request_that_never_completes_is_dropped(served: tuple[LeanServer, Echo, int]) -> None:
+    server, echo, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /slowloris HTTP/1.1\r\nHost: x\r\n")  # and nothing more
+    assert await asyncio.wait_for(reader.read(1), 5) == b""  # the 0.5 s request timeout
+    await until(lambda: not server.connections)
+    assert echo.calls == []
+    writer.close()
+
+
+async def test_a_client_that_hangs_up_does_not_cancel_its_request(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    _, echo, port = served
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/slow", b"gone"))
+    await until(lambda: len(echo.calls) == 1)
+    writer.close()
+    await asyncio.sleep(0.1)  # the server sees the hang-up while the handler still waits
+    echo.release.set()
+    await until(lambda: echo.finished == 1)  # the commit it stands for is not cut short
