@@ -71,9 +71,25 @@ AM_BODY = {
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
+    async with _world(tmp_path, str(tmp_path / "outbox.db")) as running:
+        yield running
+
+
+@pytest.fixture
+async def pg_world(tmp_path: Path, postgres_url: str) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
+    """The same daemon and workers on a PostgreSQL store (a fresh schema)."""
+    async with _world(tmp_path, postgres_url, key="url") as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _world(
+    tmp_path: Path, store: str, key: str = "path"
+) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         path = tmp_path / "backchannel.yaml"
-        path.write_text(CONFIG.format(store=tmp_path / "outbox.db", smtp_port=smtp.port, hook_url=hook.url))
+        text = CONFIG.format(store=f'"{store}"', smtp_port=smtp.port, hook_url=hook.url)
+        path.write_text(text.replace("store: {path:", f"store: {{{key}:", 1))
         os.environ.update(ENV)
         daemon = Daemon(load_config(path), config_path=path)
         await daemon.start()
@@ -101,7 +117,14 @@ def _api(daemon: Daemon) -> httpx.AsyncClient:
 async def test_what_a_worker_accepts_is_committed_counted_and_delivered_at_once(
     world: tuple[Daemon, WebhookReceiver, Path],
 ) -> None:
-    daemon, hook, _ = world
+    await _accepted_counted_delivered(*world[:2])
+
+
+async def test_workers_on_a_postgresql_store(pg_world: tuple[Daemon, WebhookReceiver, Path]) -> None:
+    await _accepted_counted_delivered(*pg_world[:2])
+
+
+async def _accepted_counted_delivered(daemon: Daemon, hook: WebhookReceiver) -> None:
     async with _intake(daemon) as intake, _api(daemon) as api:
         assert (await api.post("/v1/provider/override", json={"state": "outage"})).status_code == 200
         sent = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "db down"})
