@@ -37,6 +37,7 @@ from daemon.store.base import (
     StoreUnavailable,
 )
 from daemon.store.queries import load
+from daemon.store.sqlite_inline import InlineConnection, Missed
 from daemon.store.writer import RETRY_S, GroupCommitWriter
 
 T = TypeVar("T")
@@ -55,6 +56,8 @@ class SqliteStore:
         self._writer = GroupCommitWriter(self._connect, busy_timeout_s=busy_timeout_s, retry_s=write_retry_s)
         self._reader: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        #: the dispatcher's due/claim on the event loop's thread when that needs no waiting
+        self._inline = InlineConnection(self._connect)
         self._accepts: list[tuple[Sequence[NewNotification], datetime, asyncio.Future[list[Accepted]]]] = []
         self._records: list[tuple[Sequence[Outcome], datetime, asyncio.Future[None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
@@ -78,6 +81,10 @@ class SqliteStore:
         self._writer.start()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._read_conn = await self._read_thread(lambda: self._connect())
+        try:
+            self._inline.open()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
         conn = self._connect()
@@ -87,6 +94,7 @@ class SqliteStore:
             conn.close()
 
     async def close(self) -> None:
+        self._inline.close()
         await asyncio.to_thread(self._writer.stop)
         if self._reader is not None:
             if self._read_conn is not None:
@@ -138,9 +146,13 @@ class SqliteStore:
         # Not durable (no fsync of its own): a lease lost with power leaves the delivery pending,
         # so it is sent (again) after the restart, which at-least-once delivery allows. The
         # outcome recorded after the send is durable, and its fsync covers this claim too.
-        return await self._writer.run(
-            lambda conn: tx.claim(conn, channel, limit, now, lease_until), durable=False
-        )
+        def claim(conn: sqlite3.Connection) -> list[Claimed]:
+            return tx.claim(conn, channel, limit, now, lease_until)
+
+        claimed = self._inline.write(claim)
+        if isinstance(claimed, Missed):  # the write lock is taken: the writer thread waits its turn
+            return await self._writer.run(claim, durable=False)
+        return claimed
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         """Commit durably; outcomes recorded while a writer job is waiting join it (one hand-off).
@@ -231,7 +243,13 @@ class SqliteStore:
 
     async def due(self) -> dict[str, datetime]:
         """Per channel, when its earliest pending delivery (of the mode in force) is due."""
-        rows = await self._read(lambda conn: conn.execute(Q["due"]).fetchall())
+
+        def due(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            return conn.execute(Q["due"]).fetchall()
+
+        rows = self._inline.read(due)
+        if isinstance(rows, Missed):
+            rows = await self._read(due)
         return {channel: codec.dt(at) for channel, at in rows if at is not None}
 
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:

@@ -11,6 +11,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def _hold_lock(path: Path, held: threading.Event, release: threading.Event) -> N
     """Another process's writer: takes the write lock and keeps it until told to commit."""
     conn = _connect(path)
     conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
     conn.execute("INSERT INTO t VALUES (1)")
     held.set()
     release.wait(10)
@@ -86,3 +88,33 @@ async def test_a_write_gives_up_after_the_busy_timeout_with_nothing_committed(db
     conn = _connect(db)
     assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == [1]
     conn.close()
+
+
+async def test_a_claim_finding_the_lock_taken_waits_on_the_writer_thread(tmp_path: Path) -> None:
+    """The dispatcher's claim runs on the loop's connection only when the lock is free at once."""
+    from daemon.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(tmp_path / "outbox.db", held, release))
+    try:
+        now = datetime.now(UTC)
+        assert await store.claim("hook", 4, now, now) == []  # free: inline
+        assert await store.due() == {}
+        holder.start()
+        assert await asyncio.to_thread(held.wait, 10)
+        assert await store.due() == {}  # reads never wait in WAL mode
+        claim = asyncio.create_task(store.claim("hook", 4, now, now))
+        started = time.monotonic()
+        await asyncio.sleep(0.2)  # not a wait for a result: the claim must still be waiting after it
+        assert not claim.done()
+        # the event loop went on meanwhile: the claim did not sit in SQLite's busy wait (5 s) on it
+        assert time.monotonic() - started < 4
+        release.set()
+        assert await asyncio.wait_for(claim, 10) == []
+    finally:
+        release.set()
+        if holder.is_alive():
+            holder.join()
+        await store.close()
