@@ -82,7 +82,7 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._read_conn = await self._read_thread(lambda: self._connect())
         try:
-            self._inline.open()
+            await asyncio.to_thread(self._inline.open)  # opening may wait on another process's lock
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 

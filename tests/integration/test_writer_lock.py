@@ -118,3 +118,27 @@ async def test_a_claim_finding_the_lock_taken_waits_on_the_writer_thread(tmp_pat
         if holder.is_alive():
             holder.join()
         await store.close()
+
+
+def test_the_inline_connection_falls_back_and_never_keeps_a_transaction(db: Path) -> None:
+    from daemon.store.sqlite_inline import InlineConnection, Missed
+
+    inline = InlineConnection(lambda: _connect(db))
+    inline.open()
+    assert inline.write(lambda conn: conn.execute("INSERT INTO t VALUES (7)").rowcount) == 1
+    # a SQL error: rolled back, MISSED (the thread path reports it), the connection still usable
+    assert isinstance(inline.write(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)")), Missed)
+    with pytest.raises(ZeroDivisionError):  # a bug in the caller's function: rolled back, raised
+        inline.write(lambda conn: (conn.execute("INSERT INTO t VALUES (8)"), 1 / 0))
+    assert inline.read(lambda conn: [v for (v,) in conn.execute("SELECT v FROM t")]) == [7]
+    # a connection left in a transaction (a failed rollback) is closed, not used again
+    conn = inline._conn
+    assert conn is not None
+    conn.execute("BEGIN")
+    assert isinstance(inline.write(lambda c: c.execute("INSERT INTO t VALUES (9)")), Missed)
+    assert isinstance(inline.read(lambda c: c.execute("SELECT 1").fetchall()), Missed)
+    other = _connect(db)
+    other.execute("BEGIN IMMEDIATE")  # its lock was released with it
+    other.execute("ROLLBACK")
+    other.close()
+    inline.close()
