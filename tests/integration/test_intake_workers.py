@@ -137,8 +137,12 @@ async def _accepted_counted_delivered(daemon: Daemon, hook: WebhookReceiver) -> 
         requests = await hook.wait_for_async(2, timeout_s=20)
         subjects = sorted(r.json()["subject"] for r in requests)
         assert subjects == ["[FIRING] DiskFull: disk full on db-1", "db down"]
-        trail = (await api.get(f"/v1/notifications/{sent.json()['id']}")).json()
-        assert trail["status"] == "delivered"
+
+        async def recorded() -> bool:  # the outcome is committed after the webhook has answered
+            trail = (await api.get(f"/v1/notifications/{sent.json()['id']}")).json()
+            return trail["status"] == "delivered"
+
+        await until(recorded)
 
         async def counted() -> bool:
             text = (await api.get("/metrics")).text
