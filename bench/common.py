@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import httpx
 
@@ -144,3 +146,22 @@ class DaemonUnderTest:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+
+def post_raw(sock: socket.socket, reader: BinaryIO, path: str, token: str, body: bytes) -> bytes:
+    """One POST on a kept-alive raw socket; its status line (the answer's body is read and dropped).
+
+    For the CPU benchmarks: no client library, so the client's own cost stays out of the figures.
+    """
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body)
+    status = reader.readline()
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        if found := re.match(rb"(?i)content-length:\s*(\d+)", line):
+            length = int(found[1])
+    reader.read(length)
+    return status

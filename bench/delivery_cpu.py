@@ -44,7 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DaemonUnderTest
+from bench.common import DaemonUnderTest, post_raw
 from bench.vs_alertmanager import BC_ALERT, BC_HEAD, Receiver
 
 PATH = "/v1/intake/alertmanager"
@@ -105,17 +105,7 @@ def submit(port: int, token: str, ids: list[str], severity: str) -> None:
             body = (
                 BC_HEAD + ",".join(alert.replace("@ID@", i) for i in ids[start : start + BATCH]) + "]}"
             ).encode()
-            head = (
-                f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body)
-            status = reader.readline()
-            length = 0
-            while (line := reader.readline()) not in (b"\r\n", b""):
-                if found := re.match(rb"(?i)content-length:\s*(\d+)", line):
-                    length = int(found[1])
-            reader.read(length)
+            status = post_raw(sock, reader, PATH, token, body)
             if not status.startswith(b"HTTP/1.1 202"):
                 raise RuntimeError(f"batch at {start}: {status.decode().strip()}")
 

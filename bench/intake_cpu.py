@@ -26,7 +26,6 @@ import argparse
 import base64
 import os
 import pstats
-import re
 import secrets
 import signal
 import socket
@@ -43,7 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CONFIG, ROUTES, free_port
+from bench.common import CONFIG, ROUTES, free_port, post_raw
 from bench.intake_hotpath import in_process
 from daemon.demo.standins import SmtpProvider
 
@@ -151,18 +150,7 @@ def send(port: int, token: str, ids: list[str]) -> None:
     with socket.create_connection(("127.0.0.1", port)) as sock:
         reader = sock.makefile("rb")
         for alert_id in ids:
-            body = BODY.replace("@ID@", alert_id).encode()
-            head = (
-                f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body)
-            status = reader.readline()
-            length = 0
-            while (line := reader.readline()) not in (b"\r\n", b""):
-                if found := re.match(rb"(?i)content-length:\s*(\d+)", line):
-                    length = int(found[1])
-            reader.read(length)
+            status = post_raw(sock, reader, PATH, token, BODY.replace("@ID@", alert_id).encode())
             if not status.startswith(b"HTTP/1.1 202"):
                 raise RuntimeError(f"{alert_id}: {status.decode().strip()}")
 
