@@ -22,6 +22,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import httptools
@@ -42,28 +43,13 @@ LINGER_S = 1.0
 MAX_HEAD_BYTES = 64 * 1024
 #: pipelined requests waiting on one connection before it stops reading
 MAX_QUEUED = 32
-REASONS = {
-    200: "OK",
-    202: "Accepted",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def encode(reply: Reply, *, keep_alive: bool) -> bytes:
     status, body, extra = reply
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     head = [
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}",
+        f"HTTP/1.1 {status} {_reason(status)}",
         "content-type: application/json",
         f"content-length: {len(payload)}",
     ]
@@ -71,6 +57,13 @@ def encode(reply: Reply, *, keep_alive: bool) -> bytes:
     if not keep_alive:
         head.append("connection: close")
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
 
 
 def _error(status: int, code: str, message: str) -> Reply:

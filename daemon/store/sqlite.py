@@ -48,9 +48,12 @@ CHECK_RETENTION = timedelta(days=2)
 
 
 class SqliteStore:
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, write_retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_s: float = 5.0, write_retry_s: float = RETRY_S, inline: bool = True
+    ) -> None:
         """``write_retry_s``: how often to try for the write lock another process holds (intake
-        workers wait longer than the daemon, so its claims and outcomes go first)."""
+        workers wait longer than the daemon, so its claims and outcomes go first). ``inline``:
+        open the event loop's own connection for the dispatcher (intake workers do not dispatch)."""
         self.path = path
         self._busy_timeout_s = busy_timeout_s
         self._writer = GroupCommitWriter(self._connect, busy_timeout_s=busy_timeout_s, retry_s=write_retry_s)
@@ -58,6 +61,7 @@ class SqliteStore:
         self._read_conn: sqlite3.Connection | None = None
         #: the dispatcher's due/claim on the event loop's thread when that needs no waiting
         self._inline = InlineConnection(self._connect)
+        self._inline_enabled = inline
         self._accepts: list[tuple[Sequence[NewNotification], datetime, asyncio.Future[list[Accepted]]]] = []
         self._records: list[tuple[Sequence[Outcome], datetime, asyncio.Future[None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
@@ -82,7 +86,8 @@ class SqliteStore:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._read_conn = await self._read_thread(lambda: self._connect())
         try:
-            await asyncio.to_thread(self._inline.open)  # opening may wait on another process's lock
+            if self._inline_enabled:
+                await asyncio.to_thread(self._inline.open)  # opening may wait on another process's lock
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 

@@ -8,9 +8,11 @@ gives up with StoreUnavailable after the store's busy timeout, with nothing comm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,59 +37,74 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-def _hold_lock(path: Path, held: threading.Event, release: threading.Event) -> None:
-    """Another process's writer: takes the write lock and keeps it until told to commit."""
-    conn = _connect(path)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
-    conn.execute("INSERT INTO t VALUES (1)")
-    held.set()
-    release.wait(10)
-    conn.execute("COMMIT")
-    conn.close()
+class LockHolder:
+    """Another process's writer: a thread that takes the write lock and keeps it until released."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._held, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold)
+
+    async def take(self) -> None:
+        self._thread.start()
+        assert await asyncio.to_thread(self._held.wait, 10)
+
+    def release(self) -> None:
+        self._release.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _hold(self) -> None:
+        conn = _connect(self._path)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        self._held.set()
+        self._release.wait(10)
+        conn.execute("COMMIT")
+        conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _writer_behind_a_held_lock(
+    db: Path, busy_timeout_s: float, retry_s: float
+) -> AsyncIterator[tuple[GroupCommitWriter, LockHolder]]:
+    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=busy_timeout_s, retry_s=retry_s)
+    writer.start()
+    holder = LockHolder(db)
+    try:
+        await holder.take()
+        yield writer, holder
+    finally:
+        holder.release()
+        await asyncio.to_thread(writer.stop)
+
+
+def _values(db: Path) -> list[int]:
+    conn = _connect(db)
+    try:
+        return sorted(v for (v,) in conn.execute("SELECT v FROM t"))
+    finally:
+        conn.close()
 
 
 async def test_a_write_waits_for_another_writer_and_then_commits(db: Path) -> None:
-    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=10, retry_s=0.0001)
-    writer.start()
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(db, held, release))
-    holder.start()
-    try:
-        assert await asyncio.to_thread(held.wait, 10)
+    async with _writer_behind_a_held_lock(db, busy_timeout_s=10, retry_s=0.0001) as (writer, holder):
         job = asyncio.create_task(writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (2)").rowcount))
         await asyncio.sleep(0.2)  # not a wait for a result: the job must still be blocked after it
         assert not job.done()
-        release.set()
+        holder.release()
         assert await asyncio.wait_for(job, 10) == 1
-    finally:
-        release.set()
-        holder.join()
-        await asyncio.to_thread(writer.stop)
-    conn = _connect(db)
-    assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == [1, 2]
-    conn.close()
+    assert _values(db) == [1, 2]
 
 
 async def test_a_write_gives_up_after_the_busy_timeout_with_nothing_committed(db: Path) -> None:
-    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=0.2, retry_s=0.001)
-    writer.start()
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(db, held, release))
-    holder.start()
-    try:
-        assert await asyncio.to_thread(held.wait, 10)
+    async with _writer_behind_a_held_lock(db, busy_timeout_s=0.2, retry_s=0.001) as (writer, _):
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="locked"):
             await writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (3)"))
         assert time.monotonic() - started >= 0.2
-    finally:
-        release.set()
-        holder.join()
-        await asyncio.to_thread(writer.stop)
-    conn = _connect(db)
-    assert sorted(v for (v,) in conn.execute("SELECT v FROM t")) == [1]
-    conn.close()
+    assert _values(db) == [1]
 
 
 async def test_a_claim_finding_the_lock_taken_waits_on_the_writer_thread(tmp_path: Path) -> None:
@@ -96,14 +113,12 @@ async def test_a_claim_finding_the_lock_taken_waits_on_the_writer_thread(tmp_pat
 
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(tmp_path / "outbox.db", held, release))
+    holder = LockHolder(tmp_path / "outbox.db")
     try:
         now = datetime.now(UTC)
         assert await store.claim("hook", 4, now, now) == []  # free: inline
         assert await store.due() == {}
-        holder.start()
-        assert await asyncio.to_thread(held.wait, 10)
+        await holder.take()
         assert await store.due() == {}  # reads never wait in WAL mode
         claim = asyncio.create_task(store.claim("hook", 4, now, now))
         started = time.monotonic()
@@ -111,12 +126,10 @@ async def test_a_claim_finding_the_lock_taken_waits_on_the_writer_thread(tmp_pat
         assert not claim.done()
         # the event loop went on meanwhile: the claim did not sit in SQLite's busy wait (5 s) on it
         assert time.monotonic() - started < 4
-        release.set()
+        holder.release()
         assert await asyncio.wait_for(claim, 10) == []
     finally:
-        release.set()
-        if holder.is_alive():
-            holder.join()
+        holder.release()
         await store.close()
 
 
