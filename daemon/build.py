@@ -263,10 +263,9 @@ def build_store(config: Config, *, intake_worker: bool = False) -> Store:
         return PostgresStore.from_config(config.store)
     busy_timeout_s = config.store.busy_timeout.total_seconds()
     if intake_worker:
-        # waits longer for the lock than the daemon; does not dispatch, so no inline connection
-        return SqliteStore(
-            config.store.path, busy_timeout_s=busy_timeout_s, write_retry_s=WORKER_WRITE_RETRY_S, inline=False
-        )
+        # waits longer for the lock than the daemon (its own claims and outcomes go first)
+        retry_s = WORKER_WRITE_RETRY_S
+        return SqliteStore(config.store.path, busy_timeout_s=busy_timeout_s, write_retry_s=retry_s)
     return SqliteStore(config.store.path, busy_timeout_s=busy_timeout_s)
 
 

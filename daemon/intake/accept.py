@@ -53,14 +53,27 @@ class Acceptor:
         items = [
             NewNotification(n, plans_for(n, routes, now)) for n in (self._build(s, now) for s in submissions)
         ]
-        accepted = await self._store.accept(items, now)
-        self._on_accepted()
-        for listener in self._listeners:
-            listener([item.notification for item in items], accepted)
+        notifications = [item.notification for item in items]
+        told = False
+
+        def visible(accepted: list[Accepted]) -> None:
+            nonlocal told
+            told = True
+            self._on_accepted()
+            for listener in self._listeners:
+                listener(notifications, accepted)
+
+        accepted = await self._store.accept(items, now, on_visible=visible)
+        if not told:
+            visible(accepted)
         return accepted
 
     def subscribe(self, listener: Callable[[Sequence[Notification], Sequence[Accepted]], None]) -> None:
-        """Called after every durable accept with the notifications and what became of each."""
+        """Called once per accept with the notifications and what became of each, as soon as
+        they are committed and visible to the dispatcher, which may be a moment before they are
+        durable (the SQLite store syncs its log after the commit; the caller is answered after
+        that): delivery starts while the disk syncs. If the sync fails the caller gets the error,
+        though the notifications are in the outbox and are delivered; a retry is a duplicate."""
         self._listeners.append(listener)
 
     @staticmethod

@@ -11,7 +11,7 @@ Every write commits durably before its coroutine returns. A backend implements
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -147,7 +147,17 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]: ...
+    async def accept(
+        self,
+        items: Sequence[NewNotification],
+        now: datetime,
+        *,
+        on_visible: Callable[[list[Accepted]], None] | None = None,
+    ) -> list[Accepted]:
+        """Commit durably, then answer. ``on_visible``, if the store calls it, runs on the event
+        loop once the notifications are committed and visible to other connections, possibly
+        before they are durable (SQLite: before the WAL's fsync), never after this returns."""
+        ...
 
     async def claim(
         self, channel: str, limit: int, now: datetime, lease_until: datetime

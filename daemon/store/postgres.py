@@ -191,8 +191,18 @@ class PostgresStore:
                 raise StoreUnavailable(f"the store could not commit: {exc}") from exc
         raise AssertionError("the last attempt returns or raises")
 
-    async def accept(self, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
-        """Commit durably; concurrent calls from the event loop share one transaction."""
+    async def accept(
+        self,
+        items: Sequence[NewNotification],
+        now: datetime,
+        *,
+        on_visible: Callable[[list[Accepted]], None] | None = None,
+    ) -> list[Accepted]:
+        """Commit durably; concurrent calls from the event loop share one transaction.
+
+        ``on_visible`` is not called: visible and durable are one moment here (the acceptor
+        calls it after this returns).
+        """
         future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
         self._accepts.append((items, now, future))
         if len(self._accepts) == 1:

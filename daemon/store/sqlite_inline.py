@@ -1,10 +1,12 @@
-"""The dispatcher's two quick store calls, run on the event loop's own connection when they can.
+"""Quick store calls run on the event loop's own connection when they can.
 
 Every pass of the dispatcher asks which channels have work due (an indexed read of a few
 rows, about 50 µs) and claims what is due (a short write that is not durable anyway, see
 ``SqliteStore.claim``). Handed to the reader or writer thread, each cost a thread wake-up and a
 loop wake-up, about 0.26 ms on the reference machine, on the path from an accepted alert to its
-delivery. Run here instead they cost what the query costs.
+delivery. Run here instead they cost what the query costs. A lone accept (one request while the
+writer thread is idle) commits here too; the store then has the WAL synced on a thread before
+anyone is told (``SqliteStore._accept_here``), as the writer thread does for its commits.
 
 Nothing here waits for a lock: the connection has SQLite's busy handler off, so a claim finding
 the write lock taken (the writer thread's commit, another process's) returns :data:`MISSED` at
@@ -48,7 +50,7 @@ class InlineConnection:
     def open(self) -> None:
         conn = self._connect()
         conn.execute("PRAGMA busy_timeout=0")
-        conn.execute("PRAGMA synchronous=NORMAL")  # only claims write here: leases, not durable
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable commits are synced after (walsync)
         conn.execute("PRAGMA wal_autocheckpoint=0")
         self._conn = conn
 

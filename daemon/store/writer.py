@@ -6,12 +6,16 @@ for one fsync. If any function fails, the batch is rolled back and each function
 its own transaction, so one bad write never takes the others down with it and nothing is half
 committed. Only after COMMIT returns does a caller's coroutine resume.
 
-Durability per job: a job run with ``durable=False`` (a claim's lease) may be lost with power,
-so a batch of such jobs alone commits with ``synchronous=NORMAL``: in WAL mode that appends to the
-log without the fsync, and the database stays consistent whatever is lost. Any durable job in a
-batch makes the whole batch commit with ``synchronous=FULL``, and that fsync covers every earlier
-commit in the log as well. Accepts and outcomes are durable; a lost lease only means the delivery
-is pending again after a restart (sent once more: at least once already allows it).
+Durability per job: every batch commits with ``synchronous=NORMAL`` (appended to the WAL, visible
+to other connections, not yet on disk) and the write lock is released at once. A job run with
+``durable=False`` (a claim's lease) is answered then: a lease lost with power only means the
+delivery is pending again after a restart (sent once more: at least once already allows it).
+A durable job (the default: accepts, outcomes) is answered only after ``sync`` (one
+``fdatasync`` of the WAL, :mod:`daemon.store.walsync`) has made its commit, and every earlier
+one, survive a power cut. Between the commit and the sync its ``on_committed`` hook runs, on this
+thread: an accept is visible there, so the dispatcher can start delivering it while the disk syncs.
+The syncs run on a thread of their own: while one batch waits for the disk the writer already
+runs the next transaction, and one sync answers every batch committed before it started.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from typing import Any, TypeVar
 from daemon.store.base import StoreUnavailable
 
 T = TypeVar("T")
-#: a function of the connection, its caller's future, and whether its commit must survive power loss
-Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool]
+#: a function of the connection, its caller's future, whether its commit must survive power loss,
+#: and what to call (on the writer thread) with its result once committed, before the sync
+Job = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]", bool, Callable[[Any], None] | None]
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +50,70 @@ class GroupCommitWriter:
         self,
         connect: Callable[[], sqlite3.Connection],
         *,
+        sync: Callable[[], None],
         busy_timeout_s: float = 5.0,
         retry_s: float = RETRY_S,
     ) -> None:
         self._connect = connect
+        self._sync = sync
         self._busy_timeout_s = busy_timeout_s
         self._retry_s = retry_s
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        #: committed durable jobs (future, result) waiting for a sync; None stops the sync thread
+        self._syncs: queue.SimpleQueue[list[tuple[Future[Any], Any]] | None] = queue.SimpleQueue()
+        self._syncer = threading.Thread(target=self._sync_loop, name="store-sync", daemon=True)
         self._ready: Future[None] = Future()
-        #: the connection's ``synchronous`` setting now (it opens with FULL)
-        self._durable = True
+        #: jobs handed in by :meth:`run` and not yet answered (the event loop's count)
+        self._outstanding = 0
 
     def start(self) -> None:
         self._thread.start()
         self._ready.result()
+        self._syncer.start()
 
     def stop(self) -> None:
+        """Every job handed in is answered first (its sync included)."""
         self._jobs.put(None)
         self._thread.join()
+        if self._syncer.ident is not None:
+            self._syncs.put(None)
+            self._syncer.join()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Run ``fn`` in a transaction; ``durable=False`` lets a batch of such jobs skip the fsync."""
+    async def run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        on_committed: Callable[[T], None] | None = None,
+    ) -> T:
+        """Run ``fn`` in a transaction; answered once synced, or at once with ``durable=False``.
+
+        ``on_committed(result)`` runs on the writer thread after the commit, before the sync.
+        """
         future: Future[T] = Future()
-        self._jobs.put((fn, future, durable))
-        return await asyncio.wrap_future(future)
+        self._jobs.put((fn, future, durable, on_committed))
+        self._outstanding += 1
+        try:
+            return await asyncio.wrap_future(future)
+        finally:
+            self._outstanding -= 1
+
+    def synced(self) -> asyncio.Future[Any]:
+        """Done once every commit made before this call is durable (StoreUnavailable if not).
+
+        The sync starts at the call, not when the result is awaited: the caller can do other work
+        (tell the dispatcher) while the disk syncs.
+        """
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()  # answered by the sync thread, never cancelled
+        self._syncs.put([(future, None)])
+        return asyncio.wrap_future(future)
+
+    @property
+    def busy(self) -> bool:
+        """Something handed in is not answered yet (a caller that gave up no longer counts)."""
+        return self._outstanding > 0
 
     def _run(self) -> None:
         try:
@@ -79,6 +123,7 @@ class GroupCommitWriter:
             return
         # BUSY at once instead of SQLite's own waits: see _begin
         conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable jobs are synced after the commit
         self._ready.set_result(None)
         try:
             while (batch := self._next_batch()) is not None:
@@ -119,25 +164,67 @@ class GroupCommitWriter:
         except sqlite3.Error as exc:
             self._fail(batch, exc)
             return
-        for (_, future, _), result in zip(batch, results, strict=True):
-            future.set_result(result)
+        self._answer(batch, results)
 
     def _commit_alone(self, conn: sqlite3.Connection, job: Job) -> None:
         try:
-            (result,) = self._transaction(conn, [job])
+            results = self._transaction(conn, [job])
         except _JobFailed as failed:
             job[1].set_exception(_wrap(failed.cause))
         except sqlite3.Error as exc:
             self._fail([job], exc)
         else:
-            job[1].set_result(result)
+            self._answer([job], results)
+
+    def _answer(self, batch: list[Job], results: list[Any]) -> None:
+        """Committed: hooks run and leases answered; the durable jobs go to the sync thread."""
+        durable: list[tuple[Future[Any], Any]] = []
+        for (_, future, must_last, on_committed), result in zip(batch, results, strict=True):
+            if on_committed is not None:
+                try:
+                    on_committed(result)
+                except Exception:  # a hook's bug must not cost the commit its answer
+                    log.exception("store commit hook failed")
+            if must_last:
+                durable.append((future, result))
+            else:
+                future.set_result(result)
+        if durable:
+            self._syncs.put(durable)
+
+    def _sync_loop(self) -> None:
+        """Take everything committed so far, sync once, answer it all; until told to stop."""
+        while (first := self._syncs.get()) is not None:
+            waiting, last = list(first), False
+            while True:
+                try:
+                    more = self._syncs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    last = True
+                    break
+                waiting.extend(more)
+            self._sync_and_answer(waiting)
+            if last:
+                return
+
+    def _sync_and_answer(self, waiting: list[tuple[Future[Any], Any]]) -> None:
+        try:
+            self._sync()
+        except OSError as exc:
+            log.error("store commit could not be made durable: %s", exc)
+            for future, _ in waiting:
+                future.set_exception(StoreUnavailable(f"the store could not sync its log: {exc}"))
+            return
+        for future, result in waiting:
+            future.set_result(result)
 
     def _transaction(self, conn: sqlite3.Connection, batch: list[Job]) -> list[Any]:
-        self._synchronous(conn, any(durable for _, _, durable in batch))
         self._begin(conn)
         try:
             results = []
-            for fn, _, _ in batch:
+            for fn, _, _, _ in batch:
                 try:
                     results.append(fn(conn))
                 except Exception as exc:
@@ -172,16 +259,10 @@ class GroupCommitWriter:
                     raise
             time.sleep(self._retry_s)
 
-    def _synchronous(self, conn: sqlite3.Connection, durable: bool) -> None:
-        """FULL for a batch that must survive power loss, NORMAL (no fsync in WAL mode) otherwise."""
-        if durable != self._durable:
-            conn.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=NORMAL")
-            self._durable = durable
-
     @staticmethod
     def _fail(batch: list[Job], exc: sqlite3.Error) -> None:
         log.error("store commit failed: %s", exc)
-        for _, future, _ in batch:
+        for _, future, _, _ in batch:
             future.set_exception(_wrap(exc))
 
 

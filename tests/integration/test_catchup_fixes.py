@@ -138,11 +138,11 @@ def _fail_first_catch_up(world: World, monkeypatch: pytest.MonkeyPatch) -> list[
     accept = world.daemon.store.accept
     refused: list[int] = []
 
-    async def flaky(items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
+    async def flaky(items: Sequence[NewNotification], now: datetime, **hooks: Any) -> list[Accepted]:
         if not refused and any(i.notification.idempotency_key.startswith("catchup:") for i in items):
             refused.append(1)
             raise StoreError("database is locked")
-        return await accept(items, now)
+        return await accept(items, now, **hooks)
 
     monkeypatch.setattr(world.daemon.store, "accept", flaky)
     return refused
@@ -224,11 +224,11 @@ async def test_shutdown_stops_the_retries(world: World, monkeypatch: pytest.Monk
     accept = world.daemon.store.accept
     refused: list[int] = []
 
-    async def broken(items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
+    async def broken(items: Sequence[NewNotification], now: datetime, **hooks: Any) -> list[Accepted]:
         if any(i.notification.idempotency_key.startswith("catchup:") for i in items):
             refused.append(1)
             raise StoreError("the disk is gone")
-        return await accept(items, now)
+        return await accept(items, now, **hooks)
 
     monkeypatch.setattr(world.daemon.store, "accept", broken)
     monkeypatch.setattr(world.daemon.catchup, "_retry", RetryPolicy(initial_s=120.0, max_s=120.0))

@@ -267,6 +267,39 @@ async def test_reports_never_block_the_worker_and_lose_no_count() -> None:
     os.close(write_fd)
 
 
+async def test_the_first_commit_of_a_turn_is_reported_before_its_callers_are_answered() -> None:
+    from daemon.core.model import Severity
+
+    class _N:
+        severity = Severity.CRITICAL
+        source = "api"
+
+    class _A:
+        duplicate = False
+
+    read_fd, write_fd = os.pipe()
+    try:
+        reports = Reports(write_fd)
+        os.set_blocking(read_fd, False)
+        reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+        # written at once: the daemon starts delivering while the worker writes its replies
+        line = json.loads(os.read(read_fd, 1 << 16))
+        assert line == {"accepted": [["critical", "api", 1]], "duplicates": 0}
+        for _ in range(3):  # the rest of the turn: one line at its end
+            reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+        with pytest.raises(BlockingIOError):
+            os.read(read_fd, 1 << 16)
+        await asyncio.sleep(0)
+        line = json.loads(os.read(read_fd, 1 << 16))
+        assert line == {"accepted": [["critical", "api", 3]], "duplicates": 0}
+        await asyncio.sleep(0)
+        with pytest.raises(BlockingIOError):  # nothing more committed: no empty line
+            os.read(read_fd, 1 << 16)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 async def test_a_report_longer_than_64_kib_is_counted_whole(
     world: tuple[Daemon, WebhookReceiver, Path],
 ) -> None:

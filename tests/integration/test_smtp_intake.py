@@ -261,7 +261,9 @@ async def test_failed_commit_is_451_and_nothing_is_stored(start: Start) -> None:
     await smtp.send(message().as_bytes())
     writer = smtp.store._writer
     pages = await writer.run(lambda conn: conn.execute("PRAGMA page_count").fetchone()[0])
-    await writer.run(lambda conn: conn.execute(f"PRAGMA max_page_count={pages + 1}"))
+    limit = f"PRAGMA max_page_count={pages + 1}"
+    await writer.run(lambda conn: conn.execute(limit))
+    smtp.store._inline.read(lambda conn: conn.execute(limit))  # a lone accept commits on this one
     big = message("too much for the disk", body="x" * 200_000, message_id="<big@example.com>").as_bytes()
     with pytest.raises(aiosmtplib.SMTPDataError) as failed:
         await smtp.send(big)

@@ -155,35 +155,71 @@ async def test_concurrent_outcomes_all_commit_and_a_bad_one_fails_alone(store: S
     assert (await store.queue()).notifications == {"delivered": 20}
 
 
-async def test_leases_alone_commit_without_fsync_and_any_durable_write_with_it(tmp_path: Path) -> None:
-    """A batch of claims only commits with synchronous=NORMAL; one durable job makes the batch FULL."""
-    store = SqliteStore(tmp_path / "outbox.db")
-    await store.open()
-    writer = store._writer
+async def test_durable_writes_are_answered_after_the_wal_sync_and_leases_before_it(tmp_path: Path) -> None:
+    """Every commit is NORMAL; a durable job waits for the WAL's fdatasync, a lease does not."""
+    from daemon.store.walsync import WalSync
+    from daemon.store.writer import GroupCommitWriter
 
-    def level(conn: sqlite3.Connection) -> int:
-        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    wal = WalSync(tmp_path / "outbox.db")
+    entered, gate = threading.Event(), threading.Event()
 
+    def slow_sync() -> None:
+        entered.set()
+        gate.wait(30)
+        wal.sync()
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT, value TEXT)")
+        return conn
+
+    writer = GroupCommitWriter(connect, sync=slow_sync)
+    writer.start()
+    seen: list[int] = []
     try:
-        assert await writer.run(level, durable=False) == 1  # NORMAL
-        assert await writer.run(level) == 2  # FULL
-        entered, gate = threading.Event(), threading.Event()
 
-        def block(conn: sqlite3.Connection) -> None:
-            entered.set()
-            gate.wait(30)
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO kv (key, value) VALUES ('k', 'v')")
+            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
-        blocker = asyncio.ensure_future(writer.run(block))
-        await until(entered.is_set)  # the writer is inside the blocker's transaction
-        batch = asyncio.gather(
-            writer.run(level, durable=False), writer.run(level), writer.run(level, durable=False)
-        )
-        await until(lambda: writer._jobs.qsize() == 3)  # all three queued behind it: one batch
+        durable = asyncio.ensure_future(writer.run(write, on_committed=seen.append))
+        await until(entered.is_set)  # committed, syncing
+        assert seen == [1]  # NORMAL, and the hook ran before the sync
+        other = connect()
+        assert other.execute("SELECT value FROM kv WHERE key = 'k'").fetchone() == ("v",)  # visible
+        other.close()
+        assert not durable.done()
         gate.set()
-        await blocker
-        assert list(await batch) == [2, 2, 2]
+        assert await durable == 1
+        gate.clear()
+        entered.clear()
+        # a lease is answered without the sync
+        assert await writer.run(lambda conn: 7, durable=False) == 7
+        assert not entered.is_set()
     finally:
-        await store.close()
+        gate.set()
+        await asyncio.to_thread(writer.stop)
+        wal.close()
+
+
+async def test_a_failed_wal_sync_fails_the_durable_writes_only(tmp_path: Path) -> None:
+    from daemon.store.writer import GroupCommitWriter
+
+    def broken_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    writer = GroupCommitWriter(
+        lambda: sqlite3.connect(tmp_path / "outbox.db", isolation_level=None, check_same_thread=False),
+        sync=broken_sync,
+    )
+    writer.start()
+    try:
+        with pytest.raises(StoreUnavailable, match="could not sync its log"):
+            await writer.run(lambda conn: 1)
+        assert await writer.run(lambda conn: 2, durable=False) == 2
+    finally:
+        await asyncio.to_thread(writer.stop)
 
 
 async def test_accept_uses_the_mode_in_force(store: Store) -> None:

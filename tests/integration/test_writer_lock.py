@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from daemon.store.base import StoreUnavailable
+from daemon.store.base import Accepted, StoreUnavailable
+from daemon.store.walsync import WalSync
 from daemon.store.writer import GroupCommitWriter
+from tests.integration.test_store import T0, note
+from tests.support import until
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -69,7 +74,9 @@ class LockHolder:
 async def _writer_behind_a_held_lock(
     db: Path, busy_timeout_s: float, retry_s: float
 ) -> AsyncIterator[tuple[GroupCommitWriter, LockHolder]]:
-    writer = GroupCommitWriter(lambda: _connect(db), busy_timeout_s=busy_timeout_s, retry_s=retry_s)
+    writer = GroupCommitWriter(
+        lambda: _connect(db), sync=WalSync(db).sync, busy_timeout_s=busy_timeout_s, retry_s=retry_s
+    )
     writer.start()
     holder = LockHolder(db)
     try:
@@ -155,3 +162,70 @@ def test_the_inline_connection_falls_back_and_never_keeps_a_transaction(db: Path
     other.execute("ROLLBACK")
     other.close()
     inline.close()
+
+
+async def test_a_lone_accept_commits_on_the_loop_and_is_answered_after_the_wal_sync(tmp_path: Path) -> None:
+    """No writer-thread hand-off for a lone accept; visible before the sync, answered after it."""
+    from daemon.store.sqlite import CHECKPOINT_EVERY, SqliteStore
+
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    synced, gate, handed = threading.Event(), threading.Event(), []
+    real_sync, real_run = store._writer._sync, store._writer.run
+
+    def gated_sync() -> None:
+        gate.wait(30)
+        real_sync()
+        synced.set()
+
+    async def counted_run(*args: Any, **kwargs: Any) -> Any:
+        handed.append(args[0])
+        return await real_run(*args, **kwargs)
+
+    store._writer._sync = gated_sync
+    store._writer.run = counted_run  # type: ignore[method-assign]
+    seen: list[list[Accepted]] = []
+    try:
+        accept = asyncio.create_task(store.accept([note(1)], T0, on_visible=seen.append))
+        await until(lambda: bool(seen))  # committed and visible, the sync held
+        assert seen == [[Accepted(id="id-00001", duplicate=False)]]
+        other = _connect(tmp_path / "outbox.db")
+        assert other.execute("SELECT id FROM notifications").fetchall() == [("id-00001",)]
+        other.close()
+        assert not accept.done() and not synced.is_set()
+        gate.set()
+        assert await accept == [Accepted(id="id-00001", duplicate=False)]
+        assert synced.is_set()
+        assert handed == []  # the writer thread was never involved
+        # concurrent accepts share the writer thread's one transaction
+        together = await asyncio.gather(*(store.accept([note(i)], T0) for i in range(2, 7)))
+        assert [a[0].id for a in together] == [f"id-{i:05d}" for i in range(2, 7)]
+        assert len(handed) == 1
+        # and every CHECKPOINT_EVERY-th lone accept goes there too (its connection checkpoints)
+        for i in range(7, 7 + CHECKPOINT_EVERY):
+            await store.accept([note(i)], T0)
+        assert len(handed) == 2
+    finally:
+        gate.set()
+        await store.close()
+
+
+def test_the_wal_sync_follows_the_file_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon.store.walsync import WalSync
+
+    synced: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd)))
+    wal = WalSync(tmp_path / "x.db")
+    (tmp_path / "x.db-wal").write_bytes(b"one")
+    wal.sync()
+    wal.sync()
+    (tmp_path / "new").write_bytes(b"two")
+    os.replace(tmp_path / "new", tmp_path / "x.db-wal")
+    wal.sync()
+    first, _, second = synced
+    assert synced[1] == first and second == os.stat(tmp_path / "x.db-wal").st_ino != first
+    wal.close()
+    (tmp_path / "x.db-wal").unlink()
+    with pytest.raises(FileNotFoundError):  # no log to sync is an error, never a silent no-op
+        wal.sync()
