@@ -28,7 +28,7 @@ from daemon.store.base import Accepted, NewNotification
 class _CommitNothing:
     """A store that accepts instantly: the in-process figure is the Python hot path alone."""
 
-    async def accept(self, items: list[NewNotification], now: datetime) -> list[Accepted]:
+    async def accept(self, items: list[NewNotification], now: datetime, **_: object) -> list[Accepted]:
         return [Accepted(item.notification.id, duplicate=False) for item in items]
 
 

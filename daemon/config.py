@@ -60,7 +60,7 @@ from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError,
 
 
 class SqliteStoreConfig(Model):
-    """The embedded store: one SQLite file (WAL, synchronous=FULL), one daemon."""
+    """The embedded store: one SQLite file (WAL, synced before every acknowledgement), one daemon."""
 
     path: Path
     busy_timeout: Duration = timedelta(seconds=5)

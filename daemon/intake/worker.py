@@ -83,8 +83,8 @@ class Reports:
                 self._counts[(notification.severity.value, notification.source)] += 1
         if not self._scheduled:
             self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_turn)  # first: _flush may raise
             self._flush()
-            asyncio.get_running_loop().call_soon(self._end_turn)
 
     def _end_turn(self) -> None:
         self._scheduled = False

@@ -93,7 +93,10 @@ class SqliteStore:
             self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":  # a network file system, say: durability relies on the WAL
+            conn.close()
+            raise sqlite3.OperationalError(f"the store needs WAL mode, and {self.path} is in {mode} mode")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

@@ -5,8 +5,9 @@ rows, about 50 µs) and claims what is due (a short write that is not durable an
 ``SqliteStore.claim``). Handed to the reader or writer thread, each cost a thread wake-up and a
 loop wake-up, about 0.26 ms on the reference machine, on the path from an accepted alert to its
 delivery. Run here instead they cost what the query costs. A lone accept (one request while the
-writer thread is idle) commits here too; the store then has the WAL synced on a thread before
-anyone is told (``SqliteStore._accept_here``), as the writer thread does for its commits.
+writer thread is idle) commits here too; the store then tells its listeners and has the WAL
+synced on the writer's sync thread before the caller is answered (``SqliteStore._accept_here``),
+as for the writer thread's commits.
 
 Nothing here waits for a lock: the connection has SQLite's busy handler off, so a claim finding
 the write lock taken (the writer thread's commit, another process's) returns :data:`MISSED` at

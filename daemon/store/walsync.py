@@ -12,15 +12,29 @@ consistent here; the sync only adds durability.
 
 The log file exists while any connection to the database is open, and SQLite deletes it only
 when the last one closes; the store holds its connections open, so the file synced is the one
-committed to. Still, the file is looked up by name before each sync and reopened if it is not
-the one held (a copy restored underneath, say): never an ``fdatasync`` of a stale inode.
+committed to. It is opened at the first sync and checked by name before each one: a different
+file under that name (replaced from outside) is an error, never a sync of the wrong file.
+
+A failed sync is final for this process (:class:`SyncFailed` from then on, until a restart).
+The commit it was for is already in the log, and later commits are chained after it; after an
+I/O error Linux may drop the failed pages and report the error only once, so a later sync could
+"succeed" while a power cut would still lose what it acknowledged. Restarting reads the log
+back from the disk (what SQLite's recovery keeps is what was really written).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class SyncFailed(OSError):
+    """A sync failed earlier in this process: nothing more is acknowledged until a restart."""
 
 
 class WalSync:
@@ -28,12 +42,25 @@ class WalSync:
         self.path = Path(f"{database}-wal")
         self._fd: int | None = None
         self._lock = threading.Lock()
+        self._failed: OSError | None = None
 
     def sync(self) -> None:
         """Every commit appended to the log before this call is on disk when it returns (OSError)."""
         with self._lock:
-            fd = self._current()
-            os.fdatasync(fd)
+            if self._failed is not None:
+                earlier = f"an earlier sync of {self.path} failed ({self._failed}); restart"
+                raise SyncFailed(errno.EIO, earlier)
+            try:
+                os.fdatasync(self._current())
+            except OSError as exc:
+                self._failed = exc
+                log.critical(
+                    "the store's log %s could not be synced: %s; nothing more is accepted until a restart",
+                    self.path,
+                    exc,
+                    extra={"event": "store.sync_failed"},
+                )
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -43,11 +70,9 @@ class WalSync:
 
     def _current(self) -> int:
         named = os.stat(self.path)
-        if self._fd is not None:
-            held = os.fstat(self._fd)
-            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
-                return self._fd
-            os.close(self._fd)
-            self._fd = None
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        held = os.fstat(self._fd)
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise OSError(errno.ESTALE, f"{self.path} was replaced while the store had it open")
         return self._fd

@@ -194,9 +194,27 @@ async def test_durable_writes_are_answered_after_the_wal_sync_and_leases_before_
         assert await durable == 1
         gate.clear()
         entered.clear()
-        # a lease is answered without the sync
+        # a lease is answered without the sync, alone or in a batch with a durable write
         assert await writer.run(lambda conn: 7, durable=False) == 7
         assert not entered.is_set()
+        inside, leave = threading.Event(), threading.Event()
+
+        def block(conn: sqlite3.Connection) -> None:
+            inside.set()
+            leave.wait(30)
+
+        blocker = asyncio.ensure_future(writer.run(block, durable=False))
+        await until(inside.is_set)
+        durable = asyncio.ensure_future(writer.run(write))
+        lease = asyncio.ensure_future(writer.run(lambda conn: 8, durable=False))
+        await until(lambda: writer._jobs.qsize() == 2)  # both queued behind it: one batch
+        leave.set()
+        await blocker
+        assert await lease == 8  # answered while the durable write's sync is held
+        await until(entered.is_set)
+        assert not durable.done()
+        gate.set()
+        assert await durable == 1
     finally:
         gate.set()
         await asyncio.to_thread(writer.stop)

@@ -210,7 +210,7 @@ async def test_a_lone_accept_commits_on_the_loop_and_is_answered_after_the_wal_s
         await store.close()
 
 
-def test_the_wal_sync_follows_the_file_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_wal_sync_never_syncs_a_replaced_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from daemon.store.walsync import WalSync
 
     synced: list[int] = []
@@ -218,14 +218,37 @@ def test_the_wal_sync_follows_the_file_by_name(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd)))
     wal = WalSync(tmp_path / "x.db")
     (tmp_path / "x.db-wal").write_bytes(b"one")
+    held = os.stat(tmp_path / "x.db-wal").st_ino
     wal.sync()
     wal.sync()
+    assert synced == [held, held]
     (tmp_path / "new").write_bytes(b"two")
-    os.replace(tmp_path / "new", tmp_path / "x.db-wal")
-    wal.sync()
-    first, _, second = synced
-    assert synced[1] == first and second == os.stat(tmp_path / "x.db-wal").st_ino != first
-    wal.close()
-    (tmp_path / "x.db-wal").unlink()
-    with pytest.raises(FileNotFoundError):  # no log to sync is an error, never a silent no-op
+    os.replace(tmp_path / "new", tmp_path / "x.db-wal")  # SQLite still writes to the one it holds
+    with pytest.raises(OSError, match="was replaced"):
         wal.sync()
+    assert synced == [held, held]
+    wal.close()
+
+
+def test_a_failed_sync_is_final_until_a_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After EIO Linux may drop the failed pages: a later sync 'succeeding' proves nothing."""
+    from daemon.store.walsync import SyncFailed, WalSync
+
+    (tmp_path / "x.db-wal").write_bytes(b"log")
+    wal = WalSync(tmp_path / "x.db")
+    wal.sync()
+    real = os.fdatasync
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        wal.sync()
+    monkeypatch.setattr(os, "fdatasync", real)  # the disk "works" again
+    with pytest.raises(SyncFailed, match="restart"):
+        wal.sync()
+    wal.close()
+    fresh = WalSync(tmp_path / "x.db")  # what a restarted process has
+    fresh.sync()
+    fresh.close()
