@@ -264,8 +264,9 @@ def build_store(config: Config, *, intake_worker: bool = False) -> Store:
     busy_timeout_s = config.store.busy_timeout.total_seconds()
     if intake_worker:
         # waits longer for the lock than the daemon (its own claims and outcomes go first)
-        retry_s = WORKER_WRITE_RETRY_S
-        return SqliteStore(config.store.path, busy_timeout_s=busy_timeout_s, write_retry_s=retry_s)
+        return SqliteStore(
+            config.store.path, busy_timeout_s=busy_timeout_s, write_retry_s=WORKER_WRITE_RETRY_S
+        )
     return SqliteStore(config.store.path, busy_timeout_s=busy_timeout_s)
 
 

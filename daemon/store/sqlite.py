@@ -97,6 +97,8 @@ class SqliteStore:
         if str(mode).lower() != "wal":  # a network file system, say: durability relies on the WAL
             conn.close()
             raise sqlite3.OperationalError(f"the store needs WAL mode, and {self.path} is in {mode} mode")
+        # FULL for the migrations' connection; the writer's and the loop's commit NORMAL and
+        # have the WAL synced after (walsync)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

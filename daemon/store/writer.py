@@ -4,7 +4,8 @@ Callers hand in small functions of a connection. The writer takes everything que
 in one ``BEGIN IMMEDIATE`` transaction and commits once, so a hundred concurrent requests pay
 for one fsync. If any function fails, the batch is rolled back and each function is re-run in
 its own transaction, so one bad write never takes the others down with it and nothing is half
-committed. Only after COMMIT returns does a caller's coroutine resume.
+committed. A caller's coroutine resumes only after COMMIT returns (and, for a durable write, the
+sync that follows it, below).
 
 Durability per job: every batch commits with ``synchronous=NORMAL`` (appended to the WAL, visible
 to other connections, not yet on disk) and the write lock is released at once. A job run with

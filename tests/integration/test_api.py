@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,35 @@ async def test_override_forces_and_releases(api: tuple[httpx.AsyncClient, Daemon
     assert request.json()["id"] == nid
     released = await client.delete("/v1/provider/override")
     assert released.json()["state"] == "healthy"
+
+
+async def test_an_alert_is_delivered_while_its_commit_syncs_and_answered_after(
+    api: tuple[httpx.AsyncClient, Daemon], servers: Any
+) -> None:
+    """The webhook goes out once the notification is committed; the 202 waits for the disk."""
+    client, daemon = api
+    await client.post("/v1/provider/override", json={"state": "outage"})
+    writer = daemon.store._writer  # type: ignore[attr-defined]
+    real_sync, gate, holding = writer._sync, threading.Event(), threading.Event()
+
+    def held_sync() -> None:
+        holding.set()
+        gate.wait(30)
+        real_sync()
+
+    writer._sync = held_sync
+    try:
+        post = asyncio.create_task(client.post("/v1/notifications", json=NOTE))
+        (request,) = await servers[1].wait_for_async(1)  # delivered while the sync is held
+        assert holding.is_set()
+        assert not post.done()
+        gate.set()
+        response = await post
+        assert response.status_code == 202
+        assert response.json()["id"] == request.json()["id"]
+    finally:
+        gate.set()
+        writer._sync = real_sync
 
 
 async def test_status_shows_queue_and_provider(api: tuple[httpx.AsyncClient, Daemon]) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,9 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.config import ConfigError, load_config, parse_config
+from daemon.core.model import Notification, Severity
 from daemon.intake.worker import Reports
+from daemon.store.base import Accepted
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.support import config_template, until
 
@@ -232,21 +235,19 @@ async def test_workers_need_the_configuration_text(tmp_path: Path) -> None:
     await daemon.stop()
 
 
+#: one critical notification from the API, committed (not a duplicate): what a report counts
+_ONE_CRITICAL = (
+    [Notification("n1", "n1", datetime.now(UTC), Severity.CRITICAL, "s")],
+    [Accepted(id="n1", duplicate=False)],
+)
+
+
 async def test_reports_never_block_the_worker_and_lose_no_count() -> None:
     read_fd, write_fd = os.pipe()
     reports = Reports(write_fd)
-    from daemon.core.model import Severity
-
-    class _N:
-        severity = Severity.CRITICAL
-        source = "api"
-
-    class _A:
-        duplicate = False
-
     # fill the pipe while nobody reads: writes must not block, the counts must wait
     for _ in range(5000):
-        reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+        reports.accepted(*_ONE_CRITICAL)
         await asyncio.sleep(0)
     total = 0
     buffered = b""
@@ -268,25 +269,16 @@ async def test_reports_never_block_the_worker_and_lose_no_count() -> None:
 
 
 async def test_the_first_commit_of_a_turn_is_reported_before_its_callers_are_answered() -> None:
-    from daemon.core.model import Severity
-
-    class _N:
-        severity = Severity.CRITICAL
-        source = "api"
-
-    class _A:
-        duplicate = False
-
     read_fd, write_fd = os.pipe()
     try:
         reports = Reports(write_fd)
         os.set_blocking(read_fd, False)
-        reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+        reports.accepted(*_ONE_CRITICAL)
         # written at once: the daemon starts delivering while the worker writes its replies
         line = json.loads(os.read(read_fd, 1 << 16))
         assert line == {"accepted": [["critical", "api", 1]], "duplicates": 0}
         for _ in range(3):  # the rest of the turn: one line at its end
-            reports.accepted([_N()], [_A()])  # type: ignore[list-item]
+            reports.accepted(*_ONE_CRITICAL)
         with pytest.raises(BlockingIOError):
             os.read(read_fd, 1 << 16)
         await asyncio.sleep(0)
