@@ -30,7 +30,14 @@ from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Mode, ProviderState
 from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend
-from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared, released
+from daemon.outcomes import (
+    acknowledged_meanwhile,
+    delivered,
+    delivered_in_digest,
+    not_delivered,
+    not_prepared,
+    released,
+)
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
@@ -193,10 +200,22 @@ class Dispatcher:
             broken.append(send)
         elif isinstance(send, DigestSend):
             self._spawn(name, self._deliver_digest(name, send), f"digest-{send.digest.id}")
+        elif send is not None and await self._acknowledged_meanwhile(send):
+            outcome = acknowledged_meanwhile(name, send, self._clock.now())
+            self._spawn(name, self._record([outcome]), f"acknowledged-{send.delivery.id}")
         elif send is not None:
             self._start(name, send)
         if broken:
             self._spawn(name, self._record_broken(name, broken, now), f"broken-{name}")
+
+    async def _acknowledged_meanwhile(self, claimed: Claimed) -> bool:
+        """An escalation step acknowledged while it waited for its send slot (during a burst)."""
+        if claimed.ack_code is None:
+            return False
+        try:
+            return bool(await self._store.acknowledged([claimed.notification.id]))
+        except StoreError:  # cannot tell: paging once too often beats not paging
+            return False
 
     async def _release_expired(self) -> None:
         """Once per poll: claims whose lease ran out (a dead node's, a stuck send's) become pending.

@@ -129,3 +129,15 @@ def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     """Claimed but never sent (waiting for a send slot at shutdown): back to the outbox, due now."""
     detail = "not sent before shutdown: back to the outbox"
     return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
+
+
+def acknowledged_meanwhile(name: str, claimed: Claimed, now: datetime) -> Outcome:
+    """Acknowledged while it waited for a send slot: not sent (the store supersedes a retry of an
+    acknowledged notification's delivery, as for one acknowledged while in flight)."""
+    log.info(
+        "not sending %s via %s: acknowledged while it waited for a send slot",
+        claimed.notification.id,
+        name,
+        extra={"event": "delivery.superseded", "notification_id": claimed.notification.id, "channel": name},
+    )
+    return Outcome(claimed.delivery.id, "retry", now, now, "acknowledged before its send slot: not sent", now)

@@ -171,6 +171,10 @@ class Store(Protocol):
 
     async def due(self) -> Mapping[str, datetime]: ...
 
+    async def acknowledged(self, notification_ids: Sequence[str]) -> set[str]:
+        """Those of ``notification_ids`` someone has acknowledged."""
+        ...
+
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]: ...
 
     async def reroute(

@@ -354,6 +354,9 @@ class PostgresStore:
         """Per channel, when its earliest pending delivery (of the mode in force) is due."""
         return await self._read(views.due)
 
+    async def acknowledged(self, notification_ids: Sequence[str]) -> set[str]:
+        return await self._read(lambda conn: views.acknowledged(conn, notification_ids))
+
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
         return await self._read(lambda conn: views.reroute_candidates(conn, mode, limit))
 

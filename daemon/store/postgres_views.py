@@ -25,6 +25,10 @@ async def due(conn: Conn) -> dict[str, datetime]:
     return {row["channel"]: row["due_at"].astimezone(UTC) for row in await rows(conn, "due")}
 
 
+async def acknowledged(conn: Conn, notification_ids: Sequence[str]) -> set[str]:
+    return {row["id"] for row in await rows(conn, "acknowledged_among", (list(notification_ids),))}
+
+
 async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> list[Notification]:
     return [codec.notification(epochs(r)) for r in await rows(conn, "reroute_candidates", (mode, limit))]
 

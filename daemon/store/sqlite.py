@@ -330,6 +330,15 @@ class SqliteStore:
             rows = await self._read(due)
         return {channel: codec.dt(at) for channel, at in rows if at is not None}
 
+    async def acknowledged(self, notification_ids: Sequence[str]) -> set[str]:
+        ids = json.dumps(list(notification_ids))
+
+        def acknowledged(conn: sqlite3.Connection) -> set[str]:
+            return {row[0] for row in conn.execute(Q["acknowledged_among"], (ids,))}
+
+        found = self._inline.read(acknowledged)
+        return await self._read(acknowledged) if isinstance(found, Missed) else found
+
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
         rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())
         return [codec.notification(row) for row in rows]

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from channels.digests import DIGEST_LABEL
 from channels.fake import FakeChannel
 from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
-from daemon.core.model import Escalation, EscalationStep, ProviderState, Severity
+from daemon.core.model import DeliveryState, Escalation, EscalationStep, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
 from daemon.dispatcher import ChannelPolicy
@@ -180,3 +180,34 @@ async def test_an_escalation_in_a_burst_goes_alone_with_its_ack_code(world: Worl
     assert len(digests) == 1 and digests[0].subject.endswith(": 19 notifications (9 critical, 10 info)")
     ((_, outcome, detail),) = await world.trail(page)
     assert outcome == "delivered" and not detail.startswith("in digest")
+
+
+async def test_an_escalation_step_acknowledged_while_it_waits_for_its_slot_is_not_sent(world: World) -> None:
+    """Claimed into the burst's waiting list, acknowledged while the slot ahead of it is busy:
+    superseded when its slot comes, never sent."""
+    first = await world.hold_backup()
+    rest = await world.submit(10)
+    (page,) = await world.submit(1, Severity.HIGH, page="yes")
+    held, world.backup.gate = world.backup.gate, asyncio.Event()  # the next send waits in its turn
+    assert held is not None
+    held.set()  # the first send finishes; the slot after it claims the burst, page included
+
+    async def waiting_for_its_slot() -> bool:
+        view = await world.store.notification(page)
+        assert view is not None
+        return view.deliveries[0].state == DeliveryState.IN_FLIGHT and world.backup.in_flight == 1
+
+    await until(waiting_for_its_slot)
+    assert page not in {m.notification_id for m in world.backup.sent}
+    assert await world.store.acknowledge(page, "alice", "api", datetime.now(UTC)) == "acknowledged"
+    world.release_backup()
+
+    async def superseded() -> bool:
+        view = await world.store.notification(page)
+        assert view is not None
+        return view.deliveries[0].state == DeliveryState.SUPERSEDED
+
+    await until(superseded)
+    await until(lambda: world.all_delivered([*first, *rest]))
+    assert page not in {m.notification_id for m in world.backup.sent}
+    assert ("backup", "retry", "acknowledged before its send slot: not sent") in await world.trail(page)

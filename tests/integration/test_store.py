@@ -248,6 +248,14 @@ async def test_accept_uses_the_mode_in_force(store: Store) -> None:
     assert (await store.queue()).notifications == {"pending": 1, "held": 1}
 
 
+async def test_acknowledged_tells_which_ids_someone_took_on(store: Store) -> None:
+    await store.accept([note(1), note(2)], T0)
+    assert await store.acknowledged(["id-00001", "id-00002"]) == set()
+    assert await store.acknowledge("id-00001", "alice", "api", T0) == "acknowledged"
+    assert await store.acknowledged(["id-00001", "id-00002", "id-99999"]) == {"id-00001"}
+    assert await store.acknowledged([]) == set()
+
+
 async def test_release_claims_after_crash(store: Store) -> None:
     """Claims left in flight by a dead process become pending again."""
     await store.accept([note(1)], T0)

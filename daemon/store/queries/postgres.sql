@@ -97,6 +97,9 @@ UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND d.claimed_until < statement_timestamp();
 
+-- name: acknowledged_among
+SELECT id FROM notifications WHERE id = ANY(%s) AND acknowledged_at IS NOT NULL;
+
 -- name: due
 SELECT channel, min(next_attempt_at) AS due_at FROM deliveries
 WHERE mode = (SELECT mode FROM provider WHERE id = 1) AND state = 'pending'

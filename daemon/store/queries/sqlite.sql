@@ -27,6 +27,10 @@ WHERE id IN (
     LIMIT :limit)
 RETURNING *;
 
+-- name: acknowledged_among
+-- The ids as one JSON array.
+SELECT id FROM notifications WHERE id IN (SELECT value FROM json_each(?)) AND acknowledged_at IS NOT NULL;
+
 -- name: notification_by_id
 SELECT * FROM notifications WHERE id = ?;
 
