@@ -54,6 +54,23 @@ def free_port() -> int:
         return port
 
 
+#: seconds per clock tick, the unit of /proc's CPU times
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """User + system CPU time from a /proc ``stat`` file (a process's or one of its threads')."""
+    # fields after the parenthesised command name; utime and stime are the 14th and 15th fields
+    fields = Path(stat_path).read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children alive now (the daemon and its intake workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return cpu_seconds(f"/proc/{pid}/stat") + sum(cpu_seconds(f"/proc/{c}/stat") for c in children)
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]

@@ -26,7 +26,6 @@ without the GIL). ``--raw FILE`` keeps the collapsed stacks.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import signal
@@ -44,12 +43,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DaemonUnderTest, post_raw
+from bench.common import DaemonUnderTest, cpu_seconds, post_raw
 from bench.vs_alertmanager import BC_ALERT, BC_HEAD, Receiver
 
 PATH = "/v1/intake/alertmanager"
 BATCH = 100
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ class Run:
 
 def cpu_s(pid: int) -> tuple[float, float]:
     """CPU seconds so far: the main thread (the event loop), and the whole process."""
-    return _ticks(f"/proc/{pid}/task/{pid}/stat"), _ticks(f"/proc/{pid}/stat")
+    return cpu_seconds(f"/proc/{pid}/task/{pid}/stat"), cpu_seconds(f"/proc/{pid}/stat")
 
 
 def threads_cpu_s(pid: int) -> dict[int, float]:
@@ -71,7 +69,7 @@ def threads_cpu_s(pid: int) -> dict[int, float]:
     found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            found[int(task.name)] = _ticks(str(task / "stat"))
+            found[int(task.name)] = cpu_seconds(str(task / "stat"))
         except FileNotFoundError:  # the thread ended meanwhile
             continue
     return found
@@ -88,12 +86,6 @@ def thread_names(pid: int) -> dict[int, str]:
 
 def _py_spy() -> str | None:
     return shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-
-
-def _ticks(stat_path: str) -> float:
-    # fields after the parenthesised command name; utime and stime are the 14th and 15th fields
-    fields = Path(stat_path).read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def submit(port: int, token: str, ids: list[str], severity: str) -> None:

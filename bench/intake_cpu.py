@@ -42,12 +42,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CONFIG, ROUTES, free_port, post_raw
+from bench.common import CONFIG, ROUTES, cpu_seconds, free_port, post_raw
 from bench.intake_hotpath import in_process
 from daemon.demo.standins import SmtpProvider
 
 PATH = "/v1/intake/alertmanager"
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 # The same payload as vs_alertmanager.py (one alert, 200-character description), but a warning.
 ALERT = (
     '{"status":"firing","labels":{"alertname":"BenchAlert","severity":"warning","job":"bench",'
@@ -132,17 +131,11 @@ class Daemon:
         """CPU seconds so far: the main thread (the event loop), and the whole process."""
         assert self.proc is not None
         pid = self.proc.pid
-        return _ticks(f"/proc/{pid}/task/{pid}/stat"), _ticks(f"/proc/{pid}/stat")
+        return cpu_seconds(f"/proc/{pid}/task/{pid}/stat"), cpu_seconds(f"/proc/{pid}/stat")
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
-
-
-def _ticks(stat_path: str) -> float:
-    # fields after the parenthesised command name; utime and stime are the 14th and 15th fields
-    fields = Path(stat_path).read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def send(port: int, token: str, ids: list[str]) -> None:

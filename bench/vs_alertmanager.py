@@ -38,7 +38,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import DaemonUnderTest, free_port, percentile
+from bench.common import DaemonUnderTest, free_port, percentile, tree_cpu_seconds
 from bench.loadgen import WrkResult
 
 SCRIPT = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "alertmanager.sh"
@@ -257,16 +257,23 @@ class Figures:
     #: alerts that reached the receiver per second, from the start of the load to the last webhook
     one_delivered_per_s: float
     batch_delivered_per_s: float
+    #: CPU time of the target's processes per alert, accepting and delivering, one per request
+    one_cpu_us: float
     p50_ms: float
     p99_ms: float
     missing: int
 
 
 def measure(
-    target: Target, receiver: Receiver, args: argparse.Namespace, settled: Callable[[], bool] = lambda: True
+    target: Target,
+    receiver: Receiver,
+    args: argparse.Namespace,
+    cpu: Callable[[], float],
+    settled: Callable[[], bool] = lambda: True,
 ) -> Figures:
-    one, one_delivered = _phase(target, receiver, 1, args, settled)
-    batch, batch_delivered = _phase(target, receiver, 100, args, settled)
+    """``cpu``: the CPU seconds the target's processes have used so far."""
+    one, one_delivered, one_cpu_us = _phase(target, receiver, 1, args, cpu, settled)
+    batch, batch_delivered, _ = _phase(target, receiver, 100, args, cpu, settled)
     sent = asyncio.run(open_loop(target, "lat", args.rate, args.seconds))
     seen = receiver.wait_for(set(sent))
     latencies = [seen[i] - t for i, t in sent.items() if i in seen]
@@ -277,6 +284,7 @@ def measure(
         batch.requests_per_s,
         one_delivered,
         batch_delivered,
+        one_cpu_us,
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
         len(sent) - len(latencies),
@@ -288,18 +296,23 @@ def _phase(
     receiver: Receiver,
     per_request: int,
     args: argparse.Namespace,
+    cpu: Callable[[], float],
     settled: Callable[[], bool],
-) -> tuple[WrkResult, float]:
-    """wrk for ``args.seconds``, then wait until the webhooks stop: accepted/s and delivered/s."""
-    started = time.monotonic()
+) -> tuple[WrkResult, float, float]:
+    """wrk for ``args.seconds``, then wait until the webhooks stop: accepted/s, delivered/s, and
+    the target's CPU µs per delivered alert (accepting and delivering it)."""
+    started, cpu_before = time.monotonic(), cpu()
     accepted = wrk_unique(target, f"n{per_request}", per_request, args.connections, args.seconds)
+    under_load = cpu() - cpu_before
     count, last = _drain(receiver, settled)
     delivered = count / (last - started) if count else 0.0
+    cpu_us = (cpu() - cpu_before) / count * 1e6 if count else float("nan")
     print(
         f"  {target.name}, {per_request} per request: {accepted.requests_per_s:,.0f} alerts/s accepted, "
-        f"{count:,} delivered in {last - started:.1f} s"
+        f"{count:,} delivered in {last - started:.1f} s; CPU {under_load / args.seconds:.0%} of one core "
+        f"under the load, {cpu_us:,.0f} µs per alert"
     )
-    return accepted, delivered
+    return accepted, delivered, cpu_us
 
 
 def _drain(
@@ -324,8 +337,9 @@ def run_alertmanager(receiver: Receiver, workdir: Path, args: argparse.Namespace
     port = free_port()
     env = dict(os.environ, AM_GROUP_INTERVAL="5m")
     subprocess.run([str(SCRIPT), "start", str(port), str(workdir), receiver.url], check=True, env=env)
+    pid = int((workdir / "alertmanager.pid").read_text())
     try:
-        return measure(alertmanager_target(port), receiver, args)
+        return measure(alertmanager_target(port), receiver, args, lambda: tree_cpu_seconds(pid))
     finally:
         subprocess.run([str(SCRIPT), "stop", str(workdir)], check=True)
 
@@ -338,8 +352,14 @@ def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace)
             headers={"Authorization": f"Bearer {daemon.token}"},
         )
         forced.raise_for_status()
+        assert daemon.proc is not None
+        pid = daemon.proc.pid
         return measure(
-            backchannel_target(daemon.intake_port, daemon.token), receiver, args, lambda: _empty(daemon)
+            backchannel_target(daemon.intake_port, daemon.token),
+            receiver,
+            args,
+            lambda: tree_cpu_seconds(pid),
+            lambda: _empty(daemon),
         )
 
 
@@ -379,6 +399,7 @@ def report(am: Figures, bc: Figures, args: argparse.Namespace) -> None:
         ("accepted alerts/s, batches of 100", lambda f: f.batch_per_s, "{:,.0f}", ">= 1"),
         ("delivered alerts/s, one per request", lambda f: f.one_delivered_per_s, "{:,.0f}", ""),
         ("delivered alerts/s, batches of 100", lambda f: f.batch_delivered_per_s, "{:,.0f}", ""),
+        ("CPU µs per alert, one per request", lambda f: f.one_cpu_us, "{:,.0f}", ""),
         (f"accept-to-webhook p50 {lat}", lambda f: f.p50_ms, "{:.1f}", "<= 3"),
         (f"accept-to-webhook p99 {lat}", lambda f: f.p99_ms, "{:.1f}", "<= 3"),
     ]
