@@ -268,7 +268,15 @@ class Dispatcher:
             await asyncio.sleep(rest)
 
     async def _drain(self) -> None:
-        await self._release_waiting()
+        try:
+            await asyncio.wait_for(self._release_waiting(), self._settings.drain_grace_s)
+        except TimeoutError:  # the store cannot record: a restart releases every claim anyway
+            log.error(
+                "claims waiting for a send slot could not be put back within %gs; the next start "
+                "releases them",
+                self._settings.drain_grace_s,
+                extra={"event": "dispatch.drain_timeout"},
+            )
         tasks = [t for group in self._in_flight.values() for t in group]
         if not tasks:
             return

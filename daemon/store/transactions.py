@@ -113,6 +113,11 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
             outcome.detail,
         ),
     )
+    # Recorded already, or released since (a lease that ran out): the outcome is history only.
+    # A record retried after a commit whose sync failed must not apply it twice (a second next
+    # step, a claimed delivery flipped back to pending).
+    if d["state"] != "in_flight":
+        return
     if outcome.kind == "delivered":
         conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
         conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))

@@ -17,9 +17,14 @@ file under that name (replaced from outside) is an error, never a sync of the wr
 
 A failed sync is final for this process (:class:`SyncFailed` from then on, until a restart).
 The commit it was for is already in the log, and later commits are chained after it; after an
-I/O error Linux may drop the failed pages and report the error only once, so a later sync could
-"succeed" while a power cut would still lose what it acknowledged. Restarting reads the log
-back from the disk (what SQLite's recovery keeps is what was really written).
+I/O error Linux may mark the failed pages clean and report the error only once, so a later sync
+could "succeed" while a power cut would still lose what it acknowledged. Callers get
+StoreUnavailable: intake answers 503 (nothing more is acknowledged), the dispatcher keeps
+retrying its records (applied once: ``_record_one`` ignores a delivery no longer in flight).
+What a restart cannot promise: the pages whose write failed may still sit in the page cache,
+so the restarted process reads them and a later power cut can still lose them; a disk that
+fails its syncs needs an operator (the critical log line says so). Each process (the daemon,
+every intake worker) holds its own state: a worker started after the error may not see it.
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ class WalSync:
             except OSError as exc:
                 self._failed = exc
                 log.critical(
-                    "the store's log %s could not be synced: %s; nothing more is accepted until a restart",
+                    "the store's log %s could not be synced: %s; nothing more is accepted until a restart; "
+                    "check the disk",
                     self.path,
                     exc,
                     extra={"event": "store.sync_failed"},

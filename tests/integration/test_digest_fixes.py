@@ -25,11 +25,11 @@ from daemon.core.backoff import RetryPolicy
 from daemon.core.model import DeliveryState, Escalation, EscalationStep, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
-from daemon.dispatcher import ChannelPolicy
+from daemon.dispatcher import ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor
 from daemon.message_templates import TemplateBook, compile_pair
 from daemon.rendering import Renderer
-from daemon.store.base import Claimed
+from daemon.store.base import Claimed, StoreUnavailable
 from daemon.store.sqlite import SqliteStore
 from tests.support import OutboxWorld, dispatcher_for, monitor_for, until
 
@@ -67,6 +67,7 @@ class World(OutboxWorld):
     backup: FakeChannel
     hook: FakeChannel
     dispatching: asyncio.Task[None]
+    dispatcher: Dispatcher
 
     async def hold_backup(self) -> list[str]:
         """One critical in flight on the backup channel, held there until :meth:`release_backup`."""
@@ -99,7 +100,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await monitor.force(ProviderState.OUTAGE, "test")
     acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
     task = asyncio.create_task(dispatcher.run())
-    yield World(store, acceptor, channels["backup"], channels["hook"], task)
+    yield World(store, acceptor, channels["backup"], channels["hook"], task, dispatcher)
     dispatcher.stop()
     await task
     await store.close()
@@ -211,3 +212,23 @@ async def test_an_escalation_step_acknowledged_while_it_waits_for_its_slot_is_no
     await until(lambda: world.all_delivered([*first, *rest]))
     assert page not in {m.notification_id for m in world.backup.sent}
     assert ("backup", "retry", "acknowledged before its send slot: not sent") in await world.trail(page)
+
+
+async def test_stopping_with_a_failing_store_does_not_hang_on_the_waiting_claims(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims waiting for a send slot are put back at stop; if the store cannot record, stop anyway."""
+    await world.hold_backup()
+    await world.submit(10)
+    held, world.backup.gate = world.backup.gate, asyncio.Event()
+    assert held is not None
+    held.set()  # the next send waits at the new gate; the burst waits behind it, claimed
+    await until(lambda: world.backup.in_flight == 1 and len(world.backup.attempts) >= 2)
+
+    async def broken(*_: object) -> None:
+        raise StoreUnavailable("the disk is gone")
+
+    monkeypatch.setattr(world.store, "record", broken)
+    world.dispatcher.stop()
+    world.release_backup()
+    await asyncio.wait_for(asyncio.shield(world.dispatching), 30)  # the drain's grace is 2 s

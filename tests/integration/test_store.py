@@ -113,6 +113,20 @@ async def test_permanent_failure_moves_to_next_step(store: Store) -> None:
     assert view.status == "failed"
 
 
+async def test_an_outcome_recorded_twice_is_applied_once(store: Store) -> None:
+    """A record retried (its first commit's sync failed, say) adds a trail line, nothing more."""
+    await store.accept([note(1)], T0)
+    lease = T0 + timedelta(minutes=5)
+    (first,) = await store.claim("email", 1, T0, lease)
+    failed = [Outcome(first.delivery.id, "failed", T0, T0, "550 no such user")]
+    await store.record(failed, T0)
+    await store.record(failed, T0)
+    view = await store.notification("id-00001")
+    assert view is not None
+    assert [(d.channel, d.step) for d in view.deliveries] == [("email", 0), ("backup", 1)]  # one next step
+    assert [a.outcome for a in view.attempts] == ["failed", "failed"]  # both in the trail
+
+
 async def test_outage_mode_reroutes_pending_and_holds_the_rest(store: Store) -> None:
     """Entering outage moves pending email to the outage plan; deferred ones are held."""
     await store.accept([note(1), note(2, Severity.INFO)], T0)
