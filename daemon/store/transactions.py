@@ -23,6 +23,8 @@ from daemon.store.base import (
 from daemon.store.queries import load
 
 Q = load("sqlite")
+#: delivery states no outcome changes any more
+SETTLED = frozenset({"delivered", "failed", "superseded"})
 
 
 def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
@@ -113,10 +115,9 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
             outcome.detail,
         ),
     )
-    # Recorded already, or released since (a lease that ran out): the outcome is history only.
-    # A record retried after a commit whose sync failed must not apply it twice (a second next
-    # step, a claimed delivery flipped back to pending).
-    if d["state"] != "in_flight":
+    # Settled already (a record retried after a commit whose sync failed): history only, never
+    # applied twice (a failed step would insert its next step again).
+    if d["state"] in SETTLED:
         return
     if outcome.kind == "delivered":
         conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))

@@ -20,7 +20,7 @@ The commit it was for is already in the log, and later commits are chained after
 I/O error Linux may mark the failed pages clean and report the error only once, so a later sync
 could "succeed" while a power cut would still lose what it acknowledged. Callers get
 StoreUnavailable: intake answers 503 (nothing more is acknowledged), the dispatcher keeps
-retrying its records (applied once: ``_record_one`` ignores a delivery no longer in flight).
+retrying its records (applied once: ``_record_one`` ignores a delivery already settled).
 What a restart cannot promise: the pages whose write failed may still sit in the page cache,
 so the restarted process reads them and a later power cut can still lose them; a disk that
 fails its syncs needs an operator (the critical log line says so). Each process (the daemon,

@@ -80,6 +80,12 @@ class World(OutboxWorld):
         assert self.backup.gate is not None
         self.backup.gate.set()
 
+    def release_first_hold_next(self) -> None:
+        """The held send finishes; the next one waits at a new gate (the burst behind it, claimed)."""
+        held, self.backup.gate = self.backup.gate, asyncio.Event()
+        assert held is not None
+        held.set()
+
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
@@ -189,9 +195,7 @@ async def test_an_escalation_step_acknowledged_while_it_waits_for_its_slot_is_no
     first = await world.hold_backup()
     rest = await world.submit(10)
     (page,) = await world.submit(1, Severity.HIGH, page="yes")
-    held, world.backup.gate = world.backup.gate, asyncio.Event()  # the next send waits in its turn
-    assert held is not None
-    held.set()  # the first send finishes; the slot after it claims the burst, page included
+    world.release_first_hold_next()  # the slot after the first claims the burst, page included
 
     async def waiting_for_its_slot() -> bool:
         view = await world.store.notification(page)
@@ -220,9 +224,7 @@ async def test_stopping_with_a_failing_store_does_not_hang_on_the_waiting_claims
     """Claims waiting for a send slot are put back at stop; if the store cannot record, stop anyway."""
     await world.hold_backup()
     await world.submit(10)
-    held, world.backup.gate = world.backup.gate, asyncio.Event()
-    assert held is not None
-    held.set()  # the next send waits at the new gate; the burst waits behind it, claimed
+    world.release_first_hold_next()
     await until(lambda: world.backup.in_flight == 1 and len(world.backup.attempts) >= 2)
 
     async def broken(*_: object) -> None:
