@@ -142,6 +142,10 @@ class QueueView:
     oldest_pending_at: datetime | None = None
 
 
+#: told an accept's results once its notifications are committed and visible (see Store.accept)
+OnVisible = Callable[[list[Accepted]], None]
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -152,7 +156,7 @@ class Store(Protocol):
         items: Sequence[NewNotification],
         now: datetime,
         *,
-        on_visible: Callable[[list[Accepted]], None] | None = None,
+        on_visible: OnVisible | None = None,
     ) -> list[Accepted]:
         """Commit durably, then answer. ``on_visible``, if the store calls it, runs on the event
         loop once the notifications are committed and visible to other connections, possibly

@@ -39,6 +39,7 @@ from daemon.store.base import (
     ListFilter,
     NewNotification,
     NotificationView,
+    OnVisible,
     Outcome,
     ProviderView,
     QueueView,
@@ -196,7 +197,7 @@ class PostgresStore:
         items: Sequence[NewNotification],
         now: datetime,
         *,
-        on_visible: Callable[[list[Accepted]], None] | None = None,
+        on_visible: OnVisible | None = None,
     ) -> list[Accepted]:
         """Commit durably; concurrent calls from the event loop share one transaction.
 

@@ -35,6 +35,7 @@ from daemon.store.base import (
     ListFilter,
     NewNotification,
     NotificationView,
+    OnVisible,
     Outcome,
     ProviderView,
     QueueView,
@@ -53,7 +54,7 @@ _Accept = tuple[
     Sequence[NewNotification],
     datetime,
     "asyncio.Future[list[Accepted]]",
-    Callable[[list[Accepted]], None] | None,
+    OnVisible | None,
 ]
 
 #: check results older than this are pruned (the status page shows a day)
@@ -155,7 +156,7 @@ class SqliteStore:
         items: Sequence[NewNotification],
         now: datetime,
         *,
-        on_visible: Callable[[list[Accepted]], None] | None = None,
+        on_visible: OnVisible | None = None,
     ) -> list[Accepted]:
         """Commit durably; concurrent calls from the event loop share one writer job and one fsync.
 
