@@ -83,6 +83,7 @@ class _LoopThread:
 
     def close(self) -> None:
         self.call(_cancel_other_tasks)
+        self.call(_abort_open_transports)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10.0)
         self.loop.close()
@@ -96,6 +97,21 @@ async def _cancel_other_tasks() -> None:
     # A transport closed just now closes its socket in a callback of a later iteration: let those
     # run, or the loop stops first and the socket is left to the garbage collector (ResourceWarning).
     for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def _abort_open_transports() -> None:
+    """Abort any socket transport of this loop still open (a client's, or one whose close waits on
+    unsent data to a peer that stopped reading): left to the garbage collector, it would raise a
+    ResourceWarning, an error under the suite's warning filter, in whichever test runs next."""
+    loop = asyncio.get_running_loop()
+    registry = getattr(loop, "_transports", None)  # the selector loop's fd -> transport (weak)
+    if not registry:
+        return
+    for transport in list(registry.values()):
+        if not transport.is_closing() or transport.get_write_buffer_size():
+            transport.abort()
+    for _ in range(3):  # the sockets close in callbacks of the next iterations
         await asyncio.sleep(0)
 
 
@@ -159,6 +175,13 @@ class _ThreadedServer:
             transport.close()
         await self._server.wait_closed()
         await _cancel_other_tasks()
+        # close() keeps a transport open until its buffer is sent: one to a peer that stopped
+        # reading (a killed or stopped daemon) would stay open and be collected later, unclosed
+        for transport in list(self._transports):
+            if not transport.is_closing() or transport.get_write_buffer_size():  # type: ignore[attr-defined]
+                transport.abort()  # type: ignore[attr-defined]
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     def _track(self, transport: asyncio.BaseTransport) -> None:
         self._transports.add(transport)

@@ -43,6 +43,8 @@ LINGER_S = 1.0
 MAX_HEAD_BYTES = 64 * 1024
 #: pipelined requests waiting on one connection before it stops reading
 MAX_QUEUED = 32
+#: how often the server looks for connections past their deadline, at most
+REAP_EVERY_S = 1.0
 
 
 def encode(reply: Reply, *, keep_alive: bool) -> bytes:
@@ -87,10 +89,24 @@ class LeanServer:
         self.connections: set[_Connection] = set()
         self._servers: list[asyncio.Server] = []
         self._all_closed = asyncio.Event()
+        # Timeouts are deadlines the connections set and one periodic pass enforces: a timer
+        # handle armed and cancelled twice per request cost more than the rest of the bookkeeping.
+        # A connection closes up to a quarter of its timeout (at most REAP_EVERY_S) late.
+        self._reap_every_s = min(REAP_EVERY_S, idle_timeout_s / 4, request_timeout_s / 4)
+        self._reaper: asyncio.TimerHandle | None = None
 
     async def start(self, sock: Any) -> None:
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_server(lambda: _Connection(self), sock=sock, backlog=1024))
+        if self._reaper is None:
+            self._reaper = loop.call_later(self._reap_every_s, self._reap)
+
+    def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self.connections):
+            connection.expire(now)
+        self._reaper = loop.call_later(self._reap_every_s, self._reap)
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; answer what was received within ``grace_s``; close every connection."""
@@ -104,6 +120,9 @@ class LeanServer:
                 await asyncio.wait_for(self._all_closed.wait(), grace_s)
         for connection in list(self.connections):
             connection.abort()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
 
     def closed(self, connection: _Connection) -> None:
         self.connections.discard(connection)
@@ -135,8 +154,9 @@ class _Connection(asyncio.Protocol):
         self._in_body = False
         self._queue: deque[_Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        #: between requests the idle timeout; while one arrives, the request timeout
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        #: (loop time) between requests the idle timeout's; while one arrives, the request timeout's
+        self._deadline: float | None = None
         self._closing = False
         self._finishing = False
         #: reading stops while too many requests wait or the client does not read its answers
@@ -246,7 +266,7 @@ class _Connection(asyncio.Protocol):
             self._too_many = True
             self._reading()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._answer())
+            self._task = self._loop.create_task(self._answer())
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -304,19 +324,20 @@ class _Connection(asyncio.Protocol):
         if transport is not None and not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
             transport.resume_reading()  # to discard what the client still sends
-            asyncio.get_running_loop().call_later(LINGER_S, self._close)
+            self._loop.call_later(LINGER_S, self._close)
         else:
             self._close()
 
     def _arm(self, timeout_s: float) -> None:
-        """Close the connection if nothing changes within ``timeout_s``."""
-        self._disarm()
-        self._timer = asyncio.get_running_loop().call_later(timeout_s, self._close)
+        """Close the connection if nothing changes within ``timeout_s`` (enforced by the server)."""
+        self._deadline = self._loop.time() + timeout_s
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadline = None
+
+    def expire(self, now: float) -> None:
+        if self._deadline is not None and now >= self._deadline:
+            self._close()
 
     def finish(self) -> None:
         """Graceful stop: close now if idle, else once the requests already received are answered."""
