@@ -50,6 +50,8 @@ FOLLOWS_LABEL = "follows"
 
 #: the shortest time between two looks at the outbox
 MIN_PASS_INTERVAL_S = 0.005
+#: a channel's sends whose outcomes are still being recorded, at most, per send it may have in flight
+RECORDING_PER_SLOT = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class Dispatcher:
         }
         self._wake = asyncio.Event()
         self._in_flight: dict[str, set[asyncio.Task[None]]] = {name: set() for name in self._channels}
+        #: of those, the ones done sending and recording their outcome (not counted as sends)
+        self._recording: dict[str, int] = dict.fromkeys(self._channels, 0)
         self._stopping = False
         self._sweep_due = True
         self._replan_due = False
@@ -174,9 +178,7 @@ class Dispatcher:
         wait_s = self._settings.poll_s
         due_now: set[str] = set()
         for name, due_at in (await self._store.due()).items():
-            free = (
-                self._policies[name].concurrency - len(self._in_flight[name]) if name in self._channels else 0
-            )
+            free = self._free(name) if name in self._channels else 0
             if due_at > now:
                 wait_s = min(wait_s, (due_at - now).total_seconds())
             elif name in self._digesting:
@@ -188,6 +190,17 @@ class Dispatcher:
             if not self._in_flight[name]:
                 await self._next_slot(digesting, name in due_now, now, lease_until)
         return wait_s
+
+    def _free(self, name: str) -> int:
+        """Sends the channel may start now.
+
+        ``concurrency`` caps the sends in flight, not their bookkeeping: a send done whose outcome
+        waits for its commit and sync (about a millisecond, more under load) frees its slot, else
+        the disk, not the receiver, would set the pace. Tasks still recording are bounded too.
+        """
+        concurrency = self._policies[name].concurrency
+        tasks, recording = len(self._in_flight[name]), self._recording[name]
+        return max(0, min(concurrency - (tasks - recording), concurrency * RECORDING_PER_SLOT - tasks))
 
     async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
         """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""
@@ -308,7 +321,13 @@ class Dispatcher:
             outcomes = [self._success(name, claimed, receipt, started_at)]
         else:
             outcomes = await self._failures(name, [claimed], error, started_at)
-        await self._record(outcomes)
+        if self._free(name) == 0:
+            self._wake.set()  # the channel was full: a send slot is free now
+        self._recording[name] += 1
+        try:
+            await self._record(outcomes)
+        finally:
+            self._recording[name] -= 1
         self._recorded(name, [(claimed, outcomes[0])], error)
 
     async def _prepare(self, name: str, claimed: Claimed) -> OutboundMessage:

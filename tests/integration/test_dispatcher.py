@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import ProviderState, Severity
 from daemon.core.routing import Matcher, Route
-from daemon.dispatcher import ChannelPolicy, Dispatcher
+from daemon.dispatcher import RECORDING_PER_SLOT, ChannelPolicy, Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.monitor import ProviderMonitor
 from daemon.store.sqlite import SqliteStore
@@ -132,6 +133,31 @@ async def test_concurrency_cap_per_channel(world: World) -> None:
     assert world.channels["email"].in_flight == 2
     gate.set()
     await until(lambda: len(world.channels["email"].sent) == 6)
+
+
+async def test_a_send_recording_its_outcome_frees_its_slot(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap is on sends: one done while its outcome waits for the disk frees its slot, and the
+    sends still recording are bounded too (RECORDING_PER_SLOT per slot)."""
+    disk = asyncio.Event()
+    record = world.store.record
+
+    async def slow_record(*args: Any, **kwargs: Any) -> None:
+        await disk.wait()
+        await record(*args, **kwargs)
+
+    monkeypatch.setattr(world.store, "record", slow_record)
+    ids = [await world.submit(Severity.INFO, f"n{i}") for i in range(12)]
+    bound = 2 * RECORDING_PER_SLOT  # email's concurrency is 2
+    await until(lambda: len(world.channels["email"].sent) == bound)
+    await asyncio.sleep(0.3)  # give a misbehaving dispatcher the chance to over-claim
+    assert len(world.channels["email"].sent) == bound
+    assert world.channels["email"].in_flight == 0
+    disk.set()
+    await until(lambda: len(world.channels["email"].sent) == 12)
+    for nid in ids:
+        await until(_status_is(world, nid, "delivered"))
 
 
 async def test_outage_reroutes_and_recovery_releases_held(world: World) -> None:
