@@ -96,3 +96,23 @@ class Channel(Protocol):
     async def send(self, message: OutboundMessage) -> Receipt: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class EditsOnAck(Protocol):
+    """A channel that can rewrite what it posted once the escalation is acknowledged (Slack)."""
+
+    async def acknowledged(self, remote_id: str, message: OutboundMessage, ack: Acknowledgement) -> int:
+        """Rewrite the messages of one send (its receipt's ``remote_id``) as ``message`` saying
+        ``ack``, without a way to acknowledge; return how many; ChannelError if any failed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """Who stopped an escalation, how and when, as a channel may show it."""
+
+    by: str
+    #: api, slack or sms
+    via: str
+    at: datetime

@@ -8,9 +8,13 @@ thread until ``timeout_s`` (whole seconds, as the SDK takes them) runs out.
 
 Web API mode posts with ``chat.postMessage`` to each target: a channel id or ``#name``, a user id
 (``U...``, a DM), or an email resolved once with ``users.lookupByEmail`` and cached. The label
-``slack_thread_ts`` threads a follow-up: ``"channel:ts"`` (an earlier ``Receipt.remote_id``) posts
-into that thread; a bare ``ts`` threads under it in every target. Sends are paced per destination
+``slack_thread_ts`` threads a follow-up: ``"channel:ts"`` (an earlier ``Receipt.remote_id``, which
+lists every message a send posted, ``"C1:ts1,C2:ts2"``) posts into each of those threads; a bare
+``ts`` threads under it in every target. Sends are paced per destination
 (:class:`~channels.pacing.Pacer`) and serialised, so a burst arrives in order without a 429.
+
+:meth:`SlackChannel.acknowledged` rewrites the messages of a send once its escalation is
+acknowledged (``chat.update``): the Acknowledge button gives way to who acknowledged it.
 
 Errors are mapped once, in :func:`_api_error` and :func:`_webhook_error`: see docs/channels-slack.md.
 """
@@ -24,13 +28,14 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web import SlackResponse, WebClient
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
-from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.base import Acknowledgement, ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.pacing import Pacer
 from channels.slack_interactions import ack_block
 
@@ -106,14 +111,40 @@ class SlackChannel:
                 errors.append(exc)
         return self._receipt(remote_ids, errors)
 
+    async def acknowledged(self, remote_id: str, message: OutboundMessage, ack: Acknowledgement) -> int:
+        """Rewrite the messages one send posted (its receipt's ``remote_id``) as ``message`` with
+        who acknowledged it in place of the Acknowledge button; returns how many were rewritten.
+
+        Every message is tried; ChannelError names those Slack refused. An incoming webhook
+        cannot edit what it posted (its sends have no ``remote_id``): nothing to do.
+        """
+        if self._web is None:
+            return 0
+        text, blocks = render(replace(message, acknowledgeable=False))
+        note = f"Acknowledged by {_escape(ack.by)} ({ack.via}) at {ack.at:%Y-%m-%d %H:%M} UTC"
+        section = f":white_check_mark: *{_cut(note, SECTION_MAX - 30)}*"
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": section}})
+        text = _cut(f"{note}\n{text}", TEXT_MAX)
+        updated, errors = 0, []
+        for channel, ts in posted(remote_id):
+            try:
+                async with self._locks.setdefault(channel, asyncio.Lock()):
+                    await self._pacer.acquire(channel)
+                    await self._call(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
+                updated += 1
+            except ChannelError as exc:
+                errors.append(f"{channel}:{ts}: {exc}")
+        if errors:
+            raise ChannelError(f"{self.name}: not updated: " + "; ".join(errors))
+        return updated
+
     async def aclose(self) -> None:
         """Nothing to release: the sync SDK clients open one connection per request."""
 
     def _destinations(self, message: OutboundMessage) -> list[tuple[str, str | None]]:
         thread = message.thread or message.labels.get(THREAD_LABEL) or None
         if thread is not None and ":" in thread:
-            channel, ts = thread.split(":", 1)
-            return [(channel, ts)]
+            return [(channel, ts) for channel, ts in posted(thread)]
         targets = self._targets + (message.recipients if self._dm_recipients else ())
         return [(target, thread) for target in dict.fromkeys(targets)]
 
@@ -128,7 +159,7 @@ class SlackChannel:
                 service_fault=any(e.service_fault for e in errors),
             )
         detail = f"posted {len(remote_ids)}" + "".join(f"; not posted: {e}" for e in errors)
-        return Receipt(channel=self.name, detail=detail, remote_id=remote_ids[0])
+        return Receipt(channel=self.name, detail=detail, remote_id=",".join(remote_ids))
 
     async def _deliver_once(self, target: str, thread_ts: str | None, message: OutboundMessage) -> str:
         """Post to one target unless an earlier attempt of this notification already did."""
@@ -188,6 +219,12 @@ class SlackChannel:
         if response.status_code != 200:
             raise _webhook_error(self.name, response)
         return Receipt(channel=self.name, detail="posted via incoming webhook")
+
+
+def posted(remote_id: str) -> list[tuple[str, str]]:
+    """The (channel, ts) of each message in a receipt's ``remote_id``: ``"C1:ts1,C2:ts2"``."""
+    found = (part.partition(":") for part in remote_id.split(","))
+    return [(channel, ts) for channel, colon, ts in found if channel and colon and ts]
 
 
 def _api_error(name: str, response: SlackResponse) -> ChannelError:

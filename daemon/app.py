@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.ack_updates import AckUpdates
 from daemon.announce import Announcer
 from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
@@ -91,7 +92,15 @@ class Daemon:
         primary = primary_channels(config)
         channel_audiences = audiences(config, primary)
         self.people = People(lambda: channel_audiences, lambda: self._directory, lambda: self._routes)
+        self.renderer = Renderer(
+            lambda: self.monitor.state,
+            people=self.people,
+            clock=self._clock,
+            on_unresolved=unresolved_reporter(self.metrics.registry),
+            book=lambda: self._templates,
+        )
         self.dispatcher = self._dispatcher(config)
+        self.ack_updates = AckUpdates(self.store, lambda: self.channels, self.renderer, self._clock)
         # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
         self.leadership: Leadership | None = None
         if isinstance(config.store, PostgresStoreConfig):
@@ -153,13 +162,7 @@ class Daemon:
             settings=DispatchSettings(
                 poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
             ),
-            renderer=Renderer(
-                lambda: self.monitor.state,
-                people=self.people,
-                clock=self._clock,
-                on_unresolved=unresolved_reporter(self.metrics.registry),
-                book=lambda: self._templates,
-            ),
+            renderer=self.renderer,
         )
 
     async def start(self) -> None:
@@ -202,6 +205,7 @@ class Daemon:
             max_body_bytes=self.config.api.max_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
             slack_apps=lambda: self._slack_apps,
+            on_acknowledged=self.ack_updates.acknowledged,
             metrics=self.metrics,
             drills=self.drills,
             grants=lambda: self._grants,
@@ -286,6 +290,7 @@ class Daemon:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)
         await self.announcer.drain()
+        await self.ack_updates.drain()
         for channel in self.channels.values():
             await channel.aclose()
         await self.store.close()

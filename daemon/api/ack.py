@@ -42,7 +42,7 @@ from daemon.api.callbacks import TwilioAccount
 from daemon.api.errors import error_response
 from daemon.clock import Clock
 from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
-from daemon.store.base import Store
+from daemon.store.base import AckResult, Store
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Twilio's messaging webhook for our number: the status callback URL with this appended
 INBOUND_SUFFIX = "/inbound"
+#: (notification id, by, via) of an acknowledgement just committed
+OnAcknowledged = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,16 @@ def ack_router(
     clock: Clock,
     slack_apps: Callable[[], Sequence[SlackApp]],
     twilio_accounts: Callable[[], Sequence[TwilioAccount]],
+    on_acknowledged: OnAcknowledged = lambda *_: None,
 ) -> APIRouter:
+    """``on_acknowledged(notification_id, by, via)`` runs after each acknowledgement is committed."""
     router = APIRouter()
+
+    async def acknowledge_as(notification_id: str, by: str, via: str) -> AckResult:
+        result = await store.acknowledge(notification_id, by, via, clock.now())
+        if result == "acknowledged":
+            on_acknowledged(notification_id, by, via)
+        return result
 
     @router.post("/v1/notifications/{notification_id}/ack", tags=["notifications"])
     async def acknowledge(
@@ -107,7 +117,7 @@ def ack_router(
         """Stop the notification's escalation: steps not yet sent are not sent. 409 if nothing is left."""
         token = await admin(request)
         by = body.by if body is not None and body.by else f"token {token}"
-        result = await store.acknowledge(notification_id, by, "api", clock.now())
+        result = await acknowledge_as(notification_id, by, "api")
         if result == "not_found":
             raise HTTPException(404, f"no notification {notification_id}")
         if result == "finished":
@@ -135,7 +145,7 @@ def ack_router(
             return error_response(400, "invalid_request", str(exc))
         if click is None:
             return JSONResponse({"result": "ignored"})
-        result = await store.acknowledge(click.notification_id, click.user, "slack", clock.now())
+        result = await acknowledge_as(click.notification_id, click.user, "slack")
         return JSONResponse({"result": result})
 
     @router.post("/v1/callbacks/twilio" + INBOUND_SUFFIX, tags=["callbacks"])
@@ -153,7 +163,8 @@ def ack_router(
         if message.sender not in account.repliers:
             _stranger(account, message)
             return Response(TWIML_SILENCE, media_type="application/xml")
-        return Response(twiml_reply(await _sms_ack(store, clock, message)), media_type="application/xml")
+        answer = await _sms_ack(store, acknowledge_as, message)
+        return Response(twiml_reply(answer), media_type="application/xml")
 
     return router
 
@@ -186,7 +197,9 @@ def inbound_url(status_callback: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + INBOUND_SUFFIX))
 
 
-async def _sms_ack(store: Store, clock: Clock, message: InboundMessage) -> str:
+async def _sms_ack(
+    store: Store, acknowledge: Callable[[str, str, str], Awaitable[AckResult]], message: InboundMessage
+) -> str:
     """The answer to an SMS: what happened, in a line that fits one segment."""
     code = ack_code_in(message.body)
     if code is None:
@@ -194,7 +207,7 @@ async def _sms_ack(store: Store, clock: Clock, message: InboundMessage) -> str:
     notification_id = await store.by_ack_code(code)
     if notification_id is None:
         return f"No open alert with code {code.upper()}."
-    result = await store.acknowledge(notification_id, message.sender, "sms", clock.now())
+    result = await acknowledge(notification_id, message.sender, "sms")
     if result == "finished":
         return f"Alert {code.upper()} is already finished."
     return f"Acknowledged {code.upper()}: escalation stopped."

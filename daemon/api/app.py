@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import statuspage, views
-from daemon.api.ack import SlackApp, ack_router
+from daemon.api.ack import OnAcknowledged, SlackApp, ack_router
 from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
@@ -57,6 +57,8 @@ class ApiContext:
     clock: Clock = field(default_factory=SystemClock)
     #: Slack channels whose app posts interactions (the Acknowledge button) to /v1/callbacks/slack
     slack_apps: Callable[[], Sequence[SlackApp]] = tuple
+    #: told of every acknowledgement once committed (the Slack messages are edited to show it)
+    on_acknowledged: OnAcknowledged = lambda *_: None
 
 
 def create_api(ctx: ApiContext) -> BodyLimit:
@@ -161,7 +163,12 @@ def create_api(ctx: ApiContext) -> BodyLimit:
 
     api.include_router(callback_router(ctx.store, ctx.twilio_accounts, ctx.clock))
     acks = ack_router(
-        ctx.store, authenticate.require("admin"), ctx.clock, ctx.slack_apps, ctx.twilio_accounts
+        ctx.store,
+        authenticate.require("admin"),
+        ctx.clock,
+        ctx.slack_apps,
+        ctx.twilio_accounts,
+        ctx.on_acknowledged,
     )
     api.include_router(acks)
     if ctx.drills is not None:

@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from channels.base import OutboundMessage
+from channels.base import Acknowledgement, OutboundMessage
 from channels.slack import THREAD_LABEL, SlackChannel
 
 TOKEN = "xoxb-contract-test-token"
@@ -38,6 +38,23 @@ async def test_post_message_to_channel_is_accepted(slack_prism: str) -> None:
     message = _message(labels={THREAD_LABEL: "1503435956.000247"})
     receipt = await channel.send(message)
     assert receipt.remote_id == "C1H9RESGL:1503435956.000247"
+
+
+async def test_edit_after_acknowledgement_is_accepted(slack_prism: str) -> None:
+    """chat.update of a posted message, its button replaced by who acknowledged, passes the spec."""
+    channel = _channel(slack_prism, ("C0123ABCD",))
+    ack = Acknowledgement("alice", "slack", datetime(2024, 5, 1, 12, 34, tzinfo=UTC))
+    message = _message(acknowledgeable=True)
+    assert await channel.acknowledged("C1H9RESGL:1503435956.000247", message, ack) == 1
+
+
+def test_edit_without_ts_is_rejected(slack_prism: str) -> None:
+    """A chat.update without the ts of the message to edit is refused by the spec."""
+    client = WebClient(TOKEN, f"{slack_prism}/api/", retry_handlers=[])
+    with pytest.raises(SlackApiError) as caught:
+        client.api_call("chat.update", json={"channel": "C0123ABCD", "text": "no ts"})
+    assert caught.value.response.status_code == 422
+    assert "ts" in caught.value.response.headers.get("sl-violations", "")
 
 
 async def test_lookup_by_email_then_post_is_accepted(slack_prism: str) -> None:

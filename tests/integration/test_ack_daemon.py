@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,11 +21,12 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from channels import slack_interactions as slack
+from daemon.ack_updates import shown_as
 from daemon.api.ack import inbound_url
 from tests.acceptance.harness import free_port
 from tests.stand_ins import slack as slack_stand_in
 from tests.stand_ins import twilio as twilio_stand_in
-from tests.stand_ins.slack import SlackStandIn
+from tests.stand_ins.slack import Reply, SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
 from tests.support import config_template, daemon_api, until
 
@@ -125,6 +127,52 @@ async def test_the_slack_button_of_a_running_daemon_stops_the_escalation(
     assert (await api.post("/v1/callbacks/slack", content=body, headers=headers)).status_code == 200
     view = await until(lambda: _stopped(api, nid, "sms"))
     assert any(a["outcome"] == "acknowledged" and "alice" in (a["detail"] or "") for a in view["attempts"])
+    (edit,) = await until(lambda: slack_api.updates)
+    _assert_shows_acknowledged(edit.payload, "alice (slack)")
+    assert (edit.channel, edit.ts) == (slack_api.posts[0].channel, slack_api.posts[0].ts)
+
+
+async def test_an_acknowledgement_by_the_api_shows_on_the_slack_message(
+    world: tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn],
+) -> None:
+    """However it is acknowledged, the Slack message that asked loses its button and says by whom."""
+    api, slack_api, _ = world
+    nid = await _page(api, first="slack")
+    (post,) = await until(lambda: slack_api.posts)
+    answer = await api.post(f"/v1/notifications/{nid}/ack", json={"by": "bob <on call>"})
+    assert answer.status_code == 200, answer.text
+    (edit,) = await until(lambda: slack_api.updates)
+    assert (edit.channel, edit.ts) == (post.channel, post.ts)
+    _assert_shows_acknowledged(edit.payload, "bob &lt;on call&gt; (api)")
+    assert edit.payload["blocks"][0] == post.payload["blocks"][0]  # the same header
+
+
+async def test_a_slack_edit_that_fails_is_logged_and_the_acknowledgement_stands(
+    world: tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack refusing the edit costs nothing but a warning: the escalation is stopped all the same."""
+    api, slack_api, _ = world
+    nid = await _page(api, first="slack")
+    await until(lambda: slack_api.posts)
+    slack_api.fail_next(Reply(error="internal_error"))
+    with caplog.at_level(logging.WARNING, logger="daemon.ack_updates"):
+        answer = await api.post(f"/v1/notifications/{nid}/ack", json={"by": "bob"})
+        assert answer.status_code == 200, answer.text
+        await until(lambda: [r for r in caplog.records if getattr(r, "event", "") == "ack.update_failed"])
+    assert slack_api.updates == []
+    await until(lambda: _stopped(api, nid, "sms"))
+
+
+def test_an_sms_acknowledgement_shows_the_number_by_its_last_digits() -> None:
+    assert shown_as("+14155552671", "sms") == "…2671"
+    assert shown_as("alice", "slack") == "alice"
+
+
+def _assert_shows_acknowledged(payload: dict[str, Any], who: str) -> None:
+    blocks = payload["blocks"]
+    assert not [b for b in blocks if b["type"] == "actions"], "the Acknowledge button is still there"
+    assert f"Acknowledged by {who}" in blocks[-1]["text"]["text"]
+    assert payload["text"].startswith("Acknowledged by ")
 
 
 async def test_an_sms_reply_to_a_running_daemon_stops_the_escalation(

@@ -72,6 +72,8 @@ class SlackStandIn:
         self.users: dict[str, str] = {}
         self.channels: dict[str, str] = {"#ops": "C0OPS"}
         self.posts: list[Post] = []
+        #: chat.update calls that changed a posted message, in order
+        self.updates: list[Post] = []
         self.webhook_posts: list[dict[str, Any]] = []
         self.lookups: list[str] = []
         self.rate_limited = 0
@@ -97,6 +99,7 @@ class SlackStandIn:
         return Starlette(
             routes=[
                 Route("/api/chat.postMessage", self._post_message, methods=["POST"]),
+                Route("/api/chat.update", self._update, methods=["POST"]),
                 Route("/api/users.lookupByEmail", self._lookup_by_email, methods=["POST"]),
                 Route("/services/{team}/{bot}/{secret}", self._webhook, methods=["POST"]),
             ]
@@ -124,6 +127,19 @@ class SlackStandIn:
         ts = f"{int(time.time())}.{self._seq:06d}"
         self.posts.append(Post(channel_id, args, ts, time.monotonic()))
         return JSONResponse({"ok": True, "channel": channel_id, "ts": ts, "message": {"ts": ts}})
+
+    async def _update(self, request: Request) -> Response:
+        """chat.update of a message this stand-in posted: ``message_not_found`` for any other."""
+        args, denied = await self._authorised(request)
+        if denied is not None:
+            return denied
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if not any(p.channel == channel and p.ts == ts for p in self.posts):
+            return _error("message_not_found")
+        self.updates.append(Post(channel, args, ts, time.monotonic()))
+        text = str(args.get("text", ""))
+        answer = {"ok": True, "channel": channel, "ts": ts, "text": text, "message": {"text": text}}
+        return JSONResponse(answer)
 
     async def _lookup_by_email(self, request: Request) -> Response:
         args, denied = await self._authorised(request)

@@ -1,0 +1,95 @@
+"""After an acknowledgement, the messages that asked for one say who gave it.
+
+An escalation's Slack messages carry an Acknowledge button (docs/policies.md). Once someone
+acknowledges, by the API, that button or an SMS reply, every message already posted for the
+notification on a channel that can edit its posts (:class:`~channels.base.EditsOnAck`: Slack's Web
+API) is rewritten: the same content, the button replaced by "Acknowledged by alice (slack) at
+10:32 UTC", so nobody else in the channel picks it up and nobody clicks a button that does nothing.
+
+Best effort and after the fact: the acknowledgement is committed before this starts, and a message
+that cannot be edited (Slack down, the message deleted) is logged (``ack.update_failed``), not
+retried: it is a courtesy to the readers, not a notification. The trail in the store is the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC
+
+from channels.base import Acknowledgement, Channel, ChannelError, EditsOnAck
+from daemon.clock import Clock
+from daemon.core.model import DeliveryState
+from daemon.rendering import Renderer
+from daemon.store.base import Claimed, NotificationView, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+#: how long a stop waits for edits still being made
+DRAIN_S = 5.0
+
+
+class AckUpdates:
+    def __init__(
+        self,
+        store: Store,
+        channels: Callable[[], Mapping[str, Channel]],
+        renderer: Renderer,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._renderer = renderer
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def acknowledged(self, notification_id: str, by: str, via: str) -> None:
+        """Called once an acknowledgement is committed: the edits run in the background."""
+        ack = Acknowledgement(shown_as(by, via), via, self._clock.now().astimezone(UTC))
+        task = asyncio.create_task(self._update(notification_id, ack), name=f"ack-update-{notification_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """At stop: let the edits under way finish, for at most DRAIN_S."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=DRAIN_S)
+
+    async def _update(self, notification_id: str, ack: Acknowledgement) -> None:
+        try:
+            view = await self._store.notification(notification_id)
+        except StoreError as exc:
+            log.warning("cannot read %s to show its acknowledgement: %s", notification_id, exc)
+            return
+        if view is None:
+            return
+        for name, channel in self._channels().items():
+            if isinstance(channel, EditsOnAck):
+                await self._edit(view, name, channel, ack)
+
+    async def _edit(
+        self, view: NotificationView, name: str, channel: EditsOnAck, ack: Acknowledgement
+    ) -> None:
+        delivered = [d for d in view.deliveries if d.channel == name and d.state is DeliveryState.DELIVERED]
+        if not delivered:
+            return
+        fields = {"event": "ack.updated", "channel": name, "notification_id": view.notification.id}
+        try:
+            remote_id = await self._store.thread_of(view.notification.idempotency_key, name)
+            if remote_id is None:
+                return
+            message = self._renderer.render(name, Claimed(delivered[-1], view.notification, ack_code=None))
+            edited = await channel.acknowledged(remote_id, message, ack)
+        except (ChannelError, StoreError) as exc:
+            failed = fields | {"event": "ack.update_failed"}
+            log.warning("could not show the acknowledgement on %s: %s", name, exc, extra=failed)
+            return
+        shown = fields | {"messages": edited}
+        log.info("acknowledgement shown on %s (%d messages)", name, edited, extra=shown)
+
+
+def shown_as(by: str, via: str) -> str:
+    """Who acknowledged, as a shared channel shows it: an SMS sender by the last digits of the
+    number only (the trail in the store has it whole)."""
+    return f"…{by[-4:]}" if via == "sms" and len(by) > 4 else by

@@ -1,0 +1,96 @@
+"""SlackChannel's record of what one send posted, and its edit once the escalation is acknowledged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from channels.base import Acknowledgement, ChannelError, EditsOnAck, OutboundMessage
+from channels.slack import THREAD_LABEL, SlackChannel, posted
+from tests.stand_ins.slack import SlackStandIn, serve
+
+TOKEN = "xoxb-3333-4444-ack-edit-test-token"
+ACK = Acknowledgement("alice", "slack", datetime(2024, 5, 1, 12, 34, tzinfo=UTC))
+
+
+def _message(n: int = 1, **overrides: object) -> OutboundMessage:
+    fields: dict[str, object] = {
+        "notification_id": f"ntf_{n:03d}",
+        "idempotency_key": f"ntf_{n:03d}",
+        "severity": "critical",
+        "subject": f"Disk full #{n}",
+        "body": "db-1 at 99%",
+        "created_at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+        "acknowledgeable": True,
+    }
+    fields.update(overrides)
+    return OutboundMessage(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackStandIn]:
+    async with serve(SlackStandIn(TOKEN)) as stand_in:
+        stand_in.channels["#dev"] = "C0DEV"
+        yield stand_in
+
+
+def _channel(stand_in: SlackStandIn) -> SlackChannel:
+    return SlackChannel("slack", token=TOKEN, targets=("#ops", "#dev"), base_url=stand_in.base_url, pace=100)
+
+
+async def test_receipt_names_every_message_posted(slack: SlackStandIn) -> None:
+    """A send to two targets reports both messages, so both can be threaded into and edited."""
+    receipt = await _channel(slack).send(_message())
+    first, second = slack.posts
+    assert receipt.remote_id == f"C0OPS:{first.ts},C0DEV:{second.ts}"
+    assert posted(receipt.remote_id) == [("C0OPS", first.ts), ("C0DEV", second.ts)]
+
+
+def test_posted_skips_what_is_not_channel_and_ts() -> None:
+    assert posted("C1:1.1,,nonsense,:2.2,C3:") == [("C1", "1.1")]
+
+
+async def test_follow_up_goes_into_every_thread(slack: SlackStandIn) -> None:
+    """A resolved alert follows its firing one into each target's thread, not only the first's."""
+    channel = _channel(slack)
+    first = await channel.send(_message(1))
+    assert first.remote_id is not None
+    await channel.send(_message(2, labels={THREAD_LABEL: first.remote_id}, acknowledgeable=False))
+    threaded = [(p.channel, p.payload["thread_ts"]) for p in slack.posts[2:]]
+    assert threaded == [(p.channel, p.ts) for p in slack.posts[:2]]
+
+
+async def test_acknowledged_rewrites_every_message_without_the_button(slack: SlackStandIn) -> None:
+    """Each message keeps its content, loses the Acknowledge button and says who acknowledged it."""
+    channel = _channel(slack)
+    assert isinstance(channel, EditsOnAck)
+    message = _message()
+    receipt = await channel.send(message)
+    assert any(b["type"] == "actions" for b in slack.posts[0].payload["blocks"])
+    assert receipt.remote_id is not None
+    assert await channel.acknowledged(receipt.remote_id, message, ACK) == 2
+    assert [(u.channel, u.ts) for u in slack.updates] == [(p.channel, p.ts) for p in slack.posts]
+    for update, post in zip(slack.updates, slack.posts, strict=True):
+        blocks = update.payload["blocks"]
+        assert blocks[:-1] == [b for b in post.payload["blocks"] if b["type"] != "actions"]
+        assert "Acknowledged by alice (slack) at 2024-05-01 12:34 UTC" in blocks[-1]["text"]["text"]
+        assert update.payload["text"].startswith("Acknowledged by alice")
+
+
+async def test_acknowledged_edits_what_it_can_and_names_the_rest(slack: SlackStandIn) -> None:
+    """A message Slack no longer has (deleted) is named in the error; the others are still edited."""
+    channel = _channel(slack)
+    receipt = await channel.send(_message())
+    assert receipt.remote_id is not None
+    with pytest.raises(ChannelError, match=r"C0GONE:1\.000001.*message_not_found"):
+        await channel.acknowledged(f"C0GONE:1.000001,{receipt.remote_id}", _message(), ACK)
+    assert len(slack.updates) == 2
+
+
+async def test_an_incoming_webhook_edits_nothing(slack: SlackStandIn) -> None:
+    """Incoming webhooks cannot edit their posts: nothing is called, nothing fails."""
+    hook = SlackChannel("hook", webhook_url=slack.webhook_url("XXXX"), pace=100)
+    assert await hook.acknowledged("C0OPS:1.000001", _message(), ACK) == 0
+    assert slack.updates == []
