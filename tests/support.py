@@ -14,13 +14,13 @@ import inspect
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import httpx
 import uvicorn
 
-from channels.base import Channel
+from channels.base import Channel, OutboundMessage
 from daemon.api.app import ApiContext, create_api
 from daemon.app import Daemon
 from daemon.clock import Clock
@@ -41,6 +41,21 @@ from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
 
 T = TypeVar("T")
+
+
+def outbound_message(n: int = 1, **overrides: object) -> OutboundMessage:
+    """A critical message as a channel gets it, numbered ``n`` (id ``ntf_00n``), for channel tests."""
+    fields: dict[str, object] = {
+        "notification_id": f"ntf_{n:03d}",
+        "idempotency_key": f"ntf_{n:03d}",
+        "severity": "critical",
+        "subject": f"Disk full #{n}",
+        "body": "db-1 at 99%",
+        "created_at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
+    }
+    fields.update(overrides)
+    return OutboundMessage(**fields)  # type: ignore[arg-type]
+
 
 _HEAD = """\
 store: {{path: {store}}}

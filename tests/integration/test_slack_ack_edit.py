@@ -10,23 +10,14 @@ import pytest
 from channels.base import Acknowledgement, ChannelError, EditsOnAck, OutboundMessage
 from channels.slack import THREAD_LABEL, SlackChannel, posted
 from tests.stand_ins.slack import SlackStandIn, serve
+from tests.support import outbound_message
 
 TOKEN = "xoxb-3333-4444-ack-edit-test-token"
 ACK = Acknowledgement("alice", "slack", datetime(2024, 5, 1, 12, 34, tzinfo=UTC))
 
 
 def _message(n: int = 1, **overrides: object) -> OutboundMessage:
-    fields: dict[str, object] = {
-        "notification_id": f"ntf_{n:03d}",
-        "idempotency_key": f"ntf_{n:03d}",
-        "severity": "critical",
-        "subject": f"Disk full #{n}",
-        "body": "db-1 at 99%",
-        "created_at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        "acknowledgeable": True,
-    }
-    fields.update(overrides)
-    return OutboundMessage(**fields)  # type: ignore[arg-type]
+    return outbound_message(n, **({"acknowledgeable": True} | overrides))
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
@@ -15,22 +14,14 @@ from channels.base import ChannelConfigError, ChannelError, OutboundMessage
 from channels.pacing import Pacer
 from channels.slack import SECTION_MAX, TEXT_MAX, THREAD_LABEL, SlackChannel
 from tests.stand_ins.slack import Reply, SlackStandIn, serve
+from tests.support import outbound_message
 
 TOKEN = "xoxb-1111-2222-behaviour-test-token"
 
 
 def _message(n: int = 1, **overrides: object) -> OutboundMessage:
-    fields: dict[str, object] = {
-        "notification_id": f"ntf_{n:03d}",
-        "idempotency_key": f"ntf_{n:03d}",
-        "severity": "critical",
-        "subject": f"Disk full #{n}",
-        "body": "db-1 at 99% & climbing <fast>",
-        "created_at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC),
-        "source": "alertmanager",
-    }
-    fields.update(overrides)
-    return OutboundMessage(**fields)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"body": "db-1 at 99% & climbing <fast>", "source": "alertmanager"}
+    return outbound_message(n, **(fields | overrides))
 
 
 @pytest.fixture
