@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState, normalise_ack_code
+from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
 from daemon.store import codec, migrations
+from daemon.store import sqlite_views as views
 from daemon.store import transactions as tx
 from daemon.store.base import (
     Accepted,
     AckResult,
-    AttemptView,
     Callback,
     CancelResult,
     ChannelHealth,
@@ -42,28 +42,16 @@ from daemon.store.base import (
     StoreUnavailable,
 )
 from daemon.store.queries import load
-from daemon.store.sqlite_inline import MISSED, InlineConnection, Missed
+from daemon.store.sqlite_accepts import Accepts
+from daemon.store.sqlite_inline import InlineConnection, Missed
 from daemon.store.walsync import WalSync
 from daemon.store.writer import RETRY_S, GroupCommitWriter
 
 T = TypeVar("T")
 Q = load("sqlite")
 log = logging.getLogger(__name__)
-#: one accept call: its notifications, the time, the caller's future, its on_visible hook
-_Accept = tuple[
-    Sequence[NewNotification],
-    datetime,
-    "asyncio.Future[list[Accepted]]",
-    OnVisible | None,
-]
-
 #: check results older than this are pruned (the status page shows a day)
 CHECK_RETENTION = timedelta(days=2)
-#: a lone accept of at most this many notifications may commit on the event loop's connection
-INLINE_ACCEPT_MAX = 10
-#: every so many accepts committed there, one goes to the writer thread, whose connection
-#: checkpoints the WAL (the event loop's never does: a checkpoint may take milliseconds)
-CHECKPOINT_EVERY = 32
 
 
 class SqliteStore:
@@ -84,10 +72,9 @@ class SqliteStore:
         #: the dispatcher's due/claim on the event loop's thread when that needs no waiting
         self._inline = InlineConnection(self._connect)
         self._inline_enabled = inline
-        self._accepts: list[_Accept] = []
+        self._accepts = Accepts(self._writer, self._inline)
         self._records: list[tuple[Sequence[Outcome], datetime, asyncio.Future[None]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
-        self._inline_accepts = 0
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -158,68 +145,12 @@ class SqliteStore:
         *,
         on_visible: OnVisible | None = None,
     ) -> list[Accepted]:
-        """Commit durably; concurrent calls from the event loop share one writer job and one fsync.
+        """Commit durably; concurrent calls share one transaction and one fsync (sqlite_accepts).
 
         ``on_visible`` runs on the event loop once the notifications are committed and visible to
         other connections, before the fsync that makes them durable (and before this returns).
         """
-        future: asyncio.Future[list[Accepted]] = asyncio.get_running_loop().create_future()
-        self._accepts.append((items, now, future, on_visible))
-        if len(self._accepts) == 1:
-            flush = asyncio.create_task(self._flush_accepts())
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
-        return await future
-
-    async def _flush_accepts(self) -> None:
-        batch, self._accepts = self._accepts, []
-        loop = asyncio.get_running_loop()
-
-        def accept(conn: sqlite3.Connection) -> list[list[Accepted]]:
-            return [tx.accept(conn, items, now) for items, now, _, _ in batch]
-
-        def committed(results: list[list[Accepted]]) -> None:  # on the writer thread
-            loop.call_soon_threadsafe(_visible, batch, results)  # runs before the answers do
-
-        try:
-            results = self._accept_here(batch, accept)
-            if isinstance(results, Missed):
-                results = await self._writer.run(accept, on_committed=committed)
-            else:
-                # Told first, then synced. In an intake worker telling is a pipe write, after which
-                # the kernel may run the daemon it woke on this CPU at once (a pipe's wake-up
-                # expects the writer to sleep): the sync then starts ~1 ms later and the 202 comes
-                # later (p50 3.4 against 2.7 ms one at a time), but the delivery, which is what
-                # counts, comes sooner (2.3 against 2.7 ms) than with the sync started first.
-                _visible(batch, results)
-                await self._writer.synced()
-        except BaseException as exc:  # every caller gets the failure; nothing was acknowledged
-            for _, _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, _, future, _), accepted in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(accepted)
-
-    def _accept_here(
-        self, batch: Sequence[_Accept], accept: Callable[[sqlite3.Connection], list[list[Accepted]]]
-    ) -> list[list[Accepted]] | Missed:
-        """A lone accept, committed on the event loop's connection (not yet synced), or MISSED.
-
-        Lone: one caller's few notifications while the writer thread has nothing queued (the
-        common case below a few hundred requests a second): no thread hand-off before the commit,
-        so the notification is visible (and its delivery can start) about 0.2 ms sooner; the
-        writer's sync thread then makes it durable (:meth:`GroupCommitWriter.synced`). Anything
-        more goes to the writer thread, which commits what queues up while it works in one
-        transaction; so does the lock being taken, and every CHECKPOINT_EVERY-th.
-        """
-        if len(batch) != 1 or len(batch[0][0]) > INLINE_ACCEPT_MAX or self._writer.busy:
-            return MISSED
-        self._inline_accepts += 1
-        if self._inline_accepts % CHECKPOINT_EVERY == 0:
-            return MISSED
-        return self._inline.write(accept)
+        return await self._accepts.accept(items, now, on_visible)
 
     async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
         # Not durable (no fsync of its own): a lease lost with power leaves the delivery pending,
@@ -345,43 +276,18 @@ class SqliteStore:
         return [codec.notification(row) for row in rows]
 
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
-        def read(conn: sqlite3.Connection) -> ProviderView:
-            row = conn.execute(Q["provider"]).fetchone()
-            return ProviderView(
-                state=ProviderState(row["state"]),
-                mode=row["mode"],
-                snapshot=codec.snapshot(row["snapshot"]),
-                events=tuple(codec.transition(r) for r in conn.execute(Q["recent_events"], (events,))),
-                checks=tuple(codec.check_result(r) for r in conn.execute(Q["recent_checks"], (checks,))),
-            )
-
-        return await self._read(read)
+        return await self._read(lambda conn: views.provider(conn, events, checks))
 
     async def queue(self) -> QueueView:
-        def read(conn: sqlite3.Connection) -> QueueView:
-            return QueueView(
-                notifications=dict(conn.execute(Q["notification_counts"]).fetchall()),
-                deliveries=dict(conn.execute(Q["delivery_counts"]).fetchall()),
-                oldest_pending_at=codec.maybe_dt(conn.execute(Q["oldest_pending"]).fetchone()[0]),
-            )
-
-        return await self._read(read)
+        return await self._read(views.queue)
 
     async def history(self, since: datetime) -> tuple[list[Transition], list[CheckResult]]:
         """Transitions and check results since ``since``, oldest first (the status page's timeline)."""
-
-        def read(conn: sqlite3.Connection) -> tuple[list[Transition], list[CheckResult]]:
-            at = codec.ts(since)
-            events = [codec.transition(r) for r in conn.execute(Q["events_since"], (at,))]
-            return events, [codec.check_result(r) for r in conn.execute(Q["checks_since"], (at,))]
-
-        return await self._read(read)
+        return await self._read(lambda conn: views.history(conn, since))
 
     async def recent(self, limit: int) -> list[NotificationView]:
         """The newest notifications with their delivery trails."""
-        rows = await self._read(lambda conn: conn.execute(Q["recent_notification_ids"], (limit,)).fetchall())
-        views = [await self.notification(row[0]) for row in rows]
-        return [v for v in views if v is not None]
+        return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", (limit,)))
 
     async def search(self, query: ListFilter) -> list[NotificationView]:
         """Newest first; ``query.before`` is the cursor of the next page."""
@@ -392,9 +298,7 @@ class SqliteStore:
             "before": query.before,
             "limit": query.limit,
         }
-        rows = await self._read(lambda conn: conn.execute(Q["list_ids"], params).fetchall())
-        views = [await self.notification(row[0]) for row in rows]
-        return [v for v in views if v is not None]
+        return await self._read(lambda conn: views.notifications(conn, "list_ids", params))
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
@@ -409,9 +313,7 @@ class SqliteStore:
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""
-        rows = await self._read(lambda conn: conn.execute(Q["drill_ids"], (drill_id,)).fetchall())
-        views = [await self.notification(row[0]) for row in rows]
-        return [v for v in views if v is not None]
+        return await self._read(lambda conn: views.notifications(conn, "drill_ids", (drill_id,)))
 
     async def latest_drill(self) -> str | None:
         row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
@@ -425,62 +327,13 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     async def channel_health(self) -> list[ChannelHealth]:
-        rows = await self._read(lambda conn: conn.execute(Q["channel_health"]).fetchall())
-        return [_health(row) for row in rows]
+        return await self._read(views.channel_health)
 
     async def notification(self, notification_id: str) -> NotificationView | None:
-        def read(conn: sqlite3.Connection) -> NotificationView | None:
-            row = conn.execute(Q["notification_by_id"], (notification_id,)).fetchone()
-            if row is None:
-                return None
-            return NotificationView(
-                notification=codec.notification(row),
-                status=row["status"],
-                route=row["route"],
-                mode=row["mode"],
-                plan=tuple(json.loads(row["plan"])),
-                deliveries=tuple(
-                    codec.delivery(d) for d in conn.execute(Q["deliveries_of"], (notification_id,))
-                ),
-                attempts=tuple(_attempt(a) for a in conn.execute(Q["attempts_of"], (notification_id,))),
-            )
-
-        return await self._read(read)
+        return await self._read(lambda conn: views.notification(conn, notification_id))
 
 
 def _fail_all(futures: Sequence[asyncio.Future[None]], exc: BaseException) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(exc)
-
-
-def _health(row: sqlite3.Row) -> ChannelHealth:
-    return ChannelHealth(
-        channel=row["channel"],
-        last_success_at=codec.maybe_dt(row["last_success_at"]),
-        last_failure_at=codec.maybe_dt(row["last_failure_at"]),
-        last_error=row["last_error"],
-        consecutive_failures=row["consecutive_failures"],
-    )
-
-
-def _attempt(row: sqlite3.Row) -> AttemptView:
-    return AttemptView(
-        delivery_id=row["delivery_id"],
-        channel=row["channel"],
-        attempt=row["attempt"],
-        started_at=codec.dt(row["started_at"]),
-        finished_at=codec.dt(row["finished_at"]),
-        outcome=row["outcome"],
-        detail=row["detail"],
-    )
-
-
-def _visible(batch: Sequence[_Accept], results: list[list[Accepted]]) -> None:
-    """Each caller's on_visible hook with its results; a hook's bug costs no one the commit."""
-    for (_, _, _, hook), accepted in zip(batch, results, strict=True):
-        if hook is not None:
-            try:
-                hook(accepted)
-            except Exception:
-                log.exception("accept hook failed")

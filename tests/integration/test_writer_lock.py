@@ -166,7 +166,8 @@ def test_the_inline_connection_falls_back_and_never_keeps_a_transaction(db: Path
 
 async def test_a_lone_accept_commits_on_the_loop_and_is_answered_after_the_wal_sync(tmp_path: Path) -> None:
     """No writer-thread hand-off for a lone accept; visible before the sync, answered after it."""
-    from daemon.store.sqlite import CHECKPOINT_EVERY, SqliteStore
+    from daemon.store.sqlite import SqliteStore
+    from daemon.store.sqlite_accepts import CHECKPOINT_EVERY
 
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
