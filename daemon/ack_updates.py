@@ -9,6 +9,8 @@ API) is rewritten: the same content, the button replaced by "Acknowledged by ali
 Best effort and after the fact: the acknowledgement is committed before this starts, and a message
 that cannot be edited (Slack down, the message deleted) is logged (``ack.update_failed``), not
 retried: it is a courtesy to the readers, not a notification. The trail in the store is the record.
+A send still in flight when the acknowledgement comes (posted, its outcome not yet recorded) is
+waited for, every WAIT_EVERY_S for at most WAIT_FOR_S, and its message edited once it is recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: how long a stop waits for edits still being made
 DRAIN_S = 5.0
+#: a send in flight at the acknowledgement: how often to look whether it was delivered, how long
+WAIT_EVERY_S = 0.5
+WAIT_FOR_S = 60.0
 
 
 class AckUpdates:
@@ -52,21 +57,33 @@ class AckUpdates:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
-        """At stop: let the edits under way finish, for at most DRAIN_S."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=DRAIN_S)
+        """At stop: let the edits under way finish, for at most DRAIN_S; the rest are dropped."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def _update(self, notification_id: str, ack: Acknowledgement) -> None:
-        try:
-            view = await self._store.notification(notification_id)
-        except StoreError as exc:
-            log.warning("cannot read %s to show its acknowledgement: %s", notification_id, exc)
-            return
-        if view is None:
-            return
-        for name, channel in self._channels().items():
-            if isinstance(channel, EditsOnAck):
-                await self._edit(view, name, channel, ack)
+        editable = {name: c for name, c in self._channels().items() if isinstance(c, EditsOnAck)}
+        deadline = self._clock.monotonic() + WAIT_FOR_S
+        while editable:
+            try:
+                view = await self._store.notification(notification_id)
+            except StoreError as exc:
+                log.warning("cannot read %s to show its acknowledgement: %s", notification_id, exc)
+                return
+            if view is None:
+                return
+            for name in list(editable):
+                states = {d.state for d in view.deliveries if d.channel == name}
+                if DeliveryState.IN_FLIGHT not in states:
+                    await self._edit(view, name, editable.pop(name), ack)
+            if not editable or self._clock.monotonic() >= deadline:
+                return
+            await asyncio.sleep(WAIT_EVERY_S)  # a send in flight: edit its message once recorded
 
     async def _edit(
         self, view: NotificationView, name: str, channel: EditsOnAck, ack: Acknowledgement

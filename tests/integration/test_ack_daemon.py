@@ -7,6 +7,7 @@ stopped escalation shows as that step's delivery superseded, not as the absence 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -145,6 +146,23 @@ async def test_an_acknowledgement_by_the_api_shows_on_the_slack_message(
     assert (edit.channel, edit.ts) == (post.channel, post.ts)
     _assert_shows_acknowledged(edit.payload, "bob &lt;on call&gt; (api)")
     assert edit.payload["blocks"][0] == post.payload["blocks"][0]  # the same header
+
+
+async def test_an_acknowledgement_during_the_slack_send_edits_the_message_once_posted(
+    world: tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn],
+) -> None:
+    """Acknowledged while its Slack message is being posted: the edit waits for the outcome."""
+    api, slack_api, _ = world
+    slack_api.gate = asyncio.Event()
+    nid = await _page(api, first="slack")
+    await until(lambda: slack_api.holding == 1)
+    answer = await api.post(f"/v1/notifications/{nid}/ack", json={"by": "carol"})
+    assert answer.status_code == 200, answer.text
+    slack_api.gate.set()
+    (edit,) = await until(lambda: slack_api.updates)
+    (post,) = slack_api.posts
+    assert (edit.channel, edit.ts) == (post.channel, post.ts)
+    _assert_shows_acknowledged(edit.payload, "carol (api)")
 
 
 async def test_a_slack_edit_that_fails_is_logged_and_the_acknowledgement_stands(

@@ -74,6 +74,9 @@ class SlackStandIn:
         self.posts: list[Post] = []
         #: chat.update calls that changed a posted message, in order
         self.updates: list[Post] = []
+        #: while set, chat.postMessage requests wait for it (``holding`` counts them) before posting
+        self.gate: asyncio.Event | None = None
+        self.holding = 0
         self.webhook_posts: list[dict[str, Any]] = []
         self.lookups: list[str] = []
         self.rate_limited = 0
@@ -120,6 +123,10 @@ class SlackStandIn:
         scripted = self._channel_script.get(channel_id)
         if scripted:
             return _scripted_response(scripted.popleft())
+        if self.gate is not None:
+            self.holding += 1
+            await self.gate.wait()
+            self.holding -= 1
         if not self._limiter.allow(channel_id, time.monotonic()):
             self.rate_limited += 1
             return JSONResponse({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": "1"})
