@@ -400,7 +400,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16, help="wrk's connections for the main rows")
     parser.add_argument(
         "--sweep",
-        type=lambda text: [int(n) for n in text.split(",") if n],
+        type=_connection_counts,
         default=[64],
         help="more connection counts for the one-per-request rate, comma-separated ('' for none)",
     )
@@ -414,6 +414,13 @@ def main() -> None:
         am = run_alertmanager(receiver, Path(tmp) / "am", args)
         bc = run_backchannel(receiver, Path(tmp) / "bc", args)
     report(am, bc, args)
+
+
+def _connection_counts(text: str) -> list[int]:
+    counts = sorted({int(n) for n in text.split(",") if n.strip()})
+    if any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError("connection counts must be at least 1")
+    return counts
 
 
 def report(am: Figures, bc: Figures, args: argparse.Namespace) -> None:

@@ -95,6 +95,8 @@ class SlackChannel:
         self._user_ids: dict[str, str] = {}
         self._lookup_lock = asyncio.Lock()
         self._sent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: the pacing key a channel id was posted under ("#ops" for C0OPS), so edits share its pace
+        self._paced_as: dict[str, str] = {}
 
     async def send(self, message: OutboundMessage) -> Receipt:
         if self._hook is not None:
@@ -127,9 +129,10 @@ class SlackChannel:
         text = _cut(f"{note}\n{text}", TEXT_MAX)
         updated, errors = 0, []
         for channel, ts in posted(remote_id):
+            key = self._paced_as.get(channel, channel)
             try:
-                async with self._locks.setdefault(channel, asyncio.Lock()):
-                    await self._pacer.acquire(channel)
+                async with self._locks.setdefault(key, asyncio.Lock()):
+                    await self._pacer.acquire(key)
                     await self._call(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
                 updated += 1
             except ChannelError as exc:
@@ -183,6 +186,8 @@ class SlackChannel:
         async with self._locks.setdefault(channel, asyncio.Lock()):
             await self._pacer.acquire(channel)
             response = await self._call(self._web.chat_postMessage, unfurl_links=False, **arguments)
+        if len(self._paced_as) < _REMEMBERED_SENDS:
+            self._paced_as[str(response["channel"])] = channel
         return f"{response['channel']}:{response['ts']}"
 
     async def _resolve(self, target: str) -> str:

@@ -48,16 +48,23 @@ class AckUpdates:
         self._renderer = renderer
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def acknowledged(self, notification_id: str, by: str, via: str) -> None:
         """Called once an acknowledgement is committed: the edits run in the background."""
         ack = Acknowledgement(shown_as(by, via), via, self._clock.now().astimezone(UTC))
         task = asyncio.create_task(self._update(notification_id, ack), name=f"ack-update-{notification_id}")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("showing an acknowledgement failed", exc_info=exc, extra={"event": "ack.update_failed"})
 
     async def drain(self) -> None:
         """At stop: let the edits under way finish, for at most DRAIN_S; the rest are dropped."""
+        self._stopping = True  # edits waiting for a send in flight give up: the sends are stopping
         if not self._tasks:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=DRAIN_S)
@@ -81,7 +88,10 @@ class AckUpdates:
                 states = {d.state for d in view.deliveries if d.channel == name}
                 if DeliveryState.IN_FLIGHT not in states:
                     await self._edit(view, name, editable.pop(name), ack)
-            if not editable or self._clock.monotonic() >= deadline:
+            if not editable:
+                return
+            if self._stopping or self._clock.monotonic() >= deadline:
+                _gave_up(notification_id, editable)
                 return
             await asyncio.sleep(WAIT_EVERY_S)  # a send in flight: edit its message once recorded
 
@@ -104,6 +114,12 @@ class AckUpdates:
             return
         shown = fields | {"messages": edited}
         log.info("acknowledgement shown on %s (%d messages)", name, edited, extra=shown)
+
+
+def _gave_up(notification_id: str, channels: Mapping[str, EditsOnAck]) -> None:
+    for name in channels:
+        fields = {"event": "ack.update_failed", "channel": name, "notification_id": notification_id}
+        log.warning("the acknowledgement is not shown on %s: its send is still in flight", name, extra=fields)
 
 
 def shown_as(by: str, via: str) -> str:

@@ -100,7 +100,12 @@ class Daemon:
             book=lambda: self._templates,
         )
         self.dispatcher = self._dispatcher(config)
-        self.ack_updates = AckUpdates(self.store, lambda: self.channels, self.renderer, self._clock)
+        # its own renderer: an edit renders again what was sent, and must not report the
+        # recipients the directory could not resolve a second time
+        edit_renderer = Renderer(
+            lambda: self.monitor.state, people=self.people, clock=self._clock, book=lambda: self._templates
+        )
+        self.ack_updates = AckUpdates(self.store, lambda: self.channels, edit_renderer, self._clock)
         # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
         self.leadership: Leadership | None = None
         if isinstance(config.store, PostgresStoreConfig):

@@ -50,7 +50,7 @@ FOLLOWS_LABEL = "follows"
 
 #: the shortest time between two looks at the outbox
 MIN_PASS_INTERVAL_S = 0.005
-#: a channel's sends whose outcomes are still being recorded, at most, per send it may have in flight
+#: a channel's deliveries sending or recording their outcome, at most, per send it may have in flight
 RECORDING_PER_SLOT = 2
 
 
@@ -196,7 +196,8 @@ class Dispatcher:
 
         ``concurrency`` caps the sends in flight, not their bookkeeping: a send done whose outcome
         waits for its commit and sync (about a millisecond, more under load) frees its slot, else
-        the disk, not the receiver, would set the pace. Tasks still recording are bounded too.
+        the disk, not the receiver, would set the pace. Sending and recording together stay within
+        RECORDING_PER_SLOT times ``concurrency``.
         """
         concurrency = self._policies[name].concurrency
         tasks, recording = len(self._in_flight[name]), self._recording[name]
@@ -321,9 +322,10 @@ class Dispatcher:
             outcomes = [self._success(name, claimed, receipt, started_at)]
         else:
             outcomes = await self._failures(name, [claimed], error, started_at)
-        if self._free(name) == 0:
-            self._wake.set()  # the channel was full: a send slot is free now
+        was_full = self._free(name) == 0
         self._recording[name] += 1
+        if was_full and self._free(name) > 0:
+            self._wake.set()  # the channel was full of sends: a slot is free now
         try:
             await self._record(outcomes)
         finally:

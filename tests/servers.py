@@ -173,13 +173,16 @@ class _ThreadedServer:
             await asyncio.sleep(0)
         for transport in list(self._transports):
             transport.close()
+        # close() keeps a transport open until its buffer is sent: one to a peer that stopped
+        # reading (a killed or stopped daemon) would stay open, be collected later unclosed, and
+        # (Python 3.12+) keep wait_closed() waiting
+        for transport in list(self._transports):
+            if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+                transport.abort()  # type: ignore[attr-defined]
         await self._server.wait_closed()
         await _cancel_other_tasks()
-        # close() keeps a transport open until its buffer is sent: one to a peer that stopped
-        # reading (a killed or stopped daemon) would stay open and be collected later, unclosed
-        for transport in list(self._transports):
-            if not transport.is_closing() or transport.get_write_buffer_size():  # type: ignore[attr-defined]
-                transport.abort()  # type: ignore[attr-defined]
+        for transport in list(self._transports):  # opened by a handler meanwhile: none should be
+            transport.abort()  # type: ignore[attr-defined]
         for _ in range(3):
             await asyncio.sleep(0)
 

@@ -92,7 +92,7 @@ class LeanServer:
         # Timeouts are deadlines the connections set and one periodic pass enforces: a timer
         # handle armed and cancelled twice per request cost more than the rest of the bookkeeping.
         # A connection closes up to a quarter of its timeout (at most REAP_EVERY_S) late.
-        self._reap_every_s = min(REAP_EVERY_S, idle_timeout_s / 4, request_timeout_s / 4)
+        self._reap_every_s = max(0.01, min(REAP_EVERY_S, idle_timeout_s / 4, request_timeout_s / 4))
         self._reaper: asyncio.TimerHandle | None = None
 
     async def start(self, sock: Any) -> None:
@@ -103,10 +103,10 @@ class LeanServer:
 
     def _reap(self) -> None:
         loop = asyncio.get_running_loop()
+        self._reaper = loop.call_later(self._reap_every_s, self._reap)  # first: expire() may raise
         now = loop.time()
         for connection in list(self.connections):
             connection.expire(now)
-        self._reaper = loop.call_later(self._reap_every_s, self._reap)
 
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; answer what was received within ``grace_s``; close every connection."""

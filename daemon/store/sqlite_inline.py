@@ -6,7 +6,7 @@ rows, about 50 µs) and claims what is due (a short write that is not durable an
 loop wake-up, about 0.26 ms on the reference machine, on the path from an accepted alert to its
 delivery. Run here instead they cost what the query costs. A lone accept (one request while the
 writer thread is idle) commits here too; the store then tells its listeners and has the WAL
-synced on the writer's sync thread before the caller is answered (``SqliteStore._accept_here``),
+synced on the writer's sync thread before the caller is answered (``sqlite_accepts.Accepts._here``),
 as for the writer thread's commits.
 
 Nothing here waits for a lock: the connection has SQLite's busy handler off, so a claim finding

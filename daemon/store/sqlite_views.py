@@ -1,4 +1,4 @@
-"""The SQLite store's reads that build views, each a function of one connection (one snapshot)."""
+"""The SQLite store's reads that build views, each a function of the reader thread's connection."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def notification(conn: sqlite3.Connection, notification_id: str) -> Notification
 def notifications(
     conn: sqlite3.Connection, query: str, params: Sequence[Any] | Mapping[str, Any]
 ) -> list[NotificationView]:
-    """The views of the notifications whose ids ``query`` selects, in its order (one snapshot)."""
+    """The views of the notifications whose ids ``query`` selects, in its order (one reader call)."""
     ids = [row[0] for row in conn.execute(Q[query], params).fetchall()]
     return [view for nid in ids if (view := notification(conn, nid)) is not None]
 

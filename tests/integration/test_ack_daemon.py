@@ -182,6 +182,7 @@ async def test_a_slack_edit_that_fails_is_logged_and_the_acknowledgement_stands(
 
 
 def test_an_sms_acknowledgement_shows_the_number_by_its_last_digits() -> None:
+    """A shared channel sees the last four digits of an SMS acknowledger's number, a name whole."""
     assert shown_as("+14155552671", "sms") == "…2671"
     assert shown_as("alice", "slack") == "alice"
 

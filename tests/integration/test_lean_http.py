@@ -284,3 +284,18 @@ async def test_a_client_that_hangs_up_does_not_cancel_its_request(
     await asyncio.sleep(0.1)  # the server sees the hang-up while the handler still waits
     echo.release.set()
     await until(lambda: echo.finished == 1)  # the commit it stands for is not cut short
+
+
+async def test_a_handler_slower_than_the_timeouts_is_answered(served: tuple[LeanServer, Echo, int]) -> None:
+    """Neither timeout runs while the handler works: the answer comes, then the idle close."""
+    server, echo, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_post("/slow", b""))
+    await until(lambda: echo.calls)
+    past_both = asyncio.get_running_loop().time() + 1.0  # the 0.5 s request and 0.3 s idle timeouts
+    await until(lambda: asyncio.get_running_loop().time() > past_both)
+    assert server.connections, "closed while its handler was working"
+    echo.release.set()
+    assert (await _read_response(reader))[0] == 202
+    assert await asyncio.wait_for(reader.read(1), 5) == b""
+    writer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ async def test_receipt_names_every_message_posted(slack: SlackStandIn) -> None:
 
 
 def test_posted_skips_what_is_not_channel_and_ts() -> None:
+    """Empty parts, a part without a colon, or without a channel or a ts name no message."""
     assert posted("C1:1.1,,nonsense,:2.2,C3:") == [("C1", "1.1")]
 
 
@@ -85,3 +87,18 @@ async def test_an_incoming_webhook_edits_nothing(slack: SlackStandIn) -> None:
     hook = SlackChannel("hook", webhook_url=slack.webhook_url("XXXX"), pace=100)
     assert await hook.acknowledged("C0OPS:1.000001", _message(), ACK) == 0
     assert slack.updates == []
+
+
+async def test_an_edit_keeps_the_pace_of_the_channel_it_edits(slack: SlackStandIn) -> None:
+    """The edit of a message posted to "#ops" (C0OPS) waits behind that post, on the same pacer."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the pacer's clock moves only when it sleeps
+        slept.append(seconds)
+
+    paced: dict[str, Any] = {"pace": 1, "clock": lambda: sum(slept), "sleep": sleep}
+    channel = SlackChannel("slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, **paced)
+    receipt = await channel.send(_message())
+    assert receipt.remote_id is not None and not slept
+    await channel.acknowledged(receipt.remote_id, _message(), ACK)
+    assert slept == [pytest.approx(1.0)]
