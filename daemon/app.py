@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ from daemon.intake.workers import IntakeWorkers
 from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
-from daemon.rendering import People, Renderer, audiences, template_book, unresolved_reporter
+from daemon.rendering import People, Renderer, Unresolved, audiences, template_book, unresolved_reporter
 from daemon.rerouting import Rerouter
 from daemon.scheduler import CheckScheduler
 from daemon.store.postgres_config import PostgresStoreConfig
@@ -92,20 +92,10 @@ class Daemon:
         primary = primary_channels(config)
         channel_audiences = audiences(config, primary)
         self.people = People(lambda: channel_audiences, lambda: self._directory, lambda: self._routes)
-        self.renderer = Renderer(
-            lambda: self.monitor.state,
-            people=self.people,
-            clock=self._clock,
-            on_unresolved=unresolved_reporter(self.metrics.registry),
-            book=lambda: self._templates,
-        )
+        self.renderer = self._renderer(on_unresolved=unresolved_reporter(self.metrics.registry))
         self.dispatcher = self._dispatcher(config)
-        # its own renderer: an edit renders again what was sent, and must not report the
-        # recipients the directory could not resolve a second time
-        edit_renderer = Renderer(
-            lambda: self.monitor.state, people=self.people, clock=self._clock, book=lambda: self._templates
-        )
-        self.ack_updates = AckUpdates(self.store, lambda: self.channels, edit_renderer, self._clock)
+        # an edit renders again what was sent: the unresolved recipients were reported then
+        self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
         # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
         self.leadership: Leadership | None = None
         if isinstance(config.store, PostgresStoreConfig):
@@ -153,6 +143,15 @@ class Daemon:
         self._server: ApiServer | None = None
         self.api_port: int | None = None
         self.workers: IntakeWorkers | None = None
+
+    def _renderer(self, on_unresolved: Callable[[Unresolved], None] | None = None) -> Renderer:
+        return Renderer(
+            lambda: self.monitor.state,
+            people=self.people,
+            clock=self._clock,
+            on_unresolved=on_unresolved,
+            book=lambda: self._templates,
+        )
 
     def _dispatcher(self, config: Config) -> Dispatcher:
         return Dispatcher(
