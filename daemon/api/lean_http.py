@@ -152,6 +152,8 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0
         #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
         self._in_body = False
+        #: a request has begun and is not complete: its request timeout runs, not the idle one
+        self._receiving = False
         self._queue: deque[_Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -225,6 +227,7 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._head_size = 0
         self._in_body = False
+        self._receiving = True
         self._arm(self._server.request_timeout_s)
 
     def on_url(self, url: bytes) -> None:
@@ -260,6 +263,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._receiving = False
         self._current.keep_alive = self._parser.should_keep_alive()
         self._queue.append(self._current)
         if len(self._queue) >= MAX_QUEUED and not self._too_many:
@@ -296,7 +300,7 @@ class _Connection(asyncio.Protocol):
             self._send_refusal(self._refusal)
         elif self._finishing:
             self._close()
-        elif not self._closing and not self._queue:
+        elif not self._closing and not self._queue and not self._receiving:
             self._arm(self._server.idle_timeout_s)
 
     def _write(self, data: bytes) -> None:

@@ -299,3 +299,28 @@ async def test_a_handler_slower_than_the_timeouts_is_answered(served: tuple[Lean
     assert (await _read_response(reader))[0] == 202
     assert await asyncio.wait_for(reader.read(1), 5) == b""
     writer.close()
+
+
+async def test_a_request_arriving_behind_an_answered_one_keeps_its_request_timeout() -> None:
+    """Answering the first of two pipelined requests does not put the idle timeout on the second."""
+    echo = Echo()
+    server = LeanServer(echo, LIMIT, idle_timeout_s=0.2, request_timeout_s=5.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+    await server.start(sock)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+    try:
+        second = _post("/b", b"later")
+        writer.write(_post("/a", b"") + second[:-3])  # the second's body is not all there yet
+        assert (await _read_response(reader))[0] == 202
+        past_idle = asyncio.get_running_loop().time() + 0.8  # four idle timeouts
+        await until(lambda: asyncio.get_running_loop().time() > past_idle)
+        assert server.connections, "closed by the idle timeout while a request was arriving"
+        writer.write(second[-3:])
+        status, _, body = await _read_response(reader)
+        assert (status, body["body"]) == (202, "later")
+    finally:
+        writer.close()
+        await server.stop(grace_s=1)
