@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -38,10 +39,13 @@ class Echo:
         )
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[LeanServer, Echo, int]]:
+@contextlib.asynccontextmanager
+async def _serving(
+    idle_timeout_s: float, request_timeout_s: float
+) -> AsyncIterator[tuple[LeanServer, Echo, int]]:
+    """A server with an :class:`Echo` handler on an ephemeral loopback port, stopped after."""
     echo = Echo()
-    server = LeanServer(echo, LIMIT, idle_timeout_s=0.3, request_timeout_s=0.5)
+    server = LeanServer(echo, LIMIT, idle_timeout_s=idle_timeout_s, request_timeout_s=request_timeout_s)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
@@ -52,6 +56,19 @@ async def served() -> AsyncIterator[tuple[LeanServer, Echo, int]]:
     finally:
         echo.release.set()
         await server.stop(grace_s=1)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[LeanServer, Echo, int]]:
+    async with _serving(idle_timeout_s=0.3, request_timeout_s=0.5) as running:
+        yield running
+
+
+async def _let_pass(seconds: float) -> None:
+    """Until the loop's clock has moved ``seconds`` on (to show a timeout did not fire)."""
+    loop = asyncio.get_running_loop()
+    past = loop.time() + seconds
+    await until(lambda: loop.time() > past)
 
 
 async def _exchange(
@@ -292,8 +309,7 @@ async def test_a_handler_slower_than_the_timeouts_is_answered(served: tuple[Lean
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_post("/slow", b""))
     await until(lambda: echo.calls)
-    past_both = asyncio.get_running_loop().time() + 1.0  # the 0.5 s request and 0.3 s idle timeouts
-    await until(lambda: asyncio.get_running_loop().time() > past_both)
+    await _let_pass(1.0)  # past the 0.5 s request and 0.3 s idle timeouts
     assert server.connections, "closed while its handler was working"
     echo.release.set()
     assert (await _read_response(reader))[0] == 202
@@ -303,24 +319,16 @@ async def test_a_handler_slower_than_the_timeouts_is_answered(served: tuple[Lean
 
 async def test_a_request_arriving_behind_an_answered_one_keeps_its_request_timeout() -> None:
     """Answering the first of two pipelined requests does not put the idle timeout on the second."""
-    echo = Echo()
-    server = LeanServer(echo, LIMIT, idle_timeout_s=0.2, request_timeout_s=5.0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    await server.start(sock)
-    reader, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
-    try:
-        second = _post("/b", b"later")
-        writer.write(_post("/a", b"") + second[:-3])  # the second's body is not all there yet
-        assert (await _read_response(reader))[0] == 202
-        past_idle = asyncio.get_running_loop().time() + 0.8  # four idle timeouts
-        await until(lambda: asyncio.get_running_loop().time() > past_idle)
-        assert server.connections, "closed by the idle timeout while a request was arriving"
-        writer.write(second[-3:])
-        status, _, body = await _read_response(reader)
-        assert (status, body["body"]) == (202, "later")
-    finally:
-        writer.close()
-        await server.stop(grace_s=1)
+    async with _serving(idle_timeout_s=0.2, request_timeout_s=5.0) as (server, _, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            second = _post("/b", b"later")
+            writer.write(_post("/a", b"") + second[:-3])  # the second's body is not all there yet
+            assert (await _read_response(reader))[0] == 202
+            await _let_pass(0.8)  # four idle timeouts
+            assert server.connections, "closed by the idle timeout while a request was arriving"
+            writer.write(second[-3:])
+            status, _, body = await _read_response(reader)
+            assert (status, body["body"]) == (202, "later")
+        finally:
+            writer.close()
