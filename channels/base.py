@@ -65,6 +65,7 @@ class ChannelError(Exception):
         permanent: bool = False,
         retry_after_s: float | None = None,
         service_fault: bool = False,
+        remote_id: str | None = None,
     ) -> None:
         super().__init__(message or self.__doc__ or "")
         #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
@@ -74,6 +75,9 @@ class ChannelError(Exception):
         #: the failure says the service itself is unwell (refused, timeout, 4xx/5xx greeting),
         #: not something about this one message; the primary email channel feeds it to health tracking
         self.service_fault = service_fault
+        #: what the send did deliver before it failed (some of its targets): kept on the delivery,
+        #: so what was posted can still be threaded into and edited (``Receipt.remote_id``'s form)
+        self.remote_id = remote_id
 
     @property
     def reason(self) -> str:

@@ -48,6 +48,11 @@ TEXT_MAX = 4000
 _SEVERITY_EMOJI = {"critical": ":rotating_light:", "high": ":red_circle:", "warning": ":warning:"}
 THREAD_LABEL = "slack_thread_ts"
 _REMEMBERED_SENDS = 4096
+#: an edit (chat.update) refused for a rate limit or a fault on Slack's side: tries in all, the
+#: pause between them when Slack names none, the longest Retry-After waited for
+EDIT_TRIES = 3
+EDIT_PAUSE_S = 1.0
+EDIT_WAIT_MAX_S = 30.0
 
 # https://api.slack.com/methods/chat.postMessage#errors and .../users.lookupByEmail#errors: these say
 # the request, the token or the destination is wrong; sending the same thing again cannot succeed.
@@ -91,10 +96,11 @@ class SlackChannel:
             WebhookClient(webhook_url, timeout, logger=sdk_log, retry_handlers=[]) if webhook_url else None
         )
         self._pacer = Pacer(pace, monotonic=clock, sleep=sleep)
+        self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
         self._user_ids: dict[str, str] = {}
         self._lookup_lock = asyncio.Lock()
-        self._sent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._sent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         #: the pacing key a channel id was posted under ("#ops" for C0OPS), so edits share its pace
         self._paced_as: dict[str, str] = {}
 
@@ -129,17 +135,30 @@ class SlackChannel:
         text = _cut(f"{note}\n{text}", TEXT_MAX)
         updated, errors = 0, []
         for channel, ts in posted(remote_id):
-            key = self._paced_as.get(channel, channel)
             try:
-                async with self._locks.setdefault(key, asyncio.Lock()):
-                    await self._pacer.acquire(key)
-                    await self._call(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
+                await self._update(channel, ts, text, blocks)
                 updated += 1
             except ChannelError as exc:
                 errors.append(f"{channel}:{ts}: {exc}")
         if errors:
             raise ChannelError(f"{self.name}: not updated: " + "; ".join(errors))
         return updated
+
+    async def _update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        """One ``chat.update``, tried again after a rate limit or a fault on Slack's side (it is
+        Tier 3, about 50 a minute: acknowledging many alerts at once can draw 429s)."""
+        assert self._web is not None
+        key = self._paced_as.get(channel, channel)
+        for tries_left in reversed(range(EDIT_TRIES)):
+            try:
+                async with self._locks.setdefault(key, asyncio.Lock()):
+                    await self._pacer.acquire(key)
+                    await self._call(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
+                return
+            except ChannelError as exc:
+                if exc.permanent or not tries_left:
+                    raise
+                await self._sleep(min(exc.retry_after_s or EDIT_PAUSE_S, EDIT_WAIT_MAX_S))
 
     async def aclose(self) -> None:
         """Nothing to release: the sync SDK clients open one connection per request."""
@@ -160,13 +179,14 @@ class SlackChannel:
                 permanent=not transient,
                 retry_after_s=retry_after,
                 service_fault=any(e.service_fault for e in errors),
+                remote_id=",".join(remote_ids) or None,
             )
         detail = f"posted {len(remote_ids)}" + "".join(f"; not posted: {e}" for e in errors)
         return Receipt(channel=self.name, detail=detail, remote_id=",".join(remote_ids))
 
     async def _deliver_once(self, target: str, thread_ts: str | None, message: OutboundMessage) -> str:
         """Post to one target unless an earlier attempt of this notification already did."""
-        key = (message.idempotency_key, target)
+        key = (message.idempotency_key, target, thread_ts or "")
         if key in self._sent:
             return self._sent[key]
         remote_id = await self._post(await self._resolve(target), thread_ts, message)

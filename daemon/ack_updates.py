@@ -7,8 +7,11 @@ API) is rewritten: the same content, the button replaced by "Acknowledged by ali
 10:32 UTC", so nobody else in the channel picks it up and nobody clicks a button that does nothing.
 
 Best effort and after the fact: the acknowledgement is committed before this starts, and a message
-that cannot be edited (Slack down, the message deleted) is logged (``ack.update_failed``), not
-retried: it is a courtesy to the readers, not a notification. The trail in the store is the record.
+that cannot be edited (the message deleted, Slack still refusing after the channel's own few tries
+for rate limits and faults on its side) is logged (``ack.update_failed``), not retried from here:
+it is a courtesy to the readers, not a notification. The trail in the store is the record. A send
+that reached some of its targets and failed on others (to be retried, or superseded by the
+acknowledgement) kept what it posted on its delivery, and that is edited too.
 A send still in flight when the acknowledgement comes (posted, its outcome not yet recorded) is
 waited for, every WAIT_EVERY_S for at most WAIT_FOR_S, and its message edited once it is recorded.
 """
@@ -98,15 +101,17 @@ class AckUpdates:
     async def _edit(
         self, view: NotificationView, name: str, channel: EditsOnAck, ack: Acknowledgement
     ) -> None:
-        delivered = [d for d in view.deliveries if d.channel == name and d.state is DeliveryState.DELIVERED]
-        if not delivered:
+        # Whatever its state now: a send that posted to some of its targets and failed on others
+        # kept what it posted on its delivery (threaded into and edited like a delivered one)
+        sent = [d for d in view.deliveries if d.channel == name]
+        if not sent:
             return
         fields = {"event": "ack.updated", "channel": name, "notification_id": view.notification.id}
         try:
             remote_id = await self._store.thread_of(view.notification.idempotency_key, name)
             if remote_id is None:
                 return
-            message = self._renderer.render(name, Claimed(delivered[-1], view.notification, ack_code=None))
+            message = self._renderer.render(name, Claimed(sent[-1], view.notification, ack_code=None))
             edited = await channel.acknowledged(remote_id, message, ack)
         except (ChannelError, StoreError) as exc:
             failed = fields | {"event": "ack.update_failed"}

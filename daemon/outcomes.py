@@ -61,7 +61,9 @@ def not_delivered(
     # machinery reroutes it) rather than exhausting its retries and failing it.
     if exc.permanent or (exhausted(retry, attempts) and not provider_fault):
         log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
-        return Outcome(claimed.delivery.id, "failed", started_at, now, detail=exc.reason)
+        return Outcome(
+            claimed.delivery.id, "failed", started_at, now, detail=exc.reason, remote_id=exc.remote_id
+        )
     delay = retry_delay(retry, backoff_attempts or attempts, rand, exc.retry_after_s)
     log.info(
         "retrying %s via %s in %.1fs: %s",
@@ -78,6 +80,7 @@ def not_delivered(
         now,
         detail=exc.reason,
         retry_at=now + timedelta(seconds=delay),
+        remote_id=exc.remote_id,  # what it did post, if anything: still threaded into and edited
     )
 
 

@@ -64,6 +64,7 @@ class Outcome:
     finished_at: datetime
     detail: str = ""
     retry_at: datetime | None = None
+    #: what the attempt delivered (a retry or failure may have reached some of its targets)
     remote_id: str | None = None
 
 

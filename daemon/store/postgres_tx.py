@@ -172,7 +172,10 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
             # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
             # so its old mode's later steps stop, as supersede_stale_escalations stops them.
             await conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
-    elif outcome.kind == "retry":
+        return
+    if outcome.remote_id is not None:  # reached some of its targets before it failed
+        await conn.execute(Q["keep_remote_id"], (outcome.remote_id, d["id"]))
+    if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
         if n["acknowledged_at"] is not None:  # taken on while this send was in flight
             await conn.execute(Q["supersede_delivery"], (outcome.detail, now, d["id"]))

@@ -126,7 +126,10 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
             # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
             # so its old mode's later steps stop, as supersede_stale_escalations stops them.
             conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
-    elif outcome.kind == "retry":
+        return
+    if outcome.remote_id is not None:  # reached some of its targets before it failed
+        conn.execute(Q["keep_remote_id"], (outcome.remote_id, d["id"]))
+    if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
         n = conn.execute(Q["notification_by_id"], (d["notification_id"],)).fetchone()
         if n["acknowledged_at"] is not None:  # taken on while this send was in flight

@@ -40,7 +40,7 @@ CALLBACK = "https://backchannel.test.example/v1/callbacks/twilio"
 ENV = {"TOKEN": TOKEN, "SLACK_TOKEN": SLACK_TOKEN, "SIGNING": SIGNING_SECRET, "TWILIO_TOKEN": TWILIO_TOKEN}
 CONFIG = config_template("""\
   slack:
-    {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
+    {{type: slack, token: "${{SLACK_TOKEN}}", targets: {slack_targets}, api_url: "{slack_url}/api/",
      signing_secret: "${{SIGNING}}", pace: 50}}
   sms:
     {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
@@ -58,10 +58,14 @@ routes:
 
 
 @contextlib.asynccontextmanager
-async def _daemon(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
+async def _daemon(
+    tmp_path: Path, slack_targets: str = '["#ops"]'
+) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
     slack_api, twilio_api = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
+    slack_api.channels["#dev"] = "C0DEV"
     async with slack_stand_in.serve(slack_api), twilio_stand_in.serve(twilio_api):
         text = CONFIG.format(
+            slack_targets=slack_targets,
             store=tmp_path / "outbox.db",
             api_port=free_port(),
             smtp_port=9,  # discard: these escalations never mail
@@ -172,13 +176,36 @@ async def test_a_slack_edit_that_fails_is_logged_and_the_acknowledgement_stands(
     api, slack_api, _ = world
     nid = await _page(api, first="slack")
     await until(lambda: slack_api.posts)
-    slack_api.fail_next(Reply(error="internal_error"))
+    slack_api.fail_next(Reply(error="cant_update_message"))  # permanent: not tried again
     with caplog.at_level(logging.WARNING, logger="daemon.ack_updates"):
         answer = await api.post(f"/v1/notifications/{nid}/ack", json={"by": "bob"})
         assert answer.status_code == 200, answer.text
         await until(lambda: [r for r in caplog.records if getattr(r, "event", "") == "ack.update_failed"])
     assert slack_api.updates == []
     await until(lambda: _stopped(api, nid, "sms"))
+
+
+async def test_a_message_posted_by_a_send_that_failed_on_another_target_is_edited(tmp_path: Path) -> None:
+    """Posted to #ops, refused by #dev for a while (to be retried): acknowledged from the #ops
+    message, that message still loses its button; the retry is superseded, #dev never posted."""
+    async with _daemon(tmp_path, slack_targets='["#ops", "#dev"]') as (api, slack_api, _):
+        slack_api.fail_next(Reply(error="ratelimited", status=429, retry_after="600"), channel="C0DEV")
+        nid = await _page(api, first="slack")
+
+        async def retrying() -> dict[str, Any] | None:
+            view = await _view(api, nid)
+            return view if any(a["outcome"] == "retry" for a in view["attempts"]) else None
+
+        await until(retrying)
+        (post,) = slack_api.posts
+        answer = await api.post(f"/v1/notifications/{nid}/ack", json={"by": "dave"})
+        assert answer.status_code == 200, answer.text
+        (edit,) = await until(lambda: slack_api.updates)
+        assert (edit.channel, edit.ts) == (post.channel, post.ts) == ("C0OPS", post.ts)
+        _assert_shows_acknowledged(edit.payload, "dave (api)")
+        view = await until(lambda: _stopped(api, nid, "sms"))
+        assert {d["channel"]: d["state"] for d in view["deliveries"]}["slack"] == "superseded"
+        assert [p.channel for p in slack_api.posts] == ["C0OPS"]
 
 
 def test_an_sms_acknowledgement_shows_the_number_by_its_last_digits() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from channels.base import Acknowledgement, ChannelError, EditsOnAck, OutboundMessage
 from channels.slack import THREAD_LABEL, SlackChannel, posted
-from tests.stand_ins.slack import SlackStandIn, serve
+from tests.stand_ins.slack import Reply, SlackStandIn, serve
 from tests.support import outbound_message
 
 TOKEN = "xoxb-3333-4444-ack-edit-test-token"
@@ -48,6 +48,17 @@ def test_posted_skips_what_is_not_channel_and_ts() -> None:
 async def test_follow_up_goes_into_every_thread(slack: SlackStandIn) -> None:
     """A resolved alert follows its firing one into each target's thread, not only the first's."""
     channel = _channel(slack)
+    first = await channel.send(_message(1))
+    assert first.remote_id is not None
+    await channel.send(_message(2, labels={THREAD_LABEL: first.remote_id}, acknowledgeable=False))
+    threaded = [(p.channel, p.payload["thread_ts"]) for p in slack.posts[2:]]
+    assert threaded == [(p.channel, p.ts) for p in slack.posts[:2]]
+
+
+async def test_follow_up_goes_into_each_of_two_threads_in_one_channel(slack: SlackStandIn) -> None:
+    """Two targets naming one channel ("#ops", "C0OPS") post two messages there; a follow-up
+    threads under each, not twice under the first."""
+    channel = SlackChannel("slack", token=TOKEN, targets=("#ops", "C0OPS"), base_url=slack.base_url, pace=100)
     first = await channel.send(_message(1))
     assert first.remote_id is not None
     await channel.send(_message(2, labels={THREAD_LABEL: first.remote_id}, acknowledgeable=False))
@@ -102,3 +113,44 @@ async def test_an_edit_keeps_the_pace_of_the_channel_it_edits(slack: SlackStandI
     assert receipt.remote_id is not None and not slept
     await channel.acknowledged(receipt.remote_id, _message(), ACK)
     assert slept == [pytest.approx(1.0)]
+
+
+async def test_an_edit_refused_for_a_rate_limit_is_tried_again_after_retry_after(slack: SlackStandIn) -> None:
+    """chat.update is Tier 3: a 429 waits its Retry-After (a 5xx a second) and tries again."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    # pace 100: the pacer's own waits stay under 10 ms
+    channel = SlackChannel(
+        "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
+    )
+    receipt = await channel.send(_message())
+    assert receipt.remote_id is not None
+    slack.fail_next(Reply(error="ratelimited", status=429, retry_after="3"), Reply(status=503, body="<html>"))
+    assert await channel.acknowledged(receipt.remote_id, _message(), ACK) == 1
+    assert [s for s in slept if s > 0.5] == [3.0, 1.0]
+    assert len(slack.updates) == 1
+
+
+async def test_an_edit_still_refused_after_its_tries_is_named(slack: SlackStandIn) -> None:
+    """Three refusals in a row give up on that message and name it; a refusal that cannot pass
+    (the message is gone) is not tried again."""
+
+    async def sleep(seconds: float) -> None:
+        pass
+
+    channel = SlackChannel(
+        "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
+    )
+    receipt = await channel.send(_message())
+    assert receipt.remote_id is not None
+    slack.fail_next(*[Reply(error="internal_error")] * 3)
+    with pytest.raises(ChannelError, match="internal_error"):
+        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+    assert slack.updates == []
+    slack.fail_next(Reply(error="cant_update_message"))  # tried again, the next would succeed
+    with pytest.raises(ChannelError, match="cant_update_message"):
+        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+    assert slack.updates == []

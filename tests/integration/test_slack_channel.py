@@ -162,8 +162,10 @@ async def test_retry_after_partial_failure_skips_delivered_target(slack: SlackSt
     channel = _channel(slack, "#ops", "#dev")
     error = await _send_error(channel, _message())
     assert not error.permanent
-    await channel.send(_message())
+    assert error.remote_id == f"C0OPS:{slack.posts[0].ts}"  # what it did post, kept for edits
+    receipt = await channel.send(_message())
     assert [post.channel for post in slack.posts] == ["C0OPS", "C0DEV"]
+    assert receipt.remote_id == ",".join(f"{p.channel}:{p.ts}" for p in slack.posts)
 
 
 async def test_permanent_failure_of_one_target_still_delivers(slack: SlackStandIn) -> None:

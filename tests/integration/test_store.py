@@ -99,6 +99,29 @@ async def test_retry_waits_until_due(store: Store) -> None:
     assert again.delivery.attempts == 2
 
 
+async def test_what_a_failed_attempt_did_post_is_kept_for_threads_and_edits(store: Store) -> None:
+    """A send that reached some targets before it failed keeps their ids: follow-ups thread into
+    them and an acknowledgement edits them, whether it is retried or failed for good."""
+    await store.accept([note(1), note(2)], T0)
+    lease, later = T0 + timedelta(minutes=5), T0 + timedelta(seconds=30)
+    first, second = await store.claim("email", 2, T0, lease)
+    assert await store.thread_of("key-1", "email") is None
+    partly = "C0OPS:1.000001"
+    await store.record(
+        [
+            Outcome(first.delivery.id, "retry", T0, T0, "C0DEV: 429", retry_at=later, remote_id=partly),
+            Outcome(second.delivery.id, "failed", T0, T0, "C0DEV: gone", remote_id="C0OPS:1.000002"),
+        ],
+        T0,
+    )
+    assert await store.thread_of("key-1", "email") == partly
+    assert await store.thread_of("key-2", "email") == "C0OPS:1.000002"
+    (again,) = await store.claim("email", 1, later, later + timedelta(minutes=5))
+    whole = f"{partly},C0DEV:1.000003"
+    await store.record([Outcome(again.delivery.id, "delivered", later, later, "ok", remote_id=whole)], later)
+    assert await store.thread_of("key-1", "email") == whole
+
+
 async def test_permanent_failure_moves_to_next_step(store: Store) -> None:
     """A failed step hands over to the plan's next channel; the last one failing fails the notification."""
     await store.accept([note(1)], T0)

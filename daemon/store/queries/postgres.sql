@@ -68,6 +68,10 @@ UPDATE deliveries SET state = 'delivered', claimed_until = NULL, claimed_by = NU
 UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL, next_attempt_at = %s,
     last_error = %s, updated_at = %s WHERE id = %s;
 
+-- name: keep_remote_id
+-- what a retried or failed attempt did post before it failed (a message to some of its targets)
+UPDATE deliveries SET remote_id = %s WHERE id = %s;
+
 -- name: mark_failed
 UPDATE deliveries SET state = 'failed', claimed_until = NULL, claimed_by = NULL, last_error = %s,
     updated_at = %s WHERE id = %s;
@@ -273,7 +277,7 @@ UPDATE notifications SET status = 'cancelled', updated_at = %s WHERE id = %s;
 
 -- name: thread_of
 SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-WHERE n.idempotency_key = %s AND d.channel = %s AND d.state = 'delivered' AND d.remote_id IS NOT NULL
+WHERE n.idempotency_key = %s AND d.channel = %s AND d.remote_id IS NOT NULL
 ORDER BY d.id DESC LIMIT 1;
 
 -- name: hurry_step

@@ -53,6 +53,10 @@ UPDATE deliveries SET state = 'delivered', claimed_until = NULL, remote_id = ?, 
 UPDATE deliveries SET state = 'pending', claimed_until = NULL, next_attempt_at = ?, last_error = ?,
     updated_at = ? WHERE id = ?;
 
+-- name: keep_remote_id
+-- what a retried or failed attempt did post before it failed (a message to some of its targets)
+UPDATE deliveries SET remote_id = ? WHERE id = ?;
+
 -- name: mark_failed
 UPDATE deliveries SET state = 'failed', claimed_until = NULL, last_error = ?, updated_at = ? WHERE id = ?;
 
@@ -213,7 +217,7 @@ UPDATE notifications SET status = 'cancelled', updated_at = ? WHERE id = ?;
 
 -- name: thread_of
 SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-WHERE n.idempotency_key = ? AND d.channel = ? AND d.state = 'delivered' AND d.remote_id IS NOT NULL
+WHERE n.idempotency_key = ? AND d.channel = ? AND d.remote_id IS NOT NULL
 ORDER BY d.id DESC LIMIT 1;
 
 -- name: hurry_step
