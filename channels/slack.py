@@ -16,7 +16,8 @@ lists every message a send posted, ``"C1:ts1,C2:ts2"``) posts into each of those
 :meth:`SlackChannel.acknowledged` rewrites the messages of a send once its escalation is
 acknowledged (``chat.update``): the Acknowledge button gives way to who acknowledged it.
 
-Errors are mapped once, in :func:`_api_error` and :func:`_webhook_error`: see docs/channels-slack.md.
+Messages are rendered in :mod:`channels.slack_blocks`; errors are mapped once, in
+:mod:`channels.slack_errors` (docs/channels-slack.md has the table).
 """
 
 from __future__ import annotations
@@ -27,25 +28,20 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from slack_sdk.web import SlackResponse, WebClient
-from slack_sdk.webhook import WebhookClient, WebhookResponse
+from slack_sdk.web import WebClient
+from slack_sdk.webhook import WebhookClient
 
 from channels.base import Acknowledgement, ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.pacing import Pacer
-from channels.slack_interactions import ack_block
+from channels.slack_blocks import SECTION_MAX, TEXT_MAX, cut, escape, metadata, render
+from channels.slack_errors import api_error, webhook_error
 
 SLACK_API = "https://slack.com/api/"
-# Block Kit limits: https://api.slack.com/reference/block-kit/blocks (header 150, section text 3000).
-HEADER_MAX = 150
-SECTION_MAX = 3000
-# chat.postMessage truncates ``text`` past 40,000 characters and advises under 4,000.
-TEXT_MAX = 4000
-_SEVERITY_EMOJI = {"critical": ":rotating_light:", "high": ":red_circle:", "warning": ":warning:"}
 THREAD_LABEL = "slack_thread_ts"
 _REMEMBERED_SENDS = 4096
 #: an edit (chat.update) refused for a rate limit or a fault on Slack's side: tries in all, the
@@ -53,15 +49,6 @@ _REMEMBERED_SENDS = 4096
 EDIT_TRIES = 3
 EDIT_PAUSE_S = 1.0
 EDIT_WAIT_MAX_S = 30.0
-
-# https://api.slack.com/methods/chat.postMessage#errors and .../users.lookupByEmail#errors: these say
-# the request, the token or the destination is wrong; sending the same thing again cannot succeed.
-# Errors in neither set are treated as permanent too (Slack understood and refused the request).
-_TRANSIENT = frozenset(
-    {"ratelimited", "rate_limited", "message_limit_exceeded", "internal_error", "fatal_error",
-     "service_unavailable", "request_timeout", "team_added_to_org"}
-)  # fmt: skip
-_SERVICE_FAULTS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
 
 R = TypeVar("R")
 log = logging.getLogger(__name__)
@@ -129,10 +116,10 @@ class SlackChannel:
         if self._web is None:
             return 0
         text, blocks = render(replace(message, acknowledgeable=False))
-        note = f"Acknowledged by {_escape(ack.by)} ({ack.via}) at {ack.at:%Y-%m-%d %H:%M} UTC"
-        section = f":white_check_mark: *{_cut(note, SECTION_MAX - 30)}*"
+        note = f"Acknowledged by {escape(ack.by)} ({ack.via}) at {ack.at:%Y-%m-%d %H:%M} UTC"
+        section = f":white_check_mark: *{cut(note, SECTION_MAX - 30)}*"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": section}})
-        text = _cut(f"{note}\n{text}", TEXT_MAX)
+        text = cut(f"{note}\n{text}", TEXT_MAX)
         updated, errors = 0, []
         for channel, ts in posted(remote_id):
             try:
@@ -198,8 +185,8 @@ class SlackChannel:
     async def _post(self, channel: str, thread_ts: str | None, message: OutboundMessage) -> str:
         assert self._web is not None
         text, blocks = render(message)
-        metadata = {"event_type": "backchannel_notification", "event_payload": _metadata(message)}
-        arguments: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks, "metadata": metadata}
+        event = {"event_type": "backchannel_notification", "event_payload": metadata(message)}
+        arguments: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks, "metadata": event}
         if thread_ts:
             arguments["thread_ts"] = thread_ts
         # Serialised per destination so a paced burst also arrives in order.
@@ -225,7 +212,7 @@ class SlackChannel:
         try:
             return await asyncio.to_thread(method, **arguments)
         except SlackApiError as exc:
-            raise _api_error(self.name, exc.response) from exc
+            raise api_error(self.name, exc.response) from exc
         except SlackRequestError as exc:
             raise ChannelConfigError(_redact(f"{self.name}: {exc}", self._secrets)) from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -242,7 +229,7 @@ class SlackChannel:
             await self._pacer.acquire("webhook")
             response = await self._call(hook.send_dict, body=body)
         if response.status_code != 200:
-            raise _webhook_error(self.name, response)
+            raise webhook_error(self.name, response)
         return Receipt(channel=self.name, detail="posted via incoming webhook")
 
 
@@ -250,97 +237,6 @@ def posted(remote_id: str) -> list[tuple[str, str]]:
     """The (channel, ts) of each message in a receipt's ``remote_id``: ``"C1:ts1,C2:ts2"``."""
     found = (part.partition(":") for part in remote_id.split(","))
     return [(channel, ts) for channel, colon, ts in found if channel and colon and ts]
-
-
-def _api_error(name: str, response: SlackResponse) -> ChannelError:
-    """Map a failed Web API call (https://api.slack.com/methods/chat.postMessage#errors) to our error."""
-    status = response.status_code
-    code = str(response.get("error", "") or f"HTTP {status}")[:200]
-    if status == 429 or status >= 500:
-        return _http_error(f"{name}: Slack HTTP {status} ({code})", status, response.headers)
-    if status == 200 and code in _TRANSIENT:
-        return ChannelError(f"{name}: Slack error {code}", service_fault=code in _SERVICE_FAULTS)
-    return ChannelError(f"{name}: Slack error {code} (HTTP {status})", permanent=True)
-
-
-def _webhook_error(name: str, response: WebhookResponse) -> ChannelError:
-    """Incoming webhooks answer with an HTTP status and a plain-text code.
-
-    https://api.slack.com/messaging/webhooks#handling_errors: 400 invalid_payload, 403
-    action_prohibited, 404 channel_not_found / no_service, 410 channel_is_archived are permanent;
-    500 rollup_error and 429 (with Retry-After) are worth retrying.
-    """
-    status, code = response.status_code, str(response.body or "")[:200]
-    reason = f"{name}: Slack webhook HTTP {status} ({code})"
-    if status == 429 or status >= 500:
-        return _http_error(reason, status, response.headers)
-    return ChannelError(reason, permanent=True)
-
-
-def _http_error(reason: str, status: int, headers: Mapping[str, Any]) -> ChannelError:
-    """429 and 5xx: retry later, no sooner than Retry-After when Slack sends one."""
-    return ChannelError(reason, retry_after_s=_retry_after(headers), service_fault=status >= 500)
-
-
-def _retry_after(headers: Mapping[str, Any]) -> float | None:
-    """Slack sends Retry-After in whole seconds (https://api.slack.com/apis/rate-limits)."""
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def render(message: OutboundMessage) -> tuple[str, list[dict[str, Any]]]:
-    """The ``text`` fallback (notifications, screen readers) and the Block Kit blocks for ``message``."""
-    drill = "[DRILL] " if message.drill else ""
-    title = f"{drill}{message.severity.upper()}: {message.subject}"
-    emoji = _SEVERITY_EMOJI.get(message.severity, ":information_source:")
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": _cut(f"{emoji} {title}", HEADER_MAX), "emoji": True},
-        }
-    ]
-    if message.body.strip():
-        excerpt = _cut(_escape(message.body), SECTION_MAX)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": excerpt}})
-    context = (
-        f"source *{_escape(message.source)}* | id `{message.notification_id}`"
-        f" | attempt {message.attempt} | primary email {message.provider_state}"
-    )
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _cut(context, SECTION_MAX)}]})
-    if message.acknowledgeable:
-        blocks.append(ack_block(message.notification_id))
-    text = _cut(f"{title}\n{message.body}".strip(), TEXT_MAX)
-    return text, blocks
-
-
-def _escape(text: str) -> str:
-    """Slack mrkdwn control characters: https://api.slack.com/reference/surfaces/formatting#escaping."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _cut(text: str, limit: int) -> str:
-    """At most ``limit`` characters, ending in an ellipsis when shortened and never inside an entity."""
-    if len(text) <= limit:
-        return text
-    kept = text[: limit - 1]
-    amp = kept.rfind("&")
-    if amp > kept.rfind(";"):
-        kept = kept[:amp]
-    return kept + "\u2026"
-
-
-def _metadata(message: OutboundMessage) -> dict[str, Any]:
-    return {
-        "notification_id": message.notification_id,
-        "idempotency_key": message.idempotency_key,
-        "severity": message.severity,
-        "attempt": message.attempt,
-    }
 
 
 def _check_config(
