@@ -6,7 +6,8 @@ aiosmtpd's ``Controller``, which runs a loop in a thread), so sessions await the
 the client gets ``250`` only after the store has committed it, ``451`` with nothing kept when it
 cannot. Never an open relay: a client authenticates (AUTH PLAIN/LOGIN, over STARTTLS unless
 plaintext is allowed on loopback) or connects from an allowed network; the submission listener
-(RFC 6409) always wants AUTH. Hooks: https://aiosmtpd.aio-libs.org/en/latest/handlers.html
+(RFC 6409) always wants AUTH. This module holds the listeners and the sessions; who may send what,
+and what a message becomes, is :mod:`daemon.intake.smtp_policy` (aiosmtpd's handler).
 
 Replies: 530 (authenticate first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient
 outside the allowed domains), 552 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
@@ -16,21 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from daemon.intake import mailtext
-from daemon.intake.accept import Acceptor, Submission
-from daemon.intake.smtp_auth import AuthenticationFailed, Credentials, Networks, RecipientDomains, is_loopback
-from daemon.intake.smtp_config import Classifier, MessageFacts, SmtpIntakeConfig, SmtpTls
-from daemon.store.base import StoreUnavailable
+from daemon.intake.accept import Acceptor
+from daemon.intake.smtp_auth import AuthenticationFailed, is_loopback
+from daemon.intake.smtp_config import SmtpIntakeConfig, SmtpTls
+from daemon.intake.smtp_policy import SmtpPolicy, peer_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,7 @@ class SmtpIntake:
 
     def __init__(self, config: SmtpIntakeConfig, acceptor: Acceptor) -> None:
         self.config = config
-        self.policy = _Policy(config, acceptor)
+        self.policy = SmtpPolicy(config, acceptor)
         self.draining = False
         self._hostname = config.hostname or socket.gethostname()
         self._tls: ssl.SSLContext | None = None
@@ -177,7 +175,7 @@ class _Session(SMTP):
     # refused them would break senders that work today.
     line_length_limit = 64 * 1024
 
-    def __init__(self, intake: SmtpIntake, listener: _Listener, policy: _Policy, **kwargs: Any) -> None:
+    def __init__(self, intake: SmtpIntake, listener: _Listener, policy: SmtpPolicy, **kwargs: Any) -> None:
         super().__init__(policy, **kwargs)
         self.intake = intake
         self.listener = listener
@@ -238,138 +236,7 @@ class _Session(SMTP):
         try:
             name = await self.intake.policy.credentials.authenticate(login.login, login.password)
         except AuthenticationFailed:
-            log.warning("SMTP AUTH failed", extra={"event": "smtp.auth_failed", "peer": _peer(self.session)})
+            failed = {"event": "smtp.auth_failed", "peer": peer_of(self.session)}
+            log.warning("SMTP AUTH failed", extra=failed)
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=name)
-
-
-def _peer(session: Session | None) -> str:
-    peer = None if session is None else session.peer
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-
-class _Policy:
-    """aiosmtpd's handler: who may send, to whom, and what a message becomes."""
-
-    def __init__(self, config: SmtpIntakeConfig, acceptor: Acceptor) -> None:
-        self._config = config
-        self._acceptor = acceptor
-        self.credentials = Credentials(config.user_hashes())
-        self._networks = Networks(config.allowed_networks)
-        self._domains = RecipientDomains(config.recipient_domains)
-        self._classifier = Classifier(config.rules, config.default_severity)
-
-    async def handle_EHLO(
-        self, server: _Session, session: Session, envelope: Envelope, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname  # the hook takes over this bit of aiosmtpd's own EHLO
-        if not self.credentials:
-            return [r for r in responses if not r[4:].startswith("AUTH")]
-        return responses
-
-    async def handle_MAIL(
-        self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        trusted = not server.listener.auth_required and _peer(session) in self._networks
-        if not (session.authenticated or trusted):
-            return "530 5.7.0 Authentication required"
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 2.1.0 OK"
-
-    async def handle_RCPT(
-        self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
-        if not self._domains.allows(address):
-            return "550 5.7.1 Relaying denied"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(options)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
-        server.committing = True
-        try:
-            return await self._commit(server, session, envelope)
-        finally:
-            server.committing = False
-
-    async def _commit(self, server: _Session, session: Session, envelope: Envelope) -> str:
-        started = time.monotonic()
-        login = session.auth_data if isinstance(session.auth_data, str) else None
-        # parsing and rendering a large MIME message is CPU work: keep it off the loop
-        submission = await asyncio.to_thread(self.submission, envelope, login, server.listener.name)
-        try:
-            (accepted,) = await self._acceptor.accept([submission])
-        except StoreUnavailable as exc:
-            log.error("SMTP message refused: %s", exc, extra={"event": "smtp.store_unavailable"})
-            return "451 4.3.0 Cannot queue the message now, try again later"
-        log.info(
-            "SMTP message accepted as %s",
-            accepted.id,
-            extra={
-                "event": "smtp.accepted",
-                "notification_id": accepted.id,
-                "duplicate": accepted.duplicate,
-                "severity": submission.severity.value,
-                "peer": _peer(session),
-                "latency_s": round(time.monotonic() - started, 4),
-            },
-        )
-        return f"250 2.0.0 OK: queued as {accepted.id}"
-
-    async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session error: %r", error, exc_info=error, extra={"event": "smtp.error"})
-        return "451 4.3.0 Local error, try again later"
-
-    def submission(self, envelope: Envelope, login: str | None, listener: str) -> Submission:
-        """What the message becomes (blocking: parses the MIME structure)."""
-        raw: bytes = envelope.original_content or b""
-        message = mailtext.parse(raw)
-        values = mailtext.headers(message)
-        sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
-        recipients = tuple(str(a) for a in envelope.rcpt_tos)
-        subject = mailtext.subject(message)
-        facts = MessageFacts(sender, recipients, subject, mailtext.importance(values), values)
-        severity, rule = self._classifier.classify(facts)
-        labels = {
-            "smtp_from": sender.lower(),
-            "smtp_to": ",".join(a.lower() for a in recipients),
-            "importance": facts.importance,
-            "smtp_listener": listener,
-        }
-        extra = {"smtp_user": login, "smtp_rule": rule, "message_id": values.get("message-id")}
-        labels.update({k: v for k, v in extra.items() if v})
-        labels.update(header_labels(values, self._config.label_headers))
-        return Submission(
-            severity=severity,
-            subject=subject,
-            body=mailtext.render(message, max_chars=self._config.body_max_chars),
-            source=self._config.source,
-            recipients=recipients,
-            labels=labels,
-            idempotency_key=idempotency_key(values.get("message-id"), sender, recipients),
-            mail_from=sender or None,
-            raw=raw,
-        )
-
-
-#: a label carries at most this much of a header's value
-HEADER_LABEL_MAX_CHARS = 256
-
-
-def header_labels(values: dict[str, str], names: list[str]) -> dict[str, str]:
-    """``header:<name>`` labels for the configured headers the message has (names lower-cased)."""
-    wanted = (name.lower() for name in names)
-    return {f"header:{name}": values[name][:HEADER_LABEL_MAX_CHARS] for name in wanted if name in values}
-
-
-def idempotency_key(message_id: str | None, sender: str, recipients: tuple[str, ...]) -> str | None:
-    """The same message retried after a lost 250 maps to the same key; None without a Message-ID.
-
-    The envelope is part of the key: a client that sends one message (one Message-ID) to its
-    recipients in several transactions must not have all but the first dropped as repeats.
-    """
-    if not message_id:
-        return None
-    envelope = "\0".join([message_id, sender.lower(), *sorted(a.lower() for a in recipients)])
-    return "smtp:" + hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape")).hexdigest()
