@@ -1,0 +1,193 @@
+"""One send and what came of it: a claimed delivery (or a digest of many) sent, its outcome recorded.
+
+The dispatcher decides when to send and within which slot; a :class:`Deliverer` renders the
+message (threaded under the notification it follows, if any), sends it, turns the receipt or the
+channel's error into outcomes (:mod:`daemon.outcomes`) and records them before anything else
+happens to those deliveries, retrying while the store is unavailable. Each delivery a digest
+carried keeps its own outcome; a failed send gives them one shared retry time, so they come back
+together as the same digest.
+
+A bug before the send (a renderer or a digest that raises) is recorded for the delivery it hit,
+as a retry and in the end a failure (``delivery.bug``), and an adapter that raises something other
+than its channel error counts as a failed send: no claim is left in flight and the other channels
+carry on. A failure of a primary channel that implicates the provider feeds health tracking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from channels.base import Channel, ChannelError, OutboundMessage, Receipt
+from daemon.clock import Clock
+from daemon.core.model import Mode
+from daemon.digesting import Broken, DigestSend
+from daemon.dispatch_policy import ChannelPolicy
+from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared
+from daemon.rendering import Renderer
+from daemon.send_slots import SendSlots
+from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
+
+log = logging.getLogger("daemon.dispatcher")
+
+#: a notification that follows up another (a resolved alert) names the other's idempotency key here
+FOLLOWS_LABEL = "follows"
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        policies: Mapping[str, ChannelPolicy],
+        *,
+        clock: Clock,
+        mode: Callable[[], Mode],
+        slots: SendSlots,
+        renderer: Renderer,
+        on_primary_failure: Callable[[str], Awaitable[None]],
+        on_stale_mode: Callable[[], None],
+        poll_s: float,
+        rand: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._channels = channels
+        self._policies = policies
+        self._clock = clock
+        self._mode = mode
+        self._slots = slots
+        self._renderer = renderer
+        self._on_primary_failure = on_primary_failure
+        self._on_stale_mode = on_stale_mode
+        self._poll_s = poll_s
+        self._rand = rand
+        self._outcome_listeners: list[Callable[[str, Claimed, Outcome, ChannelError | None], None]] = []
+
+    def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
+        """Called after each send's outcome is recorded (channel, delivery, outcome, the error if any)."""
+        self._outcome_listeners.append(listener)
+
+    async def deliver(self, name: str, claimed: Claimed) -> None:
+        started_at = self._clock.now()
+        try:
+            message = await self._prepare(name, claimed)
+        except Exception as exc:  # a bug must not leave the claim in flight: recorded for this delivery
+            await self.record_broken(name, [Broken((claimed,), exc)], started_at)
+            return
+        receipt, error = await self._send(name, message)
+        if error is None:
+            outcomes = [self._success(name, claimed, receipt, started_at)]
+        else:
+            outcomes = await self._failures(name, [claimed], error, started_at)
+        with self._slots.recording(name):
+            await self.record(outcomes)
+        self._recorded(name, [(claimed, outcomes[0])], error)
+
+    async def _prepare(self, name: str, claimed: Claimed) -> OutboundMessage:
+        message = self._renderer.render(name, claimed)
+        follows = claimed.notification.labels.get(FOLLOWS_LABEL)
+        if follows:
+            message = replace(message, thread=await self._store.thread_of(follows, name))
+        return message
+
+    async def record_broken(self, name: str, broken: Sequence[Broken], started_at: datetime) -> None:
+        retry, now = self._policies[name].retry, self._clock.now()
+        results = [
+            (c, not_prepared(name, c, b.error, started_at, now, retry=retry, rand=self._rand()))
+            for b in broken
+            for c in b.claimed
+        ]
+        await self.record([outcome for _, outcome in results])
+        self._recorded(name, results, ChannelError("internal error"))
+
+    async def deliver_digest(self, name: str, send: DigestSend) -> None:
+        """One message for many deliveries; each is recorded on its own, naming the digest."""
+        started_at = self._clock.now()
+        receipt, error = await self._send(name, send.message)
+        if receipt is not None:
+            now = self._clock.now()
+            outcomes = delivered_in_digest(name, send.digest.id, send.carried, receipt, started_at, now)
+        else:
+            assert error is not None
+            outcomes = await self._failures(name, send.carried, error, started_at)
+        await self.record(outcomes)
+        self._recorded(name, list(zip(send.carried, outcomes, strict=True)), error)
+
+    async def _send(
+        self, name: str, message: OutboundMessage
+    ) -> tuple[Receipt, None] | tuple[None, ChannelError]:
+        try:
+            return await self._channels[name].send(message), None
+        except ChannelError as exc:
+            return None, exc
+        except Exception as exc:
+            # An adapter bug must not lose the notification nor silence other channels.
+            log.exception(
+                "channel %s raised unexpectedly", name, extra={"event": "delivery.bug", "channel": name}
+            )
+            return None, ChannelError(f"internal error: {exc!r}")
+
+    def _recorded(
+        self, name: str, results: list[tuple[Claimed, Outcome]], error: ChannelError | None
+    ) -> None:
+        for claimed, outcome in results:
+            for listener in self._outcome_listeners:
+                listener(name, claimed, outcome, error)
+        if any(claimed.delivery.mode != self._mode() for claimed, _ in results):
+            self._on_stale_mode()
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes must be written before anything else happens to their deliveries: keep trying."""
+        delay = self._poll_s
+        while True:
+            try:
+                await self._store.record(outcomes, self._clock.now())
+                return
+            except StoreUnavailable as exc:
+                log.error(
+                    "cannot record a delivery outcome, retrying: %s", exc, extra={"event": "store.failed"}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _success(
+        self, name: str, claimed: Claimed, receipt: Receipt | None, started_at: datetime, *, via: str = ""
+    ) -> Outcome:
+        assert receipt is not None
+        return delivered(name, claimed, receipt, started_at, self._clock.now(), via=via)
+
+    async def _failures(
+        self, name: str, claimed: Sequence[Claimed], exc: ChannelError, started_at: datetime
+    ) -> list[Outcome]:
+        """One failed send; what it carried shares one retry time, so a digest comes back whole."""
+        policy = self._policies[name]
+        provider_fault = policy.primary and exc.service_fault
+        if provider_fault:
+            try:
+                await self._on_primary_failure(exc.reason)
+            except StoreError as store_exc:
+                # The health signal is lost, not the delivery: its outcome must still be recorded.
+                log.error(
+                    "could not feed a provider fault to health tracking: %s",
+                    store_exc,
+                    extra={"event": "store.failed"},
+                )
+        now, rand = self._clock.now(), self._rand()
+        backoff = max(c.delivery.attempts for c in claimed)
+        return [
+            not_delivered(
+                name,
+                c,
+                exc,
+                started_at,
+                now,
+                retry=policy.retry,
+                provider_fault=provider_fault,
+                rand=rand,
+                backoff_attempts=backoff,
+            )
+            for c in claimed
+        ]
