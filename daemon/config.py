@@ -17,15 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    Discriminator,
     Field,
     PrivateAttr,
-    SecretStr,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -33,146 +30,25 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import ErrorDetails
 
+from daemon.config_api import ApiConfig, require_unique
 from daemon.config_channels import ChannelConfig, ChannelName
-from daemon.config_checks import CheckConfig, DecidingConfig, SmtpCheckConfig, check_names, stale_after
+from daemon.config_provider import ProviderConfig
 from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, build_policy, route_templates
+from daemon.config_store import StoreConfig
 from daemon.configbase import (
     Duration,
-    EmailAddress,
     Model,
     PositiveInt,
     RetryConfig,
-    SmtpConfig,
     format_duration,
-    split_listen,
 )
-from daemon.core.assessment import Policy
 from daemon.core.routing import Route, walk
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
 from daemon.intake.workers_config import IntakeWorkersConfig
 from daemon.message_templates import MessageTemplate
 from daemon.secrets import SecretResolver
-from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError, format_path, load_yaml
-
-# --- store, API, provider ----------------------------------------------------------------------
-
-
-class SqliteStoreConfig(Model):
-    """The embedded store: one SQLite file (WAL, synced before every acknowledgement), one daemon."""
-
-    path: Path
-    busy_timeout: Duration = timedelta(seconds=5)
-
-
-def _store_kind(value: Any) -> str:
-    # One branch's errors, not both: a file with `url:` is a PostgreSQL store, anything else SQLite.
-    if isinstance(value, dict) and "url" in value:
-        return "postgres"
-    return "postgres" if isinstance(value, PostgresStoreConfig) else "sqlite"
-
-
-StoreConfig = Annotated[
-    Annotated[SqliteStoreConfig, Tag("sqlite")] | Annotated[PostgresStoreConfig, Tag("postgres")],
-    Discriminator(_store_kind),
-]
-
-
-Scope = Literal["send", "read", "admin"]
-ALL_SCOPES: tuple[Scope, ...] = ("send", "read", "admin")
-
-
-class RateLimit(Model):
-    """A token bucket: ``per_second`` on average, bursts of up to ``burst`` requests."""
-
-    per_second: float = Field(gt=0)
-    burst: PositiveInt = 1
-
-
-class ApiToken(Model):
-    name: str = Field(min_length=1)
-    token: SecretStr
-    #: send: submit notifications; read: status, trails, metrics, the status page; admin: override,
-    #: drills, cancel. Give each system only what it needs.
-    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
-    rate_limit: RateLimit | None = None
-
-    @field_validator("token")
-    @classmethod
-    def _not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("the token is empty")
-        return value
-
-
-class ApiConfig(Model):
-    listen: str = "127.0.0.1:8025"
-    tokens: list[ApiToken] = Field(min_length=1)
-    max_body_bytes: PositiveInt = 1024 * 1024
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        split_listen(value)
-        return value
-
-    @field_validator("tokens")
-    @classmethod
-    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
-        _require_unique([t.name for t in value], "token name")
-        return value
-
-    @property
-    def host(self) -> str:
-        return split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return split_listen(self.listen)[1]
-
-
-def _default_check() -> CheckConfig:
-    return SmtpCheckConfig(type="smtp")
-
-
-class ProviderConfig(DecidingConfig):
-    """The watched provider; ``quorum``, ``controls``, ``flap`` come from DecidingConfig."""
-
-    name: str = Field(min_length=1)
-    smtp: SmtpConfig
-    checks: list[CheckConfig] = Field(default_factory=lambda: [_default_check()], min_length=1)
-    failure_threshold: PositiveInt = 3
-    success_threshold: PositiveInt = 3
-    mail_from: EmailAddress | None = None
-    #: tell people about outages, recoveries, credentials and local-network trouble: each becomes a
-    #: notification (source "backchannel") routed by the policy like any other
-    announce: bool = False
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mail_from_username(cls, data: Any) -> Any:
-        smtp = data.get("smtp") if isinstance(data, dict) else None
-        username = smtp.get("username") if isinstance(smtp, dict) else None
-        # many providers' usernames are not addresses (SendGrid's is "apikey"): only borrow one that is
-        if "mail_from" not in data and isinstance(username, str) and "@" in username:
-            return {**data, "mail_from": username}
-        return data
-
-    @model_validator(mode="after")
-    def _decidable(self) -> ProviderConfig:
-        self.check_policy()  # its ValueError says what cannot work (no trigger, quorum too high)
-        names = check_names(self.checks)
-        if len(set(names)) != len(names):
-            raise ValueError(f"check names must be unique: {', '.join(names)}")
-        return self
-
-    def check_policy(self) -> Policy:
-        """The pure core's view of the checks: roles, weights, how long a result counts."""
-        return self.policy(
-            {n: (c, stale_after(c)) for n, c in zip(check_names(self.checks), self.checks, strict=True)}
-        )
-
 
 # --- routes, dispatch, the whole -------------------------------------------------------------
 
@@ -257,7 +133,7 @@ class Config(Model):
         for index, route in enumerate(firsts):
             if route.match.matcher().is_catch_all:
                 raise ValueError(f"routes[{index}] matches everything, so the routes after it never apply")
-        _require_unique([r.name for r in routes if r.name], "route name")
+        require_unique([r.name for r in routes if r.name], "route name")
         return routes
 
     @model_validator(mode="after")
@@ -301,12 +177,6 @@ class Config(Model):
     def api_tokens(self) -> dict[str, str]:
         """API token name to its secret value."""
         return {t.name: t.token.get_secret_value() for t in self.api.tokens}
-
-
-def _require_unique(names: Sequence[str], what: str) -> None:
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"duplicate {what}: {', '.join(repeated)}")
 
 
 # --- loading and errors -------------------------------------------------------------------------

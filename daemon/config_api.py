@@ -1,0 +1,73 @@
+"""Configuration of the HTTP API: its listener and the bearer tokens it accepts, with their scopes
+and rate limits.
+
+Field reference: ``docs/configuration.md`` (``api``). :func:`require_unique` (names given twice) is
+shared with the routes' names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from daemon.configbase import Model, PositiveInt, split_listen
+
+Scope = Literal["send", "read", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("send", "read", "admin")
+
+
+class RateLimit(Model):
+    """A token bucket: ``per_second`` on average, bursts of up to ``burst`` requests."""
+
+    per_second: float = Field(gt=0)
+    burst: PositiveInt = 1
+
+
+class ApiToken(Model):
+    name: str = Field(min_length=1)
+    token: SecretStr
+    #: send: submit notifications; read: status, trails, metrics, the status page; admin: override,
+    #: drills, cancel. Give each system only what it needs.
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES), min_length=1)
+    rate_limit: RateLimit | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("the token is empty")
+        return value
+
+
+class ApiConfig(Model):
+    listen: str = "127.0.0.1:8025"
+    tokens: list[ApiToken] = Field(min_length=1)
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
+        require_unique([t.name for t in value], "token name")
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def require_unique(names: Sequence[str], what: str) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"duplicate {what}: {', '.join(repeated)}")
