@@ -24,21 +24,17 @@ the OAuth2 token endpoint refuses the client             CREDENTIALS
 the OAuth2 token endpoint cannot be asked                UNKNOWN
 =======================================================  ===========
 
-:class:`ImapSession` is shared with the round-trip check, which searches and deletes its canaries
-in the same kind of session.
+The session itself is :mod:`daemon.checks._imap_session` and how its failures read is
+:mod:`daemon.checks._imap_verdicts`. :class:`ImapSession` is shared with the round-trip check,
+which searches and deletes its canaries in the same kind of session; it, :class:`MailboxError`,
+:class:`ImapProbeSettings` and ``Security`` are imported back here for the check's users.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import imaplib
-import re
-import socket
-import ssl
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
@@ -46,46 +42,29 @@ from pydantic import Field, SecretStr, model_validator
 
 from channels.base import ChannelConfigError
 from channels.email import SmtpSettings, tls_context
-from daemon.checks.oauth import OAuthError, TokenSource, xoauth2
-from daemon.checks.smtp import certificate_verdict
+from daemon.checks._imap_session import ImapProbeSettings, ImapSession, MailboxError, Security
+from daemon.checks._mail import Verdict
+from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.configbase import Duration, Model, OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
 
 T = TypeVar("T")
-Verdict = tuple[CheckStatus, str]
-Security = Literal["tls", "starttls", "none"]
 
-#: response codes to LOGIN/AUTHENTICATE that say the server, not our credentials, is the trouble
-_SERVER_CODES = frozenset({"UNAVAILABLE", "PRIVACYREQUIRED", "SERVERBUG"})
-_CODE = re.compile(r"\[([A-Z-]+)")
-_REPLY_MAX = 200
+__all__ = [
+    "ImapCheck",
+    "ImapCheckConfig",
+    "ImapCheckConfigError",
+    "ImapConfig",
+    "ImapProbeSettings",
+    "ImapSession",
+    "Mailbox",
+    "MailboxError",
+    "Security",
+]
 
 
 class ImapCheckConfigError(ValueError):
     """The IMAP settings are unusable."""
-
-
-class MailboxError(Exception):
-    """The IMAP session failed; ``status`` and ``reason`` are the run's verdict."""
-
-    def __init__(self, status: CheckStatus, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class ImapProbeSettings:
-    host: str
-    username: str
-    port: int = 993
-    #: ``tls`` is implicit TLS (993, RFC 8314); ``starttls`` upgrades on 143; ``none`` is tests only
-    security: Security = "tls"
-    password: str | None = None
-    verify_tls: bool = True
-    ca_file: str | None = None
-    mailbox: str = "INBOX"
-    cert_warn_days: int = 14
 
 
 class ImapConfig(Model):
@@ -129,113 +108,6 @@ class ImapCheckConfig(Model):
         if self.timeout >= self.every:
             raise ValueError("timeout must be shorter than every")
         return self
-
-
-class ImapSession:
-    """One blocking IMAP conversation, run in a worker thread; ``stage`` names the step in progress."""
-
-    def __init__(self, settings: ImapProbeSettings, context: ssl.SSLContext, timeout_s: float) -> None:
-        self.stage = "start"
-        self.settings = settings
-        self.certificate: Verdict | None = None
-        self._context = context
-        self._timeout_s = timeout_s
-        self._imap: imaplib.IMAP4 | None = None
-        #: known as soon as it is connected, before the greeting, so :meth:`wake` can always reach it
-        self.sock: socket.socket | None = None
-
-    @property
-    def imap(self) -> imaplib.IMAP4:
-        assert self._imap is not None, "open() first"
-        return self._imap
-
-    def run(self, token: str | None, work: Callable[[ImapSession], T]) -> T:
-        """Open, SELECT, ``work``, LOGOUT; any failure as :class:`MailboxError`."""
-        try:
-            self._open(token)
-            result = work(self)
-            self.stage = "logout"
-            self.imap.logout()
-            return result
-        except (imaplib.IMAP4.error, OSError) as exc:
-            raise MailboxError(*failure_verdict(self.stage, exc, self.settings)) from exc
-        finally:
-            self._close()
-
-    def command(self, stage: str, typ: str, data: Sequence[object]) -> Sequence[object]:
-        """The data of an OK reply; a NO as :class:`MailboxError` naming ``stage``."""
-        if typ != "OK":
-            raise MailboxError(CheckStatus.DOWN, f"{stage}: {typ} {_text(data)}")
-        return data
-
-    def wake(self) -> None:
-        """Shut the socket down, from the loop's thread: a read blocked in the worker ends at once."""
-        sock = self._imap.sock if self._imap is not None else self.sock
-        if sock is not None:
-            # already closed by LOGOUT or by the server: then there is nothing left to wake
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def _close(self) -> None:
-        """In the worker: close imaplib's reader too, or the socket outlives its close()."""
-        if self._imap is not None:
-            with contextlib.suppress(OSError):
-                self._imap.file.close()
-            self._imap.sock.close()
-        if self.sock is not None:
-            self.sock.close()
-
-    def _open(self, token: str | None) -> None:
-        settings = self.settings
-        self.stage = "connect"
-        if settings.security == "tls":
-            self._imap = _Imap4Tls(self, settings.host, settings.port, self._context, self._timeout_s)
-        else:
-            self._imap = _Imap4(self, settings.host, settings.port, timeout=self._timeout_s)
-        if settings.security == "starttls":
-            self.stage = "starttls"
-            self._imap.starttls(self._context)
-        if settings.security != "none":
-            peer_cert = self._imap.sock.getpeercert()  # type: ignore[attr-defined]
-            self.certificate = certificate_verdict(peer_cert, datetime.now(UTC), settings.cert_warn_days)
-        self.stage = "auth"
-        self._authenticate(self._imap, token)
-        self.stage = "select"
-        self.command("select", *self._imap.select(_quoted(settings.mailbox)))
-
-    def _authenticate(self, imap: imaplib.IMAP4, token: str | None) -> None:
-        if token is None:
-            imap.login(self.settings.username, self.settings.password or "")
-            return
-        initial = xoauth2(self.settings.username, token)
-        answers = iter([initial])
-        # a refused token gets a continuation carrying a JSON error; the empty answer to it makes
-        # the server send its tagged NO (https://developers.google.com/gmail/imap/xoauth2-protocol)
-        imap.authenticate("XOAUTH2", lambda _challenge: next(answers, b""))
-
-
-class _Imap4(imaplib.IMAP4):
-    """imaplib reads the greeting inside its constructor; this hands the socket over before that."""
-
-    def __init__(self, session: ImapSession, host: str, port: int, *, timeout: float) -> None:
-        self._session = session
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        self._session.sock = super()._create_socket(timeout)  # type: ignore[misc]
-        return self._session.sock
-
-
-class _Imap4Tls(imaplib.IMAP4_SSL):
-    def __init__(
-        self, session: ImapSession, host: str, port: int, context: ssl.SSLContext, timeout: float
-    ) -> None:
-        self._session = session
-        super().__init__(host, port, ssl_context=context, timeout=timeout)
-
-    def _create_socket(self, timeout: float | None) -> socket.socket:
-        self._session.sock = super()._create_socket(timeout)  # type: ignore[misc]
-        return self._session.sock
 
 
 class ImapCheck:
@@ -325,54 +197,3 @@ class Mailbox:
 
 def _logged_in(session: ImapSession) -> Verdict:
     return session.certificate or (CheckStatus.OK, f"ok: logged in, {session.settings.mailbox} selected")
-
-
-def failure_verdict(stage: str, exc: BaseException, settings: ImapProbeSettings) -> Verdict:
-    where = f"{settings.host}:{settings.port}"
-    if isinstance(exc, socket.gaierror):
-        return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {settings.host} ({exc.strerror})"
-    if isinstance(exc, ConnectionRefusedError):
-        return CheckStatus.DOWN, f"{stage}: connection refused by {where}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return CheckStatus.DOWN, f"{stage}: TLS certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return CheckStatus.DOWN, f"{stage}: TLS handshake failed: {exc.reason or exc}"
-    if isinstance(exc, TimeoutError):
-        return CheckStatus.DOWN, f"{stage}: no answer from {where} within the socket timeout"
-    if isinstance(exc, imaplib.IMAP4.abort):
-        return CheckStatus.DOWN, f"{stage}: {_one_line(str(exc))}"
-    if isinstance(exc, imaplib.IMAP4.error):
-        return reply_verdict(stage, _message(exc))
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return CheckStatus.DOWN, f"{stage}: {_one_line(detail or type(exc).__name__)}"
-
-
-def reply_verdict(stage: str, message: str) -> Verdict:
-    """imaplib raises NO and BAD replies as IMAP4.error; a BAD names itself as a command error."""
-    reply = f"{stage}: {_one_line(message)}"
-    code = _CODE.search(message)
-    bad = "command error: BAD" in message
-    if stage == "auth" and not bad and (code is None or code.group(1) not in _SERVER_CODES):
-        return CheckStatus.CREDENTIALS, f"{reply} (authentication failed: credentials need renewing)"
-    return CheckStatus.DOWN, reply
-
-
-def _message(exc: imaplib.IMAP4.error) -> str:
-    """imaplib raises a NO with the server's bytes as the argument, other errors with text."""
-    arg = exc.args[0] if exc.args else ""
-    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
-
-
-def _text(data: Sequence[object]) -> str:
-    parts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d) for d in data if d]
-    return _one_line(" ".join(parts))
-
-
-def _quoted(mailbox: str) -> str:
-    """imaplib sends arguments as they are; a mailbox name with a space must be a quoted string."""
-    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _REPLY_MAX else line[: _REPLY_MAX - 1] + "…"

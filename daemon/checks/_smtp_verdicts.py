@@ -1,0 +1,65 @@
+"""How an SMTP check's failure reads: a refusing reply, a timeout or a socket error as a verdict.
+
+The outcomes are tabled in :mod:`daemon.checks.smtp`; ``stage`` is the step the conversation had
+reached, and names the reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+
+import aiosmtplib
+
+from channels.email import SmtpSettings
+from daemon.checks._mail import Verdict, one_line
+from daemon.core.model import CheckStatus
+
+_AUTH_CODES = frozenset({530, 534, 535})
+#: these errnos mean no packet left this host, so they say nothing about the provider
+_LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
+
+
+def reply_verdict(stage: str, code: int, message: str) -> Verdict:
+    reply = f"{stage}: {code} {one_line(message)}"
+    if stage == "auth" and code in _AUTH_CODES:
+        return CheckStatus.CREDENTIALS, f"{reply} (authentication failed: credentials need renewing)"
+    if 400 <= code < 500:
+        return CheckStatus.DOWN, f"{reply} (temporary 4xx)"
+    if 500 <= code < 600:
+        return CheckStatus.DOWN, f"{reply} (permanent 5xx)"
+    return CheckStatus.DOWN, f"{reply} (unexpected reply)"
+
+
+def timeout_verdict(stage: str, timeout_s: float) -> Verdict:
+    reason = f"timed out after {timeout_s:g}s at stage {stage}"
+    if stage in ("local hostname", "resolve"):
+        return CheckStatus.UNKNOWN, f"{reason} (our resolver is not answering)"
+    return CheckStatus.DOWN, reason
+
+
+def failure_verdict(stage: str, exc: BaseException, settings: SmtpSettings) -> Verdict:
+    cause = _root_cause(exc)
+    where = f"{settings.host}:{settings.port}"
+    if isinstance(cause, socket.gaierror):
+        return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {settings.host} ({cause.strerror})"
+    if isinstance(cause, ConnectionRefusedError):
+        return CheckStatus.DOWN, f"{stage}: connection refused by {where}"
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return CheckStatus.DOWN, f"{stage}: TLS certificate rejected: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError):
+        return CheckStatus.DOWN, f"{stage}: TLS handshake failed: {cause.reason or cause}"
+    if isinstance(cause, OSError) and cause.errno in _LOCAL_ERRNOS:
+        return CheckStatus.UNKNOWN, f"{stage}: {cause.strerror} (no route from here to {where})"
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return CheckStatus.DOWN, f"{stage}: connection closed by the server"
+    detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    return CheckStatus.DOWN, f"{stage}: {one_line(detail or type(cause).__name__)}"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """aiosmtplib wraps socket errors (``raise SMTPConnectError(...) from exc``); the cause says more."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
