@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from daemon.api.auth import BearerAuth, Grant
-from daemon.api.lean_http import Handler, Reply
+from daemon.api.lean_connection import Handler, Reply
 from daemon.api.submit import PATH, RETRY_AFTER_S, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
 from daemon.intake.accept import Acceptor

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemon.api.lean_http import LeanServer, Reply
+from daemon.api.lean_connection import Reply
+from daemon.api.lean_http import LeanServer
 from tests.support import until
 
 LIMIT = 1000
