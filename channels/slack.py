@@ -45,7 +45,7 @@ SLACK_API = "https://slack.com/api/"
 THREAD_LABEL = "slack_thread_ts"
 _REMEMBERED_SENDS = 4096
 #: an edit (chat.update) refused for a rate limit or a fault on Slack's side: tries in all, the
-#: pause between them when Slack names none, the longest Retry-After waited for
+#: pause between them when Slack names none, the longest Retry-After waited for (a longer one: given up)
 EDIT_TRIES = 3
 EDIT_PAUSE_S = 1.0
 EDIT_WAIT_MAX_S = 30.0
@@ -143,9 +143,10 @@ class SlackChannel:
                     await self._call(self._web.chat_update, channel=channel, ts=ts, text=text, blocks=blocks)
                 return
             except ChannelError as exc:
-                if exc.permanent or not tries_left:
+                wait = exc.retry_after_s or EDIT_PAUSE_S
+                if exc.permanent or not tries_left or wait > EDIT_WAIT_MAX_S:
                     raise
-                await self._sleep(min(exc.retry_after_s or EDIT_PAUSE_S, EDIT_WAIT_MAX_S))
+                await self._sleep(wait)
 
     async def aclose(self) -> None:
         """Nothing to release: the sync SDK clients open one connection per request."""

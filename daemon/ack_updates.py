@@ -108,7 +108,7 @@ class AckUpdates:
             return
         fields = {"event": "ack.updated", "channel": name, "notification_id": view.notification.id}
         try:
-            remote_id = await self._store.thread_of(view.notification.idempotency_key, name)
+            remote_id = await self._store.thread_of(view.notification.idempotency_key, name, any_state=True)
             if remote_id is None:
                 return
             message = self._renderer.render(name, Claimed(sent[-1], view.notification, ack_code=None))

@@ -88,6 +88,17 @@ def delivery(row: sqlite3.Row | Mapping[str, Any]) -> Delivery:
     )
 
 
+def remote_ids(kept: str | None, new: str | None) -> str | None:
+    """A delivery's remote ids after another attempt: those it kept, then the new ones, once each.
+
+    A send that reached some targets and was retried may post to them again after a restart (its
+    channel's memory of what it posted is gone): both messages stay listed, so both are edited.
+    """
+    if not kept or not new:
+        return new or kept
+    return ",".join(dict.fromkeys(part for part in f"{kept},{new}".split(",") if part))
+
+
 def snapshot_json(snapshot: HealthSnapshot) -> str:
     data = asdict(snapshot)
     for key in ("since", "last_passive_at"):

@@ -62,11 +62,13 @@ class PostgresReads:
     async def queue(self) -> QueueView:
         return await self._read(views.queue)
 
-    async def thread_of(self, idempotency_key: str, channel: str) -> str | None:
-        """The channel's id for the delivered message of the notification with that key (threads)."""
+    async def thread_of(self, idempotency_key: str, channel: str, *, any_state: bool = False) -> str | None:
+        """What the channel delivered for the notification with that key (its follow-ups thread
+        there); ``any_state``: also what a send not delivered (yet) did post (acknowledgements edit it)."""
 
         async def read(conn: Conn) -> str | None:
-            row = await (await conn.execute(Q["thread_of"], (idempotency_key, channel))).fetchone()
+            params = (idempotency_key, channel, any_state)
+            row = await (await conn.execute(Q["thread_of"], params)).fetchone()
             return None if row is None else str(row["remote_id"])
 
         return await self._read(read)

@@ -166,7 +166,8 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
     if d["state"] != "in_flight" or d["claimed_by"] != node:
         return
     if outcome.kind == "delivered":
-        await conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
+        remote_id = codec.remote_ids(d["remote_id"], outcome.remote_id)
+        await conn.execute(Q["mark_delivered"], (remote_id, now, d["id"]))
         await conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
         if mode != d["mode"]:
             # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
@@ -174,7 +175,8 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
             await conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
         return
     if outcome.remote_id is not None:  # reached some of its targets before it failed
-        await conn.execute(Q["keep_remote_id"], (outcome.remote_id, d["id"]))
+        kept = codec.remote_ids(d["remote_id"], outcome.remote_id)
+        await conn.execute(Q["keep_remote_id"], (kept, d["id"]))
     if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
         if n["acknowledged_at"] is not None:  # taken on while this send was in flight

@@ -319,11 +319,11 @@ class SqliteStore:
         row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
         return None if row is None else str(row[0])
 
-    async def thread_of(self, idempotency_key: str, channel: str) -> str | None:
-        """The channel's id for the delivered message of the notification with that key (threads)."""
-        row = await self._read(
-            lambda conn: conn.execute(Q["thread_of"], (idempotency_key, channel)).fetchone()
-        )
+    async def thread_of(self, idempotency_key: str, channel: str, *, any_state: bool = False) -> str | None:
+        """What the channel delivered for the notification with that key (its follow-ups thread
+        there); ``any_state``: also what a send not delivered (yet) did post (acknowledgements edit it)."""
+        params = (idempotency_key, channel, any_state)
+        row = await self._read(lambda conn: conn.execute(Q["thread_of"], params).fetchone())
         return None if row is None else str(row[0])
 
     async def channel_health(self) -> list[ChannelHealth]:

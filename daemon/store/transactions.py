@@ -120,7 +120,7 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
     if d["state"] in SETTLED:
         return
     if outcome.kind == "delivered":
-        conn.execute(Q["mark_delivered"], (outcome.remote_id, now, d["id"]))
+        conn.execute(Q["mark_delivered"], (codec.remote_ids(d["remote_id"], outcome.remote_id), now, d["id"]))
         conn.execute(Q["set_notification_status"], ("delivered", now, d["notification_id"]))
         if mode != d["mode"]:
             # Sent across a mode change (in flight, so the rerouter left it): it reached someone,
@@ -128,7 +128,7 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
             conn.execute(Q["supersede_mode_of"], (now, d["notification_id"], d["mode"]))
         return
     if outcome.remote_id is not None:  # reached some of its targets before it failed
-        conn.execute(Q["keep_remote_id"], (outcome.remote_id, d["id"]))
+        conn.execute(Q["keep_remote_id"], (codec.remote_ids(d["remote_id"], outcome.remote_id), d["id"]))
     if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
         n = conn.execute(Q["notification_by_id"], (d["notification_id"],)).fetchone()

@@ -136,7 +136,7 @@ async def test_an_edit_refused_for_a_rate_limit_is_tried_again_after_retry_after
 
 async def test_an_edit_still_refused_after_its_tries_is_named(slack: SlackStandIn) -> None:
     """Three refusals in a row give up on that message and name it; a refusal that cannot pass
-    (the message is gone) is not tried again."""
+    (the message cannot be edited) is not tried again."""
 
     async def sleep(seconds: float) -> None:
         pass
@@ -146,11 +146,29 @@ async def test_an_edit_still_refused_after_its_tries_is_named(slack: SlackStandI
     )
     receipt = await channel.send(_message())
     assert receipt.remote_id is not None
-    slack.fail_next(*[Reply(error="internal_error")] * 3)
+    slack.fail_next(*[Reply(error="internal_error")] * 3)  # a fourth try would succeed
     with pytest.raises(ChannelError, match="internal_error"):
         await channel.acknowledged(receipt.remote_id, _message(), ACK)
-    assert slack.updates == []
-    slack.fail_next(Reply(error="cant_update_message"))  # tried again, the next would succeed
+    assert (slack.update_requests, slack.updates) == (3, [])
+    slack.fail_next(Reply(error="cant_update_message"))  # a second try would succeed
     with pytest.raises(ChannelError, match="cant_update_message"):
         await channel.acknowledged(receipt.remote_id, _message(), ACK)
-    assert slack.updates == []
+    assert slack.update_requests == 4
+
+
+async def test_an_edit_told_to_wait_longer_than_it_would_is_given_up(slack: SlackStandIn) -> None:
+    """A Retry-After past EDIT_WAIT_MAX_S (30 s) is not waited out: trying sooner draws another 429."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    channel = SlackChannel(
+        "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
+    )
+    receipt = await channel.send(_message())
+    assert receipt.remote_id is not None
+    slack.fail_next(Reply(error="ratelimited", status=429, retry_after="120"))
+    with pytest.raises(ChannelError, match="429"):
+        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+    assert (slack.update_requests, [s for s in slept if s > 0.5]) == (1, [])

@@ -72,8 +72,9 @@ class SlackStandIn:
         self.users: dict[str, str] = {}
         self.channels: dict[str, str] = {"#ops": "C0OPS"}
         self.posts: list[Post] = []
-        #: chat.update calls that changed a posted message, in order
+        #: chat.update calls that changed a posted message, in order; every chat.update request
         self.updates: list[Post] = []
+        self.update_requests = 0
         #: while set, chat.postMessage requests wait for it (``holding`` counts them) before posting
         self.gate: asyncio.Event | None = None
         self.holding = 0
@@ -137,6 +138,7 @@ class SlackStandIn:
 
     async def _update(self, request: Request) -> Response:
         """chat.update of a message this stand-in posted: ``message_not_found`` for any other."""
+        self.update_requests += 1
         args, denied = await self._authorised(request)
         if denied is not None:
             return denied

@@ -216,8 +216,10 @@ LIMIT :limit;
 UPDATE notifications SET status = 'cancelled', updated_at = ? WHERE id = ?;
 
 -- name: thread_of
+-- the delivered message, or (any_state) also what a send posted before it failed on other targets
 SELECT d.remote_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE n.idempotency_key = ? AND d.channel = ? AND d.remote_id IS NOT NULL
+    AND (d.state = 'delivered' OR ?)
 ORDER BY d.id DESC LIMIT 1;
 
 -- name: hurry_step
