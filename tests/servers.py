@@ -75,6 +75,13 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        # The selector loop keeps its transports by weak reference: one left open by a protocol
+        # cancelled mid-connection (a server stopped while a daemon connects) would be collected
+        # unclosed during some later test, whose warning filter makes the ResourceWarning an error.
+        # Held here until close(), which aborts whatever is still open.
+        registry = getattr(self.loop, "_transports", None)
+        if registry is not None:
+            self.loop._transports = dict(registry)  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -87,6 +94,7 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10.0)
         self.loop.close()
+        getattr(self.loop, "_transports", {}).clear()
 
 
 async def _cancel_other_tasks() -> None:
