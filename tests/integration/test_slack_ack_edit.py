@@ -115,21 +115,29 @@ async def test_an_edit_keeps_the_pace_of_the_channel_it_edits(slack: SlackStandI
     assert slept == [pytest.approx(1.0)]
 
 
-async def test_an_edit_refused_for_a_rate_limit_is_tried_again_after_retry_after(slack: SlackStandIn) -> None:
-    """chat.update is Tier 3: a 429 waits its Retry-After (a 5xx a second) and tries again."""
+async def _posted_by_a_channel_that_records_its_waits(
+    slack: SlackStandIn,
+) -> tuple[SlackChannel, str, list[float]]:
+    """A channel whose waits are recorded, not slept (pace 100: its pacer's own stay under 10 ms),
+    the remote_id of one message it posted, and the waits."""
     slept: list[float] = []
 
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    # pace 100: the pacer's own waits stay under 10 ms
     channel = SlackChannel(
         "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
     )
     receipt = await channel.send(_message())
     assert receipt.remote_id is not None
+    return channel, receipt.remote_id, slept
+
+
+async def test_an_edit_refused_for_a_rate_limit_is_tried_again_after_retry_after(slack: SlackStandIn) -> None:
+    """chat.update is Tier 3: a 429 waits its Retry-After (a 5xx a second) and tries again."""
+    channel, remote_id, slept = await _posted_by_a_channel_that_records_its_waits(slack)
     slack.fail_next(Reply(error="ratelimited", status=429, retry_after="3"), Reply(status=503, body="<html>"))
-    assert await channel.acknowledged(receipt.remote_id, _message(), ACK) == 1
+    assert await channel.acknowledged(remote_id, _message(), ACK) == 1
     assert [s for s in slept if s > 0.5] == [3.0, 1.0]
     assert len(slack.updates) == 1
 
@@ -137,38 +145,21 @@ async def test_an_edit_refused_for_a_rate_limit_is_tried_again_after_retry_after
 async def test_an_edit_still_refused_after_its_tries_is_named(slack: SlackStandIn) -> None:
     """Three refusals in a row give up on that message and name it; a refusal that cannot pass
     (the message cannot be edited) is not tried again."""
-
-    async def sleep(seconds: float) -> None:
-        pass
-
-    channel = SlackChannel(
-        "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
-    )
-    receipt = await channel.send(_message())
-    assert receipt.remote_id is not None
+    channel, remote_id, _ = await _posted_by_a_channel_that_records_its_waits(slack)
     slack.fail_next(*[Reply(error="internal_error")] * 3)  # a fourth try would succeed
     with pytest.raises(ChannelError, match="internal_error"):
-        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+        await channel.acknowledged(remote_id, _message(), ACK)
     assert (slack.update_requests, slack.updates) == (3, [])
     slack.fail_next(Reply(error="cant_update_message"))  # a second try would succeed
     with pytest.raises(ChannelError, match="cant_update_message"):
-        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+        await channel.acknowledged(remote_id, _message(), ACK)
     assert slack.update_requests == 4
 
 
 async def test_an_edit_told_to_wait_longer_than_it_would_is_given_up(slack: SlackStandIn) -> None:
     """A Retry-After past EDIT_WAIT_MAX_S (30 s) is not waited out: trying sooner draws another 429."""
-    slept: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        slept.append(seconds)
-
-    channel = SlackChannel(
-        "slack", token=TOKEN, targets=("#ops",), base_url=slack.base_url, pace=100, sleep=sleep
-    )
-    receipt = await channel.send(_message())
-    assert receipt.remote_id is not None
+    channel, remote_id, slept = await _posted_by_a_channel_that_records_its_waits(slack)
     slack.fail_next(Reply(error="ratelimited", status=429, retry_after="120"))
     with pytest.raises(ChannelError, match="429"):
-        await channel.acknowledged(receipt.remote_id, _message(), ACK)
+        await channel.acknowledged(remote_id, _message(), ACK)
     assert (slack.update_requests, [s for s in slept if s > 0.5]) == (1, [])
