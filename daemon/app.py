@@ -36,7 +36,8 @@ from daemon.core.directory import Directory
 from daemon.core.health import Thresholds
 from daemon.core.model import Mode
 from daemon.core.routing import Route
-from daemon.dispatcher import Dispatcher, DispatchSettings
+from daemon.dispatch_policy import DispatchSettings
+from daemon.dispatcher import Dispatcher
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake

@@ -32,7 +32,7 @@ from daemon.configbase import RetryConfig, SmtpConfig
 from daemon.core.backoff import RetryPolicy
 from daemon.core.digest import SMS_LAYOUT
 from daemon.digesting import DigestPolicy, sms_fits
-from daemon.dispatcher import ChannelPolicy
+from daemon.dispatch_policy import ChannelPolicy
 from daemon.store.base import Store
 from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.store.sqlite import SqliteStore

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.configbase import Model, PositiveInt, split_listen
+from daemon.configbase import Listener, Model, PositiveInt
 
 Scope = Literal["send", "read", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("send", "read", "admin")
@@ -41,30 +41,16 @@ class ApiToken(Model):
         return value
 
 
-class ApiConfig(Model):
+class ApiConfig(Listener):
     listen: str = "127.0.0.1:8025"
     tokens: list[ApiToken] = Field(min_length=1)
     max_body_bytes: PositiveInt = 1024 * 1024
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        split_listen(value)
-        return value
 
     @field_validator("tokens")
     @classmethod
     def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
         require_unique([t.name for t in value], "token name")
         return value
-
-    @property
-    def host(self) -> str:
-        return split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return split_listen(self.listen)[1]
 
 
 def require_unique(names: Sequence[str], what: str) -> None:

@@ -21,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     SecretStr,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 
@@ -171,6 +172,26 @@ class RetryConfig(Model):
         if self.initial > self.max:
             raise ValueError("initial must not exceed max")
         return self
+
+
+class Listener(Model):
+    """A section that listens on ``listen`` (host:port, checked when read): ``host`` and ``port``."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
 
 
 def split_listen(text: str) -> tuple[str, int]:

@@ -30,15 +30,12 @@ from datetime import datetime, timedelta
 from channels.base import Channel, ChannelError
 from daemon.clock import Clock
 from daemon.core.model import Mode, ProviderState
-from daemon.delivering import FOLLOWS_LABEL as FOLLOWS_LABEL  # kept importable from here
 from daemon.delivering import Deliverer
 from daemon.digesting import Broken, Digesting, DigestSend
-from daemon.dispatch_policy import ChannelPolicy as ChannelPolicy  # kept importable from here
-from daemon.dispatch_policy import DispatchSettings as DispatchSettings  # kept importable from here
+from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
 from daemon.outcomes import acknowledged_meanwhile, released
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
-from daemon.send_slots import RECORDING_PER_SLOT as RECORDING_PER_SLOT  # kept importable from here
 from daemon.send_slots import SendSlots
 from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
 

@@ -28,7 +28,8 @@ from daemon.config import parse_config
 from daemon.core.health import Thresholds
 from daemon.core.model import Severity
 from daemon.core.routing import Route
-from daemon.dispatcher import ChannelPolicy, Dispatcher, DispatchSettings
+from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
+from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.monitor import ProviderMonitor
 from daemon.rendering import Renderer

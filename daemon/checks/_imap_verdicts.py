@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import imaplib
 import re
-import socket
-import ssl
 from typing import TYPE_CHECKING
 
-from daemon.checks._mail import Verdict, one_line
+from daemon.checks._mail import Verdict, one_line, other_verdict, reaching_verdict
 from daemon.core.model import CheckStatus
 
 if TYPE_CHECKING:  # the session raises through these verdicts, so its module imports this one
@@ -25,22 +23,15 @@ _CODE = re.compile(r"\[([A-Z-]+)")
 
 def failure_verdict(stage: str, exc: BaseException, settings: ImapProbeSettings) -> Verdict:
     where = f"{settings.host}:{settings.port}"
-    if isinstance(exc, socket.gaierror):
-        return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {settings.host} ({exc.strerror})"
-    if isinstance(exc, ConnectionRefusedError):
-        return CheckStatus.DOWN, f"{stage}: connection refused by {where}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return CheckStatus.DOWN, f"{stage}: TLS certificate rejected: {exc.verify_message}"
-    if isinstance(exc, ssl.SSLError):
-        return CheckStatus.DOWN, f"{stage}: TLS handshake failed: {exc.reason or exc}"
+    if (reaching := reaching_verdict(stage, exc, settings.host, settings.port)) is not None:
+        return reaching
     if isinstance(exc, TimeoutError):
         return CheckStatus.DOWN, f"{stage}: no answer from {where} within the socket timeout"
     if isinstance(exc, imaplib.IMAP4.abort):
         return CheckStatus.DOWN, f"{stage}: {one_line(str(exc))}"
     if isinstance(exc, imaplib.IMAP4.error):
         return reply_verdict(stage, _message(exc))
-    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return CheckStatus.DOWN, f"{stage}: {one_line(detail or type(exc).__name__)}"
+    return other_verdict(stage, exc)
 
 
 def reply_verdict(stage: str, message: str) -> Verdict:

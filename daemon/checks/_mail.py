@@ -1,4 +1,5 @@
-"""What the SMTP and IMAP checks share: the certificate's expiry verdict and one-line replies.
+"""What the SMTP and IMAP checks share: the verdicts on reaching the server and on an error
+neither names, the certificate's expiry verdict, and one-line replies.
 
 Both checks read the certificate TLS already verified the same way, so a mail server whose
 certificate is about to expire is DEGRADED whichever protocol saw it first.
@@ -6,6 +7,7 @@ certificate is about to expire is DEGRADED whichever protocol saw it first.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +17,28 @@ from daemon.core.model import CheckStatus
 Verdict = tuple[CheckStatus, str]
 
 _REPLY_MAX = 200
+
+
+def reaching_verdict(stage: str, exc: BaseException, host: str, port: int) -> Verdict | None:
+    """The verdict on a failure to reach the server (name, connection, TLS); None for any other.
+
+    A name that does not resolve is UNKNOWN: our resolver may be the one failing, not the provider.
+    """
+    if isinstance(exc, socket.gaierror):
+        return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {host} ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return CheckStatus.DOWN, f"{stage}: connection refused by {host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CheckStatus.DOWN, f"{stage}: TLS certificate rejected: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return CheckStatus.DOWN, f"{stage}: TLS handshake failed: {exc.reason or exc}"
+    return None
+
+
+def other_verdict(stage: str, exc: BaseException) -> Verdict:
+    """DOWN, in the error's own words: for a failure no more specific verdict names."""
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return CheckStatus.DOWN, f"{stage}: {one_line(detail or type(exc).__name__)}"
 
 
 def certificate_verdict(peer_cert: dict[str, Any] | None, now: datetime, warn_days: int) -> Verdict | None:

@@ -7,13 +7,11 @@ reached, and names the reason.
 from __future__ import annotations
 
 import errno
-import socket
-import ssl
 
 import aiosmtplib
 
 from channels.email import SmtpSettings
-from daemon.checks._mail import Verdict, one_line
+from daemon.checks._mail import Verdict, one_line, other_verdict, reaching_verdict
 from daemon.core.model import CheckStatus
 
 _AUTH_CODES = frozenset({530, 534, 535})
@@ -42,20 +40,13 @@ def timeout_verdict(stage: str, timeout_s: float) -> Verdict:
 def failure_verdict(stage: str, exc: BaseException, settings: SmtpSettings) -> Verdict:
     cause = _root_cause(exc)
     where = f"{settings.host}:{settings.port}"
-    if isinstance(cause, socket.gaierror):
-        return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {settings.host} ({cause.strerror})"
-    if isinstance(cause, ConnectionRefusedError):
-        return CheckStatus.DOWN, f"{stage}: connection refused by {where}"
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return CheckStatus.DOWN, f"{stage}: TLS certificate rejected: {cause.verify_message}"
-    if isinstance(cause, ssl.SSLError):
-        return CheckStatus.DOWN, f"{stage}: TLS handshake failed: {cause.reason or cause}"
+    if (reaching := reaching_verdict(stage, cause, settings.host, settings.port)) is not None:
+        return reaching
     if isinstance(cause, OSError) and cause.errno in _LOCAL_ERRNOS:
         return CheckStatus.UNKNOWN, f"{stage}: {cause.strerror} (no route from here to {where})"
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return CheckStatus.DOWN, f"{stage}: connection closed by the server"
-    detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
-    return CheckStatus.DOWN, f"{stage}: {one_line(detail or type(cause).__name__)}"
+    return other_verdict(stage, cause)
 
 
 def _root_cause(exc: BaseException) -> BaseException:

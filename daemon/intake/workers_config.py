@@ -5,12 +5,12 @@ Field reference and when to use them: ``docs/intake.md`` ("Intake workers").
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from daemon.configbase import Model, split_listen
+from daemon.configbase import Listener
 
 
-class IntakeWorkersConfig(Model):
+class IntakeWorkersConfig(Listener):
     """Extra processes that serve only the HTTP intake endpoints, on a listener of their own.
 
     They commit to the same store as the daemon, so a 202 from a worker means what it means from
@@ -22,17 +22,3 @@ class IntakeWorkersConfig(Model):
     #: a second worker spent its gain waiting for it (docs/performance.md); on PostgreSQL, about
     #: one per core the machine can spare for intake
     count: int = Field(1, ge=1, le=32)
-
-    @field_validator("listen")
-    @classmethod
-    def _valid_listen(cls, value: str) -> str:
-        split_listen(value)
-        return value
-
-    @property
-    def host(self) -> str:
-        return split_listen(self.listen)[0]
-
-    @property
-    def port(self) -> int:
-        return split_listen(self.listen)[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from daemon.dispatcher import RECORDING_PER_SLOT
+from daemon.send_slots import RECORDING_PER_SLOT
 from tests.acceptance.harness import TOKEN, WEBHOOK_ONLY_ROUTES, DaemonProcess, until
 from tests.servers import SmtpServer, WebhookReceiver
 

@@ -29,7 +29,8 @@ from daemon.config import parse_config
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Escalation, EscalationStep, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
-from daemon.dispatcher import ChannelPolicy, Dispatcher
+from daemon.dispatch_policy import ChannelPolicy
+from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.rendering import Renderer
 from daemon.store.sqlite import SqliteStore

@@ -18,7 +18,7 @@ from daemon.core.backoff import RetryPolicy
 from daemon.core.model import ProviderState
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
-from daemon.dispatcher import ChannelPolicy
+from daemon.dispatch_policy import ChannelPolicy
 from daemon.intake.accept import Acceptor
 from daemon.store.sqlite import SqliteStore
 from tests.support import OutboxWorld, dispatcher_for, monitor_for, until

@@ -25,7 +25,8 @@ from daemon.core.backoff import RetryPolicy
 from daemon.core.model import DeliveryState, Escalation, EscalationStep, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
-from daemon.dispatcher import ChannelPolicy, Dispatcher
+from daemon.dispatch_policy import ChannelPolicy
+from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor
 from daemon.message_templates import TemplateBook, compile_pair
 from daemon.rendering import Renderer

@@ -16,9 +16,11 @@ from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import ProviderState, Severity
 from daemon.core.routing import Matcher, Route
-from daemon.dispatcher import RECORDING_PER_SLOT, ChannelPolicy, Dispatcher
+from daemon.dispatch_policy import ChannelPolicy
+from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor, Submission
 from daemon.monitor import ProviderMonitor
+from daemon.send_slots import RECORDING_PER_SLOT
 from daemon.store.sqlite import SqliteStore
 from tests.support import dispatcher_for, monitor_for, until
 

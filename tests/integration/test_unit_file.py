@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.dispatcher import DispatchSettings
+from daemon.dispatch_policy import DispatchSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "backchannel.service"
