@@ -17,6 +17,7 @@ from daemon.ack_updates import AckUpdates
 from daemon.announce import Announcer
 from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
+from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
 from daemon.build import (
     api_grants,
@@ -79,6 +80,8 @@ class Daemon:
         self._slack_apps = slack_apps(config)
         self._templates = template_book(config)
         self._grants = api_grants(config)
+        #: the tokens' rate limits, counted once for this process and its intake workers
+        self.buckets = SharedBuckets.create()
         self.store = build_store(config)
         provider = config.provider
         thresholds = Thresholds(
@@ -214,6 +217,7 @@ class Daemon:
             metrics=self.metrics,
             drills=self.drills,
             grants=lambda: self._grants,
+            buckets=self.buckets,
             webhooks=lambda: self._intake,
             clock=self._clock,
         )
@@ -236,7 +240,11 @@ class Daemon:
         if source is None:
             raise RuntimeError("intake.workers needs the configuration read from a file or text")
         self.workers = IntakeWorkers(
-            settings, source, self._worker_accepted, on_count=self.metrics.intake_workers.set
+            settings,
+            source,
+            self._worker_accepted,
+            on_count=self.metrics.intake_workers.set,
+            buckets_fd=self.buckets.fd,
         )
         await self.workers.start()
 
@@ -299,6 +307,7 @@ class Daemon:
         for channel in self.channels.values():
             await channel.aclose()
         await self.store.close()
+        self.buckets.close()
         log.info("stopped", extra={"event": "daemon.stopped"})
 
     def reload(self) -> None:

@@ -23,6 +23,7 @@ from daemon.api.drill_routes import drill_router
 from daemon.api.errors import error_response, http_error, not_leader, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.models import OverrideIn
+from daemon.api.ratelimit import Buckets
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.api.webhooks import SECURITY_SCHEMES, WebhookEndpoint, WebhookIntake, webhook_router
 from daemon.clock import Clock, SystemClock
@@ -53,6 +54,8 @@ class ApiContext:
     metrics: Metrics = field(default_factory=Metrics)
     drills: Drills | None = None
     grants: Callable[[], Mapping[str, Grant]] = dict
+    #: where the tokens' rate limits are counted: shared with the intake workers (None: here only)
+    buckets: Buckets | None = None
     webhooks: Callable[[], WebhookSettings] = WebhookIntakesConfig
     clock: Clock = field(default_factory=SystemClock)
     #: Slack channels whose app posts interactions (the Acknowledge button) to /v1/callbacks/slack
@@ -66,7 +69,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(NotLeader, not_leader)
-    authenticate = BearerAuth(ctx.tokens, ctx.grants)
+    authenticate = BearerAuth(ctx.tokens, ctx.grants, buckets=ctx.buckets)
     read, admin = Depends(authenticate.require("read")), Depends(authenticate.require("admin"))
 
     @api.get("/healthz", tags=["operations"])
@@ -175,7 +178,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         api.include_router(drill_router(ctx.drills, authenticate))
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
-    webhooks = WebhookIntake(ctx.acceptor, ctx.tokens, ctx.draining, ctx.webhooks, ctx.grants)
+    webhooks = WebhookIntake(ctx.acceptor, ctx.tokens, ctx.draining, ctx.webhooks, authenticate)
     api.include_router(webhook_router(webhooks))
     return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
+from daemon.api.ratelimit import Buckets, LocalBuckets
+
 #: what a token may do: submit notifications; read status, trails and metrics; operate (override,
 #: drills, cancel)
 SCOPES = ("send", "read", "admin")
@@ -50,32 +52,21 @@ class Grant:
     burst: int = 1
 
 
-class _Buckets:
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self._monotonic = monotonic
-        self._state: dict[str, tuple[float, float]] = {}
-
-    def take(self, name: str, grant: Grant) -> None:
-        assert grant.per_second is not None
-        now = self._monotonic()
-        tokens, at = self._state.get(name, (float(grant.burst), now))
-        tokens = min(float(grant.burst), tokens + (now - at) * grant.per_second)
-        if tokens < 1:
-            self._state[name] = (tokens, now)
-            raise RateLimited((1 - tokens) / grant.per_second)
-        self._state[name] = (tokens - 1, now)
-
-
 class BearerAuth:
     def __init__(
         self,
         tokens: Callable[[], Mapping[str, str]],
         grants: Callable[[], Mapping[str, Grant]] = dict,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        buckets: Buckets | None = None,
     ) -> None:
+        """``buckets``: where the rate limits are counted; give every endpoint the same
+        (:mod:`daemon.api.ratelimit`), or each instance counts its own."""
         self._tokens = tokens
         self._grants = grants
-        self._buckets = _Buckets(monotonic)
+        self._monotonic = monotonic
+        self._buckets = LocalBuckets() if buckets is None else buckets
 
     def authorize(self, authorization: str, scope: str, *, basic: bool = False) -> str:
         """The token's name if it is valid, has ``scope`` and is within its rate limit."""
@@ -87,7 +78,9 @@ class BearerAuth:
         if scope not in grant.scopes:
             raise Forbidden(f"token {name!r} lacks the {scope!r} scope")
         if grant.per_second is not None:
-            self._buckets.take(name, grant)
+            wait_s = self._buckets.take(name, grant.per_second, grant.burst, self._monotonic())
+            if wait_s > 0:
+                raise RateLimited(wait_s)
         return name
 
     def require(self, scope: str, *, basic: bool = False) -> Callable[[Request], Awaitable[str]]:

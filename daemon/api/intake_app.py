@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 from daemon.api.auth import BearerAuth, Grant
 from daemon.api.lean_connection import Handler, Reply
+from daemon.api.ratelimit import Buckets
 from daemon.api.submit import PATH, RETRY_AFTER_S, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
 from daemon.intake.accept import Acceptor
@@ -28,9 +29,12 @@ def intake_handler(
     grants: Callable[[], Mapping[str, Grant]],
     webhooks: Callable[[], WebhookSettings],
     draining: Callable[[], bool],
+    buckets: Buckets | None = None,
 ) -> Handler:
-    submit = SubmitEndpoint(acceptor, BearerAuth(tokens, grants), draining)
-    hooks = WebhookIntake(acceptor, tokens, draining, webhooks, grants)
+    """``buckets``: the rate limits the daemon shares with its workers (None: this process's own)."""
+    gate = BearerAuth(tokens, grants, buckets=buckets)
+    submit = SubmitEndpoint(acceptor, gate, draining)
+    hooks = WebhookIntake(acceptor, tokens, draining, webhooks, gate)
     posts = {
         ALERTMANAGER_PATH: lambda headers, body: hooks.alertmanager(headers.get("authorization", ""), body),
         GRAFANA_PATH: lambda headers, body: hooks.grafana(headers.get("authorization", ""), body),

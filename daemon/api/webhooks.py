@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
-from daemon.api.auth import BearerAuth, Forbidden, Grant, RateLimited, Unauthorized, refusal
+from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
@@ -85,11 +85,12 @@ class WebhookIntake:
         tokens: Callable[[], Mapping[str, str]],
         draining: Callable[[], bool],
         settings: Callable[[], WebhookSettings],
-        grants: Callable[[], Mapping[str, Grant]] = dict,
+        gate: BearerAuth,
     ) -> None:
+        """``gate``: the scopes and rate limits, shared with the other endpoints (one bucket a token)."""
         self._acceptor = acceptor
         self._auth = WebhookAuth(tokens)
-        self._gate = BearerAuth(tokens, grants)
+        self._gate = gate
         self._draining = draining
         self._settings = settings
 

@@ -1,6 +1,6 @@
 """One intake worker process, started by the daemon (:mod:`daemon.intake.workers`), never by hand.
 
-    python -m daemon.intake.worker --host H --port P --report-fd M --index I
+    python -m daemon.intake.worker --host H --port P --report-fd M --buckets-fd B --index I
 
 It serves the intake endpoints (:mod:`daemon.api.intake_app`) on ``H:P``, which it binds with
 ``SO_REUSEPORT`` beside its siblings (the daemon holds the port), and commits to the daemon's
@@ -13,6 +13,9 @@ pipes:
 - ``--report-fd``, to the daemon: ``{"ready": pid}`` once serving, then after commits
   ``{"accepted": [[severity, source, n], ...], "duplicates": n}``, which the daemon counts in its
   metrics and which wakes its dispatcher at once.
+
+``--buckets-fd`` is the daemon's table of rate limits (:mod:`daemon.api.ratelimit`): a token's
+requests here and on the daemon's own port take from one bucket.
 
 SIGTERM (the daemon stops its workers when it stops; under systemd's ``KillMode=mixed`` only the
 daemon gets systemd's) drains: new requests get
@@ -34,6 +37,7 @@ from collections.abc import Sequence
 
 from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
+from daemon.api.ratelimit import Buckets, SharedBuckets
 from daemon.api.serving import bind
 from daemon.build import api_grants, build_store, secrets_of
 from daemon.clock import SystemClock
@@ -114,11 +118,17 @@ class Reports:
 
 class IntakeWorker:
     def __init__(
-        self, control: asyncio.StreamReader, config: Config, listen: tuple[str, int], reports: Reports
+        self,
+        control: asyncio.StreamReader,
+        config: Config,
+        listen: tuple[str, int],
+        reports: Reports,
+        buckets: Buckets | None = None,
     ) -> None:
         self._control_reader = control
         self._listen = listen
         self._reports = reports
+        self._buckets = buckets
         self._draining = False
         self._stop = asyncio.Event()
         self._apply(config)
@@ -143,6 +153,7 @@ class IntakeWorker:
             grants=lambda: self._grants,
             webhooks=lambda: self._intake,
             draining=lambda: self._draining,
+            buckets=self._buckets,
         )
         # Listening only now that the store is open: the kernel hands a listening worker its
         # share of new connections, which one still starting could not answer.
@@ -186,7 +197,9 @@ class IntakeWorker:
         log.warning("the daemon is gone: intake worker stopping", extra={"event": "intake.worker_orphaned"})
 
 
-async def serve_worker(host: str, port: int, report_fd: int, index: int) -> int:
+async def serve_worker(
+    host: str, port: int, report_fd: int, index: int, buckets_fd: int | None = None
+) -> int:
     """Read the configuration from stdin, then serve until SIGTERM or the daemon goes away."""
     loop = asyncio.get_running_loop()
     control = asyncio.StreamReader(limit=CONTROL_LIMIT)
@@ -199,7 +212,8 @@ async def serve_worker(host: str, port: int, report_fd: int, index: int) -> int:
     except (ConfigError, ValueError) as exc:
         log.error("intake worker %d cannot start: %s", index, exc, extra={"event": "intake.worker_config"})
         return EX_CONFIG
-    await IntakeWorker(control, config, (host, port), Reports(report_fd)).run()
+    buckets = None if buckets_fd is None else SharedBuckets(buckets_fd)
+    await IntakeWorker(control, config, (host, port), Reports(report_fd), buckets).run()
     return 0
 
 
@@ -217,13 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--report-fd", type=int, required=True)
+    parser.add_argument("--buckets-fd", type=int, help="the daemon's shared rate limits")
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
     configure_logging()
     code: list[int] = []
 
     async def run() -> None:
-        code.append(await serve_worker(args.host, args.port, args.report_fd, args.index))
+        code.append(await serve_worker(args.host, args.port, args.report_fd, args.index, args.buckets_fd))
 
     from daemon.cli import run_async
 

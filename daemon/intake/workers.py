@@ -52,8 +52,11 @@ class IntakeWorkers:
         on_accepted: OnAccepted,
         *,
         on_count: Callable[[int], None] = lambda n: None,
+        buckets_fd: int | None = None,
     ) -> None:
+        """``buckets_fd``: the rate-limit table every worker shares with the daemon."""
         self._settings = settings
+        self._buckets_fd = buckets_fd
         self._source = source
         self._on_accepted = on_accepted
         self._on_count = on_count
@@ -106,6 +109,7 @@ class IntakeWorkers:
 
     def spawn_args(self, index: int, report_fd: int) -> list[str]:
         assert self._sock is not None
+        buckets = [] if self._buckets_fd is None else ["--buckets-fd", str(self._buckets_fd)]
         return [
             sys.executable,
             "-m",
@@ -118,7 +122,12 @@ class IntakeWorkers:
             str(report_fd),
             "--index",
             str(index),
+            *buckets,
         ]
+
+    def passed_fds(self, report_fd: int) -> tuple[int, ...]:
+        """What a worker inherits: its report pipe and the rate-limit table."""
+        return (report_fd,) if self._buckets_fd is None else (report_fd, self._buckets_fd)
 
     def control_line(self) -> bytes:
         source = self._source
@@ -218,7 +227,7 @@ class _Worker:
                 *self._pool.spawn_args(self.index, write_fd),
                 stdin=asyncio.subprocess.PIPE,
                 env=self._pool.environment(),
-                pass_fds=(write_fd,),
+                pass_fds=self._pool.passed_fds(write_fd),
             )
         except BaseException:
             os.close(read_fd)

@@ -13,11 +13,12 @@ from daemon.app import Daemon
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.support import api_client, running
 
-ADMIN, SENDER, READER, LIMITED = (
+ADMIN, SENDER, READER, LIMITED, SLOW = (
     "admin-token-123456",
     "sender-token-123456",
     "reader-token-123456",
     "limited-12345678",
+    "slow-token-12345678",
 )
 SECRET = "whsec_" + base64.b64encode(b"api-complete-webhook-secret").decode()
 CONFIG = """\
@@ -29,6 +30,7 @@ api:
     - {{name: ci, token: "{sender}", scopes: [send]}}
     - {{name: grafana-board, token: "{reader}", scopes: [read]}}
     - {{name: noisy, token: "{limited}", scopes: [send], rate_limit: {{per_second: 1, burst: 3}}}}
+    - {{name: slow, token: "{slow}", scopes: [send, read], rate_limit: {{per_second: 0.01, burst: 3}}}}
 provider:
   name: p
   smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
@@ -55,6 +57,7 @@ async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
             sender=SENDER,
             reader=READER,
             limited=LIMITED,
+            slow=SLOW,
         )
         async with running(text) as started:
             yield started
@@ -142,6 +145,34 @@ async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
     assert int(limited[0].headers["Retry-After"]) >= 1
     assert limited[0].json()["error"] == "rate_limited"
     assert unaffected.status_code == 202
+
+
+async def test_a_tokens_one_bucket_counts_every_endpoint(daemon: Daemon) -> None:
+    """Submissions, webhooks and reads take from one bucket a token (3, then one per 100 s)."""
+    firing = {"status": "firing", "labels": {"alertname": "A"}, "annotations": {}, "fingerprint": "a1"}
+    alert = {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "status": "firing",
+        "receiver": "backchannel",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am.example",
+        "alerts": [{**firing, "startsAt": "2026-11-27T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}],
+    }
+    async with api_client(daemon, SLOW) as slow:
+        first = await slow.post("/v1/notifications", json={"severity": "info", "subject": "1"})
+        second = await slow.post("/v1/intake/alertmanager", json=alert)
+        third = await slow.get("/v1/status")
+        over = [
+            await slow.post("/v1/notifications", json={"severity": "info", "subject": "2"}),
+            await slow.post("/v1/intake/alertmanager", json=alert),
+            await slow.get("/v1/status"),
+        ]
+    assert [first.status_code, second.status_code, third.status_code] == [202, 202, 200], second.text
+    assert [r.status_code for r in over] == [429, 429, 429]
+    assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
 
 
 async def test_an_override_on_a_node_that_does_not_lead_is_409(daemon: Daemon) -> None:

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,12 +29,18 @@ from tests.servers import SmtpServer, WebhookReceiver
 from tests.support import config_template, until
 
 TOKEN = "intake-workers-token-0123456789"
+SLOW = "intake-workers-slow-token-2468"
 NEW_TOKEN = "intake-workers-rotated-token-987654"
 SECRET = "whsec_" + base64.b64encode(b"intake-workers-secret-0123456").decode()
 ENV = {"TOKEN": TOKEN, "SECRET": SECRET}
 CONFIG = """\
 store: {{path: {store}}}
-api: {{listen: "127.0.0.1:0", max_body_bytes: 262144, tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+api:
+  listen: "127.0.0.1:0"
+  max_body_bytes: 262144
+  tokens:
+    - {{name: t, token: "${{TOKEN}}"}}
+    - {{name: slow, token: "{slow}", scopes: [send], rate_limit: {{per_second: 0.01, burst: 4}}}}
 provider:
   name: p
   smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
@@ -91,7 +97,7 @@ async def _world(
 ) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         path = tmp_path / "backchannel.yaml"
-        text = CONFIG.format(store=f'"{store}"', smtp_port=smtp.port, hook_url=hook.url)
+        text = CONFIG.format(store=f'"{store}"', smtp_port=smtp.port, hook_url=hook.url, slow=SLOW)
         path.write_text(text.replace("store: {path:", f"store: {{{key}:", 1))
         os.environ.update(ENV)
         daemon = Daemon(load_config(path), config_path=path)
@@ -111,9 +117,9 @@ def _intake(daemon: Daemon, token: str = TOKEN) -> httpx.AsyncClient:
     )
 
 
-def _api(daemon: Daemon) -> httpx.AsyncClient:
+def _api(daemon: Daemon, token: str = TOKEN) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{daemon.api_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        base_url=f"http://127.0.0.1:{daemon.api_port}", headers={"Authorization": f"Bearer {token}"}
     )
 
 
@@ -184,6 +190,25 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert (await intake.get("/v1/notifications")).status_code == 405
         health = await intake.get("/healthz")
         assert health.status_code == 200 and health.json()["role"] == "intake"
+
+
+async def test_a_tokens_rate_limit_is_one_bucket_for_the_daemon_and_its_workers(
+    world: tuple[Daemon, WebhookReceiver, Path],
+) -> None:
+    """Burst 4, then one per 100 s: two requests on the API port and two on the workers' (a new
+    connection each, so both workers may take some) spend it; then every port answers 429."""
+    daemon, _, _ = world
+    body = {"severity": "info", "subject": "limited"}
+
+    async def post(client: Callable[[Daemon, str], httpx.AsyncClient]) -> httpx.Response:
+        async with client(daemon, SLOW) as fresh:
+            return await fresh.post("/v1/notifications", json=body)
+
+    spent = [await post(_api), await post(_intake), await post(_api), await post(_intake)]
+    assert [r.status_code for r in spent] == [202] * 4, [r.text for r in spent]
+    over = [await post(_intake) for _ in range(3)] + [await post(_api)]
+    assert [r.status_code for r in over] == [429] * 4
+    assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
 
 
 async def test_a_reload_reaches_the_workers(world: tuple[Daemon, WebhookReceiver, Path]) -> None:
