@@ -20,12 +20,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
+from starlette.datastructures import Headers
 
 from channels import slack_interactions as slack
 from channels.twilio_callbacks import (
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 INBOUND_SUFFIX = "/inbound"
 #: (notification id, by, via) of an acknowledgement just committed
 OnAcknowledged = Callable[[str, str, str], None]
+#: acknowledges (notification id, by, via) now and tells ``OnAcknowledged`` once committed
+Acknowledge = Callable[[str, str, str], Awaitable[AckResult]]
 
 
 @dataclass(frozen=True)
@@ -103,13 +107,26 @@ def ack_router(
 ) -> APIRouter:
     """``on_acknowledged(notification_id, by, via)`` runs after each acknowledgement is committed."""
     router = APIRouter()
+    acknowledge_as = _acknowledger(store, clock, on_acknowledged)
+    _add_api_ack(router, acknowledge_as, admin)
+    _add_slack_click(router, acknowledge_as, slack_apps, clock)
+    _add_sms_reply(router, store, acknowledge_as, twilio_accounts)
+    return router
 
+
+def _acknowledger(store: Store, clock: Clock, on_acknowledged: OnAcknowledged) -> Acknowledge:
     async def acknowledge_as(notification_id: str, by: str, via: str) -> AckResult:
         result = await store.acknowledge(notification_id, by, via, clock.now())
         if result == "acknowledged":
             on_acknowledged(notification_id, by, via)
         return result
 
+    return acknowledge_as
+
+
+def _add_api_ack(
+    router: APIRouter, acknowledge_as: Acknowledge, admin: Callable[[Request], Awaitable[str]]
+) -> None:
     @router.post("/v1/notifications/{notification_id}/ack", tags=["notifications"])
     async def acknowledge(
         notification_id: str, request: Request, body: AckIn | None = None
@@ -124,21 +141,16 @@ def ack_router(
             raise HTTPException(409, f"{notification_id} is finished: nothing left to acknowledge")
         return {"id": notification_id, "result": result}
 
+
+def _add_slack_click(
+    router: APIRouter, acknowledge_as: Acknowledge, slack_apps: Callable[[], Sequence[SlackApp]], clock: Clock
+) -> None:
     @router.post("/v1/callbacks/slack", tags=["callbacks"])
     async def slack_interaction(request: Request) -> Response:
         """Slack's interactivity request URL: a click on Acknowledge, verified by ``X-Slack-Signature``."""
         raw = await request.body()
-        secrets = [app.signing_secret for app in slack_apps()]
-        headers = request.headers
         try:
-            slack.verify(
-                secrets,
-                headers.get(slack.TIMESTAMP_HEADER),
-                raw,
-                headers.get(slack.SIGNATURE_HEADER),
-                clock.now().timestamp(),
-            )
-            click = slack.parse_ack(raw)
+            click = _verified_click(slack_apps(), request.headers, raw, clock.now())
         except slack.ForgedInteraction as exc:
             return error_response(401, "unauthorized", f"not signed by a configured Slack app: {exc}")
         except slack.MalformedInteraction as exc:
@@ -148,6 +160,28 @@ def ack_router(
         result = await acknowledge_as(click.notification_id, click.user, "slack")
         return JSONResponse({"result": result})
 
+
+def _verified_click(
+    apps: Sequence[SlackApp], headers: Headers, raw: bytes, now: datetime
+) -> slack.AckClick | None:
+    """The Acknowledge click in ``raw`` (None for another interaction) once its signature checks out."""
+    secrets = [app.signing_secret for app in apps]
+    slack.verify(
+        secrets,
+        headers.get(slack.TIMESTAMP_HEADER),
+        raw,
+        headers.get(slack.SIGNATURE_HEADER),
+        now.timestamp(),
+    )
+    return slack.parse_ack(raw)
+
+
+def _add_sms_reply(
+    router: APIRouter,
+    store: Store,
+    acknowledge_as: Acknowledge,
+    twilio_accounts: Callable[[], Sequence[TwilioAccount]],
+) -> None:
     @router.post("/v1/callbacks/twilio" + INBOUND_SUFFIX, tags=["callbacks"])
     async def twilio_inbound(request: Request) -> Response:
         """Twilio's messaging webhook: a reply ``ACK <code>`` acknowledges; answered with TwiML."""
@@ -165,8 +199,6 @@ def ack_router(
             return Response(TWIML_SILENCE, media_type="application/xml")
         answer = await _sms_ack(store, acknowledge_as, message)
         return Response(twiml_reply(answer), media_type="application/xml")
-
-    return router
 
 
 def _verify_inbound(
@@ -197,9 +229,7 @@ def inbound_url(status_callback: str) -> str:
     return urlunsplit(parts._replace(path=parts.path.rstrip("/") + INBOUND_SUFFIX))
 
 
-async def _sms_ack(
-    store: Store, acknowledge: Callable[[str, str, str], Awaitable[AckResult]], message: InboundMessage
-) -> str:
+async def _sms_ack(store: Store, acknowledge: Acknowledge, message: InboundMessage) -> str:
     """The answer to an SMS: what happened, in a line that fits one segment."""
     code = ack_code_in(message.body)
     if code is None:

@@ -1,0 +1,121 @@
+"""The daemon's state over HTTP: liveness, the status document and page, Prometheus metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from daemon import __version__
+from daemon.api import statuspage, views
+from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized
+from daemon.api.errors import error_response
+from daemon.drills import summary
+from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from daemon.monitor import ProviderMonitor
+
+if TYPE_CHECKING:
+    from daemon.api.app import ApiContext
+
+RETRY_AFTER_S = "5"
+
+
+def health_router(monitor: ProviderMonitor, draining: Callable[[], bool]) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["operations"])
+    async def healthz() -> JSONResponse:
+        """Liveness for load balancers: 503 while draining."""
+        if draining():
+            return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
+        return JSONResponse({"status": "ok", "provider": monitor.state.value})
+
+    return router
+
+
+def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
+    router = APIRouter()
+    read = Depends(auth.require("read"))
+
+    @router.get("/v1/status", tags=["operations"], dependencies=[read])
+    async def status() -> dict[str, Any]:
+        """The provider's state and why, its recent transitions and checks, and the queue."""
+        return await _status(ctx)
+
+    @router.get("/", tags=["operations"], response_class=HTMLResponse)
+    async def status_page(request: Request) -> Response:
+        """The live status page: HTTP Basic (any user, an API token as password) or a bearer token."""
+        try:
+            auth.authorize(request.headers.get("authorization", ""), "read", basic=True)
+        except (Unauthorized, Forbidden, RateLimited):
+            return _sign_in()
+        return HTMLResponse(statuspage.render(await _page_data(ctx)))
+
+    @router.get("/metrics", tags=["operations"], dependencies=[read], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format); scrape with the bearer token."""
+        body = ctx.metrics.render(
+            ctx.monitor.state, await ctx.store.queue(), await ctx.store.channel_health(), ctx.clock.now()
+        )
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    return router
+
+
+async def _status(ctx: ApiContext) -> dict[str, Any]:
+    provider = await ctx.store.provider()
+    queue = await ctx.store.queue()
+    channels = await ctx.store.channel_health()
+    return {
+        "version": __version__,
+        "provider": views.provider(ctx.provider_name, provider),
+        "queue": views.queue(queue, ctx.in_flight()),
+        "channels": [views.channel(c) for c in channels],
+        "explain": ctx.monitor.explain().as_dict(),
+        "last_drill": await _last_drill(ctx),
+        "nodes": await _nodes(ctx),
+    }
+
+
+def _sign_in() -> JSONResponse:
+    return error_response(
+        401,
+        "unauthorized",
+        "sign in with an API token",
+        headers={"WWW-Authenticate": 'Basic realm="backchannel"'},
+    )
+
+
+async def _page_data(ctx: ApiContext) -> statuspage.PageData:
+    now = ctx.clock.now()
+    events, checks = await ctx.store.history(now - statuspage.WINDOW)
+    return statuspage.PageData(
+        provider_name=ctx.provider_name,
+        provider=await ctx.store.provider(events=1, checks=0),
+        events=events,
+        checks=checks,
+        queue=await ctx.store.queue(),
+        channels=await ctx.store.channel_health(),
+        drill=await _last_drill(ctx),
+        recent=await ctx.store.recent(50),
+        now=now,
+    )
+
+
+async def _nodes(ctx: ApiContext) -> list[dict[str, Any]]:
+    """With PostgreSQL: every node of the last hour, its role and its latest check results."""
+    nodes_of = getattr(ctx.store, "nodes", None)  # only the PostgreSQL store has several nodes
+    if nodes_of is None:
+        return []
+    nodes = await nodes_of(ctx.clock.now() - timedelta(hours=1))
+    return [{"node": n.node, "role": n.role, "checks": [views.check(c) for c in n.checks]} for n in nodes]
+
+
+async def _last_drill(ctx: ApiContext) -> dict[str, Any] | None:
+    drill_id = await ctx.store.latest_drill()
+    if drill_id is None or ctx.drills is None:
+        return None
+    return summary(drill_id, await ctx.drills.results(drill_id))
