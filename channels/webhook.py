@@ -9,7 +9,8 @@ signed POST replayed to another URL is not what the operator configured, so a 3x
 configuration problem (permanent). Destinations are vetted by the SSRF guard
 (:mod:`channels.address_guard`) and the connection goes to the vetted address.
 
-The POST goes out through :mod:`channels.http1`, a kept-alive HTTP/1.1 pool on h11 that costs a
+The POST goes out through :mod:`channels.http1_pool`, a kept-alive HTTP/1.1 pool (requests
+written by h11's header rules, answers parsed by llhttp, :mod:`channels.http1`) that costs a
 fraction of httpx's event-loop CPU per send (docs/performance.md, "Webhook delivery path"). An
 injected httpx transport replaces it (a test double such as ``httpx.MockTransport``); the URL is
 then pinned to the vetted address and the name carried in ``Host`` and ``sni_hostname``.
@@ -56,7 +57,8 @@ from channels.address_guard import (
     vetted_addresses,
 )
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
-from channels.http1 import ConnectFailed, Endpoint, Headers, Http1Pool, HttpError, InvalidRequest, Reply
+from channels.http1 import ConnectFailed, Endpoint, Headers, HttpError, InvalidRequest, Reply
+from channels.http1_pool import Http1Pool
 from channels.signing import sign_with, signing_keys
 from channels.webhook_templates import JSON_CONTENT_TYPE, Template, message_fields, render_template
 

@@ -43,8 +43,9 @@ from daemon.store.postgres_accepts import Accepts
 from daemon.store.postgres_config import PostgresStoreConfig as PostgresStoreConfig
 from daemon.store.postgres_listen import WorkListener
 from daemon.store.postgres_pool import connect_args, create_pool, ms, run_transaction
+from daemon.store.postgres_queries import Conn, Q
 from daemon.store.postgres_reads import PostgresReads
-from daemon.store.postgres_tx import Conn, Fence, NotLeader, Q
+from daemon.store.postgres_tx import Fence, NotLeader
 from daemon.store.postgres_views import LeaderView, NodeView
 
 T = TypeVar("T")

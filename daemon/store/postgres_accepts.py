@@ -13,7 +13,7 @@ from datetime import datetime
 
 from daemon.store import postgres_tx as tx
 from daemon.store.base import Accepted, NewNotification, StoreUnavailable
-from daemon.store.postgres_tx import Conn
+from daemon.store.postgres_queries import Conn
 
 #: one accept call: its notifications, the time, the caller's future
 _Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from daemon.store import codec
 from daemon.store.base import AckResult
-from daemon.store.postgres_tx import Conn, Q, _one
+from daemon.store.postgres_queries import Conn, Q, _one
 
 
 async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:

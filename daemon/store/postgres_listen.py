@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from daemon.store.postgres_tx import WORK_CHANNEL
+from daemon.store.postgres_queries import WORK_CHANNEL
 
 log = logging.getLogger(__name__)
 

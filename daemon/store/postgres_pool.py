@@ -18,7 +18,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from daemon.store.base import StoreUnavailable
-from daemon.store.postgres_tx import Conn, Q
+from daemon.store.postgres_queries import Conn, Q
 
 T = TypeVar("T")
 log = logging.getLogger("daemon.store.postgres")  # the store logs under one name

@@ -24,7 +24,7 @@ from daemon.store.base import (
     QueueView,
     StoreUnavailable,
 )
-from daemon.store.postgres_tx import Conn, Q
+from daemon.store.postgres_queries import Conn, Q
 
 T = TypeVar("T")
 

@@ -4,42 +4,25 @@ The same steps as :mod:`daemon.store.transactions`, with the row locks several n
 the mode is read ``FOR SHARE``; claims take rows ``FOR UPDATE SKIP LOCKED`` under a lease;
 one lock order, so no deadlocks: the provider row (accept, record, reroute share it; save_provider
 locks it), then a notification, then its deliveries.
+
+The steps of a plan (its deliveries inserted, moved on after a failure) are in
+:mod:`daemon.store.postgres_steps`; the named queries and the connection type in
+:mod:`daemon.store.postgres_queries`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, LiteralString
-
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import Mode, Plan
 from daemon.store import codec
-from daemon.store.base import (
-    Accepted,
-    CancelResult,
-    Claimed,
-    NewNotification,
-    Outcome,
-    StoreError,
-)
-from daemon.store.queries import load
-
-Conn = AsyncConnection[DictRow]
-
-# The query files ship inside the package: they are code, never text from outside.
-Q: dict[str, LiteralString] = load("postgres")
-
-#: the LISTEN/NOTIFY channel announcing new work; the payload is the announcing node's name
-WORK_CHANNEL = "backchannel_work"
-
-
-from daemon.store.base import NotLeader as NotLeader  # noqa: E402  (kept importable from here)
+from daemon.store.base import Accepted, CancelResult, Claimed, NewNotification, Outcome
+from daemon.store.base import NotLeader as NotLeader  # kept importable from here
+from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one, epochs
+from daemon.store.postgres_steps import _fresh_ack_code, _insert_deliveries, _next_step
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +31,6 @@ class Fence:
 
     node: str
     version: int
-
-
-def epochs(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A row with its timestamptz values as epoch seconds, the form :mod:`codec` reads."""
-    return {k: v.timestamp() if isinstance(v, datetime) else v for k, v in row.items()}
-
-
-async def _one(conn: Conn, query: LiteralString, params: Sequence[Any] | Mapping[str, Any]) -> DictRow | None:
-    cur = await conn.execute(query, params)
-    return await cur.fetchone()
 
 
 async def accept(
@@ -103,30 +76,6 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         return Accepted(id=existing["id"], duplicate=True), False
     await _insert_deliveries(conn, item.notification.id, plan, now)
     return Accepted(id=item.notification.id, duplicate=False), not plan.defer
-
-
-async def _fresh_ack_code(conn: Conn) -> str:
-    """A random code no open escalation holds.
-
-    Two nodes storing escalations at once may draw the same code unseen by each other (one in
-    a billion per pair); the code then finds the newer of the two.
-    """
-    for _ in range(codec.ACK_CODE_DRAWS):
-        code = codec.random_ack_code()
-        if await _one(conn, Q["ack_code_taken"], (code,)) is None:
-            return code
-    raise StoreError(f"no free ack code in {codec.ACK_CODE_DRAWS} draws")
-
-
-async def _insert_deliveries(conn: Conn, notification_id: str, plan: Plan, now: datetime) -> None:
-    """The plan's first step now; an escalation's every step at once, each due at its time."""
-    if plan.defer:
-        return
-    schedule = [(0, plan.steps[0], now)] if plan.escalation is None else plan.escalation.schedule(now)
-    for step, channel, due in schedule:
-        await conn.execute(
-            Q["insert_delivery"], (notification_id, plan.mode, plan.route, step, channel, due, now, now)
-        )
 
 
 async def claim(
@@ -186,39 +135,6 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
     else:
         await conn.execute(Q["mark_failed"], (outcome.detail, now, d["id"]))
         await _next_step(conn, n, d, now, node)
-
-
-async def _next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, node: str) -> None:
-    """A step failed for good: move the plan on, or fail the notification when none is left."""
-    if n["acknowledged_at"] is not None:
-        return
-    if n["escalation"] is not None:
-        await _hurry_next_step(conn, n, delivery, now, node)
-        return
-    steps = json.loads(n["plan"])
-    step = delivery["step"] + 1
-    if n["mode"] != delivery["mode"] or step >= len(steps):
-        if n["mode"] == delivery["mode"]:
-            await conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
-        return
-    await conn.execute(
-        Q["insert_delivery"],
-        (n["id"], delivery["mode"], delivery["route"], step, steps[step], now, now, now),
-    )
-    await conn.execute(Q["advance_step"], (step, now, n["id"]))
-    await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
-
-
-async def _hurry_next_step(conn: Conn, n: DictRow, delivery: DictRow, now: datetime, node: str) -> None:
-    """An escalation's channel failed for good: its next step is due now; failed when nothing is left."""
-    if n["mode"] != delivery["mode"]:
-        return
-    params = {"now": now, "id": n["id"], "mode": delivery["mode"], "step": delivery["step"] + 1}
-    if (await conn.execute(Q["hurry_step"], params)).rowcount:
-        await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
-    live = await _one(conn, Q["live_deliveries"], (n["id"], delivery["mode"]))
-    if live is not None and live["n"] == 0:
-        await conn.execute(Q["set_notification_status"], ("failed", now, n["id"]))
 
 
 async def reroute(

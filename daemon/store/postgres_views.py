@@ -13,7 +13,7 @@ from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
 from daemon.store import codec
 from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
-from daemon.store.postgres_tx import Conn, Q, epochs
+from daemon.store.postgres_queries import Conn, Q, epochs
 
 
 async def rows(conn: Conn, query: str, params: Sequence[object] = ()) -> list[DictRow]:

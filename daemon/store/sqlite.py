@@ -6,55 +6,50 @@ durable write is answered only after an ``fdatasync`` of the WAL (:mod:`daemon.s
 which happens after the write lock is released. Writes go through one :class:`GroupCommitWriter`
 thread (a lone accept on the event loop's own connection); reads use their own connection on
 their own thread (WAL lets them run beside the writer).
+
+The batching of accepts is in :mod:`daemon.store.sqlite_accepts`; the reads are inherited from
+:mod:`daemon.store.sqlite_reads`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
+from daemon.core.model import CheckResult, Mode, Plan
 from daemon.store import codec, migrations
-from daemon.store import sqlite_views as views
 from daemon.store import transactions as tx
 from daemon.store.base import (
     Accepted,
     AckResult,
     Callback,
     CancelResult,
-    ChannelHealth,
     Claimed,
-    ListFilter,
     NewNotification,
-    NotificationView,
     OnVisible,
     Outcome,
-    ProviderView,
-    QueueView,
     StoreUnavailable,
 )
 from daemon.store.queries import load
 from daemon.store.sqlite_accepts import Accepts
 from daemon.store.sqlite_inline import InlineConnection, Missed
+from daemon.store.sqlite_reads import SqliteReads
 from daemon.store.walsync import WalSync
 from daemon.store.writer import RETRY_S, GroupCommitWriter
 
-T = TypeVar("T")
 Q = load("sqlite")
 log = logging.getLogger(__name__)
 #: check results older than this are pruned (the status page shows a day)
 CHECK_RETENTION = timedelta(days=2)
 
 
-class SqliteStore:
+class SqliteStore(SqliteReads):
     def __init__(
         self, path: Path, *, busy_timeout_s: float = 5.0, write_retry_s: float = RETRY_S, inline: bool = True
     ) -> None:
@@ -121,20 +116,6 @@ class SqliteStore:
             if self._read_conn is not None:
                 await self._read_thread(self._read_conn.close)
             self._reader.shutdown(wait=True)
-
-    async def _read_thread(self, fn: Callable[[], T]) -> T:
-        assert self._reader is not None, "store not open"
-        return await asyncio.get_running_loop().run_in_executor(self._reader, fn)
-
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            assert self._read_conn is not None
-            return fn(self._read_conn)
-
-        try:
-            return await self._read_thread(run)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store could not be read: {exc}") from exc
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -230,10 +211,6 @@ class SqliteStore:
     ) -> int:
         return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now, force=force))
 
-    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
-        rows = await self._read(lambda conn: conn.execute(Q["unsent"], (after_id, limit)).fetchall())
-        return [(codec.notification(row), codec.plan(row)) for row in rows]
-
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
     ) -> None:
@@ -249,88 +226,11 @@ class SqliteStore:
 
         await self._writer.run(write)
 
-    # -- reads ------------------------------------------------------------------------------------
-
-    async def due(self) -> dict[str, datetime]:
-        """Per channel, when its earliest pending delivery (of the mode in force) is due."""
-
-        def due(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-            return conn.execute(Q["due"]).fetchall()
-
-        rows = self._inline.read(due)
-        if isinstance(rows, Missed):
-            rows = await self._read(due)
-        return {channel: codec.dt(at) for channel, at in rows if at is not None}
-
-    async def acknowledged(self, notification_ids: Sequence[str]) -> set[str]:
-        ids = json.dumps(list(notification_ids))
-
-        def acknowledged(conn: sqlite3.Connection) -> set[str]:
-            return {row[0] for row in conn.execute(Q["acknowledged_among"], (ids,))}
-
-        found = self._inline.read(acknowledged)
-        return await self._read(acknowledged) if isinstance(found, Missed) else found
-
-    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
-        rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())
-        return [codec.notification(row) for row in rows]
-
-    async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
-        return await self._read(lambda conn: views.provider(conn, events, checks))
-
-    async def queue(self) -> QueueView:
-        return await self._read(views.queue)
-
-    async def history(self, since: datetime) -> tuple[list[Transition], list[CheckResult]]:
-        """Transitions and check results since ``since``, oldest first (the status page's timeline)."""
-        return await self._read(lambda conn: views.history(conn, since))
-
-    async def recent(self, limit: int) -> list[NotificationView]:
-        """The newest notifications with their delivery trails."""
-        return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", (limit,)))
-
-    async def search(self, query: ListFilter) -> list[NotificationView]:
-        """Newest first; ``query.before`` is the cursor of the next page."""
-        params = {
-            "status": query.status,
-            "severity": query.severity,
-            "since": None if query.since is None else codec.ts(query.since),
-            "before": query.before,
-            "limit": query.limit,
-        }
-        return await self._read(lambda conn: views.notifications(conn, "list_ids", params))
-
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
 
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
         return await self._writer.run(lambda conn: tx.acknowledge(conn, notification_id, by, via, now))
-
-    async def by_ack_code(self, code: str) -> str | None:
-        key = normalise_ack_code(code)
-        row = await self._read(lambda conn: conn.execute(Q["by_ack_code"], (key,)).fetchone())
-        return None if row is None else str(row[0])
-
-    async def drill(self, drill_id: str) -> list[NotificationView]:
-        """The notifications a drill sent, one per channel."""
-        return await self._read(lambda conn: views.notifications(conn, "drill_ids", (drill_id,)))
-
-    async def latest_drill(self) -> str | None:
-        row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
-        return None if row is None else str(row[0])
-
-    async def thread_of(self, idempotency_key: str, channel: str, *, any_state: bool = False) -> str | None:
-        """What the channel delivered for the notification with that key (its follow-ups thread
-        there); ``any_state``: also what a send not delivered (yet) did post (acknowledgements edit it)."""
-        params = (idempotency_key, channel, any_state)
-        row = await self._read(lambda conn: conn.execute(Q["thread_of"], params).fetchone())
-        return None if row is None else str(row[0])
-
-    async def channel_health(self) -> list[ChannelHealth]:
-        return await self._read(views.channel_health)
-
-    async def notification(self, notification_id: str) -> NotificationView | None:
-        return await self._read(lambda conn: views.notification(conn, notification_id))
 
 
 def _fail_all(futures: Sequence[asyncio.Future[None]], exc: BaseException) -> None:

@@ -19,7 +19,8 @@ from daemon.leadership import Leadership, Vantage
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import StoreUnavailable
 from daemon.store.postgres import IDLE_IN_TRANSACTION_FLOOR_S, PostgresStore
-from daemon.store.postgres_tx import Conn, Fence, NotLeader, save_provider_fenced
+from daemon.store.postgres_queries import Conn
+from daemon.store.postgres_tx import Fence, NotLeader, save_provider_fenced
 from tests.integration.conftest import PgFactory
 
 pytestmark = pytest.mark.usefixtures("postgres_server")

@@ -23,7 +23,8 @@ import trustme
 from standardwebhooks.webhooks import Webhook
 
 from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
-from channels.http1 import Endpoint, Http1Pool, InvalidRequest
+from channels.http1 import Endpoint, InvalidRequest
+from channels.http1_pool import Http1Pool
 from channels.webhook import WebhookChannel
 from channels.webhook_templates import compile_template, load_preset
 from tests.servers import ScriptedResponse, WebhookReceiver
