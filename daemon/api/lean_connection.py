@@ -7,20 +7,21 @@ or the client does not read its answers. A request that cannot be read (malforme
 headers or body over the limit) is answered after the requests received before it, then the
 connection lingers a moment (reading and discarding) and closes. Deadlines: the idle timeout
 between requests, the request timeout from a request's first byte to its last; the server's
-periodic pass calls :meth:`Connection.expire`.
+periodic pass calls :meth:`Connection.expire`. A request as parsed and a reply as encoded are
+:mod:`daemon.api.lean_messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any, Protocol
 
 import httptools
+
+from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Request, encode, error_reply
 
 log = logging.getLogger("daemon.api.lean_http")  # the server logs under one name
 
@@ -49,42 +50,6 @@ class Server(Protocol):
     def closed(self, connection: Connection) -> None: ...
 
 
-def encode(reply: Reply, *, keep_alive: bool) -> bytes:
-    status, body, extra = reply
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    head = [
-        f"HTTP/1.1 {status} {_reason(status)}",
-        "content-type: application/json",
-        f"content-length: {len(payload)}",
-    ]
-    head += [f"{name}: {value}" for name, value in extra.items()]
-    if not keep_alive:
-        head.append("connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def _error(status: int, code: str, message: str) -> Reply:
-    return status, {"error": code, "message": message}, {}
-
-
-class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "path")
-
-    def __init__(self) -> None:
-        self.method = ""
-        self.path = ""
-        self.headers: dict[str, str] = {}
-        self.body: list[bytes] = []
-        self.keep_alive = True
-
-
 class Connection(asyncio.Protocol):
     """One client connection: requests parsed, answered in order, timed out, refused."""
 
@@ -92,7 +57,7 @@ class Connection(asyncio.Protocol):
         self._server = server
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._current = _Request()
+        self._current = Request()
         self._url = b""
         self._size = 0
         self._head_size = 0
@@ -100,7 +65,7 @@ class Connection(asyncio.Protocol):
         self._in_body = False
         #: a request has begun and is not complete: its request timeout runs, not the idle one
         self._receiving = False
-        self._queue: deque[_Request] = deque()
+        self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         #: (loop time) between requests the idle timeout's; while one arrives, the request timeout's
@@ -154,21 +119,21 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             if self._queue:  # the parser completed the upgrade request before raising: not answered
                 self._queue.pop()
-            self._refuse(_error(400, "bad_request", "protocol upgrades are not supported"))
+            self._refuse(error_reply(400, "bad_request", "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
+            if isinstance(exc.__context__, HeadTooLarge):
                 message = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
-                self._refuse(_error(431, "headers_too_large", message))
-            elif isinstance(exc.__context__, _TooLarge):  # raised in a callback, wrapped by the parser
+                self._refuse(error_reply(431, "headers_too_large", message))
+            elif isinstance(exc.__context__, BodyTooLarge):  # raised in a callback, wrapped by the parser
                 limit = self._server.max_body_bytes
-                self._refuse(_error(413, "too_large", f"request body exceeds {limit} bytes"))
+                self._refuse(error_reply(413, "too_large", f"request body exceeds {limit} bytes"))
             else:
-                self._refuse(_error(400, "bad_request", f"malformed HTTP request: {exc}"))
+                self._refuse(error_reply(400, "bad_request", f"malformed HTTP request: {exc}"))
 
     # -- parser callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._current = _Request()
+        self._current = Request()
         self._url = b""
         self._size = 0
         self._head_size = 0
@@ -188,7 +153,7 @@ class Connection(asyncio.Protocol):
     def _head(self, size: int) -> None:
         self._head_size += size
         if self._head_size > MAX_HEAD_BYTES:
-            raise _HeadTooLarge
+            raise HeadTooLarge
 
     def on_headers_complete(self) -> None:
         self._in_body = True
@@ -197,14 +162,14 @@ class Connection(asyncio.Protocol):
         request.path = httptools.parse_url(self._url).path.decode("latin-1")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._server.max_body_bytes:
-            raise _TooLarge
+            raise BodyTooLarge
         if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self._server.max_body_bytes:
-            raise _TooLarge
+            raise BodyTooLarge
         self._current.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -229,7 +194,7 @@ class Connection(asyncio.Protocol):
                 )
             except Exception:
                 log.exception("intake request failed: %s %s", request.method, request.path)
-                reply = _error(500, "internal_error", "the request failed; nothing was accepted")
+                reply = error_reply(500, "internal_error", "the request failed; nothing was accepted")
                 request.keep_alive = False
             # stopping: the last request received is answered with "close"
             keep_alive = request.keep_alive and not (self._finishing and not self._queue)
@@ -308,11 +273,3 @@ class Connection(asyncio.Protocol):
             self._task.cancel()
         if self._transport is not None:
             self._transport.abort()
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _HeadTooLarge(Exception):
-    pass

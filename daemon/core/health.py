@@ -20,7 +20,8 @@ targets: our network; such rounds count neither way and passive failures are ign
 authenticates again).
 
 An operator may force a state and release it; the natural state keeps evolving underneath, so a
-release lands wherever the evidence says.
+release lands wherever the evidence says. How a transition's cause and an explanation's lines read
+is :mod:`daemon.core.health_reasons`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from daemon.core.assessment import (
     blocking_recovery,
     view_check,
 )
-from daemon.core.flapping import WINDOW, FlapState, FlapThresholds, percent_state_change
+from daemon.core.flapping import FlapState, FlapThresholds, percent_state_change
+from daemon.core.health_reasons import state_reasons, transition_cause
 from daemon.core.model import CheckResult, Mode, ProviderState, mode_for
 
 #: results kept per check for ``explain``
@@ -188,15 +190,20 @@ class HealthTracker:
         """Why the state is what it is, and what each check said lately."""
         names = sorted({*self.policy.checks, *self._recent})
         checks = tuple(view_check(self.policy, n, self._recent.get(n, ()), now) for n in names)
+        why = state_reasons(self.snapshot, self.thresholds, self._waiting(checks))
         return Explanation(
             at=now,
             state=self.state,
             mode=self.mode,
             since=self.snapshot.since,
-            why=(*_why(self.snapshot, self.thresholds, checks), *self._last_round_line()),
+            why=(*why, *self._last_round_line()),
             flap_percent=self.snapshot.flap.percent,
             checks=checks,
         )
+
+    def _waiting(self, checks: tuple[CheckView, ...]) -> str:
+        """The checks a recovery waits for, named only while on the outage side."""
+        return blocking_recovery(checks) if self.snapshot.natural in _OUTAGE_SIDE else ""
 
     def _last_round_line(self) -> tuple[str, ...]:
         r = self.last_round
@@ -249,85 +256,11 @@ class HealthTracker:
         after = replace(after, held=held) if held != after.held else after
         changed = after.routing_state != prev.routing_state or after.state != prev.state
         self.snapshot = replace(after, since=at) if changed else after
-        return self._transition(prev.state, at, self._cause(prev, cause))
-
-    def _cause(self, prev: HealthSnapshot, cause: str) -> str:
-        s, flap = self.snapshot, self.thresholds.flap
-        if s.local != prev.local:
-            what = "our network, not the provider: no failover" if s.local else "our network works again"
-            return f"{what}; {cause}"
-        if s.held != prev.held:
-            if s.held:
-                return (
-                    f"flapping: {s.flap.percent:.1f} % state change over the last {WINDOW} rounds "
-                    f"(above {flap.high:g} %): routing holds the outage side until it falls below "
-                    f"{flap.low:g} %; last: {cause}"
-                )
-            return f"flapping stopped: {s.flap.percent:.1f} % state change (below {flap.low:g} %); {cause}"
-        if s.natural != prev.natural:
-            return self._explain(cause)
-        if s.credentials != prev.credentials:
-            return self._credentials_cause(prev.credentials)
-        return cause
-
-    def _credentials_cause(self, before: tuple[str, ...]) -> str:
-        refused = [self._recent[name][-1] for name in self.snapshot.credentials if name in self._recent]
-        if refused:
-            lines = "; ".join(f"{r.check}: {r.reason}" for r in refused)
-            return f"credentials refused ({lines}): renew them; not an outage"
-        return f"credentials accepted again by {', '.join(before)}"
-
-    def _explain(self, cause: str) -> str:
-        s = self.snapshot
-        if s.natural == ProviderState.OUTAGE and s.failures == self.thresholds.failure:
-            return f"{s.failures} failing rounds, no clean one between: {cause}"
-        if s.natural == ProviderState.HEALTHY and s.successes == self.thresholds.success:
-            return f"{s.successes} clean rounds, no failing one between: {cause}"
-        return cause
+        reason = transition_cause(prev, self.snapshot, self.thresholds, self._recent, cause)
+        return self._transition(prev.state, at, reason)
 
     def _transition(self, before: ProviderState, at: datetime, cause: str) -> Transition | None:
         after = self.snapshot.state
         if after == before:
             return None
         return Transition(at=at, from_state=before, to_state=after, cause=cause)
-
-
-# --- explaining -------------------------------------------------------------------------------
-
-
-def _why(s: HealthSnapshot, t: Thresholds, checks: tuple[CheckView, ...]) -> list[str]:
-    why = []
-    if s.forced:
-        why.append(f"forced to {s.forced.value} by operator ({s.forced_reason}); evidence: {s.routing_state}")
-    if s.local:
-        why.append(
-            f"unknown: provider checks and controls fail together (our network): routing stays {s.mode}"
-        )
-    if s.credentials:
-        why.append(f"credentials refused by {', '.join(s.credentials)}: renew them; not an outage")
-    if s.held:
-        why.append(
-            f"flapping: {s.flap.percent:.1f} % state change over the last {WINDOW} rounds: routing holds the "
-            f"outage side until it falls below {t.flap.low:g} %"
-        )
-    why.append(_natural_line(s, t))
-    waiting = blocking_recovery(checks)
-    if s.natural in _OUTAGE_SIDE and waiting:
-        why.append(f"recovery waits for {waiting}")
-    return why
-
-
-def _natural_line(s: HealthSnapshot, t: Thresholds) -> str:
-    lines = {
-        ProviderState.HEALTHY: f"healthy: {s.successes} clean rounds since the last failing one",
-        ProviderState.SUSPECT: f"suspect: {s.failures} of {t.failure} failing rounds for an outage",
-        ProviderState.OUTAGE: f"outage: {s.failures} failing rounds (threshold {t.failure}); "
-        f"recovery needs {t.success} clean rounds",
-        ProviderState.RECOVERING: f"recovering: {s.successes} of {t.success} clean rounds for recovery",
-    }
-    if s.natural == ProviderState.RECOVERING and s.successes >= t.success:
-        return (
-            f"recovering: {s.successes} clean rounds, but the last {WINDOW} rounds still hold an earlier "
-            "change: recovery waits until they hold none but its own (flap damping)"
-        )
-    return lines.get(s.natural, s.natural.value)

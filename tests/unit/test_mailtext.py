@@ -8,18 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.intake.mailtext import (
-    TRUNCATED,
     attachments,
-    cap,
     header,
     headers,
-    html_to_text,
     importance,
     parse,
     render,
     subject,
-    trim_reply,
 )
+from daemon.intake.plaintext import TRUNCATED, cap, html_to_text, trim_reply
 
 HTML = """<html><head><style>p {color: red}</style><title>ignored</title></head><body>
 <h1>Alert</h1><p>Disk <b>full</b> on&nbsp;db-1.<br>Act now.</p>

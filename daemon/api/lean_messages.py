@@ -1,0 +1,60 @@
+"""The lean HTTP server's messages: a request as the parser fills it in, a reply as it goes out.
+
+Also the two reasons a request cannot be read that :class:`~daemon.api.lean_connection.Connection`'s
+parser callbacks raise (httptools wraps them in its own error; the connection looks at the cause).
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the connection encodes its replies here, so its module imports this one
+    from daemon.api.lean_connection import Reply
+
+
+class Request:
+    """One request as the parser fills it in, queued on its connection until answered."""
+
+    __slots__ = ("body", "headers", "keep_alive", "method", "path")
+
+    def __init__(self) -> None:
+        self.method = ""
+        self.path = ""
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.keep_alive = True
+
+
+def encode(reply: Reply, *, keep_alive: bool) -> bytes:
+    status, body, extra = reply
+    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    head = [
+        f"HTTP/1.1 {status} {_reason(status)}",
+        "content-type: application/json",
+        f"content-length: {len(payload)}",
+    ]
+    head += [f"{name}: {value}" for name, value in extra.items()]
+    if not keep_alive:
+        head.append("connection: close")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    return status, {"error": code, "message": message}, {}
+
+
+class BodyTooLarge(Exception):
+    """The body exceeds the server's limit, by its Content-Length or as it arrives."""
+
+
+class HeadTooLarge(Exception):
+    """The request line and headers exceed the limit."""
