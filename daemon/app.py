@@ -11,49 +11,41 @@ import logging
 import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from daemon.ack_updates import AckUpdates
-from daemon.announce import Announcer
 from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
 from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
-from daemon.build import (
-    api_grants,
-    build_channels,
-    build_store,
-    channel_policies,
-    primary_channels,
-    secrets_of,
-    twilio_accounts,
-)
+from daemon.build import api_grants, build_channels, build_store, twilio_accounts
 from daemon.build_checks import build_checks
-from daemon.catchup import HORIZON, CatchUp
+from daemon.catchup import HORIZON
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, load_config
 from daemon.config_routes import build_directory
 from daemon.core.directory import Directory
-from daemon.core.health import Thresholds
 from daemon.core.model import Mode
 from daemon.core.routing import Route
-from daemon.dispatch_policy import DispatchSettings
-from daemon.dispatcher import Dispatcher
-from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.intake.workers import IntakeWorkers
-from daemon.logs import register_secret
 from daemon.metrics import Metrics
-from daemon.monitor import ProviderMonitor
-from daemon.rendering import People, Renderer, Unresolved, audiences, template_book, unresolved_reporter
-from daemon.rerouting import Rerouter
+from daemon.rendering import Renderer, Unresolved, template_book, unresolved_reporter
 from daemon.scheduler import CheckScheduler
-from daemon.store.postgres_config import PostgresStoreConfig
-from daemon.supervision import Supervision
-
-if TYPE_CHECKING:
-    from daemon.leadership import Leadership
+from daemon.wiring import (
+    build_announcer,
+    build_catchup,
+    build_dispatcher,
+    build_drills,
+    build_leadership,
+    build_monitor,
+    build_people,
+    build_supervision,
+    build_workers,
+    feed_metrics,
+    register_secrets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,78 +60,35 @@ class Daemon:
         systemd_env: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
-        for secret in secrets_of(config).values():
-            register_secret(secret)
+        register_secrets(config)
         self._config_path = config_path
         self._clock = clock or SystemClock()
-        self._routes: tuple[Route, ...] = config.policy()
-        self._directory: Directory = build_directory(config.directory)
-        self._tokens = config.api_tokens()
-        self._intake = config.intake
-        self._twilio_accounts = with_repliers(twilio_accounts(config), config)
-        self._slack_apps = slack_apps(config)
-        self._templates = template_book(config)
-        self._grants = api_grants(config)
+        self._adopt(config)
         #: the tokens' rate limits, counted once for this process and its intake workers
         self.buckets = SharedBuckets.create()
         self.store = build_store(config)
-        provider = config.provider
-        thresholds = Thresholds(
-            failure=provider.failure_threshold,
-            success=provider.success_threshold,
-            flap=provider.flap.thresholds(),
-        )
-        self.monitor = ProviderMonitor(self.store, thresholds, self._clock, provider.check_policy())
+        self.monitor = build_monitor(config, self.store, self._clock)
         self.channels = build_channels(config)
         self.metrics = Metrics()
-        # channels are built once (a reload keeps them), so their audiences are too
-        primary = primary_channels(config)
-        channel_audiences = audiences(config, primary)
-        self.people = People(lambda: channel_audiences, lambda: self._directory, lambda: self._routes)
+        self.people = build_people(config, lambda: self._directory, lambda: self._routes)
         self.renderer = self._renderer(on_unresolved=unresolved_reporter(self.metrics.registry))
-        self.dispatcher = self._dispatcher(config)
+        self.dispatcher = build_dispatcher(
+            config, self.store, self.channels, self.monitor, lambda: self._routes, self._clock, self.renderer
+        )
         # an edit renders again what was sent: the unresolved recipients were reported then
         self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
-        # HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone
-        self.leadership: Leadership | None = None
-        if isinstance(config.store, PostgresStoreConfig):
-            from daemon.leadership import Leadership  # psycopg only where PostgreSQL is configured
-            from daemon.store.postgres import PostgresStore
-
-            assert isinstance(self.store, PostgresStore)
-            self.store.on_work(self.dispatcher.wake)
-            self.leadership = Leadership.from_config(config.store, self.store, self.monitor, self._clock)
+        self.leadership = build_leadership(config, self.store, self.monitor, self._clock, self.dispatcher)
         self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
         self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
-        poll_s = config.dispatch.poll.total_seconds()
-        self.supervision = Supervision(systemd_env or {}, self._status_line, max(10.0, 5 * poll_s))
-        self.dispatcher.on_pass(self.supervision.beat)
-        self.dispatcher.on_outcome(self.metrics.delivery_outcome)
-        self.acceptor.subscribe(self.metrics.notifications_accepted)
-        self.monitor.on_check(self.metrics.check_result)
-        self.monitor.on_transition(self.metrics.transition)
-        self.announcer = Announcer(self.acceptor, config.provider.name, self.store, self._clock)
-        if config.provider.announce:
-            self.monitor.on_transition(self.announcer.transition)
-        self.drills = Drills(
-            self.store,
-            lambda: self._routes,
-            lambda: primary_channels(self.config),
-            self._clock,
-            on_started=self.metrics.drill_started,
+        self.supervision = build_supervision(config, systemd_env, self._status_line, self.dispatcher)
+        feed_metrics(self.metrics, self.dispatcher, self.acceptor, self.monitor)
+        self.metrics.watch_rate_limits(self._rate_limited)
+        self.announcer = build_announcer(config, self.acceptor, self.store, self.monitor, self._clock)
+        self.drills = build_drills(config, self.store, lambda: self._routes, self._clock, self.metrics)
+        self.catchup = build_catchup(
+            config, self.store, self.people, lambda: self._routes, self._clock, self.dispatcher, self._leads
         )
-        self.catchup = CatchUp(
-            self.store,
-            self.people,
-            lambda: self._routes,
-            lambda: primary,
-            self._clock,
-            config.provider.name,
-            in_flight=lambda: self.dispatcher.in_flight,
-            leads=self._leads,
-        )
-        smtp_intake = config.intake.smtp
-        self.smtp = None if smtp_intake is None else SmtpIntake(smtp_intake, self.acceptor)
+        self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         self.draining = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -157,21 +106,21 @@ class Daemon:
             book=lambda: self._templates,
         )
 
-    def _dispatcher(self, config: Config) -> Dispatcher:
-        return Dispatcher(
-            self.store,
-            self.channels,
-            channel_policies(config),
-            clock=self._clock,
-            state=lambda: self.monitor.state,
-            mode=lambda: self.monitor.mode,
-            rerouter=Rerouter(self.store, lambda: self._routes, self._clock),
-            on_primary_failure=self.monitor.passive_failure,
-            settings=DispatchSettings(
-                poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
-            ),
-            renderer=self.renderer,
-        )
+    def _rate_limited(self) -> dict[str, int]:
+        """Each rate-limited token's 429s so far, on every port."""
+        limited = (name for name, grant in self._grants.items() if grant.per_second is not None)
+        return {name: self.buckets.refused(name) for name in limited}
+
+    def _adopt(self, config: Config) -> None:
+        """Take what a reload replaces from ``config`` (the parts built once read it through these)."""
+        self._routes: tuple[Route, ...] = config.policy()
+        self._directory: Directory = build_directory(config.directory)
+        self._tokens = config.api_tokens()
+        self._twilio_accounts = with_repliers(twilio_accounts(config), config)
+        self._slack_apps = slack_apps(config)
+        self._templates = template_book(config)
+        self._grants = api_grants(config)
+        self._intake = config.intake
 
     async def start(self) -> None:
         """Open the store, resume state, start dispatching and checking, bind the API, then READY."""
@@ -233,20 +182,9 @@ class Daemon:
             await asyncio.sleep(0.01)
 
     async def _start_workers(self) -> None:
-        settings = self.config.intake.workers
-        if settings is None:
-            return
-        source = self.config.source
-        if source is None:
-            raise RuntimeError("intake.workers needs the configuration read from a file or text")
-        self.workers = IntakeWorkers(
-            settings,
-            source,
-            self._worker_accepted,
-            on_count=self.metrics.intake_workers.set,
-            buckets_fd=self.buckets.fd,
-        )
-        await self.workers.start()
+        self.workers = build_workers(self.config, self._worker_accepted, self.metrics, self.buckets)
+        if self.workers is not None:
+            await self.workers.start()
 
     def _worker_accepted(self, counts: Mapping[tuple[str, str], int], duplicates: int) -> None:
         self.metrics.accepted_counts(counts, duplicates)
@@ -325,14 +263,7 @@ class Daemon:
                 extra={"event": "config.reload_failed"},
             )
         else:
-            self._routes = config.policy()
-            self._directory = build_directory(config.directory)
-            self._tokens = config.api_tokens()
-            self._twilio_accounts = with_repliers(twilio_accounts(config), config)
-            self._slack_apps = slack_apps(config)
-            self._templates = template_book(config)
-            self._grants = api_grants(config)
-            self._intake = config.intake
+            self._adopt(config)
             if self.workers is not None and config.source is not None:
                 self.workers.reload(config.source)
             if config.intake.workers != self.config.intake.workers:

@@ -7,10 +7,11 @@ scrape time, so they are true even after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from channels.base import ChannelError
 from daemon.core.health import Transition
@@ -171,6 +172,11 @@ class Metrics:
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "rejected").inc()
 
+    def watch_rate_limits(self, refused: Callable[[], Mapping[str, int]]) -> None:
+        """``backchannel_api_rate_limited_total{token}``: the tokens' 429s on every port, read at
+        scrape time from the buckets the daemon shares with its intake workers."""
+        self.registry.register(_Refusals(refused))
+
     # -- scrape -------------------------------------------------------------------------------------
 
     def render(
@@ -189,3 +195,27 @@ class Metrics:
             if health.last_success_at is not None:
                 self.channel_last_success.labels(health.channel).set(health.last_success_at.timestamp())
         return generate_latest(self.registry)
+
+
+class _Refusals:
+    """A collector: each rate-limited token's refusals, as counted in the shared buckets."""
+
+    def __init__(self, refused: Callable[[], Mapping[str, int]]) -> None:
+        self._refused = refused
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = self._family()
+        for token, count in sorted(self._refused().items()):
+            family.add_metric([token], count)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "backchannel_api_rate_limited",
+            "Requests refused with 429: the token was over its rate_limit (API and intake workers' ports)",
+            labels=["token"],
+        )

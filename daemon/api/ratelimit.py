@@ -25,6 +25,8 @@ import mmap
 import os
 import struct
 import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,11 @@ log = logging.getLogger(__name__)
 #: how many token names the shared table holds (slots are never freed: names of tokens removed by
 #: a reload keep theirs until the daemon restarts)
 SLOTS = 1024
-#: per slot: the name's 16-byte digest (zeros: free), the tokens left, when they were counted
-_SLOT = struct.Struct("=16sdd")
+#: per slot: the name's 16-byte digest (zeros: free), the tokens left, when they were counted, and
+#: how many requests were refused (the metric ``backchannel_api_rate_limited_total``)
+_SLOT = struct.Struct("=16sddQ")
 _HEADER = struct.Struct("=8sI")
-_MAGIC = b"bcrate01"
+_MAGIC = b"bcrate02"
 SIZE = _HEADER.size + SLOTS * _SLOT.size
 _FREE = bytes(16)
 #: the kernel's flag for a memfd that can never be made executable (Linux 6.3+; EINVAL before)
@@ -45,6 +48,9 @@ _MFD_NOEXEC_SEAL = 0x0008
 class Buckets(Protocol):
     def take(self, name: str, per_second: float, burst: int, now: float) -> float:
         """Take one request from ``name``'s bucket: 0 if admitted, else the seconds until it would be."""
+
+    def refused(self, name: str) -> int:
+        """How many of ``name``'s requests were refused since the buckets were made."""
 
 
 def refill_and_take(
@@ -66,12 +72,18 @@ class LocalBuckets:
 
     def __init__(self) -> None:
         self._state: dict[str, tuple[float, float]] = {}
+        self._refused: Counter[str] = Counter()
 
     def take(self, name: str, per_second: float, burst: int, now: float) -> float:
         tokens, at = self._state.get(name, (float(burst), now))
         tokens, wait_s = refill_and_take(tokens, at, per_second, burst, now)
         self._state[name] = (tokens, now)
+        if wait_s > 0:
+            self._refused[name] += 1
         return wait_s
+
+    def refused(self, name: str) -> int:
+        return self._refused[name]
 
 
 class SharedBuckets:
@@ -125,27 +137,41 @@ class SharedBuckets:
                 if offset is None:
                     return self._overflow.take(name, per_second, burst, now)
                 self._offsets[name] = offset
-            key, tokens, at = _SLOT.unpack_from(self._map, offset)
+            key, tokens, at, refused = _SLOT.unpack_from(self._map, offset)
             tokens, wait_s = refill_and_take(tokens, at, per_second, burst, now)
-            _SLOT.pack_into(self._map, offset, key, tokens, now)
+            _SLOT.pack_into(self._map, offset, key, tokens, now, refused + (wait_s > 0))
             return wait_s
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def refused(self, name: str) -> int:
+        """Refusals on every port (and this process's own, for a name the full table left out)."""
+        key = _key(name)
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            for offset in _offsets(key):
+                found = self._map[offset : offset + 16]
+                if found == key:
+                    count: int = _SLOT.unpack_from(self._map, offset)[3]
+                    return count + self._overflow.refused(name)
+                if found == _FREE:
+                    break
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        return self._overflow.refused(name)
 
     def _slot(self, name: str, burst: int, now: float) -> int | None:
         """The offset of ``name``'s slot, taken (a full bucket) if it had none; None if full.
 
         Open addressing from the digest's first bytes; the caller holds the lock.
         """
-        key = hashlib.blake2b(name.encode(), digest_size=16).digest()
-        start = int.from_bytes(key[:8], "little") % SLOTS
-        for i in range(SLOTS):
-            offset = _HEADER.size + ((start + i) % SLOTS) * _SLOT.size
+        key = _key(name)
+        for offset in _offsets(key):
             found = self._map[offset : offset + 16]
             if found == key:
                 return offset
             if found == _FREE:
-                _SLOT.pack_into(self._map, offset, key, float(burst), now)
+                _SLOT.pack_into(self._map, offset, key, float(burst), now, 0)
                 return offset
         log.error(
             "the shared rate-limit table is full (%d token names since the daemon started): "
@@ -155,6 +181,17 @@ class SharedBuckets:
             extra={"event": "api.rate_limit_table_full"},
         )
         return None
+
+
+def _key(name: str) -> bytes:
+    return hashlib.blake2b(name.encode(), digest_size=16).digest()
+
+
+def _offsets(key: bytes) -> Iterator[int]:
+    """The slots a key may occupy, in the order it looks for them (open addressing)."""
+    start = int.from_bytes(key[:8], "little") % SLOTS
+    for i in range(SLOTS):
+        yield _HEADER.size + ((start + i) % SLOTS) * _SLOT.size
 
 
 def _anonymous_file() -> int:

@@ -173,6 +173,10 @@ async def test_a_tokens_one_bucket_counts_every_endpoint(daemon: Daemon) -> None
     assert [first.status_code, second.status_code, third.status_code] == [202, 202, 200], second.text
     assert [r.status_code for r in over] == [429, 429, 429]
     assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
+    async with api_client(daemon, ADMIN) as admin:
+        metrics = (await admin.get("/metrics")).text
+    assert 'backchannel_api_rate_limited_total{token="slow"} 3.0' in metrics
+    assert 'backchannel_api_rate_limited_total{token="noisy"} 0.0' in metrics
 
 
 async def test_an_override_on_a_node_that_does_not_lead_is_409(daemon: Daemon) -> None:

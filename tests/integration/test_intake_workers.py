@@ -209,6 +209,9 @@ async def test_a_tokens_rate_limit_is_one_bucket_for_the_daemon_and_its_workers(
     over = [await post(_intake) for _ in range(3)] + [await post(_api)]
     assert [r.status_code for r in over] == [429] * 4
     assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
+    async with _api(daemon) as api:  # the daemon counts the workers' refusals too
+        metrics = (await api.get("/metrics")).text
+    assert 'backchannel_api_rate_limited_total{token="slow"} 4.0' in metrics
 
 
 async def test_a_reload_reaches_the_workers(world: tuple[Daemon, WebhookReceiver, Path]) -> None:

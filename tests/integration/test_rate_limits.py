@@ -85,6 +85,7 @@ def test_every_endpoint_of_a_process_takes_from_the_tokens_one_bucket(kind: str)
     api.admit("quiet", "send")  # no limit, no bucket
     now[0] = 1.0
     webhook.admit("noisy", "send")
+    assert (buckets.refused("noisy"), buckets.refused("quiet"), buckets.refused("unknown")) == (1, 0, 0)
     if isinstance(buckets, SharedBuckets):
         buckets.close()
 
@@ -99,9 +100,11 @@ def test_processes_sharing_the_table_admit_exactly_the_burst() -> None:
             _go(child)
         mine = sum(buckets.take("shared", 0.001, BURST, 0.0) == 0 for _ in range(5000))
         theirs = [_admitted(child) for child in children]
+        refused = buckets.refused("shared")
     finally:
         buckets.close()
     assert mine + sum(theirs) == BURST, (mine, theirs)
+    assert refused == 5 * 5000 - BURST  # every refusal counted once, whichever process
 
 
 def test_a_token_limited_in_one_process_is_limited_in_another() -> None:
@@ -129,6 +132,7 @@ def test_a_full_table_limits_new_names_per_process_and_says_so(
             assert buckets.take("c", 1.0, 1, 0.0) == 0
             assert buckets.take("c", 1.0, 1, 0.0) > 0  # still limited, in this process
         assert "rate-limit table is full" in caplog.text
+        assert buckets.refused("c") == 1
         assert buckets.take("a", 1.0, 1, 0.0) > 0  # the names already placed keep their slots
     finally:
         buckets.close()

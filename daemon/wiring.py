@@ -1,0 +1,184 @@
+"""The composition root's builders: :class:`daemon.app.Daemon` calls them, and nothing else does.
+
+Each builds one part of the daemon from the configuration and the parts it needs, so those are built
+before it; the rest of the order that matters (secrets registered before anything logs, the metrics'
+listeners before the announcer's) is the caller's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from channels.base import Channel
+from daemon.announce import Announcer
+from daemon.api.ratelimit import SharedBuckets
+from daemon.build import channel_policies, primary_channels, secrets_of
+from daemon.catchup import CatchUp
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.core.directory import Directory
+from daemon.core.health import Thresholds
+from daemon.core.routing import Route
+from daemon.dispatch_policy import DispatchSettings
+from daemon.dispatcher import Dispatcher
+from daemon.drills import Drills
+from daemon.intake.accept import Acceptor
+from daemon.intake.workers import IntakeWorkers
+from daemon.logs import register_secret
+from daemon.metrics import Metrics
+from daemon.monitor import ProviderMonitor
+from daemon.rendering import People, Renderer, audiences
+from daemon.rerouting import Rerouter
+from daemon.store.base import Store
+from daemon.store.postgres_config import PostgresStoreConfig
+from daemon.supervision import Supervision
+
+if TYPE_CHECKING:
+    from daemon.leadership import Leadership
+
+
+def register_secrets(config: Config) -> None:
+    """Redact every secret in ``config`` from the logs; the daemon does this first, before anything logs."""
+    for secret in secrets_of(config).values():
+        register_secret(secret)
+
+
+def build_monitor(config: Config, store: Store, clock: Clock) -> ProviderMonitor:
+    provider = config.provider
+    thresholds = Thresholds(
+        failure=provider.failure_threshold,
+        success=provider.success_threshold,
+        flap=provider.flap.thresholds(),
+    )
+    return ProviderMonitor(store, thresholds, clock, provider.check_policy())
+
+
+def build_people(
+    config: Config, directory: Callable[[], Directory], routes: Callable[[], Sequence[Route]]
+) -> People:
+    # channels are built once (a reload keeps them), so their audiences are too
+    channel_audiences = audiences(config, primary_channels(config))
+    return People(lambda: channel_audiences, directory, routes)
+
+
+def build_dispatcher(
+    config: Config,
+    store: Store,
+    channels: Mapping[str, Channel],
+    monitor: ProviderMonitor,
+    routes: Callable[[], Sequence[Route]],
+    clock: Clock,
+    renderer: Renderer,
+) -> Dispatcher:
+    return Dispatcher(
+        store,
+        channels,
+        channel_policies(config),
+        clock=clock,
+        state=lambda: monitor.state,
+        mode=lambda: monitor.mode,
+        rerouter=Rerouter(store, routes, clock),
+        on_primary_failure=monitor.passive_failure,
+        settings=DispatchSettings(
+            poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
+        ),
+        renderer=renderer,
+    )
+
+
+def build_leadership(
+    config: Config, store: Store, monitor: ProviderMonitor, clock: Clock, dispatcher: Dispatcher
+) -> Leadership | None:
+    """HA (issue 8): on PostgreSQL one node leads; SQLite always leads alone (None)."""
+    if not isinstance(config.store, PostgresStoreConfig):
+        return None
+    from daemon.leadership import Leadership  # psycopg only where PostgreSQL is configured
+    from daemon.store.postgres import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    store.on_work(dispatcher.wake)
+    return Leadership.from_config(config.store, store, monitor, clock)
+
+
+def build_supervision(
+    config: Config,
+    systemd_env: Mapping[str, str] | None,
+    status: Callable[[], Awaitable[str]],
+    dispatcher: Dispatcher,
+) -> Supervision:
+    """systemd's view of the daemon, its watchdog fed by the dispatcher's passes."""
+    poll_s = config.dispatch.poll.total_seconds()
+    supervision = Supervision(systemd_env or {}, status, max(10.0, 5 * poll_s))
+    dispatcher.on_pass(supervision.beat)
+    return supervision
+
+
+def feed_metrics(
+    metrics: Metrics, dispatcher: Dispatcher, acceptor: Acceptor, monitor: ProviderMonitor
+) -> None:
+    """Feed ``metrics`` with the deliveries, the accepted notifications, the checks and the transitions."""
+    dispatcher.on_outcome(metrics.delivery_outcome)
+    acceptor.subscribe(metrics.notifications_accepted)
+    monitor.on_check(metrics.check_result)
+    monitor.on_transition(metrics.transition)
+
+
+def build_announcer(
+    config: Config, acceptor: Acceptor, store: Store, monitor: ProviderMonitor, clock: Clock
+) -> Announcer:
+    announcer = Announcer(acceptor, config.provider.name, store, clock)
+    if config.provider.announce:
+        monitor.on_transition(announcer.transition)
+    return announcer
+
+
+def build_drills(
+    config: Config, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock, metrics: Metrics
+) -> Drills:
+    return Drills(store, routes, lambda: primary_channels(config), clock, on_started=metrics.drill_started)
+
+
+def build_catchup(
+    config: Config,
+    store: Store,
+    people: People,
+    routes: Callable[[], Sequence[Route]],
+    clock: Clock,
+    dispatcher: Dispatcher,
+    leads: Callable[[], bool],
+) -> CatchUp:
+    # the channels are built once (a reload keeps them), so the primary ones are too
+    primary = primary_channels(config)
+    return CatchUp(
+        store,
+        people,
+        routes,
+        lambda: primary,
+        clock,
+        config.provider.name,
+        in_flight=lambda: dispatcher.in_flight,
+        leads=leads,
+    )
+
+
+def build_workers(
+    config: Config,
+    on_accepted: Callable[[Mapping[tuple[str, str], int], int], None],
+    metrics: Metrics,
+    buckets: SharedBuckets,
+) -> IntakeWorkers | None:
+    """The intake worker processes, if the configuration has them (None if not)."""
+    settings = config.intake.workers
+    if settings is None:
+        return None
+    source = config.source
+    if source is None:
+        raise RuntimeError("intake.workers needs the configuration read from a file or text")
+    return IntakeWorkers(
+        settings,
+        source,
+        on_accepted,
+        on_count=metrics.intake_workers.set,
+        buckets_fd=buckets.fd,
+    )
