@@ -18,7 +18,7 @@ from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
 from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
-from daemon.build import api_grants, build_channels, build_store, twilio_accounts
+from daemon.build import api_grants, build_channels, build_store, register_secrets, twilio_accounts
 from daemon.build_checks import build_checks
 from daemon.catchup import HORIZON
 from daemon.clock import Clock, SystemClock
@@ -44,7 +44,6 @@ from daemon.wiring import (
     build_supervision,
     build_workers,
     feed_metrics,
-    register_secrets,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +63,6 @@ class Daemon:
         self._config_path = config_path
         self._clock = clock or SystemClock()
         self._adopt(config)
-        #: the tokens' rate limits, counted once for this process and its intake workers
-        self.buckets = SharedBuckets.create()
         self.store = build_store(config)
         self.monitor = build_monitor(config, self.store, self._clock)
         self.channels = build_channels(config)
@@ -96,6 +93,9 @@ class Daemon:
         self._server: ApiServer | None = None
         self.api_port: int | None = None
         self.workers: IntakeWorkers | None = None
+        #: the tokens' rate limits, counted once for this process and its intake workers (made
+        #: last: a part above that fails to build leaves no descriptor behind)
+        self.buckets = SharedBuckets.create()
 
     def _renderer(self, on_unresolved: Callable[[Unresolved], None] | None = None) -> Renderer:
         return Renderer(

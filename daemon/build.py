@@ -33,6 +33,7 @@ from daemon.core.backoff import RetryPolicy
 from daemon.core.digest import SMS_LAYOUT
 from daemon.digesting import DigestPolicy, sms_fits
 from daemon.dispatch_policy import ChannelPolicy
+from daemon.logs import register_secret
 from daemon.store.base import Store
 from daemon.store.postgres_config import PostgresStoreConfig
 from daemon.store.sqlite import SqliteStore
@@ -216,6 +217,12 @@ def _digest_base(cfg: SlackChannelConfig | SmsChannelConfig) -> DigestPolicy:
 def _phone_numbers(recipients: tuple[str, ...]) -> tuple[str, ...]:
     """The recipients an SMS channel sends to (its e-mail addresses are not ours)."""
     return tuple(r for r in recipients if r.startswith("+"))
+
+
+def register_secrets(config: Config) -> None:
+    """Redact every secret in ``config`` from the logs; the daemon does this first, before anything logs."""
+    for secret in secrets_of(config).values():
+        register_secret(secret)
 
 
 def secrets_of(config: Config) -> Mapping[str, str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from channels.base import Channel
 from daemon.announce import Announcer
 from daemon.api.ratelimit import SharedBuckets
-from daemon.build import channel_policies, primary_channels, secrets_of
+from daemon.build import channel_policies, primary_channels
 from daemon.catchup import CatchUp
 from daemon.clock import Clock
 from daemon.config import Config
@@ -25,7 +25,6 @@ from daemon.dispatcher import Dispatcher
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
 from daemon.intake.workers import IntakeWorkers
-from daemon.logs import register_secret
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.rendering import People, Renderer, audiences
@@ -36,12 +35,6 @@ from daemon.supervision import Supervision
 
 if TYPE_CHECKING:
     from daemon.leadership import Leadership
-
-
-def register_secrets(config: Config) -> None:
-    """Redact every secret in ``config`` from the logs; the daemon does this first, before anything logs."""
-    for secret in secrets_of(config).values():
-        register_secret(secret)
 
 
 def build_monitor(config: Config, store: Store, clock: Clock) -> ProviderMonitor:

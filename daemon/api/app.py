@@ -21,7 +21,7 @@ from daemon.api.errors import http_error, not_leader, validation_error
 from daemon.api.limits import BodyLimit
 from daemon.api.notification_routes import notification_router
 from daemon.api.provider_routes import override_router
-from daemon.api.ratelimit import Buckets
+from daemon.api.ratelimit import Buckets, LocalBuckets
 from daemon.api.status_routes import health_router, status_router
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
 from daemon.api.webhooks import SECURITY_SCHEMES, WebhookEndpoint, WebhookIntake, webhook_router
@@ -48,8 +48,8 @@ class ApiContext:
     metrics: Metrics = field(default_factory=Metrics)
     drills: Drills | None = None
     grants: Callable[[], Mapping[str, Grant]] = dict
-    #: where the tokens' rate limits are counted: shared with the intake workers (None: here only)
-    buckets: Buckets | None = None
+    #: where the tokens' rate limits are counted: the daemon's are shared with its intake workers
+    buckets: Buckets = field(default_factory=LocalBuckets)
     webhooks: Callable[[], WebhookSettings] = WebhookIntakesConfig
     clock: Clock = field(default_factory=SystemClock)
     #: Slack channels whose app posts interactions (the Acknowledge button) to /v1/callbacks/slack

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
-from daemon.api.ratelimit import Buckets, LocalBuckets
+from daemon.api.ratelimit import Buckets
 
 #: what a token may do: submit notifications; read status, trails and metrics; operate (override,
 #: drills, cancel)
@@ -59,14 +59,14 @@ class BearerAuth:
         grants: Callable[[], Mapping[str, Grant]] = dict,
         monotonic: Callable[[], float] = time.monotonic,
         *,
-        buckets: Buckets | None = None,
+        buckets: Buckets,
     ) -> None:
-        """``buckets``: where the rate limits are counted; give every endpoint the same
-        (:mod:`daemon.api.ratelimit`), or each instance counts its own."""
+        """``buckets``: where the rate limits are counted (:mod:`daemon.api.ratelimit`): one gate
+        per process, given to every endpoint, and the buckets the process shares."""
         self._tokens = tokens
         self._grants = grants
         self._monotonic = monotonic
-        self._buckets = LocalBuckets() if buckets is None else buckets
+        self._buckets = buckets
 
     def authorize(self, authorization: str, scope: str, *, basic: bool = False) -> str:
         """The token's name if it is valid, has ``scope`` and is within its rate limit."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from daemon.api.auth import BearerAuth, Grant
-from daemon.api.lean_connection import Handler, Reply
+from daemon.api.lean_connection import Handler
+from daemon.api.lean_messages import Reply
 from daemon.api.ratelimit import Buckets
 from daemon.api.submit import PATH, RETRY_AFTER_S, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
@@ -29,9 +30,9 @@ def intake_handler(
     grants: Callable[[], Mapping[str, Grant]],
     webhooks: Callable[[], WebhookSettings],
     draining: Callable[[], bool],
-    buckets: Buckets | None = None,
+    buckets: Buckets,
 ) -> Handler:
-    """``buckets``: the rate limits the daemon shares with its workers (None: this process's own)."""
+    """``buckets``: the rate limits the daemon shares with its workers."""
     gate = BearerAuth(tokens, grants, buckets=buckets)
     submit = SubmitEndpoint(acceptor, gate, draining)
     hooks = WebhookIntake(acceptor, tokens, draining, webhooks, gate)

@@ -17,16 +17,14 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import httptools
 
-from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Request, encode, error_reply
+from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Reply, Request, encode, error_reply
 
 log = logging.getLogger("daemon.api.lean_http")  # the server logs under one name
 
-#: (status, JSON body, extra headers)
-Reply = tuple[int, dict[str, Any], dict[str, str]]
 #: method, path, headers (names lower-cased, the last value wins), body
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:  # the connection encodes its replies here, so its module imports this one
-    from daemon.api.lean_connection import Reply
+#: (status, JSON body, extra headers)
+Reply = tuple[int, dict[str, Any], dict[str, str]]
 
 
 class Request:

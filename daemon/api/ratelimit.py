@@ -55,16 +55,20 @@ class Buckets(Protocol):
 
 def refill_and_take(
     tokens: float, at: float, per_second: float, burst: int, now: float
-) -> tuple[float, float]:
-    """A bucket holding ``tokens`` at ``at``, asked for one at ``now``: (tokens left, seconds to wait).
+) -> tuple[float, float, float]:
+    """A bucket holding ``tokens`` at ``at``, asked for one at ``now``: (tokens left, seconds to
+    wait, the time they are counted at).
 
     A refused request still counts the refill up to ``now``, so a client that keeps retrying early
-    is told the true wait each time.
+    is told the true wait each time. A ``now`` before ``at`` (a process that read the clock, then
+    waited for the lock while another counted a later time) counts as ``at``: the interval between
+    them is never refilled twice.
     """
-    tokens = min(float(burst), tokens + max(0.0, now - at) * per_second)
+    now = max(now, at)
+    tokens = min(float(burst), tokens + (now - at) * per_second)
     if tokens < 1:
-        return tokens, (1 - tokens) / per_second
-    return tokens - 1, 0.0
+        return tokens, (1 - tokens) / per_second, now
+    return tokens - 1, 0.0, now
 
 
 class LocalBuckets:
@@ -76,8 +80,8 @@ class LocalBuckets:
 
     def take(self, name: str, per_second: float, burst: int, now: float) -> float:
         tokens, at = self._state.get(name, (float(burst), now))
-        tokens, wait_s = refill_and_take(tokens, at, per_second, burst, now)
-        self._state[name] = (tokens, now)
+        tokens, wait_s, at = refill_and_take(tokens, at, per_second, burst, now)
+        self._state[name] = (tokens, at)
         if wait_s > 0:
             self._refused[name] += 1
         return wait_s
@@ -107,6 +111,7 @@ class SharedBuckets:
         self._offsets: dict[str, int] = {}
         #: names that found the table full, limited in this process alone
         self._overflow = LocalBuckets()
+        self._overflowed: set[str] = set()
 
     @classmethod
     def create(cls) -> SharedBuckets:
@@ -125,30 +130,33 @@ class SharedBuckets:
         return self._fd
 
     def close(self) -> None:
+        """Unmap and close (once; later calls do nothing, later takes raise ValueError)."""
+        if self._fd < 0:
+            return
         self._map.close()
         os.close(self._fd)
+        self._fd = -1
 
     def take(self, name: str, per_second: float, burst: int, now: float) -> float:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
+        if name in self._overflowed:
+            return self._overflow.take(name, per_second, burst, now)
+        with self._locked():
             offset = self._offsets.get(name)
             if offset is None:
                 offset = self._slot(name, burst, now)
                 if offset is None:
+                    self._overflowed.add(name)
                     return self._overflow.take(name, per_second, burst, now)
                 self._offsets[name] = offset
             key, tokens, at, refused = _SLOT.unpack_from(self._map, offset)
-            tokens, wait_s = refill_and_take(tokens, at, per_second, burst, now)
-            _SLOT.pack_into(self._map, offset, key, tokens, now, refused + (wait_s > 0))
+            tokens, wait_s, at = refill_and_take(tokens, at, per_second, burst, now)
+            _SLOT.pack_into(self._map, offset, key, tokens, at, refused + (wait_s > 0))
             return wait_s
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def refused(self, name: str) -> int:
         """Refusals on every port (and this process's own, for a name the full table left out)."""
         key = _key(name)
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
+        with self._locked():
             for offset in _offsets(key):
                 found = self._map[offset : offset + 16]
                 if found == key:
@@ -156,9 +164,19 @@ class SharedBuckets:
                     return count + self._overflow.refused(name)
                 if found == _FREE:
                     break
+        return self._overflow.refused(name)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The table to this process alone (a POSIX record lock: other processes wait, briefly, as
+        the event loop does meanwhile; each holder keeps it for one slot's read and write)."""
+        if self._fd < 0:
+            raise ValueError("the rate-limit table is closed")
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
-        return self._overflow.refused(name)
 
     def _slot(self, name: str, burst: int, now: float) -> int | None:
         """The offset of ``name``'s slot, taken (a full bucket) if it had none; None if full.

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from daemon import __version__
 from daemon.api import statuspage, views
-from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized
+from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.errors import error_response
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -50,8 +50,11 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
         """The live status page: HTTP Basic (any user, an API token as password) or a bearer token."""
         try:
             auth.authorize(request.headers.get("authorization", ""), "read", basic=True)
-        except (Unauthorized, Forbidden, RateLimited):
+        except (Unauthorized, Forbidden):
             return _sign_in()
+        except RateLimited as exc:
+            status, code, headers = refusal(exc, "Bearer")
+            return error_response(status, code, str(exc), headers=headers)
         return HTMLResponse(statuspage.render(await _page_data(ctx)))
 
     @router.get("/metrics", tags=["operations"], dependencies=[read], response_class=Response)

@@ -48,9 +48,9 @@ SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}
 class WebhookAuth:
     """Bearer as :class:`BearerAuth`, or Basic with username = token name and password = token."""
 
-    def __init__(self, tokens: Callable[[], Mapping[str, str]]) -> None:
+    def __init__(self, tokens: Callable[[], Mapping[str, str]], bearer: BearerAuth) -> None:
         self._tokens = tokens
-        self._bearer = BearerAuth(tokens)
+        self._bearer = bearer
 
     def check(self, authorization: str) -> str:
         """The name of the token presented, or Unauthorized."""
@@ -89,7 +89,7 @@ class WebhookIntake:
     ) -> None:
         """``gate``: the scopes and rate limits, shared with the other endpoints (one bucket a token)."""
         self._acceptor = acceptor
-        self._auth = WebhookAuth(tokens)
+        self._auth = WebhookAuth(tokens, gate)
         self._gate = gate
         self._draining = draining
         self._settings = settings

@@ -37,15 +37,15 @@ from collections.abc import Sequence
 
 from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
-from daemon.api.ratelimit import Buckets, SharedBuckets
+from daemon.api.ratelimit import Buckets, LocalBuckets, SharedBuckets
 from daemon.api.serving import bind
-from daemon.build import api_grants, build_store, secrets_of
+from daemon.build import api_grants, build_store, register_secrets
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, parse_config
 from daemon.core.model import Notification
 from daemon.core.routing import Route
 from daemon.intake.accept import Acceptor
-from daemon.logs import configure_logging, register_secret
+from daemon.logs import configure_logging
 from daemon.store.base import Accepted
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class IntakeWorker:
         config: Config,
         listen: tuple[str, int],
         reports: Reports,
-        buckets: Buckets | None = None,
+        buckets: Buckets,
     ) -> None:
         self._control_reader = control
         self._listen = listen
@@ -171,8 +171,7 @@ class IntakeWorker:
         await server.stop(grace_s=STOP_GRACE_S)
 
     def _apply(self, config: Config) -> None:
-        for secret in secrets_of(config).values():
-            register_secret(secret)
+        register_secrets(config)
         self._config = config
         self._routes: tuple[Route, ...] = config.policy()
         self._tokens = config.api_tokens()
@@ -212,7 +211,8 @@ async def serve_worker(
     except (ConfigError, ValueError) as exc:
         log.error("intake worker %d cannot start: %s", index, exc, extra={"event": "intake.worker_config"})
         return EX_CONFIG
-    buckets = None if buckets_fd is None else SharedBuckets(buckets_fd)
+    # without a table (started by hand, which the daemon never does) its limits are its own
+    buckets = LocalBuckets() if buckets_fd is None else SharedBuckets(buckets_fd)
     await IntakeWorker(control, config, (host, port), Reports(report_fd), buckets).run()
     return 0
 

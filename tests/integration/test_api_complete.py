@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from daemon.app import Daemon
+from tests.integration.test_webhook_intake import AM_BODY
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.support import api_client, running
 
@@ -148,34 +149,24 @@ async def test_rate_limit_answers_429_with_retry_after(daemon: Daemon) -> None:
 
 
 async def test_a_tokens_one_bucket_counts_every_endpoint(daemon: Daemon) -> None:
-    """Submissions, webhooks and reads take from one bucket a token (3, then one per 100 s)."""
-    firing = {"status": "firing", "labels": {"alertname": "A"}, "annotations": {}, "fingerprint": "a1"}
-    alert = {
-        "version": "4",
-        "groupKey": "{}:{}",
-        "status": "firing",
-        "receiver": "backchannel",
-        "groupLabels": {},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://am.example",
-        "alerts": [{**firing, "startsAt": "2026-11-27T08:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}],
-    }
+    """Submissions, webhooks, reads and the status page take from one bucket a token (3, then one
+    per 100 s)."""
     async with api_client(daemon, SLOW) as slow:
         first = await slow.post("/v1/notifications", json={"severity": "info", "subject": "1"})
-        second = await slow.post("/v1/intake/alertmanager", json=alert)
+        second = await slow.post("/v1/intake/alertmanager", json=AM_BODY)
         third = await slow.get("/v1/status")
         over = [
             await slow.post("/v1/notifications", json={"severity": "info", "subject": "2"}),
-            await slow.post("/v1/intake/alertmanager", json=alert),
+            await slow.post("/v1/intake/alertmanager", json=AM_BODY),
             await slow.get("/v1/status"),
+            await slow.get("/"),  # the status page: 429 too, not a sign-in prompt
         ]
     assert [first.status_code, second.status_code, third.status_code] == [202, 202, 200], second.text
-    assert [r.status_code for r in over] == [429, 429, 429]
+    assert [r.status_code for r in over] == [429, 429, 429, 429]
     assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
     async with api_client(daemon, ADMIN) as admin:
         metrics = (await admin.get("/metrics")).text
-    assert 'backchannel_api_rate_limited_total{token="slow"} 3.0' in metrics
+    assert 'backchannel_api_rate_limited_total{token="slow"} 4.0' in metrics
     assert 'backchannel_api_rate_limited_total{token="noisy"} 0.0' in metrics
 
 

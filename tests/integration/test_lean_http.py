@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from daemon.api.lean_connection import Reply
 from daemon.api.lean_http import LeanServer
+from daemon.api.lean_messages import Reply
 from tests.support import until
 
 LIMIT = 1000
