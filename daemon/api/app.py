@@ -19,6 +19,7 @@ from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
 from daemon.api.errors import http_error, not_leader, validation_error
 from daemon.api.limits import BodyLimit
+from daemon.api.models import SUBMIT_COMPONENTS
 from daemon.api.notification_routes import notification_router
 from daemon.api.provider_routes import override_router
 from daemon.api.ratelimit import Buckets, LocalBuckets
@@ -120,7 +121,11 @@ def _document(api: FastAPI, submit_path: str) -> None:
             schema = get_openapi(title=api.title, version=api.version, routes=api.routes)
             schema["paths"][submit_path] = openapi_operation() | schema["paths"].get(submit_path, {})
             components = schema.setdefault("components", {})
-            components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+            schemas = components.setdefault("schemas", {})
+            schemas["Error"] = ERROR_SCHEMA
+            for name, definition in SUBMIT_COMPONENTS.items():
+                if schemas.setdefault(name, definition) != definition:
+                    raise RuntimeError(f"two OpenAPI schemas named {name!r} differ")
             components["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 **SECURITY_SCHEMES,

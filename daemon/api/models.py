@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
@@ -33,7 +33,11 @@ NotificationBatch = Annotated[list[NotificationIn], Field(min_length=1, max_leng
 
 #: POST /v1/notifications takes one notification or a batch of up to 1,000
 SUBMIT: TypeAdapter[NotificationIn | list[NotificationIn]] = TypeAdapter(NotificationIn | NotificationBatch)
-SUBMIT_SCHEMA = SUBMIT.json_schema()
+#: its JSON Schema for the OpenAPI document: references point into ``components.schemas``,
+#: where SUBMIT_COMPONENTS go (a ``#/$defs/...`` reference would resolve against the document's
+#: root, where nothing is, and clients and fuzzers could not read the request body)
+SUBMIT_SCHEMA = SUBMIT.json_schema(ref_template="#/components/schemas/{model}")
+SUBMIT_COMPONENTS: dict[str, Any] = SUBMIT_SCHEMA.pop("$defs")
 
 
 class OverrideIn(BaseModel):
