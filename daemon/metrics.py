@@ -21,6 +21,11 @@ from daemon.store.base import Accepted, ChannelHealth, Claimed, Outcome, QueueVi
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 CHECK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: the ``source`` label is chosen by the senders: this many distinct values get series of their
+#: own, later ones are counted as OTHER_SOURCE (each series lives as long as the daemon, here and
+#: in Prometheus)
+MAX_SOURCES = 100
+OTHER_SOURCE = "other"
 
 
 class Metrics:
@@ -34,6 +39,7 @@ class Metrics:
         )
         # the labelled child per (severity, source): labels() costs more than inc() on the intake path
         self._accepted_by: dict[tuple[str, str], Counter] = {}
+        self._sources: set[str] = set()
         self.duplicates = Counter(
             "backchannel_notifications_duplicate",
             "Submissions answered with an earlier notification",
@@ -142,6 +148,14 @@ class Metrics:
     def _accepted_child(self, key: tuple[str, str]) -> Counter:
         child = self._accepted_by.get(key)
         if child is None:
+            severity, source = key
+            if source not in self._sources and len(self._sources) >= MAX_SOURCES:
+                key = (severity, OTHER_SOURCE)  # not remembered by its own name: memory stays bounded
+                child = self._accepted_by.get(key)
+                if child is not None:
+                    return child
+            else:
+                self._sources.add(source)
             child = self._accepted_by[key] = self.accepted.labels(*key)
         return child
 
