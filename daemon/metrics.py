@@ -39,7 +39,8 @@ class Metrics:
         )
         # the labelled child per (severity, source): labels() costs more than inc() on the intake path
         self._accepted_by: dict[tuple[str, str], Counter] = {}
-        self._sources: set[str] = set()
+        #: sources with series of their own (OTHER_SOURCE is always one, beside MAX_SOURCES others)
+        self._sources: set[str] = {OTHER_SOURCE}
         self.duplicates = Counter(
             "backchannel_notifications_duplicate",
             "Submissions answered with an earlier notification",
@@ -149,12 +150,9 @@ class Metrics:
         child = self._accepted_by.get(key)
         if child is None:
             severity, source = key
-            if source not in self._sources and len(self._sources) >= MAX_SOURCES:
-                key = (severity, OTHER_SOURCE)  # not remembered by its own name: memory stays bounded
-                child = self._accepted_by.get(key)
-                if child is not None:
-                    return child
-            else:
+            if source not in self._sources:
+                if len(self._sources) > MAX_SOURCES:  # not remembered by its own name: bounded memory
+                    return self._accepted_child((severity, OTHER_SOURCE))
                 self._sources.add(source)
             child = self._accepted_by[key] = self.accepted.labels(*key)
         return child

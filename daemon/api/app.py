@@ -69,7 +69,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
         api.include_router(router)
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
-    webhooks = WebhookIntake(ctx.acceptor, ctx.tokens, ctx.draining, ctx.webhooks, authenticate)
+    webhooks = WebhookIntake(ctx.acceptor, authenticate, ctx.draining, ctx.webhooks)
     api.include_router(webhook_router(webhooks))
     return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes)
 

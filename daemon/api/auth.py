@@ -68,6 +68,11 @@ class BearerAuth:
         self._monotonic = monotonic
         self._buckets = buckets
 
+    @property
+    def tokens(self) -> Mapping[str, str]:
+        """The configured tokens by name, as of now (a reload replaces them)."""
+        return self._tokens()
+
     def authorize(self, authorization: str, scope: str, *, basic: bool = False) -> str:
         """The token's name if it is valid, has ``scope`` and is within its rate limit."""
         return self.admit(self.check(authorization, basic=basic), scope)

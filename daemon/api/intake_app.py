@@ -35,7 +35,7 @@ def intake_handler(
     """``buckets``: the rate limits the daemon shares with its workers."""
     gate = BearerAuth(tokens, grants, buckets=buckets)
     submit = SubmitEndpoint(acceptor, gate, draining)
-    hooks = WebhookIntake(acceptor, tokens, draining, webhooks, gate)
+    hooks = WebhookIntake(acceptor, gate, draining, webhooks)
     posts = {
         ALERTMANAGER_PATH: lambda headers, body: hooks.alertmanager(headers.get("authorization", ""), body),
         GRAFANA_PATH: lambda headers, body: hooks.grafana(headers.get("authorization", ""), body),

@@ -157,14 +157,11 @@ class SharedBuckets:
         """Refusals on every port (and this process's own, for a name the full table left out)."""
         key = _key(name)
         with self._locked():
-            for offset in _offsets(key):
-                found = self._map[offset : offset + 16]
-                if found == key:
-                    count: int = _SLOT.unpack_from(self._map, offset)[3]
-                    return count + self._overflow.refused(name)
-                if found == _FREE:
-                    break
-        return self._overflow.refused(name)
+            offset = self._probe(key)
+            count = 0
+            if offset is not None and self._map[offset : offset + 16] == key:
+                count = _SLOT.unpack_from(self._map, offset)[3]
+        return count + self._overflow.refused(name)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -179,18 +176,14 @@ class SharedBuckets:
             fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def _slot(self, name: str, burst: int, now: float) -> int | None:
-        """The offset of ``name``'s slot, taken (a full bucket) if it had none; None if full.
-
-        Open addressing from the digest's first bytes; the caller holds the lock.
-        """
+        """The offset of ``name``'s slot, taken (a full bucket) if it had none; None if full (the
+        caller holds the lock)."""
         key = _key(name)
-        for offset in _offsets(key):
-            found = self._map[offset : offset + 16]
-            if found == key:
-                return offset
-            if found == _FREE:
+        offset = self._probe(key)
+        if offset is not None:
+            if self._map[offset : offset + 16] == _FREE:
                 _SLOT.pack_into(self._map, offset, key, float(burst), now, 0)
-                return offset
+            return offset
         log.error(
             "the shared rate-limit table is full (%d token names since the daemon started): "
             "token %r is limited per process until a restart",
@@ -198,6 +191,16 @@ class SharedBuckets:
             name,
             extra={"event": "api.rate_limit_table_full"},
         )
+        return None
+
+    def _probe(self, key: bytes) -> int | None:
+        """The offset of ``key``'s slot, or of the free slot it would take; None if the table is full.
+
+        Open addressing from the digest's first bytes; the caller holds the lock.
+        """
+        for offset in _offsets(key):
+            if self._map[offset : offset + 16] in (key, _FREE):
+                return offset
         return None
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -48,8 +48,7 @@ SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}
 class WebhookAuth:
     """Bearer as :class:`BearerAuth`, or Basic with username = token name and password = token."""
 
-    def __init__(self, tokens: Callable[[], Mapping[str, str]], bearer: BearerAuth) -> None:
-        self._tokens = tokens
+    def __init__(self, bearer: BearerAuth) -> None:
         self._bearer = bearer
 
     def check(self, authorization: str) -> str:
@@ -63,7 +62,7 @@ class WebhookAuth:
             raise Unauthorized("malformed basic credentials") from exc
         username, _, password = decoded.partition(":")
         match = None
-        for name, token in self._tokens().items():
+        for name, token in self._bearer.tokens.items():
             # Both halves compared for every token, no early exit: timing tells nothing.
             same_name = hmac.compare_digest(username.encode(), name.encode())
             if hmac.compare_digest(password.encode(), token.encode()) & same_name:
@@ -82,14 +81,14 @@ class WebhookIntake:
     def __init__(
         self,
         acceptor: Acceptor,
-        tokens: Callable[[], Mapping[str, str]],
+        gate: BearerAuth,
         draining: Callable[[], bool],
         settings: Callable[[], WebhookSettings],
-        gate: BearerAuth,
     ) -> None:
-        """``gate``: the scopes and rate limits, shared with the other endpoints (one bucket a token)."""
+        """``gate``: the tokens, scopes and rate limits, shared with the other endpoints (one bucket
+        a token)."""
         self._acceptor = acceptor
-        self._auth = WebhookAuth(tokens, gate)
+        self._auth = WebhookAuth(gate)
         self._gate = gate
         self._draining = draining
         self._settings = settings

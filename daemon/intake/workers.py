@@ -52,7 +52,7 @@ class IntakeWorkers:
         on_accepted: OnAccepted,
         *,
         on_count: Callable[[int], None] = lambda n: None,
-        buckets_fd: int | None = None,
+        buckets_fd: int,
     ) -> None:
         """``buckets_fd``: the rate-limit table every worker shares with the daemon."""
         self._settings = settings
@@ -109,7 +109,6 @@ class IntakeWorkers:
 
     def spawn_args(self, index: int, report_fd: int) -> list[str]:
         assert self._sock is not None
-        buckets = [] if self._buckets_fd is None else ["--buckets-fd", str(self._buckets_fd)]
         return [
             sys.executable,
             "-m",
@@ -122,12 +121,13 @@ class IntakeWorkers:
             str(report_fd),
             "--index",
             str(index),
-            *buckets,
+            "--buckets-fd",
+            str(self._buckets_fd),
         ]
 
     def passed_fds(self, report_fd: int) -> tuple[int, ...]:
         """What a worker inherits: its report pipe and the rate-limit table."""
-        return (report_fd,) if self._buckets_fd is None else (report_fd, self._buckets_fd)
+        return (report_fd, self._buckets_fd)
 
     def control_line(self) -> bytes:
         source = self._source
