@@ -87,6 +87,8 @@ class Daemon:
         )
         self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         self.draining = False
+        #: set once start() has brought up everything it starts, READY=1 sent
+        self.started = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
@@ -142,6 +144,7 @@ class Daemon:
         await self._start_workers()
         if self.smtp is not None:
             await self.smtp.start()
+        self.started = True
         await self.supervision.ready()
         log.info(
             "backchannel ready on %s:%s",
@@ -158,6 +161,7 @@ class Daemon:
             provider_name=self.config.provider.name,
             tokens=lambda: self._tokens,
             draining=lambda: self.draining,
+            started=lambda: self.started,
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=self.config.api.max_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,

@@ -44,6 +44,8 @@ class ApiContext:
     tokens: Callable[[], Mapping[str, str]]
     draining: Callable[[], bool]
     in_flight: Callable[[], int]
+    #: False until the daemon has started everything (intake workers, SMTP intake): /healthz is 503
+    started: Callable[[], bool] = lambda: True
     max_body_bytes: int = 1 << 20
     twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
     metrics: Metrics = field(default_factory=Metrics)
@@ -77,7 +79,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
 def _routers(ctx: ApiContext, authenticate: BearerAuth) -> list[APIRouter]:
     """In matching order, which is also the OpenAPI document's: ``.../{id}/cancel`` before ``.../{id}``."""
     routers = [
-        health_router(ctx.monitor, ctx.draining),
+        health_router(ctx.monitor, ctx.draining, ctx.started),
         notification_router(ctx.store, ctx.clock, authenticate),
         status_router(ctx, authenticate),
         override_router(ctx.monitor, authenticate),

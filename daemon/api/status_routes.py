@@ -21,16 +21,21 @@ if TYPE_CHECKING:
     from daemon.api.app import ApiContext
 
 RETRY_AFTER_S = "5"
+STARTING_RETRY_S = "1"
 
 
-def health_router(monitor: ProviderMonitor, draining: Callable[[], bool]) -> APIRouter:
+def health_router(
+    monitor: ProviderMonitor, draining: Callable[[], bool], started: Callable[[], bool]
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
-        """Liveness for load balancers: 503 while draining."""
+        """Readiness for load balancers: 503 while starting (until every intake serves) or draining."""
         if draining():
             return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
+        if not started():
+            return error_response(503, "starting", "starting up", headers={"Retry-After": STARTING_RETRY_S})
         return JSONResponse({"status": "ok", "provider": monitor.state.value})
 
     return router

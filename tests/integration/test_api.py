@@ -18,6 +18,7 @@ import pytest
 from daemon.app import Daemon
 from daemon.config import parse_config
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import until
 
 TOKEN = "api-test-token-0123456789"
 SECRET = "whsec_" + base64.b64encode(b"api-test-webhook-secret-0123").decode()
@@ -263,6 +264,39 @@ async def test_healthz_and_draining(api: tuple[httpx.AsyncClient, Daemon]) -> No
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     daemon.draining = False
+
+
+async def test_healthz_answers_503_until_the_daemon_has_started_everything(
+    tmp_path: Path, servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API serves before the intake workers and the SMTP intake start: until they have, a load
+    balancer reading /healthz must not send traffic, so it answers 503 "starting"."""
+    smtp, hook = servers
+    release = asyncio.Event()
+    start_workers = Daemon._start_workers
+
+    async def held(self: Daemon) -> None:
+        await release.wait()
+        await start_workers(self)
+
+    monkeypatch.setattr(Daemon, "_start_workers", held)
+    text = CONFIG.format(store=tmp_path / "outbox.db", smtp_port=smtp.port, hook_url=hook.url, max_body=1024)
+    daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+    starting = asyncio.create_task(daemon.start())
+    try:
+        await until(lambda: daemon.api_port)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}") as client:
+            early = await client.get("/healthz")
+            assert early.status_code == 503, early.text
+            assert early.json()["error"] == "starting"
+            assert early.headers["Retry-After"] == "1"
+            release.set()
+            await starting
+            assert (await client.get("/healthz")).json() == {"status": "ok", "provider": "healthy"}
+    finally:
+        release.set()
+        await asyncio.gather(starting, return_exceptions=True)
+        await daemon.stop()
 
 
 async def test_openapi_describes_the_intake(api: tuple[httpx.AsyncClient, Daemon]) -> None:
