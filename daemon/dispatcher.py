@@ -70,26 +70,10 @@ class Dispatcher:
         self._rerouter = rerouter
         self._settings = settings or DispatchSettings()
         renderer = renderer or Renderer(state)
-        self._digesting = {
-            name: Digesting(name, policy.digest, renderer, state)
-            for name, policy in self._policies.items()
-            if policy.digest is not None and name in self._channels
-        }
+        self._digesting = _digesting_channels(self._channels, self._policies, renderer, state)
         self._wake = asyncio.Event()
         self._slots = SendSlots(self._channels, self._policies, self._wake.set)
-        self._deliverer = Deliverer(
-            store,
-            self._channels,
-            self._policies,
-            clock=clock,
-            mode=mode,
-            slots=self._slots,
-            renderer=renderer,
-            on_primary_failure=on_primary_failure,
-            on_stale_mode=self.request_sweep,
-            poll_s=self._settings.poll_s,
-            rand=rand,
-        )
+        self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand)
         self._stopping = False
         self._sweep_due = True
         self._replan_due = False
@@ -99,6 +83,27 @@ class Dispatcher:
         self._last_claim_at = float("-inf")
         self._released_at = float("-inf")
         self._empty_passes = 0
+
+    def _new_deliverer(
+        self,
+        renderer: Renderer,
+        on_primary_failure: Callable[[str], Awaitable[None]],
+        rand: Callable[[], float],
+    ) -> Deliverer:
+        """Sends within this dispatcher's slots; a stale mode found at a send calls for a sweep."""
+        return Deliverer(
+            self._store,
+            self._channels,
+            self._policies,
+            clock=self._clock,
+            mode=self._mode,
+            slots=self._slots,
+            renderer=renderer,
+            on_primary_failure=on_primary_failure,
+            on_stale_mode=self.request_sweep,
+            poll_s=self._settings.poll_s,
+            rand=rand,
+        )
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
         """Called after each send's outcome is recorded (channel, delivery, outcome, the error if any)."""
@@ -258,3 +263,17 @@ class Dispatcher:
         waiting = [c for digesting in self._digesting.values() for c in digesting.release()]
         if waiting:
             await self._deliverer.record(released(waiting, self._clock.now()))
+
+
+def _digesting_channels(
+    channels: Mapping[str, Channel],
+    policies: Mapping[str, ChannelPolicy],
+    renderer: Renderer,
+    state: Callable[[], ProviderState],
+) -> dict[str, Digesting]:
+    """A :class:`Digesting` for each configured channel whose policy has a digest."""
+    return {
+        name: Digesting(name, policy.digest, renderer, state)
+        for name, policy in policies.items()
+        if policy.digest is not None and name in channels
+    }

@@ -30,7 +30,16 @@ OTHER_SOURCE = "other"
 
 class Metrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
+        # declared area by area, in the order the exposition lists them
+        self._declare_intake(self.registry)
+        self._declare_delivery(self.registry)
+        self._declare_provider(self.registry)
+        self._declare_outbox(self.registry)
+        self._declare_operations(self.registry)
+
+    def _declare_intake(self, r: CollectorRegistry) -> None:
+        """What the senders submitted."""
         self.accepted = Counter(
             "backchannel_notifications_accepted",
             "Notifications committed to the outbox",
@@ -46,6 +55,9 @@ class Metrics:
             "Submissions answered with an earlier notification",
             registry=r,
         )
+
+    def _declare_delivery(self, r: CollectorRegistry) -> None:
+        """The sends: their outcomes, how long they took, and the channels' Retry-Afters."""
         self.attempts = Counter(
             "backchannel_delivery_attempts",
             "Send attempts by outcome (delivered, retry, failed)",
@@ -72,6 +84,9 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+
+    def _declare_provider(self, r: CollectorRegistry) -> None:
+        """The provider's health: check results and the state they lead to."""
         self.checks = Counter("backchannel_checks", "Check results", ["check", "status"], registry=r)
         self.check_latency = Histogram(
             "backchannel_check_latency_seconds",
@@ -86,6 +101,9 @@ class Metrics:
         self.transitions = Counter(
             "backchannel_provider_transitions", "Provider state transitions", ["to_state"], registry=r
         )
+
+    def _declare_outbox(self, r: CollectorRegistry) -> None:
+        """The outbox and the channels' failure streaks, set from the store at scrape time."""
         self.queue = Gauge(
             "backchannel_queue_notifications", "Notifications by status", ["status"], registry=r
         )
@@ -109,6 +127,9 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+
+    def _declare_operations(self, r: CollectorRegistry) -> None:
+        """The daemon itself: configuration reloads, drills, intake workers."""
         self.reloads = Counter(
             "backchannel_config_reloads",
             "Configuration reloads by result (ok, rejected)",

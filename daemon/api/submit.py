@@ -129,7 +129,6 @@ def _submission(item: NotificationIn, header_key: str | None) -> Submission:
 
 def openapi_operation() -> dict[str, Any]:
     """The OpenAPI description of this endpoint, merged into FastAPI's document."""
-    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         "post": {
             "tags": ["notifications"],
@@ -148,43 +147,47 @@ def openapi_operation() -> dict[str, Any]:
                 },
             ],
             "requestBody": {"required": True, "content": {"application/json": {"schema": SUBMIT_SCHEMA}}},
-            "responses": {
-                "202": {
-                    "description": "Accepted and committed",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["id", "duplicate"],
-                                        "properties": {
-                                            "id": {"type": "string"},
-                                            "duplicate": {"type": "boolean"},
-                                        },
-                                    },
-                                    {
-                                        "type": "object",
-                                        "required": ["ids", "duplicates"],
-                                        "properties": {
-                                            "ids": {"type": "array", "items": {"type": "string"}},
-                                            "duplicates": {"type": "array", "items": {"type": "string"}},
-                                        },
-                                    },
-                                ]
-                            }
-                        }
-                    },
-                },
-                "401": {"description": "Missing or invalid bearer token", "content": error_body},
-                "403": {"description": "The token lacks the send scope", "content": error_body},
-                "429": {
-                    "description": "The token is over its rate limit (Retry-After)",
-                    "content": error_body,
-                },
-                "413": {"description": "Body too large", "content": error_body},
-                "422": {"description": "Invalid notification", "content": error_body},
-                "503": {"description": "Draining, or the store could not commit", "content": error_body},
-            },
+            "responses": _openapi_responses(),
         }
+    }
+
+
+def _openapi_responses() -> dict[str, Any]:
+    """202 with the ids, or one of :func:`handle`'s refusals with the Error body."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    return {
+        "202": {
+            "description": "Accepted and committed",
+            "content": {"application/json": {"schema": {"oneOf": [_accepted_one(), _accepted_batch()]}}},
+        },
+        "401": {"description": "Missing or invalid bearer token", "content": error_body},
+        "403": {"description": "The token lacks the send scope", "content": error_body},
+        "429": {
+            "description": "The token is over its rate limit (Retry-After)",
+            "content": error_body,
+        },
+        "413": {"description": "Body too large", "content": error_body},
+        "422": {"description": "Invalid notification", "content": error_body},
+        "503": {"description": "Draining, or the store could not commit", "content": error_body},
+    }
+
+
+def _accepted_one() -> dict[str, Any]:
+    """The 202 body for one notification."""
+    return {
+        "type": "object",
+        "required": ["id", "duplicate"],
+        "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}},
+    }
+
+
+def _accepted_batch() -> dict[str, Any]:
+    """The 202 body for a batch (a JSON array of notifications)."""
+    return {
+        "type": "object",
+        "required": ["ids", "duplicates"],
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "string"}},
+            "duplicates": {"type": "array", "items": {"type": "string"}},
+        },
     }

@@ -16,6 +16,7 @@ import tempfile
 import time
 from base64 import b64encode
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,17 @@ async def _status(api: httpx.AsyncClient, notification_id: str) -> str:
     return status
 
 
+@dataclass(frozen=True, slots=True)
+class _Scene:
+    """What the story's steps act on: the daemon, its two stand-ins, a client of its API."""
+
+    say: Callable[[str], None]
+    daemon: Any
+    provider: SmtpProvider
+    hook: WebhookReceiver
+    api: httpx.AsyncClient
+
+
 async def _story(
     say: Callable[[str], None],
     daemon: Any,
@@ -137,50 +149,69 @@ async def _story(
     hook: WebhookReceiver,
     api: httpx.AsyncClient,
 ) -> None:
-    say("provider healthy: sending a critical and an info notification")
-    await _send(api, "critical", "Database primary failed over")
-    await _send(api, "info", "Nightly backup finished")
-    await _until(lambda: len(provider.sink.mail) >= 2, "email delivery")
-    for mail in provider.sink.mail:
-        say(f"  delivered by EMAIL: {mail.subject}")
+    scene = _Scene(say, daemon, provider, hook, api)
+    await _while_healthy(scene)
+    await _provider_goes_down(scene)
+    held = await _during_outage(scene)
+    await _provider_comes_back(scene, held)
+    say("demo finished: nothing lost, critical mail went around the outage, the rest waited for recovery")
 
-    say("provider goes DOWN (its SMTP port now refuses connections)")
+
+async def _while_healthy(scene: _Scene) -> None:
+    """Both notifications go by email."""
+    scene.say("provider healthy: sending a critical and an info notification")
+    await _send(scene.api, "critical", "Database primary failed over")
+    await _send(scene.api, "info", "Nightly backup finished")
+    await _until(lambda: len(scene.provider.sink.mail) >= 2, "email delivery")
+    for mail in scene.provider.sink.mail:
+        scene.say(f"  delivered by EMAIL: {mail.subject}")
+
+
+async def _provider_goes_down(scene: _Scene) -> None:
+    """The checks fail until the daemon declares an outage."""
+    scene.say("provider goes DOWN (its SMTP port now refuses connections)")
     down_at = time.monotonic()
-    provider.stop()
-    await _until(lambda: daemon.monitor.state.value == "outage", "outage declaration")
-    say(
-        f"OUTAGE declared after {config_threshold(daemon)} failed checks "
+    scene.provider.stop()
+    await _until(lambda: scene.daemon.monitor.state.value == "outage", "outage declaration")
+    scene.say(
+        f"OUTAGE declared after {config_threshold(scene.daemon)} failed checks "
         f"({time.monotonic() - down_at:.1f}s after the provider went down)"
     )
 
-    say("during the outage: sending critical, high and warning notifications")
-    held = [await _send(api, "warning", "Disk 80% full on web-3")]
-    await _send(api, "critical", "Payments API error rate 12%")
-    await _send(api, "high", "Replica lag above 30s")
-    await _until(lambda: len(hook.received) >= 2, "webhook delivery")
-    for body, ok in zip(hook.received, hook.signatures_ok, strict=True):
-        say(
+
+async def _during_outage(scene: _Scene) -> str:
+    """Critical and high go by webhook, the warning is held: return the held notification's id."""
+    scene.say("during the outage: sending critical, high and warning notifications")
+    held = await _send(scene.api, "warning", "Disk 80% full on web-3")
+    await _send(scene.api, "critical", "Payments API error rate 12%")
+    await _send(scene.api, "high", "Replica lag above 30s")
+    await _until(lambda: len(scene.hook.received) >= 2, "webhook delivery")
+    for body, ok in zip(scene.hook.received, scene.hook.signatures_ok, strict=True):
+        scene.say(
             f"  delivered by WEBHOOK (signature {'valid' if ok else 'INVALID'}): "
             f"[{body['severity']}] {body['subject']}"
         )
-    say(f"  warning notification is {await _status(api, held[0])} until the provider recovers")
+    scene.say(f"  warning notification is {await _status(scene.api, held)} until the provider recovers")
+    return held
 
-    say("provider comes BACK")
+
+async def _provider_comes_back(scene: _Scene, held: str) -> None:
+    """The daemon confirms the recovery, then the held notification goes by email."""
+    scene.say("provider comes BACK")
     up_at = time.monotonic()
-    mail_before = len(provider.sink.mail)
-    provider.start()
-    await _until(lambda: daemon.monitor.state.value == "healthy", "recovery")
-    say(
+    mail_before = len(scene.provider.sink.mail)
+    scene.provider.start()
+    await _until(lambda: scene.daemon.monitor.state.value == "healthy", "recovery")
+    scene.say(
         f"RECOVERY confirmed ({time.monotonic() - up_at:.1f}s after the provider came back: "
-        f"{daemon.config.provider.success_threshold} good checks in a row, and after so short an outage "
-        "flap damping waits for its window of recent results to settle)"
+        f"{scene.daemon.config.provider.success_threshold} good checks in a row, and after so short an "
+        "outage flap damping waits for its window of recent results to settle)"
     )
-    await _until(lambda: len(provider.sink.mail) > mail_before, "held mail")
-    for mail in provider.sink.mail[mail_before:]:
-        say(f"  held mail delivered by EMAIL: {mail.subject}")
-    await _until(lambda: _delivered(api, held[0]), "the held notification's outcome")
-    say(f"  warning notification is now {await _status(api, held[0])}")
-    say("demo finished: nothing lost, critical mail went around the outage, the rest waited for recovery")
+    await _until(lambda: len(scene.provider.sink.mail) > mail_before, "held mail")
+    for mail in scene.provider.sink.mail[mail_before:]:
+        scene.say(f"  held mail delivered by EMAIL: {mail.subject}")
+    await _until(lambda: _delivered(scene.api, held), "the held notification's outcome")
+    scene.say(f"  warning notification is now {await _status(scene.api, held)}")
 
 
 async def _delivered(api: httpx.AsyncClient, notification_id: str) -> bool:
