@@ -23,6 +23,7 @@ import contextlib
 from typing import Any
 
 from daemon.api.lean_connection import Connection, Handler
+from daemon.listeners import close_servers
 
 IDLE_TIMEOUT_S = 5.0
 #: from a request's first byte to its last
@@ -70,9 +71,10 @@ class LeanServer:
     async def stop(self, grace_s: float) -> None:
         """Stop accepting; answer what was received within ``grace_s``; close every connection."""
         self._all_closed.clear()  # set by every earlier moment without connections
-        for server in self._servers:
-            server.close()
         for connection in list(self.connections):
+            connection.finish()
+        await close_servers(self._servers)
+        for connection in list(self.connections):  # those accepted as the stop began too
             connection.finish()
         if self.connections:
             with contextlib.suppress(TimeoutError):

@@ -15,6 +15,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from daemon.listeners import close_servers
+
 
 @dataclass
 class ReceivedMail:
@@ -73,7 +75,7 @@ class WebhookReceiver:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
+            await close_servers([self._server])
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

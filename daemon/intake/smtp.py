@@ -29,6 +29,7 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.smtp_auth import AuthenticationFailed, is_loopback
 from daemon.intake.smtp_config import SmtpIntakeConfig, SmtpTls
 from daemon.intake.smtp_policy import SmtpPolicy, peer_of
+from daemon.listeners import close_servers
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ class SmtpIntake:
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting; idle sessions get 421 now, one committing a message right after its reply."""
         self.draining = True
-        for server in self._servers.values():
-            server.close()
+        await close_servers(self._servers.values())
         for session in list(self._sessions):
             if not session.committing:
                 session.goodbye()

@@ -218,6 +218,34 @@ async def test_stop_answers_what_was_received_then_refuses(served: tuple[LeanSer
     writer.close()
 
 
+async def test_a_client_connecting_as_the_server_stops_is_answered_or_closed(
+    served: tuple[LeanServer, Echo, int],
+) -> None:
+    """Connections the kernel accepted as the stop began are not left open and unanswered."""
+    server, _, port = served
+    # sent while this coroutine holds the loop: they wait in the listener's backlog, and the
+    # loop's next turn accepts them and begins the stop together
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    for client in clients:
+        client.sendall(_post("/fine", b"late"))
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+    loop.call_soon(lambda: stopping.append(asyncio.ensure_future(server.stop(grace_s=5))))
+    await until(lambda: bool(stopping) and stopping[0].done())
+    for client in clients:
+        with client:
+            received = await asyncio.to_thread(_until_closed, client)
+        assert received == b"" or received.startswith(b"HTTP/1.1 202 "), received
+
+
+def _until_closed(client: socket.socket) -> bytes:
+    """Everything the server sends before it closes (the socket's timeout fails the test)."""
+    chunks = []
+    while chunk := client.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def test_huge_headers_get_431_and_a_closed_connection(served: tuple[LeanServer, Echo, int]) -> None:
     _, echo, port = served
     huge = "".join(f"X-Filler-{i}: {'v' * 1000}\r\n" for i in range(70))

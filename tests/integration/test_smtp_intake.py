@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import threading
 import time
@@ -411,6 +412,32 @@ async def test_stop_answers_421_to_an_open_session(start: Start) -> None:
     await writer.wait_closed()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_client_connecting_as_the_intake_stops_gets_421_not_silence(start: Start) -> None:
+    """Connections the kernel accepted as the stop began are answered 421 (tests/servers.py's
+    stand-ins had the same race: their transports were dropped with the socket open)."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    # connected while this coroutine holds the loop: they wait in the listener's backlog, and the
+    # loop's next turn accepts them and begins the stop together
+    clients = [socket.create_connection(("127.0.0.1", smtp.intake.port), timeout=10) for _ in range(4)]
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+    loop.call_soon(lambda: stopping.append(asyncio.ensure_future(smtp.intake.stop(grace_s=5))))
+    await until(lambda: bool(stopping) and stopping[0].done())
+    for client in clients:
+        with client:
+            greeting = await asyncio.to_thread(client.recv, 1024)
+            assert greeting.startswith((b"421 ", b"220 ")), greeting
+            assert b"421 4.3.2" in greeting + await asyncio.to_thread(_rest, client)
+
+
+def _rest(client: socket.socket) -> bytes:
+    """What the server sends until it closes (a timeout of the socket's fails the test)."""
+    chunks = []
+    while chunk := client.recv(1024):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def test_message_being_committed_at_drain_gets_250_then_421(start: Start) -> None:
