@@ -87,7 +87,7 @@ class Daemon:
         )
         self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         self.draining = False
-        #: set once start() has brought up everything it starts, READY=1 sent
+        #: set once start() has brought up everything it starts, just before READY=1
         self.started = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -34,6 +34,8 @@ from typing import Any, Generic, Literal, Self, TypeVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from daemon.listeners import close_servers
+
 T = TypeVar("T")
 Stage = Literal["connect", "mail", "rcpt", "data"]
 HOST = "127.0.0.1"
@@ -186,18 +188,12 @@ class _ThreadedServer:
 
     async def _shutdown(self) -> None:
         assert self._server is not None
-        # Stop accepting, let the connections already accepted get their transports, then close.
-        # asyncio builds an accepted connection's transport in a task of its own, a loop turn after
-        # the accept; once the server is closed that task fails an assertion (Server._attach, 3.11)
-        # and asyncio drops the half-built transport silently, its socket open: it was collected
-        # later as an "unclosed transport" ResourceWarning in whichever test then ran
-        # (tests/integration/test_stand_in_stop.py).
-        loop = asyncio.get_running_loop()
-        for sock in self._server.sockets:
-            loop.remove_reader(sock.fileno())
-        for _ in range(3):
-            await asyncio.sleep(0)
-        self._server.close()
+        # Stop accepting, let the connections already accepted get their transports, then close:
+        # closed the other way round, asyncio (3.11) dropped such a connection's half-built
+        # transport with its socket open, collected later as an "unclosed transport"
+        # ResourceWarning in whichever test then ran (daemon/listeners.py,
+        # tests/integration/test_stand_in_stop.py).
+        await close_servers([self._server])
         for transport in list(self._transports):
             transport.close()
         # close() keeps a transport open until its buffer is sent: one to a peer that stopped

@@ -1,4 +1,4 @@
-"""The daemon's state over HTTP: liveness, the status document and page, Prometheus metrics."""
+"""The daemon's state over HTTP: readiness (/healthz), the status document and page, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 RETRY_AFTER_S = "5"
 STARTING_RETRY_S = "1"
+_HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {
+        "description": "Starting (not every intake serves yet) or draining; Retry-After",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+}
 
 
 def health_router(
@@ -29,7 +35,7 @@ def health_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/healthz", tags=["operations"])
+    @router.get("/healthz", tags=["operations"], responses=_HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
         """Readiness for load balancers: 503 while starting (until every intake serves) or draining."""
         if draining():

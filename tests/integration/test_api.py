@@ -18,7 +18,6 @@ import pytest
 from daemon.app import Daemon
 from daemon.config import parse_config
 from tests.servers import SmtpServer, WebhookReceiver
-from tests.support import until
 
 TOKEN = "api-test-token-0123456789"
 SECRET = "whsec_" + base64.b64encode(b"api-test-webhook-secret-0123").decode()
@@ -272,10 +271,11 @@ async def test_healthz_answers_503_until_the_daemon_has_started_everything(
     """The API serves before the intake workers and the SMTP intake start: until they have, a load
     balancer reading /healthz must not send traffic, so it answers 503 "starting"."""
     smtp, hook = servers
-    release = asyncio.Event()
+    entered, release = asyncio.Event(), asyncio.Event()
     start_workers = Daemon._start_workers
 
-    async def held(self: Daemon) -> None:
+    async def held(self: Daemon) -> None:  # the API is serving by now
+        entered.set()
         await release.wait()
         await start_workers(self)
 
@@ -284,7 +284,7 @@ async def test_healthz_answers_503_until_the_daemon_has_started_everything(
     daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
     starting = asyncio.create_task(daemon.start())
     try:
-        await until(lambda: daemon.api_port)
+        await asyncio.wait_for(entered.wait(), 30)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.api_port}") as client:
             early = await client.get("/healthz")
             assert early.status_code == 503, early.text
