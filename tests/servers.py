@@ -77,10 +77,11 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
-        # The selector loop keeps its transports by weak reference: one left open by a protocol
-        # cancelled mid-connection (a server stopped while a daemon connects) would be collected
-        # unclosed during some later test, whose warning filter makes the ResourceWarning an error.
-        # Held here until close(), which aborts whatever is still open.
+        # The selector loop keeps its transports by weak reference: held here until close(), which
+        # aborts whatever is still open, so none is left to the garbage collector (whose warning
+        # would fail some later test). A transport asyncio never registered is out of its reach:
+        # the one such case seen, a connection accepted as the server closed, is what
+        # _ThreadedServer._shutdown's order prevents.
         registry = getattr(self.loop, "_transports", None)
         if registry is not None:
             self.loop._transports = dict(registry)  # type: ignore[attr-defined]
@@ -125,8 +126,8 @@ async def _abort_open_transports() -> None:
         if not _holding_sockets(registry):
             return
         await asyncio.sleep(0)
-    # Still holding one (seen rarely, after a stop while a daemon was connecting, origin not
-    # pinned down): closed here, since the loop that would run its closing callback stops next.
+    # Still holding one (a close whose callback has not run yet): closed here, since the loop
+    # that would run it stops next.
     for transport in _holding_sockets(registry):
         transport._sock.close()
         transport._sock = None
