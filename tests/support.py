@@ -100,6 +100,22 @@ async def until(predicate: Callable[[], Any], deadline_s: float = 20.0, *, every
         await asyncio.sleep(every_s)
 
 
+async def stop_as_connections_arrive(stop: Callable[[], Awaitable[None]]) -> None:
+    """Begin ``stop()`` in the loop turn that accepts the connections the caller opened while it
+    held the loop (they wait in the listener's backlog), and wait until the stop is done."""
+    stopping: list[asyncio.Future[None]] = []
+    asyncio.get_running_loop().call_soon(lambda: stopping.append(asyncio.ensure_future(stop())))
+    await until(lambda: bool(stopping) and stopping[0].done())
+
+
+def read_until_closed(client: socket.socket) -> bytes:
+    """Everything the server sends before it closes (the socket's timeout fails the caller)."""
+    chunks = []
+    while chunk := client.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @contextlib.asynccontextmanager
 async def running(text: str, env: Mapping[str, str] | None = None) -> AsyncIterator[Daemon]:
     """A daemon started from config ``text`` (``env`` resolves its ``${...}``), stopped on the way out."""

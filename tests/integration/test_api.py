@@ -44,11 +44,15 @@ def servers() -> Any:
         yield smtp, hook
 
 
+def make_daemon(store: Path, smtp: SmtpServer, hook: WebhookReceiver, max_body: int = 1 << 20) -> Daemon:
+    text = CONFIG.format(store=store, smtp_port=smtp.port, hook_url=hook.url, max_body=max_body)
+    return Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+
+
 async def start_daemon(
     store: Path, smtp: SmtpServer, hook: WebhookReceiver, max_body: int = 1 << 20
 ) -> Daemon:
-    text = CONFIG.format(store=store, smtp_port=smtp.port, hook_url=hook.url, max_body=max_body)
-    daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+    daemon = make_daemon(store, smtp, hook, max_body)
     await daemon.start()
     return daemon
 
@@ -280,8 +284,7 @@ async def test_healthz_answers_503_until_the_daemon_has_started_everything(
         await start_workers(self)
 
     monkeypatch.setattr(Daemon, "_start_workers", held)
-    text = CONFIG.format(store=tmp_path / "outbox.db", smtp_port=smtp.port, hook_url=hook.url, max_body=1024)
-    daemon = Daemon(parse_config(text, env={"TOKEN": TOKEN, "SECRET": SECRET}))
+    daemon = make_daemon(tmp_path / "outbox.db", smtp, hook, max_body=1024)
     starting = asyncio.create_task(daemon.start())
     try:
         await asyncio.wait_for(entered.wait(), 30)

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.api.lean_http import LeanServer
 from daemon.api.lean_messages import Reply
-from tests.support import until
+from tests.support import read_until_closed, stop_as_connections_arrive, until
 
 LIMIT = 1000
 
@@ -228,22 +228,11 @@ async def test_a_client_connecting_as_the_server_stops_is_answered_or_closed(
     clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
     for client in clients:
         client.sendall(_post("/fine", b"late"))
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-    loop.call_soon(lambda: stopping.append(asyncio.ensure_future(server.stop(grace_s=5))))
-    await until(lambda: bool(stopping) and stopping[0].done())
+    await stop_as_connections_arrive(lambda: server.stop(grace_s=5))
     for client in clients:
         with client:
-            received = await asyncio.to_thread(_until_closed, client)
+            received = await asyncio.to_thread(read_until_closed, client)
         assert received == b"" or received.startswith(b"HTTP/1.1 202 "), received
-
-
-def _until_closed(client: socket.socket) -> bytes:
-    """Everything the server sends before it closes (the socket's timeout fails the test)."""
-    chunks = []
-    while chunk := client.recv(4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def test_huge_headers_get_431_and_a_closed_connection(served: tuple[LeanServer, Echo, int]) -> None:

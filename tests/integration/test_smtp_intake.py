@@ -27,6 +27,7 @@ from daemon.intake.smtp import SmtpIntake
 from daemon.intake.smtp_auth import PasswordHash, hash_password
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.store.sqlite import SqliteStore
+from tests.support import read_until_closed, stop_as_connections_arrive
 
 ROUTES = (Route("all", Matcher(), ("email",), None),)
 LOOPBACK = ["127.0.0.0/8"]
@@ -421,23 +422,12 @@ async def test_a_client_connecting_as_the_intake_stops_gets_421_not_silence(star
     # connected while this coroutine holds the loop: they wait in the listener's backlog, and the
     # loop's next turn accepts them and begins the stop together
     clients = [socket.create_connection(("127.0.0.1", smtp.intake.port), timeout=10) for _ in range(4)]
-    loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
-    loop.call_soon(lambda: stopping.append(asyncio.ensure_future(smtp.intake.stop(grace_s=5))))
-    await until(lambda: bool(stopping) and stopping[0].done())
+    await stop_as_connections_arrive(lambda: smtp.intake.stop(grace_s=5))
     for client in clients:
         with client:
             greeting = await asyncio.to_thread(client.recv, 1024)
             assert greeting.startswith((b"421 ", b"220 ")), greeting
-            assert b"421 4.3.2" in greeting + await asyncio.to_thread(_rest, client)
-
-
-def _rest(client: socket.socket) -> bytes:
-    """What the server sends until it closes (a timeout of the socket's fails the test)."""
-    chunks = []
-    while chunk := client.recv(1024):
-        chunks.append(chunk)
-    return b"".join(chunks)
+            assert b"421 4.3.2" in greeting + await asyncio.to_thread(read_until_closed, client)
 
 
 async def test_message_being_committed_at_drain_gets_250_then_421(start: Start) -> None:
