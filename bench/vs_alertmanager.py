@@ -1,6 +1,6 @@
 """backchannel next to Prometheus Alertmanager: accepted alerts/s and accept-to-webhook latency.
 
-One run, the same load generators and the same webhook receiver for both:
+The same load generators and the same webhook receiver for both, both servers up at once:
 
 1. Alertmanager (``tests/e2e/alertmanager.sh``: ``group_by: ['...']`` so every alert is its own
    group, ``group_wait: 0s``, one webhook receiver), alerts POSTed to ``/api/v2/alerts``;
@@ -16,7 +16,13 @@ from memory peaks at fewer connections. Both readings get a verdict: equal conne
 side at its own best. Latency: a raw-socket open loop at a fixed rate, from the moment a request
 is written to the moment the receiver (a separate process) has the alert.
 
-    .venv/bin/python bench/vs_alertmanager.py [--seconds 5] [--rate 100] [--connections 16] [--sweep 64]
+Rounds: each phase runs on one side and then at once on the other, the side that goes first
+alternating by round, and ``--rounds`` (default 3) such rounds. Other tenants of a shared host
+change this machine's speed by up to half within minutes; a ratio taken from two runs seconds
+apart is the comparison, and the verdict is the median of the rounds' ratios (each listed).
+
+    .venv/bin/python bench/vs_alertmanager.py [--rounds 3] [--seconds 5] [--rate 100] [--connections 16]
+                                              [--sweep 64]
 """
 
 from __future__ import annotations
@@ -27,16 +33,18 @@ import json
 import multiprocessing
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 
@@ -275,61 +283,81 @@ class Figures:
         return max([self.one_per_s, *self.sweep.values()])
 
 
-def measure(
-    target: Target,
-    receiver: Receiver,
-    args: argparse.Namespace,
-    cpu: Callable[[], float],
-    settled: Callable[[], bool] = lambda: True,
-) -> Figures:
-    """``cpu``: the CPU seconds the target's processes have used so far."""
-    one, one_delivered, one_cpu_us = _phase(target, receiver, 1, args.connections, args, cpu, settled)
-    sweep = {
-        connections: _phase(target, receiver, 1, connections, args, cpu, settled)[0].requests_per_s
-        for connections in args.sweep
-        if connections != args.connections
-    }
-    batch, batch_delivered, _ = _phase(target, receiver, 100, args.connections, args, cpu, settled)
-    sent = asyncio.run(open_loop(target, "lat", args.rate, args.seconds))
+@dataclass(frozen=True)
+class Side:
+    """One server under test, started: where to send, its CPU so far, whether its queue is empty."""
+
+    target: Target
+    #: CPU seconds the target's processes have used so far
+    cpu: Callable[[], float]
+    #: nothing queued or being sent (Alertmanager is never asked: it reports no queue)
+    settled: Callable[[], bool] = lambda: True
+
+
+def measure_rounds(
+    sides: tuple[Side, Side], receiver: Receiver, args: argparse.Namespace
+) -> list[tuple[Figures, Figures]]:
+    """``args.rounds`` rounds; in each, every phase runs on both sides back to back, the side that
+    goes first alternating by round, so a change in the machine's speed (other tenants on the
+    host) falls on both sides of a ratio alike. Each round's figures, in ``sides``' order."""
+    rounds = []
+    for n in range(args.rounds):
+        order = sides if n % 2 == 0 else sides[::-1]
+        fields: dict[str, dict[str, Any]] = {side.target.name: {"sweep": {}} for side in sides}
+        for connections in [args.connections, *(c for c in args.sweep if c != args.connections)]:
+            for side in order:
+                accepted, delivered, cpu_us = _phase(side, receiver, f"r{n}", 1, connections, args)
+                if connections == args.connections:
+                    fields[side.target.name].update(
+                        one_per_s=accepted.requests_per_s, one_delivered_per_s=delivered, one_cpu_us=cpu_us
+                    )
+                else:
+                    fields[side.target.name]["sweep"][connections] = accepted.requests_per_s
+        for side in order:
+            accepted, delivered, _ = _phase(side, receiver, f"r{n}", 100, args.connections, args)
+            fields[side.target.name].update(
+                batch_per_s=accepted.requests_per_s, batch_delivered_per_s=delivered
+            )
+        for side in order:
+            fields[side.target.name].update(_latency(side, receiver, f"lat{n}", args))
+        first, second = (Figures(**fields[side.target.name]) for side in sides)
+        rounds.append((first, second))
+    return rounds
+
+
+def _latency(side: Side, receiver: Receiver, run: str, args: argparse.Namespace) -> dict[str, Any]:
+    sent = asyncio.run(open_loop(side.target, run, args.rate, args.seconds))
     seen = receiver.wait_for(set(sent))
     latencies = [seen[i] - t for i, t in sent.items() if i in seen]
     if not latencies:
-        raise RuntimeError(f"no webhook arrived from {target.name}")
-    return Figures(
-        one.requests_per_s,
-        batch.requests_per_s,
-        one_delivered,
-        batch_delivered,
-        one_cpu_us,
-        percentile(latencies, 50) * 1000,
-        percentile(latencies, 99) * 1000,
-        len(sent) - len(latencies),
-        sweep,
-    )
+        raise RuntimeError(f"no webhook arrived from {side.target.name}")
+    return {
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "missing": len(sent) - len(latencies),
+    }
 
 
 def _phase(
-    target: Target,
-    receiver: Receiver,
-    per_request: int,
-    connections: int,
-    args: argparse.Namespace,
-    cpu: Callable[[], float],
-    settled: Callable[[], bool],
+    side: Side, receiver: Receiver, tag: str, per_request: int, connections: int, args: argparse.Namespace
 ) -> tuple[WrkResult, float, float]:
     """wrk for ``args.seconds``, then wait until the webhooks stop: accepted/s, delivered/s, and
     the target's CPU µs per delivered alert (accepting and delivering it)."""
-    started, cpu_before = time.monotonic(), cpu()
-    accepted = wrk_unique(target, f"n{per_request}c{connections}", per_request, connections, args.seconds)
-    under_load = cpu() - cpu_before
-    count, last = _drain(receiver, settled)
+    target = side.target
+    started, cpu_before = time.monotonic(), side.cpu()
+    accepted = wrk_unique(
+        target, f"{tag}n{per_request}c{connections}", per_request, connections, args.seconds
+    )
+    under_load = side.cpu() - cpu_before
+    count, last = _drain(receiver, side.settled)
     delivered = count / (last - started) if count else 0.0
-    cpu_us = (cpu() - cpu_before) / count * 1e6 if count else float("nan")
+    cpu_us = (side.cpu() - cpu_before) / count * 1e6 if count else float("nan")
     print(
         f"  {target.name}, {per_request} per request, {connections} connections: "
         f"{accepted.requests_per_s:,.0f} alerts/s accepted, "
         f"{count:,} delivered in {last - started:.1f} s; CPU {under_load / args.seconds:.0%} of one core "
-        f"under the load, {cpu_us:,.0f} µs per alert"
+        f"under the load, {cpu_us:,.0f} µs per alert",
+        flush=True,
     )
     return accepted, delivered, cpu_us
 
@@ -352,19 +380,21 @@ def _drain(
     return count, last
 
 
-def run_alertmanager(receiver: Receiver, workdir: Path, args: argparse.Namespace) -> Figures:
+@contextmanager
+def alertmanager(receiver: Receiver, workdir: Path) -> Iterator[Side]:
     port = free_port()
     env = dict(os.environ, AM_GROUP_INTERVAL="5m")
     subprocess.run([str(SCRIPT), "start", str(port), str(workdir), receiver.url], check=True, env=env)
     pid = int((workdir / "alertmanager.pid").read_text())
     try:
-        return measure(alertmanager_target(port), receiver, args, lambda: tree_cpu_seconds(pid))
+        yield Side(alertmanager_target(port), lambda: tree_cpu_seconds(pid))
     finally:
         subprocess.run([str(SCRIPT), "stop", str(workdir)], check=True)
 
 
-def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace) -> Figures:
-    with DaemonUnderTest(workdir, routes="failover", hook_url=receiver.url, workers=args.workers) as daemon:
+@contextmanager
+def backchannel(receiver: Receiver, workdir: Path, workers: int) -> Iterator[Side]:
+    with DaemonUnderTest(workdir, routes="failover", hook_url=receiver.url, workers=workers) as daemon:
         forced = httpx.post(
             f"{daemon.url}/v1/provider/override",
             json={"state": "outage", "reason": "benchmark"},
@@ -373,10 +403,8 @@ def run_backchannel(receiver: Receiver, workdir: Path, args: argparse.Namespace)
         forced.raise_for_status()
         assert daemon.proc is not None
         pid = daemon.proc.pid
-        return measure(
+        yield Side(
             backchannel_target(daemon.intake_port, daemon.token),
-            receiver,
-            args,
             lambda: tree_cpu_seconds(pid),
             lambda: _empty(daemon),
         )
@@ -407,13 +435,22 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="backchannel's intake workers (intake.workers.count; 0: none)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every phase on both sides, alternating which goes first; ratios are per round",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Receiver() as receiver:
         (Path(tmp) / "am").mkdir()
         (Path(tmp) / "bc").mkdir()
-        am = run_alertmanager(receiver, Path(tmp) / "am", args)
-        bc = run_backchannel(receiver, Path(tmp) / "bc", args)
-    report(am, bc, args)
+        with (
+            alertmanager(receiver, Path(tmp) / "am") as am,
+            backchannel(receiver, Path(tmp) / "bc", args.workers) as bc,
+        ):
+            rounds = measure_rounds((am, bc), receiver, args)
+    report(rounds, args)
 
 
 def _connection_counts(text: str) -> list[int]:
@@ -423,8 +460,12 @@ def _connection_counts(text: str) -> list[int]:
     return counts
 
 
-def report(am: Figures, bc: Figures, args: argparse.Namespace) -> None:
-    """The table, with backchannel/Alertmanager ratios against the goals of issue 5."""
+def report(rounds: list[tuple[Figures, Figures]], args: argparse.Namespace) -> None:
+    """The table, with backchannel/Alertmanager ratios against the goals of issue 5.
+
+    Each side's figure is its median over the rounds; the ratio is the median of the rounds' own
+    ratios (each from runs minutes apart), and each round's ratio is listed after it.
+    """
     lat = f"at {args.rate:g}/s (ms)"
     one = f"accepted alerts/s, one per request, {args.connections} conns"
     rows: list[tuple[str, Callable[[Figures], float], str, str]] = [
@@ -442,15 +483,21 @@ def report(am: Figures, bc: Figures, args: argparse.Namespace) -> None:
         (f"accept-to-webhook p50 {lat}", lambda f: f.p50_ms, "{:.1f}", "<= 3"),
         (f"accept-to-webhook p99 {lat}", lambda f: f.p99_ms, "{:.1f}", "<= 3"),
     ]
-    print(f"\n{'':40} {'Alertmanager':>13} {'backchannel':>12} {'ratio':>7}  goal")
+    print(f"\n{'':40} {'Alertmanager':>13} {'backchannel':>12} {'ratio':>7}  {'goal':14} each round")
     for name, get, fmt, goal in rows:
-        ratio = get(bc) / get(am) if get(am) else float("nan")
+        ratios = [get(bc) / get(am) if get(am) else float("nan") for am, bc in rounds]
+        ratio = statistics.median(ratios)
+        am_figure = statistics.median(get(am) for am, _ in rounds)
+        bc_figure = statistics.median(get(bc) for _, bc in rounds)
         met = ratio >= 1 if goal == ">= 1" else ratio <= 3
         verdict = "" if not goal else f"{goal} {'met' if met else 'MISSED'}"
-        print(f"{name:40} {fmt.format(get(am)):>13} {fmt.format(get(bc)):>12} {ratio:>7.2f}  {verdict}")
-    if am.missing or bc.missing:
-        print(f"alerts never delivered: Alertmanager {am.missing}, backchannel {bc.missing}")
-    print(json.dumps({"alertmanager": am.__dict__, "backchannel": bc.__dict__}))
+        each = " / ".join(f"{r:.2f}" for r in ratios)
+        figures = f"{fmt.format(am_figure):>13} {fmt.format(bc_figure):>12}"
+        print(f"{name:40} {figures} {ratio:>7.2f}  {verdict:14} {each}")
+    missing = [(am.missing, bc.missing) for am, bc in rounds if am.missing or bc.missing]
+    if missing:
+        print(f"alerts never delivered (Alertmanager, backchannel), by round: {missing}")
+    print(json.dumps([{"alertmanager": am.__dict__, "backchannel": bc.__dict__} for am, bc in rounds]))
 
 
 if __name__ == "__main__":
