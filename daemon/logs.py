@@ -52,6 +52,13 @@ class _Secrets:
         pattern = self._pattern
         return text if pattern is None else pattern.sub(REDACTED, text)
 
+    def in_any(self, texts: list[str]) -> bool:
+        """Whether a secret may occur in one of ``texts``, with one search over them all. A match
+        across two of them (a secret holding the NUL that joins them) is a false alarm, never a
+        miss: the caller then redacts each text, as it would have without this check."""
+        pattern = self._pattern
+        return pattern is not None and pattern.search("\0".join(texts)) is not None
+
 
 _secrets = _Secrets()
 
@@ -94,8 +101,37 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-11-28T02:22:42.123Z``; the part up to the second is made once per second."""
+    global _second
+    whole, cached = int(record.created), _second
+    if whole != cached[0]:
+        cached = _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int(record.msecs):03d}Z"
+
+
+#: the last second :func:`_timestamp` formatted, and its text (replaced whole: threads may log)
+_second: tuple[int, str] = (-1, "")
+
+
+def _plain(value: Any, strings: list[str]) -> bool:
+    """Whether ``value`` is JSON as it is (strings, numbers, lists, dicts keyed by strings), every
+    string in it, keys included, appended to ``strings``."""
+    if isinstance(value, str):
+        strings.append(value)
+        return True
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return False
+            strings.append(k)
+            if not _plain(v, strings):
+                return False
+        return True
+    if isinstance(value, list | tuple):
+        return all(_plain(v, strings) for v in value)
+    return False
 
 
 def _scrub(value: Any) -> Any:
@@ -109,6 +145,9 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v) for v in value]
     return redact(str(value))
+
+
+_ENCODER = jsonlib.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 class JsonFormatter(logging.Formatter):
@@ -127,7 +166,12 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return jsonlib.dumps(_scrub(line), ensure_ascii=False, separators=(",", ":"))
+        # Most lines are plain JSON and hold no secret: one search over all their strings, and
+        # the copy that redacts and converts only for the others.
+        strings: list[str] = []
+        if not _plain(line, strings) or _secrets.in_any(strings):
+            line = _scrub(line)
+        return _ENCODER.encode(line)
 
 
 class HumanFormatter(logging.Formatter):
@@ -165,6 +209,10 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Neither format prints them: not looked up for every record (the logging HOWTO's optimizations)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # aiosmtpd logs every SMTP command at INFO and every DATA line at DEBUG: message content
     logging.getLogger("mail.log").setLevel(logging.WARNING)
 

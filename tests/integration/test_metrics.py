@@ -69,6 +69,8 @@ async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
 
             await until(all_delivered)
             after = samples((await api.get("/metrics")).text)
+            # on a loaded machine a check may time out while recovering and go back to outage
+            events = (await api.get("/v1/status")).json()["provider"]["events"]
             async with httpx.AsyncClient(base_url=str(api.base_url)) as anonymous_client:
                 anonymous = await anonymous_client.get("/metrics")
     accepted = ("backchannel_notifications_accepted_total", (("severity", "critical"), ("source", "api")))
@@ -82,8 +84,12 @@ async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
         (("channel", "hook"), ("outcome", "delivered"), ("severity", "critical")),
     )
     assert after[delivered] == 1
-    assert after[("backchannel_provider_transitions_total", (("to_state", "outage"),))] == 1
-    assert after[("backchannel_provider_transitions_total", (("to_state", "healthy"),))] == 1
+    entered = [e["to"] for e in events]
+    assert entered.count("outage") >= 1 and entered.count("healthy") == 1
+    for state in ("outage", "healthy"):
+        assert after[("backchannel_provider_transitions_total", (("to_state", state),))] == entered.count(
+            state
+        )
     assert after[("backchannel_checks_total", (("check", "smtp"), ("status", "down")))] >= 2
     assert (
         after[("backchannel_delivery_latency_seconds_count", (("channel", "email"), ("severity", "warning")))]

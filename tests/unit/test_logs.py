@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from daemon.logs import DEFAULT_EVENT, configure_logging, log_event, register_secret
+from daemon.logs import (
+    DEFAULT_EVENT,
+    JsonFormatter,
+    configure_logging,
+    log_event,
+    register_secret,
+)
 
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -158,6 +164,30 @@ def test_secret_with_json_special_characters_is_redacted(stream: io.StringIO) ->
     register_secret(value)
     logging.getLogger("x").info("password %s", value)
     assert _lines(stream)[0]["msg"] == "password ***"
+
+
+def test_secret_in_a_key_or_a_tuple_is_redacted(stream: io.StringIO, secret: str) -> None:
+    """Keys and tuple items are searched like any other string of the line."""
+    log_event(logging.getLogger("x"), "call", seen={secret: (1, f"a{secret}b")})
+    assert secret not in stream.getvalue()
+    assert _lines(stream)[0]["seen"] == {"***": [1, "a***b"]}
+
+
+def test_values_json_cannot_take_as_they_are_are_converted(stream: io.StringIO) -> None:
+    """A set becomes a list and a key that is not a string its str(), as always."""
+    log_event(logging.getLogger("x"), "ids", ids={1: "one"}, tags=frozenset({"a"}))
+    line = _lines(stream)[0]
+    assert (line["ids"], line["tags"]) == ({"1": "one"}, ["a"])
+
+
+def test_timestamps_to_the_millisecond_across_seconds() -> None:
+    """The part up to the second is kept from one line to the next until the second changes."""
+    formatter = JsonFormatter()
+    stamps = [
+        json.loads(formatter.format(logging.makeLogRecord({"created": created, "msecs": msecs})))["ts"]
+        for created, msecs in ((1_700_000_000.5, 500.0), (1_700_000_000.987, 987.0), (1_700_000_001.004, 4.0))
+    ]
+    assert stamps == ["2023-11-14T22:13:20.500Z", "2023-11-14T22:13:20.987Z", "2023-11-14T22:13:21.004Z"]
 
 
 def test_longer_secret_wins_over_its_prefix(stream: io.StringIO) -> None:
