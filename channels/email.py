@@ -76,7 +76,9 @@ class EmailChannel:
         recipients = message.recipients or self._default_to
         if not recipients:
             raise ChannelError(f"{self.name}: no recipients for email", permanent=True)
-        sender = message.mail_from or self._mail_from
+        # "" is the null sender (<>) of a bounce or a receipt relayed from the smart host: kept as
+        # it came, never replaced by ours (that would invite bounce loops)
+        sender = self._mail_from if message.mail_from is None else message.mail_from
         try:
             content = message.raw if message.raw is not None else render(message, self._mail_from, recipients)
             refused, reply = await self._submit(sender, recipients, content)
@@ -84,6 +86,9 @@ class EmailChannel:
             raise _recipients_error(exc.recipients) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _response_error(exc.code, exc.message) from exc
+        except aiosmtplib.SMTPNotSupported as exc:
+            # the server works but cannot take this message (an address not in ASCII without SMTPUTF8)
+            raise ChannelError(f"SMTP {self._where} cannot take this message: {exc}", permanent=True) from exc
         except ValueError as exc:
             # aiosmtplib and email.message refuse addresses and headers that would break the protocol
             raise ChannelError(f"message cannot be sent: {exc}", permanent=True) from exc
@@ -101,35 +106,25 @@ class EmailChannel:
     async def _submit(
         self, sender: str, recipients: Sequence[str], content: bytes
     ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
-        smtp = self._smtp
-        if smtp.token is not None:
-            return await self._submit_xoauth2(sender, recipients, content, smtp.token)
-        return await aiosmtplib.send(
-            content,
-            sender=sender,
-            recipients=list(recipients),
-            hostname=smtp.host,
-            port=smtp.port,
-            username=smtp.username,
-            password=smtp.password,
-            use_tls=smtp.tls,
-            start_tls=smtp.starttls and not smtp.tls,
-            tls_context=self._tls_context,
-            timeout=smtp.timeout_s,
-            local_hostname=smtp.helo,
-        )
-
-    async def _submit_xoauth2(
-        self, sender: str, recipients: Sequence[str], content: bytes, token: Callable[[], Awaitable[str]]
-    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        """One SMTP session (aiosmtplib's client: its ``send()`` refuses the null sender)."""
         smtp = self._smtp
         client = aiosmtplib.SMTP(
             hostname=smtp.host, port=smtp.port, use_tls=smtp.tls, start_tls=smtp.starttls and not smtp.tls,
             tls_context=self._tls_context, timeout=smtp.timeout_s, local_hostname=smtp.helo,
+            username=None if smtp.token is not None else smtp.username, password=smtp.password,
         )  # fmt: skip
         async with client:
-            await client.auth_xoauth2(smtp.username or "", await token())
-            return await client.sendmail(sender, list(recipients), content)
+            if smtp.token is not None:
+                await client.auth_xoauth2(smtp.username or "", await smtp.token())
+            return await client.sendmail(
+                sender, list(recipients), content, mail_options=mail_options(sender, recipients)
+            )
+
+
+def mail_options(sender: str, recipients: Sequence[str]) -> list[str]:
+    """``SMTPUTF8`` (RFC 6531) when an address of the envelope is not ASCII: without it such an
+    address cannot be sent at all. The message's bytes go as they came either way."""
+    return [] if sender.isascii() and all(r.isascii() for r in recipients) else ["SMTPUTF8"]
 
 
 def render(message: OutboundMessage, mail_from: str, recipients: Sequence[str]) -> bytes:

@@ -263,6 +263,7 @@ class SmtpServer(_ThreadedServer):
         self._replies: dict[Stage, str] = {}
         self._refused: dict[str, str] = {}
         self._credentials: tuple[str, str] | None = None
+        self._smtputf8 = True
 
     @property
     def messages(self) -> list[ReceivedMail]:
@@ -289,6 +290,11 @@ class SmtpServer(_ThreadedServer):
         with self._lock:
             self._credentials = (username, password)
 
+    def without_smtputf8(self) -> None:
+        """From the next connection: no SMTPUTF8 in EHLO (it is advertised by default, as providers do)."""
+        with self._lock:
+            self._smtputf8 = False
+
     def wait_for(self, n: int, timeout_s: float = 10.0) -> list[ReceivedMail]:
         return self.received.wait_for(n, timeout_s)
 
@@ -303,7 +309,7 @@ class SmtpServer(_ThreadedServer):
         if greeting := self._scripted("connect"):
             return _Greeter(greeting)
         with self._lock:
-            auth = self._credentials is not None
+            auth, smtputf8 = self._credentials is not None, self._smtputf8
         return _TrackedSMTP(
             self,
             handler=_Handler(self),
@@ -311,6 +317,7 @@ class SmtpServer(_ThreadedServer):
             authenticator=self._authenticate if auth else None,
             # aiosmtpd only advertises AUTH over TLS unless told otherwise; tests speak plaintext.
             auth_require_tls=not auth,
+            enable_SMTPUTF8=smtputf8,
             loop=asyncio.get_running_loop(),
         )
 

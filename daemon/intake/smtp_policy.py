@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,15 @@ log = logging.getLogger("daemon.intake.smtp")  # the smart host logs under one n
 def peer_of(session: Session | None) -> str:
     peer = None if session is None else session.peer
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+#: a reverse-path's mailbox (RFC 5321 section 4.1.2) as aiosmtpd hands it over: a dot-atom or
+#: quoted local part, "@", a domain or address literal; UTF-8 allowed (SMTPUTF8). A bare dot-atom
+#: ("root", from cron on a host without a mail name) passes, as Postfix takes it; a bare quoted
+#: one is what aiosmtpd makes of words with spaces ("bad address"), refused. The null sender is
+#: checked apart.
+_DOMAIN = r"@(?:\[[^\s\]]+\]|[^\s\"@<>()\[\],;:\\]+)"
+_MAILBOX = re.compile(rf'"(?:[^"\\\r\n]|\\.)*"{_DOMAIN}|[^\s"@<>()\[\],;:\\]+(?:{_DOMAIN})?')
 
 
 class SmtpPolicy:
@@ -62,6 +72,8 @@ class SmtpPolicy:
         trusted = not server.listener.auth_required and peer_of(session) in self._networks
         if not (session.authenticated or trusted):
             return "530 5.7.0 Authentication required"
+        if address not in ("", "<>") and not _MAILBOX.fullmatch(address):
+            return "501 5.1.7 Bad sender address syntax"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -136,8 +148,8 @@ class SmtpPolicy:
             source=self._config.source,
             recipients=recipients,
             labels=labels,
-            idempotency_key=idempotency_key(values.get("message-id"), sender, recipients),
-            mail_from=sender or None,
+            idempotency_key=idempotency_key(values.get("message-id"), sender, recipients, raw),
+            mail_from=sender,  # "" for the null sender: relayed as <>, not as the provider's address
             raw=raw,
         )
 
@@ -152,13 +164,20 @@ def header_labels(values: dict[str, str], names: list[str]) -> dict[str, str]:
     return {f"header:{name}": values[name][:HEADER_LABEL_MAX_CHARS] for name in wanted if name in values}
 
 
-def idempotency_key(message_id: str | None, sender: str, recipients: tuple[str, ...]) -> str | None:
+def idempotency_key(
+    message_id: str | None, sender: str, recipients: tuple[str, ...], raw: bytes
+) -> str | None:
     """The same message retried after a lost 250 maps to the same key; None without a Message-ID.
 
     The envelope is part of the key: a client that sends one message (one Message-ID) to its
-    recipients in several transactions must not have all but the first dropped as repeats.
+    recipients in several transactions must not have all but the first dropped as repeats. So is
+    the message itself: appliances and scripts that reuse a Message-ID for every alert (or make
+    one per second) must not have a new alert dropped as the repeat of an old one. A client
+    retrying sends the same bytes again.
     """
     if not message_id:
         return None
     envelope = "\0".join([message_id, sender.lower(), *sorted(a.lower() for a in recipients)])
-    return "smtp:" + hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape")).hexdigest()
+    digest = hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape"))
+    digest.update(b"\0" + hashlib.sha256(raw).digest())
+    return "smtp:" + digest.hexdigest()

@@ -128,6 +128,33 @@ async def test_raw_message_is_relayed_byte_identical(smtp: SmtpServer) -> None:
     assert mail.mail_from == "app@example.test"
 
 
+async def test_the_null_sender_is_relayed_as_the_null_sender(smtp: SmtpServer) -> None:
+    """A bounce or receipt relayed from the smart host goes out as MAIL FROM:<>, not as ours."""
+    raw = b"From: MAILER-DAEMON@example.test\r\nSubject: Undelivered\r\n\r\nbounced\r\n"
+    await _channel(smtp).send(_message(raw=raw, mail_from=""))
+    [mail] = await smtp.wait_for_async(1)
+    assert (mail.mail_from, mail.data) == ("<>", raw)  # aiosmtpd records the null sender so
+
+
+async def test_addresses_beyond_ascii_are_relayed_with_smtputf8(smtp: SmtpServer) -> None:
+    """A sender or recipient not in ASCII needs SMTPUTF8 (RFC 6531), which the server offers."""
+    raw = "From: jürgen@example.test\r\nSubject: Störung\r\n\r\nDatenbank weg\r\n".encode()
+    await _channel(smtp).send(
+        _message(raw=raw, mail_from="jürgen@example.test", recipients=("öps@example.test",))
+    )
+    [mail] = await smtp.wait_for_async(1)
+    assert (mail.mail_from, mail.rcpt_tos, mail.data) == ("jürgen@example.test", ("öps@example.test",), raw)
+
+
+async def test_a_server_without_smtputf8_fails_such_a_message_not_the_provider(smtp: SmtpServer) -> None:
+    """The server works; it cannot take this one message: permanent, and no fault of the provider."""
+    smtp.without_smtputf8()
+    with pytest.raises(ChannelError) as caught:
+        await _channel(smtp).send(_message(raw=b"Subject: x\r\n\r\ny\r\n", mail_from="jürgen@example.test"))
+    assert (caught.value.permanent, caught.value.service_fault) == (True, False)
+    assert "SMTPUTF8" in str(caught.value)
+
+
 async def test_refused_port_is_transient_service_fault(smtp: SmtpServer) -> None:
     """A stopped server (connection refused) is a transient fault of the service."""
     smtp.stop()

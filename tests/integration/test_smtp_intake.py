@@ -124,11 +124,12 @@ async def test_long_lines_are_accepted_unchanged(start: Start) -> None:
     assert stored.raw == raw
 
 
-async def test_null_sender_is_accepted_without_mail_from(start: Start) -> None:
-    """A message with the null reverse-path (MAIL FROM:<>) is kept with no mail_from."""
+async def test_null_sender_is_kept_as_the_null_sender(start: Start) -> None:
+    """A message with the null reverse-path (MAIL FROM:<>, a bounce or a receipt) is kept with an
+    empty mail_from, which the relay sends as <> (None would have it sent as the provider's address)."""
     smtp = await start(allowed_networks=LOOPBACK)
     stored = await smtp.stored(await smtp.send(message().as_bytes(), sender=""))
-    assert stored.mail_from is None
+    assert stored.mail_from == ""
     assert stored.labels["smtp_from"] == ""
 
 
@@ -383,6 +384,41 @@ async def test_retry_with_the_same_message_id_is_not_duplicated(start: Start) ->
     other = await smtp.send(raw, to="dba@example.com")
     assert first == again != other
     assert await smtp.count() == 2
+
+
+async def test_a_reused_message_id_on_a_new_message_is_a_new_notification(start: Start) -> None:
+    """Appliances that stamp every alert with the same Message-ID: the second alert is not dropped
+    as a repeat of the first (only the same bytes again are)."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    first = await smtp.send(message("disk 80% on db-1", message_id="<fixed@app>").as_bytes())
+    second = await smtp.send(message("disk 95% on db-1: down", message_id="<fixed@app>").as_bytes())
+    assert first != second
+    assert (await smtp.stored(second)).subject == "disk 95% on db-1: down"
+
+
+@pytest.mark.parametrize(
+    ("address", "reply"),
+    [
+        ("bad address", "501 5.1.7 Bad sender address syntax"),
+        ("a@b@c", "553 5.1.3 Error: malformed address"),  # aiosmtpd's own parser refuses these
+        ("app@", "553 5.1.3 Error: malformed address"),
+    ],
+)
+async def test_a_malformed_sender_is_refused(start: Start, address: str, reply: str) -> None:
+    """MAIL FROM whose address is not a mailbox is refused, not stored as given."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    async with smtp.client() as client:
+        await client.ehlo()
+        response = await client.execute_command(b"MAIL", f"FROM:<{address}>".encode())
+    assert f"{response.code} {response.message}" == reply
+
+
+@pytest.mark.parametrize("address", ['"john doe"@example.com', "root", "ops@[127.0.0.1]"])
+async def test_unusual_but_valid_senders_are_taken(start: Start, address: str) -> None:
+    """A quoted local part, a bare local part (cron on a host without a mail name), an address literal."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    stored = await smtp.stored(await smtp.send(message().as_bytes(), sender=address))
+    assert stored.mail_from == address
 
 
 async def test_fifty_concurrent_clients(start: Start) -> None:
