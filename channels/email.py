@@ -84,6 +84,8 @@ class EmailChannel:
             refused, reply = await self._submit(sender, recipients, content)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise _recipients_error(exc.recipients) from exc
+        except aiosmtplib.SMTPDataError as exc:
+            raise _content_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _response_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPNotSupported as exc:
@@ -188,6 +190,15 @@ def _response_error(code: int, text: str) -> ChannelError:
             f"SMTP authentication failed (credentials need renewing): {reply}", service_fault=True
         )
     return ChannelError(f"SMTP server answered {reply}", permanent=500 <= code < 600, service_fault=True)
+
+
+def _content_error(code: int, text: str) -> ChannelError:
+    """A refusal at the end of DATA: the server took the session and judged this message (its
+    size, a line too long, its content, a spam filter). A 5xx there says nothing of the provider's
+    health, so one bad message cannot push it toward an outage; a 4xx there still may."""
+    if 500 <= code < 600:
+        return ChannelError(f"SMTP server refused the message: {code} {text}", permanent=True)
+    return _response_error(code, text)
 
 
 def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> ChannelError:

@@ -212,14 +212,29 @@ async def test_some_recipients_refused_is_delivered_naming_them(smtp: SmtpServer
     assert "gone@example.test" in receipt.detail
 
 
-@pytest.mark.parametrize("stage", ["connect", "mail", "data"])
+@pytest.mark.parametrize("stage", ["connect", "mail"])
 async def test_5xx_outside_recipients_is_permanent_service_fault(smtp: SmtpServer, stage: str) -> None:
-    """5xx to the greeting, MAIL FROM or DATA is permanent and blames the service."""
+    """5xx to the greeting or MAIL FROM is permanent and blames the service."""
     smtp.reply(554, "5.3.0 Transaction failed", stage=stage)  # type: ignore[arg-type]
     with pytest.raises(ChannelError) as info:
         await _channel(smtp).send(_message())
     assert info.value.permanent
     assert info.value.service_fault
+
+
+@pytest.mark.parametrize(
+    "reply", [(554, "5.7.1 Message rejected as spam"), (552, "5.3.4 Message too big"), (500, "Line too long")]
+)
+async def test_5xx_to_the_message_is_permanent_and_not_the_providers_fault(
+    smtp: SmtpServer, reply: tuple[int, str]
+) -> None:
+    """5xx at the end of DATA judges this message (content, size, a line too long): it fails alone,
+    and one bad message does not count against the provider's health."""
+    smtp.reply(*reply, stage="data")
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message())
+    assert (info.value.permanent, info.value.service_fault) == (True, False)
+    assert f"refused the message: {reply[0]}" in str(info.value)
 
 
 async def test_wrong_password_is_an_authentication_failure(smtp: SmtpServer) -> None:
