@@ -1,9 +1,11 @@
 """An email message as readable text for the backup channels (Slack, SMS, webhooks).
 
-The plain-text part is preferred; an HTML-only message is converted. Quoted replies and signatures
-are trimmed, attachments are listed by name and size, and the whole is cut to a length (the text
-itself is worked on in :mod:`daemon.intake.plaintext`). Nothing here raises on malformed mail: what
-cannot be decoded is shown with replacement characters.
+The plain-text part is preferred; an HTML-only message is converted. Signatures are trimmed, and
+quoted originals too when the headers say the message is a reply (only the headers can tell, so the
+decision is made here and :mod:`daemon.intake.plaintext` is told). A forwarded message (an attached
+message/rfc822) follows under a heading, rendered by the same rules. Attachments are listed by name
+and size, and the whole is cut to a length. Nothing here raises on malformed mail: what cannot be
+decoded is shown with replacement characters.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import email
 import email.errors
 import email.header
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -20,6 +23,21 @@ from daemon.intake.plaintext import cap, html_to_text, tidy, trim_reply
 
 # Errors the stdlib raises on hostile or broken mail (header parsing, unknown charsets).
 _DECODE_ERRORS = (LookupError, ValueError, TypeError, IndexError, AttributeError, email.errors.MessageError)
+# Reply prefixes as clients write them: English, German, Dutch, the Nordic languages, Finnish, Polish,
+# French, Italian, Portuguese, Turkish, Latvian, Hungarian, Greek, Chinese; numbered ("Re[2]:",
+# "Re^2:") and after a mailing-list tag ("[ops] Re:"). Italian Outlook's bare "R:" is left out: too
+# likely in an alert's subject, and such replies carry In-Reply-To anyway.
+# https://en.wikipedia.org/wiki/List_of_email_subject_abbreviations
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:\[[^\]]{0,40}\]\s*)?"
+    r"(?:re|aw|antw|antwort|sv|svar|vs|odp|odg|réf|rép|rif|res|ynt|yan\u0131t|atb|vá|απ|回复|回覆|答复)"
+    r"\s*(?:\[\d+\]|\^\d+|\(\d+\))?\.?\s*[:\uff1a]",  # \uff1a: the full-width colon of CJK text
+    re.IGNORECASE,
+)
+_FORWARD_TYPES = frozenset({"message/rfc822", "message/global"})
+#: a forward of a forward of a forward is shown; deeper ones (crafted mail) only by their headers
+_MAX_FORWARD_DEPTH = 3
+FORWARDED = "---------- Forwarded message ----------"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +90,16 @@ def subject(message: Message) -> str:
     return header(message, "Subject") or "(no subject)"
 
 
+def is_reply(message: Message) -> bool:
+    """Whether the message answers another, the only kind whose quote-like lines may be cut."""
+    if header(message, "In-Reply-To") or header(message, "References"):
+        return True
+    return bool(_REPLY_SUBJECT.match(header(message, "Subject") or ""))
+
+
 def render(message: EmailMessage, *, max_chars: int = 4000) -> str:
-    """The body as trimmed text, then the attachments, within ``max_chars`` characters."""
-    text = trim_reply(body_text(message))
+    """The body as trimmed text, forwarded messages, the attachments, within ``max_chars`` characters."""
+    text = _text(message, depth=0)
     listed = attachments(message)
     if not listed:
         return cap(text, max_chars)
@@ -83,6 +108,27 @@ def render(message: EmailMessage, *, max_chars: int = 4000) -> str:
         # so many attachments that listing them all would crowd out the message itself
         return cap(text + tail, max_chars)
     return cap(text, max_chars - len(tail)) + tail
+
+
+def _text(message: EmailMessage, *, depth: int) -> str:
+    """The message's own trimmed text, then each message forwarded in it."""
+    texts = [trim_reply(body_text(message), reply=is_reply(message))]
+    texts += [_forwarded_text(inner, depth=depth + 1) for inner in _forwarded(message)]
+    return "\n\n".join(text for text in texts if text)
+
+
+def _forwarded_text(message: EmailMessage, *, depth: int) -> str:
+    lines = [FORWARDED]
+    lines += [f"{name}: {value}" for name in ("From", "Date", "Subject") if (value := header(message, name))]
+    if depth > _MAX_FORWARD_DEPTH:
+        return "\n".join([*lines, "(nested too deeply to show)"])
+    return "\n".join(lines) + "\n\n" + _text(message, depth=depth)
+
+
+def _forwarded(message: EmailMessage) -> Iterator[EmailMessage]:
+    for part in _own_parts(message):
+        if (inner := _attached_message(part)) is not None:
+            yield inner
 
 
 def body_text(message: EmailMessage) -> str:
@@ -111,16 +157,41 @@ def attachments(message: EmailMessage) -> list[Attachment]:
     return [_attachment(part) for part in _attached_parts(message)]
 
 
-def _attached_parts(message: EmailMessage) -> Iterator[Message]:
+def _attached_parts(message: EmailMessage, depth: int = 0) -> Iterator[Message]:
+    """The attachments, those of the forwarded messages shown (see _text) included."""
     try:
         body = message.get_body(preferencelist=("plain", "html"))
     except _DECODE_ERRORS:
         body = None
-    for part in message.walk():
-        if part.is_multipart() or part is body:
-            continue
-        if part.get_content_disposition() == "attachment" or _filename(part):
+    for part in _own_parts(message):
+        inner = _attached_message(part)
+        if inner is not None and depth < _MAX_FORWARD_DEPTH:
+            yield from _attached_parts(inner, depth + 1)
+        elif inner is None and part is not body and _is_attachment(part):
             yield part
+
+
+def _is_attachment(part: Message) -> bool:
+    if part.is_multipart():
+        return False
+    return part.get_content_disposition() == "attachment" or bool(_filename(part))
+
+
+def _own_parts(part: Message) -> Iterator[Message]:
+    """``part`` and its subparts in order, an attached message as one part: its own are its own."""
+    yield part
+    if part.is_multipart() and part.get_content_type() not in _FORWARD_TYPES:
+        for sub in part.get_payload():
+            if isinstance(sub, Message):
+                yield from _own_parts(sub)
+
+
+def _attached_message(part: Message) -> EmailMessage | None:
+    if part.get_content_type() not in _FORWARD_TYPES:
+        return None
+    payload = part.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    return inner if isinstance(inner, EmailMessage) else None
 
 
 def _attachment(part: Message) -> Attachment:

@@ -51,13 +51,27 @@ _PARAGRAPH_TAGS = frozenset(
 )
 _SKIP_TAGS = frozenset({"head", "script", "style", "title", "template"})
 # Lines that start the quoted original in replies: Gmail/Apple ("On … wrote:"), Outlook's
-# "-----Original Message-----" and its underscore rule before a "From:" block.
+# "-----Original Message-----" and its underscore rule before a "From:" block. Machine mail (most of
+# what a smart host carries) uses the same shapes for content: a rule under a heading, a "> 95%"
+# threshold, a "From:"/"Date:" pair in a report. So they only count in a reply.
 _REPLY_HEADER = re.compile(r"^(On\b.{0,300}\bwrote:|-{2,}\s*Original Message\s*-{2,}|_{20,})$", re.IGNORECASE)
+# Gmail wraps a long attribution over two lines: "On Mon, 1 Jan 2024 at 10:00, Alice <" and
+# "alice@example.com> wrote:"; the two are matched joined by a space.
+_ATTRIBUTION = re.compile(r"^On\b.{0,300}\bwrote:$", re.IGNORECASE)
 # Outlook without the rule: "From: …" directly followed by "Sent: …" (or "Date: …").
 _OUTLOOK_FROM = re.compile(r"^From:\s.+$", re.IGNORECASE)
 _OUTLOOK_SENT = re.compile(r"^(Sent|Date):\s.+$", re.IGNORECASE)
-# RFC 3676 section 4.3 signature separator "-- ", often sent without its trailing space.
-_SIGNATURE = re.compile(r"^--\s?$")
+# RFC 3676 section 4.3 signature separator. People also send it without the space, but scripts put a
+# bare "--" between a message and its log, so that one only counts in a reply.
+_SIGNATURE = "-- "
+# What follows a separator that is a log or a traceback rather than a signature: Python's traceback,
+# an exception name, Go's panic, an ISO timestamp, a log level.
+_LOG_START = re.compile(
+    r"^(Traceback \(most recent call last\)|[\w.]*(Error|Exception)\b|panic:|\d{4}-\d\d-\d\d[T ]\d"
+    r"|\[?(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL|FATAL)\b)"
+)
+#: how many lines after a separator are looked at for the first one that is not blank
+_LOOKAHEAD = 3
 
 
 def cap(text: str, max_chars: int) -> str:
@@ -70,28 +84,52 @@ def cap(text: str, max_chars: int) -> str:
     return (cut[:boundary] if boundary > room * 3 // 4 else cut).rstrip() + TRUNCATED[: max_chars - room]
 
 
-def trim_reply(text: str) -> str:
-    """Drop the quoted original of a reply and the signature, unless nothing else would be left."""
+def trim_reply(text: str, *, reply: bool = False) -> str:
+    """Drop the signature and, in a ``reply``, the quoted original, unless nothing else would be left.
+
+    ``reply`` is decided from the headers by the caller; without it only an RFC 3676 "-- " signature
+    goes, because in machine mail the shapes of a quote are usually the alert itself.
+    """
     lines = text.splitlines()
     for index in range(1, len(lines)):
-        if _starts_quote_or_signature(lines, index) and "".join(lines[:index]).strip():
+        if _starts_tail(lines, index, reply=reply) and "".join(lines[:index]).strip():
             lines = lines[:index]
             break
-    unquoted = [line for line in lines if not line.lstrip().startswith(">")]
-    return tidy("\n".join(unquoted if "".join(unquoted).strip() else lines))
+    return tidy("\n".join(_unquoted(lines) if reply else lines))
 
 
-def _starts_quote_or_signature(lines: list[str], index: int) -> bool:
+def _starts_tail(lines: list[str], index: int, *, reply: bool) -> bool:
+    return _starts_signature(lines, index, reply=reply) or (reply and _starts_quote(lines, index))
+
+
+def _starts_signature(lines: list[str], index: int, *, reply: bool) -> bool:
+    line = lines[index]
+    if line != _SIGNATURE and not (reply and line.rstrip() == "--"):
+        return False
+    after = [n.strip() for n in lines[index + 1 : index + 1 + _LOOKAHEAD] if n.strip()]
+    return not (after and _LOG_START.match(after[0]))
+
+
+def _starts_quote(lines: list[str], index: int) -> bool:
     line = lines[index].strip()
-    if _SIGNATURE.match(lines[index]) or _REPLY_HEADER.match(line):
+    following = lines[index + 1].strip() if index + 1 < len(lines) else ""
+    if _REPLY_HEADER.match(line) or _ATTRIBUTION.match(f"{line} {following}"):
         return True
-    following = lines[index + 1 : index + 2]
-    return bool(_OUTLOOK_FROM.match(line)) and any(_OUTLOOK_SENT.match(n.strip()) for n in following)
+    return bool(_OUTLOOK_FROM.match(line) and _OUTLOOK_SENT.match(following))
+
+
+def _unquoted(lines: list[str]) -> list[str]:
+    unquoted = [line for line in lines if not line.lstrip().startswith(">")]
+    return unquoted if "".join(unquoted).strip() else lines
 
 
 def tidy(text: str) -> str:
-    """One kind of line break, no trailing spaces, at most one blank line in a row, no blank ends."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    """One kind of line break, no trailing spaces, at most one blank line in a row, no blank ends.
+
+    The "-- " signature separator keeps its space: it is what tells it from a bare "--" in a log.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = [line if line == _SIGNATURE else line.rstrip() for line in lines]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

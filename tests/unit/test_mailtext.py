@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.intake.mailtext import (
+    FORWARDED,
     attachments,
     header,
     headers,
@@ -50,13 +52,13 @@ def test_html_pre_keeps_its_whitespace() -> None:
 def test_quoted_reply_is_trimmed() -> None:
     """The "On … wrote:" line and the quoted original after it are dropped."""
     text = "Fixed, thanks.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob <bob@example.com> wrote:\n> is it down?\n"
-    assert trim_reply(text) == "Fixed, thanks."
+    assert trim_reply(text, reply=True) == "Fixed, thanks."
 
 
 def test_outlook_original_message_is_trimmed() -> None:
     """Outlook's "-----Original Message-----" and "From:/Sent:" blocks start the quoted original."""
-    assert trim_reply("Done.\n-----Original Message-----\nFrom: Bob\nold") == "Done."
-    assert trim_reply("Done.\n\nFrom: Bob Smith\nSent: Monday\nTo: ops\n\nold") == "Done."
+    assert trim_reply("Done.\n-----Original Message-----\nFrom: Bob\nold", reply=True) == "Done."
+    assert trim_reply("Done.\n\nFrom: Bob Smith\nSent: Monday\nTo: ops\n\nold", reply=True) == "Done."
 
 
 def test_from_line_in_the_body_is_not_a_reply_header() -> None:
@@ -72,6 +74,169 @@ def test_signature_is_trimmed() -> None:
 def test_fully_quoted_text_is_kept() -> None:
     """A message that is nothing but quotes keeps them rather than becoming empty."""
     assert trim_reply("> forwarded alert\n> details") == "> forwarded alert\n> details"
+
+
+def _mail(body: str, subject: str = "Disk full on db-1", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return parse(msg.as_bytes())
+
+
+QUOTED_REPLY = "Fixed.\n\nOn Mon, 1 Jan 2024 at 10:00, Bob <bob@example.com> wrote:\n> is it down?"
+
+
+def test_bare_dashes_in_machine_mail_are_content() -> None:
+    """A bare "--" between a job's message and its traceback is not a signature outside a reply."""
+    body = 'Job failed\n--\nTraceback (most recent call last):\n  File "job.py", line 3\nValueError: x'
+    assert render(_mail(body)) == body
+
+
+def test_underscore_rule_in_machine_mail_is_content() -> None:
+    """An underscore rule under a heading is not Outlook's reply header outside a reply."""
+    body = "Summary\n" + "_" * 30 + "\nhost db-1 down"
+    assert render(_mail(body)) == body
+
+
+def test_quote_like_line_in_machine_mail_is_content() -> None:
+    """A line starting with ">" (a threshold) is kept outside a reply."""
+    body = "CPU alert\n> 95% for 5 minutes on web-2"
+    assert render(_mail(body)) == body
+
+
+def test_from_and_date_lines_in_machine_mail_are_content() -> None:
+    """A "From:" line followed by "Date:" in the body does not cut what follows outside a reply."""
+    body = "Report\nFrom: spoof@x\nDate: Mon, 1 Jan 2024\nrow 1: db-1 down"
+    assert render(_mail(body)) == body
+
+
+def test_rfc3676_signature_is_trimmed_in_machine_mail() -> None:
+    """The "-- " separator (with its space) starts the signature in any mail."""
+    assert render(_mail("Backup failed.\n-- \nThe backup robot")) == "Backup failed."
+
+
+def test_html_signature_is_trimmed_in_machine_mail() -> None:
+    """An HTML body's "-- " line keeps its space through conversion, so its signature goes too."""
+    msg = EmailMessage()
+    msg.set_content("<p>Backup failed.</p>-- <br>The backup robot", subtype="html")
+    assert render(parse(msg.as_bytes())) == "Backup failed."
+
+
+@pytest.mark.parametrize("name", ["in_reply_to", "references"])
+def test_reply_is_known_by_its_headers(name: str) -> None:
+    """In-Reply-To or References make a message a reply: its quoted original is dropped."""
+    assert render(_mail(QUOTED_REPLY, **{name: "<a@example.com>"})) == "Fixed."
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        *("Re: x", "RE: RE: x", "Aw: x", "AW: Re: x", "Sv: x", "Antw: x", "Réf. : x", "RÉF: x"),
+        *("Re[2]: x", "re^3: x", "[ops] Re: x", "VS: x", "Odp: x", "回复\N{FULLWIDTH COLON}x"),
+    ],
+)
+def test_reply_is_known_by_its_subject_prefix(subject: str) -> None:
+    """A reply prefix, in any case, language, repeated or numbered, makes a message a reply."""
+    assert render(_mail(QUOTED_REPLY, subject)) == "Fixed."
+
+
+@pytest.mark.parametrize("subject", ["Fwd: Re: x", "Reboot done", "Resolved: db-1", "Report: x", "R: x"])
+def test_other_subjects_are_not_replies(subject: str) -> None:
+    """A forward, or a word that merely starts like a prefix, leaves the quote-like lines alone."""
+    assert render(_mail(QUOTED_REPLY, subject)) == QUOTED_REPLY
+
+
+def test_bare_dashes_in_a_reply_start_the_signature() -> None:
+    """In a reply, "--" without its space still separates the signature."""
+    assert render(_mail("Thanks.\n--\nAlice\nOps team", "Re: disk")) == "Thanks."
+
+
+def test_signature_separator_before_a_traceback_is_kept() -> None:
+    """A separator followed by a traceback or log lines is content, even in a reply."""
+    text = 'Still failing\n--\n\nTraceback (most recent call last):\n  File "job.py", line 3'
+    assert trim_reply(text, reply=True) == text
+    logged = "Still failing\n-- \n2024-01-01 10:00:00 ERROR disk full"
+    assert trim_reply(logged, reply=True) == logged
+
+
+def test_wrapped_gmail_attribution_starts_the_quote() -> None:
+    """Gmail's "On … wrote:" wrapped over two lines is the reply header."""
+    body = "Fixed.\n\nOn Mon, 1 Jan 2024 at 10:00, Alice <\nalice@example.com> wrote:\n> is it down?\n> db-1"
+    assert render(_mail(body, "Re: db-1")) == "Fixed."
+
+
+def _forward(inner: EmailMessage, note: str = "FYI see below") -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = "Fwd: " + str(inner["Subject"])
+    msg.set_content(note)
+    msg.add_attachment(inner)
+    return msg
+
+
+def _original(body: str = "db-1 is down", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Monitor <mon@example.com>"
+    msg["Date"] = "Mon, 01 Jan 2024 10:00:00 +0000"
+    msg["Subject"] = "db down"
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg
+
+
+def test_forwarded_message_follows_the_text() -> None:
+    """An attached message/rfc822 is shown after the text, under a heading with its From/Date/Subject."""
+    assert render(parse(_forward(_original()).as_bytes())) == (
+        f"FYI see below\n\n{FORWARDED}\nFrom: Monitor <mon@example.com>\n"
+        "Date: Mon, 01 Jan 2024 10:00:00 +0000\nSubject: db down\n\ndb-1 is down"
+    )
+
+
+def test_forwarded_message_is_trimmed_by_its_own_headers() -> None:
+    """A forwarded reply loses its quoted original; a forwarded alert keeps its quote-like lines."""
+    reply = _original("Fixed.\n\nOn Mon, Bob wrote:\n> down?", in_reply_to="<a@example.com>")
+    assert render(parse(_forward(reply).as_bytes())).endswith("Subject: db down\n\nFixed.")
+    alert = _original("CPU alert\n> 95% for 5 minutes on web-2")
+    assert render(parse(_forward(alert).as_bytes())).endswith("\n\nCPU alert\n> 95% for 5 minutes on web-2")
+
+
+def test_attachments_of_a_forwarded_message_are_listed() -> None:
+    """Files attached to the forwarded message are listed with the others, its body is not."""
+    inner = _original()
+    inner.add_attachment(b"x" * 10, maintype="text", subtype="plain", filename="db.log")
+    outer = _forward(inner)
+    outer.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="report.pdf")
+    assert render(parse(outer.as_bytes())).endswith(
+        "db-1 is down\n\nAttachments:\n- db.log (10 bytes)\n- report.pdf (4 bytes)"
+    )
+
+
+def test_forwarded_messages_are_shown_only_so_deep() -> None:
+    """Past three levels a forward shows only its headers, and what it holds is neither shown nor listed."""
+    msg = EmailMessage()
+    for level in range(6):
+        outer = EmailMessage()
+        outer["Subject"] = f"level {level}"
+        outer.set_content(f"body {level}")
+        if level:
+            outer.add_attachment(msg)
+        outer.add_attachment(b"x", maintype="text", subtype="plain", filename=f"{level}.txt")
+        msg = outer
+    text = render(parse(msg.as_bytes()))
+    assert [n for n in range(6) if f"body {n}" in text] == [2, 3, 4, 5]
+    assert text.count(FORWARDED) == 4 and "Subject: level 1\n(nested too deeply to show)" in text
+    assert text.endswith(
+        "Attachments:\n- 2.txt (1 bytes)\n- 3.txt (1 bytes)\n- 4.txt (1 bytes)\n- 5.txt (1 bytes)"
+    )
+
+
+def test_forwarded_message_is_cut_to_the_limit() -> None:
+    """A long forwarded message counts against the length cap like the text before it."""
+    text = render(parse(_forward(_original("y " * 5000)).as_bytes()), max_chars=300)
+    assert len(text) <= 300
+    assert FORWARDED in text and text.endswith(TRUNCATED)
 
 
 def test_cap_cuts_at_a_word_and_marks_it() -> None:
