@@ -158,6 +158,11 @@ class Plan:
         return self.escalation.channels if self.escalation is not None else self.steps
 
 
+#: a resolution names the notification it resolves (by idempotency key) in this label: the
+#: store closes that one (its steps not yet sent are superseded) as it commits the resolution
+RESOLVES_LABEL = "resolves"
+
+
 #: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone
 ACK_CODE_LENGTH = 6
 #: Crockford base32 (https://www.crockford.com/base32.html): no I, L, O or U, nothing to misread

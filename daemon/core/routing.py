@@ -26,7 +26,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from daemon.core.model import Escalation, Mode, Notification, Plan, ProviderState, Severity, mode_for
+from daemon.core.model import (
+    RESOLVES_LABEL,
+    Escalation,
+    Mode,
+    Notification,
+    Plan,
+    ProviderState,
+    Severity,
+    mode_for,
+)
 from daemon.core.timewindows import TimeWindow
 
 Op = Literal["=", "!=", "=~", "!~"]
@@ -198,7 +207,7 @@ def plan_for(
 ) -> Plan:
     """The plan for ``notification`` while the provider is in ``mode``; ``now`` for time windows."""
     route = route_for(notification, routes, now)
-    return _plan(route.name, mode, route.action(mode))
+    return _plan(route.name, mode, route.action(mode), _resolution(notification))
 
 
 def plan_in_state(
@@ -210,7 +219,9 @@ def plan_in_state(
 ) -> Plan:
     """The plan in ``state``, honouring a route's ``unknown``/``credentials`` override."""
     route = route_for(notification, routes, now)
-    return _plan(route.name, mode_for(state, in_force), route.action_in(state, in_force))
+    return _plan(
+        route.name, mode_for(state, in_force), route.action_in(state, in_force), _resolution(notification)
+    )
 
 
 def plans_for(
@@ -220,15 +231,20 @@ def plans_for(
 
     The route does not depend on the mode, so it is matched once (this runs for every accept).
     """
-    route = route_for(notification, routes, now)
-    return {mode: _plan(route.name, mode, route.action(mode)) for mode in ("healthy", "outage")}
+    route, resolution = route_for(notification, routes, now), _resolution(notification)
+    return {mode: _plan(route.name, mode, route.action(mode), resolution) for mode in ("healthy", "outage")}
 
 
-def _plan(route: str, mode: Mode, action: Action) -> Plan:
+def _resolution(notification: Notification) -> bool:
+    return RESOLVES_LABEL in notification.labels
+
+
+def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> Plan:
+    """``resolution``: an escalation sends its first step only: a resolution is told, it never pages on."""
     if action is None:
         return Plan(route=route, mode=mode, defer=True)
     if isinstance(action, Escalation):
-        return Plan(route=route, mode=mode, escalation=action)
+        return Plan(route=route, mode=mode, escalation=Escalation(action.steps[:1]) if resolution else action)
     return Plan(route=route, mode=mode, steps=action)
 
 

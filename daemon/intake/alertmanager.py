@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from daemon.core.model import RESOLVES_LABEL
 from daemon.intake.accept import Submission
 from daemon.intake.webhook_config import AlertIntakeConfig
 
@@ -73,7 +74,8 @@ class AlertPayload(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    group_key: str = Field(alias="groupKey")
+    #: only a group's notification uses it (``per: group``); hand-written payloads may leave it out
+    group_key: str = Field("", alias="groupKey")
     truncated_alerts: int = Field(0, ge=0, alias="truncatedAlerts")
     status: Status
     receiver: str
@@ -129,7 +131,7 @@ def alert_submission(
     labels["alert_status"] = alert.status
     labels["alert_fingerprint"] = identity
     if alert.status == "resolved":
-        labels["follows"] = _key(flavor, identity, started, "firing")
+        labels["follows"] = labels[RESOLVES_LABEL] = _key(flavor, identity, started, "firing")
     body = [*_alert_text(alert, started), *_links([*alert.links(), (flavor.sender, payload.external_url)])]
     return Submission(
         severity=config.severity_of(alert.labels.get(config.severity_label)),
@@ -142,9 +144,14 @@ def alert_submission(
     )
 
 
-def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
-    """Changes when the group's alerts change, so a grown group is a new notification."""
-    members = sorted(f"{a.identity()}@{_instant(a.starts_at)}" for a in payload.alerts)
+def group_key(flavor: Flavor, payload: AlertPayload, status: Status, *, as_firing: bool = False) -> str:
+    """Changes when the group's alerts change, so a grown group, or one some of whose alerts were
+    resolved, is a new notification. ``as_firing``: the key the group had with every alert firing
+    (what its resolution follows)."""
+    members = sorted(
+        f"{a.identity()}@{_instant(a.starts_at)}" + ("" if as_firing or a.status == "firing" else ":resolved")
+        for a in payload.alerts
+    )
     return f"{flavor.prefix}:group:{_digest([payload.group_key])}:{_digest(members)}:{status}"
 
 
@@ -153,7 +160,7 @@ def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: F
     labels["alert_status"] = payload.status
     labels["alert_count"] = str(len(payload.alerts) + payload.truncated_alerts)
     if payload.status == "resolved":
-        labels["follows"] = group_key(flavor, payload, "firing")
+        labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing", as_firing=True)
     severities = [config.severity_of(a.labels.get(config.severity_label)) for a in payload.alerts]
     return Submission(
         severity=min(severities, key=lambda s: s.rank),

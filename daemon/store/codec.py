@@ -206,3 +206,14 @@ def may_acknowledge(escalates: bool, via: str) -> bool:
 
 def ack_detail(by: str, via: str) -> str:
     return f"acknowledged by {by} via {via}"
+
+
+def resolution_closes(target_id: str, status: str, told: bool, resolution_id: str) -> list[tuple[str, bool]]:
+    """What a resolution closes, as (notification id, cancel it as well as supersede its deliveries
+    not yet sent). The notification it resolves keeps what was sent and loses the rest (an
+    escalation stops paging). If nobody was told of it (held through an outage, or still waiting
+    for its first send) it is cancelled, and so is the resolution: there is nothing to take back,
+    as Alertmanager sends a resolution only for an alert it notified."""
+    if told:
+        return [(target_id, False)]
+    return [(target_id, status in ("pending", "held")), (resolution_id, True)]

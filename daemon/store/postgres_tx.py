@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, Mode, Plan
 from daemon.store import codec
 from daemon.store.base import Accepted, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
@@ -75,7 +75,22 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         assert existing is not None, "ON CONFLICT found the key, so it is there"
         return Accepted(id=existing["id"], duplicate=True), False
     await _insert_deliveries(conn, item.notification.id, plan, now)
+    if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
+        await _close_resolved(conn, item.notification.id, resolves, now)
     return Accepted(id=item.notification.id, duplicate=False), not plan.defer
+
+
+async def _close_resolved(conn: Conn, resolution_id: str, key: str, now: datetime) -> None:
+    """A resolution closes what it resolves (see :func:`codec.resolution_closes`)."""
+    target = await _one(conn, Q["resolution_target"], (key,))
+    if target is None:
+        return
+    for notification_id, cancel in codec.resolution_closes(
+        target["id"], target["status"], target["told"], resolution_id
+    ):
+        await conn.execute(Q["supersede_pending"], (now, notification_id))
+        if cancel:
+            await conn.execute(Q["cancel_notification"], (now, notification_id))
 
 
 async def claim(

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, Mode, Plan
 from daemon.store import codec
 from daemon.store.base import (
     Accepted,
@@ -50,8 +50,24 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
         )
         conn.execute(Q["insert_notification"], params)
         _insert_deliveries(conn, item.notification.id, plan, now)
+        if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
+            _close_resolved(conn, item.notification.id, resolves, now)
         results.append(Accepted(id=item.notification.id, duplicate=False))
     return results
+
+
+def _close_resolved(conn: sqlite3.Connection, resolution_id: str, key: str, now: datetime) -> None:
+    """A resolution closes what it resolves (see :func:`codec.resolution_closes`)."""
+    target = conn.execute(Q["resolution_target"], (key,)).fetchone()
+    if target is None:
+        return
+    at = codec.ts(now)
+    for notification_id, cancel in codec.resolution_closes(
+        target["id"], target["status"], target["told"], resolution_id
+    ):
+        conn.execute(Q["supersede_pending"], (at, notification_id))
+        if cancel:
+            conn.execute(Q["cancel_notification"], (at, notification_id))
 
 
 def _fresh_ack_code(conn: sqlite3.Connection) -> str:

@@ -158,7 +158,8 @@ def test_resolved_alert_follows_the_firing_one() -> None:
     done = submissions(payload(resolved(FIRING)), CONFIG)[0]
     assert done.idempotency_key != firing.idempotency_key
     assert done.labels["alert_status"] == "resolved"
-    assert done.labels["follows"] == firing.idempotency_key
+    assert done.labels["follows"] == done.labels["resolves"] == firing.idempotency_key
+    assert "resolves" not in firing.labels
     assert done.subject == "[RESOLVED] ProbeFailure: Shop is down"
     assert "Ended: 2024-02-06T14:00:00.000000Z" in done.body
 
@@ -200,8 +201,31 @@ def test_resolved_group_follows_the_firing_group() -> None:
     config = AlertmanagerIntakeConfig(per="group")
     (firing,) = submissions(payload(), config)
     (done,) = submissions(payload(resolved(FIRING)), config)
-    assert done.labels["follows"] == firing.idempotency_key
+    assert done.labels["follows"] == done.labels["resolves"] == firing.idempotency_key
     assert done.subject.startswith("[RESOLVED] ")
+
+
+def test_a_group_some_of_whose_alerts_resolved_is_a_new_notification() -> None:
+    """Still firing as a group, one alert resolved: not a repeat of the group (it was dropped as one);
+    it resolves nothing, since another alert still fires."""
+    config = AlertmanagerIntakeConfig(per="group")
+    partly = copy.deepcopy(FIRING)
+    partly["alerts"][1]["status"] = "resolved"
+    (firing,) = submissions(payload(), config)
+    (update,) = submissions(payload(partly), config)
+    assert update.idempotency_key != firing.idempotency_key
+    assert "resolves" not in update.labels
+    (done,) = submissions(payload(resolved(FIRING)), config)
+    assert done.labels["resolves"] == firing.idempotency_key
+
+
+def test_group_key_may_be_left_out_of_a_hand_written_payload() -> None:
+    """groupKey is Alertmanager's; a payload written by hand with only the spec's fields is taken."""
+    data = copy.deepcopy(FIRING)
+    del data["groupKey"]
+    assert len(submissions(payload(data), CONFIG)) == 2
+    (group,) = submissions(payload(data), AlertmanagerIntakeConfig(per="group"))
+    assert group.idempotency_key is not None
 
 
 def test_truncated_alerts_are_mentioned() -> None:

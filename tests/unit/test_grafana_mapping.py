@@ -107,13 +107,14 @@ def test_keys_do_not_collide_with_alertmanager() -> None:
 
 
 def test_resolved_follows_the_firing_alert() -> None:
-    """A resolved Grafana alert names the firing notification's key in `follows`."""
+    """A resolved Grafana alert names the firing notification's key in `follows` and `resolves`."""
     done = copy.deepcopy(DOCUMENTED)
     done["status"] = "resolved"
     done["alerts"][0].update(status="resolved", endsAt="2021-10-12T10:51:03Z")
     firing = grafana_submissions(payload(), CONFIG)[0]
     resolved = grafana_submissions(payload(done), CONFIG)[0]
-    assert resolved.labels == {**firing.labels, "alert_status": "resolved", "follows": firing.idempotency_key}
+    key = firing.idempotency_key
+    assert resolved.labels == {**firing.labels, "alert_status": "resolved", "follows": key, "resolves": key}
 
 
 def test_group_mode() -> None:
