@@ -41,7 +41,8 @@ from channels.twilio_callbacks import (
     verify_inbound,
 )
 from daemon.api.callbacks import TwilioAccount
-from daemon.api.errors import error_response
+from daemon.api.errors import BEARER, error_response, error_responses, token_errors
+from daemon.api.models import Acknowledged
 from daemon.clock import Clock
 from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
 from daemon.store.base import AckResult, Store
@@ -127,7 +128,21 @@ def _acknowledger(store: Store, clock: Clock, on_acknowledged: OnAcknowledged) -
 def _add_api_ack(
     router: APIRouter, acknowledge_as: Acknowledge, admin: Callable[[Request], Awaitable[str]]
 ) -> None:
-    @router.post("/v1/notifications/{notification_id}/ack", tags=["notifications"])
+    @router.post(
+        "/v1/notifications/{notification_id}/ack",
+        tags=["notifications"],
+        response_model=Acknowledged,
+        responses=token_errors(
+            "admin",
+            {
+                404: "No such notification",
+                409: "Finished: nothing left to acknowledge",
+                413: "Body too large",
+                422: "Invalid body",
+            },
+        ),
+        openapi_extra=BEARER,
+    )
     async def acknowledge(
         notification_id: str, request: Request, body: AckIn | None = None
     ) -> dict[str, Any]:
@@ -145,7 +160,13 @@ def _add_api_ack(
 def _add_slack_click(
     router: APIRouter, acknowledge_as: Acknowledge, slack_apps: Callable[[], Sequence[SlackApp]], clock: Clock
 ) -> None:
-    @router.post("/v1/callbacks/slack", tags=["callbacks"])
+    @router.post(
+        "/v1/callbacks/slack",
+        tags=["callbacks"],
+        responses=error_responses(
+            {400: "No JSON payload", 401: "Not signed by a configured Slack app", 413: "Body too large"}
+        ),
+    )
     async def slack_interaction(request: Request) -> Response:
         """Slack's interactivity request URL: a click on Acknowledge, verified by ``X-Slack-Signature``."""
         raw = await request.body()
@@ -182,7 +203,12 @@ def _add_sms_reply(
     acknowledge_as: Acknowledge,
     twilio_accounts: Callable[[], Sequence[TwilioAccount]],
 ) -> None:
-    @router.post("/v1/callbacks/twilio" + INBOUND_SUFFIX, tags=["callbacks"])
+    @router.post(
+        "/v1/callbacks/twilio" + INBOUND_SUFFIX,
+        tags=["callbacks"],
+        response_class=Response,
+        responses=_TWIML_RESPONSES,
+    )
     async def twilio_inbound(request: Request) -> Response:
         """Twilio's messaging webhook: a reply ``ACK <code>`` acknowledges; answered with TwiML."""
         form = dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
@@ -199,6 +225,21 @@ def _add_sms_reply(
             return Response(TWIML_SILENCE, media_type="application/xml")
         answer = await _sms_ack(store, acknowledge_as, message)
         return Response(twiml_reply(answer), media_type="application/xml")
+
+
+_TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "200": {
+        "description": "TwiML: a one-line reply to the sender, or none",
+        "content": {"application/xml": {"schema": {"type": "string"}}},
+    },
+    **error_responses(
+        {
+            400: "Not a message (no From)",
+            403: "Not signed by a configured Twilio account",
+            413: "Body too large",
+        }
+    ),
+}
 
 
 def _verify_inbound(

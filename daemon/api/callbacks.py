@@ -22,7 +22,7 @@ from channels.twilio_callbacks import (
     StatusCallback,
     verify_status_callback,
 )
-from daemon.api.errors import error_response
+from daemon.api.errors import error_response, error_responses
 from daemon.clock import Clock
 from daemon.store.base import Callback, Store
 
@@ -41,7 +41,16 @@ class TwilioAccount:
 def callback_router(store: Store, accounts: Callable[[], Sequence[TwilioAccount]], clock: Clock) -> APIRouter:
     router = APIRouter(tags=["callbacks"])
 
-    @router.post("/v1/callbacks/twilio")
+    @router.post(
+        "/v1/callbacks/twilio",
+        responses=error_responses(
+            {
+                400: "Not a status report",
+                403: "Not signed by a configured Twilio account",
+                413: "Body too large",
+            }
+        ),
+    )
     async def twilio_status(request: Request) -> Response:
         """Twilio message status callback: delivered / undelivered / failed go into the delivery trail;
         an undelivered SMS fails its step and the plan moves on."""

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.auth import BearerAuth
+from daemon.api.errors import BEARER, token_errors
 from daemon.drills import DrillError, Drills, summary
 
 
@@ -22,7 +23,15 @@ class DrillIn(BaseModel):
 def drill_router(drills: Drills, auth: BearerAuth) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.post("/v1/drills", status_code=202, dependencies=[Depends(auth.require("admin"))])
+    @router.post(
+        "/v1/drills",
+        status_code=202,
+        dependencies=[Depends(auth.require("admin"))],
+        responses=token_errors(
+            "admin", {413: "Body too large", 422: "Invalid body, an unknown route, or nothing to drill"}
+        ),
+        openapi_extra=BEARER,
+    )
     async def start(body: DrillIn | None = None) -> dict[str, Any]:
         """Send a labelled test message through every backup channel of the chosen routes."""
         try:
@@ -31,7 +40,12 @@ def drill_router(drills: Drills, auth: BearerAuth) -> APIRouter:
             raise HTTPException(422, str(exc)) from exc
         return {"drill": drill_id, "notifications": notifications}
 
-    @router.get("/v1/drills/{drill_id}", dependencies=[Depends(auth.require("read"))])
+    @router.get(
+        "/v1/drills/{drill_id}",
+        dependencies=[Depends(auth.require("read"))],
+        responses=token_errors("read", {404: "No such drill", 422: "Invalid request"}),
+        openapi_extra=BEARER,
+    )
     async def result(drill_id: str) -> dict[str, Any]:
         """Per channel: pending, delivered or failed (with the reason), and vendor confirmation."""
         results = await drills.results(drill_id)

@@ -1,8 +1,14 @@
-"""Consistent JSON error bodies: ``{"error": code, "message": text, "details": [...]}``."""
+"""Consistent JSON error bodies: ``{"error": code, "message": text, "details": [...]}``.
+
+And their description in ``/openapi.json``: :func:`error_responses` for the errors an operation
+answers, :func:`token_errors` for the refusals of an operation that needs a token, :data:`BEARER`
+and :data:`BEARER_OR_BASIC` for its ``security``. The FastAPI routes and the lean intake endpoint
+(:mod:`daemon.api.submit`) describe their errors with these, so the document says what they answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import Request
@@ -61,3 +67,42 @@ async def not_leader(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
         409, "not_leader", f"{exc}; send it to the leader (GET /v1/status names it under explain)"
     )
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+#: ``openapi_extra`` of an operation that takes a bearer token
+BEARER: dict[str, Any] = {"security": [{"bearer": []}]}
+#: ``openapi_extra`` of an operation that takes a bearer token or HTTP Basic (the token as password)
+BEARER_OR_BASIC: dict[str, Any] = {"security": [{"bearer": []}, {"basic": []}]}
+ERROR_CONTENT: dict[str, Any] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "whole seconds to wait before trying again",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+
+
+def error_responses(described: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for ``{status: when}``: the Error body, and Retry-After on 429 and 503."""
+    return {str(status): _error_response(status, when) for status, when in described.items()}
+
+
+def token_errors(scope: str, described: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The :func:`error_responses` of an operation needing ``scope``: 401, 403, 429 and ``described``."""
+    return error_responses(
+        {
+            401: "Missing or invalid token (WWW-Authenticate)",
+            403: f"The token lacks the {scope} scope",
+            429: "The token is over its rate limit (Retry-After)",
+            **(described or {}),
+        }
+    )
+
+
+def _error_response(status: int, when: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": when, "content": ERROR_CONTENT}
+    if status in (429, 503):
+        response["headers"] = _RETRY_AFTER
+    return response

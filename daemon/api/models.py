@@ -1,4 +1,8 @@
-"""The HTTP API's request bodies."""
+"""The HTTP API's request bodies, and the response bodies its OpenAPI document describes.
+
+The response models are the routes' ``response_model``: what a route returns is validated
+against them, so ``/openapi.json`` cannot drift from the JSON :mod:`daemon.api.views` writes.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from daemon.core.model import Severity
+from daemon.core.model import DeliveryState, Mode, NotificationStatus, Severity
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -47,3 +51,79 @@ class OverrideIn(BaseModel):
 
     state: Literal["healthy", "outage"]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = "operator override"
+
+
+#: a notification id (a ULID: 26 Crockford base32 characters), as ``next_cursor`` and ``cursor``
+CURSOR_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+#: a UTC time as :func:`daemon.api.views.iso` writes it
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeliveryOut(_Out):
+    """One step of the plan: a channel, its state and attempts so far."""
+
+    channel: str
+    mode: Mode
+    step: int
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: Timestamp | None
+    last_error: str | None
+
+
+class AttemptOut(_Out):
+    """One attempt of a delivery, or a trail entry (acknowledged, a vendor callback)."""
+
+    delivery_id: int
+    channel: str
+    attempt: int
+    started_at: Timestamp
+    finished_at: Timestamp
+    outcome: str
+    detail: str | None
+
+
+class NotificationOut(_Out):
+    """A notification, its status, the plan it was routed by and its delivery trail."""
+
+    id: str
+    idempotency_key: str
+    status: NotificationStatus
+    severity: Severity
+    subject: str
+    source: str
+    recipients: list[str]
+    labels: dict[str, str]
+    created_at: Timestamp
+    route: str
+    mode: Mode
+    plan: list[str]
+    deliveries: list[DeliveryOut]
+    attempts: list[AttemptOut]
+
+
+class NotificationPage(_Out):
+    """A page of ``GET /v1/notifications``, newest first."""
+
+    items: list[NotificationOut]
+    next_cursor: Annotated[str, Field(pattern=CURSOR_PATTERN)] | None = Field(
+        description="pass it back as `cursor` for the next page; null on the last page"
+    )
+
+
+class Cancelled(_Out):
+    """A notification cancelled: nothing more of it is sent."""
+
+    id: str
+    status: Literal["cancelled"]
+
+
+class Acknowledged(_Out):
+    """``acknowledged`` now, or ``already`` by someone before (nothing changed)."""
+
+    id: str
+    result: Literal["acknowledged", "already"]

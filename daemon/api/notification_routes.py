@@ -5,41 +5,77 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from daemon.api import views
 from daemon.api.auth import BearerAuth
+from daemon.api.errors import BEARER, token_errors
+from daemon.api.models import CURSOR_PATTERN, Cancelled, NotificationOut, NotificationPage
 from daemon.clock import Clock
 from daemon.core.model import Severity
 from daemon.store.base import CancelResult, ListFilter, Store
 
-NotificationStatusFilter = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
+NotificationState = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
+#: what ``GET /v1/notifications`` understands; any other query parameter is a 422, not ignored
+LIST_PARAMETERS = frozenset({"state", "status", "severity", "since", "cursor", "limit"})
+#: FastAPI documents a 422 for any operation with parameters: with the project's body, not its own
+_BY_ID = {404: "No such notification", 422: "Invalid request"}
 
 
 def notification_router(store: Store, clock: Clock, auth: BearerAuth) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(tags=["notifications"])
     read, admin = Depends(auth.require("read")), Depends(auth.require("admin"))
 
-    @router.get("/v1/notifications", tags=["notifications"], dependencies=[read])
+    @router.get(
+        "/v1/notifications",
+        dependencies=[read, Depends(_known_parameters)],
+        response_model=NotificationPage,
+        responses=token_errors(
+            "read", {422: "A bad filter, an unknown query parameter or a malformed cursor"}
+        ),
+        openapi_extra=BEARER,
+    )
     async def list_notifications(
-        status: NotificationStatusFilter | None = None,
+        state: NotificationState | None = None,
+        status: Annotated[
+            NotificationState | None, Query(deprecated=True, description="the former name of `state`")
+        ] = None,
         severity: Severity | None = None,
-        since: datetime | None = None,
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        since: Annotated[datetime | None, Query(description="created at or after, with a time zone")] = None,
+        cursor: Annotated[
+            str | None, Query(pattern=CURSOR_PATTERN, description="the previous page's `next_cursor`")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         """Newest first, filtered; pass ``next_cursor`` back as ``cursor`` for the next page."""
+        if state is not None and status is not None and state != status:
+            raise HTTPException(422, "state and status (its former name) disagree: give one")
         if since is not None and since.tzinfo is None:
             raise HTTPException(422, "since needs a time zone, e.g. 2026-11-27T10:00:00Z")
-        query = ListFilter(status, None if severity is None else severity.value, since, cursor, limit)
+        query = ListFilter(
+            state or status, None if severity is None else severity.value, since, cursor, limit
+        )
         return await _page(store, query)
 
-    @router.post("/v1/notifications/{notification_id}/cancel", tags=["notifications"], dependencies=[admin])
+    @router.post(
+        "/v1/notifications/{notification_id}/cancel",
+        dependencies=[admin],
+        response_model=Cancelled,
+        responses=token_errors("admin", _BY_ID | {409: "Being sent right now, or already finished"}),
+        openapi_extra=BEARER,
+    )
     async def cancel(notification_id: str) -> dict[str, Any]:
         """Stop a notification not yet sent (pending or held); 409 if it is being sent or is finished."""
         return _cancelled(notification_id, await store.cancel(notification_id, clock.now()))
 
-    @router.get("/v1/notifications/{notification_id}", tags=["notifications"], dependencies=[read])
+    @router.get(
+        "/v1/notifications/{notification_id}",
+        dependencies=[read],
+        response_model=NotificationOut,
+        responses=token_errors("read", _BY_ID),
+        openapi_extra=BEARER,
+    )
     async def get_notification(notification_id: str) -> dict[str, Any]:
         """A notification, its status and its delivery trail."""
         view = await store.notification(notification_id)
@@ -48,6 +84,19 @@ def notification_router(store: Store, clock: Clock, auth: BearerAuth) -> APIRout
         return views.notification(view)
 
     return router
+
+
+async def _known_parameters(request: Request) -> None:
+    """422 for a query parameter the list does not understand: a misspelt filter must not match all."""
+    unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
+    if unknown:
+        known = ", ".join(sorted(LIST_PARAMETERS))
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name), "msg": f"unknown; known: {known}"}
+                for name in unknown
+            ]
+        )
 
 
 async def _page(store: Store, query: ListFilter) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from daemon import __version__
 from daemon.api import statuspage, views
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
-from daemon.api.errors import error_response
+from daemon.api.errors import BEARER, BEARER_OR_BASIC, error_response, error_responses, token_errors
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.monitor import ProviderMonitor
@@ -22,11 +22,20 @@ if TYPE_CHECKING:
 
 RETRY_AFTER_S = "5"
 STARTING_RETRY_S = "1"
-_HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {
-        "description": "Starting (not every intake serves yet) or draining; Retry-After",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+_HEALTH_RESPONSES = error_responses({503: "Starting (not every intake serves yet) or draining; Retry-After"})
+#: the status page never answers 403: a token without the read scope is asked to sign in again
+_PAGE_RESPONSES = error_responses(
+    {
+        401: "Sign in: HTTP Basic (any user, an API token with the read scope as password)",
+        429: "The token is over its rate limit (Retry-After)",
     }
+)
+_METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "200": {
+        "description": "Prometheus text exposition format",
+        "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
+    },
+    **token_errors("read"),
 }
 
 
@@ -51,12 +60,24 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
     router = APIRouter()
     read = Depends(auth.require("read"))
 
-    @router.get("/v1/status", tags=["operations"], dependencies=[read])
+    @router.get(
+        "/v1/status",
+        tags=["operations"],
+        dependencies=[read],
+        responses=token_errors("read"),
+        openapi_extra=BEARER,
+    )
     async def status() -> dict[str, Any]:
         """The provider's state and why, its recent transitions and checks, and the queue."""
         return await _status(ctx)
 
-    @router.get("/", tags=["operations"], response_class=HTMLResponse)
+    @router.get(
+        "/",
+        tags=["operations"],
+        response_class=HTMLResponse,
+        responses=_PAGE_RESPONSES,
+        openapi_extra=BEARER_OR_BASIC,
+    )
     async def status_page(request: Request) -> Response:
         """The live status page: HTTP Basic (any user, an API token as password) or a bearer token."""
         try:
@@ -68,7 +89,14 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
             return error_response(status, code, str(exc), headers=headers)
         return HTMLResponse(statuspage.render(await _page_data(ctx)))
 
-    @router.get("/metrics", tags=["operations"], dependencies=[read], response_class=Response)
+    @router.get(
+        "/metrics",
+        tags=["operations"],
+        dependencies=[read],
+        response_class=Response,
+        responses=_METRICS_RESPONSES,
+        openapi_extra=BEARER,
+    )
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
         body = ctx.metrics.render(

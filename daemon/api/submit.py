@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
+from daemon.api.errors import BEARER, token_errors
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import StoreUnavailable
@@ -137,7 +138,7 @@ def openapi_operation() -> dict[str, Any]:
             "after the commit. A repeated idempotency key (field or `Idempotency-Key` header) returns the "
             "first notification's id with `duplicate: true`.",
             "operationId": "submit_notifications",
-            "security": [{"bearer": []}],
+            **BEARER,
             "parameters": [
                 {
                     "name": "Idempotency-Key",
@@ -152,23 +153,21 @@ def openapi_operation() -> dict[str, Any]:
     }
 
 
-def _openapi_responses() -> dict[str, Any]:
+def _openapi_responses() -> dict[int | str, Any]:
     """202 with the ids, or one of :func:`handle`'s refusals with the Error body."""
-    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         "202": {
             "description": "Accepted and committed",
             "content": {"application/json": {"schema": {"oneOf": [_accepted_one(), _accepted_batch()]}}},
         },
-        "401": {"description": "Missing or invalid bearer token", "content": error_body},
-        "403": {"description": "The token lacks the send scope", "content": error_body},
-        "429": {
-            "description": "The token is over its rate limit (Retry-After)",
-            "content": error_body,
-        },
-        "413": {"description": "Body too large", "content": error_body},
-        "422": {"description": "Invalid notification", "content": error_body},
-        "503": {"description": "Draining, or the store could not commit", "content": error_body},
+        **token_errors(
+            "send",
+            {
+                413: "Body too large",
+                422: "Invalid notification",
+                503: "Draining, or the store could not commit (Retry-After)",
+            },
+        ),
     }
 
 

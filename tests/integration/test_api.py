@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -198,6 +199,104 @@ async def test_unknown_notification_is_404(api: tuple[httpx.AsyncClient, Daemon]
     response = await client.get("/v1/notifications/01NOPE")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+async def test_list_filters_by_state_and_by_its_former_name(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """``state`` filters the list (``status``, its former name, too); disagreeing, they are a 422."""
+    client, _ = api
+    await client.post("/v1/provider/override", json={"state": "outage"})
+    held = (await client.post("/v1/notifications", json={"severity": "info", "subject": "held"})).json()["id"]
+    await client.post("/v1/notifications", json=NOTE)  # critical: to the webhook, not held
+    by_state = (await client.get("/v1/notifications", params={"state": "held"})).json()
+    by_status = (await client.get("/v1/notifications", params={"status": "held"})).json()
+    both = await client.get("/v1/notifications", params={"state": "held", "status": "failed"})
+    assert [n["id"] for n in by_state["items"]] == [held]
+    assert by_status == by_state
+    assert both.status_code == 422
+    assert both.json()["error"] == "invalid_request"
+
+
+async def test_list_refuses_an_unknown_query_parameter(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """A misspelt filter is a 422 naming it, not a list of everything."""
+    client, _ = api
+    await client.post("/v1/notifications", json=NOTE)
+    response = await client.get("/v1/notifications", params={"severty": "critical", "limit": 5})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "invalid_request"
+    assert [d["field"] for d in body["details"]] == ["query.severty"]
+
+
+@pytest.mark.parametrize("cursor", ["zzz", "", "01jd3y6t9v7e6k8m1w2q4r5s6t", "01JD3Y6T9V7E6K8M1W2Q4R5S6TX"])
+async def test_list_refuses_a_malformed_cursor(api: tuple[httpx.AsyncClient, Daemon], cursor: str) -> None:
+    """A cursor that is not a notification id is a 422, not the first page again."""
+    client, _ = api
+    await client.post("/v1/notifications", json=NOTE)
+    response = await client.get("/v1/notifications", params={"cursor": cursor})
+    assert response.status_code == 422, response.text
+    assert response.json()["details"][0]["field"] == "query.cursor"
+
+
+async def test_list_pages_with_next_cursor(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """``next_cursor`` fed back as ``cursor`` gives the next page, newest first, then null."""
+    client, _ = api
+    ids = (await client.post("/v1/notifications", json=[NOTE, NOTE, NOTE])).json()["ids"]
+    first = (await client.get("/v1/notifications", params={"limit": 2})).json()
+    second = (
+        await client.get("/v1/notifications", params={"limit": 2, "cursor": first["next_cursor"]})
+    ).json()
+    assert [n["id"] for n in first["items"] + second["items"]] == ids[::-1]
+    assert second["next_cursor"] is None
+
+
+API_DOC = Path(__file__).parents[2] / "docs" / "api.md"
+#: the ids the examples of docs/api.md show, in the order their notifications were submitted
+DOC_IDS = ("01M8G18M2KBFTF8SKWTR2MPKZY", "01M8G18M2KBFTF8SKWTR2MPKZZ", "01M8G18M2KBFTF8SKWTR2MPM00")
+
+
+@pytest.mark.parametrize(
+    "section",
+    ["## `GET /v1/notifications`\n", "## `POST /v1/notifications/{id}/cancel`"],
+    ids=["list", "cancel"],
+)
+async def test_the_documented_curl_examples_answer_as_shown(
+    api: tuple[httpx.AsyncClient, Daemon], section: str
+) -> None:
+    """docs/api.md's curl examples for listing and cancelling, run as written, answer the status shown."""
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on this machine")
+    client, _ = api
+    await client.post("/v1/provider/override", json={"state": "outage"})
+    disks = [{"severity": "warning", "subject": f"Disk {n}% on db-{n - 89}"} for n in (91, 92, 93)]
+    ids = (await client.post("/v1/notifications", json=disks)).json()["ids"]
+    examples = _doc_examples(section)
+    assert examples, section
+    for command, shown in examples:
+        for doc_id, real_id in zip(DOC_IDS, ids, strict=True):
+            command = command.replace(doc_id, real_id)
+        command = command.replace("http://127.0.0.1:8025", str(client.base_url).rstrip("/"))
+        curl = await asyncio.create_subprocess_exec(
+            "sh",
+            "-c",
+            command + " -o /dev/null -w '%{http_code}'",
+            env={**os.environ, "TOKEN": TOKEN},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        answered, _ = await curl.communicate()
+        assert answered.decode() == shown, command
+
+
+def _doc_examples(heading: str) -> list[tuple[str, str]]:
+    """(command, status it shows) of each ``sh`` block in the section of docs/api.md under ``heading``."""
+    text = API_DOC.read_text()
+    section = text[text.index(heading) :].split("\n## ", 1)[0]
+    examples = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        lines = block.splitlines()
+        command = "\n".join(line for line in lines if not line.startswith("#"))
+        status = next(line[2:5] for line in lines if line.startswith("# "))
+        examples.append((command, status))
+    return examples
 
 
 async def test_override_forces_and_releases(api: tuple[httpx.AsyncClient, Daemon], servers: Any) -> None:
