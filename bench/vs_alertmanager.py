@@ -345,11 +345,10 @@ def _phase(
     the target's CPU µs per delivered alert (accepting and delivering it)."""
     target = side.target
     started, cpu_before = time.monotonic(), side.cpu()
-    accepted = wrk_unique(
-        target, f"{tag}n{per_request}c{connections}", per_request, connections, args.seconds
-    )
+    run = f"{tag}n{per_request}c{connections}"
+    accepted = wrk_unique(target, run, per_request, connections, args.seconds)
     under_load = side.cpu() - cpu_before
-    count, last = _drain(receiver, side.settled)
+    count, last = _drain(receiver, side.settled, run)
     delivered = count / (last - started) if count else 0.0
     cpu_us = (side.cpu() - cpu_before) / count * 1e6 if count else float("nan")
     print(
@@ -363,16 +362,19 @@ def _phase(
 
 
 def _drain(
-    receiver: Receiver, settled: Callable[[], bool], quiet_s: float = 2.0, timeout_s: float = 300
+    receiver: Receiver, settled: Callable[[], bool], run: str, quiet_s: float = 2.0, timeout_s: float = 300
 ) -> tuple[int, float]:
-    """Alerts received until none came for ``quiet_s`` and ``settled()``, and the last one's arrival.
+    """Alerts of ``run`` received until none came for ``quiet_s`` and ``settled()``, and the last
+    one's arrival.
 
     ``settled`` asks the target whether anything is still queued: backchannel may pause delivery
     for longer than ``quiet_s`` while intake takes the machine, and must not be cut short then.
+    Only this run's alerts count: Alertmanager sends the resolution of an earlier phase's alerts
+    once they time out (``resolve_timeout``, 5 minutes), in the middle of a later round.
     """
     count, last, deadline = 0, time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if seen := receiver.take():
+        if seen := {i: t for i, t in receiver.take().items() if i.startswith(f"{run}-")}:
             count, last = count + len(seen), max(seen.values())
         elif time.monotonic() - last >= quiet_s and settled():
             break

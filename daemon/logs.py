@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import logging
+import math
 import re
 import sys
 import threading
@@ -103,10 +104,15 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
 def _timestamp(record: logging.LogRecord) -> str:
     """``2026-11-28T02:22:42.123Z``; the part up to the second is made once per second."""
     global _second
-    whole, cached = int(record.created), _second
+    # rounded to the microsecond first, as datetime.fromtimestamp does, then cut to the millisecond
+    fraction, seconds = math.modf(record.created)
+    whole, micros = int(seconds), round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    cached = _second
     if whole != cached[0]:
         cached = _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int(record.msecs):03d}Z"
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 #: the last second :func:`_timestamp` formatted, and its text (replaced whole: threads may log)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
-from daemon.core.model import DeliveryState, Mode, NotificationStatus, Severity
+from daemon.core.model import RESOLVES_LABEL, DeliveryState, Mode, NotificationStatus, Severity
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -31,6 +31,13 @@ class NotificationIn(BaseModel):
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
         default=None, description="repeating a key returns the first notification instead of a new one"
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved_label(cls, labels: dict[str, str]) -> dict[str, str]:
+        if RESOLVES_LABEL in labels:
+            raise ValueError(f"'{RESOLVES_LABEL}' is reserved: only a resolved alert says what it resolves")
+        return labels
 
 
 NotificationBatch = Annotated[list[NotificationIn], Field(min_length=1, max_length=1000)]

@@ -240,11 +240,14 @@ def _resolution(notification: Notification) -> bool:
 
 
 def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> Plan:
-    """``resolution``: an escalation sends its first step only: a resolution is told, it never pages on."""
+    """``resolution``: an escalation's channels become a failover list: a resolution is told once, on
+    the first channel that takes it, and never pages on a timer."""
     if action is None:
         return Plan(route=route, mode=mode, defer=True)
     if isinstance(action, Escalation):
-        return Plan(route=route, mode=mode, escalation=Escalation(action.steps[:1]) if resolution else action)
+        if resolution:
+            return Plan(route=route, mode=mode, steps=action.channels)
+        return Plan(route=route, mode=mode, escalation=action)
     return Plan(route=route, mode=mode, steps=action)
 
 

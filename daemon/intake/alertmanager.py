@@ -127,7 +127,7 @@ def alert_submission(
 ) -> Submission:
     # identity and start time are each needed two or three times: computed once (the hot path)
     identity, started = alert.identity(), _instant(alert.starts_at)
-    labels = dict(alert.labels)
+    labels = _own_labels(alert.labels)
     labels["alert_status"] = alert.status
     labels["alert_fingerprint"] = identity
     if alert.status == "resolved":
@@ -144,23 +144,24 @@ def alert_submission(
     )
 
 
-def group_key(flavor: Flavor, payload: AlertPayload, status: Status, *, as_firing: bool = False) -> str:
-    """Changes when the group's alerts change, so a grown group, or one some of whose alerts were
-    resolved, is a new notification. ``as_firing``: the key the group had with every alert firing
-    (what its resolution follows)."""
-    members = sorted(
-        f"{a.identity()}@{_instant(a.starts_at)}" + ("" if as_firing or a.status == "firing" else ":resolved")
-        for a in payload.alerts
-    )
+def _own_labels(labels: dict[str, str]) -> dict[str, str]:
+    """An alert's labels, without ``resolves``: only this mapping says what a notification resolves
+    (an alert labelled so would otherwise close another notification)."""
+    return {k: v for k, v in labels.items() if k != RESOLVES_LABEL}
+
+
+def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
+    """Changes when the group's alerts change, so a grown group is a new notification."""
+    members = sorted(f"{a.identity()}@{_instant(a.starts_at)}" for a in payload.alerts)
     return f"{flavor.prefix}:group:{_digest([payload.group_key])}:{_digest(members)}:{status}"
 
 
 def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor = AM) -> Submission:
-    labels = {**payload.common_labels, **payload.group_labels}
+    labels = _own_labels({**payload.common_labels, **payload.group_labels})
     labels["alert_status"] = payload.status
     labels["alert_count"] = str(len(payload.alerts) + payload.truncated_alerts)
     if payload.status == "resolved":
-        labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing", as_firing=True)
+        labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing")
     severities = [config.severity_of(a.labels.get(config.severity_label)) for a in payload.alerts]
     return Submission(
         severity=min(severities, key=lambda s: s.rank),

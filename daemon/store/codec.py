@@ -199,21 +199,15 @@ def acknowledgeable(status: str, escalates: bool) -> bool:
     return status in ("pending", "held") or (escalates and status != "cancelled")
 
 
+#: how a resolution acknowledges the notification it resolves (``ack_detail``: "via resolution")
+RESOLUTION = "resolution"
+
+
 def may_acknowledge(escalates: bool, via: str) -> bool:
-    """The people an escalation reaches stop it (Slack, SMS); anything else only an admin, by the API."""
-    return escalates or via == "api"
+    """The people an escalation reaches stop it (Slack, SMS); anything else only an admin, by the
+    API, or the alert's own resolution."""
+    return escalates or via in ("api", RESOLUTION)
 
 
 def ack_detail(by: str, via: str) -> str:
     return f"acknowledged by {by} via {via}"
-
-
-def resolution_closes(target_id: str, status: str, told: bool, resolution_id: str) -> list[tuple[str, bool]]:
-    """What a resolution closes, as (notification id, cancel it as well as supersede its deliveries
-    not yet sent). The notification it resolves keeps what was sent and loses the rest (an
-    escalation stops paging). If nobody was told of it (held through an outage, or still waiting
-    for its first send) it is cancelled, and so is the resolution: there is nothing to take back,
-    as Alertmanager sends a resolution only for an alert it notified."""
-    if told:
-        return [(target_id, False)]
-    return [(target_id, status in ("pending", "held")), (resolution_id, True)]

@@ -21,6 +21,7 @@ from daemon.core.model import RESOLVES_LABEL, Mode, Plan
 from daemon.store import codec
 from daemon.store.base import Accepted, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
+from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one, epochs
 from daemon.store.postgres_steps import _fresh_ack_code, _insert_deliveries, _next_step
 
@@ -76,21 +77,16 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         return Accepted(id=existing["id"], duplicate=True), False
     await _insert_deliveries(conn, item.notification.id, plan, now)
     if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
-        await _close_resolved(conn, item.notification.id, resolves, now)
+        await _close_resolved(conn, resolves, item.notification.source, now)
     return Accepted(id=item.notification.id, duplicate=False), not plan.defer
 
 
-async def _close_resolved(conn: Conn, resolution_id: str, key: str, now: datetime) -> None:
-    """A resolution closes what it resolves (see :func:`codec.resolution_closes`)."""
-    target = await _one(conn, Q["resolution_target"], (key,))
-    if target is None:
-        return
-    for notification_id, cancel in codec.resolution_closes(
-        target["id"], target["status"], target["told"], resolution_id
-    ):
-        await conn.execute(Q["supersede_pending"], (now, notification_id))
-        if cancel:
-            await conn.execute(Q["cancel_notification"], (now, notification_id))
+async def _close_resolved(conn: Conn, key: str, source: str, now: datetime) -> None:
+    """A resolution acknowledges what it resolves (see the SQLite store's ``_close_resolved``);
+    the acknowledgement locks the notification and its deliveries before it supersedes any."""
+    target = await _one(conn, Q["find_by_key"], (key,))
+    if target is not None:
+        await acknowledge(conn, target["id"], source, codec.RESOLUTION, now)
 
 
 async def claim(

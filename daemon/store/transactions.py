@@ -51,23 +51,18 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
         conn.execute(Q["insert_notification"], params)
         _insert_deliveries(conn, item.notification.id, plan, now)
         if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
-            _close_resolved(conn, item.notification.id, resolves, now)
+            _close_resolved(conn, resolves, item.notification.source, now)
         results.append(Accepted(id=item.notification.id, duplicate=False))
     return results
 
 
-def _close_resolved(conn: sqlite3.Connection, resolution_id: str, key: str, now: datetime) -> None:
-    """A resolution closes what it resolves (see :func:`codec.resolution_closes`)."""
-    target = conn.execute(Q["resolution_target"], (key,)).fetchone()
-    if target is None:
-        return
-    at = codec.ts(now)
-    for notification_id, cancel in codec.resolution_closes(
-        target["id"], target["status"], target["told"], resolution_id
-    ):
-        conn.execute(Q["supersede_pending"], (at, notification_id))
-        if cancel:
-            conn.execute(Q["cancel_notification"], (at, notification_id))
+def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: datetime) -> None:
+    """A resolution acknowledges what it resolves (``via: resolution``): its steps not yet sent are
+    superseded, and a send in flight that then fails is neither retried nor followed by a next
+    step, as after any acknowledgement."""
+    target = conn.execute(Q["find_by_key"], (key,)).fetchone()
+    if target is not None:
+        acknowledge(conn, target[0], source, codec.RESOLUTION, now)
 
 
 def _fresh_ack_code(conn: sqlite3.Connection) -> str:

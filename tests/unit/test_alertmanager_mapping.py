@@ -205,18 +205,13 @@ def test_resolved_group_follows_the_firing_group() -> None:
     assert done.subject.startswith("[RESOLVED] ")
 
 
-def test_a_group_some_of_whose_alerts_resolved_is_a_new_notification() -> None:
-    """Still firing as a group, one alert resolved: not a repeat of the group (it was dropped as one);
-    it resolves nothing, since another alert still fires."""
-    config = AlertmanagerIntakeConfig(per="group")
-    partly = copy.deepcopy(FIRING)
-    partly["alerts"][1]["status"] = "resolved"
-    (firing,) = submissions(payload(), config)
-    (update,) = submissions(payload(partly), config)
-    assert update.idempotency_key != firing.idempotency_key
-    assert "resolves" not in update.labels
-    (done,) = submissions(payload(resolved(FIRING)), config)
-    assert done.labels["resolves"] == firing.idempotency_key
+def test_an_alerts_own_resolves_label_is_dropped() -> None:
+    """Only a resolution says what it resolves: an alert labelled 'resolves' closes nothing."""
+    data = copy.deepcopy(FIRING)
+    data["alerts"][0]["labels"]["resolves"] = "alertmanager:other:2024-01-01T00:00:00Z:firing"
+    data["commonLabels"]["resolves"] = "alertmanager:other:2024-01-01T00:00:00Z:firing"
+    assert "resolves" not in submissions(payload(data), CONFIG)[0].labels
+    assert "resolves" not in submissions(payload(data), AlertmanagerIntakeConfig(per="group"))[0].labels
 
 
 def test_group_key_may_be_left_out_of_a_hand_written_payload() -> None:

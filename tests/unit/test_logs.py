@@ -183,11 +183,14 @@ def test_values_json_cannot_take_as_they_are_are_converted(stream: io.StringIO) 
 def test_timestamps_to_the_millisecond_across_seconds() -> None:
     """The part up to the second is kept from one line to the next until the second changes."""
     formatter = JsonFormatter()
-    stamps = [
-        json.loads(formatter.format(logging.makeLogRecord({"created": created, "msecs": msecs})))["ts"]
-        for created, msecs in ((1_700_000_000.5, 500.0), (1_700_000_000.987, 987.0), (1_700_000_001.004, 4.0))
+    created = (1_700_000_000.5, 1_700_000_000.987, 1_700_000_001.004, 1_700_000_001.9999996)
+    stamps = [json.loads(formatter.format(logging.makeLogRecord({"created": c})))["ts"] for c in created]
+    assert stamps == [
+        "2023-11-14T22:13:20.500Z",
+        "2023-11-14T22:13:20.987Z",
+        "2023-11-14T22:13:21.004Z",
+        "2023-11-14T22:13:22.000Z",  # rounded to the microsecond as datetime does: the next second
     ]
-    assert stamps == ["2023-11-14T22:13:20.500Z", "2023-11-14T22:13:20.987Z", "2023-11-14T22:13:21.004Z"]
 
 
 def test_longer_secret_wins_over_its_prefix(stream: io.StringIO) -> None:

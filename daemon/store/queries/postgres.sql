@@ -19,13 +19,6 @@ RETURNING id;
 -- name: find_by_key
 SELECT id FROM notifications WHERE idempotency_key = %s;
 
--- What a resolution resolves, locked: its status, and whether anyone was told of it (sent or being sent).
--- name: resolution_target
-SELECT n.id, n.status,
-       EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id
-                                             AND d.state IN ('delivered', 'in_flight')) AS told
-FROM notifications n WHERE n.idempotency_key = %s FOR UPDATE;
-
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
                         created_at, updated_at)

@@ -1,13 +1,6 @@
 -- name: find_by_key
 SELECT id FROM notifications WHERE idempotency_key = ?;
 
--- What a resolution resolves: its status, and whether anyone was told of it (sent or being sent).
--- name: resolution_target
-SELECT n.id, n.status,
-       EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id
-                                             AND d.state IN ('delivered', 'in_flight')) AS told
-FROM notifications n WHERE n.idempotency_key = ?;
-
 -- name: current_mode
 SELECT mode FROM provider WHERE id = 1;
 
