@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
+from daemon.api.errors import BEARER_OR_BASIC, error_responses
 from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
@@ -184,13 +185,16 @@ def _response(reply: Reply) -> JSONResponse:
 
 
 def _responses() -> dict[int | str, dict[str, Any]]:
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         202: {"model": WebhookAccepted, "description": "Committed (or already known)"},
-        401: {"description": "Missing or invalid bearer/basic credentials", "content": error},
-        413: {"description": "Body too large", "content": error},
-        422: {"description": "Not a valid payload; `details` names each bad field", "content": error},
-        503: {"description": "Draining, or the store could not commit", "content": error},
+        **error_responses(
+            {
+                401: "Missing or invalid bearer/basic credentials",
+                413: "Body too large",
+                422: "Not a valid payload; `details` names each bad field",
+                503: "Draining, or the store could not commit",
+            }
+        ),
     }
 
 
@@ -198,7 +202,7 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     schema = _inline(model.model_json_schema(by_alias=True))
     return {
         "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
-        "security": [{"bearer": []}, {"basic": []}],
+        **BEARER_OR_BASIC,
     }
 
 

@@ -145,9 +145,11 @@ def alert_submission(
 
 
 def _own_labels(labels: dict[str, str]) -> dict[str, str]:
-    """An alert's labels, without ``resolves``: only this mapping says what a notification resolves
-    (an alert labelled so would otherwise close another notification)."""
-    return {k: v for k, v in labels.items() if k != RESOLVES_LABEL}
+    """A copy of an alert's labels without ``resolves``: only this mapping says what a notification
+    resolves (an alert labelled so would otherwise close another notification)."""
+    own = dict(labels)
+    own.pop(RESOLVES_LABEL, None)
+    return own
 
 
 def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
