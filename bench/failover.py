@@ -52,7 +52,10 @@ def transition_at(client: httpx.Client, to_state: str) -> float:
 def cycle(client: httpx.Client, smtp: SmtpProvider, hook: WebhookReceiver, traffic: bool) -> dict[str, float]:
     """One outage and recovery; with ``traffic`` a critical notification is already being sent
     by email when the provider goes down (its failed sends are passive signals too)."""
-    state = lambda: client.get("/v1/status").json()["provider"]["state"]  # noqa: E731
+
+    def state() -> str:
+        return str(client.get("/v1/status").json()["provider"]["state"])
+
     wait(lambda: state() == "healthy", "healthy before the cycle")
     hooks, mails = len(hook.arrived_at), len(smtp.sink.mail)
     down_at = time.time()

@@ -16,8 +16,11 @@ from datetime import datetime
 from starlette.types import Message
 
 from bench.common import CONFIG, ROUTES
+from daemon.api.auth import BearerAuth
 from daemon.api.limits import BodyLimit
+from daemon.api.ratelimit import LocalBuckets
 from daemon.api.webhooks import WebhookEndpoint, WebhookIntake
+from daemon.build import api_grants
 from daemon.clock import SystemClock
 from daemon.config import parse_config
 from daemon.intake.accept import Acceptor
@@ -48,7 +51,9 @@ def in_process(body: str, path: str, alerts: int, runs: int) -> None:
     metrics, routes = Metrics(), config.policy()  # as the daemon does: built once per (re)load
     acceptor = Acceptor(_CommitNothing(), lambda: routes, SystemClock(), lambda: None)  # type: ignore[arg-type]
     acceptor.subscribe(metrics.notifications_accepted)
-    intake = WebhookIntake(acceptor, config.api_tokens, lambda: False, lambda: config.intake)
+    tokens, grants = config.api_tokens(), api_grants(config)
+    gate = BearerAuth(lambda: tokens, lambda: grants, buckets=LocalBuckets())
+    intake = WebhookIntake(acceptor, gate, lambda: False, lambda: config.intake)
     app = BodyLimit(WebhookEndpoint(intake), config.api.max_body_bytes)
     per_alert_us = [asyncio.run(_drive(app, body, path, f"r{run}", alerts)) for run in range(runs)]
     print(

@@ -46,10 +46,18 @@ def wrk(url: str, token: str, body: object, *, connections: int, seconds: float)
     if re.search(r"Non-2xx or 3xx responses", out):
         raise RuntimeError(f"the daemon refused requests during the run:\n{out}")
     return WrkResult(
-        float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
-        _ms(re.search(r"50%\s+(\S+)", out)[1]),
-        _ms(re.search(r"99%\s+(\S+)", out)[1]),
-    )  # type: ignore[index]
+        float(_field(r"Requests/sec:\s+([\d.]+)", out)),
+        # Anchored: the "+/- Stdev" column (e.g. "62.50%") must not pass for a percentile.
+        _ms(_field(r"^\s*50%\s+(\S+)", out)),
+        _ms(_field(r"^\s*99%\s+(\S+)", out)),
+    )
+
+
+def _field(pattern: str, out: str) -> str:
+    found = re.search(pattern, out, re.M)
+    if found is None:
+        raise RuntimeError(f"unexpected wrk output ({pattern!r} not found):\n{out}")
+    return found[1]
 
 
 def _ms(text: str) -> float:
