@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
-from daemon.core.model import RESOLVES_LABEL, DeliveryState, Mode, NotificationStatus, Severity
+from daemon.core.model import RESERVED_LABELS, DeliveryState, Mode, NotificationStatus, Severity
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -35,8 +35,9 @@ class NotificationIn(BaseModel):
     @field_validator("labels")
     @classmethod
     def _no_reserved_label(cls, labels: dict[str, str]) -> dict[str, str]:
-        if RESOLVES_LABEL in labels:
-            raise ValueError(f"'{RESOLVES_LABEL}' is reserved: only a resolved alert says what it resolves")
+        for reserved in RESERVED_LABELS:
+            if reserved in labels:
+                raise ValueError(f"'{reserved}' is reserved: the alert intakes alone say what closes what")
         return labels
 
 

@@ -158,9 +158,16 @@ class Plan:
         return self.escalation.channels if self.escalation is not None else self.steps
 
 
+#: a follow-up names the notification it follows (by idempotency key): a channel threads it there
+FOLLOWS_LABEL = "follows"
 #: a resolution names the notification it resolves (by idempotency key) in this label: the
 #: store closes that one (its steps not yet sent are superseded) as it commits the resolution
 RESOLVES_LABEL = "resolves"
+#: a version of an alert group names the group (its lineage) in this label: the store closes the
+#: group's other versions still open (superseded by this one) as it commits it
+SUPERSEDES_LABEL = "supersedes"
+#: labels only the alert intakes' mappings may set (an API caller could close others' notifications)
+RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL)
 
 
 #: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone

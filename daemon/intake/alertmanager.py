@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from daemon.core.model import RESOLVES_LABEL
+from daemon.core.model import RESERVED_LABELS, RESOLVES_LABEL, SUPERSEDES_LABEL
 from daemon.intake.accept import Submission
 from daemon.intake.webhook_config import AlertIntakeConfig
 
@@ -145,17 +145,33 @@ def alert_submission(
 
 
 def _own_labels(labels: dict[str, str]) -> dict[str, str]:
-    """A copy of an alert's labels without ``resolves``: only this mapping says what a notification
-    resolves (an alert labelled so would otherwise close another notification)."""
+    """A copy of an alert's labels without ``resolves`` and ``supersedes``: only this mapping says
+    what a notification closes (an alert labelled so would otherwise close another notification)."""
     own = dict(labels)
-    own.pop(RESOLVES_LABEL, None)
+    for reserved in RESERVED_LABELS:
+        own.pop(reserved, None)
     return own
 
 
+def group_lineage(flavor: Flavor, payload: AlertPayload) -> str:
+    """What every version of one alert group shares: the sender's ``groupKey``."""
+    return f"{flavor.prefix}:group:{_digest([payload.group_key])}"
+
+
 def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
-    """Changes when the group's alerts change, so a grown group is a new notification."""
-    members = sorted(f"{a.identity()}@{_instant(a.starts_at)}" for a in payload.alerts)
-    return f"{flavor.prefix}:group:{_digest([payload.group_key])}:{_digest(members)}:{status}"
+    """One version of the group: changes when the group's alerts change (one joins, leaves, or
+    resolves while others fire), so each change is a new notification.
+
+    A member is marked only when it resolved in a group still firing: a group whose alerts all fire,
+    or all resolved, has the key it had before members were marked (no re-page on upgrade).
+    ``status`` "firing" for a resolved group names the version that fired with the same alerts.
+    """
+    mixed = status == "firing" and payload.status == "firing"
+    members = sorted(
+        f"{a.identity()}@{_instant(a.starts_at)}" + (":resolved" if mixed and a.status == "resolved" else "")
+        for a in payload.alerts
+    )
+    return f"{group_lineage(flavor, payload)}:{_digest(members)}:{status}"
 
 
 def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor = AM) -> Submission:
@@ -164,6 +180,8 @@ def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: F
     labels["alert_count"] = str(len(payload.alerts) + payload.truncated_alerts)
     if payload.status == "resolved":
         labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing")
+    if payload.group_key:  # a hand-written payload without one: its versions are not linked
+        labels[SUPERSEDES_LABEL] = group_lineage(flavor, payload)
     severities = [config.severity_of(a.labels.get(config.severity_label)) for a in payload.alerts]
     return Submission(
         severity=min(severities, key=lambda s: s.rank),

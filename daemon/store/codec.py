@@ -6,7 +6,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -15,6 +15,8 @@ from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import (
     ACK_CODE_ALPHABET,
     ACK_CODE_LENGTH,
+    FOLLOWS_LABEL,
+    RESOLVES_LABEL,
     CheckResult,
     CheckStatus,
     Delivery,
@@ -201,12 +203,23 @@ def acknowledgeable(status: str, escalates: bool) -> bool:
 
 #: how a resolution acknowledges the notification it resolves (``ack_detail``: "via resolution")
 RESOLUTION = "resolution"
+#: how a newer version of an alert group closes the older ones ("via group update")
+GROUP_UPDATE = "group update"
+
+
+def following(notification: Notification, latest: str | None) -> Notification:
+    """A group's resolution threads under the group's latest version (``latest``, its key), which
+    is where the group was last told: the version that fired with exactly its alerts, which the
+    mapping names, is gone when some resolved before (Alertmanager then drops them from the group)."""
+    if latest is None or RESOLVES_LABEL not in notification.labels:
+        return notification
+    return replace(notification, labels={**notification.labels, FOLLOWS_LABEL: latest})
 
 
 def may_acknowledge(escalates: bool, via: str) -> bool:
     """The people an escalation reaches stop it (Slack, SMS); anything else only an admin, by the
-    API, or the alert's own resolution."""
-    return escalates or via in ("api", RESOLUTION)
+    API, the alert's own resolution, or a newer version of its group."""
+    return escalates or via in ("api", RESOLUTION, GROUP_UPDATE)
 
 
 def ack_detail(by: str, via: str) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
 from daemon.store import codec
 from daemon.store.base import Accepted, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
@@ -58,11 +58,16 @@ async def accept(
 
 
 async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: datetime) -> tuple[Accepted, bool]:
-    plan = item.plans[mode]
+    plan, notification = item.plans[mode], item.notification
+    if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
+        # One version of a group commits at a time: two at once would each miss the other.
+        await conn.execute(Q["lock_group"], (lineage,))
+        latest = await _one(conn, Q["latest_group_version"], (lineage,))
+        notification = codec.following(notification, None if latest is None else latest["idempotency_key"])
     params = (
-        codec.notification_params(item.notification)
+        codec.notification_params(notification)
         | {
-            "created_at": item.notification.created_at,
+            "created_at": notification.created_at,
             "status": "held" if plan.defer else "pending",
             "route": plan.route,
             "mode": mode,
@@ -72,13 +77,15 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         | codec.plan_columns(plan)
     )
     if await _one(conn, Q["insert_notification"], params) is None:
-        existing = await _one(conn, Q["find_by_key"], (item.notification.idempotency_key,))
+        existing = await _one(conn, Q["find_by_key"], (notification.idempotency_key,))
         assert existing is not None, "ON CONFLICT found the key, so it is there"
         return Accepted(id=existing["id"], duplicate=True), False
-    await _insert_deliveries(conn, item.notification.id, plan, now)
-    if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
-        await _close_resolved(conn, resolves, item.notification.source, now)
-    return Accepted(id=item.notification.id, duplicate=False), not plan.defer
+    await _insert_deliveries(conn, notification.id, plan, now)
+    if (resolves := notification.labels.get(RESOLVES_LABEL)) is not None:
+        await _close_resolved(conn, resolves, notification.source, now)
+    if lineage is not None:
+        await _supersede_versions(conn, lineage, notification.id, notification.source, now)
+    return Accepted(id=notification.id, duplicate=False), not plan.defer
 
 
 async def _close_resolved(conn: Conn, key: str, source: str, now: datetime) -> None:
@@ -87,6 +94,14 @@ async def _close_resolved(conn: Conn, key: str, source: str, now: datetime) -> N
     target = await _one(conn, Q["find_by_key"], (key,))
     if target is not None:
         await acknowledge(conn, target["id"], source, codec.RESOLUTION, now)
+
+
+async def _supersede_versions(conn: Conn, lineage: str, new_id: str, source: str, now: datetime) -> None:
+    """A new version of an alert group closes the group's versions still open (see the SQLite
+    store's ``_supersede_versions``); the caller holds the group's lock."""
+    for row in await (await conn.execute(Q["open_group_versions"], (lineage,))).fetchall():
+        await acknowledge(conn, row["notification_id"], source, codec.GROUP_UPDATE, now)
+    await conn.execute(Q["insert_group_version"], (lineage, new_id))
 
 
 async def claim(

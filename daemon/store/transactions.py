@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
 from daemon.store import codec
 from daemon.store.base import (
     Accepted,
@@ -36,9 +36,12 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
         if existing is not None:
             results.append(Accepted(id=existing[0], duplicate=True))
             continue
-        plan = item.plans[mode]
+        plan, notification = item.plans[mode], item.notification
+        if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
+            latest = conn.execute(Q["latest_group_version"], (lineage,)).fetchone()
+            notification = codec.following(notification, None if latest is None else latest[0])
         params = (
-            codec.notification_params(item.notification)
+            codec.notification_params(notification)
             | {
                 "status": "held" if plan.defer else "pending",
                 "route": plan.route,
@@ -49,10 +52,12 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
             | codec.plan_columns(plan)
         )
         conn.execute(Q["insert_notification"], params)
-        _insert_deliveries(conn, item.notification.id, plan, now)
-        if (resolves := item.notification.labels.get(RESOLVES_LABEL)) is not None:
-            _close_resolved(conn, resolves, item.notification.source, now)
-        results.append(Accepted(id=item.notification.id, duplicate=False))
+        _insert_deliveries(conn, notification.id, plan, now)
+        if (resolves := notification.labels.get(RESOLVES_LABEL)) is not None:
+            _close_resolved(conn, resolves, notification.source, now)
+        if lineage is not None:
+            _supersede_versions(conn, lineage, notification.id, notification.source, now)
+        results.append(Accepted(id=notification.id, duplicate=False))
     return results
 
 
@@ -63,6 +68,17 @@ def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: dateti
     target = conn.execute(Q["find_by_key"], (key,)).fetchone()
     if target is not None:
         acknowledge(conn, target[0], source, codec.RESOLUTION, now)
+
+
+def _supersede_versions(
+    conn: sqlite3.Connection, lineage: str, new_id: str, source: str, now: datetime
+) -> None:
+    """A new version of an alert group closes the group's versions still open (``via: group
+    update``, as a resolution closes what it resolves) and joins the group. (A resolution of the
+    group also follows its latest version: :func:`codec.following`, before the insert.)"""
+    for (older,) in conn.execute(Q["open_group_versions"], (lineage,)).fetchall():
+        acknowledge(conn, older, source, codec.GROUP_UPDATE, now)
+    conn.execute(Q["insert_group_version"], (lineage, new_id))
 
 
 def _fresh_ack_code(conn: sqlite3.Connection) -> str:

@@ -173,3 +173,68 @@ def _check_firing(request: ReceivedRequest) -> None:
     assert body["labels"]["team"] == "payments"
     assert body["labels"]["alert_status"] == "firing"
     assert "runbook_url = https://runbooks.example/checkout" in body["body"]
+
+
+@pytest.fixture
+async def group_daemon(tmp_path: Path, servers: tuple[SmtpServer, WebhookReceiver]) -> AsyncIterator[Daemon]:
+    smtp, hook = servers
+    text = CONFIG.format(store=tmp_path / "outbox.db", smtp_port=smtp.port, hook_url=hook.url)
+    running = Daemon(
+        parse_config(text + "intake: {alertmanager: {per: group}}\n", env={"TOKEN": TOKEN, "SECRET": SECRET})
+    )
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def grouping_alertmanager(tmp_path: Path, group_daemon: Daemon) -> AsyncIterator[httpx.AsyncClient]:
+    """Alertmanager grouping by alertname, as most deployments do."""
+    port, workdir = _free_port(), tmp_path / "alertmanager"
+    workdir.mkdir()
+    url = f"http://127.0.0.1:{group_daemon.api_port}/v1/intake/alertmanager"
+    await _script(
+        "start", str(port), str(workdir), url, env={"AM_BEARER_TOKEN": TOKEN, "AM_GROUP_BY": "alertname"}
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield client
+    finally:
+        await _script("stop", str(workdir))
+
+
+def _instance(name: str, ends_at: datetime | None = None) -> dict[str, Any]:
+    [alert] = _alert(ends_at)
+    alert["labels"] = {**alert["labels"], "instance": name}
+    return alert
+
+
+async def test_a_groups_partial_resolution_and_its_resolution_reach_the_backup(
+    grouping_alertmanager: httpx.AsyncClient,
+    group_daemon: Daemon,
+    servers: tuple[SmtpServer, WebhookReceiver],
+) -> None:
+    """per: group, two alerts in one group, then one resolves, then the other: three versions of
+    the group reach the backup (the partly resolved one was answered as a duplicate and lost), and
+    the resolution threads under the version before it."""
+    _, hook = servers
+    async with await _api(group_daemon) as client:
+        await client.post("/v1/provider/override", json={"state": "outage", "reason": "e2e"})
+        await grouping_alertmanager.post("/api/v2/alerts", json=[_instance("a"), _instance("b")])
+        await _wait_for_subject(hook, 1, "[FIRING:2] CheckoutDown")
+        await grouping_alertmanager.post("/api/v2/alerts", json=[_instance("b", ends_at=datetime.now(UTC))])
+        update = await _wait_for_subject(hook, 2, "[FIRING:1] CheckoutDown")
+        await grouping_alertmanager.post("/api/v2/alerts", json=[_instance("a", ends_at=datetime.now(UTC))])
+        done = await _wait_for_subject(hook, 3, "[RESOLVED] CheckoutDown")
+        told = (await client.get(f"/v1/notifications/{update.json()['id']}")).json()
+    assert "RESOLVED" in update.json()["body"] and "FIRING" in update.json()["body"]
+    assert done.json()["labels"]["follows"] == told["idempotency_key"]
+    assert done.json()["labels"]["supersedes"] == update.json()["labels"]["supersedes"]
+
+
+async def _wait_for_subject(hook: WebhookReceiver, count: int, prefix: str) -> ReceivedRequest:
+    """The ``count``-th request the backup received, which must start with ``prefix``."""
+    received = await hook.wait_for_async(count, timeout_s=60)
+    subjects = [r.json()["subject"] for r in received]
+    assert subjects[count - 1].startswith(prefix), subjects
+    return received[count - 1]

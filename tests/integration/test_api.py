@@ -124,6 +124,7 @@ async def test_reads_need_a_token_too(api: tuple[httpx.AsyncClient, Daemon]) -> 
         ({"severity": "info", "subject": ""}, "body.NotificationIn.subject"),
         ({"severity": "info", "subject": "x", "colour": "red"}, "body.NotificationIn.colour"),
         ({"severity": "info", "subject": "x", "labels": {"resolves": "k"}}, "body.NotificationIn.labels"),
+        ({"severity": "info", "subject": "x", "labels": {"supersedes": "k"}}, "body.NotificationIn.labels"),
         ([], "body.list[NotificationIn]"),
     ],
 )

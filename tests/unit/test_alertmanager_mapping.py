@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.core.model import Severity
-from daemon.intake.alertmanager import AM, AlertmanagerPayload, alert_key, submissions
+from daemon.intake.alertmanager import AM, AlertmanagerPayload, _digest, alert_key, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
 
 FIRING: dict[str, Any] = {
@@ -203,6 +203,62 @@ def test_resolved_group_follows_the_firing_group() -> None:
     (done,) = submissions(payload(resolved(FIRING)), config)
     assert done.labels["follows"] == done.labels["resolves"] == firing.idempotency_key
     assert done.subject.startswith("[RESOLVED] ")
+
+
+def partly_resolved(data: dict[str, Any]) -> dict[str, Any]:
+    """The group still firing, its second alert resolved (Alertmanager sends it so once)."""
+    out = copy.deepcopy(data)
+    out["alerts"][1]["status"] = "resolved"
+    out["alerts"][1]["endsAt"] = "2024-02-06T14:00:00Z"
+    return out
+
+
+def test_a_group_partly_resolved_is_a_new_version() -> None:
+    """One alert of a firing group resolved: an update, not a duplicate of the firing group (its
+    re-send was answered as one and the update lost)."""
+    config = AlertmanagerIntakeConfig(per="group")
+    (firing,) = submissions(payload(), config)
+    (update,) = submissions(payload(partly_resolved(FIRING)), config)
+    assert update.idempotency_key != firing.idempotency_key
+    assert update.subject.startswith("[FIRING:1] ")
+    (again,) = submissions(payload(partly_resolved(FIRING)), config)
+    assert again.idempotency_key == update.idempotency_key
+
+
+def test_group_keys_of_all_firing_and_all_resolved_groups_are_unchanged() -> None:
+    """Members are marked only in a partly resolved group: the keys of other groups stay as an
+    earlier release made them, so an upgrade does not page again for groups already told."""
+    config = AlertmanagerIntakeConfig(per="group")
+    # the keys the release before member marks made of these payloads
+    before = "alertmanager:group:b089c9a89fc76047:7cff7d7cbd1b7519"
+    assert submissions(payload(), config)[0].idempotency_key == f"{before}:firing"
+    assert submissions(payload(resolved(FIRING)), config)[0].idempotency_key == f"{before}:resolved"
+
+
+def test_every_version_of_a_group_names_its_lineage() -> None:
+    """'supersedes' carries the group (its groupKey) on every version: the store closes the
+    group's older versions with it. Without a groupKey versions are not linked."""
+    config = AlertmanagerIntakeConfig(per="group")
+    versions = [payload(), payload(partly_resolved(FIRING)), payload(resolved(FIRING))]
+    lineages = {submissions(p, config)[0].labels["supersedes"] for p in versions}
+    assert lineages == {"alertmanager:group:" + _digest([FIRING["groupKey"]])}
+    other = copy.deepcopy(FIRING)
+    other["groupKey"] = '{}/{severity="critical"}:{alertname="DiskFull"}'
+    assert submissions(payload(other), config)[0].labels["supersedes"] not in lineages
+    hand_written = copy.deepcopy(FIRING)
+    del hand_written["groupKey"]
+    assert "supersedes" not in submissions(payload(hand_written), config)[0].labels
+    assert "supersedes" not in submissions(payload(), CONFIG)[0].labels  # per alert: no groups
+
+
+def test_an_alerts_own_supersedes_label_is_dropped() -> None:
+    """Only the mapping names a group: an alert labelled 'supersedes' closes nothing."""
+    data = copy.deepcopy(FIRING)
+    data["alerts"][0]["labels"]["supersedes"] = "alertmanager:group:other"
+    data["commonLabels"]["supersedes"] = "alertmanager:group:other"
+    assert "supersedes" not in submissions(payload(data), CONFIG)[0].labels
+    group = submissions(payload(data), AlertmanagerIntakeConfig(per="group"))[0]
+    assert group.labels["supersedes"] == "alertmanager:group:" + _digest([FIRING["groupKey"]])
 
 
 def test_an_alerts_own_resolves_label_is_dropped() -> None:

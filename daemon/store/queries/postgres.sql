@@ -339,3 +339,21 @@ UPDATE deliveries d SET state = 'superseded', updated_at = %(now)s
 WHERE d.state = 'pending' AND d.mode != %(mode)s
   AND EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
               AND n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held'));
+
+-- name: lock_group
+-- One version of a group at a time: two versions committed at once would each miss the other.
+SELECT pg_advisory_xact_lock(hashtextextended(%s, 0));
+
+-- name: open_group_versions
+-- The group's versions that may still be closed (codec.acknowledgeable, not yet acknowledged).
+SELECT g.notification_id FROM group_versions g JOIN notifications n ON n.id = g.notification_id
+WHERE g.lineage = %s AND n.acknowledged_at IS NULL
+  AND (n.status IN ('pending', 'held') OR (n.escalation IS NOT NULL AND n.status != 'cancelled'))
+ORDER BY n.created_at, n.id;
+
+-- name: latest_group_version
+SELECT n.idempotency_key FROM group_versions g JOIN notifications n ON n.id = g.notification_id
+WHERE g.lineage = %s ORDER BY n.created_at DESC, n.id DESC LIMIT 1;
+
+-- name: insert_group_version
+INSERT INTO group_versions (lineage, notification_id) VALUES (%s, %s);

@@ -1,0 +1,158 @@
+"""A new version of an alert group closes the group's older versions, on both backends.
+
+Part of the shared store suite (the ``store`` fixture runs each test on SQLite and PostgreSQL).
+The notifications are made by the real Alertmanager mapping in group mode (``per: group``), whose
+versions share a lineage (the ``supersedes`` label, from ``groupKey``).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from datetime import timedelta
+from typing import Any
+
+from daemon.core.model import Notification, Severity
+from daemon.core.routing import Matcher, Route, plans_for
+from daemon.intake.alertmanager import AlertmanagerPayload, submissions
+from daemon.intake.webhook_config import AlertmanagerIntakeConfig
+from daemon.store.base import NewNotification, Store
+from tests.integration.test_escalation_store import LADDER, T0, deliver, outage
+from tests.unit.test_alertmanager_mapping import FIRING, resolved
+
+ROUTES = (
+    Route("page", Matcher(severities=frozenset({Severity.CRITICAL})), ("email",), LADDER),
+    Route("hold", Matcher(), ("email",), None),
+)
+GROUP = AlertmanagerIntakeConfig(per="group")
+_ids = itertools.count()
+
+
+def version(data: dict[str, Any]) -> NewNotification:
+    """The group notification the intake makes of this webhook call."""
+    (sub,) = submissions(AlertmanagerPayload.model_validate_json(json.dumps(data)), GROUP)
+    assert sub.idempotency_key is not None
+    n = Notification(
+        f"01JGROUP{next(_ids):018d}", sub.idempotency_key, T0, sub.severity, sub.subject,
+        sub.body, source=sub.source, labels=sub.labels,
+    )  # fmt: skip
+    return NewNotification(n, plans_for(n, ROUTES))
+
+
+def partly_resolved(data: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    out["alerts"][1]["status"] = "resolved"
+    out["alerts"][1]["endsAt"] = "2024-02-06T14:00:00Z"
+    return out
+
+
+def grown(data: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    out["alerts"].append({**data["alerts"][1], "fingerprint": "3c52dc93eec4b431"})
+    return out
+
+
+def other_group(data: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    out["groupKey"] = '{}/{severity="critical"}:{alertname="DiskFull"}'
+    return out
+
+
+async def status(store: Store, notification_id: str) -> str:
+    view = await store.notification(notification_id)
+    assert view is not None
+    return view.status
+
+
+async def closed_by(store: Store, notification_id: str) -> list[str]:
+    view = await store.notification(notification_id)
+    assert view is not None
+    return [a.detail for a in view.attempts if a.outcome == "acknowledged"]
+
+
+async def test_a_group_that_changes_stops_the_older_versions_escalation(store: Store) -> None:
+    """Paged on Slack; an alert joined before the SMS step: the grown group pages from its first
+    step, the first version's SMS never goes (it told of a group that no longer is)."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    assert await deliver(store, "slack", T0) == [first.id]
+    (second,) = await store.accept([version(grown(FIRING))], T0 + timedelta(minutes=1))
+    assert not second.duplicate
+    assert await deliver(store, "slack", T0 + timedelta(minutes=1)) == [second.id]
+    assert await deliver(store, "sms", T0 + timedelta(minutes=5)) == []
+    assert await deliver(store, "sms", T0 + timedelta(minutes=6)) == [second.id]
+    assert await closed_by(store, first.id) == ["acknowledged by alertmanager via group update"]
+
+
+async def test_a_partly_resolved_group_is_told_and_its_resolution_closes_every_version(store: Store) -> None:
+    """firing → one alert resolved → all resolved: the update is not a duplicate (it was, and was
+    lost), and the final resolution stops whichever version is still escalating."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    assert await deliver(store, "slack", T0) == [first.id]
+    (update,) = await store.accept([version(partly_resolved(FIRING))], T0 + timedelta(minutes=1))
+    assert not update.duplicate
+    assert await deliver(store, "slack", T0 + timedelta(minutes=1)) == [update.id]
+    (done,) = await store.accept([version(resolved(FIRING))], T0 + timedelta(minutes=2))
+    assert await deliver(store, "slack", T0 + timedelta(minutes=2)) == [done.id]
+    for channel in ("sms", "sms2", "ops"):  # neither version's later steps, nor the resolution's
+        assert await deliver(store, channel, T0 + timedelta(hours=1)) == []
+    assert await closed_by(store, update.id) == ["acknowledged by alertmanager via group update"]
+
+
+async def test_a_held_group_and_its_updates_leave_only_the_latest_to_send(store: Store) -> None:
+    """Warnings held through an outage: each version closes the one before, so after recovery
+    only the last state of the group is sent, not every state it went through."""
+    warning = copy.deepcopy(FIRING)
+    for alert in warning["alerts"]:
+        alert["labels"]["severity"] = "warning"
+    await outage(store)
+    accepted = [(await store.accept([version(v)], T0))[0] for v in (warning, partly_resolved(warning))]
+    assert [await status(store, a.id) for a in accepted] == ["acknowledged", "held"]
+
+
+async def test_a_repeated_version_closes_nothing(store: Store) -> None:
+    """Alertmanager re-sends the group unchanged on every repeat_interval: a duplicate, which
+    neither closes the version it repeats nor any other."""
+    (first,) = await store.accept([version(FIRING)], T0)
+    (again,) = await store.accept([version(FIRING)], T0 + timedelta(hours=4))
+    assert (again.id, again.duplicate) == (first.id, True)
+    assert await status(store, first.id) == "pending"
+
+
+async def test_other_groups_are_left_alone(store: Store) -> None:
+    (one,) = await store.accept([version(FIRING)], T0)
+    (two,) = await store.accept([version(other_group(grown(FIRING)))], T0)
+    assert (await status(store, one.id), await status(store, two.id)) == ("pending", "pending")
+
+
+async def test_versions_committed_together_leave_one_open(store: Store) -> None:
+    """Two versions in one transaction (two calls batched by the writer; PostgreSQL orders a
+    transaction's inserts by key): one closes the other, never both left open."""
+    accepted = await store.accept([version(FIRING), version(grown(FIRING))], T0)
+    assert sorted([await status(store, a.id) for a in accepted]) == ["acknowledged", "pending"]
+
+
+async def test_the_groups_resolution_threads_under_its_latest_version(store: Store) -> None:
+    """As Alertmanager sends it: after one alert resolved it leaves the group, so the final
+    resolution names only the other; the version that fired with exactly that alert never
+    existed. The resolution follows the group's latest version, where the group was last told."""
+    await store.accept([version(FIRING)], T0)
+    update = version(partly_resolved(FIRING))
+    await store.accept([update], T0 + timedelta(minutes=1))
+    last = copy.deepcopy(FIRING)
+    del last["alerts"][1]
+    (done,) = await store.accept([version(resolved(last))], T0 + timedelta(minutes=2))
+    view = await store.notification(done.id)
+    assert view is not None
+    assert view.notification.labels["follows"] == update.notification.idempotency_key
+
+
+async def test_a_firing_version_threads_nowhere(store: Store) -> None:
+    """A changed group that still fires is news, not a reply: it is posted as a message of its own."""
+    await store.accept([version(FIRING)], T0)
+    (grown_one,) = await store.accept([version(grown(FIRING))], T0)
+    view = await store.notification(grown_one.id)
+    assert view is not None
+    assert "follows" not in view.notification.labels
