@@ -166,8 +166,11 @@ RESOLVES_LABEL = "resolves"
 #: a version of an alert group names the group (its lineage) in this label: the store closes the
 #: group's other versions still open (superseded by this one) as it commits it
 SUPERSEDES_LABEL = "supersedes"
+#: a new version of an alert group someone had taken on carries who (``<by> via <via>``): it is
+#: told once, like a resolution, and does not page again (the store sets it as it commits)
+GROUP_ACKNOWLEDGED_LABEL = "group_acknowledged"
 #: labels only the alert intakes' mappings may set (an API caller could close others' notifications)
-RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL)
+RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL, GROUP_ACKNOWLEDGED_LABEL)
 
 
 #: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Literal
 
 from daemon.core.model import (
+    GROUP_ACKNOWLEDGED_LABEL,
     RESOLVES_LABEL,
     Escalation,
     Mode,
@@ -236,7 +237,15 @@ def plans_for(
 
 
 def _resolution(notification: Notification) -> bool:
-    return RESOLVES_LABEL in notification.labels
+    """Told once, never paged on a timer: a resolution, or a new version of a group someone took on."""
+    return RESOLVES_LABEL in notification.labels or GROUP_ACKNOWLEDGED_LABEL in notification.labels
+
+
+def told_once(plan: Plan) -> Plan:
+    """The plan a resolution would have had: an escalation's channels as a failover list."""
+    if plan.escalation is None:
+        return plan
+    return Plan(route=plan.route, mode=plan.mode, steps=plan.escalation.channels)
 
 
 def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> Plan:
@@ -245,9 +254,8 @@ def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> P
     if action is None:
         return Plan(route=route, mode=mode, defer=True)
     if isinstance(action, Escalation):
-        if resolution:
-            return Plan(route=route, mode=mode, steps=action.channels)
-        return Plan(route=route, mode=mode, escalation=action)
+        plan = Plan(route=route, mode=mode, escalation=action)
+        return told_once(plan) if resolution else plan
     return Plan(route=route, mode=mode, steps=action)
 
 

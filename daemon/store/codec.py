@@ -6,7 +6,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -16,6 +16,7 @@ from daemon.core.model import (
     ACK_CODE_ALPHABET,
     ACK_CODE_LENGTH,
     FOLLOWS_LABEL,
+    GROUP_ACKNOWLEDGED_LABEL,
     RESOLVES_LABEL,
     CheckResult,
     CheckStatus,
@@ -29,6 +30,7 @@ from daemon.core.model import (
     ProviderState,
     Severity,
 )
+from daemon.core.routing import told_once
 
 
 def ts(at: datetime) -> float:
@@ -207,13 +209,42 @@ RESOLUTION = "resolution"
 GROUP_UPDATE = "group update"
 
 
-def following(notification: Notification, latest: str | None) -> Notification:
-    """A group's resolution threads under the group's latest version (``latest``, its key), which
-    is where the group was last told: the version that fired with exactly its alerts, which the
-    mapping names, is gone when some resolved before (Alertmanager then drops them from the group)."""
-    if latest is None or RESOLVES_LABEL not in notification.labels:
-        return notification
-    return replace(notification, labels={**notification.labels, FOLLOWS_LABEL: latest})
+@dataclass(frozen=True, slots=True)
+class GroupVersion:
+    """What a new version of an alert group needs of the group's latest version."""
+
+    idempotency_key: str
+    labels: Mapping[str, str]
+    acknowledged_by: str | None
+    acknowledged_via: str | None
+
+
+def next_version(
+    notification: Notification, plan: Plan, latest: GroupVersion | None
+) -> tuple[Notification, Plan]:
+    """A new version of a group as the store commits it, given the group's latest version.
+
+    - The group's resolution threads under the latest version, where the group was last told (the
+      version that fired with exactly its alerts, which the mapping names, is gone when some
+      resolved before: Alertmanager then drops them from the group).
+    - Taken on: if a person acknowledged the latest version (or it carried such an acknowledgement
+      itself), the new one says who and is told once, as a resolution is, instead of paging again
+      for a group someone already handles (an alert resolved or joined meanwhile).
+    """
+    if latest is None:
+        return notification, plan
+    if RESOLVES_LABEL in notification.labels:
+        return replace(
+            notification, labels={**notification.labels, FOLLOWS_LABEL: latest.idempotency_key}
+        ), plan
+    taken = latest.labels.get(GROUP_ACKNOWLEDGED_LABEL)
+    if latest.acknowledged_by is not None and latest.acknowledged_via not in (RESOLUTION, GROUP_UPDATE):
+        taken = f"{latest.acknowledged_by} via {latest.acknowledged_via}"
+    if taken is None:
+        return notification, plan
+    return replace(notification, labels={**notification.labels, GROUP_ACKNOWLEDGED_LABEL: taken}), told_once(
+        plan
+    )
 
 
 def may_acknowledge(escalates: bool, via: str) -> bool:

@@ -12,6 +12,7 @@ The steps of a plan (its deliveries inserted, moved on after a failure) are in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,7 +64,14 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         # One version of a group commits at a time: two at once would each miss the other.
         await conn.execute(Q["lock_group"], (lineage,))
         latest = await _one(conn, Q["latest_group_version"], (lineage,))
-        notification = codec.following(notification, None if latest is None else latest["idempotency_key"])
+        if latest is not None:
+            version = codec.GroupVersion(
+                latest["idempotency_key"],
+                json.loads(latest["labels"]),
+                latest["acknowledged_by"],
+                latest["acknowledged_via"],
+            )
+            notification, plan = codec.next_version(notification, plan, version)
     params = (
         codec.notification_params(notification)
         | {

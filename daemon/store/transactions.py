@@ -39,7 +39,7 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
         plan, notification = item.plans[mode], item.notification
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
             latest = conn.execute(Q["latest_group_version"], (lineage,)).fetchone()
-            notification = codec.following(notification, None if latest is None else latest[0])
+            notification, plan = codec.next_version(notification, plan, _group_version(latest))
         params = (
             codec.notification_params(notification)
             | {
@@ -70,12 +70,19 @@ def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: dateti
         acknowledge(conn, target[0], source, codec.RESOLUTION, now)
 
 
+def _group_version(row: sqlite3.Row | None) -> codec.GroupVersion | None:
+    if row is None:
+        return None
+    labels = json.loads(row["labels"])
+    return codec.GroupVersion(row["idempotency_key"], labels, row["acknowledged_by"], row["acknowledged_via"])
+
+
 def _supersede_versions(
     conn: sqlite3.Connection, lineage: str, new_id: str, source: str, now: datetime
 ) -> None:
     """A new version of an alert group closes the group's versions still open (``via: group
-    update``, as a resolution closes what it resolves) and joins the group. (A resolution of the
-    group also follows its latest version: :func:`codec.following`, before the insert.)"""
+    update``, as a resolution closes what it resolves) and joins the group (what it takes of the
+    group's latest version before its insert: :func:`codec.next_version`)."""
     for (older,) in conn.execute(Q["open_group_versions"], (lineage,)).fetchall():
         acknowledge(conn, older, source, codec.GROUP_UPDATE, now)
     conn.execute(Q["insert_group_version"], (lineage, new_id))

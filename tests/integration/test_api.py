@@ -123,8 +123,10 @@ async def test_reads_need_a_token_too(api: tuple[httpx.AsyncClient, Daemon]) -> 
         ({"severity": "info"}, "body.NotificationIn.subject"),
         ({"severity": "info", "subject": ""}, "body.NotificationIn.subject"),
         ({"severity": "info", "subject": "x", "colour": "red"}, "body.NotificationIn.colour"),
-        ({"severity": "info", "subject": "x", "labels": {"resolves": "k"}}, "body.NotificationIn.labels"),
-        ({"severity": "info", "subject": "x", "labels": {"supersedes": "k"}}, "body.NotificationIn.labels"),
+        *(
+            ({"severity": "info", "subject": "x", "labels": {reserved: "k"}}, "body.NotificationIn.labels")
+            for reserved in ("resolves", "supersedes", "group_acknowledged")
+        ),
         ([], "body.list[NotificationIn]"),
     ],
 )

@@ -156,3 +156,41 @@ async def test_a_firing_version_threads_nowhere(store: Store) -> None:
     view = await store.notification(grown_one.id)
     assert view is not None
     assert "follows" not in view.notification.labels
+
+
+async def test_a_group_someone_took_on_does_not_page_again_when_it_changes(store: Store) -> None:
+    """Alice acknowledged the group on Slack; one alert resolves, then another joins: each new
+    version is told (once, on the first channel that takes it) and names who has it, and none
+    pages her again, as the group is hers until it resolves."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    assert await deliver(store, "slack", T0) == [first.id]
+    assert await store.acknowledge(first.id, "alice", "slack", T0 + timedelta(minutes=1)) == "acknowledged"
+    later = T0 + timedelta(minutes=2)
+    update, joined = version(partly_resolved(FIRING)), version(grown(partly_resolved(FIRING)))
+    for new in (update, joined):
+        await store.accept([new], later)
+        view = await store.notification(new.notification.id)
+        assert view is not None
+        assert view.notification.labels["group_acknowledged"] == "alice via slack"
+        assert view.plan == ("slack", "sms", "sms2", "ops")  # a failover list, not steps on a timer
+        assert await deliver(store, "slack", later) == [new.notification.id]
+    for channel in ("sms", "sms2", "ops"):
+        assert await deliver(store, channel, T0 + timedelta(hours=1)) == []
+
+
+async def test_after_the_group_resolved_its_next_firing_pages_again(store: Store) -> None:
+    """The acknowledgement lasts until the group resolves: the same group firing next week is news."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    await store.acknowledge(first.id, "alice", "slack", T0)
+    await store.accept([version(resolved(FIRING))], T0 + timedelta(minutes=1))
+    next_week = copy.deepcopy(FIRING)
+    for alert in next_week["alerts"]:
+        alert["startsAt"] = "2024-02-13T12:00:00Z"
+    (again,) = await store.accept([version(next_week)], T0 + timedelta(days=7))
+    view = await store.notification(again.id)
+    assert view is not None
+    assert "group_acknowledged" not in view.notification.labels
+    assert view.status == "pending" and view.plan == ("slack", "sms", "sms2", "ops")
+    assert await deliver(store, "sms", T0 + timedelta(days=7, minutes=6)) == [again.id]  # it escalates

@@ -114,6 +114,16 @@ def test_plan_for_gives_the_escalation() -> None:
     assert plan.escalation.schedule(T0) == [(0, "email", T0), (1, "incident", T0 + timedelta(minutes=5))]
 
 
+@pytest.mark.parametrize("label", ["resolves", "group_acknowledged"])
+def test_a_resolution_or_a_group_someone_took_on_is_told_once(label: str) -> None:
+    """Either label makes the escalation a failover list, in every plan routing makes (the store's
+    at accept, the rerouter's when the mode changes), so it never pages on a timer."""
+    routes = policy(with_outage({"escalate": LADDER}))
+    note = Notification("n1", "k1", T0, Severity.CRITICAL, "down", labels={label: "x"})
+    plan = plan_for(note, "outage", routes)
+    assert (plan.escalation, plan.steps) == (None, ("email", "incident"))
+
+
 def test_core_escalation_refuses_unordered_steps() -> None:
     """The core checks its own invariant, whoever builds the escalation."""
     with pytest.raises(ValueError, match="increasing"):
