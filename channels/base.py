@@ -47,12 +47,34 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A recipient an SMTP server refused, with its reply (RFC 5321 §4.2): what a follow-up
+    retries (4xx) or a delivery status notification reports to the sender (5xx)."""
+
+    recipient: str
+    code: int
+    #: the reply's text, without the code (an enhanced status code first, when the server sends one)
+    text: str
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+    @property
+    def reply(self) -> str:
+        return f"{self.code} {' '.join(self.text.split())}"
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """What a channel reports after a successful send."""
 
     channel: str
     detail: str = ""
     remote_id: str | None = None
+    #: recipients the send did not reach though others got it (email): those refused for now are
+    #: left for a follow-up, those refused for good are reported to the sender
+    refused: tuple[Refusal, ...] = ()
 
 
 class ChannelError(Exception):
@@ -66,6 +88,7 @@ class ChannelError(Exception):
         retry_after_s: float | None = None,
         service_fault: bool = False,
         remote_id: str | None = None,
+        refused: tuple[Refusal, ...] = (),
     ) -> None:
         super().__init__(message or self.__doc__ or "")
         #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
@@ -78,6 +101,9 @@ class ChannelError(Exception):
         #: what the send did deliver before it failed (some of its targets): kept on the delivery,
         #: so what was posted can still be threaded into and edited (``Receipt.remote_id``'s form)
         self.remote_id = remote_id
+        #: the server's reply for each recipient, when it refused this message (email: its
+        #: recipients, its sender or its content), as a delivery status notification reports them
+        self.refused = refused
 
     @property
     def reason(self) -> str:

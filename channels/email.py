@@ -16,8 +16,17 @@ any 4xx (421 included)                                no         yes
 530 / 534 / 535: authentication failed                no         yes
 5xx to the greeting, HELO, MAIL FROM or DATA          yes        yes
 5xx to every recipient                                yes        no
-some recipients refused, at least one accepted        delivered (Receipt.detail names the refused)
+some recipients refused, at least one accepted        delivered (Receipt.refused names them)
 ====================================================  =========  =============
+
+Recipients refused for now (4xx) while others were accepted are sent the message again at once
+in a new transaction on the same session, and again while each new transaction takes some: the
+remedy RFC 5321 §4.5.3.1.10 gives for ``452 Too many recipients``
+(https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10), which Exchange Online answers past
+its recipients per message. Those still refused are in ``Receipt.refused``, for the dispatcher to
+retry later without sending the others the message again. A refusal of this message by the server
+(at MAIL, RCPT or DATA) names each recipient's reply in ``ChannelError.refused``, so the sender of
+a relayed message can be told (RFC 3464).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
-from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt
+from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt, Refusal
 
 _AUTH_CODES = frozenset({530, 534, 535})
 
@@ -85,7 +94,9 @@ class EmailChannel:
         except aiosmtplib.SMTPRecipientsRefused as exc:
             raise _recipients_error(exc.recipients) from exc
         except aiosmtplib.SMTPDataError as exc:
-            raise _content_error(exc.code, exc.message) from exc
+            raise _content_error(exc.code, exc.message, _all(recipients, exc)) from exc
+        except aiosmtplib.SMTPSenderRefused as exc:
+            raise _response_error(exc.code, exc.message, _all(recipients, exc)) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _response_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPNotSupported as exc:
@@ -96,7 +107,7 @@ class EmailChannel:
             raise ChannelError(f"message cannot be sent: {exc}", permanent=True) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise ChannelError(f"SMTP {self._where}: {_describe(exc)}", service_fault=True) from exc
-        return Receipt(channel=self.name, detail=_detail(reply, refused))
+        return Receipt(channel=self.name, detail=_detail(reply, refused), refused=refused)
 
     async def aclose(self) -> None:
         """Nothing is held between sends."""
@@ -107,7 +118,7 @@ class EmailChannel:
 
     async def _submit(
         self, sender: str, recipients: Sequence[str], content: bytes
-    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+    ) -> tuple[tuple[Refusal, ...], str]:
         """One SMTP session (aiosmtplib's client: its ``send()`` refuses the null sender)."""
         smtp = self._smtp
         client = aiosmtplib.SMTP(
@@ -118,9 +129,43 @@ class EmailChannel:
         async with client:
             if smtp.token is not None:
                 await client.auth_xoauth2(smtp.username or "", await smtp.token())
-            return await client.sendmail(
+            refused, reply = await client.sendmail(
                 sender, list(recipients), content, mail_options=mail_options(sender, recipients)
             )
+            return await _again(client, sender, content, _refusals(refused)), reply
+
+
+async def _again(
+    client: aiosmtplib.SMTP, sender: str, content: bytes, refusals: tuple[Refusal, ...]
+) -> tuple[Refusal, ...]:
+    """The recipients refused for now, sent the message in new transactions while each takes some.
+
+    Every such transaction reaches at least one more recipient (or ends the loop), so there are at
+    most as many as recipients. One that takes none (greylisting, a full mailbox) or fails leaves
+    them refused for now: the message has reached the others, so the send is still delivered.
+    """
+    while later := [r.recipient for r in refusals if not r.permanent]:
+        settled = tuple(r for r in refusals if r.permanent)
+        options = mail_options(sender, later)
+        try:
+            refused, _ = await client.sendmail(sender, later, content, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return settled + tuple(Refusal(r.recipient, r.code, r.message) for r in exc.recipients)
+        except (aiosmtplib.SMTPDataError, aiosmtplib.SMTPSenderRefused) as exc:
+            return settled + _all(later, exc)
+        except (aiosmtplib.SMTPException, OSError):  # the session broke: left as they were
+            return refusals
+        refusals = settled + _refusals(refused)
+    return refusals
+
+
+def _refusals(refused: dict[str, aiosmtplib.SMTPResponse]) -> tuple[Refusal, ...]:
+    return tuple(Refusal(addr, r.code, r.message) for addr, r in refused.items())
+
+
+def _all(recipients: Sequence[str], exc: aiosmtplib.SMTPResponseException) -> tuple[Refusal, ...]:
+    """A reply that refused the whole message (to MAIL FROM or DATA), as each recipient's."""
+    return tuple(Refusal(r, exc.code, exc.message) for r in recipients)
 
 
 def mail_options(sender: str, recipients: Sequence[str]) -> list[str]:
@@ -183,36 +228,42 @@ def tls_context(smtp: SmtpSettings) -> ssl.SSLContext:
     return context
 
 
-def _response_error(code: int, text: str) -> ChannelError:
+def _response_error(code: int, text: str, refused: tuple[Refusal, ...] = ()) -> ChannelError:
     reply = f"{code} {text}"
     if code in _AUTH_CODES:
         return ChannelError(
             f"SMTP authentication failed (credentials need renewing): {reply}", service_fault=True
         )
-    return ChannelError(f"SMTP server answered {reply}", permanent=500 <= code < 600, service_fault=True)
+    permanent = 500 <= code < 600
+    return ChannelError(
+        f"SMTP server answered {reply}", permanent=permanent, service_fault=True, refused=refused
+    )
 
 
-def _content_error(code: int, text: str) -> ChannelError:
+def _content_error(code: int, text: str, refused: tuple[Refusal, ...]) -> ChannelError:
     """A refusal at the end of DATA: the server took the session and judged this message (its
     size, a line too long, its content, a spam filter). A 5xx there says nothing of the provider's
     health, so one bad message cannot push it toward an outage; a 4xx there still may."""
     if 500 <= code < 600:
-        return ChannelError(f"SMTP server refused the message: {code} {text}", permanent=True)
-    return _response_error(code, text)
+        return ChannelError(
+            f"SMTP server refused the message: {code} {text}", permanent=True, refused=refused
+        )
+    return _response_error(code, text, refused)
 
 
 def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> ChannelError:
     replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
+    refused = tuple(Refusal(r.recipient, r.code, r.message) for r in refusals)
     transient = [r for r in refusals if not 500 <= r.code < 600]
     if transient:
-        return _response_error(transient[0].code, f"recipients refused ({replies})")
-    return ChannelError(f"all recipients refused: {replies}", permanent=True)
+        return _response_error(transient[0].code, f"recipients refused ({replies})", refused)
+    return ChannelError(f"all recipients refused: {replies}", permanent=True, refused=refused)
 
 
-def _detail(reply: str, refused: dict[str, aiosmtplib.SMTPResponse]) -> str:
+def _detail(reply: str, refused: tuple[Refusal, ...]) -> str:
     # aiosmtplib hands back the text of the reply to the end of DATA, which is 250 when it returns.
     final = f"250 {reply}"
     if not refused:
         return final
-    names = ", ".join(f"{addr} ({r.code} {r.message})" for addr, r in refused.items())
+    names = ", ".join(f"{r.recipient} ({r.code} {r.text})" for r in refused)
     return f"{final}; refused: {names}"

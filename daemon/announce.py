@@ -24,8 +24,7 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.core.catchup import last_outage
 from daemon.core.health import Transition
-from daemon.core.model import DeliveryState, Mode, Notification, Plan, ProviderState, Severity
-from daemon.delivering import FOLLOWS_LABEL
+from daemon.core.model import FOLLOWS_LABEL, DeliveryState, Mode, Notification, Plan, ProviderState, Severity
 from daemon.ids import new_id
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError

@@ -11,30 +11,33 @@ A bug before the send (a renderer or a digest that raises) is recorded for the d
 as a retry and in the end a failure (``delivery.bug``), and an adapter that raises something other
 than its channel error counts as a failed send: no claim is left in flight and the other channels
 carry on. A failure of a primary channel that implicates the provider feeds health tracking.
+
+A relayed smart-host message whose server refused some recipients (or all of it) may call for a
+follow-up to the recipients refused for now and a report to its sender (:mod:`daemon.refusals`):
+they are committed before the send's outcome is recorded, so a crash in between repeats the send
+(at least once) and never loses them; their keys make the repeat find them committed already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from channels.base import Channel, ChannelError, OutboundMessage, Receipt
 from daemon.clock import Clock
-from daemon.core.model import Mode
+from daemon.core.model import FOLLOWS_LABEL, Mode
 from daemon.digesting import Broken, DigestSend
 from daemon.dispatch_policy import ChannelPolicy
 from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared
+from daemon.refusals import Bounces, consequences, made_of
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
-from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
+from daemon.store.base import Accepted, Claimed, NewNotification, Outcome, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger("daemon.dispatcher")
-
-#: a notification that follows up another (a resolved alert) names the other's idempotency key here
-FOLLOWS_LABEL = "follows"
 
 
 class Deliverer:
@@ -52,6 +55,7 @@ class Deliverer:
         on_stale_mode: Callable[[], None],
         poll_s: float,
         rand: Callable[[], float],
+        bounces: Bounces | None = None,
     ) -> None:
         self._store = store
         self._channels = channels
@@ -64,6 +68,7 @@ class Deliverer:
         self._on_stale_mode = on_stale_mode
         self._poll_s = poll_s
         self._rand = rand
+        self._bounces = bounces or Bounces()
         self._outcome_listeners: list[Callable[[str, Claimed, Outcome, ChannelError | None], None]] = []
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
@@ -83,8 +88,19 @@ class Deliverer:
         else:
             outcomes = await self._failures(name, [claimed], error, started_at)
         with self._slots.recording(name):
+            await self.accept(self._refusals(name, claimed, error or receipt, outcomes[0]))
             await self.record(outcomes)
         self._recorded(name, [(claimed, outcomes[0])], error)
+
+    def _refusals(
+        self, name: str, claimed: Claimed, result: Receipt | ChannelError | None, outcome: Outcome
+    ) -> list[NewNotification]:
+        """What the server's refusals of a relayed message call for: a follow-up, a report."""
+        if result is None:
+            return []
+        failed = outcome.kind == "failed"
+        now = self._clock.now()
+        return consequences(name, claimed.notification, result, failed=failed, bounces=self._bounces, now=now)
 
     async def _prepare(self, name: str, claimed: Claimed) -> OutboundMessage:
         message = self._renderer.render(name, claimed)
@@ -141,15 +157,34 @@ class Deliverer:
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         """Outcomes must be written before anything else happens to their deliveries: keep trying."""
+        await self._keep_trying(
+            "record a delivery outcome", lambda: self._store.record(outcomes, self._clock.now())
+        )
+
+    async def accept(self, items: Sequence[NewNotification]) -> None:
+        """Commit what a send's refusals call for (a follow-up, a report) before its outcome."""
+        if not items:
+            return
+        accepted: list[Accepted] = []
+
+        async def commit() -> None:
+            accepted[:] = await self._store.accept(items, self._clock.now())
+
+        await self._keep_trying("commit a relayed message's follow-up or report", commit)
+        for item, result in zip(items, accepted, strict=True):
+            kind, of = made_of(item.notification)
+            to = ", ".join(item.notification.recipients)
+            fields = {"event": f"relay.{kind}", "notification_id": of, "duplicate": result.duplicate}
+            log.info("%s of %s to %s: %s", kind, of, to, result.id, extra=fields)
+
+    async def _keep_trying(self, what: str, write: Callable[[], Coroutine[None, None, None]]) -> None:
         delay = self._poll_s
         while True:
             try:
-                await self._store.record(outcomes, self._clock.now())
+                await write()
                 return
             except StoreUnavailable as exc:
-                log.error(
-                    "cannot record a delivery outcome, retrying: %s", exc, extra={"event": "store.failed"}
-                )
+                log.error("cannot %s, retrying: %s", what, exc, extra={"event": "store.failed"})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

@@ -34,6 +34,7 @@ from daemon.delivering import Deliverer
 from daemon.digesting import Broken, Digesting, DigestSend
 from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
 from daemon.outcomes import acknowledged_meanwhile, released
+from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.send_slots import SendSlots
@@ -60,6 +61,7 @@ class Dispatcher:
         settings: DispatchSettings | None = None,
         rand: Callable[[], float] = random.random,
         renderer: Renderer | None = None,
+        bounces: Bounces | None = None,
     ) -> None:
         self._store = store
         self._channels = dict(channels)
@@ -73,7 +75,7 @@ class Dispatcher:
         self._digesting = _digesting_channels(self._channels, self._policies, renderer, state)
         self._wake = asyncio.Event()
         self._slots = SendSlots(self._channels, self._policies, self._wake.set)
-        self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand)
+        self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand, bounces)
         self._stopping = False
         self._sweep_due = True
         self._replan_due = False
@@ -89,6 +91,7 @@ class Dispatcher:
         renderer: Renderer,
         on_primary_failure: Callable[[str], Awaitable[None]],
         rand: Callable[[], float],
+        bounces: Bounces | None,
     ) -> Deliverer:
         """Sends within this dispatcher's slots; a stale mode found at a send calls for a sweep."""
         return Deliverer(
@@ -103,6 +106,7 @@ class Dispatcher:
             on_stale_mode=self.request_sweep,
             poll_s=self._settings.poll_s,
             rand=rand,
+            bounces=bounces,
         )
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:

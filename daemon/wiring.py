@@ -7,6 +7,7 @@ listeners before the announcer's) is the caller's.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.workers import IntakeWorkers
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
+from daemon.refusals import Bounces
 from daemon.rendering import People, Renderer, audiences
 from daemon.rerouting import Rerouter
 from daemon.store.base import Store
@@ -77,7 +79,17 @@ def build_dispatcher(
             poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()
         ),
         renderer=renderer,
+        bounces=build_bounces(config),
     )
+
+
+def build_bounces(config: Config) -> Bounces:
+    """Reports to senders of relayed mail, in the name the SMTP intake greets its clients with."""
+    smtp = config.intake.smtp
+    if smtp is None:  # no smart host: no relayed mail, no one to report to
+        return Bounces(enabled=False)
+    reporter = smtp.hostname or socket.gethostname()
+    return Bounces(enabled=smtp.bounces, reporter=reporter, from_address=smtp.bounce_from)
 
 
 def build_leadership(

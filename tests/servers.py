@@ -262,6 +262,12 @@ class SmtpServer(_ThreadedServer):
         self._lock = threading.Lock()
         self._replies: dict[Stage, str] = {}
         self._refused: dict[str, str] = {}
+        #: how many more times each refusal applies (absent: until accept())
+        self._refusals_left: dict[str, int] = {}
+        self._recipient_limit: tuple[int, str] | None = None
+        self._content_refusals: dict[bytes, str] = {}
+        #: every RCPT TO address tried, in order, whatever the answer
+        self.rcpt_attempts: _Recorder[str] = _Recorder()
         self._credentials: tuple[str, str] | None = None
         self._smtputf8 = True
 
@@ -274,16 +280,49 @@ class SmtpServer(_ThreadedServer):
         with self._lock:
             self._replies.clear()
             self._refused.clear()
+            self._refusals_left.clear()
+            self._recipient_limit = None
+            self._content_refusals.clear()
 
     def reply(self, code: int, text: str, *, stage: Stage = "rcpt") -> None:
         """Answer ``stage`` (the greeting, MAIL FROM, every RCPT TO, or DATA) with this reply."""
         with self._lock:
             self._replies[stage] = f"{code} {text}"
 
-    def refuse(self, *addresses: str, code: int = 550, text: str = "5.1.1 No such user") -> None:
-        """Refuse RCPT TO for these addresses only."""
+    def refuse(
+        self, *addresses: str, code: int = 550, text: str = "5.1.1 No such user", times: int | None = None
+    ) -> None:
+        """Refuse RCPT TO for these addresses only (the next ``times`` times, or until accept())."""
         with self._lock:
             self._refused.update({a.lower(): f"{code} {text}" for a in addresses})
+            if times is not None:
+                self._refusals_left.update({a.lower(): times for a in addresses})
+
+    def limit_recipients(self, limit: int, code: int = 452, text: str = "4.5.3 Too many recipients") -> None:
+        """Take at most ``limit`` recipients per transaction; refuse the rest (as Exchange Online does)."""
+        with self._lock:
+            self._recipient_limit = (limit, f"{code} {text}")
+
+    def refuse_content(self, needle: bytes, code: int = 554, text: str = "5.7.1 Message rejected") -> None:
+        """Refuse, at the end of DATA, the messages that contain ``needle``."""
+        with self._lock:
+            self._content_refusals[needle] = f"{code} {text}"
+
+    def _refusal(self, address: str, taken: int) -> str | None:
+        with self._lock:
+            key = address.lower()
+            refusal = self._refused.get(key)
+            if refusal is not None and key in self._refusals_left:
+                self._refusals_left[key] -= 1
+                if self._refusals_left[key] <= 0:
+                    del self._refusals_left[key], self._refused[key]
+            if refusal is None and self._recipient_limit is not None and taken >= self._recipient_limit[0]:
+                refusal = self._recipient_limit[1]
+            return refusal
+
+    def _content_refusal(self, data: bytes) -> str | None:
+        with self._lock:
+            return next((r for needle, r in self._content_refusals.items() if needle in data), None)
 
     def require_auth(self, username: str, password: str) -> None:
         """From the next connection: advertise AUTH PLAIN/LOGIN without TLS and demand it before MAIL."""
@@ -354,15 +393,17 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        with self._owner._lock:
-            refusal = self._owner._refused.get(address.lower())
+        self._owner.rcpt_attempts.add(address)
+        refusal = self._owner._refusal(address, len(envelope.rcpt_tos))
         if reply := refusal or self._owner._scripted("rcpt"):
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if reply := self._owner._scripted("data"):
+        if reply := self._owner._scripted("data") or self._owner._content_refusal(
+            envelope.original_content or b""
+        ):
             return reply
         login = session.auth_data if isinstance(session.auth_data, str) else None
         mail = ReceivedMail(

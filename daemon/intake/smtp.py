@@ -10,7 +10,7 @@ plaintext is allowed on loopback) or connects from an allowed network; the submi
 and what a message becomes, is :mod:`daemon.intake.smtp_policy` (aiosmtpd's handler).
 
 Replies: 530 (authenticate first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient
-outside the allowed domains), 552 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
+outside the allowed domains), 552 5.3.4 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import logging
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
@@ -34,6 +34,10 @@ from daemon.listeners import close_servers
 log = logging.getLogger(__name__)
 
 GOODBYE = b"421 4.3.2 Service shutting down, try again later\r\n"
+#: RFC 3463's code for a message over the size limit, which aiosmtpd's own 552 replies (to MAIL
+#: with SIZE=, and at the end of DATA) lack: a client files a reply with it as "too big", not as
+#: a generic 5xx (https://www.rfc-editor.org/rfc/rfc3463#section-3.4)
+TOO_BIG = "552 5.3.4 Message too big for system"
 #: per session: a few AUTH attempts (then 421: slows password guessing), the rest practically unlimited
 CALL_LIMITS = {"AUTH": 3, "*": 100_000}
 
@@ -210,6 +214,13 @@ class _Session(SMTP):
     def abort(self) -> None:
         if isinstance(self.transport, asyncio.WriteTransport):
             self.transport.abort()
+
+    async def push(self, status: AnyStr) -> None:
+        """Every reply goes through here: aiosmtpd's own 552s get their enhanced code (TOO_BIG)."""
+        if isinstance(status, str) and status.startswith("552 Error:"):
+            await super().push(TOO_BIG)
+        else:
+            await super().push(status)
 
     async def smtp_DATA(self, arg: str) -> None:
         await super().smtp_DATA(arg)

@@ -114,6 +114,10 @@ class SmtpIntakeConfig(Model):
     label_headers: list[Annotated[str, Field(pattern=r"^[!-9;-~]+$", max_length=128)]] = Field(
         default_factory=list, max_length=32
     )
+    #: tell a relayed message's sender when it cannot be delivered (RFC 3464); never the null sender
+    bounces: bool = True
+    #: those reports' From (default: MAILER-DAEMON@hostname)
+    bounce_from: str | None = Field(None, pattern=r"^[^\s@<>]+@[^\s@<>]+$", max_length=254)
 
     @field_validator("listen", "submission_listen")
     @classmethod

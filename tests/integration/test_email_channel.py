@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from channels.base import ChannelError, OutboundMessage
+from channels.base import ChannelError, OutboundMessage, Refusal
 from channels.email import EmailChannel, SmtpSettings
 from tests.servers import SmtpServer
 
@@ -290,3 +290,69 @@ def test_smtp_server_serves_blocking_clients(smtp: SmtpServer) -> None:
         client.sendmail("a@example.test", ["b@example.test"], b"Subject: sync\r\n\r\nhello\r\n")
     [mail] = smtp.wait_for(1)
     assert mail.rcpt_tos == ("b@example.test",)
+
+
+RAW = b"From: app@example.test\r\nSubject: relayed\r\nMessage-ID: <r-1@app>\r\n\r\nthe body\r\n"
+
+
+def _relayed(*recipients: str) -> OutboundMessage:
+    return _message(raw=RAW, mail_from="app@example.test", recipients=recipients)
+
+
+async def test_a_recipient_refused_for_now_is_tried_again_in_a_new_transaction(smtp: SmtpServer) -> None:
+    """A 4xx to one recipient while another took the message: retried at once in a second
+    transaction of the same send, which delivers it; nobody gets the message twice."""
+    smtp.refuse("busy@example.test", code=450, text="4.2.1 Mailbox busy", times=1)
+    receipt = await _channel(smtp).send(_relayed("ok@example.test", "busy@example.test"))
+    first, second = await smtp.wait_for_async(2)
+    assert (first.rcpt_tos, second.rcpt_tos) == (("ok@example.test",), ("busy@example.test",))
+    assert first.data == second.data == RAW
+    assert receipt.refused == ()
+
+
+async def test_a_recipient_still_refused_for_now_is_left_in_the_receipt(smtp: SmtpServer) -> None:
+    """Refused again by the second transaction (greylisting): delivered to the others, and the
+    receipt names it as refused for now, for a follow-up."""
+    smtp.refuse("grey@example.test", code=451, text="4.7.1 Greylisted, try later")
+    receipt = await _channel(smtp).send(_relayed("ok@example.test", "grey@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.rcpt_tos == ("ok@example.test",)
+    assert smtp.rcpt_attempts.snapshot().count("grey@example.test") == 2
+    assert receipt.refused == (Refusal("grey@example.test", 451, "4.7.1 Greylisted, try later"),)
+    assert not receipt.refused[0].permanent
+
+
+async def test_recipients_beyond_the_servers_limit_go_in_further_transactions(smtp: SmtpServer) -> None:
+    """452 4.5.3 past two recipients per message (RFC 5321 §4.5.3.1.10): five recipients take three
+    transactions in one send, each recipient gets the message exactly once."""
+    smtp.limit_recipients(2)
+    recipients = tuple(f"r{i}@example.test" for i in range(5))
+    receipt = await _channel(smtp).send(_relayed(*recipients))
+    mails = await smtp.wait_for_async(3)
+    assert [len(m.rcpt_tos) for m in mails] == [2, 2, 1]
+    assert sorted(r for m in mails for r in m.rcpt_tos) == list(recipients)
+    assert receipt.refused == ()
+
+
+async def test_a_recipient_refused_for_good_is_named_permanent_in_the_receipt(smtp: SmtpServer) -> None:
+    """A 5xx to one recipient is not tried again; the receipt names it with the server's reply."""
+    smtp.refuse("gone@example.test")
+    receipt = await _channel(smtp).send(_relayed("ok@example.test", "gone@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert mail.rcpt_tos == ("ok@example.test",)
+    assert smtp.rcpt_attempts.snapshot().count("gone@example.test") == 1
+    assert receipt.refused == (Refusal("gone@example.test", 550, "5.1.1 No such user"),)
+    assert receipt.refused[0].permanent
+
+
+@pytest.mark.parametrize("stage", ["mail", "data"])
+async def test_a_refused_message_names_the_reply_for_every_recipient(smtp: SmtpServer, stage: str) -> None:
+    """5xx to MAIL FROM or at the end of DATA refuses the message for all: the error carries the
+    reply for each recipient, as a report to the sender needs it."""
+    smtp.reply(554, "5.7.1 Rejected", stage=stage)  # type: ignore[arg-type]
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_relayed("a@example.test", "b@example.test"))
+    assert info.value.refused == (
+        Refusal("a@example.test", 554, "5.7.1 Rejected"),
+        Refusal("b@example.test", 554, "5.7.1 Rejected"),
+    )

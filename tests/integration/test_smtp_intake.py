@@ -275,7 +275,7 @@ async def test_failed_commit_is_451_and_nothing_is_stored(start: Start) -> None:
 
 
 async def test_message_over_the_size_limit_is_552(start: Start) -> None:
-    """A message larger than max_message_bytes is refused with 552 and not stored."""
+    """A message larger than max_message_bytes is refused with 552 5.3.4 (RFC 3463) and not stored."""
     smtp = await start(allowed_networks=LOOPBACK, max_message_bytes=10_000)
     async with smtp.client() as client:
         await client.ehlo()
@@ -285,8 +285,8 @@ async def test_message_over_the_size_limit_is_552(start: Start) -> None:
         with pytest.raises(aiosmtplib.SMTPDataError) as refused:
             await client.data(message(body="y" * 20_000).as_bytes())
         declared = await client.execute_command(b"MAIL", b"FROM:<app@example.com>", b"SIZE=20000")
-    assert refused.value.code == 552
-    assert declared.code == 552
+    assert (refused.value.code, refused.value.message) == (552, "5.3.4 Message too big for system")
+    assert (declared.code, declared.message) == (552, "5.3.4 Message too big for system")
     assert await smtp.count() == 0
 
 
