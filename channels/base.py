@@ -13,6 +13,7 @@ Adapters never retry and never decide policy: they send once and either return a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,10 @@ class OutboundMessage:
     ack_code: str | None = None
 
 
+#: an enhanced status code (RFC 3463) where RFC 2034 puts it: first in a reply's text
+_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A recipient an SMTP server refused, with its reply (RFC 5321 §4.2): what a follow-up
@@ -63,6 +68,23 @@ class Refusal:
     @property
     def reply(self) -> str:
         return f"{self.code} {' '.join(self.text.split())}"
+
+    @property
+    def enhanced(self) -> tuple[int, int, int] | None:
+        """The reply's enhanced status code (RFC 3463), where RFC 2034 puts it: first in its text."""
+        found = _ENHANCED.match(self.text.strip())
+        return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
+
+    @property
+    def about_this_mail(self) -> bool:
+        """The reply concerns this mail, not the server (RFC 3463 §3): an address (x.1.x), the
+        recipient's mailbox (x.2.x: full, busy, disabled) or the recipients per message (x.5.3).
+        A reply without an enhanced code, with one of another subject (x.3 the mail system, x.4
+        routing, x.7 policy and throttling) or whose class disagrees with its code may be the server's."""
+        code = self.enhanced
+        if code is None or code[0] != self.code // 100:
+            return False
+        return code[1] in (1, 2) or code[1:] == (5, 3)
 
 
 @dataclass(frozen=True, slots=True)

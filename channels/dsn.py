@@ -26,9 +26,6 @@ from email.utils import format_datetime
 
 from channels.base import Refusal
 
-#: an enhanced status code (RFC 3463) where RFC 2034 puts it: first in the reply's text
-_ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
-
 #: the human part's greeting; the rest of the text names recipients and replies
 _EXPLANATION = (
     "This is the mail system at {host}.\n\n"
@@ -41,10 +38,10 @@ _EXPLANATION = (
 def status_of(refusal: Refusal) -> str:
     """RFC 3464's ``Status``: the reply's enhanced code when it has one of its class, else the
     class's catch-all (5.0.0; 4.4.7, "delivery time expired", for a refusal for now given up on)."""
-    found = _ENHANCED.match(refusal.text.strip())
-    klass = "5" if refusal.permanent else "4"
-    if found is not None and found.group(1) == klass:
-        return ".".join(found.groups())
+    code = refusal.enhanced
+    klass = 5 if refusal.permanent else 4
+    if code is not None and code[0] == klass:
+        return ".".join(map(str, code))
     return "5.0.0" if refusal.permanent else "4.4.7"
 
 

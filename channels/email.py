@@ -12,12 +12,21 @@ and RFC 4954 §6 for AUTH (https://www.rfc-editor.org/rfc/rfc4954#section-6):
 what happened                                         permanent  service_fault
 ====================================================  =========  =============
 refused, timeout, connection lost, TLS failure         no         yes
-any 4xx (421 included)                                no         yes
+any other 4xx (421 included)                          no         yes
+4xx to every recipient, each about the mail (below)   no         no
 530 / 534 / 535: authentication failed                no         yes
-5xx to the greeting, HELO, MAIL FROM or DATA          yes        yes
+5xx to the greeting, HELO or MAIL FROM                yes        yes
+5xx to DATA or at its end (this message)              yes        no
 5xx to every recipient                                yes        no
 some recipients refused, at least one accepted        delivered (Receipt.refused names them)
 ====================================================  =========  =============
+
+A 4xx to a recipient whose enhanced status code (RFC 3463) is about the mail, not the server
+(x.1.x an address, x.2.x the mailbox: full, busy, disabled for now; 4.5.3 too many recipients),
+says nothing of the provider's health: a full mailbox retried all day must not push the provider
+toward an outage. A 4xx without an enhanced code, or of another class (4.3.x the mail system,
+4.4.x routing, 4.7.x policy and throttling such as Exchange Online's ``451 4.7.500 Server busy``),
+may be the provider's and counts.
 
 Recipients refused for now (4xx) while others were accepted are sent the message again at once
 in a new transaction on the same session, and again while each new transaction takes some: the
@@ -254,7 +263,10 @@ def _content_error(code: int, text: str, refused: tuple[Refusal, ...]) -> Channe
 def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> ChannelError:
     replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
     refused = tuple(Refusal(r.recipient, r.code, r.message) for r in refusals)
-    transient = [r for r in refusals if not 500 <= r.code < 600]
+    transient = [r for r in refused if not r.permanent]
+    if transient and all(r.about_this_mail for r in transient):
+        # a full or busy mailbox, too many recipients: retry, but the provider is working
+        return ChannelError(f"recipients refused for now: {replies}", refused=refused)
     if transient:
         return _response_error(transient[0].code, f"recipients refused ({replies})", refused)
     return ChannelError(f"all recipients refused: {replies}", permanent=True, refused=refused)

@@ -193,6 +193,32 @@ async def test_451_on_data_is_transient(smtp: SmtpServer) -> None:
     assert not info.value.permanent
 
 
+@pytest.mark.parametrize(
+    ("reply", "providers_fault"),
+    [
+        ("452 4.2.2 Mailbox full", False),
+        ("450 4.2.1 Mailbox busy", False),
+        ("451 4.1.8 Sender domain does not resolve for now", False),
+        ("452 4.5.3 Too many recipients", False),
+        ("451 4.7.500 Server busy. Please try again later", True),
+        ("451 4.3.0 Local error", True),
+        ("450 Requested action not taken", True),  # no enhanced code: it may be the server
+        ("452 5.2.2 Mailbox full", True),  # the class disagrees with the code: not to be trusted
+    ],
+)
+async def test_4xx_to_every_recipient_counts_against_the_provider_unless_about_the_recipient(
+    smtp: SmtpServer, reply: str, providers_fault: bool
+) -> None:
+    """A full or busy mailbox retried all day says nothing of the provider (RFC 3463 x.1/x.2/4.5.3)."""
+    code, text = reply.split(" ", 1)
+    smtp.refuse("full@example.test", code=int(code), text=text)
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(_message(recipients=("full@example.test",)))
+    assert not info.value.permanent
+    assert info.value.service_fault is providers_fault
+    assert [r.reply for r in info.value.refused] == [reply]
+
+
 async def test_550_to_all_recipients_is_permanent_not_service_fault(smtp: SmtpServer) -> None:
     """Every recipient refused with 5xx is about this message, not the service."""
     smtp.reply(550, "5.1.1 No such user", stage="rcpt")
