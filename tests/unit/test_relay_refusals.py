@@ -47,19 +47,21 @@ def _parse(raw: bytes) -> EmailMessage:
     return parsed
 
 
-def _report(*failed: Refusal) -> EmailMessage:
-    return _parse(
-        delivery_report(
-            original=ORIGINAL,
-            failed=failed,
-            to="app@example.com",
-            reporter="relay.example.com",
-            from_address="MAILER-DAEMON@relay.example.com",
-            arrived_at=ARRIVED,
-            now=NOW,
-            message_id="<r-1@backchannel>",
-        )
+def _raw_report(*failed: Refusal) -> bytes:
+    return delivery_report(
+        original=ORIGINAL,
+        failed=failed,
+        to="app@example.com",
+        reporter="relay.example.com",
+        from_address="MAILER-DAEMON@relay.example.com",
+        arrived_at=ARRIVED,
+        now=NOW,
+        message_id="<r-1@backchannel>",
     )
+
+
+def _report(*failed: Refusal) -> EmailMessage:
+    return _parse(_raw_report(*failed))
 
 
 def test_the_report_is_a_multipart_report_of_delivery_status() -> None:
@@ -97,16 +99,7 @@ def test_the_text_names_each_recipient_and_reply() -> None:
 
 def test_the_original_header_is_attached_without_its_body() -> None:
     """text/rfc822-headers carries the header as received (8-bit bytes too), never the body."""
-    raw = delivery_report(
-        original=ORIGINAL,
-        failed=[GONE],
-        to="app@example.com",
-        reporter="relay.example.com",
-        from_address="MAILER-DAEMON@relay.example.com",
-        arrived_at=ARRIVED,
-        now=NOW,
-        message_id="<r-1@backchannel>",
-    )
+    raw = _raw_report(GONE)
     assert header_of(ORIGINAL) in raw
     assert b"TOP SECRET BODY" not in raw
     headers = list(_parse(raw).iter_parts())[2]
