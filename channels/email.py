@@ -101,7 +101,7 @@ class EmailChannel:
             content = message.raw if message.raw is not None else render(message, self._mail_from, recipients)
             refused, reply = await self._submit(sender, recipients, content)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise _recipients_error(exc.recipients) from exc
+            raise _recipients_error(exc.recipients, relayed=message.raw is not None) from exc
         except aiosmtplib.SMTPDataError as exc:
             raise _content_error(exc.code, exc.message, _all(recipients, exc)) from exc
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -260,10 +260,21 @@ def _content_error(code: int, text: str, refused: tuple[Refusal, ...]) -> Channe
     return _response_error(code, text, refused)
 
 
-def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> ChannelError:
+def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused], *, relayed: bool) -> ChannelError:
+    """Every recipient refused. Some for good and some for now, in a relayed message: it fails
+    for good, so its sender hears of the first at once and a follow-up retries the others alone
+    (:mod:`daemon.refusals`); retried whole, the report would wait for the retries to run out."""
     replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
     refused = tuple(Refusal(r.recipient, r.code, r.message) for r in refusals)
     transient = [r for r in refused if not r.permanent]
+    if relayed and transient and len(transient) < len(refused):
+        fault = not all(r.about_this_mail for r in transient)
+        return ChannelError(
+            f"recipients refused, some for now: {replies}",
+            permanent=True,
+            service_fault=fault,
+            refused=refused,
+        )
     if transient and all(r.about_this_mail for r in transient):
         # a full or busy mailbox, too many recipients: retry, but the provider is working
         return ChannelError(f"recipients refused for now: {replies}", refused=refused)

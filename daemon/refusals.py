@@ -9,6 +9,8 @@ notifications, which the deliverer commits before it records the send's outcome:
 - recipients refused **for now** (4xx) while others took the message: a *follow-up*, the same
   bytes from the same envelope sender to those recipients only, retried with the usual backoff,
   so nobody who has the message gets it again;
+- recipients refused **for now** when every recipient was refused and some of them for good: the
+  same follow-up (the message fails for good, so the others are reported at once);
 - recipients refused **for good** (5xx), or all of them once the message has failed (the server
   refused its sender or its content, or retries ran out): a *report* (:mod:`channels.dsn`) to the
   envelope sender, from the null sender, unless the original came from the null sender itself
@@ -75,8 +77,13 @@ def consequences(
     if isinstance(result, Receipt):
         later = [r.recipient for r in result.refused if not r.permanent]
         lost = [r for r in result.refused if r.permanent]
-    else:
-        later, lost = [], list(result.refused) if failed else []
+    elif not failed:  # retried: nothing is settled yet
+        later, lost = [], []
+    elif result.permanent:  # those refused for now (among others for good) are followed up
+        later = [r.recipient for r in result.refused if not r.permanent]
+        lost = [r for r in result.refused if r.permanent]
+    else:  # retries ran out: every recipient is reported, those refused for now too
+        later, lost = [], list(result.refused)
     items = [follow_up(channel, notification, later, now)] if later else []
     if lost and bounces.enabled and notification.mail_from:
         items.append(report(channel, notification, lost, bounces, now))

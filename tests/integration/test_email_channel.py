@@ -219,6 +219,24 @@ async def test_4xx_to_every_recipient_counts_against_the_provider_unless_about_t
     assert [r.reply for r in info.value.refused] == [reply]
 
 
+@pytest.mark.parametrize("relayed", [True, False])
+async def test_every_recipient_refused_some_for_now(smtp: SmtpServer, relayed: bool) -> None:
+    """550 and 452 4.2.2, none taken: a relayed message fails for good (a follow-up retries the
+    second alone, the sender hears of the first at once); a notification of ours is retried whole."""
+    smtp.refuse("gone@example.test")
+    smtp.refuse("full@example.test", code=452, text="4.2.2 Mailbox full")
+    raw = b"From: app@example.test\r\nSubject: job\r\n\r\nfailed\r\n" if relayed else None
+    message = _message(recipients=("gone@example.test", "full@example.test"), raw=raw)
+    with pytest.raises(ChannelError) as info:
+        await _channel(smtp).send(message)
+    assert info.value.permanent is relayed
+    assert not info.value.service_fault
+    assert [(r.recipient, r.permanent) for r in info.value.refused] == [
+        ("gone@example.test", True),
+        ("full@example.test", False),
+    ]
+
+
 async def test_550_to_all_recipients_is_permanent_not_service_fault(smtp: SmtpServer) -> None:
     """Every recipient refused with 5xx is about this message, not the service."""
     smtp.reply(550, "5.1.1 No such user", stage="rcpt")

@@ -163,6 +163,21 @@ async def test_a_recipient_refused_for_good_gets_its_sender_a_report(relay: Rela
     assert report["From"].addresses[0].addr_spec == "MAILER-DAEMON@relay.test"
 
 
+async def test_every_recipient_refused_some_for_now_reports_the_others_at_once(relay: Relay) -> None:
+    """550 to one recipient and 452 4.2.2 to the other, none taken: the sender hears of the first
+    at once (not after the retries), and a follow-up brings the message to the second alone."""
+    relay.provider.refuse("gone@example.com")
+    relay.provider.refuse("full@example.com", code=452, text="4.2.2 Mailbox full", times=2)
+    original, raw = await relay.send("gone@example.com", "full@example.com")
+    views = await relay.settled(_is("delivered", relay_of=original), _is("delivered", bounce_of=original))
+    assert {v.notification.id: v.status for v in views}[original] == "failed"
+    [sent] = relay.reports()
+    [block] = _status_blocks(_parse(sent.data))[1:]
+    assert (block["Final-Recipient"], block["Status"]) == ("rfc822; gone@example.com", "5.1.1")
+    [later] = relay.got("full@example.com")
+    assert (later.rcpt_tos, later.data) == (("full@example.com",), raw)
+
+
 async def test_a_message_refused_at_data_gets_one_report_for_all(relay: Relay) -> None:
     """554 at the end of DATA: the notification fails and its sender gets one report naming both."""
     relay.provider.refuse_content(BODY_MARKER.encode(), 554, "5.7.1 Message rejected as spam")

@@ -171,6 +171,26 @@ def test_a_failed_message_reports_every_recipient_refused() -> None:
     assert b"ok@example.org" in item.notification.raw
 
 
+def test_a_message_failed_with_some_refused_for_now_follows_them_up_and_reports_the_rest() -> None:
+    """Every recipient refused, some for good: the report names those, a follow-up takes the others."""
+    error = ChannelError("refused", permanent=True, refused=(GONE, BUSY))
+    follow, sent = consequences("email", _original(), error, failed=True, bounces=BOUNCES, now=NOW)
+    assert follow.notification.recipients == (BUSY.recipient,)
+    assert follow.notification.labels[RELAY_OF_LABEL] == "01ORIGINAL"
+    assert sent.notification.labels[BOUNCE_OF_LABEL] == "01ORIGINAL"
+    assert sent.notification.raw is not None
+    assert GONE.recipient.encode() in sent.notification.raw
+    assert BUSY.recipient.encode() not in sent.notification.raw
+
+
+def test_retries_run_out_report_those_refused_for_now_too() -> None:
+    """A message retried until its attempts ran out: every recipient is reported, none followed up."""
+    error = ChannelError("busy", refused=(GONE, BUSY))
+    [sent] = consequences("email", _original(), error, failed=True, bounces=BOUNCES, now=NOW)
+    assert sent.notification.raw is not None
+    assert BUSY.recipient.encode() in sent.notification.raw
+
+
 def test_a_send_to_be_retried_reports_nothing_yet() -> None:
     """Refused for now, to be retried: the sender is told nothing, no follow-up either."""
     error = ChannelError("busy", refused=(BUSY,))
