@@ -94,8 +94,8 @@ class Receipt:
     channel: str
     detail: str = ""
     remote_id: str | None = None
-    #: recipients the send did not reach though others got it (email): those refused for now are
-    #: left for a follow-up, those refused for good are reported to the sender
+    #: recipients the send did not reach though others got it (email); for mail relayed from the
+    #: smart host those refused for now get a follow-up, those refused for good a report to its sender
     refused: tuple[Refusal, ...] = ()
 
 
@@ -111,6 +111,7 @@ class ChannelError(Exception):
         service_fault: bool = False,
         remote_id: str | None = None,
         refused: tuple[Refusal, ...] = (),
+        later: bool = False,
     ) -> None:
         super().__init__(message or self.__doc__ or "")
         #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
@@ -120,6 +121,10 @@ class ChannelError(Exception):
         #: the failure says the service itself is unwell (refused, timeout, 4xx/5xx greeting),
         #: not something about this one message; the primary email channel feeds it to health tracking
         self.service_fault = service_fault
+        #: the server will take this message later, for reasons of its own (a full or busy
+        #: mailbox): on the primary email channel it stays queued like a provider fault instead of
+        #: running out of attempts, without saying anything of the provider's health
+        self.later = later
         #: what the send did deliver before it failed (some of its targets): kept on the delivery,
         #: so what was posted can still be threaded into and edited (``Receipt.remote_id``'s form)
         self.remote_id = remote_id

@@ -24,7 +24,8 @@ some recipients refused, at least one accepted        delivered (Receipt.refused
 A 4xx to a recipient whose enhanced status code (RFC 3463) is about the mail, not the server
 (x.1.x an address, x.2.x the mailbox: full, busy, disabled for now; 4.5.3 too many recipients),
 says nothing of the provider's health: a full mailbox retried all day must not push the provider
-toward an outage. A 4xx without an enhanced code, or of another class (4.3.x the mail system,
+toward an outage. It is ``ChannelError.later``: kept queued like a provider fault, not failed once
+its attempts run out. A 4xx without an enhanced code, or of another class (4.3.x the mail system,
 4.4.x routing, 4.7.x policy and throttling such as Exchange Online's ``451 4.7.500 Server busy``),
 may be the provider's and counts.
 
@@ -32,8 +33,10 @@ Recipients refused for now (4xx) while others were accepted are sent the message
 in a new transaction on the same session, and again while each new transaction takes some: the
 remedy RFC 5321 §4.5.3.1.10 gives for ``452 Too many recipients``
 (https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10), which Exchange Online answers past
-its recipients per message. Those still refused are in ``Receipt.refused``, for the dispatcher to
-retry later without sending the others the message again. A refusal of this message by the server
+its recipients per message. Those still refused are in ``Receipt.refused``: for a message relayed
+from the smart host the dispatcher retries them later in a follow-up (:mod:`daemon.refusals`)
+without sending the others the message again; a notification of ours counts as delivered (its
+other recipients have it) and its detail names them. A refusal of this message by the server
 (at MAIL, RCPT or DATA) names each recipient's reply in ``ChannelError.refused``, so the sender of
 a relayed message can be told (RFC 3464).
 """
@@ -276,8 +279,8 @@ def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused], *, re
             refused=refused,
         )
     if transient and all(r.about_this_mail for r in transient):
-        # a full or busy mailbox, too many recipients: retry, but the provider is working
-        return ChannelError(f"recipients refused for now: {replies}", refused=refused)
+        # a full or busy mailbox, too many recipients: kept trying, but the provider is working
+        return ChannelError(f"recipients refused for now: {replies}", refused=refused, later=True)
     if transient:
         return _response_error(transient[0].code, f"recipients refused ({replies})", refused)
     return ChannelError(f"all recipients refused: {replies}", permanent=True, refused=refused)

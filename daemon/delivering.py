@@ -220,7 +220,7 @@ class Deliverer:
                 started_at,
                 now,
                 retry=policy.retry,
-                provider_fault=provider_fault,
+                keep_queued=provider_fault or (policy.primary and exc.later),
                 rand=rand,
                 backoff_attempts=backoff,
             )

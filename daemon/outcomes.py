@@ -46,7 +46,7 @@ def not_delivered(
     now: datetime,
     *,
     retry: RetryPolicy,
-    provider_fault: bool,
+    keep_queued: bool,
     rand: float,
     backoff_attempts: int | None = None,
 ) -> Outcome:
@@ -57,9 +57,10 @@ def not_delivered(
     """
     attempts = claimed.delivery.attempts
     fields = {"event": "delivery.failed", "notification_id": claimed.notification.id, "channel": name}
-    # A provider-wide fault is not this message's fault: keep it queued (the outage
-    # machinery reroutes it) rather than exhausting its retries and failing it.
-    if exc.permanent or (exhausted(retry, attempts) and not provider_fault):
+    # A provider-wide fault is not this message's fault: keep it queued (the outage machinery
+    # reroutes it) rather than exhausting its retries and failing it; so is a server that will
+    # take it later (a full mailbox: mail servers keep trying for days, RFC 5321 §4.5.4.1).
+    if exc.permanent or (exhausted(retry, attempts) and not keep_queued):
         log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
         return Outcome(
             claimed.delivery.id, "failed", started_at, now, detail=exc.reason, remote_id=exc.remote_id
@@ -105,7 +106,7 @@ def not_prepared(
         extra={"event": "delivery.bug", "notification_id": claimed.notification.id, "channel": name},
     )
     error = ChannelError(f"internal error: {exc!r}")
-    return not_delivered(name, claimed, error, started_at, now, retry=retry, provider_fault=False, rand=rand)
+    return not_delivered(name, claimed, error, started_at, now, retry=retry, keep_queued=False, rand=rand)
 
 
 def delivered_in_digest(

@@ -191,6 +191,20 @@ async def test_failing_channel_does_not_block_others(world: World) -> None:
     world.channels["email"].gate.set()
 
 
+async def test_a_mailbox_full_for_a_while_keeps_its_mail_queued_and_the_provider_healthy(
+    world: World,
+) -> None:
+    """452 4.2.2 (the server will take it later) past every attempt: still delivered in the end, and
+    no passive failure reached health tracking (two would declare an outage here)."""
+    before = world.monitor.state
+    full = ChannelError("452 4.2.2 Mailbox full", later=True)
+    world.channels["email"].script(*[full] * (FAST.max_attempts + 1))
+    nid = await world.submit(Severity.INFO, "patient")
+    await until(_status_is(world, nid, "delivered"))
+    assert world.monitor.state == before
+    assert (await world.store.provider()).events == ()
+
+
 async def test_provider_faults_do_not_exhaust_primary_retries(world: World) -> None:
     """Email failing because the provider is down keeps retrying instead of failing the notification."""
     await world.monitor.force(ProviderState.HEALTHY, "pinned so the failures cannot declare an outage")

@@ -216,6 +216,7 @@ async def test_4xx_to_every_recipient_counts_against_the_provider_unless_about_t
         await _channel(smtp).send(_message(recipients=("full@example.test",)))
     assert not info.value.permanent
     assert info.value.service_fault is providers_fault
+    assert info.value.later is not providers_fault  # kept queued either way on the primary channel
     assert [r.reply for r in info.value.refused] == [reply]
 
 
