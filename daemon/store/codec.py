@@ -229,7 +229,9 @@ def next_version(
       resolved before: Alertmanager then drops them from the group).
     - Taken on: if a person acknowledged the latest version (or it carried such an acknowledgement
       itself), the new one says who and is told once, as a resolution is, instead of paging again
-      for a group someone already handles (an alert resolved or joined meanwhile).
+      for a group someone already handles (an alert resolved or joined meanwhile). Not after
+      the group resolved: its next firing is a new incident and pages, whoever acknowledged the
+      resolution (an admin closing it by the API while its email was retried).
     """
     if latest is None:
         return notification, plan
@@ -237,6 +239,8 @@ def next_version(
         return replace(
             notification, labels={**notification.labels, FOLLOWS_LABEL: latest.idempotency_key}
         ), plan
+    if RESOLVES_LABEL in latest.labels:
+        return notification, plan
     taken = latest.labels.get(GROUP_ACKNOWLEDGED_LABEL)
     if latest.acknowledged_by is not None and latest.acknowledged_via not in (RESOLUTION, GROUP_UPDATE):
         taken = f"{latest.acknowledged_by} via {latest.acknowledged_via}"

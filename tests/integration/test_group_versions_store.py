@@ -194,3 +194,20 @@ async def test_after_the_group_resolved_its_next_firing_pages_again(store: Store
     assert "group_acknowledged" not in view.notification.labels
     assert view.status == "pending" and view.plan == ("slack", "sms", "sms2", "ops")
     assert await deliver(store, "sms", T0 + timedelta(days=7, minutes=6)) == [again.id]  # it escalates
+
+
+async def test_a_resolution_acknowledged_by_an_admin_does_not_silence_the_next_firing(store: Store) -> None:
+    """An admin closes the group's resolution by the API while its email is retried: the group
+    resolved all the same, so its firing next week pages."""
+    await outage(store)
+    await store.accept([version(FIRING)], T0)
+    (done,) = await store.accept([version(resolved(FIRING))], T0 + timedelta(minutes=1))
+    assert await store.acknowledge(done.id, "admin", "api", T0 + timedelta(minutes=2)) == "acknowledged"
+    next_week = copy.deepcopy(FIRING)
+    for alert in next_week["alerts"]:
+        alert["startsAt"] = "2024-02-13T12:00:00Z"
+    (again,) = await store.accept([version(next_week)], T0 + timedelta(days=7))
+    view = await store.notification(again.id)
+    assert view is not None
+    assert "group_acknowledged" not in view.notification.labels
+    assert view.plan == ("slack", "sms", "sms2", "ops")
