@@ -257,5 +257,12 @@ def may_acknowledge(escalates: bool, via: str) -> bool:
     return escalates or via in ("api", RESOLUTION, GROUP_UPDATE)
 
 
+def for_the_group(acknowledged_via: str | None, via: str) -> bool:
+    """A person acknowledges a version a newer version of its group had closed (they were paged
+    for it, the newer one may still page them): the acknowledgement is for the group's open
+    versions, not answered "already"."""
+    return acknowledged_via == GROUP_UPDATE and via not in (RESOLUTION, GROUP_UPDATE)
+
+
 def ack_detail(by: str, via: str) -> str:
     return f"acknowledged by {by} via {via}"

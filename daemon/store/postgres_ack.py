@@ -16,6 +16,8 @@ async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: 
     if n is None or not codec.may_acknowledge(n["escalation"] is not None, via):
         return "not_found"
     if n["acknowledged_at"] is not None:
+        if codec.for_the_group(n["acknowledged_via"], via):
+            return await _acknowledge_group(conn, notification_id, by, via, now)
         return "already"
     if not codec.acknowledgeable(n["status"], n["escalation"] is not None):
         return "finished"
@@ -30,3 +32,15 @@ async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: 
              codec.ack_detail(by, via)),
         )  # fmt: skip
     return "acknowledged"
+
+
+async def _acknowledge_group(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
+    """The acknowledgement of a version a newer one closed goes to the group's open versions,
+    under the group's lock (a version being committed meanwhile would miss it)."""
+    group = await _one(conn, Q["group_of"], (notification_id,))
+    if group is None:
+        return "already"
+    await conn.execute(Q["lock_group"], (group["lineage"],))
+    newer = await (await conn.execute(Q["open_group_versions"], (group["lineage"],))).fetchall()
+    results = [await acknowledge(conn, row["notification_id"], by, via, now) for row in newer]
+    return "acknowledged" if "acknowledged" in results else "already"

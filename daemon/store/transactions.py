@@ -310,6 +310,8 @@ def acknowledge(
     if n is None or not codec.may_acknowledge(n["escalation"] is not None, via):
         return "not_found"
     if n["acknowledged_at"] is not None:
+        if codec.for_the_group(n["acknowledged_via"], via):
+            return _acknowledge_group(conn, notification_id, by, via, now)
         return "already"
     if not codec.acknowledgeable(n["status"], n["escalation"] is not None):
         return "finished"
@@ -324,3 +326,15 @@ def acknowledge(
             (last["id"], notification_id, last["channel"], last["attempts"], at, at, "acknowledged", detail),
         )
     return "acknowledged"
+
+
+def _acknowledge_group(
+    conn: sqlite3.Connection, notification_id: str, by: str, via: str, now: datetime
+) -> AckResult:
+    """The acknowledgement of a version a newer one closed goes to the group's open versions."""
+    group = conn.execute(Q["group_of"], (notification_id,)).fetchone()
+    if group is None:
+        return "already"
+    newer = conn.execute(Q["open_group_versions"], (group[0],)).fetchall()
+    results = [acknowledge(conn, version, by, via, now) for (version,) in newer]
+    return "acknowledged" if "acknowledged" in results else "already"

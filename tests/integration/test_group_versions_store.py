@@ -211,3 +211,20 @@ async def test_a_resolution_acknowledged_by_an_admin_does_not_silence_the_next_f
     assert view is not None
     assert "group_acknowledged" not in view.notification.labels
     assert view.plan == ("slack", "sms", "sms2", "ops")
+
+
+async def test_acknowledging_the_version_one_was_paged_for_takes_on_the_group(store: Store) -> None:
+    """Paged for the first version on Slack, an alert joins (the grown group pages again on Slack),
+    then Alice presses Acknowledge on the first message: the group is hers, the grown version's
+    SMS never goes (she was answered 'already', and paged again)."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    assert await deliver(store, "slack", T0) == [first.id]
+    (grew,) = await store.accept([version(grown(FIRING))], T0 + timedelta(minutes=1))
+    assert await deliver(store, "slack", T0 + timedelta(minutes=1)) == [grew.id]
+    assert await store.acknowledge(first.id, "alice", "slack", T0 + timedelta(minutes=2)) == "acknowledged"
+    assert await deliver(store, "sms", T0 + timedelta(minutes=7)) == []
+    assert await closed_by(store, grew.id) == ["acknowledged by alice via slack"]
+    assert await closed_by(store, first.id) == ["acknowledged by alertmanager via group update"]
+    # once is enough: pressing again is 'already', as for any acknowledged notification
+    assert await store.acknowledge(first.id, "bob", "slack", T0 + timedelta(minutes=3)) == "already"

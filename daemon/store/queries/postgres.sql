@@ -293,7 +293,7 @@ SELECT count(*) AS n FROM deliveries
 WHERE notification_id = %s AND mode = %s AND state IN ('pending', 'in_flight', 'delivered');
 
 -- name: lock_for_ack
-SELECT status, escalation, acknowledged_at FROM notifications WHERE id = %s FOR UPDATE;
+SELECT status, escalation, acknowledged_at, acknowledged_via FROM notifications WHERE id = %s FOR UPDATE;
 
 -- name: acknowledge
 UPDATE notifications
@@ -343,6 +343,9 @@ WHERE d.state = 'pending' AND d.mode != %(mode)s
 -- name: lock_group
 -- One version of a group at a time: two versions committed at once would each miss the other.
 SELECT pg_advisory_xact_lock(hashtextextended(%s, 0));
+
+-- name: group_of
+SELECT lineage FROM group_versions WHERE notification_id = %s;
 
 -- name: open_group_versions
 -- The group's versions that may still be closed (codec.acknowledgeable, not yet acknowledged).

@@ -271,6 +271,9 @@ WHERE state = 'pending' AND mode != :mode
   AND EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
               AND n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held'));
 
+-- name: group_of
+SELECT lineage FROM group_versions WHERE notification_id = ?;
+
 -- name: open_group_versions
 -- The group's versions that may still be closed (codec.acknowledgeable, not yet acknowledged).
 SELECT g.notification_id FROM group_versions g JOIN notifications n ON n.id = g.notification_id
