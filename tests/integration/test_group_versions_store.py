@@ -17,7 +17,7 @@ from daemon.core.model import Notification, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
-from daemon.store.base import NewNotification, Store
+from daemon.store.base import NewNotification, NotificationView, Store
 from tests.integration.test_escalation_store import LADDER, T0, deliver, outage
 from tests.unit.test_alertmanager_mapping import FIRING, resolved
 
@@ -57,6 +57,17 @@ def other_group(data: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(data)
     out["groupKey"] = '{}/{severity="critical"}:{alertname="DiskFull"}'
     return out
+
+
+async def next_weeks_firing(store: Store) -> NotificationView:
+    """The same group firing again a week later, as the store committed it."""
+    next_week = copy.deepcopy(FIRING)
+    for alert in next_week["alerts"]:
+        alert["startsAt"] = "2024-02-13T12:00:00Z"
+    (again,) = await store.accept([version(next_week)], T0 + timedelta(days=7))
+    view = await store.notification(again.id)
+    assert view is not None
+    return view
 
 
 async def status(store: Store, notification_id: str) -> str:
@@ -185,15 +196,12 @@ async def test_after_the_group_resolved_its_next_firing_pages_again(store: Store
     (first,) = await store.accept([version(FIRING)], T0)
     await store.acknowledge(first.id, "alice", "slack", T0)
     await store.accept([version(resolved(FIRING))], T0 + timedelta(minutes=1))
-    next_week = copy.deepcopy(FIRING)
-    for alert in next_week["alerts"]:
-        alert["startsAt"] = "2024-02-13T12:00:00Z"
-    (again,) = await store.accept([version(next_week)], T0 + timedelta(days=7))
-    view = await store.notification(again.id)
-    assert view is not None
+    view = await next_weeks_firing(store)
     assert "group_acknowledged" not in view.notification.labels
     assert view.status == "pending" and view.plan == ("slack", "sms", "sms2", "ops")
-    assert await deliver(store, "sms", T0 + timedelta(days=7, minutes=6)) == [again.id]  # it escalates
+    assert await deliver(store, "sms", T0 + timedelta(days=7, minutes=6)) == [
+        view.notification.id
+    ]  # it escalates
 
 
 async def test_a_resolution_acknowledged_by_an_admin_does_not_silence_the_next_firing(store: Store) -> None:
@@ -203,12 +211,7 @@ async def test_a_resolution_acknowledged_by_an_admin_does_not_silence_the_next_f
     await store.accept([version(FIRING)], T0)
     (done,) = await store.accept([version(resolved(FIRING))], T0 + timedelta(minutes=1))
     assert await store.acknowledge(done.id, "admin", "api", T0 + timedelta(minutes=2)) == "acknowledged"
-    next_week = copy.deepcopy(FIRING)
-    for alert in next_week["alerts"]:
-        alert["startsAt"] = "2024-02-13T12:00:00Z"
-    (again,) = await store.accept([version(next_week)], T0 + timedelta(days=7))
-    view = await store.notification(again.id)
-    assert view is not None
+    view = await next_weeks_firing(store)
     assert "group_acknowledged" not in view.notification.labels
     assert view.plan == ("slack", "sms", "sms2", "ops")
 
