@@ -47,6 +47,8 @@ class OutboundMessage:
     ack_code: str | None = None
 
 
+#: the diagnostic type of a refusal found here, not replied by a server (as Postfix's ``X-Postfix``)
+FOUND_HERE = "x-backchannel"
 #: an enhanced status code (RFC 3463) where RFC 2034 puts it: first in a reply's text
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 
@@ -60,6 +62,10 @@ class Refusal:
     code: int
     #: the reply's text, without the code (an enhanced status code first, when the server sends one)
     text: str
+    #: RFC 3464's diagnostic type: ``smtp`` for a server's reply; :data:`FOUND_HERE` for a failure
+    #: found before any server replied (its ``code`` then only says permanent or not, and the
+    #: text, led by an enhanced code, is all a report shows)
+    diagnostic: str = "smtp"
 
     @property
     def permanent(self) -> bool:
@@ -67,7 +73,8 @@ class Refusal:
 
     @property
     def reply(self) -> str:
-        return f"{self.code} {' '.join(self.text.split())}"
+        text = " ".join(self.text.split())
+        return f"{self.code} {text}" if self.diagnostic == "smtp" else text
 
     @property
     def enhanced(self) -> tuple[int, int, int] | None:

@@ -100,7 +100,7 @@ def _status(reporter: str, arrived_at: datetime, failed: Sequence[Refusal]) -> E
         block["Final-Recipient"] = f"rfc822; {refusal.recipient}"
         block["Action"] = "failed"
         block["Status"] = status_of(refusal)
-        block["Diagnostic-Code"] = f"smtp; {refusal.reply}"
+        block["Diagnostic-Code"] = f"{refusal.diagnostic}; {refusal.reply}"
         blocks.append(block)
     part = EmailMessage(policy=email.policy.SMTP)
     part["Content-Type"] = "message/delivery-status"

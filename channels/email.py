@@ -52,7 +52,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 
-from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Receipt, Refusal
+from channels.base import FOUND_HERE, ChannelConfigError, ChannelError, OutboundMessage, Receipt, Refusal
 
 _AUTH_CODES = frozenset({530, 534, 535})
 
@@ -113,10 +113,18 @@ class EmailChannel:
             raise _response_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPNotSupported as exc:
             # the server works but cannot take this message (an address not in ASCII without SMTPUTF8)
-            raise ChannelError(f"SMTP {self._where} cannot take this message: {exc}", permanent=True) from exc
+            why = f"5.6.7 SMTPUTF8 is required, but was not offered by {self._where}"  # RFC 6531 §3.5
+            raise ChannelError(
+                f"SMTP {self._where} cannot take this message: {exc}",
+                permanent=True,
+                refused=_found_here(recipients, why),
+            ) from exc
         except ValueError as exc:
             # aiosmtplib and email.message refuse addresses and headers that would break the protocol
-            raise ChannelError(f"message cannot be sent: {exc}", permanent=True) from exc
+            why = f"5.0.0 the message cannot be sent: {exc}"
+            raise ChannelError(
+                f"message cannot be sent: {exc}", permanent=True, refused=_found_here(recipients, why)
+            ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise ChannelError(f"SMTP {self._where}: {_describe(exc)}", service_fault=True) from exc
         return Receipt(channel=self.name, detail=_detail(reply, refused), refused=refused)
@@ -173,6 +181,12 @@ async def _again(
 
 def _refusals(refused: dict[str, aiosmtplib.SMTPResponse]) -> tuple[Refusal, ...]:
     return tuple(Refusal(addr, r.code, r.message) for addr, r in refused.items())
+
+
+def _found_here(recipients: Sequence[str], why: str) -> tuple[Refusal, ...]:
+    """A failure for good found before any server replied, as each recipient's (its sender can be
+    told: RFC 5321 §6.1 holds whoever found it)."""
+    return tuple(Refusal(r, 554, why, diagnostic=FOUND_HERE) for r in recipients)
 
 
 def _all(recipients: Sequence[str], exc: aiosmtplib.SMTPResponseException) -> tuple[Refusal, ...]:

@@ -153,6 +153,10 @@ async def test_a_server_without_smtputf8_fails_such_a_message_not_the_provider(s
         await _channel(smtp).send(_message(raw=b"Subject: x\r\n\r\ny\r\n", mail_from="jürgen@example.test"))
     assert (caught.value.permanent, caught.value.service_fault) == (True, False)
     assert "SMTPUTF8" in str(caught.value)
+    # found here, not replied by the server: each recipient, for its sender's report (RFC 6531 §3.5)
+    [refusal] = caught.value.refused
+    assert (refusal.recipient, refusal.diagnostic) == ("oncall@example.test", "x-backchannel")
+    assert refusal.reply == f"5.6.7 SMTPUTF8 is required, but was not offered by 127.0.0.1:{smtp.port}"
 
 
 async def test_refused_port_is_transient_service_fault(smtp: SmtpServer) -> None:

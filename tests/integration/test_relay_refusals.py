@@ -55,7 +55,9 @@ class Relay:
         async with aiosmtplib.SMTP(
             hostname="127.0.0.1", port=self.daemon.smtp.port, start_tls=False
         ) as client:
-            _, reply = await client.sendmail(sender, list(recipients), raw)
+            utf8 = not (sender + "".join(recipients)).isascii()
+            options = ["SMTPUTF8"] if utf8 else []  # RFC 6531, which the smart host offers
+            _, reply = await client.sendmail(sender, list(recipients), raw, mail_options=options)
         return reply.split()[-1], raw
 
     async def views(self) -> list[NotificationView]:
@@ -176,6 +178,21 @@ async def test_every_recipient_refused_some_for_now_reports_the_others_at_once(r
     assert (block["Final-Recipient"], block["Status"]) == ("rfc822; gone@example.com", "5.1.1")
     [later] = relay.got("full@example.com")
     assert (later.rcpt_tos, later.data) == (("full@example.com",), raw)
+
+
+async def test_a_message_the_provider_cannot_take_gets_a_report_found_here(relay: Relay) -> None:
+    """A recipient beyond ASCII and a provider without SMTPUTF8: no server replied, but the message
+    fails for good all the same, so its sender is told (status 5.6.7, diagnostic x-backchannel)."""
+    relay.provider.without_smtputf8()
+    original, _ = await relay.send("jürgen@example.com")
+    await relay.settled(_is("failed"), _is("delivered", bounce_of=original))
+    [sent] = relay.reports()
+    assert sent.rcpt_tos == (SENDER,)
+    [block] = _status_blocks(_parse(sent.data))[1:]
+    assert block["Status"] == "5.6.7"
+    assert block["Diagnostic-Code"].startswith(
+        "x-backchannel; 5.6.7 SMTPUTF8 is required, but was not offered"
+    )
 
 
 async def test_a_message_refused_at_data_gets_one_report_for_all(relay: Relay) -> None:

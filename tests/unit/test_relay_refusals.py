@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from channels.base import ChannelError, Receipt, Refusal
+from channels.base import FOUND_HERE, ChannelError, Receipt, Refusal
 from channels.dsn import delivery_report, header_of, status_of
 from daemon.core.model import Notification, Plan, Severity
 from daemon.refusals import BOUNCE_OF_LABEL, RELAY_OF_LABEL, Bounces, consequences
@@ -88,6 +88,18 @@ def test_the_delivery_status_names_each_failed_recipient_and_its_reply() -> None
         ("rfc822; gone@example.org", "failed", "5.1.1", "smtp; 550 5.1.1 No such user"),
         ("rfc822; busy@example.org", "failed", "4.5.3", "smtp; 452 4.5.3 Too many recipients"),
     ]
+
+
+def test_a_refusal_found_here_shows_no_server_reply() -> None:
+    """No server replied (no SMTPUTF8 offered): the diagnostic type says so and no code is made up."""
+    found = Refusal("jürgen@example.org", 554, "5.6.7 SMTPUTF8 is required", diagnostic=FOUND_HERE)
+    status = list(_report(found).iter_parts())[1]
+    _, block = status.get_payload()
+    assert (block["Status"], block["Diagnostic-Code"]) == (
+        "5.6.7",
+        "x-backchannel; 5.6.7 SMTPUTF8 is required",
+    )
+    assert found.permanent
 
 
 def test_the_text_names_each_recipient_and_reply() -> None:
