@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -262,6 +262,17 @@ def for_the_group(acknowledged_via: str | None, via: str) -> bool:
     for it, the newer one may still page them): the acknowledgement is for the group's open
     versions, not answered "already"."""
     return acknowledged_via == GROUP_UPDATE and via not in (RESOLUTION, GROUP_UPDATE)
+
+
+def same_incident(later: Sequence[tuple[str, Mapping[str, str]]]) -> list[str]:
+    """Of the versions committed after an acknowledged one (oldest first: id and labels), those of
+    the same incident: up to the group's resolution, after which the group firing again is news."""
+    ids = []
+    for notification_id, labels in later:
+        if RESOLVES_LABEL in labels:
+            break
+        ids.append(notification_id)
+    return ids
 
 
 def ack_detail(by: str, via: str) -> str:

@@ -3,6 +3,7 @@ in the order every other write takes them (see :mod:`daemon.store.postgres_tx`).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from daemon.store import codec
@@ -11,7 +12,13 @@ from daemon.store.postgres_queries import Conn, Q, _one
 
 
 async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
-    """Record who took the notification on; its steps not yet sent are superseded."""
+    """Record who took the notification on; its steps not yet sent are superseded.
+
+    A version of an alert group locks its group first, as the accept path does (group, then the
+    notifications it closes): the other order could deadlock with a version being committed."""
+    group = await _one(conn, Q["group_of"], (notification_id,))
+    if group is not None:
+        await conn.execute(Q["lock_group"], (group["lineage"],))
     n = await _one(conn, Q["lock_for_ack"], (notification_id,))
     if n is None or not codec.may_acknowledge(n["escalation"] is not None, via):
         return "not_found"
@@ -35,12 +42,10 @@ async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: 
 
 
 async def _acknowledge_group(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
-    """The acknowledgement of a version a newer one closed goes to the group's open versions,
-    under the group's lock (a version being committed meanwhile would miss it)."""
-    group = await _one(conn, Q["group_of"], (notification_id,))
-    if group is None:
-        return "already"
-    await conn.execute(Q["lock_group"], (group["lineage"],))
-    newer = await (await conn.execute(Q["open_group_versions"], (group["lineage"],))).fetchall()
-    results = [await acknowledge(conn, row["notification_id"], by, via, now) for row in newer]
+    """The acknowledgement of a version a newer one closed goes to the versions of the same incident
+    committed after it (not past the group's resolution: an old button must not silence a new one).
+    The caller holds the group's lock: a version being committed meanwhile would miss it."""
+    later = await (await conn.execute(Q["group_versions_after"], (notification_id,))).fetchall()
+    newer = codec.same_incident([(row["id"], json.loads(row["labels"])) for row in later])
+    results = [await acknowledge(conn, version, by, via, now) for version in newer]
     return "acknowledged" if "acknowledged" in results else "already"

@@ -331,10 +331,9 @@ def acknowledge(
 def _acknowledge_group(
     conn: sqlite3.Connection, notification_id: str, by: str, via: str, now: datetime
 ) -> AckResult:
-    """The acknowledgement of a version a newer one closed goes to the group's open versions."""
-    group = conn.execute(Q["group_of"], (notification_id,)).fetchone()
-    if group is None:
-        return "already"
-    newer = conn.execute(Q["open_group_versions"], (group[0],)).fetchall()
-    results = [acknowledge(conn, version, by, via, now) for (version,) in newer]
+    """The acknowledgement of a version a newer one closed goes to the versions of the same incident
+    committed after it (not past the group's resolution: an old button must not silence a new one)."""
+    later = conn.execute(Q["group_versions_after"], (notification_id,)).fetchall()
+    newer = codec.same_incident([(row["id"], json.loads(row["labels"])) for row in later])
+    results = [acknowledge(conn, version, by, via, now) for version in newer]
     return "acknowledged" if "acknowledged" in results else "already"

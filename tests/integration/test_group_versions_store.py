@@ -231,3 +231,16 @@ async def test_acknowledging_the_version_one_was_paged_for_takes_on_the_group(st
     assert await closed_by(store, first.id) == ["acknowledged by alertmanager via group update"]
     # once is enough: pressing again is 'already', as for any acknowledged notification
     assert await store.acknowledge(first.id, "bob", "slack", T0 + timedelta(minutes=3)) == "already"
+
+
+async def test_an_old_button_does_not_take_on_the_groups_next_incident(store: Store) -> None:
+    """Last week's first version (closed by a newer one, then the group resolved): pressing its
+    Slack button now is 'already', and this week's incident goes on paging."""
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    assert await deliver(store, "slack", T0) == [first.id]
+    await store.accept([version(grown(FIRING))], T0 + timedelta(minutes=1))
+    await store.accept([version(resolved(grown(FIRING)))], T0 + timedelta(minutes=2))
+    again = await next_weeks_firing(store)
+    assert await store.acknowledge(first.id, "alice", "slack", T0 + timedelta(days=7, minutes=1)) == "already"
+    assert await closed_by(store, again.notification.id) == []

@@ -14,13 +14,15 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.string import TextLoader
 
 from daemon.core.health import HealthSnapshot
-from daemon.core.model import ACK_CODE_ALPHABET, ACK_CODE_LENGTH, ProviderState, Severity
+from daemon.core.model import ACK_CODE_ALPHABET, ACK_CODE_LENGTH, SUPERSEDES_LABEL, ProviderState, Severity
 from daemon.store import codec, postgres_tx
 from daemon.store.base import Callback, Outcome, Store
 from tests.integration.conftest import PgFactory
 from tests.integration.test_escalation_store import LEASE, T0, deliver, note, outage
+from tests.integration.test_group_versions_store import FIRING, partly_resolved, resolved, version
 
 
 async def healthy(store: Store, at: datetime) -> None:
@@ -198,3 +200,45 @@ async def _until_waiting(observer: psycopg.AsyncConnection[DictRow], pid: int) -
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"backend {pid} never waited on a lock")
+
+
+async def test_acknowledging_a_closed_group_version_waits_for_the_group_instead_of_deadlocking(
+    pg_nodes: PgFactory, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A version a newer one closed is acknowledged while the group's resolution, which resolves
+    that very version, is being committed: the acknowledgement takes the group's lock before the
+    version's row, as the accept does, so one waits for the other (it deadlocked the other way)."""
+    store = await pg_nodes()
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    await store.accept([version(partly_resolved(FIRING))], T0 + timedelta(minutes=1))
+    done = version(resolved(FIRING))
+    at = T0 + timedelta(minutes=2)
+    committer = await _connect(postgres_url)
+    committer.adapters.register_loader("jsonb", TextLoader)  # as the store's connections read it
+    async with committer:
+        async with committer.transaction():
+            await committer.execute(
+                postgres_tx.Q["lock_group"], (done.notification.labels[SUPERSEDES_LABEL],)
+            )
+            ack = asyncio.create_task(store.acknowledge(first.id, "alice", "slack", at))
+            await _until_someone_waits(committer)
+            await committer.execute("SET LOCAL deadlock_timeout = '100ms'")
+            await postgres_tx.accept(committer, [([done], at)], "node-b")  # DeadlockDetected before
+        assert await asyncio.wait_for(ack, timeout=30) == "already"  # the resolution closed it
+    assert not [r for r in caplog.records if "deadlock" in r.getMessage().lower()]
+
+
+async def _until_someone_waits(observer: psycopg.AsyncConnection[DictRow]) -> None:
+    """Poll until another backend waits on a lock (deadline 20 s)."""
+    deadline = time.monotonic() + 20
+    query = (
+        "SELECT count(*) AS n FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    while time.monotonic() < deadline:
+        row = await (await observer.execute(query)).fetchone()
+        if row is not None and row["n"]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no backend ever waited on a lock")

@@ -347,6 +347,16 @@ SELECT pg_advisory_xact_lock(hashtextextended(%s, 0));
 -- name: group_of
 SELECT lineage FROM group_versions WHERE notification_id = %s;
 
+-- name: group_versions_after
+-- The versions of this one's group committed after it, oldest first (latest_group_version's order).
+SELECT n.id, n.labels FROM group_versions mine
+JOIN notifications v ON v.id = mine.notification_id
+JOIN group_versions g ON g.lineage = mine.lineage
+JOIN notifications n ON n.id = g.notification_id
+WHERE mine.notification_id = %s
+  AND (n.created_at > v.created_at OR (n.created_at = v.created_at AND n.id > v.id))
+ORDER BY n.created_at, n.id;
+
 -- name: open_group_versions
 -- The group's versions that may still be closed (codec.acknowledgeable, not yet acknowledged).
 SELECT g.notification_id FROM group_versions g JOIN notifications n ON n.id = g.notification_id
