@@ -31,7 +31,7 @@ from daemon.clock import Clock
 from daemon.core.model import FOLLOWS_LABEL, Mode
 from daemon.digesting import Broken, DigestSend
 from daemon.dispatch_policy import ChannelPolicy
-from daemon.outcomes import delivered, delivered_in_digest, not_delivered, not_prepared
+from daemon.outcomes import delivered, delivered_in_digest, kept_for_later, not_delivered, not_prepared
 from daemon.refusals import Bounces, consequences, made_of
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
@@ -220,7 +220,7 @@ class Deliverer:
                 started_at,
                 now,
                 retry=policy.retry,
-                keep_queued=provider_fault or (policy.primary and exc.later),
+                keep_queued=provider_fault or (policy.primary and kept_for_later(exc, c, now)),
                 rand=rand,
                 backoff_attempts=backoff,
             )

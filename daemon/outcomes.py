@@ -38,6 +38,19 @@ def delivered(
     )
 
 
+#: how long a server that will take a message later (a full mailbox) is given before the step fails:
+#: RFC 5321 §4.5.4.1's "at least 4-5 days" for mail servers
+LATER_GIVE_UP = timedelta(days=5)
+
+
+def kept_for_later(exc: ChannelError, claimed: Claimed, now: datetime) -> bool:
+    """A refusal the server will lift (``ChannelError.later``) keeps the last step of a plan
+    trying, past its attempts, until the notification is :data:`LATER_GIVE_UP` old. A step with
+    a further step after it fails over as usual: a critical alert to a full mailbox goes to its
+    backup channel after the usual attempts, not days later."""
+    return exc.later and claimed.last_step and now - claimed.notification.created_at < LATER_GIVE_UP
+
+
 def not_delivered(
     name: str,
     claimed: Claimed,

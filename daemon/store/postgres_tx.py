@@ -123,8 +123,16 @@ async def claim(
     ids = list({row["notification_id"] for row in rows})
     notes = await (await conn.execute(Q["notifications_by_ids"], (ids,))).fetchall()
     by_id = {n["id"]: (codec.notification(epochs(n)), codec.open_ack_code(n)) for n in notes}
+    rows_of = {n["id"]: n for n in notes}
     rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-    return [Claimed(codec.delivery(epochs(r)), *by_id[r["notification_id"]]) for r in rows]
+    return [
+        Claimed(
+            codec.delivery(epochs(r)),
+            *by_id[r["notification_id"]],
+            last_step=codec.last_step(rows_of[r["notification_id"]], r["step"]),
+        )
+        for r in rows
+    ]
 
 
 async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:

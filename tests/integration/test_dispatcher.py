@@ -205,6 +205,17 @@ async def test_a_mailbox_full_for_a_while_keeps_its_mail_queued_and_the_provider
     assert (await world.store.provider()).events == ()
 
 
+async def test_a_mailbox_full_for_a_critical_alert_fails_over_to_the_next_step(world: World) -> None:
+    """The same refusal on a plan with a step after email (critical: email, then backup): the usual
+    attempts, then the backup channel, not days of waiting for the mailbox."""
+    full = ChannelError("452 4.2.2 Mailbox full", later=True)
+    world.channels["email"].script(*[full] * (FAST.max_attempts + 5))
+    nid = await world.submit(Severity.CRITICAL, "db down")
+    await until(_status_is(world, nid, "delivered"))
+    assert [m.notification_id for m in world.channels["backup"].sent] == [nid]
+    assert (len(world.channels["email"].attempts), world.channels["email"].sent) == (FAST.max_attempts, [])
+
+
 async def test_provider_faults_do_not_exhaust_primary_retries(world: World) -> None:
     """Email failing because the provider is down keeps retrying instead of failing the notification."""
     await world.monitor.force(ProviderState.HEALTHY, "pinned so the failures cannot declare an outage")

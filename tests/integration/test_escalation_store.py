@@ -169,3 +169,18 @@ async def test_mode_change_stops_the_escalation_of_a_delivered_notification(stor
     view = await store.notification(accepted.id)
     assert view is not None
     assert [d.state.value for d in view.deliveries] == ["delivered", "superseded", "superseded", "superseded"]
+
+
+async def test_a_claim_says_whether_a_step_of_the_plan_comes_after_it(store: Store) -> None:
+    """Claimed.last_step: an escalation's last step (both its channels) and the only channel of a
+    plain plan are last; a step with another after it is not (a full mailbox fails over there)."""
+    await outage(store)
+    await store.accept([note(1), note(2, Severity.INFO)], T0)
+
+    async def last(channel: str, at: datetime) -> list[bool]:
+        return [c.last_step for c in await store.claim(channel, 10, at, at + LEASE)]
+
+    assert await last("slack", T0) == [False, True]  # the ladder's first step; the rest's only one
+    assert await last("sms", T0 + timedelta(minutes=5)) == [False]
+    assert await last("sms2", T0 + timedelta(minutes=15)) == [True]
+    assert await last("ops", T0 + timedelta(minutes=15)) == [True]
