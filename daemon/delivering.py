@@ -98,8 +98,7 @@ class Deliverer:
         """What the server's refusals of a relayed message call for: a follow-up, a report."""
         if result is None:
             return []
-        # the plan's last step only: a further step sends the message again (to every recipient)
-        failed = outcome.kind == "failed" and claimed.last_step
+        failed = outcome.kind == "failed"
         now = self._clock.now()
         return consequences(name, claimed.notification, result, failed=failed, bounces=self._bounces, now=now)
 

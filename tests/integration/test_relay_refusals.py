@@ -195,29 +195,6 @@ async def test_a_message_the_provider_cannot_take_gets_a_report_found_here(relay
     )
 
 
-async def test_no_report_while_a_further_step_may_deliver(tmp_path: Path) -> None:
-    """healthy: [email, other]: the provider refuses the message for good, the second email channel
-    delivers it; the sender is not told it was undelivered, nobody gets a follow-up."""
-    rest = """\
-  other: {{type: email, smtp: {{host: 127.0.0.1, port: OTHER_PORT, starttls: false}}}}
-intake:
-  smtp: {{listen: "127.0.0.1:0", hostname: relay.test, allowed_networks: [127.0.0.0/8]}}
-routes:
-  - {{name: all, match: {{}}, healthy: [email, other], outage: defer}}
-"""
-    with SmtpServer() as provider, SmtpServer() as other:
-        provider.refuse_content(BODY_MARKER.encode(), 554, "5.7.1 Message rejected as spam")
-        template = config_template(rest.replace("OTHER_PORT", str(other.port)))
-        text = template.format(store=tmp_path / "outbox.db", api_port=0, smtp_port=provider.port)
-        async with running(text, {"TOKEN": "relay-refusals-token-0123456789"}) as daemon:
-            relay = Relay(daemon, provider)
-            original, raw = await relay.send("a@example.com")
-            views = await relay.settled(_is("delivered"))
-    assert [v.notification.id for v in views] == [original]
-    assert [(m.rcpt_tos, m.data) for m in other.messages] == [(("a@example.com",), raw)]
-    assert relay.reports() == []
-
-
 async def test_a_message_refused_at_data_gets_one_report_for_all(relay: Relay) -> None:
     """554 at the end of DATA: the notification fails and its sender gets one report naming both."""
     relay.provider.refuse_content(BODY_MARKER.encode(), 554, "5.7.1 Message rejected as spam")
