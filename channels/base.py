@@ -129,9 +129,9 @@ class ChannelError(Exception):
         #: not something about this one message; the primary email channel feeds it to health tracking
         self.service_fault = service_fault
         #: the server will take this message later, for reasons of its own (a full or busy
-        #: mailbox): on the last step of a plan on the primary email channel it keeps trying past
-        #: its attempts, for days (``daemon.outcomes.kept_for_later``), and it says nothing of the
-        #: provider's health
+        #: mailbox): on the primary email channel it keeps trying past its attempts, for days,
+        #: unless the plan fails over to another channel (``daemon.outcomes.kept_for_later``); it
+        #: says nothing of the provider's health
         self.later = later
         #: what the send did deliver before it failed (some of its targets): kept on the delivery,
         #: so what was posted can still be threaded into and edited (``Receipt.remote_id``'s form)

@@ -24,8 +24,8 @@ some recipients refused, at least one accepted        delivered (Receipt.refused
 A 4xx to a recipient whose enhanced status code (RFC 3463) is about the mail, not the server
 (x.1.x an address, x.2.x the mailbox: full, busy, disabled for now; 4.5.3 too many recipients),
 says nothing of the provider's health: a full mailbox retried all day must not push the provider
-toward an outage. It is ``ChannelError.later``: the last step of a plan keeps trying for days, as
-mail servers do; a step with another after it fails over after its attempts. A 4xx without an
+toward an outage. It is ``ChannelError.later``: it keeps trying for days, as mail servers do,
+unless the plan fails over from it to another channel (after its attempts, as usual). A 4xx without an
 enhanced code, or of another class (4.3.x the mail system, 4.4.x routing, 4.7.x policy and
 throttling such as Exchange Online's ``451 4.7.500 Server busy``), may be the provider's and counts.
 

@@ -44,11 +44,12 @@ LATER_GIVE_UP = timedelta(days=5)
 
 
 def kept_for_later(exc: ChannelError, claimed: Claimed, now: datetime) -> bool:
-    """A refusal the server will lift (``ChannelError.later``) keeps the last step of a plan
-    trying, past its attempts, until the notification is :data:`LATER_GIVE_UP` old. A step with
-    a further step after it fails over as usual: a critical alert to a full mailbox goes to its
-    backup channel after the usual attempts, not days later."""
-    return exc.later and claimed.last_step and now - claimed.notification.created_at < LATER_GIVE_UP
+    """A refusal the server will lift (``ChannelError.later``) keeps the step trying, past its
+    attempts, until the notification is :data:`LATER_GIVE_UP` old, unless the plan fails over from
+    it: a critical alert to a full mailbox goes to its backup channel after the usual attempts, not
+    days later. An escalation's step keeps trying (failing it would hurry the next step, which
+    falls due at its own time anyway)."""
+    return exc.later and not claimed.fails_over and now - claimed.notification.created_at < LATER_GIVE_UP
 
 
 def not_delivered(

@@ -51,9 +51,9 @@ class Claimed:
     notification: Notification
     #: the notification's ack code while its escalation waits for an acknowledgement, else None
     ack_code: str | None = None
-    #: no step of the plan comes after this delivery's (another channel, a later escalation step):
-    #: failing it for good fails the notification
-    last_step: bool = True
+    #: failing this step for good starts the plan's next channel at once: a step of a failover
+    #: list before its last (an escalation's later steps fall due at their own times)
+    fails_over: bool = False
 
 
 OutcomeKind = Literal["delivered", "retry", "failed"]

@@ -163,11 +163,9 @@ def plan(row: sqlite3.Row | Mapping[str, Any]) -> Plan:
     return Plan(route=route, mode=mode, steps=tuple(json.loads(row["plan"])))
 
 
-def last_step(row: sqlite3.Row | Mapping[str, Any], step: int) -> bool:
-    """Whether no step of a notification row's plan comes after ``step`` (``Claimed.last_step``)."""
-    if row["escalation"] is not None:
-        return step >= len(escalation(row["escalation"]).steps) - 1
-    return step >= len(json.loads(row["plan"])) - 1
+def fails_over(row: sqlite3.Row | Mapping[str, Any], step: int) -> bool:
+    """Whether failing ``step`` of a notification row's plan starts its next channel (Claimed)."""
+    return row["escalation"] is None and step < len(json.loads(row["plan"])) - 1
 
 
 def plan_columns(plan: Plan) -> dict[str, Any]:

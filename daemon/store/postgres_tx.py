@@ -129,7 +129,7 @@ async def claim(
         Claimed(
             codec.delivery(epochs(r)),
             *by_id[r["notification_id"]],
-            last_step=codec.last_step(rows_of[r["notification_id"]], r["step"]),
+            fails_over=codec.fails_over(rows_of[r["notification_id"]], r["step"]),
         )
         for r in rows
     ]

@@ -123,8 +123,8 @@ def claim(
     claimed = []
     for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
         n = notifications[row["notification_id"]]
-        last = codec.last_step(n, row["step"])
-        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), last))
+        over = codec.fails_over(n, row["step"])
+        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), over))
     return claimed
 
 

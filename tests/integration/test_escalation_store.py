@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from daemon.core.health import HealthSnapshot
-from daemon.core.model import Escalation, EscalationStep, Notification, ProviderState, Severity
+from daemon.core.model import Escalation, EscalationStep, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.store.base import NewNotification, Outcome, Store
 from tests.integration.conftest import StoreFactory
@@ -171,16 +171,18 @@ async def test_mode_change_stops_the_escalation_of_a_delivered_notification(stor
     assert [d.state.value for d in view.deliveries] == ["delivered", "superseded", "superseded", "superseded"]
 
 
-async def test_a_claim_says_whether_a_step_of_the_plan_comes_after_it(store: Store) -> None:
-    """Claimed.last_step: an escalation's last step (both its channels) and the only channel of a
-    plain plan are last; a step with another after it is not (a full mailbox fails over there)."""
+async def test_a_claim_says_whether_failing_it_starts_the_next_channel(store: Store) -> None:
+    """Claimed.fails_over: a failover list's steps before its last (a full mailbox fails over
+    there); never an escalation's (its later steps fall due at their own times) nor a last step."""
     await outage(store)
-    await store.accept([note(1), note(2, Severity.INFO)], T0)
+    failover = Notification("01JEXAMPLE9000000000000000", "key-failover", T0, Severity.HIGH, "failover")
+    plans = {mode: Plan(route="list", mode=mode, steps=("email", "slack")) for mode in ("healthy", "outage")}
+    await store.accept([note(1), NewNotification(failover, plans)], T0)
 
-    async def last(channel: str, at: datetime) -> list[bool]:
-        return [c.last_step for c in await store.claim(channel, 10, at, at + LEASE)]
+    async def fails_over(channel: str, at: datetime) -> dict[str, bool]:
+        claimed = await store.claim(channel, 10, at, at + LEASE)
+        return {c.notification.id: c.fails_over for c in claimed}
 
-    assert await last("slack", T0) == [False, True]  # the ladder's first step; the rest's only one
-    assert await last("sms", T0 + timedelta(minutes=5)) == [False]
-    assert await last("sms2", T0 + timedelta(minutes=15)) == [True]
-    assert await last("ops", T0 + timedelta(minutes=15)) == [True]
+    assert await fails_over("slack", T0) == {"01JEXAMPLE0000000000000001": False}  # the ladder's first
+    assert await fails_over("email", T0) == {failover.id: True}
+    assert await fails_over("sms", T0 + timedelta(minutes=5)) == {"01JEXAMPLE0000000000000001": False}
