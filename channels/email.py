@@ -170,13 +170,17 @@ async def _again(
         try:
             refused, _ = await client.sendmail(sender, later, content, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
-            return settled + tuple(Refusal(r.recipient, r.code, r.message) for r in exc.recipients)
+            return settled + _each(exc.recipients)
         except (aiosmtplib.SMTPDataError, aiosmtplib.SMTPSenderRefused) as exc:
             return settled + _all(later, exc)
         except (aiosmtplib.SMTPException, OSError):  # the session broke: left as they were
             return refusals
         refusals = settled + _refusals(refused)
     return refusals
+
+
+def _each(refusals: Sequence[aiosmtplib.SMTPRecipientRefused]) -> tuple[Refusal, ...]:
+    return tuple(Refusal(r.recipient, r.code, r.message) for r in refusals)
 
 
 def _refusals(refused: dict[str, aiosmtplib.SMTPResponse]) -> tuple[Refusal, ...]:
@@ -282,7 +286,7 @@ def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused], *, re
     for good, so its sender hears of the first at once and a follow-up retries the others alone
     (:mod:`daemon.refusals`); retried whole, the report would wait for the retries to run out."""
     replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
-    refused = tuple(Refusal(r.recipient, r.code, r.message) for r in refusals)
+    refused = _each(refusals)
     transient = [r for r in refused if not r.permanent]
     if relayed and transient and len(transient) < len(refused):
         fault = not all(r.about_this_mail for r in transient)

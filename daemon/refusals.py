@@ -74,12 +74,10 @@ def consequences(
     """
     if notification.raw is None:  # only relayed mail has a sender to answer to
         return []
-    if isinstance(result, Receipt):
-        later = [r.recipient for r in result.refused if not r.permanent]
-        lost = [r for r in result.refused if r.permanent]
-    elif not failed:  # retried: nothing is settled yet
-        later, lost = [], []
-    elif result.permanent:  # those refused for now (among others for good) are followed up
+    if isinstance(result, ChannelError) and not failed:  # retried: nothing is settled yet
+        return []
+    if isinstance(result, Receipt) or result.permanent:
+        # delivered to some, or failed for good: those refused for now are followed up
         later = [r.recipient for r in result.refused if not r.permanent]
         lost = [r for r in result.refused if r.permanent]
     else:  # retries ran out: every recipient is reported, those refused for now too

@@ -7,7 +7,6 @@ listeners before the announcer's) is the caller's.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -88,8 +87,7 @@ def build_bounces(config: Config) -> Bounces:
     smtp = config.intake.smtp
     if smtp is None:  # no smart host: no relayed mail, no one to report to
         return Bounces(enabled=False)
-    reporter = smtp.hostname or socket.gethostname()
-    return Bounces(enabled=smtp.bounces, reporter=reporter, from_address=smtp.bounce_from)
+    return Bounces(enabled=smtp.bounces, reporter=smtp.greeting_name, from_address=smtp.bounce_from)
 
 
 def build_leadership(

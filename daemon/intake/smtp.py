@@ -58,7 +58,7 @@ class SmtpIntake:
         self.config = config
         self.policy = SmtpPolicy(config, acceptor)
         self.draining = False
-        self._hostname = config.hostname or socket.gethostname()
+        self._hostname = config.greeting_name
         self._tls: ssl.SSLContext | None = None
         self._servers: dict[str, asyncio.Server] = {}
         self._ports: dict[str, int] = {}

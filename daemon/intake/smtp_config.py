@@ -7,6 +7,7 @@ that would let nobody in, or let a user in only over an unusable channel, is an 
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,6 +119,11 @@ class SmtpIntakeConfig(Model):
     bounces: bool = True
     #: those reports' From (default: MAILER-DAEMON@hostname)
     bounce_from: str | None = Field(None, pattern=r"^[^\s@<>]+@[^\s@<>]+$", max_length=254)
+
+    @property
+    def greeting_name(self) -> str:
+        """The name it greets clients with (and signs its delivery reports with)."""
+        return self.hostname or socket.gethostname()
 
     @field_validator("listen", "submission_listen")
     @classmethod

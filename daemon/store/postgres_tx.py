@@ -122,17 +122,14 @@ async def claim(
         return []
     ids = list({row["notification_id"] for row in rows})
     notes = await (await conn.execute(Q["notifications_by_ids"], (ids,))).fetchall()
-    by_id = {n["id"]: (codec.notification(epochs(n)), codec.open_ack_code(n)) for n in notes}
-    rows_of = {n["id"]: n for n in notes}
+    by_id = {n["id"]: (n, codec.notification(epochs(n)), codec.open_ack_code(n)) for n in notes}
     rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-    return [
-        Claimed(
-            codec.delivery(epochs(r)),
-            *by_id[r["notification_id"]],
-            fails_over=codec.fails_over(rows_of[r["notification_id"]], r["step"]),
-        )
-        for r in rows
-    ]
+    claimed = []
+    for r in rows:
+        n, notification, ack_code = by_id[r["notification_id"]]
+        over = codec.fails_over(n, r["step"])
+        claimed.append(Claimed(codec.delivery(epochs(r)), notification, ack_code, over))
+    return claimed
 
 
 async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:
