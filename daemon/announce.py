@@ -200,4 +200,4 @@ def _copy(submission: Submission, channel: str, now: datetime) -> NewNotificatio
     plans: dict[Mode, Plan] = {
         mode: Plan(route="announce", mode=mode, steps=(channel,)) for mode in ("healthy", "outage")
     }
-    return NewNotification(notification, plans)
+    return NewNotification(notification, plans, pinned=True)

@@ -231,4 +231,4 @@ def _item(
         "healthy": Plan(route=ROUTE, mode="healthy", steps=steps),
         "outage": Plan(route=ROUTE, mode="outage", defer=True),
     }
-    return NewNotification(notification, plans)
+    return NewNotification(notification, plans, pinned=True)

@@ -87,7 +87,7 @@ class Drills:
                 "healthy": Plan(route="drill", mode="healthy", steps=(channel,)),
                 "outage": Plan(route="drill", mode="outage", steps=(channel,)),
             }
-            items.append(NewNotification(notification, plans))
+            items.append(NewNotification(notification, plans, pinned=True))
         accepted = await self._store.accept(items, now)
         log.info(
             "drill %s started on %d channels",

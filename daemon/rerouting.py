@@ -22,8 +22,11 @@ class Rerouter:
         self._clock = clock
 
     async def sweep(self, mode: Mode) -> int:
-        """Re-plan every unsent notification whose plan was made for another mode."""
+        """Re-plan every unsent notification whose plan was made for another mode: by the routes,
+        or, for a notification planned here (a drill's, an announcement's), by its own plans."""
         total = 0
+        while moved := await self._store.repin(mode, self._clock.now(), BATCH):
+            total += moved
         while candidates := await self._store.reroute_candidates(mode, BATCH):
             routes = self._routes()
             plans = {n.id: plan_for(n, mode, routes, self._clock.now()) for n in candidates}
@@ -35,7 +38,8 @@ class Rerouter:
         return total
 
     async def replan(self, mode: Mode) -> int:
-        """After a policy reload: give every unsent notification whose plan changed its new plan."""
+        """After a policy reload: give every unsent notification whose plan changed its new plan
+        (the routes' notifications only: what was planned here keeps its plan)."""
         total, after = 0, ""
         while page := await self._store.unsent(after, BATCH):
             after = page[-1][0].id

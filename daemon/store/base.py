@@ -37,6 +37,10 @@ class NewNotification:
     notification: Notification
     #: the plan for each mode; the store picks the one in force when it commits
     plans: Mapping[Mode, Plan]
+    #: the plans were made here, not by the routes (a drill's, a recovery announcement's to one
+    #: channel, a catch-up's): the store keeps both, a mode change gives the notification its own plan for
+    #: the new mode (:meth:`Store.repin`), and a policy reload leaves it alone
+    pinned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +187,21 @@ class Store(Protocol):
         """Those of ``notification_ids`` someone has acknowledged."""
         ...
 
-    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]: ...
+    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
+        """Unsent notifications planned by the routes for another mode than ``mode``."""
+        ...
+
+    async def repin(self, mode: Mode, now: datetime, limit: int) -> int:
+        """Give up to ``limit`` unsent pinned notifications of another mode their plan for ``mode``."""
+        ...
 
     async def reroute(
         self, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
     ) -> int: ...
 
-    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]: ...
+    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+        """Unsent notifications planned by the routes, by id after ``after_id``, with their plans."""
+        ...
 
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime

@@ -181,6 +181,32 @@ def plan_columns(plan: Plan) -> dict[str, Any]:
     }
 
 
+def pinned_json(plans: Mapping[Mode, Plan]) -> str:
+    """Both modes' plans of a notification planned here, not by the routes (``pinned``)."""
+    return json.dumps({mode: _plan_json(plan) for mode, plan in plans.items()})
+
+
+def pinned_plan(text: str, mode: Mode) -> Plan:
+    """The plan for ``mode`` among a notification's pinned plans (:func:`pinned_json`)."""
+    found = json.loads(text)[mode]
+    route = found["route"]
+    if found["defer"]:
+        return Plan(route=route, mode=mode, defer=True)
+    if found["escalation"] is not None:
+        return Plan(route=route, mode=mode, escalation=escalation(found["escalation"]))
+    return Plan(route=route, mode=mode, steps=tuple(found["steps"]))
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
+    columns = plan_columns(plan)
+    return {
+        "route": plan.route,
+        "defer": plan.defer,
+        "steps": list(plan.steps),
+        "escalation": columns["escalation"],
+    }
+
+
 def escalation(text: str) -> Escalation:
     return Escalation(
         tuple(EscalationStep(timedelta(seconds=s["after_s"]), tuple(s["channels"])) for s in json.loads(text))

@@ -196,6 +196,9 @@ class PostgresStore(PostgresReads):
             lambda conn: tx.reroute(conn, mode, plans, now, self.node, force=force)
         )
 
+    async def repin(self, mode: Mode, now: datetime, limit: int) -> int:
+        return await self._transaction(lambda conn: tx.repin(conn, mode, now, limit, self.node))
+
     async def record_callback(self, callback: Callback) -> bool:
         return await self._transaction(
             lambda conn: postgres_callbacks.record_callback(conn, callback, self.node)

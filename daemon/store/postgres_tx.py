@@ -81,6 +81,7 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
             "mode": mode,
             "now": now,
             "ack_code": None if plan.escalation is None else await _fresh_ack_code(conn),
+            "pinned": codec.pinned_json(item.plans) if item.pinned else None,
         }
         | codec.plan_columns(plan)
     )
@@ -189,6 +190,21 @@ async def reroute(
     moved = 0
     for notification_id in sorted(plans):
         if await _replan(conn, notification_id, plans[notification_id], mode, now, force=force):
+            moved += 1
+    if moved:
+        await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
+    return moved
+
+
+async def repin(conn: Conn, mode: Mode, now: datetime, limit: int, node: str) -> int:
+    """Give up to ``limit`` unsent pinned notifications of another mode their own plan for ``mode``."""
+    row = await _one(conn, Q["current_mode_shared"], ())
+    if row is None or row["mode"] != mode:
+        return 0
+    rows = await (await conn.execute(Q["repin_candidates"], (mode, limit))).fetchall()
+    moved = 0
+    for r in sorted(rows, key=lambda r: str(r["id"])):  # the lock order reroute keeps
+        if await _replan(conn, r["id"], codec.pinned_plan(r["pinned"], mode), mode, now, force=False):
             moved += 1
     if moved:
         await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))

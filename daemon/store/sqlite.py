@@ -211,6 +211,12 @@ class SqliteStore(SqliteReads):
     ) -> int:
         return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now, force=force))
 
+    async def repin(self, mode: Mode, now: datetime, limit: int) -> int:
+        # Read first: a mode change with nothing pinned to move costs no write and no sync.
+        if not await self._read(lambda conn: conn.execute(Q["repin_candidates"], (mode, 1)).fetchall()):
+            return 0
+        return await self._writer.run(lambda conn: tx.repin(conn, mode, now, limit))
+
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
     ) -> None:

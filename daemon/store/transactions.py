@@ -48,6 +48,7 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
                 "mode": mode,
                 "now": codec.ts(now),
                 "ack_code": None if plan.escalation is None else _fresh_ack_code(conn),
+                "pinned": codec.pinned_json(item.plans) if item.pinned else None,
             }
             | codec.plan_columns(plan)
         )
@@ -248,23 +249,37 @@ def reroute(
     if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
         return 0
     moved = 0
-    at = codec.ts(now)
     for notification_id, plan in plans.items():
         row = conn.execute(Q["reroute_check"], (notification_id,)).fetchone()
         if row is None or row[0] not in ("pending", "held") or (row[1] == mode and not force) or row[2]:
             continue
-        conn.execute(Q["supersede_pending"], (at, notification_id))
-        status = "held" if plan.defer else "pending"
-        columns = codec.plan_columns(plan)
-        conn.execute(
-            Q["replan"],
-            (status, plan.route, mode, columns["plan"], columns["escalation"], at, notification_id),
-        )
-        if plan.escalation is not None:
-            conn.execute(Q["give_ack_code"], (_fresh_ack_code(conn), notification_id))
-        _insert_deliveries(conn, notification_id, plan, now)
+        _replan(conn, notification_id, plan, mode, now)
         moved += 1
     return moved
+
+
+def repin(conn: sqlite3.Connection, mode: Mode, now: datetime, limit: int) -> int:
+    """Give up to ``limit`` unsent pinned notifications of another mode their own plan for ``mode``."""
+    if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
+        return 0
+    rows = conn.execute(Q["repin_candidates"], (mode, limit)).fetchall()
+    for notification_id, pinned in rows:
+        _replan(conn, notification_id, codec.pinned_plan(pinned, mode), mode, now)
+    return len(rows)
+
+
+def _replan(conn: sqlite3.Connection, notification_id: str, plan: Plan, mode: Mode, now: datetime) -> None:
+    """Supersede what the notification still had to send and give it ``plan`` from its first step."""
+    at = codec.ts(now)
+    conn.execute(Q["supersede_pending"], (at, notification_id))
+    status = "held" if plan.defer else "pending"
+    columns = codec.plan_columns(plan)
+    conn.execute(
+        Q["replan"], (status, plan.route, mode, columns["plan"], columns["escalation"], at, notification_id)
+    )
+    if plan.escalation is not None:
+        conn.execute(Q["give_ack_code"], (_fresh_ack_code(conn), notification_id))
+    _insert_deliveries(conn, notification_id, plan, now)
 
 
 def save_provider(

@@ -9,10 +9,10 @@ SELECT mode FROM provider WHERE id = 1 FOR SHARE;
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
                            labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
-                           updated_at)
+                           pinned, updated_at)
 VALUES (%(id)s, %(idempotency_key)s, %(created_at)s, %(severity)s, %(subject)s, %(body)s, %(source)s,
         %(recipients)s, %(labels)s, %(mail_from)s, %(raw)s, %(status)s, %(route)s, %(mode)s, %(plan)s,
-        %(escalation)s, %(ack_code)s, 0, %(now)s)
+        %(escalation)s, %(ack_code)s, 0, %(pinned)s, %(now)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
@@ -111,7 +111,14 @@ GROUP BY channel;
 
 -- name: reroute_candidates
 SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.mode != %s
+WHERE n.status IN ('pending', 'held') AND n.mode != %s AND n.pinned IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.created_at
+LIMIT %s;
+
+-- name: repin_candidates
+SELECT n.id, n.pinned FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.mode != %s AND n.pinned IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.created_at
 LIMIT %s;
@@ -244,7 +251,7 @@ WHERE id = %s AND status = 'delivered' AND acknowledged_at IS NULL;
 
 -- name: unsent
 SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.id > %s
+WHERE n.status IN ('pending', 'held') AND n.id > %s AND n.pinned IS NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.id
 LIMIT %s;

@@ -7,9 +7,9 @@ SELECT mode FROM provider WHERE id = 1;
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
                            labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
-                           updated_at)
+                           pinned, updated_at)
 VALUES (:id, :idempotency_key, :created_at, :severity, :subject, :body, :source, :recipients,
-        :labels, :mail_from, :raw, :status, :route, :mode, :plan, :escalation, :ack_code, 0, :now);
+        :labels, :mail_from, :raw, :status, :route, :mode, :plan, :escalation, :ack_code, 0, :pinned, :now);
 
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
@@ -103,7 +103,14 @@ FROM channels c WHERE c.channel IS NOT NULL;
 
 -- name: reroute_candidates
 SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.mode != ?
+WHERE n.status IN ('pending', 'held') AND n.mode != ? AND n.pinned IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
+ORDER BY n.created_at
+LIMIT ?;
+
+-- name: repin_candidates
+SELECT n.id, n.pinned FROM notifications n
+WHERE n.status IN ('pending', 'held') AND n.mode != ? AND n.pinned IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.created_at
 LIMIT ?;
@@ -184,7 +191,7 @@ WHERE id = ? AND status = 'delivered' AND acknowledged_at IS NULL;
 
 -- name: unsent
 SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.id > ?
+WHERE n.status IN ('pending', 'held') AND n.id > ? AND n.pinned IS NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.id
 LIMIT ?;
