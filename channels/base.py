@@ -164,6 +164,15 @@ class Channel(Protocol):
 
 
 @runtime_checkable
+class RelaysMail(Protocol):
+    """A channel that sends a relayed message's own bytes (``OutboundMessage.raw``) to its envelope
+    (email): a later step of this kind relays the whole message again, so the refusals of an
+    earlier step call for no follow-up and no report (:mod:`daemon.refusals`)."""
+
+    relays_mail: bool
+
+
+@runtime_checkable
 class EditsOnAck(Protocol):
     """A channel that can rewrite what it posted once the escalation is acknowledged (Slack)."""
 

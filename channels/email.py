@@ -84,6 +84,9 @@ class SmtpSettings:
 class EmailChannel:
     """Submit each message to one SMTP server."""
 
+    #: a message from the SMTP smart host goes out as its own bytes (``channels.base.RelaysMail``)
+    relays_mail = True
+
     def __init__(
         self, name: str, smtp: SmtpSettings, *, mail_from: str, default_to: Sequence[str] = ()
     ) -> None:

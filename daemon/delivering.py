@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from channels.base import Channel, ChannelError, OutboundMessage, Receipt
+from channels.base import Channel, ChannelError, OutboundMessage, Receipt, RelaysMail
 from daemon.clock import Clock
 from daemon.core.model import FOLLOWS_LABEL, Mode
 from daemon.digesting import Broken, DigestSend
@@ -99,6 +99,8 @@ class Deliverer:
         if result is None:
             return []
         failed = outcome.kind == "failed"
+        if failed and any(isinstance(self._channels.get(c), RelaysMail) for c in claimed.then):
+            return []  # a later step relays the whole message again; its outcome answers for it
         now = self._clock.now()
         return consequences(name, claimed.notification, result, failed=failed, bounces=self._bounces, now=now)
 

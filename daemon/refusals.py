@@ -19,7 +19,9 @@ notifications, which the deliverer commits before it records the send's outcome:
 Both are sent by the channel that relayed the original, in either mode (one still waiting when
 the mode changes is re-planned by the routes, as every unsent notification is). Both keys are derived
 from the original's id and the recipients concerned, so a send repeated after a crash (its outcome
-not yet recorded) finds them committed already and makes no second one. No I/O: the caller
+not yet recorded) finds them committed already and makes no second one. A step that fails for
+good while the plan goes on to another email channel calls for neither: that channel relays the
+whole message again (the deliverer asks :class:`~channels.base.RelaysMail`). No I/O: the caller
 commits what this returns.
 """
 

@@ -55,9 +55,15 @@ class Claimed:
     notification: Notification
     #: the notification's ack code while its escalation waits for an acknowledgement, else None
     ack_code: str | None = None
-    #: failing this step for good starts the plan's next channel at once: a step of a failover
-    #: list before its last (an escalation's later steps fall due at their own times)
-    fails_over: bool = False
+    #: the channels of the failover list after this step, which failing it for good starts at
+    #: once; none for its last step and for an escalation's (whose later steps fall due at their
+    #: own times)
+    then: tuple[str, ...] = ()
+
+    @property
+    def fails_over(self) -> bool:
+        """Failing this step for good starts the plan's next channel at once."""
+        return bool(self.then)
 
 
 OutcomeKind = Literal["delivered", "retry", "failed"]

@@ -163,9 +163,11 @@ def plan(row: sqlite3.Row | Mapping[str, Any]) -> Plan:
     return Plan(route=route, mode=mode, steps=tuple(json.loads(row["plan"])))
 
 
-def fails_over(row: sqlite3.Row | Mapping[str, Any], step: int) -> bool:
-    """Whether failing ``step`` of a notification row's plan starts its next channel (Claimed)."""
-    return row["escalation"] is None and step < len(json.loads(row["plan"])) - 1
+def then(row: sqlite3.Row | Mapping[str, Any], step: int) -> tuple[str, ...]:
+    """The failover list's channels after ``step`` of a notification row's plan (Claimed.then)."""
+    if row["escalation"] is not None:
+        return ()
+    return tuple(json.loads(row["plan"])[step + 1 :])
 
 
 def plan_columns(plan: Plan) -> dict[str, Any]:

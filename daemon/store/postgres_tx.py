@@ -128,8 +128,8 @@ async def claim(
     claimed = []
     for r in rows:
         n, notification, ack_code = by_id[r["notification_id"]]
-        over = codec.fails_over(n, r["step"])
-        claimed.append(Claimed(codec.delivery(epochs(r)), notification, ack_code, over))
+        then = codec.then(n, r["step"])
+        claimed.append(Claimed(codec.delivery(epochs(r)), notification, ack_code, then))
     return claimed
 
 

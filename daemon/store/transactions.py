@@ -124,8 +124,8 @@ def claim(
     claimed = []
     for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
         n = notifications[row["notification_id"]]
-        over = codec.fails_over(n, row["step"])
-        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), over))
+        then = codec.then(n, row["step"])
+        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), then))
     return claimed
 
 

@@ -29,11 +29,12 @@ from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
 from daemon.store.base import NewNotification, NotificationView, Outcome, Store
 from daemon.store.sqlite import SqliteStore
-from tests.servers import ReceivedMail, SmtpServer
+from tests.servers import ReceivedMail, SmtpServer, WebhookReceiver
 from tests.support import config_template, running, until
 
 SENDER = "app@example.com"
 BODY_MARKER = "NIGHTLY-JOB-BODY-7f3a"
+HOOK_SECRET = "whsec_cmVsYXktcmVmdXNhbHMtaG9vay1zZWNyZXQ="
 CONFIG = config_template("""\
 intake:
   smtp: {{listen: "127.0.0.1:0", hostname: relay.test, allowed_networks: [127.0.0.0/8]}}
@@ -193,6 +194,53 @@ async def test_a_message_the_provider_cannot_take_gets_a_report_found_here(relay
     assert block["Diagnostic-Code"].startswith(
         "x-backchannel; 5.6.7 SMTPUTF8 is required, but was not offered"
     )
+
+
+async def test_no_report_while_a_further_email_step_relays_it(tmp_path: Path) -> None:
+    """healthy: [email, other]: the provider refuses the message for good, the second email channel
+    relays it; the sender is not told it was undelivered, nobody gets a follow-up."""
+    rest = """\
+  other: {{type: email, smtp: {{host: 127.0.0.1, port: OTHER_PORT, starttls: false}}}}
+intake:
+  smtp: {{listen: "127.0.0.1:0", hostname: relay.test, allowed_networks: [127.0.0.0/8]}}
+routes:
+  - {{name: all, match: {{}}, healthy: [email, other], outage: defer}}
+"""
+    with SmtpServer() as provider, SmtpServer() as other:
+        provider.refuse("busy@example.com", code=450, text="4.2.1 Mailbox busy")
+        provider.refuse("gone@example.com", code=550, text="5.1.1 No such user")
+        template = config_template(rest.replace("OTHER_PORT", str(other.port)))
+        text = template.format(store=tmp_path / "outbox.db", api_port=0, smtp_port=provider.port)
+        async with running(text, {"TOKEN": "relay-refusals-token-0123456789"}) as daemon:
+            relay = Relay(daemon, provider)
+            original, raw = await relay.send("busy@example.com", "gone@example.com")
+            views = await relay.settled(_is("delivered"))
+    assert [v.notification.id for v in views] == [original]
+    assert [(m.rcpt_tos, m.data) for m in other.messages] == [(("busy@example.com", "gone@example.com"), raw)]
+    assert relay.reports() == [] and relay.got("busy@example.com") == []
+
+
+async def test_a_report_although_a_further_step_is_not_email(tmp_path: Path) -> None:
+    """healthy: [email, hook]: the webhook gets the message as text, but the mailbox never got it:
+    its sender is told."""
+    with SmtpServer() as provider, WebhookReceiver() as hook:
+        rest = f"""\
+  hook: {{{{type: webhook, url: "{hook.url}", secret: "{HOOK_SECRET}", allow_private: true}}}}
+intake:
+  smtp: {{{{listen: "127.0.0.1:0", hostname: relay.test, allowed_networks: [127.0.0.0/8]}}}}
+routes:
+  - {{{{name: all, match: {{{{}}}}, healthy: [email, hook], outage: defer}}}}
+"""
+        provider.refuse("gone@example.com", code=550, text="5.1.1 No such user")
+        text = config_template(rest).format(store=tmp_path / "outbox.db", api_port=0, smtp_port=provider.port)
+        async with running(text, {"TOKEN": "relay-refusals-token-0123456789"}) as daemon:
+            relay = Relay(daemon, provider)
+            original, _ = await relay.send("gone@example.com")
+            views = await relay.settled(_is("delivered", bounce_of=original))
+            assert len(hook.requests) == 1
+    (report,) = relay.reports()
+    assert report.rcpt_tos == (SENDER,)
+    assert {v.notification.id: v.status for v in views}[original] == "delivered"
 
 
 async def test_a_message_refused_at_data_gets_one_report_for_all(relay: Relay) -> None:

@@ -18,7 +18,7 @@ FULL = ChannelError("452 4.2.2 Mailbox full", later=True)
 def _claimed(*, fails_over: bool) -> Claimed:
     delivery = Delivery(1, "n-1", "healthy", "rest", 0, "email", DeliveryState.IN_FLIGHT, 12, None)
     notification = Notification("n-1", "k-1", CREATED, Severity.INFO, "nightly report")
-    return Claimed(delivery, notification, fails_over=fails_over)
+    return Claimed(delivery, notification, then=("backup",) if fails_over else ())
 
 
 @pytest.mark.parametrize(
