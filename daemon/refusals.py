@@ -17,7 +17,8 @@ notifications, which the deliverer commits before it records the send's outcome:
   (RFC 5321 §6.1: bounce loops) or bounces are turned off.
 
 Both are sent by the channel that relayed the original, in either mode (one still waiting when
-the mode changes is re-planned by the routes, as every unsent notification is). Both keys are derived
+the mode changes is re-planned by the routes, as every unsent notification is; a policy reload
+leaves it on the relaying channel: :func:`on_relay_plan`). Both keys are derived
 from the original's id and the recipients concerned, so a send repeated after a crash (its outcome
 not yet recorded) finds them committed already and makes no second one. A step that fails for
 good while the plan goes on to another email channel calls for neither: that channel relays the
@@ -42,6 +43,8 @@ from daemon.store.base import NewNotification
 RELAY_OF_LABEL = "relay_of"
 #: a report names the notification it reports on
 BOUNCE_OF_LABEL = "bounce_of"
+#: the route names of the plans made here for a follow-up and a report
+_FOLLOW_UP_ROUTE, _REPORT_ROUTE = "relay", "bounce"
 #: the reports' source (routes and the API can tell them apart)
 BOUNCE_SOURCE = "bounce"
 
@@ -105,7 +108,7 @@ def follow_up(
         recipients=tuple(recipients),
         labels={**original.labels, RELAY_OF_LABEL: original.id},
     )
-    return NewNotification(notification, _pinned(channel, "relay"))
+    return NewNotification(notification, _pinned(channel, _FOLLOW_UP_ROUTE))
 
 
 def report(
@@ -138,7 +141,14 @@ def report(
         mail_from="",  # the null sender: a report that fails is never reported on
         raw=raw,
     )
-    return NewNotification(notification, _pinned(channel, "bounce"))
+    return NewNotification(notification, _pinned(channel, _REPORT_ROUTE))
+
+
+def on_relay_plan(notification: Notification, plan: Plan) -> bool:
+    """Whether ``notification`` is a follow-up or report still on the plan made for it here (the
+    relaying channel): a policy reload leaves it there; a mode change gives it to the routes."""
+    relayed = RELAY_OF_LABEL in notification.labels or BOUNCE_OF_LABEL in notification.labels
+    return relayed and plan.route in (_FOLLOW_UP_ROUTE, _REPORT_ROUTE)
 
 
 def made_of(notification: Notification) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from daemon.clock import Clock
 from daemon.core.model import Mode
 from daemon.core.routing import Route, plan_for
+from daemon.refusals import on_relay_plan
 from daemon.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Rerouter:
             routes = self._routes()
             changed = {}
             for notification, current in page:
+                if on_relay_plan(notification, current):
+                    continue
                 new = plan_for(notification, mode, routes, self._clock.now())
                 if new != current:
                     changed[notification.id] = new

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
@@ -204,22 +204,40 @@ async def repin(conn: Conn, mode: Mode, now: datetime, limit: int, node: str) ->
     rows = await (await conn.execute(Q["repin_candidates"], (mode, limit))).fetchall()
     moved = 0
     for r in sorted(rows, key=lambda r: str(r["id"])):  # the lock order reroute keeps
-        if await _replan(conn, r["id"], codec.pinned_plan(r["pinned"], mode), mode, now, force=False):
+        plan = codec.pinned_plan(r["pinned"], mode)
+        if replace(codec.plan(r), mode=mode) == plan:  # a drill's one channel in both modes
+            moved += await _carry_over(conn, r["id"], mode, now)
+        elif await _replan(conn, r["id"], plan, mode, now, force=False):
             moved += 1
     if moved:
         await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
     return moved
 
 
-async def _replan(
-    conn: Conn, notification_id: str, plan: Plan, mode: Mode, now: datetime, *, force: bool
-) -> bool:
+async def _carry_over(conn: Conn, notification_id: str, mode: Mode, now: datetime) -> bool:
+    """The same plan in ``mode``: its pending deliveries move with their attempts and backoff."""
+    if not await _movable(conn, notification_id, mode, force=False):
+        return False
+    await conn.execute(Q["carry_over_notification"], (mode, now, notification_id))
+    await conn.execute(Q["carry_over_deliveries"], (mode, now, notification_id))
+    return True
+
+
+async def _movable(conn: Conn, notification_id: str, mode: Mode, *, force: bool) -> bool:
+    """Lock the notification and its deliveries; whether it is unsent, of another mode (unless
+    ``force``) and has nothing in flight."""
     n = await _one(conn, Q["lock_notification"], (notification_id,))
     if n is None or n["status"] not in ("pending", "held") or (n["mode"] == mode and not force):
         return False
     # Locking the deliveries waits out a claim being committed elsewhere, then sees it in flight.
     states = await (await conn.execute(Q["lock_deliveries_of"], (notification_id,))).fetchall()
-    if any(s["state"] == "in_flight" for s in states):
+    return not any(s["state"] == "in_flight" for s in states)
+
+
+async def _replan(
+    conn: Conn, notification_id: str, plan: Plan, mode: Mode, now: datetime, *, force: bool
+) -> bool:
+    if not await _movable(conn, notification_id, mode, force=force):
         return False
     await conn.execute(Q["supersede_pending"], (now, notification_id))
     status = "held" if plan.defer else "pending"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from daemon.core.health import HealthSnapshot, Transition
@@ -263,9 +264,20 @@ def repin(conn: sqlite3.Connection, mode: Mode, now: datetime, limit: int) -> in
     if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
         return 0
     rows = conn.execute(Q["repin_candidates"], (mode, limit)).fetchall()
-    for notification_id, pinned in rows:
-        _replan(conn, notification_id, codec.pinned_plan(pinned, mode), mode, now)
+    for row in rows:
+        plan = codec.pinned_plan(row["pinned"], mode)
+        if replace(codec.plan(row), mode=mode) == plan:  # a drill's one channel in both modes
+            _carry_over(conn, row["id"], mode, now)
+        else:
+            _replan(conn, row["id"], plan, mode, now)
     return len(rows)
+
+
+def _carry_over(conn: sqlite3.Connection, notification_id: str, mode: Mode, now: datetime) -> None:
+    """The same plan in ``mode``: its pending deliveries move with their attempts and backoff."""
+    at = codec.ts(now)
+    conn.execute(Q["carry_over_notification"], (mode, at, notification_id))
+    conn.execute(Q["carry_over_deliveries"], (mode, at, notification_id))
 
 
 def _replan(conn: sqlite3.Connection, notification_id: str, plan: Plan, mode: Mode, now: datetime) -> None:

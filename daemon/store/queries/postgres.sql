@@ -117,7 +117,7 @@ ORDER BY n.created_at
 LIMIT %s;
 
 -- name: repin_candidates
-SELECT n.id, n.pinned FROM notifications n
+SELECT n.* FROM notifications n
 WHERE n.status IN ('pending', 'held') AND n.mode != %s AND n.pinned IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.created_at
@@ -128,6 +128,12 @@ SELECT status, mode FROM notifications WHERE id = %s FOR UPDATE;
 
 -- name: lock_deliveries_of
 SELECT state FROM deliveries WHERE notification_id = %s FOR UPDATE;
+
+-- name: carry_over_notification
+UPDATE notifications SET mode = %s, updated_at = %s WHERE id = %s;
+
+-- name: carry_over_deliveries
+UPDATE deliveries SET mode = %s, updated_at = %s WHERE notification_id = %s AND state = 'pending';
 
 -- name: supersede_pending
 UPDATE deliveries SET state = 'superseded', updated_at = %s WHERE notification_id = %s AND state = 'pending';

@@ -109,7 +109,7 @@ ORDER BY n.created_at
 LIMIT ?;
 
 -- name: repin_candidates
-SELECT n.id, n.pinned FROM notifications n
+SELECT n.* FROM notifications n
 WHERE n.status IN ('pending', 'held') AND n.mode != ? AND n.pinned IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.created_at
@@ -119,6 +119,12 @@ LIMIT ?;
 SELECT n.status, n.mode,
        EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 FROM notifications n WHERE n.id = ?;
+
+-- name: carry_over_notification
+UPDATE notifications SET mode = ?, updated_at = ? WHERE id = ?;
+
+-- name: carry_over_deliveries
+UPDATE deliveries SET mode = ?, updated_at = ? WHERE notification_id = ? AND state = 'pending';
 
 -- name: supersede_pending
 UPDATE deliveries SET state = 'superseded', updated_at = ? WHERE notification_id = ? AND state = 'pending';
