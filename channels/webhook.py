@@ -1,7 +1,8 @@
 """The webhook channel: one signed POST per send (docs/channels.md, docs/channels-webhook.md).
 
 Signed per Standard Webhooks (https://www.standardwebhooks.com/): ``webhook-id`` is the
-idempotency key, so a receiver drops the repeats that at-least-once delivery can produce. During a
+notification id, so a receiver drops the repeats that at-least-once delivery can produce (the
+idempotency key it was accepted under, which may be any text, is in the body). During a
 secret rotation every secret signs (one ``v1,`` signature each). The body is the versioned JSON
 document below, or a template's rendering (:mod:`channels.webhook_templates`, presets for
 PagerDuty and Teams). Redirects are never followed (neither HTTP path below has redirect logic): a
@@ -148,7 +149,7 @@ class WebhookChannel:
 
     async def send(self, message: OutboundMessage) -> Receipt:
         body = self._body(message)
-        headers = self._headers(message.idempotency_key, body)
+        headers = self._headers(message.notification_id, body)
         host = self._url.host
         try:
             # One budget for the lookup and the whole exchange: a receiver dripping a byte at a

@@ -107,7 +107,7 @@ class Renderer:
         n = claimed.notification
         message = OutboundMessage(
             notification_id=n.id,
-            idempotency_key=n.id,
+            idempotency_key=n.idempotency_key,
             severity=n.severity.value,
             subject=n.subject,
             body=n.body,

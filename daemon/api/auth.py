@@ -112,14 +112,15 @@ class BearerAuth:
         elif scheme.lower() != "bearer":
             presented = ""
         if not presented:
-            raise Unauthorized("missing bearer token")
+            raise Unauthorized("missing bearer token" + (" or basic credentials" if basic else ""))
         match = None
         for name, token in self._tokens().items():
             # No early exit: every token is compared, so timing says nothing about which matched.
             if hmac.compare_digest(presented.encode(), token.encode()):
                 match = name
         if match is None:
-            raise Unauthorized("invalid bearer token")
+            what = "basic credentials" if scheme.lower() == "basic" else "bearer token"
+            raise Unauthorized(f"invalid {what}")
         return match
 
     async def dependency(self, request: Request) -> str:

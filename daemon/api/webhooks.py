@@ -56,7 +56,7 @@ class WebhookAuth:
         """The name of the token presented, or Unauthorized."""
         scheme, _, credentials = authorization.partition(" ")
         if scheme.lower() != "basic":
-            return self._bearer.check(authorization)
+            return self._bearer.check(authorization, basic=True)  # its answer names both schemes
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError) as exc:

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from daemon.core.model import RESERVED_LABELS, RESOLVES_LABEL, SUPERSEDES_LABEL
+from daemon.core.model import FOLLOWS_LABEL, RESERVED_LABELS, RESOLVES_LABEL, SUPERSEDES_LABEL
 from daemon.intake.accept import Submission
 from daemon.intake.webhook_config import AlertIntakeConfig
 
@@ -145,10 +145,11 @@ def alert_submission(
 
 
 def _own_labels(labels: dict[str, str]) -> dict[str, str]:
-    """A copy of an alert's labels without ``resolves`` and ``supersedes``: only this mapping says
-    what a notification closes (an alert labelled so would otherwise close another notification)."""
+    """A copy of an alert's labels without ``resolves``, ``supersedes`` and ``follows``: only this
+    mapping says what a notification closes or threads under (an alert labelled so would otherwise
+    close another notification, or post in its thread)."""
     own = dict(labels)
-    for reserved in RESERVED_LABELS:
+    for reserved in (*RESERVED_LABELS, FOLLOWS_LABEL):  # threading too is this mapping's to say
         own.pop(reserved, None)
     return own
 
@@ -182,7 +183,10 @@ def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: F
         labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing")
     if payload.group_key:  # a hand-written payload without one: its versions are not linked
         labels[SUPERSEDES_LABEL] = group_lineage(flavor, payload)
-    severities = [config.severity_of(a.labels.get(config.severity_label)) for a in payload.alerts]
+    # The firing alerts say how loud the group is; a resolved member no longer does (all of them,
+    # for a group resolved as a whole).
+    firing = [a for a in payload.alerts if a.status == "firing"] or payload.alerts
+    severities = [config.severity_of(a.labels.get(config.severity_label)) for a in firing]
     return Submission(
         severity=min(severities, key=lambda s: s.rank),
         subject=_group_subject(payload),

@@ -89,7 +89,7 @@ async def test_delivers_signed_json_verified_by_reference_library(
     body = Webhook(SECRET).verify(request.body, dict(request.headers))
     assert receipt.detail == "HTTP 200 OK"
     assert request.method == "POST"
-    assert request.headers["webhook-id"] == request.headers["idempotency-key"] == "idem-7"
+    assert request.headers["webhook-id"] == request.headers["idempotency-key"] == "n-7"
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == "backchannel/0.1"
     assert request.headers["x-team"] == "ops"
@@ -276,7 +276,7 @@ async def test_without_a_secret_nothing_is_signed(receiver: WebhookReceiver, mak
     """No secret (a preset for a vendor that does not verify) sends the id but no signature."""
     await make("hook", receiver.url).send(_message())
     [request] = await receiver.wait_for_async(1)
-    assert request.headers["webhook-id"] == "idem-7"
+    assert request.headers["webhook-id"] == "n-7"
     assert "webhook-signature" not in request.headers
     assert "webhook-timestamp" not in request.headers
 
@@ -339,7 +339,7 @@ async def test_pagerduty_202_is_delivered(receiver: WebhookReceiver, make: Facto
     assert receipt.detail == "HTTP 202 Accepted"
     event = request.json()
     assert event["routing_key"] == ROUTING_KEY
-    assert event["dedup_key"] == "n-7"
+    assert event["dedup_key"] == "idem-7"
     assert event["event_action"] == "trigger"
 
 
@@ -627,13 +627,24 @@ def test_configured_header_http_cannot_carry_is_a_config_error() -> None:
     assert "s3cr3t" not in str(info.value)
 
 
-async def test_idempotency_key_http_cannot_carry_is_permanent(make: Factory) -> None:
-    """A key that cannot be a header value can never be sent: permanent, and nothing goes out."""
+async def test_an_id_http_cannot_carry_is_permanent(make: Factory) -> None:
+    """An id that cannot be a header value can never be sent: permanent, and nothing goes out."""
     async with raw_server(_always_ok) as server:
         with pytest.raises(ChannelError) as info:
-            await make("hook", server.url, SECRET).send(_message(idempotency_key="idem\r\nX-Injected: 1"))
+            await make("hook", server.url, SECRET).send(_message(notification_id="n-7\r\nX-Injected: 1"))
         assert info.value.permanent
         assert server.requests == 0
+
+
+async def test_any_idempotency_key_goes_in_the_body_and_the_id_in_the_headers(
+    receiver: WebhookReceiver, make: Factory
+) -> None:
+    """The key an API caller chose may be any text: only the body (JSON) carries it."""
+    await make("hook", receiver.url, SECRET).send(_message(idempotency_key="idem\r\nX-Injected: 1"))
+    [request] = await receiver.wait_for_async(1)
+    assert request.json()["idempotency_key"] == "idem\r\nX-Injected: 1"
+    assert request.headers["webhook-id"] == request.headers["idempotency-key"] == "n-7"
+    assert "x-injected" not in request.headers
 
 
 @pytest.mark.parametrize(

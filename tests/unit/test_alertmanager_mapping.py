@@ -225,6 +225,19 @@ def test_a_group_partly_resolved_is_a_new_version() -> None:
     assert again.idempotency_key == update.idempotency_key
 
 
+def test_a_resolved_member_no_longer_sets_the_groups_severity() -> None:
+    """The critical alert resolved, a warning still fires: the group is as loud as the warning; a
+    group resolved as a whole keeps the severity of its alerts (its resolution goes where it went)."""
+    config = AlertmanagerIntakeConfig(per="group")
+    data = copy.deepcopy(FIRING)
+    data["alerts"] = list(reversed(data["alerts"]))  # the critical one (severity: page) second
+    data["alerts"][1]["status"] = "resolved"
+    (update,) = submissions(payload(data), config)
+    assert update.severity is config.default_severity is not Severity.CRITICAL
+    (done,) = submissions(payload(resolved(FIRING)), config)
+    assert done.severity is Severity.CRITICAL
+
+
 def test_group_keys_of_all_firing_and_all_resolved_groups_are_unchanged() -> None:
     """Members are marked only in a partly resolved group: the keys of other groups stay as an
     earlier release made them, so an upgrade does not page again for groups already told."""
@@ -259,6 +272,17 @@ def test_an_alerts_own_supersedes_label_is_dropped() -> None:
     assert "supersedes" not in submissions(payload(data), CONFIG)[0].labels
     group = submissions(payload(data), AlertmanagerIntakeConfig(per="group"))[0]
     assert group.labels["supersedes"] == "alertmanager:group:" + _digest([FIRING["groupKey"]])
+
+
+def test_an_alerts_own_follows_label_is_dropped() -> None:
+    """Only the mapping threads: a firing alert labelled 'follows' is not posted in another's thread."""
+    data = copy.deepcopy(FIRING)
+    data["alerts"][0]["labels"]["follows"] = "alertmanager:other:2024-01-01T00:00:00Z:firing"
+    data["commonLabels"]["follows"] = "alertmanager:other:2024-01-01T00:00:00Z:firing"
+    assert "follows" not in submissions(payload(data), CONFIG)[0].labels
+    assert "follows" not in submissions(payload(data), AlertmanagerIntakeConfig(per="group"))[0].labels
+    (done,) = submissions(payload(resolved(data)), CONFIG)[:1]
+    assert done.labels["follows"] == done.labels["resolves"]
 
 
 def test_an_alerts_own_resolves_label_is_dropped() -> None:

@@ -168,11 +168,11 @@ def test_presets_pass_the_config_check(preset: str) -> None:
 
 
 def test_pagerduty_event_has_the_documented_shape() -> None:
-    """An Events API v2 trigger: routing_key, dedup_key = notification id, payload fields."""
+    """An Events API v2 trigger: routing_key, dedup_key = the idempotency key, payload fields."""
     event = _pagerduty()
     assert event["routing_key"] == ROUTING_KEY
     assert event["event_action"] == "trigger"
-    assert event["dedup_key"] == "01HX0000000000000000000007"
+    assert event["dedup_key"] == "alertmanager:db1-down"
     payload = event["payload"]
     assert payload["summary"] == "Database down"
     assert payload["source"] == "alertmanager"
@@ -180,6 +180,42 @@ def test_pagerduty_event_has_the_documented_shape() -> None:
     assert payload["timestamp"] == "2024-05-01T12:30:00Z"
     assert payload["custom_details"]["labels"] == {"host": "db1", "team": "data"}
     assert payload["custom_details"]["body"] == "db1 is not answering"
+
+
+def test_pagerduty_resolution_resolves_the_alert_its_firing_opened() -> None:
+    """An Alertmanager resolution: event_action resolve, dedup_key the firing one's key."""
+    firing = dataclasses.replace(MESSAGE, idempotency_key="alertmanager:fp1:2024-05-01T12:30:00Z:firing")
+    key = firing.idempotency_key
+    labels = {"alert_status": "resolved", "resolves": key, "follows": key}
+    resolved = dataclasses.replace(
+        MESSAGE, idempotency_key="alertmanager:fp1:2024-05-01T12:30:00Z:resolved", labels=labels
+    )
+    opened, closed = _pagerduty(firing), _pagerduty(resolved)
+    assert (opened["event_action"], closed["event_action"]) == ("trigger", "resolve")
+    assert opened["dedup_key"] == closed["dedup_key"] == firing.idempotency_key
+
+
+def test_pagerduty_versions_of_an_alert_group_update_one_alert() -> None:
+    """Every version of a group (labels.supersedes) has the group's dedup_key; the resolved one
+    resolves it."""
+    lineage = "alertmanager:group:0123456789abcdef"
+    versions = [
+        dataclasses.replace(MESSAGE, idempotency_key=f"{lineage}:{n}:firing", labels={"supersedes": lineage})
+        for n in ("a", "b")
+    ]
+    done = dataclasses.replace(
+        MESSAGE,
+        idempotency_key=f"{lineage}:b:resolved",
+        labels={"supersedes": lineage, "alert_status": "resolved", "resolves": f"{lineage}:b:firing"},
+    )
+    events = [_pagerduty(m) for m in [*versions, done]]
+    assert [e["dedup_key"] for e in events] == [lineage] * 3
+    assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
+
+
+def test_pagerduty_dedup_key_is_cut_to_its_limit() -> None:
+    """dedup_key is at most 255 characters (an API caller's key may be as long)."""
+    assert len(_pagerduty(dataclasses.replace(MESSAGE, idempotency_key="k" * 300))["dedup_key"]) == 255
 
 
 @pytest.mark.parametrize(
