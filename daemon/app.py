@@ -22,11 +22,11 @@ from daemon.build import api_grants, build_channels, build_store, register_secre
 from daemon.build_checks import build_checks
 from daemon.catchup import HORIZON
 from daemon.clock import Clock, SystemClock
-from daemon.config import Config, ConfigError, load_config
+from daemon.config import Config, ConfigError, ConfigProblem, load_config
 from daemon.config_routes import build_directory
 from daemon.core.directory import Directory
 from daemon.core.model import Mode
-from daemon.core.routing import Route
+from daemon.core.routing import Route, channels_used
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.intake.workers import IntakeWorkers
@@ -45,6 +45,7 @@ from daemon.wiring import (
     build_workers,
     feed_metrics,
 )
+from daemon.yamlsource import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ class Daemon:
         self.supervision.reloading()
         try:
             config = load_config(self._config_path)
+            _only_running_channels(config, self.config)
         except ConfigError as exc:
             self.metrics.reloaded(ok=False)
             log.error(
@@ -268,6 +270,11 @@ class Daemon:
             )
         else:
             self._adopt(config)
+            if config.channels != self.config.channels:
+                log.warning(
+                    "channels changed: their settings take effect on restart",
+                    extra={"event": "config.restart_needed", "field": "channels"},
+                )
             if self.workers is not None and config.source is not None:
                 self.workers.reload(config.source)
             if config.intake.workers != self.config.intake.workers:
@@ -289,6 +296,19 @@ class Daemon:
         queue = await self.store.queue()
         counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
         return f"provider {self.monitor.state.value} (routing: {self.monitor.mode}); notifications: {counts}"
+
+
+def _only_running_channels(config: Config, running: Config) -> None:
+    """A reloaded policy may only route through the channels started with the daemon: one added by
+    the reload would never send, and what it was given would wait for a restart unannounced."""
+    new = sorted(channels_used(config.policy()) - set(running.channels))
+    if not new:
+        return
+    source = config.source
+    filename = source.filename if source is not None else "<config>"
+    line = load_yaml(source.text).line_of if source is not None else lambda _: None
+    message = "a new channel the routes use: channels start with the daemon, so restart to add it"
+    raise ConfigError([ConfigProblem(filename, line(("channels", n)), f"channels.{n}", message) for n in new])
 
 
 async def serve(

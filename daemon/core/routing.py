@@ -259,6 +259,18 @@ def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> P
     return Plan(route=route, mode=mode, steps=action)
 
 
+def channels_used(routes: Sequence[Route]) -> set[str]:
+    """Every channel some route may send through, in any mode or state override."""
+    used: set[str] = set()
+    for _, route in walk(routes):
+        for action in (route.healthy, route.outage, route.unknown, route.credentials):
+            if isinstance(action, Escalation):
+                used.update(action.channels)
+            elif isinstance(action, tuple):
+                used.update(action)
+    return used
+
+
 def walk(routes: Sequence[Route], depth: int = 0) -> list[tuple[int, Route]]:
     """Every route with its depth, parents before children, for drawing and validation."""
     return [item for r in routes for item in [(depth, r), *walk(r.routes, depth + 1)]]

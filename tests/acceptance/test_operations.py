@@ -59,6 +59,25 @@ def test_broken_reload_keeps_the_running_config(
     assert 'backchannel_config_reloads_total{result="rejected"} 1.0' in metrics
 
 
+def test_a_reload_cannot_route_through_a_channel_it_adds(
+    stack: tuple[DaemonProcess, SmtpServer, WebhookReceiver],
+) -> None:
+    """A channel added by a reload would never send: rejected, naming it; the old routes stay."""
+    daemon, _, hook = stack
+    good = daemon.config_path.read_text()
+    added = good.replace("routes:", "  pager: {type: email, to: [pager@test.example]}\nroutes:", 1)
+    daemon.config_path.write_text(added.replace("outage: defer", "outage: [pager]"))
+    _hup(daemon)
+    until(lambda: "config.reload_failed" in daemon.log_path.read_text(), what="rejection logged")
+    line = added.splitlines().index("  pager: {type: email, to: [pager@test.example]}") + 1
+    expected = f"{daemon.config_path}:{line}: channels.pager: a new channel the routes use"
+    assert expected in daemon.log_path.read_text()
+    daemon.client.post("/v1/provider/override", json={"state": "outage"})
+    held = daemon.send("warning", "held by the running policy")
+    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    assert hook.requests == []
+
+
 def test_reload_applies_new_routes_to_pending(
     stack: tuple[DaemonProcess, SmtpServer, WebhookReceiver],
 ) -> None:
