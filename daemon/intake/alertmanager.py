@@ -15,6 +15,7 @@ while its resolution is a new notification that names the firing one in the ``fo
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,9 +28,13 @@ from daemon.intake.accept import Submission
 from daemon.intake.webhook_config import AlertIntakeConfig
 
 Status = Literal["firing", "resolved"]
+log = logging.getLogger(__name__)
+
 MAX_ALERTS = 1000
 SUBJECT_MAX = 250
 BODY_MAX = 64 * 1024
+#: one annotation's text in a body: a huge one must not push the labels, times and links out of it
+ANNOTATION_MAX = 4 * 1024
 #: annotations shown as the headline of the body rather than in the annotation list
 HEADLINE = ("summary", "description", "message")
 
@@ -111,6 +116,14 @@ def submissions(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor
         return []
     if config.per == "group":
         return [group_submission(payload, config, flavor)]
+    if payload.truncated_alerts:  # per group, the body says so
+        log.warning(
+            "%s left %d alerts of receiver %s out of its call (max_alerts): they were not received",
+            flavor.sender,
+            payload.truncated_alerts,
+            payload.receiver,
+            extra={"event": "intake.truncated", "count": payload.truncated_alerts, "source": config.source},
+        )
     return [alert_submission(payload, alert, config, flavor) for alert in payload.alerts]
 
 
@@ -224,10 +237,12 @@ def _group_subject(payload: AlertPayload) -> str:
 
 
 def _alert_text(alert: Alert, started: str) -> list[str]:
-    lines = [a.strip() for name in HEADLINE if (a := alert.annotations.get(name, "")).strip()]
+    headline = (alert.annotations.get(name, "").strip() for name in HEADLINE)
+    lines = [_clip(text, ANNOTATION_MAX) for text in headline if text]
     lines += alert.details()
     lines += _pairs("Labels", alert.labels.items())
-    lines += _pairs("Annotations", ((k, v) for k, v in alert.annotations.items() if k not in HEADLINE))
+    others = ((k, _clip(v, ANNOTATION_MAX)) for k, v in alert.annotations.items() if k not in HEADLINE)
+    lines += _pairs("Annotations", others)
     lines.append(f"Started: {started}")
     if alert.status == "resolved" and alert.ends_at is not None:
         lines.append(f"Ended: {_instant(alert.ends_at)}")

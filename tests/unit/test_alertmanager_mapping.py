@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -310,6 +311,27 @@ def test_truncated_alerts_are_mentioned() -> None:
     (group,) = submissions(payload(data), AlertmanagerIntakeConfig(per="group"))
     assert group.labels["alert_count"] == "7"
     assert "5 more alerts were left out" in group.body
+
+
+def test_truncated_alerts_per_alert_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Per alert there is no group body to say so: a warning names how many were left out."""
+    data = copy.deepcopy(FIRING)
+    data["truncatedAlerts"] = 5
+    with caplog.at_level(logging.WARNING):
+        assert len(submissions(payload(data), CONFIG)) == 2
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "intake.truncated"]
+    assert record.getMessage().startswith("Alertmanager left 5 alerts of receiver backchannel out")
+
+
+def test_a_huge_annotation_leaves_the_labels_times_and_links_in_the_body() -> None:
+    """The description is cut, not the end of the body."""
+    data = copy.deepcopy(FIRING)
+    data["alerts"][0]["annotations"]["description"] = "x" * 200_000
+    data["alerts"][0]["annotations"]["dashboard"] = "y" * 200_000
+    body = submissions(payload(data), CONFIG)[0].body
+    assert len(body) < 16 * 1024
+    assert "Labels:" in body and "Started: " in body
+    assert body.rstrip().endswith("Alertmanager: http://alertmanager.example:9093")
 
 
 def test_recipients_come_from_the_config() -> None:
