@@ -169,8 +169,12 @@ SUPERSEDES_LABEL = "supersedes"
 #: a new version of an alert group someone had taken on carries who (``<by> via <via>``): it is
 #: told once, like a resolution, and does not page again (the store sets it as it commits)
 GROUP_ACKNOWLEDGED_LABEL = "group_acknowledged"
+#: a firing version of an alert group names its firing alerts (a digest, then ``+`` when some of
+#: the group's alerts resolved, which the version tells): one naming the firing alerts of the
+#: group's latest version, and no resolved one, repeats it (the store answers it as a duplicate)
+GROUP_FIRING_LABEL = "group_firing"
 #: labels only the alert intakes' mappings may set (an API caller could close others' notifications)
-RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL, GROUP_ACKNOWLEDGED_LABEL)
+RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL, GROUP_ACKNOWLEDGED_LABEL, GROUP_FIRING_LABEL)
 
 
 #: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone

@@ -23,7 +23,13 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from daemon.core.model import FOLLOWS_LABEL, RESERVED_LABELS, RESOLVES_LABEL, SUPERSEDES_LABEL
+from daemon.core.model import (
+    FOLLOWS_LABEL,
+    GROUP_FIRING_LABEL,
+    RESERVED_LABELS,
+    RESOLVES_LABEL,
+    SUPERSEDES_LABEL,
+)
 from daemon.intake.accept import Submission
 from daemon.intake.webhook_config import AlertIntakeConfig
 
@@ -188,6 +194,13 @@ def group_key(flavor: Flavor, payload: AlertPayload, status: Status) -> str:
     return f"{group_lineage(flavor, payload)}:{_digest(members)}:{status}"
 
 
+def firing_set(payload: AlertPayload) -> str:
+    """The group's firing alerts (a digest), ``+`` after it when some resolved (GROUP_FIRING_LABEL)."""
+    firing = sorted(f"{a.identity()}@{_instant(a.starts_at)}" for a in payload.alerts if a.status == "firing")
+    resolved = any(a.status == "resolved" for a in payload.alerts)
+    return _digest(firing) + ("+" if resolved else "")
+
+
 def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: Flavor = AM) -> Submission:
     labels = _own_labels({**payload.common_labels, **payload.group_labels})
     labels["alert_status"] = payload.status
@@ -196,6 +209,8 @@ def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: F
         labels["follows"] = labels[RESOLVES_LABEL] = group_key(flavor, payload, "firing")
     if payload.group_key:  # a hand-written payload without one: its versions are not linked
         labels[SUPERSEDES_LABEL] = group_lineage(flavor, payload)
+        if payload.status == "firing":
+            labels[GROUP_FIRING_LABEL] = firing_set(payload)
     # The firing alerts say how loud the group is; a resolved member no longer does (all of them,
     # for a group resolved as a whole).
     firing = [a for a in payload.alerts if a.status == "firing"] or payload.alerts

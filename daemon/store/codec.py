@@ -17,6 +17,7 @@ from daemon.core.model import (
     ACK_CODE_LENGTH,
     FOLLOWS_LABEL,
     GROUP_ACKNOWLEDGED_LABEL,
+    GROUP_FIRING_LABEL,
     RESOLVES_LABEL,
     CheckResult,
     CheckStatus,
@@ -246,10 +247,21 @@ GROUP_UPDATE = "group update"
 class GroupVersion:
     """What a new version of an alert group needs of the group's latest version."""
 
+    id: str
     idempotency_key: str
     labels: Mapping[str, str]
     acknowledged_by: str | None
     acknowledged_via: str | None
+
+
+def repeats(notification: Notification, latest: GroupVersion | None) -> bool:
+    """Whether a version of a group says nothing the group's latest version did not: the same firing
+    alerts, none resolved. Alertmanager re-sends ``[A]`` after ``[A, B resolved]`` (it dropped B
+    once it told of it): another key, but nothing to tell or page for."""
+    new = notification.labels.get(GROUP_FIRING_LABEL)
+    if latest is None or new is None or new.endswith("+"):
+        return False
+    return latest.labels.get(GROUP_FIRING_LABEL, "").rstrip("+") == new
 
 
 def next_version(

@@ -66,11 +66,14 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
         latest = await _one(conn, Q["latest_group_version"], (lineage,))
         if latest is not None:
             version = codec.GroupVersion(
+                latest["id"],
                 latest["idempotency_key"],
                 json.loads(latest["labels"]),
                 latest["acknowledged_by"],
                 latest["acknowledged_via"],
             )
+            if codec.repeats(notification, version):
+                return Accepted(id=version.id, duplicate=True), False
             notification, plan = codec.next_version(notification, plan, version)
     params = (
         codec.notification_params(notification)

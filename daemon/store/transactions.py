@@ -39,8 +39,11 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
             continue
         plan, notification = item.plans[mode], item.notification
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
-            latest = conn.execute(Q["latest_group_version"], (lineage,)).fetchone()
-            notification, plan = codec.next_version(notification, plan, _group_version(latest))
+            latest = _group_version(conn.execute(Q["latest_group_version"], (lineage,)).fetchone())
+            if latest is not None and codec.repeats(notification, latest):
+                results.append(Accepted(id=latest.id, duplicate=True))
+                continue
+            notification, plan = codec.next_version(notification, plan, latest)
         params = (
             codec.notification_params(notification)
             | {
@@ -76,7 +79,9 @@ def _group_version(row: sqlite3.Row | None) -> codec.GroupVersion | None:
     if row is None:
         return None
     labels = json.loads(row["labels"])
-    return codec.GroupVersion(row["idempotency_key"], labels, row["acknowledged_by"], row["acknowledged_via"])
+    return codec.GroupVersion(
+        row["id"], row["idempotency_key"], labels, row["acknowledged_by"], row["acknowledged_via"]
+    )
 
 
 def _supersede_versions(

@@ -17,7 +17,7 @@ from daemon.core.model import Notification, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
-from daemon.store.base import NewNotification, NotificationView, Store
+from daemon.store.base import Accepted, NewNotification, NotificationView, Store
 from tests.integration.test_escalation_store import LADDER, T0, deliver, outage
 from tests.unit.test_alertmanager_mapping import FIRING, resolved
 
@@ -244,3 +244,27 @@ async def test_an_old_button_does_not_take_on_the_groups_next_incident(store: St
     again = await next_weeks_firing(store)
     assert await store.acknowledge(first.id, "alice", "slack", T0 + timedelta(days=7, minutes=1)) == "already"
     assert await closed_by(store, again.notification.id) == []
+
+
+def dropped(data: dict[str, Any]) -> dict[str, Any]:
+    """What Alertmanager sends at the next repeat_interval once it told of the resolved alert: the
+    firing ones alone."""
+    out = partly_resolved(data)
+    out["alerts"] = [a for a in out["alerts"] if a["status"] == "firing"]
+    return out
+
+
+async def test_the_repeat_after_a_partial_resolution_is_a_duplicate(store: Store) -> None:
+    """[A, B] then [A, B resolved] (told: B resolved) then [A] at the next repeat_interval, again and
+    again: nothing new fires, so nothing is sent or paged again; a new alert joining is news."""
+    first, update = version(FIRING), version(partly_resolved(FIRING))
+    (told,) = await store.accept([first], T0)
+    (news,) = await store.accept([update], T0 + timedelta(minutes=5))
+    repeats = [await store.accept([version(dropped(FIRING))], T0 + timedelta(hours=h)) for h in (4, 8)]
+    assert [r for (r,) in repeats] == [Accepted(id=news.id, duplicate=True)] * 2
+    assert (told.duplicate, news.duplicate) == (False, False)
+    joined = copy.deepcopy(dropped(FIRING))
+    joined["alerts"].append({**FIRING["alerts"][1], "fingerprint": "3c52dc93eec4b431"})
+    (more,) = await store.accept([version(joined)], T0 + timedelta(hours=9))
+    assert not more.duplicate
+    assert await closed_by(store, news.id) == ["acknowledged by alertmanager via group update"]

@@ -239,6 +239,21 @@ def test_a_resolved_member_no_longer_sets_the_groups_severity() -> None:
     assert done.severity is Severity.CRITICAL
 
 
+def test_a_firing_group_names_its_firing_alerts() -> None:
+    """group_firing: the same for [A, B resolved] and [A] but for the '+' that says B resolved; a
+    resolved group has none (its resolution is news)."""
+    config = AlertmanagerIntakeConfig(per="group")
+    (update,) = submissions(payload(partly_resolved(FIRING)), config)
+    repeat = partly_resolved(FIRING)
+    repeat["alerts"] = repeat["alerts"][:1]
+    (again,) = submissions(payload(repeat), config)
+    assert update.labels["group_firing"] == again.labels["group_firing"] + "+"
+    (everything,) = submissions(payload(), config)
+    assert everything.labels["group_firing"] != again.labels["group_firing"]
+    (done,) = submissions(payload(resolved(FIRING)), config)
+    assert "group_firing" not in done.labels
+
+
 def test_group_keys_of_all_firing_and_all_resolved_groups_are_unchanged() -> None:
     """Members are marked only in a partly resolved group: the keys of other groups stay as an
     earlier release made them, so an upgrade does not page again for groups already told."""

@@ -305,7 +305,7 @@ WHERE g.lineage = ? AND n.acknowledged_at IS NULL
 ORDER BY n.created_at, n.id;
 
 -- name: latest_group_version
-SELECT n.idempotency_key, n.labels, n.acknowledged_by, n.acknowledged_via FROM group_versions g JOIN notifications n ON n.id = g.notification_id
+SELECT n.id, n.idempotency_key, n.labels, n.acknowledged_by, n.acknowledged_via FROM group_versions g JOIN notifications n ON n.id = g.notification_id
 WHERE g.lineage = ? ORDER BY n.created_at DESC, n.id DESC LIMIT 1;
 
 -- name: insert_group_version
