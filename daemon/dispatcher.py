@@ -33,7 +33,7 @@ from daemon.core.model import Mode, ProviderState
 from daemon.delivering import Deliverer
 from daemon.digesting import Broken, Digesting, DigestSend
 from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
-from daemon.outcomes import acknowledged_meanwhile, released
+from daemon.outcomes import acknowledged_meanwhile, released, unconfigured
 from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: the shortest time between two looks at the outbox
 MIN_PASS_INTERVAL_S = 0.005
+#: how long a delivery for a channel this node does not have waits before its step fails: another
+#: node of a cluster that has it (a configuration rolled out one node at a time) claims it meanwhile
+UNCONFIGURED_GRACE = timedelta(minutes=10)
+FAIL_BATCH = 200
 
 
 class Dispatcher:
@@ -78,7 +82,9 @@ class Dispatcher:
         self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand, bounces)
         self._stopping = False
         self._sweep_due = True
-        self._replan_due = False
+        # A restart may bring another policy (a route changed, a channel renamed): the first pass
+        # re-plans what waits, as a reload does, so nothing stays planned for a channel now gone.
+        self._replan_due = True
         self._pass_listeners: list[Callable[[], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
@@ -159,7 +165,7 @@ class Dispatcher:
         """Claim what is due for every channel with room; return how long until more is due."""
         await self._release_expired()
         if self._replan_due:
-            self._replan_due = False
+            self._replan_due = True
             await self._rerouter.replan(self._mode())
         if self._sweep_due:
             self._sweep_due = False
@@ -169,7 +175,10 @@ class Dispatcher:
         wait_s = self._settings.poll_s
         due_now: set[str] = set()
         for name, due_at in (await self._store.due()).items():
-            free = self._slots.free(name) if name in self._channels else 0
+            if name not in self._channels:
+                wait_s = min(wait_s, await self._fail_unconfigured(name, due_at, now, lease_until))
+                continue
+            free = self._slots.free(name)
             if due_at > now:
                 wait_s = min(wait_s, (due_at - now).total_seconds())
             elif name in self._digesting:
@@ -200,6 +209,18 @@ class Dispatcher:
             self._start(name, send)
         if broken:
             self._spawn(name, self._deliverer.record_broken(name, broken, now), f"broken-{name}")
+
+    async def _fail_unconfigured(
+        self, name: str, due_at: datetime, now: datetime, lease_until: datetime
+    ) -> float:
+        """Fail the steps due on a channel not configured here for longer than the grace; return
+        how long until the next one's grace runs out."""
+        if due_at + UNCONFIGURED_GRACE > now:
+            return (due_at + UNCONFIGURED_GRACE - now).total_seconds()
+        claimed = await self._store.claim(name, FAIL_BATCH, now - UNCONFIGURED_GRACE, lease_until)
+        if claimed:
+            await self._deliverer.record(unconfigured(name, claimed, self._clock.now()))
+        return 0.0 if len(claimed) == FAIL_BATCH else self._settings.poll_s
 
     async def _acknowledged_meanwhile(self, claimed: Claimed) -> bool:
         """An escalation step acknowledged while it waited for its send slot (during a burst)."""

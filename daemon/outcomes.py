@@ -149,6 +149,21 @@ def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
 
 
+def unconfigured(name: str, claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
+    """Deliveries for a channel no longer in the configuration (removed or renamed before a
+    restart, and kept by a plan made here: a drill's, an announcement's, a relayed message's
+    follow-up): the step fails, so the plan's next step or the notification's failure follows,
+    rather than the delivery waiting for ever."""
+    detail = f"channel {name!r} is not configured"
+    log.error(
+        "failing %d deliveries via %s: the channel is not configured",
+        len(claimed),
+        name,
+        extra={"event": "delivery.unconfigured", "channel": name, "count": len(claimed)},
+    )
+    return [Outcome(c.delivery.id, "failed", now, now, detail) for c in claimed]
+
+
 def acknowledged_meanwhile(name: str, claimed: Claimed, now: datetime) -> Outcome:
     """Acknowledged while it waited for a send slot: not sent (the store supersedes a retry of an
     acknowledged notification's delivery, as for one acknowledged while in flight)."""
