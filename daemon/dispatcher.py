@@ -47,7 +47,7 @@ MIN_PASS_INTERVAL_S = 0.005
 #: how long a delivery for a channel this node does not have waits before its step fails: another
 #: node of a cluster that has it (a configuration rolled out one node at a time) claims it meanwhile
 UNCONFIGURED_GRACE = timedelta(minutes=10)
-FAIL_BATCH = 200
+UNCONFIGURED_BATCH = 200
 
 
 class Dispatcher:
@@ -82,9 +82,10 @@ class Dispatcher:
         self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand, bounces)
         self._stopping = False
         self._sweep_due = True
-        # A restart may bring another policy (a route changed, a channel renamed): the first pass
-        # re-plans what waits, as a reload does, so nothing stays planned for a channel now gone.
-        self._replan_due = True
+        self._replan_due = False
+        # A channel removed or renamed while the daemon was down: the first pass gives what the
+        # routes planned for it the routes' plan (Rerouter.rescue).
+        self._rescue_due = True
         self._pass_listeners: list[Callable[[], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
@@ -165,18 +166,25 @@ class Dispatcher:
         """Claim what is due for every channel with room; return how long until more is due."""
         await self._release_expired()
         if self._replan_due:
-            self._replan_due = True
-            await self._rerouter.replan(self._mode())
+            self._replan_due = False
+            try:
+                await self._rerouter.replan(self._mode())
+            except BaseException:
+                self._replan_due = True  # the store failed: the next pass tries again
+                raise
         if self._sweep_due:
             self._sweep_due = False
             await self._rerouter.sweep(self._mode())
+        if self._rescue_due:
+            await self._rerouter.rescue(self._mode(), self._channels.keys())
+            self._rescue_due = False
         now = self._clock.now()
         lease_until = now + timedelta(seconds=self._settings.lease_s)
         wait_s = self._settings.poll_s
         due_now: set[str] = set()
         for name, due_at in (await self._store.due()).items():
             if name not in self._channels:
-                wait_s = min(wait_s, await self._fail_unconfigured(name, due_at, now, lease_until))
+                wait_s = min(wait_s, await self._fail_unconfigured(name, due_at, now))
                 continue
             free = self._slots.free(name)
             if due_at > now:
@@ -210,17 +218,23 @@ class Dispatcher:
         if broken:
             self._spawn(name, self._deliverer.record_broken(name, broken, now), f"broken-{name}")
 
-    async def _fail_unconfigured(
-        self, name: str, due_at: datetime, now: datetime, lease_until: datetime
-    ) -> float:
-        """Fail the steps due on a channel not configured here for longer than the grace; return
-        how long until the next one's grace runs out."""
+    async def _fail_unconfigured(self, name: str, due_at: datetime, now: datetime) -> float:
+        """Fail the steps due for longer than the grace on a channel not configured here (a plan
+        backchannel made itself keeps its steps: a drill's, a recovery copy's); return how long
+        until the next one's grace runs out."""
         if due_at + UNCONFIGURED_GRACE > now:
             return (due_at + UNCONFIGURED_GRACE - now).total_seconds()
-        claimed = await self._store.claim(name, FAIL_BATCH, now - UNCONFIGURED_GRACE, lease_until)
-        if claimed:
-            await self._deliverer.record(unconfigured(name, claimed, self._clock.now()))
-        return 0.0 if len(claimed) == FAIL_BATCH else self._settings.poll_s
+        failed = await self._store.fail_stranded(
+            name, now - UNCONFIGURED_GRACE, UNCONFIGURED_BATCH, unconfigured(name), now
+        )
+        if failed:
+            log.error(
+                "failed %d deliveries via %s: the channel is not configured",
+                failed,
+                name,
+                extra={"event": "delivery.unconfigured", "channel": name, "count": failed},
+            )
+        return 0.0 if failed == UNCONFIGURED_BATCH else self._settings.poll_s
 
     async def _acknowledged_meanwhile(self, claimed: Claimed) -> bool:
         """An escalation step acknowledged while it waited for its send slot (during a burst)."""

@@ -149,19 +149,9 @@ def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
 
 
-def unconfigured(name: str, claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
-    """Deliveries for a channel no longer in the configuration (removed or renamed before a
-    restart, and kept by a plan made here: a drill's, an announcement's, a relayed message's
-    follow-up): the step fails, so the plan's next step or the notification's failure follows,
-    rather than the delivery waiting for ever."""
-    detail = f"channel {name!r} is not configured"
-    log.error(
-        "failing %d deliveries via %s: the channel is not configured",
-        len(claimed),
-        name,
-        extra={"event": "delivery.unconfigured", "channel": name, "count": len(claimed)},
-    )
-    return [Outcome(c.delivery.id, "failed", now, now, detail) for c in claimed]
+def unconfigured(name: str) -> str:
+    """The failed attempt's detail for a step on a channel no longer in the configuration."""
+    return f"channel {name!r} is not configured"
 
 
 def acknowledged_meanwhile(name: str, claimed: Claimed, now: datetime) -> Outcome:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from daemon.clock import Clock
 from daemon.core.model import Mode
@@ -54,6 +54,26 @@ class Rerouter:
                     changed[notification.id] = new
             if changed:
                 total += await self._store.reroute(mode, changed, self._clock.now(), force=True)
+        self._log(total, mode)
+        return total
+
+    async def rescue(self, mode: Mode, configured: Collection[str]) -> int:
+        """At start: give every unsent notification of the routes whose plan names a channel not
+        configured any more (removed or renamed while the daemon was down) the routes' plan, a
+        relayed message's follow-up included. Nothing else is re-planned, so a restart does not
+        restart every plan from its first step."""
+        total, after = 0, ""
+        while page := await self._store.unsent(after, BATCH):
+            after = page[-1][0].id
+            routes = self._routes()
+            stranded = {}
+            for notification, current in page:
+                if not set(current.channels) <= set(configured):
+                    new = plan_for(notification, mode, routes, self._clock.now())
+                    if new != current:
+                        stranded[notification.id] = new
+            if stranded:
+                total += await self._store.reroute(mode, stranded, self._clock.now(), force=True)
         self._log(total, mode)
         return total
 

@@ -183,6 +183,13 @@ class Store(Protocol):
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None: ...
 
+    async def fail_stranded(
+        self, channel: str, before: datetime, limit: int, detail: str, now: datetime
+    ) -> int:
+        """Fail, as a send that failed for good would (the plan moves on), up to ``limit`` pending
+        deliveries on ``channel`` due since ``before``, in one transaction; return how many."""
+        ...
+
     async def release_claims(self, now: datetime) -> int: ...
 
     async def release_expired(self, now: datetime) -> int: ...

@@ -171,6 +171,13 @@ class PostgresStore(PostgresReads):
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))
 
+    async def fail_stranded(
+        self, channel: str, before: datetime, limit: int, detail: str, now: datetime
+    ) -> int:
+        return await self._transaction(
+            lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now, self.node)
+        )
+
     async def release_expired(self, now: datetime) -> int:
         """Make pending again (or superseded, once acknowledged) the claims whose lease ran out."""
 

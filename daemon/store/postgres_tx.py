@@ -143,6 +143,24 @@ async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: s
         await _record_one(conn, outcome, row["mode"], now, node)
 
 
+async def fail_stranded(
+    conn: Conn, channel: str, before: datetime, limit: int, detail: str, now: datetime, node: str
+) -> int:
+    """Take and fail in one transaction, locking as recording does (the notification, then its
+    delivery), so nothing is left in flight and no lock is taken out of order."""
+    row = await _one(conn, Q["current_mode_shared"], ())
+    assert row is not None, "the provider row is created by the first migration"
+    params = {"channel": channel, "before": before, "limit": limit}
+    picked = await (await conn.execute(Q["stranded"], params)).fetchall()
+    failed = 0
+    for p in sorted(picked, key=lambda r: r["id"]):
+        await _one(conn, Q["lock_notification_of_delivery"], (p["id"],))
+        if await _one(conn, Q["take_stranded"], {"id": p["id"], "before": before, "node": node, "now": now}):
+            await _record_one(conn, Outcome(p["id"], "failed", now, now, detail), row["mode"], now, node)
+            failed += 1
+    return failed
+
+
 async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, node: str) -> None:
     n = await _one(conn, Q["lock_notification_of_delivery"], (outcome.delivery_id,))
     d = await _one(conn, Q["lock_delivery"], (outcome.delivery_id,))

@@ -193,6 +193,13 @@ class SqliteStore(SqliteReads):
             if not future.done():
                 future.set_result(None)
 
+    async def fail_stranded(
+        self, channel: str, before: datetime, limit: int, detail: str, now: datetime
+    ) -> int:
+        return await self._writer.run(
+            lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now)
+        )
+
     async def release_expired(self, now: datetime) -> int:
         return await self._writer.run(
             lambda conn: conn.execute(Q["release_expired"], {"now": codec.ts(now)}).rowcount

@@ -142,6 +142,18 @@ def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: datetime)
         _record_one(conn, outcome, at, mode)
 
 
+def fail_stranded(
+    conn: sqlite3.Connection, channel: str, before: datetime, limit: int, detail: str, now: datetime
+) -> int:
+    """Claim and fail in one transaction: nothing is left in flight between the two."""
+    params = {"channel": channel, "limit": limit, "now": codec.ts(before), "lease_until": codec.ts(now)}
+    rows = conn.execute(Q["claim"], params).fetchall()
+    mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]
+    for row in rows:
+        _record_one(conn, Outcome(row["id"], "failed", now, now, detail), codec.ts(now), mode)
+    return len(rows)
+
+
 def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mode) -> None:
     d = conn.execute(Q["delivery_by_id"], (outcome.delivery_id,)).fetchone()
     conn.execute(

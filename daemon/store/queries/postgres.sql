@@ -47,6 +47,25 @@ RETURNING d.*;
 -- name: notifications_by_ids
 SELECT * FROM notifications WHERE id = ANY(%s);
 
+-- name: stranded
+-- Pending deliveries of the mode in force on a channel no node took since before (not locked:
+-- take_stranded locks each after its notification, the order recording keeps).
+SELECT d.id FROM deliveries d
+WHERE d.channel = %(channel)s
+  AND d.mode = (SELECT mode FROM provider WHERE id = 1)
+  AND d.state = 'pending' AND d.next_attempt_at <= %(before)s
+ORDER BY d.next_attempt_at, d.id
+LIMIT %(limit)s;
+
+-- name: take_stranded
+-- Claimed by this node for the failure recorded in the same transaction, if still stranded.
+UPDATE deliveries
+SET state = 'in_flight', claimed_until = statement_timestamp(), claimed_by = %(node)s,
+    attempts = attempts + 1, updated_at = %(now)s
+WHERE id = %(id)s AND state = 'pending' AND next_attempt_at <= %(before)s
+  AND mode = (SELECT mode FROM provider WHERE id = 1)
+RETURNING id;
+
 -- name: lock_notification_of_delivery
 -- Every write to a notification and its deliveries locks the notification first, then the
 -- deliveries: one order for record and reroute, so they never deadlock.
