@@ -53,6 +53,22 @@ FOUND_HERE = "x-backchannel"
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
 
 
+def clean_text(text: str) -> str:
+    """A server's reply as text that can be stored and put in a report. A reply that is not UTF-8
+    reaches us with its bytes as surrogates (``surrogateescape``): they are decoded again as
+    UTF-8, else as Windows-1252 (the usual Latin-1), anything left as U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no byte made: nothing to decode again
+        return text.encode("utf-8", "replace").decode("utf-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "replace")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """A recipient an SMTP server refused, with its reply (RFC 5321 §4.2): what a follow-up
@@ -66,6 +82,9 @@ class Refusal:
     #: found before any server replied (its ``code`` then only says permanent or not, and the
     #: text, led by an enhanced code, is all a report shows)
     diagnostic: str = "smtp"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", clean_text(self.text))
 
     @property
     def permanent(self) -> bool:
@@ -105,6 +124,9 @@ class Receipt:
     #: smart host those refused for now get a follow-up, those refused for good a report to its sender
     refused: tuple[Refusal, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", clean_text(self.detail))
+
 
 class ChannelError(Exception):
     """The channel could not deliver the message."""
@@ -120,7 +142,7 @@ class ChannelError(Exception):
         refused: tuple[Refusal, ...] = (),
         later: bool = False,
     ) -> None:
-        super().__init__(message or self.__doc__ or "")
+        super().__init__(clean_text(message or self.__doc__ or ""))
         #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
         self.permanent = permanent
         #: the remote asked us to wait this long before the next attempt (HTTP Retry-After)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,7 @@ class Daemon:
         try:
             config = load_config(self._config_path)
             _only_running_channels(config, self.config)
+            restart_needed = self._reload_smtp(config)  # last: it changes the running intake
         except ConfigError as exc:
             self.metrics.reloaded(ok=False)
             log.error(
@@ -275,6 +277,12 @@ class Daemon:
                     "channels changed: their settings take effect on restart",
                     extra={"event": "config.restart_needed", "field": "channels"},
                 )
+            for field in restart_needed:
+                log.warning(
+                    "%s changed: it takes effect on restart",
+                    field,
+                    extra={"event": "config.restart_needed", "field": field},
+                )
             if self.workers is not None and config.source is not None:
                 self.workers.reload(config.source)
             if config.intake.workers != self.config.intake.workers:
@@ -286,6 +294,18 @@ class Daemon:
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
         self._background(self.supervision.reloaded())
+
+    def _reload_smtp(self, config: Config) -> list[str]:
+        """Give the running SMTP intake its new users, networks, rules and certificate; the fields
+        that need a restart. A certificate that cannot be loaded rejects the reload."""
+        new, running = config.intake.smtp, self.smtp
+        if running is None or new is None:
+            return [] if (running is None) == (new is None) else ["intake.smtp"]
+        try:
+            return [f"intake.smtp.{field}" for field in running.reload(new)]
+        except (OSError, ssl.SSLError) as exc:
+            message = f"the certificate or key cannot be loaded: {exc}"
+            raise ConfigError([_problem(config, ("intake", "smtp", "tls"), message)]) from exc
 
     def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
@@ -304,11 +324,16 @@ def _only_running_channels(config: Config, running: Config) -> None:
     new = sorted(channels_used(config.policy()) - set(running.channels))
     if not new:
         return
+    message = "a new channel the routes use: channels start with the daemon, so restart to add it"
+    raise ConfigError([_problem(config, ("channels", n), message) for n in new])
+
+
+def _problem(config: Config, path: tuple[str, ...], message: str) -> ConfigProblem:
+    """A problem at ``path`` of the file ``config`` was read from, with its line."""
     source = config.source
     filename = source.filename if source is not None else "<config>"
-    line = load_yaml(source.text).line_of if source is not None else lambda _: None
-    message = "a new channel the routes use: channels start with the daemon, so restart to add it"
-    raise ConfigError([ConfigProblem(filename, line(("channels", n)), f"channels.{n}", message) for n in new])
+    line = load_yaml(source.text).line_of(path) if source is not None else None
+    return ConfigProblem(filename, line, ".".join(path), message)
 
 
 async def serve(

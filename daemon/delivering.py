@@ -102,7 +102,19 @@ class Deliverer:
         if failed and any(isinstance(self._channels.get(c), RelaysMail) for c in claimed.then):
             return []  # a later step relays the whole message again; its outcome answers for it
         now = self._clock.now()
-        return consequences(name, claimed.notification, result, failed=failed, bounces=self._bounces, now=now)
+        try:
+            return consequences(
+                name, claimed.notification, result, failed=failed, bounces=self._bounces, now=now
+            )
+        except Exception as exc:  # a bug here must not keep the outcome from being recorded
+            log.error(
+                "cannot make the follow-up or report of %s: %r",
+                claimed.notification.id,
+                exc,
+                exc_info=exc,
+                extra={"event": "delivery.bug", "notification_id": claimed.notification.id, "channel": name},
+            )
+            return []
 
     async def _prepare(self, name: str, claimed: Claimed) -> OutboundMessage:
         message = self._renderer.render(name, claimed)

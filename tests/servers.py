@@ -261,7 +261,7 @@ class SmtpServer(_ThreadedServer):
         self.received: _Recorder[ReceivedMail] = _Recorder()
         self._lock = threading.Lock()
         self._replies: dict[Stage, str] = {}
-        self._refused: dict[str, str] = {}
+        self._refused: dict[str, str | bytes] = {}
         #: how many more times each refusal applies (absent: until accept())
         self._refusals_left: dict[str, int] = {}
         self._recipient_limit: tuple[int, str] | None = None
@@ -290,11 +290,17 @@ class SmtpServer(_ThreadedServer):
             self._replies[stage] = f"{code} {text}"
 
     def refuse(
-        self, *addresses: str, code: int = 550, text: str = "5.1.1 No such user", times: int | None = None
+        self,
+        *addresses: str,
+        code: int = 550,
+        text: str | bytes = "5.1.1 No such user",
+        times: int | None = None,
     ) -> None:
-        """Refuse RCPT TO for these addresses only (the next ``times`` times, or until accept())."""
+        """Refuse RCPT TO for these addresses only (the next ``times`` times, or until accept());
+        ``text`` as bytes goes on the wire as it is (a reply that is not UTF-8)."""
+        reply = f"{code} {text}" if isinstance(text, str) else f"{code} ".encode() + text
         with self._lock:
-            self._refused.update({a.lower(): f"{code} {text}" for a in addresses})
+            self._refused.update({a.lower(): reply for a in addresses})
             if times is not None:
                 self._refusals_left.update({a.lower(): times for a in addresses})
 
@@ -308,7 +314,7 @@ class SmtpServer(_ThreadedServer):
         with self._lock:
             self._content_refusals[needle] = f"{code} {text}"
 
-    def _refusal(self, address: str, taken: int) -> str | None:
+    def _refusal(self, address: str, taken: int) -> str | bytes | None:
         with self._lock:
             key = address.lower()
             refusal = self._refused.get(key)
@@ -392,7 +398,7 @@ class _Handler:
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
+    ) -> str | bytes:
         self._owner.rcpt_attempts.add(address)
         refusal = self._owner._refusal(address, len(envelope.rcpt_tos))
         if reply := refusal or self._owner._scripted("rcpt"):

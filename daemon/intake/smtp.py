@@ -20,6 +20,7 @@ import functools
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -34,10 +35,17 @@ from daemon.listeners import close_servers
 log = logging.getLogger(__name__)
 
 GOODBYE = b"421 4.3.2 Service shutting down, try again later\r\n"
+TOO_MANY = b"421 4.7.0 Too many connections, try again later\r\n"
+#: at most one warning a minute about connections turned away
+TOO_MANY_LOG_S = 60.0
 #: RFC 3463's code for a message over the size limit, which aiosmtpd's own 552 replies (to MAIL
 #: with SIZE=, and at the end of DATA) lack: a client files a reply with it as "too big", not as
 #: a generic 5xx (https://www.rfc-editor.org/rfc/rfc3463#section-3.4)
 TOO_BIG = "552 5.3.4 Message too big for system"
+#: connections the kernel queues before the loop accepts them: asyncio's default of 100 drops a
+#: burst's connections past it, and an SMTP client whose connect went through then waits for a
+#: greeting until its own timeout (minutes)
+BACKLOG = 1024
 #: per session: a few AUTH attempts (then 421: slows password guessing), the rest practically unlimited
 CALL_LIMITS = {"AUTH": 3, "*": 100_000}
 
@@ -65,6 +73,8 @@ class SmtpIntake:
         self._sessions: set[_Session] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._turned_away = 0
+        self._warned_at = float("-inf")
 
     async def start(self) -> None:
         """Bind the listeners; sessions are served from then on."""
@@ -79,11 +89,25 @@ class SmtpIntake:
             raise
         for listener, sock in bound:
             self._servers[listener.name] = await asyncio.get_running_loop().create_server(
-                functools.partial(self._session, listener), sock=sock
+                functools.partial(self._session, listener), sock=sock, backlog=BACKLOG
             )
             port = self._ports[listener.name] = sock.getsockname()[1]
             fields = {"event": "smtp.listening", "listener": listener.name, "port": port}
             log.info("SMTP intake (%s) on %s:%s", listener.name, listener.host, port, extra=fields)
+
+    def reload(self, config: SmtpIntakeConfig) -> list[str]:
+        """SIGHUP: users, networks, recipient domains, rules and labels apply from the next command
+        of every session, the TLS certificate, limits and greeting name to sessions opened from now;
+        returns the fields that change only with a restart (the listeners, delivery reports).
+        Raises OSError or ssl.SSLError, with nothing changed, when the certificate cannot be read."""
+        tls = None if config.tls is None else _tls_context(config.tls)
+        old = self.config
+        restart = ["listen", "submission_listen", "bounces", "bounce_from"]
+        if config.hostname != old.hostname:
+            restart.append("hostname")  # it signs delivery reports, built at the start
+        self.policy.adopt(config)
+        self.config, self._tls, self._hostname = config, tls, config.greeting_name
+        return [f for f in restart if getattr(config, f) != getattr(old, f)]
 
     def _listeners(self) -> list[_Listener]:
         listeners = [_Listener("smtp", *self.config.address, auth_required=False)]
@@ -125,6 +149,32 @@ class SmtpIntake:
     def opened(self, session: _Session) -> None:
         self._sessions.add(session)
         self._idle.clear()
+
+    def too_many(self, session: _Session) -> bool:
+        """Whether ``session`` (already counted) is past the caps: all sessions, or its address's
+        (outside the allowed networks)."""
+        config = self.config
+        if len(self._sessions) > config.max_sessions:
+            return self._turn_away(session)
+        if session.peer_ip in self.policy.networks:
+            return False
+        same = sum(1 for s in self._sessions if s.peer_ip == session.peer_ip)
+        return same > config.max_sessions_per_client and self._turn_away(session)
+
+    def _turn_away(self, session: _Session) -> bool:
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._warned_at >= TOO_MANY_LOG_S:
+            self._warned_at = now
+            fields = {"event": "smtp.too_many", "count": self._turned_away, "peer": session.peer_ip}
+            log.warning(
+                "SMTP connections turned away with 421: %d so far (max_sessions %d, per client %d)",
+                self._turned_away,
+                self.config.max_sessions,
+                self.config.max_sessions_per_client,
+                extra=fields,
+            )
+        return True
 
     def closed(self, session: _Session) -> None:
         self._sessions.discard(session)
@@ -186,6 +236,7 @@ class _Session(SMTP):
         self.committing = False
         self._pending_login: LoginPassword | None = None
         self._registered = False
+        self.peer_ip = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._registered:  # called again with the TLS transport after STARTTLS
@@ -194,21 +245,24 @@ class _Session(SMTP):
         self._registered = True
         self.intake.opened(self)
         peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         if self.intake.config.allow_plaintext_auth_on_loopback and peer and is_loopback(peer[0]):
             # aiosmtpd has one switch per server for AUTH over plaintext; ours depends on the peer
             self._auth_require_tls = False
         super().connection_made(transport)
         if self.intake.draining:
             self.goodbye()
+        elif self.intake.too_many(self):
+            self.goodbye(TOO_MANY)  # written before the greeting's task runs: the 421 comes first
 
     def connection_lost(self, error: Exception | None) -> None:
         self.intake.closed(self)
         super().connection_lost(error)
 
-    def goodbye(self) -> None:
+    def goodbye(self, reply: bytes = GOODBYE) -> None:
         """RFC 5321 section 3.8: a server shutting down answers 421 and closes."""
         if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():
-            self.transport.write(GOODBYE)
+            self.transport.write(reply)
             self.transport.close()
 
     def abort(self) -> None:

@@ -109,6 +109,9 @@ class Credentials:
     def __bool__(self) -> bool:
         return bool(self._hashes)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._hashes
+
     async def authenticate(self, login: bytes, password: bytes) -> str:
         """The user's name; raises AuthenticationFailed for an unknown user or a wrong password."""
         name = login.decode("utf-8", errors="replace")

@@ -97,6 +97,11 @@ class SmtpIntakeConfig(Model):
     max_message_bytes: PositiveInt = DEFAULT_MAX_MESSAGE_BYTES
     #: a session idle this long is closed
     idle_timeout: Duration = timedelta(minutes=5)
+    #: sessions open at once; past it a new connection gets 421 (keep under the unit's LimitNOFILE)
+    max_sessions: PositiveInt = 500
+    #: sessions open at once from one address outside ``allowed_networks`` (Postfix's
+    #: smtpd_client_connection_count_limit, which also spares its own networks)
+    max_sessions_per_client: PositiveInt = 50
     tls: SmtpTls | None = None
     #: AUTH without TLS, only for clients connecting over loopback (127.0.0.0/8, ::1)
     allow_plaintext_auth_on_loopback: bool = False

@@ -51,10 +51,15 @@ class SmtpPolicy:
     """aiosmtpd's handler: who may send, to whom, and what a message becomes."""
 
     def __init__(self, config: SmtpIntakeConfig, acceptor: Acceptor) -> None:
-        self._config = config
         self._acceptor = acceptor
+        self.adopt(config)
+
+    def adopt(self, config: SmtpIntakeConfig) -> None:
+        """Users, networks, domains, rules and labels from ``config``, for every session from its
+        next command on (a reload: a user removed cannot log in again on an open session either)."""
+        self._config = config
         self.credentials = Credentials(config.user_hashes())
-        self._networks = Networks(config.allowed_networks)
+        self.networks = Networks(config.allowed_networks)
         self._domains = RecipientDomains(config.recipient_domains)
         self._classifier = Classifier(config.rules, config.default_severity)
 
@@ -69,11 +74,15 @@ class SmtpPolicy:
     async def handle_MAIL(
         self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        trusted = not server.listener.auth_required and peer_of(session) in self._networks
-        if not (session.authenticated or trusted):
+        trusted = not server.listener.auth_required and peer_of(session) in self.networks
+        # a user a reload removed sends no more on a session that logged in before it
+        authenticated = session.authenticated and session.auth_data in self.credentials
+        if not (authenticated or trusted):
             return "530 5.7.0 Authentication required"
         if address not in ("", "<>") and not _MAILBOX.fullmatch(address):
             return "501 5.1.7 Bad sender address syntax"
+        if not _utf8(address):
+            return "553 5.1.7 The sender address is not UTF-8"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
@@ -81,6 +90,8 @@ class SmtpPolicy:
     async def handle_RCPT(
         self, server: _Session, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if not _utf8(address):
+            return "553 5.1.3 The recipient address is not UTF-8"
         if not self._domains.allows(address):
             return "550 5.7.1 Relaying denied"
         envelope.rcpt_tos.append(address)
@@ -181,3 +192,13 @@ def idempotency_key(
     digest = hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape"))
     digest.update(b"\0" + hashlib.sha256(raw).digest())
     return "smtp:" + digest.hexdigest()
+
+
+def _utf8(address: str) -> bool:
+    """aiosmtpd hands bytes that are not UTF-8 on as surrogates: such an address can be neither
+    stored nor relayed (RFC 6531 addresses are UTF-8)."""
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -166,6 +166,19 @@ async def test_a_recipient_refused_for_good_gets_its_sender_a_report(relay: Rela
     assert report["From"].addresses[0].addr_spec == "MAILER-DAEMON@relay.test"
 
 
+async def test_a_refusal_that_is_not_utf8_is_reported_once(relay: Relay) -> None:
+    """A provider answering in Latin-1 (550 5.1.1 Empf\xe4nger unbekannt): the report quotes it
+    as text, and the message is relayed once and settled, not sent again after every lease."""
+    relay.provider.refuse("gone@example.com", text=b"5.1.1 Empf\xe4nger unbekannt")
+    original, _ = await relay.send("ok@example.com", "gone@example.com")
+    views = await relay.settled(_is("delivered", bounce_of=original))
+    assert {v.notification.id: v.status for v in views}[original] == "delivered"
+    assert len(relay.got("ok@example.com")) == 1
+    [sent] = relay.reports()
+    _, per_recipient = _status_blocks(_parse(sent.data))
+    assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 Empfänger unbekannt"
+
+
 async def test_every_recipient_refused_some_for_now_reports_the_others_at_once(relay: Relay) -> None:
     """550 to one recipient and 452 4.2.2 to the other, none taken: the sender hears of the first
     at once (not after the retries), and a follow-up brings the message to the second alone."""

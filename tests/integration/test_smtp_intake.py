@@ -6,7 +6,6 @@ import asyncio
 import socket
 import ssl
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -27,7 +26,7 @@ from daemon.intake.smtp import SmtpIntake
 from daemon.intake.smtp_auth import PasswordHash, hash_password
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.store.sqlite import SqliteStore
-from tests.support import read_until_closed, stop_as_connections_arrive
+from tests.support import read_until_closed, stop_as_connections_arrive, until
 
 ROUTES = (Route("all", Matcher(), ("email",), None),)
 LOOPBACK = ["127.0.0.0/8"]
@@ -421,6 +420,78 @@ async def test_unusual_but_valid_senders_are_taken(start: Start, address: str) -
     assert stored.mail_from == address
 
 
+async def test_addresses_that_are_not_utf8_are_refused_at_once(start: Start) -> None:
+    """A Latin-1 byte in MAIL FROM or RCPT TO (a broken client, SMTPUTF8 or not): refused for good
+    right there (553), not taken with 250 and then refused with 451 at every DATA, nor relayed."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line + b"\r\n")
+        await writer.drain()
+        return await _reply(reader)
+
+    await _reply(reader)
+    assert (await say(b"EHLO client.example")).startswith(b"250")
+    assert (await say(b"MAIL FROM:<caf\xe9@example.com> SMTPUTF8")).startswith(b"553 5.1.7")
+    assert (await say(b"MAIL FROM:<app@example.com> SMTPUTF8")).startswith(b"250")
+    assert (await say(b"RCPT TO:<d\xe9v@example.com>")).startswith(b"553 5.1.3")
+    assert (await say(b"RCPT TO:<d\xc3\xa9v@example.com>")).startswith(b"250")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _reply(reader: asyncio.StreamReader) -> bytes:
+    """One SMTP reply, every line of it."""
+    lines = [await reader.readline()]
+    while lines[-1][3:4] == b"-":
+        lines.append(await reader.readline())
+    return b"".join(lines)
+
+
+async def test_a_client_past_its_session_cap_gets_421(start: Start) -> None:
+    """Two sessions from one address outside the allowed networks at most: the third connection
+    gets 421 4.7.0 before any greeting; once one closes, a new one is greeted."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True, max_sessions_per_client=2)
+    first, second = [await _greeted(smtp) for _ in range(2)]
+    assert await _greeting(smtp) == b"421 4.7.0 Too many connections, try again later\r\n"
+    first.close()
+    await first.wait_closed()
+
+    async def greeted_again() -> bool:
+        return (await _greeting(smtp)).startswith(b"220")
+
+    await until(greeted_again)
+    second.close()
+    await second.wait_closed()
+
+
+async def test_allowed_networks_are_spared_the_client_cap_not_the_total(start: Start) -> None:
+    """Loopback in the allowed networks: past one session per client, but not past three in all."""
+    smtp = await start(allowed_networks=LOOPBACK, max_sessions_per_client=1, max_sessions=3)
+    open_ = [await _greeted(smtp) for _ in range(3)]
+    assert (await _greeting(smtp)).startswith(b"421 4.7.0")
+    for writer in open_:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _greeted(smtp: Harness) -> asyncio.StreamWriter:
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    assert (await reader.readline()).startswith(b"220")
+    return writer
+
+
+async def _greeting(smtp: Harness) -> bytes:
+    """A new connection's first line, the connection closed after it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    try:
+        return await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_fifty_concurrent_clients(start: Start) -> None:
     """Fifty clients sending at once all get 250 and every message is stored once."""
     smtp = await start(allowed_networks=LOOPBACK)
@@ -489,13 +560,6 @@ async def test_message_being_committed_at_drain_gets_250_then_421(start: Start) 
     writer.close()
     await writer.wait_closed()
     assert (await smtp.stored(accepted.split()[-1].decode())).subject == "Disk full on db-1"
-
-
-async def until(predicate: Callable[[], bool], deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def test_config_refuses_an_intake_nobody_could_use() -> None:
