@@ -43,6 +43,7 @@ a relayed message can be told (RFC 3464).
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -111,7 +112,11 @@ class EmailChannel:
         except aiosmtplib.SMTPDataError as exc:
             raise _content_error(exc.code, exc.message, _all(recipients, exc)) from exc
         except aiosmtplib.SMTPSenderRefused as exc:
-            raise _response_error(exc.code, exc.message, _all(recipients, exc)) from exc
+            refused = _all(recipients, exc)
+            if message.raw is not None and 500 <= exc.code < 600:
+                # a relayed message's sender or size refused: the server judged this message
+                raise _content_error(exc.code, exc.message, refused) from exc
+            raise _response_error(exc.code, exc.message, refused) from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise _response_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPNotSupported as exc:
@@ -152,9 +157,11 @@ class EmailChannel:
         async with client:
             if smtp.token is not None:
                 await client.auth_xoauth2(smtp.username or "", await smtp.token())
-            refused, reply = await client.sendmail(
-                sender, list(recipients), content, mail_options=mail_options(sender, recipients)
-            )
+            if client.is_ehlo_or_helo_needed:
+                with contextlib.suppress(aiosmtplib.SMTPHeloError):  # sendmail falls back to HELO
+                    await client.ehlo()
+            options = mail_options(sender, recipients, content, client.supports_extension)
+            refused, reply = await client.sendmail(sender, list(recipients), content, mail_options=options)
             return await _again(client, sender, content, _refusals(refused)), reply
 
 
@@ -169,7 +176,7 @@ async def _again(
     """
     while later := [r.recipient for r in refusals if not r.permanent]:
         settled = tuple(r for r in refusals if r.permanent)
-        options = mail_options(sender, later)
+        options = mail_options(sender, later, content, client.supports_extension)
         try:
             refused, _ = await client.sendmail(sender, later, content, mail_options=options)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -201,10 +208,25 @@ def _all(recipients: Sequence[str], exc: aiosmtplib.SMTPResponseException) -> tu
     return tuple(Refusal(r, exc.code, exc.message) for r in recipients)
 
 
-def mail_options(sender: str, recipients: Sequence[str]) -> list[str]:
+def mail_options(
+    sender: str, recipients: Sequence[str], content: bytes = b"", offered: Callable[[str], bool] = bool
+) -> list[str]:
     """``SMTPUTF8`` (RFC 6531) when an address of the envelope is not ASCII: without it such an
-    address cannot be sent at all. The message's bytes go as they came either way."""
-    return [] if sender.isascii() and all(r.isascii() for r in recipients) else ["SMTPUTF8"]
+    address cannot be sent at all. When the server ``offered`` them, also as a client that sent
+    the message would have declared it: ``SMTPUTF8`` for a header that is not ASCII (RFC 6532),
+    ``BODY=8BITMIME`` for 8-bit bytes (RFC 6152). The bytes go as they came either way."""
+    envelope_utf8 = not (sender.isascii() and all(r.isascii() for r in recipients))
+    header_utf8 = not _header(content).isascii() and offered("smtputf8")
+    options = ["SMTPUTF8"] if envelope_utf8 or header_utf8 else []
+    if not content.isascii() and offered("8bitmime"):
+        options.append("BODY=8BITMIME")
+    return options
+
+
+def _header(content: bytes) -> bytes:
+    """The header section (up to the first empty line, with CRLF or bare LF line ends)."""
+    ends = [i for i in (content.find(b"\r\n\r\n"), content.find(b"\n\n")) if i >= 0]
+    return content[: min(ends)] if ends else content
 
 
 def render(message: OutboundMessage, mail_from: str, recipients: Sequence[str]) -> bytes:

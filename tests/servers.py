@@ -225,6 +225,8 @@ class ReceivedMail:
     data: bytes
     #: the AUTH login used, if any
     login: str | None
+    #: MAIL FROM's parameters (SMTPUTF8, BODY=8BITMIME, SIZE=...)
+    mail_options: tuple[str, ...] = ()
 
 
 class _Greeter(asyncio.Protocol):
@@ -413,7 +415,11 @@ class _Handler:
             return reply
         login = session.auth_data if isinstance(session.auth_data, str) else None
         mail = ReceivedMail(
-            envelope.mail_from or "", tuple(envelope.rcpt_tos), envelope.original_content or b"", login
+            envelope.mail_from or "",
+            tuple(envelope.rcpt_tos),
+            envelope.original_content or b"",
+            login,
+            tuple(envelope.mail_options),
         )
         self._owner.received.add(mail)
         return "250 2.0.0 OK: queued"

@@ -259,6 +259,13 @@ class _Session(SMTP):
         self.intake.closed(self)
         super().connection_lost(error)
 
+    def data_received(self, data: bytes) -> None:
+        """Any bytes from the client restart ``idle_timeout`` (aiosmtpd restarts it per command
+        only, which cut off a slow client still sending a large message's DATA)."""
+        if self._timeout_handle is not None:
+            self._reset_timeout()
+        super().data_received(data)
+
     def goodbye(self, reply: bytes = GOODBYE) -> None:
         """RFC 5321 section 3.8: a server shutting down answers 421 and closes."""
         if isinstance(self.transport, asyncio.WriteTransport) and not self.transport.is_closing():

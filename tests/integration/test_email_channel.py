@@ -146,6 +146,51 @@ async def test_addresses_beyond_ascii_are_relayed_with_smtputf8(smtp: SmtpServer
     assert (mail.mail_from, mail.rcpt_tos, mail.data) == ("jürgen@example.test", ("öps@example.test",), raw)
 
 
+async def test_an_8bit_message_is_declared_as_its_client_declared_it(smtp: SmtpServer) -> None:
+    """ASCII addresses, a UTF-8 header and an 8-bit body: SMTPUTF8 (RFC 6532) and BODY=8BITMIME
+    (RFC 6152), which the server offers, as the smart host's client sent them."""
+    raw = "From: app@example.test\r\nSubject: Störung\r\n\r\nDatenbank weg: ä\r\n".encode()
+    await _channel(smtp).send(_message(raw=raw, mail_from="app@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert {"SMTPUTF8", "BODY=8BITMIME"} <= set(mail.mail_options)
+    assert mail.data == raw
+
+
+async def test_an_ascii_header_with_an_8bit_body_needs_no_smtputf8(smtp: SmtpServer) -> None:
+    raw = b"From: app@example.test\r\nSubject: latin-1\r\n\r\ncaf\xe9\r\n"
+    await _channel(smtp).send(_message(raw=raw, mail_from="app@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert "BODY=8BITMIME" in mail.mail_options and "SMTPUTF8" not in mail.mail_options
+
+
+async def test_a_utf8_header_to_a_server_without_smtputf8_goes_as_it_came(smtp: SmtpServer) -> None:
+    """Only an address needs the extension: a header goes undeclared to a server without it, as
+    before, rather than failing the message."""
+    smtp.without_smtputf8()
+    raw = "From: app@example.test\r\nSubject: Störung\r\n\r\nx\r\n".encode()
+    await _channel(smtp).send(_message(raw=raw, mail_from="app@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert "SMTPUTF8" not in mail.mail_options and mail.data == raw
+
+
+async def test_a_relayed_message_refused_at_mail_from_is_not_a_provider_fault(smtp: SmtpServer) -> None:
+    """552 5.3.4 to MAIL FROM (too big for the provider) or 550 5.7.1 (a sender it will not send
+    for) judges the relayed message, not the provider: permanent, no health signal."""
+    smtp.reply(552, "5.3.4 Message size exceeds fixed limit", stage="mail")
+    with pytest.raises(ChannelError) as caught:
+        await _channel(smtp).send(_message(raw=b"Subject: x\r\n\r\ny\r\n", mail_from="app@example.test"))
+    assert (caught.value.permanent, caught.value.service_fault) == (True, False)
+    assert [r.code for r in caught.value.refused] == [552]
+
+
+async def test_our_own_sender_refused_at_mail_from_is_a_provider_fault(smtp: SmtpServer) -> None:
+    """The same reply to a notification of ours says the account cannot send: a fault."""
+    smtp.reply(550, "5.7.1 Client does not have permissions to send as this sender", stage="mail")
+    with pytest.raises(ChannelError) as caught:
+        await _channel(smtp).send(_message())
+    assert (caught.value.permanent, caught.value.service_fault) == (True, True)
+
+
 async def test_a_server_without_smtputf8_fails_such_a_message_not_the_provider(smtp: SmtpServer) -> None:
     """The server works; it cannot take this one message: permanent, and no fault of the provider."""
     smtp.without_smtputf8()

@@ -441,6 +441,30 @@ async def test_addresses_that_are_not_utf8_are_refused_at_once(start: Start) -> 
     await writer.wait_closed()
 
 
+async def test_a_slow_client_still_sending_is_not_idle(start: Start) -> None:
+    """idle_timeout 2 s and a client taking 3.2 s over its DATA, a line every 0.4 s: it is never
+    idle that long, so its message is taken (aiosmtpd alone cut it off 2 s after DATA)."""
+    smtp = await start(allowed_networks=LOOPBACK, idle_timeout="2s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+
+    async def say(line: bytes) -> bytes:
+        writer.write(line + b"\r\n")
+        await writer.drain()
+        return await _reply(reader)
+
+    await _reply(reader)
+    for command in (b"EHLO client.example", b"MAIL FROM:<app@example.com>", b"RCPT TO:<ops@example.com>"):
+        assert (await say(command)).startswith(b"250")
+    assert (await say(b"DATA")).startswith(b"354")
+    writer.write(b"Subject: slow\r\n\r\n")
+    for n in range(8):
+        await asyncio.sleep(0.4)  # the client's pace, not a wait for the server
+        writer.write(b"line %d\r\n" % n)
+    assert (await say(b".")).startswith(b"250 2.0.0 OK: queued as")
+    writer.close()
+    await writer.wait_closed()
+
+
 async def _reply(reader: asyncio.StreamReader) -> bytes:
     """One SMTP reply, every line of it."""
     lines = [await reader.readline()]
