@@ -132,13 +132,44 @@ def _forwarded(message: EmailMessage) -> Iterator[EmailMessage]:
 
 
 def body_text(message: EmailMessage) -> str:
-    """The plain-text body, or the HTML body converted; empty when the message has neither."""
+    """The message's inline text parts as text, in order (of alternatives the plain one, the HTML
+    one converted when the plain one is blank); empty when it has none."""
     try:
-        part = message.get_body(preferencelist=("plain", "html"))
+        return "\n\n".join(text for part in _inline_parts(message) if (text := _rendered(part)))
     except _DECODE_ERRORS:
-        part = None
-    if part is None:
         return ""
+
+
+def _inline_parts(part: Message) -> list[Message]:
+    """The leaf parts the text is made of: every inline text/plain or text/html part, not only the
+    first (a report's second inline part is often the one that matters); an attached message is
+    shown apart (see _text)."""
+    if part.get_content_type() in _FORWARD_TYPES:
+        return []
+    if part.is_multipart():
+        payload = part.get_payload()
+        subs = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
+        if part.get_content_subtype() == "alternative":
+            return _best_alternative(subs)
+        return [leaf for sub in subs for leaf in _inline_parts(sub)]
+    shown = part.get_content_type() in ("text/plain", "text/html")
+    return [part] if shown and part.get_content_disposition() != "attachment" else []
+
+
+def _best_alternative(alternatives: list[Message]) -> list[Message]:
+    """The plain alternative unless it is blank, else the richest one with text (RFC 2046 §5.1.4:
+    the last is the richest)."""
+    plain = [a for a in alternatives if a.get_content_type() == "text/plain"][:1]
+    if plain and _rendered(plain[0]).strip():
+        return plain
+    for alternative in reversed(alternatives):
+        parts = _inline_parts(alternative)
+        if any(_rendered(p).strip() for p in parts):
+            return parts
+    return plain
+
+
+def _rendered(part: Message) -> str:
     content = _text_of(part)
     return html_to_text(content) if part.get_content_subtype() == "html" else tidy(content)
 
@@ -160,14 +191,14 @@ def attachments(message: EmailMessage) -> list[Attachment]:
 def _attached_parts(message: EmailMessage, depth: int = 0) -> Iterator[Message]:
     """The attachments, those of the forwarded messages shown (see _text) included."""
     try:
-        body = message.get_body(preferencelist=("plain", "html"))
+        shown = _inline_parts(message)
     except _DECODE_ERRORS:
-        body = None
+        shown = []
     for part in _own_parts(message):
         inner = _attached_message(part)
         if inner is not None and depth < _MAX_FORWARD_DEPTH:
             yield from _attached_parts(inner, depth + 1)
-        elif inner is None and part is not body and _is_attachment(part):
+        elif inner is None and all(part is not s for s in shown) and _is_attachment(part):
             yield part
 
 

@@ -283,6 +283,33 @@ def test_html_only_message_is_converted() -> None:
     assert render(parse(msg.as_bytes())) == "Only HTML here."
 
 
+def test_every_inline_text_part_is_shown_in_order() -> None:
+    """A report whose errors are in a second inline part (a cron job's, a backup tool's): both
+    parts, in order, and neither listed as an attachment."""
+    raw = (
+        b"Subject: backup\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe nightly backup failed, see below.\r\n"
+        b"--b\r\nContent-Type: text/plain\r\nContent-Disposition: inline\r\n\r\n"
+        b"ERROR: disk full on /var/backups\r\n"
+        b"--b\r\nContent-Type: text/html\r\n\r\n<p>Run <b>42</b> aborted.</p>\r\n"
+        b"--b\r\nContent-Type: text/csv\r\nContent-Disposition: attachment; filename=run.csv\r\n\r\n"
+        b"a,b\r\n--b--\r\n"
+    )
+    assert render(parse(raw)) == (
+        "The nightly backup failed, see below.\n\nERROR: disk full on /var/backups\n\nRun 42 aborted."
+        "\n\nAttachments:\n- run.csv (3 bytes)"
+    )
+
+
+def test_a_blank_plain_alternative_gives_way_to_the_html_one() -> None:
+    """Some senders fill only the HTML alternative: the empty plain one is not the body."""
+    msg = EmailMessage()
+    msg.set_content("\n")
+    msg.add_alternative("<p>Database <b>down</b>.</p>", subtype="html")
+    assert render(parse(msg.as_bytes())) == "Database down."
+
+
 def test_render_keeps_the_attachment_list_when_cutting() -> None:
     """A long body is cut so that the attachment list still fits within the limit."""
     msg = _mixed()
