@@ -174,13 +174,39 @@ def _rendered(part: Message) -> str:
     return html_to_text(content) if part.get_content_subtype() == "html" else tidy(content)
 
 
+#: charsets that mislabel what senders really write: no label or ASCII (scripts writing UTF-8),
+#: Latin-1 (Windows-1252, whose quotes and euro sign Latin-1 lacks: the WHATWG Encoding Standard
+#: decodes the label so too)
+_UNLABELLED = frozenset({"us-ascii", "ascii"})
+_LATIN1 = frozenset({"iso-8859-1", "latin-1", "latin1", "l1", "iso8859-1"})
+
+
 def _text_of(part: Message) -> str:
+    """The part's text, decoded by its charset, where senders mislabel it as they often do."""
     try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except _DECODE_ERRORS:
         payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+        charset = part.get_content_charset()
+    except _DECODE_ERRORS:
+        return ""
+    if not isinstance(payload, bytes):
+        return ""
+    if charset is None or charset in _UNLABELLED:
+        text = _utf8_else_cp1252(payload)
+    elif charset in _LATIN1:
+        text = payload.decode("cp1252", errors="replace")
+    else:
+        try:
+            text = payload.decode(charset, errors="replace")
+        except LookupError:  # a charset Python does not know
+            text = _utf8_else_cp1252(payload)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _utf8_else_cp1252(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("cp1252", errors="replace")
 
 
 def attachments(message: EmailMessage) -> list[Attachment]:

@@ -330,9 +330,25 @@ def test_missing_subject_has_a_placeholder() -> None:
 
 
 def test_unknown_charset_does_not_fail() -> None:
-    """A body in an unknown charset is shown with replacement characters, not an error."""
+    """A body in a charset Python does not know is read as UTF-8, else Windows-1252: no error."""
     raw = b"Subject: x\r\nContent-Type: text/plain; charset=x-martian\r\n\r\nhello \xff\r\n"
-    assert render(parse(raw)) == "hello \ufffd"
+    assert render(parse(raw)) == "hello \xff"
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "shown"),
+    [
+        (None, "Zähler 5 €".encode(), "Zähler 5 €"),  # a script writing UTF-8, no charset
+        ("us-ascii", "Zähler 5 €".encode(), "Zähler 5 €"),  # the same, labelled ASCII
+        ("us-ascii", b"Z\xe4hler", "Zähler"),  # Latin-1 bytes labelled ASCII
+        ("iso-8859-1", b"\x93quoted\x94 \x80 5", "\u201cquoted\u201d € 5"),  # Windows-1252 labelled Latin-1
+        ("iso-8859-15", b"\xa4 5", "€ 5"),  # a label that is right is followed
+    ],
+)
+def test_mislabelled_charsets_are_read_as_senders_meant(charset: str | None, body: bytes, shown: str) -> None:
+    label = f"; charset={charset}" if charset else ""
+    raw = b"Subject: x\r\nContent-Type: text/plain" + label.encode() + b"\r\n\r\n" + body + b"\r\n"
+    assert render(parse(raw)) == shown
 
 
 def test_folded_header_is_one_line() -> None:
