@@ -24,6 +24,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Mapping
 
 SCHEME = "scrypt"
@@ -79,7 +80,7 @@ class PasswordHash:
         ln, r, p = (int(g) for g in match.group(1, 2, 3))
         if not (1 <= ln <= 20 and 1 <= r <= 32 and 1 <= p <= 16) or 128 * r * 2**ln > _MAX_MEM // 2:
             raise InvalidPasswordHash("scrypt parameters out of range (ln 1-20, r 1-32, p 1-16, <= 128 MiB)")
-        self._params = (ln, r, p)
+        self.params = (ln, r, p)
         try:
             self._salt, self._digest = _unb64(match.group(4)), _unb64(match.group(5))
         except ValueError as exc:
@@ -87,14 +88,16 @@ class PasswordHash:
 
     def matches(self, password: bytes) -> bool:
         """Constant-time comparison of the derived key (blocking: call it in a thread)."""
-        candidate = _scrypt(password, self._salt, *self._params)
+        candidate = _scrypt(password, self._salt, *self.params)
         return hmac.compare_digest(candidate, self._digest)
 
 
-# Unknown users are checked against this, so the time taken does not reveal which names exist.
-_DUMMY = PasswordHash(
-    f"$scrypt$ln={DEFAULT_LN},r={DEFAULT_R},p={DEFAULT_P}${_b64(bytes(16))}${_b64(bytes(32))}"
-)
+def _dummy(hashes: Iterable[PasswordHash]) -> PasswordHash:
+    """What an unknown name is checked against, so the time taken does not reveal which names
+    exist: a hash at the users' cost (the most common one; the default with no users)."""
+    costs = Counter(h.params for h in hashes).most_common(1)
+    ln, r, p = costs[0][0] if costs else (DEFAULT_LN, DEFAULT_R, DEFAULT_P)
+    return PasswordHash(f"$scrypt$ln={ln},r={r},p={p}${_b64(bytes(16))}${_b64(bytes(32))}")
 
 
 class Credentials:
@@ -102,6 +105,8 @@ class Credentials:
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self._hashes = {name: PasswordHash(text) for name, text in users.items()}
+        #: checked for an unknown name
+        self.dummy = _dummy(self._hashes.values())
         self._cache_key = secrets.token_bytes(32)
         self._cache: dict[str, list[bytes]] = {}
         self._checks = asyncio.Semaphore(_CONCURRENT_CHECKS)
@@ -120,7 +125,7 @@ class Credentials:
         if stored is not None and any(hmac.compare_digest(token, t) for t in self._cache.get(name, ())):
             return name
         async with self._checks:
-            ok = await asyncio.to_thread((stored or _DUMMY).matches, password)
+            ok = await asyncio.to_thread((stored or self.dummy).matches, password)
         if stored is None or not ok:
             raise AuthenticationFailed(AuthenticationFailed.__doc__)
         remembered = self._cache.setdefault(name, [])

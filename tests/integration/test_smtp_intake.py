@@ -23,7 +23,7 @@ from daemon.core.model import Notification, Severity
 from daemon.core.routing import Condition, Matcher, Route, route_for
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
-from daemon.intake.smtp_auth import PasswordHash, hash_password
+from daemon.intake.smtp_auth import Credentials, PasswordHash, hash_password
 from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.store.sqlite import SqliteStore
 from tests.support import read_until_closed, stop_as_connections_arrive, until
@@ -610,6 +610,15 @@ def test_hash_password_is_salted_and_verifiable() -> None:
     assert first != second and first.startswith("$scrypt$ln=4,r=8,p=1$")
     assert PasswordHash(first).matches(b"pw") and PasswordHash(second).matches(b"pw")
     assert not PasswordHash(first).matches(b"pW")
+
+
+def test_an_unknown_name_costs_what_the_users_cost() -> None:
+    """An unknown name is checked against a hash at the users' cost (the most common one), so a
+    wrong password for a cheaply hashed user takes as long as a name that does not exist."""
+    cheap = [hash_password(pw, ln=4, r=8, p=1) for pw in ("a", "b")]
+    users = Credentials({"a": cheap[0], "b": cheap[1], "c": hash_password("c", ln=5, r=8, p=1)})
+    assert users.dummy.params == (4, 8, 1)
+    assert Credentials({}).dummy.params == (14, 8, 5)
 
 
 async def test_repeated_auth_failures_end_the_session(start: Start) -> None:
