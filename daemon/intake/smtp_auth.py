@@ -27,6 +27,8 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+import idna
+
 SCHEME = "scrypt"
 DEFAULT_LN = 14
 DEFAULT_R = 8
@@ -161,11 +163,16 @@ def is_loopback(host: str) -> bool:
 
 
 def normalise_domain(domain: str) -> str:
-    """Lower case, no trailing dot, internationalised names in their ASCII (punycode) form."""
+    """Lower case, no trailing dot, internationalised names in their ASCII (punycode) form, by
+    IDNA 2008 with UTS 46 as mail providers resolve them (``straße.example`` is
+    ``xn--strae-oqa.example``; Python's IDNA 2003 codec folds it into ``strasse.example``, another
+    domain); a ``*.`` prefix kept; a name IDNA refuses compared as written, in lower case."""
     text = domain.strip().rstrip(".").lower()
+    if text.startswith("*."):
+        return "*." + normalise_domain(text[2:])
     try:
-        return text.encode("idna").decode("ascii")
-    except UnicodeError:
+        return idna.encode(text, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
         return text
 
 

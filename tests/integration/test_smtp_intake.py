@@ -194,6 +194,26 @@ async def test_recipient_outside_allowed_domains_is_relaying_denied(start: Start
     assert (sub.code, exact.code) == (250, 250)
 
 
+@pytest.mark.parametrize(
+    ("allowed", "recipient", "code"),
+    [
+        ("straße.example", "ops@straße.example", 250),
+        ("straße.example", "ops@xn--strae-oqa.example", 250),  # the same domain, in ASCII
+        ("strasse.example", "ops@straße.example", 550),  # another domain (IDNA 2003 folded them)
+        ("*.bücher.example", "ops@eu.BÜCHER.example", 250),
+    ],
+)
+async def test_recipient_domains_compare_as_idna_2008(
+    start: Start, allowed: str, recipient: str, code: int
+) -> None:
+    smtp = await start(allowed_networks=LOOPBACK, recipient_domains=[allowed])
+    async with smtp.client() as client:
+        await client.ehlo()
+        await client.mail("app@example.com", options=["SMTPUTF8"])
+        reply = await client.execute_command(b"RCPT", f"TO:<{recipient}>".encode())
+    assert reply.code == code
+
+
 async def test_submission_listener_requires_auth_even_from_allowed_networks(start: Start) -> None:
     """The port-587 listener wants AUTH from everyone; the main listener trusts the network."""
     smtp = await start(
