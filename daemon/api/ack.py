@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from starlette.datastructures import Headers
@@ -144,10 +144,9 @@ def _add_api_ack(
         openapi_extra=BEARER,
     )
     async def acknowledge(
-        notification_id: str, request: Request, body: AckIn | None = None
+        notification_id: str, token: str = Depends(admin), body: AckIn | None = None
     ) -> dict[str, Any]:
         """Stop the notification's escalation: steps not yet sent are not sent. 409 if nothing is left."""
-        token = await admin(request)
         by = body.by if body is not None and body.by else f"token {token}"
         result = await acknowledge_as(notification_id, by, "api")
         if result == "not_found":

@@ -16,6 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+#: how long a client is asked to wait after a 503 (whole seconds)
+RETRY_AFTER_S = "5"
+
 
 def error_response(
     status: int,
@@ -48,6 +51,7 @@ def invalid(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> JSONResponse
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     codes = {
+        400: "invalid_request",
         401: "unauthorized",
         403: "forbidden",
         404: "not_found",
@@ -60,6 +64,16 @@ async def http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
         exc.status_code, codes.get(exc.status_code, "error"), str(exc.detail), headers=dict(exc.headers or {})
     )
+
+
+async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The store cannot answer now (disk, database): try again shortly."""
+    return error_response(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
+
+
+async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """A bug: the same JSON body as every other error (the traceback goes to the log)."""
+    return error_response(500, "internal_error", "internal error; the daemon's log has the details")
 
 
 async def not_leader(_: Request, exc: Exception) -> JSONResponse:

@@ -32,6 +32,13 @@ class NotificationIn(BaseModel):
         default=None, description="repeating a key returns the first notification instead of a new one"
     )
 
+    @field_validator("idempotency_key")
+    @classmethod
+    def _not_an_intakes_key(cls, key: str | None) -> str | None:
+        if key is not None and (why := reserved_key(key)):
+            raise ValueError(why)
+        return key
+
     @field_validator("labels")
     @classmethod
     def _no_reserved_label(cls, labels: dict[str, str]) -> dict[str, str]:
@@ -39,6 +46,29 @@ class NotificationIn(BaseModel):
             if reserved in labels:
                 raise ValueError(f"'{reserved}' is reserved: the alert intakes alone say what closes what")
         return labels
+
+
+#: the key namespaces of what backchannel makes or takes in itself: the alert intakes
+#: (``alertmanager:``, ``grafana:``), the smart host (``smtp:``), its follow-ups and reports
+#: (``relay:``, ``bounce:``), announcements (``transition:``), catch-ups (``catchup:``) and drills
+#: (``drill-``). A key is looked up whoever sent it: an API client choosing one of these could pass
+#: its notification off as an alert's and have the alert answered as its duplicate.
+RESERVED_KEY_PREFIXES = (
+    "alertmanager:",
+    "grafana:",
+    "smtp:",
+    "relay:",
+    "bounce:",
+    "transition:",
+    "catchup:",
+    "drill-",
+)
+
+
+def reserved_key(key: str) -> str | None:
+    """Why ``key`` cannot be an API client's, or None."""
+    prefix = next((p for p in RESERVED_KEY_PREFIXES if key.startswith(p)), None)
+    return None if prefix is None else f"keys starting with {prefix!r} are backchannel's own"
 
 
 NotificationBatch = Annotated[list[NotificationIn], Field(min_length=1, max_length=1000)]

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.errors import BEARER, token_errors
-from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn
+from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn, reserved_key
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import StoreUnavailable
 
@@ -67,6 +67,8 @@ class SubmitEndpoint:
         batch = isinstance(body, list)
         if key is not None and (batch or not 0 < len(key) <= 255):
             return error(422, "invalid_request", "Idempotency-Key: 1 to 255 characters, for one notification")
+        if key is not None and (why := reserved_key(key)):
+            return error(422, "invalid_request", f"Idempotency-Key: {why}")
         items = body if isinstance(body, list) else [body]
         try:
             accepted = await self._acceptor.accept([_submission(item, key) for item in items])

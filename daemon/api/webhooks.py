@@ -6,8 +6,8 @@ Authentication is what the senders can be configured to send: a bearer token (Al
 token as the password, checked in constant time against every configured token.
 
 Answers: 202 ``{"ids": [...], "duplicates": [...]}`` only after the notifications are committed
-(Alertmanager and Grafana treat any 2xx as delivered and retry anything else, so a 503 while the
-store cannot commit makes them try again later); 401, 422 with the bad fields, 503 + Retry-After.
+(Alertmanager retries a 5xx answer, so a 503 while the store cannot commit makes it try again
+later; it does not retry a 4xx); 401, 403, 429, 422 with the bad fields, 503 + Retry-After.
 
 Two ways in, one behaviour (:class:`WebhookIntake`): :class:`WebhookEndpoint`, a bare ASGI app
 for the hot path (FastAPI's request machinery cost about 0.4 ms of CPU per call, a third of the
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
-from daemon.api.errors import BEARER_OR_BASIC, error_responses
+from daemon.api.errors import BEARER_OR_BASIC, token_errors
 from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
@@ -187,13 +187,14 @@ def _response(reply: Reply) -> JSONResponse:
 def _responses() -> dict[int | str, dict[str, Any]]:
     return {
         202: {"model": WebhookAccepted, "description": "Committed (or already known)"},
-        **error_responses(
+        **token_errors(
+            "send",
             {
                 401: "Missing or invalid bearer/basic credentials",
                 413: "Body too large",
                 422: "Not a valid payload; `details` names each bad field",
                 503: "Draining, or the store could not commit",
-            }
+            },
         ),
     }
 

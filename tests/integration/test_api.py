@@ -18,6 +18,7 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.config import parse_config
+from daemon.store.base import StoreUnavailable
 from tests.servers import SmtpServer, WebhookReceiver
 
 TOKEN = "api-test-token-0123456789"
@@ -468,3 +469,64 @@ async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: An
             assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
     finally:
         await daemon.stop()
+
+
+@pytest.mark.parametrize(
+    "key", ["alertmanager:abc:2026-11-29T01:00:00.000000Z:firing", "grafana:x", "smtp:1"]
+)
+async def test_a_key_in_an_intakes_namespace_is_refused(
+    api: tuple[httpx.AsyncClient, Daemon], key: str
+) -> None:
+    """An API client cannot choose an alert's key (its notification would answer the alert as a
+    duplicate, silencing the page): 422, in the body or the header."""
+    client, _ = api
+    in_body = await client.post("/v1/notifications", json={**NOTE, "idempotency_key": key})
+    in_header = await client.post("/v1/notifications", json=NOTE, headers={"Idempotency-Key": key})
+    for response in (in_body, in_header):
+        assert response.status_code == 422, response.text
+        assert "backchannel's own" in response.json()["message"]
+
+
+async def test_a_store_failure_on_a_read_is_a_json_503(
+    api: tuple[httpx.AsyncClient, Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, daemon = api
+
+    async def unavailable(*_: object) -> None:
+        raise StoreUnavailable("database is locked")
+
+    monkeypatch.setattr(daemon.store, "notification", unavailable)
+    response = await client.get("/v1/notifications/01ABC")
+    assert response.status_code == 503
+    assert response.json() == {"error": "store_unavailable", "message": "database is locked"}
+    assert response.headers["Retry-After"] == "5"
+
+
+async def test_a_bug_on_a_read_is_a_json_500(
+    api: tuple[httpx.AsyncClient, Daemon], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, daemon = api
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(daemon.store, "notification", broken)
+    response = await client.get("/v1/notifications/01ABC")
+    assert response.status_code == 500
+    assert response.json()["error"] == "internal_error"
+    assert "a bug" not in response.text
+
+
+async def test_acknowledging_checks_the_token_before_the_body(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    client, _ = api
+    response = await client.post(
+        "/v1/notifications/01ABC/ack", json={"by": 5, "extra": True}, headers={"Authorization": ""}
+    )
+    assert response.status_code == 401
+
+
+async def test_the_alert_intakes_document_403_and_429(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    client, _ = api
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/intake/alertmanager", "/v1/intake/grafana"):
+        assert {"401", "403", "429", "503"} <= set(paths[path]["post"]["responses"])
