@@ -1,4 +1,10 @@
-"""Request size limit as pure ASGI middleware: 413 before the body is read into memory."""
+"""Request size limit as pure ASGI middleware: 413 before the body is read into memory.
+
+A body without a Content-Length (chunked) is counted as it is read; once past the limit the read
+fails, and whatever the route makes of that failure (FastAPI answers a body it cannot read with a
+400, a handler's own ``except Exception`` with a 500) is replaced by the 413: the client is told
+what was wrong with its request.
+"""
 
 from __future__ import annotations
 
@@ -25,19 +31,25 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if exceeded:  # the route caught the failed read and answers it: the 413 instead
+                if not started:
+                    started = True
+                    await self._reject(send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 

@@ -163,6 +163,31 @@ async def test_body_over_the_limit_is_413(api: tuple[httpx.AsyncClient, Daemon])
     assert response.json()["error"] == "too_large"
 
 
+async def test_chunked_body_over_the_limit_is_413_everywhere(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """Without a Content-Length the body is counted as it arrives: every route that reads one
+    answers 413 too_large, not the 400 (FastAPI's "error parsing the body") or the 500 (a
+    handler's own catch-all) the interrupted read used to become."""
+    client, _ = api
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b"x" * 10_000
+
+    nid = "01M8G18M2KBFTF8SKWTR2MPKZZ"
+    for path in (
+        "/v1/notifications",
+        f"/v1/notifications/{nid}/ack",
+        "/v1/callbacks/slack",
+        "/v1/callbacks/twilio",
+        "/v1/drills",
+        "/v1/provider/override",
+        "/v1/intake/alertmanager",
+        "/v1/intake/grafana",
+    ):
+        response = await client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+        assert (path, response.status_code, response.json()["error"]) == (path, 413, "too_large")
+
+
 async def test_batch_of_1000_in_one_commit(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Up to 1,000 notifications are accepted in one request; 1,001 are refused."""
     client, _ = api
