@@ -7,6 +7,7 @@ parser callbacks raise (httptools wraps them in its own error; the connection lo
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any
 
@@ -27,20 +28,25 @@ class Request:
         self.keep_alive = True
 
 
+#: made once: ``json.dumps`` with arguments builds an encoder for every call
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(reply: Reply, *, keep_alive: bool) -> bytes:
     status, body, extra = reply
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    head = [
-        f"HTTP/1.1 {status} {_reason(status)}",
-        "content-type: application/json",
-        f"content-length: {len(payload)}",
-    ]
-    head += [f"{name}: {value}" for name, value in extra.items()]
+    payload = _JSON.encode(body).encode()
+    head = (
+        f"HTTP/1.1 {status} {_reason(status)}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
+    )
+    for name, value in extra.items():
+        head += f"{name}: {value}\r\n"
     if not keep_alive:
-        head.append("connection: close")
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload
+        head += "connection: close\r\n"
+    return (head + "\r\n").encode("latin-1") + payload
 
 
+@lru_cache(maxsize=128)
 def _reason(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 
 from daemon.core.model import (
@@ -248,9 +249,14 @@ def told_once(plan: Plan) -> Plan:
     return Plan(route=plan.route, mode=plan.mode, steps=plan.escalation.channels)
 
 
+@lru_cache(maxsize=4096)
 def _plan(route: str, mode: Mode, action: Action, resolution: bool = False) -> Plan:
     """``resolution``: an escalation's channels become a failover list: a resolution is told once, on
-    the first channel that takes it, and never pages on a timer."""
+    the first channel that takes it, and never pages on a timer.
+
+    A pure function of a few hashable values, and plans are immutable: each is made once and shared
+    (this runs twice for every notification accepted; a new reload's routes are new keys).
+    """
     if action is None:
         return Plan(route=route, mode=mode, defer=True)
     if isinstance(action, Escalation):

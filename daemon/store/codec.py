@@ -46,6 +46,10 @@ def maybe_dt(value: float | None) -> datetime | None:
     return None if value is None else dt(value)
 
 
+#: made once: ``json.dumps(..., sort_keys=True)`` builds an encoder for every call
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
+
+
 def notification_params(n: Notification) -> dict[str, Any]:
     return {
         "id": n.id,
@@ -56,7 +60,7 @@ def notification_params(n: Notification) -> dict[str, Any]:
         "body": n.body,
         "source": n.source,
         "recipients": json.dumps(list(n.recipients)),
-        "labels": json.dumps(dict(n.labels), sort_keys=True),
+        "labels": _SORTED_JSON.encode(dict(n.labels)),
         "mail_from": n.mail_from,
         "raw": n.raw,
     }

@@ -62,7 +62,8 @@ class Accepts:
         loop = asyncio.get_running_loop()
 
         def accept(conn: sqlite3.Connection) -> list[list[Accepted]]:
-            return [tx.accept(conn, items, now) for items, now, _, _ in batch]
+            mode = tx.current_mode(conn)  # once for the batch: an accept never changes it
+            return [tx.accept(conn, items, now, mode) for items, now, _, _ in batch]
 
         def committed(results: list[list[Accepted]]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(_visible, batch, results)  # runs before the answers do

@@ -28,9 +28,19 @@ Q = load("sqlite")
 SETTLED = frozenset({"delivered", "failed", "superseded"})
 
 
-def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: datetime) -> list[Accepted]:
-    """Insert each notification with the plan of the mode in force now; repeats return the first."""
+def current_mode(conn: sqlite3.Connection) -> Mode:
     mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]
+    return mode
+
+
+def accept(
+    conn: sqlite3.Connection, items: Sequence[NewNotification], now: datetime, mode: Mode | None = None
+) -> list[Accepted]:
+    """Insert each notification with the plan of the mode in force now; repeats return the first.
+
+    ``mode``: the mode in force, read in this transaction (several accepts in one read it once).
+    """
+    mode = current_mode(conn) if mode is None else mode
     results = []
     for item in items:
         existing = conn.execute(Q["find_by_key"], (item.notification.idempotency_key,)).fetchone()
@@ -44,18 +54,14 @@ def accept(conn: sqlite3.Connection, items: Sequence[NewNotification], now: date
                 results.append(Accepted(id=latest.id, duplicate=True))
                 continue
             notification, plan = codec.next_version(notification, plan, latest)
-        params = (
-            codec.notification_params(notification)
-            | {
-                "status": "held" if plan.defer else "pending",
-                "route": plan.route,
-                "mode": mode,
-                "now": codec.ts(now),
-                "ack_code": None if plan.escalation is None else _fresh_ack_code(conn),
-                "pinned": codec.pinned_json(item.plans) if item.pinned else None,
-            }
-            | codec.plan_columns(plan)
-        )
+        params = codec.notification_params(notification)
+        params["status"] = "held" if plan.defer else "pending"
+        params["route"] = plan.route
+        params["mode"] = mode
+        params["now"] = codec.ts(now)
+        params["ack_code"] = None if plan.escalation is None else _fresh_ack_code(conn)
+        params["pinned"] = codec.pinned_json(item.plans) if item.pinned else None
+        params.update(codec.plan_columns(plan))
         conn.execute(Q["insert_notification"], params)
         _insert_deliveries(conn, notification.id, plan, now)
         if (resolves := notification.labels.get(RESOLVES_LABEL)) is not None:
