@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from daemon import heap
 from daemon.ack_updates import AckUpdates
 from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.app import ApiContext, create_api
@@ -293,6 +294,7 @@ class Daemon:
             self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
+            heap.settle()  # the replaced configuration's cycles, if any
         self._background(self.supervision.reloaded())
 
     def _reload_smtp(self, config: Config) -> list[str]:
@@ -345,6 +347,7 @@ async def serve(
     # reports ready must reach its handler, not the default action that kills the process.
     daemon.install_signal_handlers()
     await daemon.start()
+    heap.settle()
     try:
         await daemon.wait()
     finally:

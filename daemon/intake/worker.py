@@ -35,6 +35,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from daemon import heap
 from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
 from daemon.api.ratelimit import Buckets, LocalBuckets, SharedBuckets
@@ -161,6 +162,7 @@ class IntakeWorker:
         sock.listen(BACKLOG)
         server = LeanServer(handler, self._config.api.max_body_bytes)
         await server.start(sock)
+        heap.settle()
         self._reports.ready()
         control = asyncio.create_task(self._follow(), name="intake-control")
         stop = asyncio.create_task(self._stop.wait())
@@ -190,6 +192,7 @@ class IntakeWorker:
                     extra={"event": "intake.worker_reload_failed"},
                 )
             else:
+                heap.settle()
                 log.info(
                     "intake worker reloaded", extra={"event": "intake.worker_reloaded", "pid": os.getpid()}
                 )
