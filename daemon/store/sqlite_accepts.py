@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from daemon.store import codec
 from daemon.store import transactions as tx
 from daemon.store.base import Accepted, NewNotification, OnVisible
 from daemon.store.sqlite_inline import MISSED, InlineConnection, Missed
@@ -61,9 +62,15 @@ class Accepts:
         batch, self._accepts = self._accepts, []
         loop = asyncio.get_running_loop()
 
+        # the rows' values before the write lock is taken: every writing process waits while it is held
+        rows = [[codec.notification_params(item.notification) for item in items] for items, _, _, _ in batch]
+
         def accept(conn: sqlite3.Connection) -> list[list[Accepted]]:
             mode = tx.current_mode(conn)  # once for the batch: an accept never changes it
-            return [tx.accept(conn, items, now, mode) for items, now, _, _ in batch]
+            return [
+                tx.accept(conn, items, now, mode, made)
+                for (items, now, _, _), made in zip(batch, rows, strict=True)
+            ]
 
         def committed(results: list[list[Accepted]]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(_visible, batch, results)  # runs before the answers do

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
@@ -34,15 +35,21 @@ def current_mode(conn: sqlite3.Connection) -> Mode:
 
 
 def accept(
-    conn: sqlite3.Connection, items: Sequence[NewNotification], now: datetime, mode: Mode | None = None
+    conn: sqlite3.Connection,
+    items: Sequence[NewNotification],
+    now: datetime,
+    mode: Mode | None = None,
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> list[Accepted]:
     """Insert each notification with the plan of the mode in force now; repeats return the first.
 
     ``mode``: the mode in force, read in this transaction (several accepts in one read it once).
+    ``rows``: each item's :func:`codec.notification_params`, made before the transaction so that
+    the write lock, which every process writing to the store shares, is held for less.
     """
     mode = current_mode(conn) if mode is None else mode
     results = []
-    for item in items:
+    for i, item in enumerate(items):
         existing = conn.execute(Q["find_by_key"], (item.notification.idempotency_key,)).fetchone()
         if existing is not None:
             results.append(Accepted(id=existing[0], duplicate=True))
@@ -54,7 +61,9 @@ def accept(
                 results.append(Accepted(id=latest.id, duplicate=True))
                 continue
             notification, plan = codec.next_version(notification, plan, latest)
-        params = codec.notification_params(notification)
+            params = codec.notification_params(notification)
+        else:
+            params = codec.notification_params(notification) if rows is None else dict(rows[i])
         params["status"] = "held" if plan.defer else "pending"
         params["route"] = plan.route
         params["mode"] = mode
