@@ -137,13 +137,13 @@ class SqliteStore(SqliteReads):
         # Not durable (no fsync of its own): a lease lost with power leaves the delivery pending,
         # so it is sent (again) after the restart, which at-least-once delivery allows. The
         # outcome recorded after the send is durable, and its fsync covers this claim too.
-        def claim(conn: sqlite3.Connection) -> list[Claimed]:
+        def claim(conn: sqlite3.Connection) -> tx.ClaimedRows:
             return tx.claim(conn, channel, limit, now, lease_until)
 
-        claimed = self._inline.write(claim)
-        if isinstance(claimed, Missed):  # the write lock is taken: the writer thread waits its turn
-            return await self._writer.run(claim, durable=False)
-        return claimed
+        read = self._inline.write(claim)
+        if isinstance(read, Missed):  # the write lock is taken: the writer thread waits its turn
+            read = await self._writer.run(claim, durable=False)
+        return tx.claimed(read)
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         """Commit durably; outcomes recorded while a writer job is waiting join it (one hand-off).

@@ -132,16 +132,26 @@ def _insert_deliveries(conn: sqlite3.Connection, notification_id: str, plan: Pla
         )
 
 
+#: what a claim read in its transaction: the deliveries' rows and their notifications' rows by id
+ClaimedRows = tuple[list[sqlite3.Row], dict[str, sqlite3.Row]]
+
+
 def claim(
     conn: sqlite3.Connection, channel: str, limit: int, now: datetime, lease_until: datetime
-) -> list[Claimed]:
+) -> ClaimedRows:
+    """The rows of the deliveries claimed; :func:`claimed` decodes them, after the commit (decoding
+    costs about 25 µs of Python a delivery, which the write lock need not wait for)."""
     params = {"channel": channel, "limit": limit, "now": codec.ts(now), "lease_until": codec.ts(lease_until)}
     rows = conn.execute(Q["claim"], params).fetchall()
     if not rows:
-        return []
+        return [], {}
     # One query for every claimed delivery's notification, not one per delivery.
     ids = json.dumps([row["notification_id"] for row in rows])
-    notifications = {n["id"]: n for n in conn.execute(Q["notifications_by_ids"], (ids,))}
+    return rows, {n["id"]: n for n in conn.execute(Q["notifications_by_ids"], (ids,))}
+
+
+def claimed(read: ClaimedRows) -> list[Claimed]:
+    rows, notifications = read
     claimed = []
     for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
         n = notifications[row["notification_id"]]
