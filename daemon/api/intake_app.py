@@ -2,7 +2,7 @@
 :mod:`daemon.api.lean_http`.
 
 The same endpoints, behaviour and error bodies as on the API port: ``POST /v1/notifications``,
-``POST /v1/intake/alertmanager``, ``POST /v1/intake/grafana``, and ``GET /healthz`` for load
+``POST /v1/intake/alertmanager``, ``POST /v1/intake/grafana``, and ``GET /healthz`` (and ``HEAD``) for load
 balancers. Everything else is a 404 that points at the API port: a worker has no provider state,
 no delivery and no status page, only the store to commit to.
 """
@@ -45,7 +45,7 @@ def intake_handler(
     async def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if method == "POST" and path in posts:
             return await posts[path](headers, body)
-        if method == "GET" and path == HEALTH_PATH:
+        if method in ("GET", "HEAD") and path == HEALTH_PATH:
             if draining():
                 return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
             return 200, {"status": "ok", "role": "intake"}, {}

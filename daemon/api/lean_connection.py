@@ -196,7 +196,7 @@ class Connection(asyncio.Protocol):
                 request.keep_alive = False
             # stopping: the last request received is answered with "close"
             keep_alive = request.keep_alive and not (self._finishing and not self._queue)
-            self._write(encode(reply, keep_alive=keep_alive))
+            self._write(encode(reply, keep_alive=keep_alive, head=request.method == "HEAD"))
             if not keep_alive:
                 self._task = None
                 self._close()

@@ -32,18 +32,19 @@ class Request:
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def encode(reply: Reply, *, keep_alive: bool) -> bytes:
+def encode(reply: Reply, *, keep_alive: bool, head: bool = False) -> bytes:
+    """The answer's bytes; with ``head`` (a HEAD request) its headers alone, the length the body's."""
     status, body, extra = reply
     payload = _JSON.encode(body).encode()
-    head = (
+    lines = (
         f"HTTP/1.1 {status} {_reason(status)}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n"
     )
     for name, value in extra.items():
-        head += f"{name}: {value}\r\n"
+        lines += f"{name}: {value}\r\n"
     if not keep_alive:
-        head += "connection: close\r\n"
-    return (head + "\r\n").encode("latin-1") + payload
+        lines += "connection: close\r\n"
+    return (lines + "\r\n").encode("latin-1") + (b"" if head else payload)
 
 
 @lru_cache(maxsize=128)

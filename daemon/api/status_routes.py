@@ -53,6 +53,9 @@ def health_router(
             return error_response(503, "starting", "starting up", headers={"Retry-After": STARTING_RETRY_S})
         return JSONResponse({"status": "ok", "provider": monitor.state.value})
 
+    # Some load balancers check with HEAD: the same status and headers (the server drops the body).
+    # Not in the OpenAPI document, which describes the GET.
+    router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
     return router
 
 

@@ -188,6 +188,17 @@ async def test_chunked_body_over_the_limit_is_413_everywhere(api: tuple[httpx.As
         assert (path, response.status_code, response.json()["error"]) == (path, 413, "too_large")
 
 
+async def test_healthz_answers_head(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """HEAD /healthz: GET's status and headers without the body (some load balancers check with HEAD);
+    the OpenAPI document describes the GET alone."""
+    client, _ = api
+    get, head = await client.get("/healthz"), await client.head("/healthz")
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == get.headers["content-length"]
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert list(paths["/healthz"]) == ["get"]
+
+
 async def test_batch_of_1000_in_one_commit(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Up to 1,000 notifications are accepted in one request; 1,001 are refused."""
     client, _ = api

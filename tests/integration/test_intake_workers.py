@@ -191,6 +191,11 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert (await intake.get("/v1/notifications")).status_code == 405
         health = await intake.get("/healthz")
         assert health.status_code == 200 and health.json()["role"] == "intake"
+        head = await intake.head("/healthz")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == health.headers["content-length"]
+        not_here = await intake.head("/v1/notifications")  # 405, and no body after a HEAD either
+        assert (not_here.status_code, not_here.content) == (405, b"")
 
 
 async def test_a_tokens_rate_limit_is_one_bucket_for_the_daemon_and_its_workers(

@@ -122,6 +122,20 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     assert echo.calls[0][2]["host"] == "x"
 
 
+async def test_a_head_request_is_answered_with_headers_alone(served: tuple[LeanServer, Echo, int]) -> None:
+    """HEAD (as some load balancers check /healthz): the GET's status and headers, the body's length,
+    no body; the connection stays usable, so the next answer starts right after the headers."""
+    _, _, port = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + _post("/after", b"next"))
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode("latin-1")
+    assert head.startswith("HTTP/1.1 202 ") and "x-seen: 1" in head
+    assert int(head.lower().split("content-length:")[1].split()[0]) > 0
+    after = await _read_response(reader)  # would fail to parse if a body had followed the HEAD's headers
+    assert (after[0], after[2]["path"], after[2]["body"]) == (202, "/after", "next")
+    writer.close()
+
+
 async def test_a_chunked_body_arrives_whole(served: tuple[LeanServer, Echo, int]) -> None:
     _, _, port = served
     data = (
