@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 
@@ -42,3 +43,14 @@ def no_secret_is_ever_logged() -> Iterator[None]:
     secrets = [s for s in registered_secrets() if len(s) >= 8]
     leaks = [(s[:4] + "…", t[:200]) for t in handler.texts for s in secrets if s in t]
     assert not leaks, f"secrets reached log records: {leaks[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def the_collector_as_it_was() -> Iterator[None]:
+    """A test that reloads a daemon in process runs ``daemon.heap.settle``, which freezes every
+    object alive and spaces young collections: undone after each test, so no later test finds
+    objects it dropped kept alive, or collections rarer than Python's default."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)

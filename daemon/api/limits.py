@@ -31,21 +31,22 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
-        started = exceeded = False
+        #: the app began its answer; the body outgrew the limit before it had (its answer is the 413's)
+        started = replaced = False
 
         async def counting_receive() -> Message:
-            nonlocal seen, exceeded
+            nonlocal seen, replaced
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    exceeded = True
+                    replaced = not started
                     raise _TooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if exceeded:  # the route caught the failed read and answers it: the 413 instead
+            if replaced:  # the route caught the failed read and answers it: the 413 instead
                 if not started:
                     started = True
                     await self._reject(send)

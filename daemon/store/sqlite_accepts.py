@@ -14,6 +14,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from daemon.store import codec
 from daemon.store import transactions as tx
@@ -59,11 +60,11 @@ class Accepts:
         return await future
 
     async def _flush(self) -> None:
-        batch, self._accepts = self._accepts, []
+        batch, rows = _rows(self._accepts)
+        self._accepts = []
+        if not batch:
+            return
         loop = asyncio.get_running_loop()
-
-        # the rows' values before the write lock is taken: every writing process waits while it is held
-        rows = [[codec.notification_params(item.notification) for item in items] for items, _, _, _ in batch]
 
         def accept(conn: sqlite3.Connection) -> list[list[Accepted]]:
             mode = tx.current_mode(conn)  # once for the batch: an accept never changes it
@@ -114,6 +115,22 @@ class Accepts:
         if self._inline_accepts % CHECKPOINT_EVERY == 0:
             return MISSED
         return self._inline.write(accept)
+
+
+def _rows(accepts: Sequence[_Accept]) -> tuple[list[_Accept], list[list[dict[str, Any]]]]:
+    """Each accept's rows, made before the write lock is taken (every process writing to the store
+    waits while it is held); an accept whose rows cannot be made fails alone, the others go on."""
+    batch, rows = [], []
+    for accept in accepts:
+        items, _, future, _ = accept
+        try:
+            rows.append([codec.notification_params(item.notification) for item in items])
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            continue
+        batch.append(accept)
+    return batch, rows
 
 
 def _visible(batch: Sequence[_Accept], results: list[list[Accepted]]) -> None:

@@ -74,6 +74,22 @@ async def test_concurrent_accepts_share_commits(store: Store) -> None:
     assert (await store.queue()).notifications == {"pending": 300}
 
 
+async def test_concurrent_accepts_with_one_that_cannot_be_stored_fail_it_alone(store: Store) -> None:
+    """A notification whose labels cannot be written (no caller of the store makes one: the API
+    validates them) fails its own accept, at once; the accepts beside it commit."""
+    bad = note(99)
+    bad = replace(bad, notification=replace(bad.notification, labels={"n": {1, 2}}))  # type: ignore[dict-item]
+    *results, failed = await asyncio.wait_for(
+        asyncio.gather(
+            *(store.accept([note(i)], T0) for i in range(10)), store.accept([bad], T0), return_exceptions=True
+        ),
+        10,
+    )
+    assert isinstance(failed, Exception)
+    assert [r[0].id for r in results] == [f"id-{i:05d}" for i in range(10)]  # type: ignore[index]
+    assert (await store.queue()).notifications == {"pending": 10}
+
+
 async def test_claim_and_deliver(store: Store) -> None:
     """A claimed delivery is in flight until its outcome is recorded; delivered ends it."""
     await store.accept([note(1)], T0)

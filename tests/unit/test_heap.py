@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
-
-import pytest
 
 from daemon import heap
-
-
-@pytest.fixture(autouse=True)
-def restored() -> Iterator[None]:
-    """The test process's own collector as it was: settle() freezes everything alive."""
-    threshold = gc.get_threshold()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
 
 
 class _Node:
