@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 
 from daemon.clock import Clock
-from daemon.core.model import Mode
+from daemon.core.model import Mode, Notification, Plan
 from daemon.core.routing import Route, plan_for
 from daemon.refusals import on_relay_plan
 from daemon.store.base import Store
@@ -41,39 +41,31 @@ class Rerouter:
     async def replan(self, mode: Mode) -> int:
         """After a policy reload: give every unsent notification whose plan changed its new plan
         (the routes' notifications only: what was planned here keeps its plan)."""
-        total, after = 0, ""
-        while page := await self._store.unsent(after, BATCH):
-            after = page[-1][0].id
-            routes = self._routes()
-            changed = {}
-            for notification, current in page:
-                if on_relay_plan(notification, current):
-                    continue
-                new = plan_for(notification, mode, routes, self._clock.now())
-                if new != current:
-                    changed[notification.id] = new
-            if changed:
-                total += await self._store.reroute(mode, changed, self._clock.now(), force=True)
-        self._log(total, mode)
-        return total
+        return await self._replan_unsent(mode, lambda n, current: not on_relay_plan(n, current))
 
     async def rescue(self, mode: Mode, configured: Collection[str]) -> int:
         """At start: give every unsent notification of the routes whose plan names a channel not
         configured any more (removed or renamed while the daemon was down) the routes' plan, a
         relayed message's follow-up included. Nothing else is re-planned, so a restart does not
         restart every plan from its first step."""
+        known = set(configured)
+        return await self._replan_unsent(mode, lambda _, current: not set(current.channels) <= known)
+
+    async def _replan_unsent(self, mode: Mode, wanted: Callable[[Notification, Plan], bool]) -> int:
+        """The routes' plan for every unsent notification ``wanted`` picks, where it differs."""
         total, after = 0, ""
         while page := await self._store.unsent(after, BATCH):
             after = page[-1][0].id
             routes = self._routes()
-            stranded = {}
+            changed = {}
             for notification, current in page:
-                if not set(current.channels) <= set(configured):
-                    new = plan_for(notification, mode, routes, self._clock.now())
-                    if new != current:
-                        stranded[notification.id] = new
-            if stranded:
-                total += await self._store.reroute(mode, stranded, self._clock.now(), force=True)
+                if not wanted(notification, current):
+                    continue
+                new = plan_for(notification, mode, routes, self._clock.now())
+                if new != current:
+                    changed[notification.id] = new
+            if changed:
+                total += await self._store.reroute(mode, changed, self._clock.now(), force=True)
         self._log(total, mode)
         return total
 
