@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from daemon.api.auth import BearerAuth, Grant
+from daemon.api.errors import RETRY_AFTER_S
 from daemon.api.lean_connection import Handler
 from daemon.api.lean_messages import Reply
 from daemon.api.ratelimit import Buckets
-from daemon.api.submit import PATH, RETRY_AFTER_S, SubmitEndpoint, error
+from daemon.api.submit import PATH, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
 from daemon.intake.accept import Acceptor
 from daemon.intake.webhook_config import WebhookSettings

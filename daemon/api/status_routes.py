@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from daemon import __version__
 from daemon.api import statuspage, views
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
-from daemon.api.errors import BEARER, BEARER_OR_BASIC, error_response, error_responses, token_errors
+from daemon.api.errors import (
+    BEARER,
+    BEARER_OR_BASIC,
+    RETRY_AFTER_S,
+    error_response,
+    error_responses,
+    token_errors,
+)
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.monitor import ProviderMonitor
@@ -20,7 +27,6 @@ from daemon.monitor import ProviderMonitor
 if TYPE_CHECKING:
     from daemon.api.app import ApiContext
 
-RETRY_AFTER_S = "5"
 STARTING_RETRY_S = "1"
 _HEALTH_RESPONSES = error_responses({503: "Starting (not every intake serves yet) or draining; Retry-After"})
 #: the status page never answers 403: a token without the read scope is asked to sign in again

@@ -16,13 +16,12 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
-from daemon.api.errors import BEARER, token_errors
+from daemon.api.errors import BEARER, RETRY_AFTER_S, token_errors
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn, reserved_key
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import StoreUnavailable
 
 PATH = "/v1/notifications"
-RETRY_AFTER_S = "5"
 
 Reply = tuple[int, dict[str, Any], dict[str, str]]
 

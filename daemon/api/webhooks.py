@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
-from daemon.api.errors import BEARER_OR_BASIC, token_errors
+from daemon.api.errors import BEARER_OR_BASIC, RETRY_AFTER_S, token_errors
 from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
@@ -40,7 +40,6 @@ from daemon.store.base import StoreUnavailable
 
 ALERTMANAGER_PATH = "/v1/intake/alertmanager"
 GRAFANA_PATH = "/v1/intake/grafana"
-RETRY_AFTER_S = "5"
 CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 #: merge into the OpenAPI document's ``components.securitySchemes`` (the bearer one exists already)
 SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}}

@@ -162,7 +162,7 @@ def claimed(read: ClaimedRows) -> list[Claimed]:
 
 def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: datetime) -> None:
     at = codec.ts(now)
-    mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]  # recording outcomes never changes it
+    mode = current_mode(conn)  # recording outcomes never changes it
     for outcome in outcomes:
         _record_one(conn, outcome, at, mode)
 
@@ -173,7 +173,7 @@ def fail_stranded(
     """Claim and fail in one transaction: nothing is left in flight between the two."""
     params = {"channel": channel, "limit": limit, "now": codec.ts(before), "lease_until": codec.ts(now)}
     rows = conn.execute(Q["claim"], params).fetchall()
-    mode: Mode = conn.execute(Q["current_mode"]).fetchone()[0]
+    mode = current_mode(conn)
     for row in rows:
         _record_one(conn, Outcome(row["id"], "failed", now, now, detail), codec.ts(now), mode)
     return len(rows)
@@ -289,7 +289,7 @@ def reroute(
 
     Only notifications planned for another mode move, unless ``force`` (a reloaded policy).
     """
-    if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
+    if current_mode(conn) != mode:
         return 0
     moved = 0
     for notification_id, plan in plans.items():
@@ -303,7 +303,7 @@ def reroute(
 
 def repin(conn: sqlite3.Connection, mode: Mode, now: datetime, limit: int) -> int:
     """Give up to ``limit`` unsent pinned notifications of another mode their own plan for ``mode``."""
-    if conn.execute(Q["current_mode"]).fetchone()[0] != mode:
+    if current_mode(conn) != mode:
         return 0
     rows = conn.execute(Q["repin_candidates"], (mode, limit)).fetchall()
     for row in rows:
@@ -340,7 +340,7 @@ def save_provider(
     conn: sqlite3.Connection, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
 ) -> None:
     state = snapshot.state
-    if conn.execute(Q["current_mode"]).fetchone()[0] != snapshot.mode:
+    if current_mode(conn) != snapshot.mode:
         conn.execute(Q["supersede_stale_escalations"], {"now": codec.ts(now), "mode": snapshot.mode})
     conn.execute(
         Q["save_provider"], (state.value, snapshot.mode, codec.snapshot_json(snapshot), codec.ts(now))

@@ -447,9 +447,7 @@ async def test_addresses_that_are_not_utf8_are_refused_at_once(start: Start) -> 
     reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
 
     async def say(line: bytes) -> bytes:
-        writer.write(line + b"\r\n")
-        await writer.drain()
-        return await _reply(reader)
+        return await _say(reader, writer, line)
 
     await _reply(reader)
     assert (await say(b"EHLO client.example")).startswith(b"250")
@@ -468,9 +466,7 @@ async def test_a_slow_client_still_sending_is_not_idle(start: Start) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
 
     async def say(line: bytes) -> bytes:
-        writer.write(line + b"\r\n")
-        await writer.drain()
-        return await _reply(reader)
+        return await _say(reader, writer, line)
 
     await _reply(reader)
     for command in (b"EHLO client.example", b"MAIL FROM:<app@example.com>", b"RCPT TO:<ops@example.com>"):
@@ -483,6 +479,13 @@ async def test_a_slow_client_still_sending_is_not_idle(start: Start) -> None:
     assert (await say(b".")).startswith(b"250 2.0.0 OK: queued as")
     writer.close()
     await writer.wait_closed()
+
+
+async def _say(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: bytes) -> bytes:
+    """One command line, and the server's whole reply to it."""
+    writer.write(line + b"\r\n")
+    await writer.drain()
+    return await _reply(reader)
 
 
 async def _reply(reader: asyncio.StreamReader) -> bytes:
