@@ -8,6 +8,7 @@ The operation is still described in ``/openapi.json`` (see :func:`openapi_operat
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, re
 from daemon.api.errors import BEARER, RETRY_AFTER_S, token_errors
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn, reserved_key
 from daemon.intake.accept import Acceptor, Submission
-from daemon.store.base import StoreUnavailable
+from daemon.store.base import KeyReused, StoreUnavailable
 
 PATH = "/v1/notifications"
 
@@ -73,6 +74,8 @@ class SubmitEndpoint:
             accepted = await self._acceptor.accept([_submission(item, key) for item in items])
         except StoreUnavailable as exc:
             return error(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
+        except KeyReused as exc:
+            return reused_reply(exc, items, batch)
         if batch:
             return (
                 202,
@@ -117,7 +120,39 @@ def invalid_reply(exc: ValidationError) -> Reply:
     return error(422, "invalid_request", summary, details=details)
 
 
+def reused_reply(exc: KeyReused, items: list[NotificationIn], batch: bool) -> Reply:
+    """422: a key the client chose came back with another notification; nothing was accepted.
+
+    As the IETF's Idempotency-Key draft has it: answering the first notification as this one's
+    duplicate would drop this one unseen, so the client learns that its key was reused."""
+    if batch:
+        field = f"body.{exc.index}.idempotency_key"
+    elif items[0].idempotency_key is not None:
+        field = "body.idempotency_key"
+    else:
+        field = "header.Idempotency-Key"
+    reason = f"first used for notification {exc.first_id}, with another request"
+    return error(
+        422,
+        "idempotency_key_reused",
+        f"{field}: {reason}; a new notification needs a new key (nothing was accepted)",
+        details=[{"field": field, "reason": reason}],
+    )
+
+
+#: made once (``json.dumps`` with arguments builds an encoder per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def request_digest(item: NotificationIn) -> str:
+    """What a client's idempotency key stands for: the notification asked for, as validated
+    (defaults filled in, the labels' order ignored), without the key itself."""
+    fields = [item.severity.value, item.subject, item.body, item.source, item.recipients, item.labels]
+    return hashlib.sha256(_CANONICAL.encode(fields).encode()).hexdigest()
+
+
 def _submission(item: NotificationIn, header_key: str | None) -> Submission:
+    key = item.idempotency_key or header_key
     return Submission(
         severity=item.severity,
         subject=item.subject,
@@ -125,7 +160,8 @@ def _submission(item: NotificationIn, header_key: str | None) -> Submission:
         source=item.source,
         recipients=tuple(item.recipients),
         labels=item.labels,
-        idempotency_key=item.idempotency_key or header_key,
+        idempotency_key=key,
+        digest=None if key is None else request_digest(item),
     )
 
 
@@ -137,7 +173,8 @@ def openapi_operation() -> dict[str, Any]:
             "summary": "Submit notifications",
             "description": "Accept one notification, or up to 1,000 in one durable commit. Answers 202 only "
             "after the commit. A repeated idempotency key (field or `Idempotency-Key` header) returns the "
-            "first notification's id with `duplicate: true`.",
+            "first notification's id with `duplicate: true` if the request is the same, and 422 "
+            "`idempotency_key_reused` (nothing accepted) if it asks for another notification.",
             "operationId": "submit_notifications",
             **BEARER,
             "parameters": [
@@ -165,7 +202,7 @@ def _openapi_responses() -> dict[int | str, Any]:
             "send",
             {
                 413: "Body too large",
-                422: "Invalid notification",
+                422: "Invalid notification, or an idempotency key reused for another one",
                 503: "Draining, or the store could not commit (Retry-After)",
             },
         ),

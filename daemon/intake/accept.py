@@ -30,6 +30,9 @@ class Submission:
     mail_from: str | None = None
     #: the original RFC 5322 message (SMTP intake): relayed byte for byte while the provider is healthy
     raw: bytes | None = None
+    #: a digest of the request, where its client chose ``idempotency_key``: the key coming back
+    #: with another digest is refused (:class:`~daemon.store.base.KeyReused`)
+    digest: str | None = None
 
 
 class Acceptor:
@@ -47,11 +50,13 @@ class Acceptor:
         self._listeners: list[Callable[[Sequence[Notification], Sequence[Accepted]], None]] = []
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
-        """Commit every submission durably; raises StoreUnavailable if nothing could be committed."""
+        """Commit every submission durably; raises StoreUnavailable if nothing could be committed,
+        KeyReused (nothing committed) if one reuses its client's key for another request."""
         now = self._clock.now()
         routes = self._routes()
         items = [
-            NewNotification(n, plans_for(n, routes, now)) for n in (self._build(s, now) for s in submissions)
+            NewNotification(n, plans_for(n, routes, now), digest=s.digest)
+            for s, n in ((s, self._build(s, now)) for s in submissions)
         ]
         notifications = [item.notification for item in items]
         told = False

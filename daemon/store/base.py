@@ -3,7 +3,8 @@
 Exceptions::
 
     StoreError               anything the store cannot do
-      └── StoreUnavailable   a commit failed (disk full, I/O error): nothing in it was accepted
+      ├── StoreUnavailable   a commit failed (disk full, I/O error): nothing in it was accepted
+      └── KeyReused          a client's idempotency key came back with another request
 
 Every write commits durably before its coroutine returns. A backend implements
 :class:`Store`; the SQLite one is embedded, the PostgreSQL one serves several nodes.
@@ -32,6 +33,26 @@ class StoreUnavailable(StoreError):
     """The store could not commit; nothing was accepted."""
 
 
+class KeyReused(StoreError):
+    """An accept's idempotency key was first used for a different request (another digest).
+
+    Nothing of that accept is stored; accepts committed beside it are not affected.
+    """
+
+    def __init__(self, key: str, first_id: str, index: int) -> None:
+        super().__init__(f"idempotency key {key!r} was first used for a different notification ({first_id})")
+        self.key = key
+        #: the notification the key was first used for
+        self.first_id = first_id
+        #: which of the accept's notifications reused it
+        self.index = index
+
+
+def reused(first: str | None, again: str | None) -> bool:
+    """Whether a key's request digest says it came back with another request (unknown: no)."""
+    return first is not None and again is not None and first != again
+
+
 @dataclass(frozen=True, slots=True)
 class NewNotification:
     notification: Notification
@@ -41,6 +62,9 @@ class NewNotification:
     #: channel, a catch-up's): the store keeps both, a mode change gives the notification its own plan for
     #: the new mode (:meth:`Store.repin`), and a policy reload leaves it alone
     pinned: bool = False
+    #: a digest of the API request, where its client chose the idempotency key: the key sent
+    #: again with another digest is refused (:class:`KeyReused`), with the same one a duplicate
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +198,10 @@ class Store(Protocol):
     ) -> list[Accepted]:
         """Commit durably, then answer. ``on_visible``, if the store calls it, runs on the event
         loop once the notifications are committed and visible to other connections, possibly
-        before they are durable (SQLite: before the WAL's fsync), never after this returns."""
+        before they are durable (SQLite: before the WAL's fsync), never after this returns.
+
+        Raises :class:`KeyReused`, storing none of ``items``, if one reuses a key with another
+        request digest (:attr:`NewNotification.digest`)."""
         ...
 
     async def claim(

@@ -20,7 +20,7 @@ from datetime import datetime
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
 from daemon.store import codec
-from daemon.store.base import Accepted, CancelResult, Claimed, NewNotification, Outcome
+from daemon.store.base import Accepted, CancelResult, Claimed, KeyReused, NewNotification, Outcome, reused
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
 from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one, epochs
@@ -51,14 +51,17 @@ async def accept(
     announced = False
     for c, i in order:
         items, now = calls[c]
-        answers[c, i], delivered = await _accept_one(conn, items[i], mode, now)
+        answers[c, i], delivered = await _accept_one(conn, items[i], mode, now, i)
         if delivered and not announced:
             await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
             announced = True
     return [[answers[c, i] for i in range(len(items))] for c, (items, _) in enumerate(calls)]
 
 
-async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: datetime) -> tuple[Accepted, bool]:
+async def _accept_one(
+    conn: Conn, item: NewNotification, mode: Mode, now: datetime, index: int
+) -> tuple[Accepted, bool]:
+    """``index``: the item's place in its call (:class:`KeyReused` names it)."""
     plan, notification = item.plans[mode], item.notification
     if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
         # One version of a group commits at a time: two at once would each miss the other.
@@ -85,12 +88,16 @@ async def _accept_one(conn: Conn, item: NewNotification, mode: Mode, now: dateti
             "now": now,
             "ack_code": None if plan.escalation is None else await _fresh_ack_code(conn),
             "pinned": codec.pinned_json(item.plans) if item.pinned else None,
+            "request_digest": item.digest,
         }
         | codec.plan_columns(plan)
     )
     if await _one(conn, Q["insert_notification"], params) is None:
         existing = await _one(conn, Q["find_by_key"], (notification.idempotency_key,))
         assert existing is not None, "ON CONFLICT found the key, so it is there"
+        if reused(existing["request_digest"], item.digest):
+            # The transaction rolls back; the accepts that shared it run again without this one.
+            raise KeyReused(notification.idempotency_key, existing["id"], index)
         return Accepted(id=existing["id"], duplicate=True), False
     await _insert_deliveries(conn, notification.id, plan, now)
     if (resolves := notification.labels.get(RESOLVES_LABEL)) is not None:

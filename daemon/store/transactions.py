@@ -18,9 +18,11 @@ from daemon.store.base import (
     Callback,
     CancelResult,
     Claimed,
+    KeyReused,
     NewNotification,
     Outcome,
     StoreError,
+    reused,
 )
 from daemon.store.queries import load
 
@@ -46,7 +48,11 @@ def accept(
     ``mode``: the mode in force, read in this transaction (several accepts in one read it once).
     ``rows``: each item's :func:`codec.notification_params`, made before the transaction so that
     the write lock, which every process writing to the store shares, is held for less.
+
+    Raises :class:`KeyReused` before writing anything if an item reuses a key with another digest.
     """
+    if any(item.digest is not None for item in items):
+        _refuse_reused_keys(conn, items)
     mode = current_mode(conn) if mode is None else mode
     results = []
     for i, item in enumerate(items):
@@ -70,6 +76,7 @@ def accept(
         params["now"] = codec.ts(now)
         params["ack_code"] = None if plan.escalation is None else _fresh_ack_code(conn)
         params["pinned"] = codec.pinned_json(item.plans) if item.pinned else None
+        params["request_digest"] = item.digest
         params.update(codec.plan_columns(plan))
         conn.execute(Q["insert_notification"], params)
         _insert_deliveries(conn, notification.id, plan, now)
@@ -79,6 +86,21 @@ def accept(
             _supersede_versions(conn, lineage, notification.id, notification.source, now)
         results.append(Accepted(id=notification.id, duplicate=False))
     return results
+
+
+def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotification]) -> None:
+    """Raise :class:`KeyReused` if an item's key was first used, in the store or earlier in
+    ``items``, with another request digest. Called before the accept writes anything, so that the
+    refusal leaves the accepts sharing the transaction as they were."""
+    first: dict[str, tuple[str, str | None]] = {}  # each key's first notification: id, digest
+    for index, item in enumerate(items):
+        key = item.notification.idempotency_key
+        if key not in first:
+            row = conn.execute(Q["find_by_key"], (key,)).fetchone()
+            first[key] = (item.notification.id, item.digest) if row is None else (row[0], row[1])
+        first_id, first_digest = first[key]
+        if reused(first_digest, item.digest):
+            raise KeyReused(key, first_id, index)
 
 
 def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: datetime) -> None:

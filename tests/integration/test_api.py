@@ -219,6 +219,45 @@ async def test_idempotency_key_header_returns_the_first(api: tuple[httpx.AsyncCl
     assert again.headers["Idempotent-Replayed"] == "true"
 
 
+async def test_an_idempotency_key_reused_for_another_notification_is_refused(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """The same key with another request is a 422 naming where the key was and the notification it
+    was first used for, and nothing is accepted (a duplicate would drop the new one unseen); the
+    same request again, written differently (labels reordered, a default spelled out), is a replay."""
+    client, _ = api
+    labels = {"team": "payments", "env": "prod"}
+    first = await client.post(
+        "/v1/notifications", json={**NOTE, "labels": labels}, headers={"Idempotency-Key": "deploy-2"}
+    )
+    spelled_out = {**NOTE, "body": "", "source": "api", "labels": dict(reversed(labels.items()))}
+    replay = await client.post("/v1/notifications", json=spelled_out, headers={"Idempotency-Key": "deploy-2"})
+    assert replay.json() == {"id": first.json()["id"], "duplicate": True}
+    other = await client.post(
+        "/v1/notifications",
+        json={**NOTE, "subject": "Payments API back"},
+        headers={"Idempotency-Key": "deploy-2"},
+    )
+    assert other.status_code == 422
+    assert other.json()["error"] == "idempotency_key_reused"
+    assert other.json()["details"] == [
+        {
+            "field": "header.Idempotency-Key",
+            "reason": f"first used for notification {first.json()['id']}, with another request",
+        }
+    ]
+    in_body = await client.post("/v1/notifications", json={**NOTE, "idempotency_key": "deploy-2"})
+    assert in_body.json()["details"][0]["field"] == "body.idempotency_key"
+    batch = [
+        {**NOTE, "idempotency_key": "new-one"},
+        {**NOTE, "subject": "other", "idempotency_key": "deploy-2"},
+    ]
+    refused = await client.post("/v1/notifications", json=batch)
+    assert (refused.status_code, refused.json()["details"][0]["field"]) == (422, "body.1.idempotency_key")
+    listed = (await client.get("/v1/notifications")).json()["items"]
+    assert [n["id"] for n in listed] == [first.json()["id"]]
+
+
 async def test_idempotency_key_field_in_a_batch(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Keys given as fields deduplicate within and across batches."""
     client, _ = api

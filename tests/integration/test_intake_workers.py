@@ -172,7 +172,7 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
 ) -> None:
     daemon, _, _ = world
     body = {"severity": "critical", "subject": "x"}
-    async with _intake(daemon, token="wrong") as wrong, _intake(daemon) as intake:
+    async with _intake(daemon, token="wrong") as wrong, _intake(daemon) as intake, _api(daemon) as api:
         assert (await wrong.post("/v1/notifications", json=body)).status_code == 401
         assert (await wrong.post("/v1/intake/alertmanager", json=AM_BODY)).status_code == 401
         anonymous = await intake.post("/v1/notifications", json=body, headers={"Authorization": ""})
@@ -184,6 +184,12 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert as_basic.status_code == 202, as_basic.text
         invalid = await intake.post("/v1/notifications", json={"severity": "urgent", "subject": "x"})
         assert invalid.status_code == 422 and "severity" in invalid.json()["message"]
+        keyed = {"Idempotency-Key": "worker-key"}
+        first = await intake.post("/v1/notifications", json=body, headers=keyed)
+        reused = await intake.post("/v1/notifications", json={**body, "subject": "y"}, headers=keyed)
+        assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"
+        on_api = await api.post("/v1/notifications", json={**body, "subject": "y"}, headers=keyed)
+        assert on_api.status_code == 422 and first.json()["id"] in on_api.json()["message"]
         too_large = await intake.post("/v1/notifications", content=b"x" * 300_000)
         assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
         status = await intake.get("/v1/status")

@@ -18,7 +18,15 @@ from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, CheckStatus, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.store import migrations
-from daemon.store.base import Accepted, Callback, NewNotification, Outcome, Store, StoreUnavailable
+from daemon.store.base import (
+    Accepted,
+    Callback,
+    KeyReused,
+    NewNotification,
+    Outcome,
+    Store,
+    StoreUnavailable,
+)
 from daemon.store.migrations import SchemaTooNew
 from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
@@ -65,6 +73,54 @@ async def test_repeated_idempotency_key_returns_the_first(store: Store) -> None:
     assert second[0].duplicate
     assert not second[1].duplicate
     assert (await store.queue()).notifications == {"pending": 2}
+
+
+def keyed(n: int, key: str, digest: str | None) -> NewNotification:
+    """A notification under a key its client chose, with the digest of the request it came in."""
+    return replace(note(n, key=key), digest=digest)
+
+
+async def test_a_key_back_with_another_request_is_refused_and_nothing_of_its_accept_is_stored(
+    store: Store,
+) -> None:
+    """The IETF Idempotency-Key rule: the same key and request is a duplicate; the same key with
+    another request is refused (KeyReused, naming the item and the first notification), and the
+    accept's other notifications are not stored either; a key first stored without a digest
+    (made before digests, or by an intake) cannot tell, so it stays a duplicate."""
+    (first,) = await store.accept([keyed(1, "deploy-1", "aaa")], T0)
+    (same,) = await store.accept([keyed(2, "deploy-1", "aaa")], T0)
+    assert same == Accepted(first.id, duplicate=True)
+    with pytest.raises(KeyReused) as refused:
+        await store.accept([keyed(3, "fresh", "ccc"), keyed(4, "deploy-1", "bbb")], T0)
+    assert (refused.value.key, refused.value.first_id, refused.value.index) == ("deploy-1", first.id, 1)
+    assert await store.notification("id-00003") is None
+    (unknown,) = await store.accept([note(5, key="legacy")], T0)
+    assert (await store.accept([keyed(6, "legacy", "ddd")], T0)) == [Accepted(unknown.id, duplicate=True)]
+    assert (await store.queue()).notifications == {"pending": 2}
+
+
+async def test_a_key_reused_within_one_accept_is_refused_with_its_place(store: Store) -> None:
+    """Two items of one accept with one key: the same request is a duplicate of the first item,
+    another request refuses the accept."""
+    same = await store.accept([keyed(1, "k", "aaa"), keyed(2, "k", "aaa")], T0)
+    assert same == [Accepted("id-00001", duplicate=False), Accepted("id-00001", duplicate=True)]
+    with pytest.raises(KeyReused) as refused:
+        await store.accept([keyed(3, "j", "aaa"), keyed(4, "j", "bbb")], T0)
+    assert (refused.value.first_id, refused.value.index) == ("id-00003", 1)
+    assert await store.notification("id-00003") is None
+
+
+async def test_a_refused_key_leaves_the_accepts_committed_beside_it(store: Store) -> None:
+    """Accepts sharing a transaction with a refused one commit and are answered as usual."""
+    await store.accept([keyed(0, "taken", "aaa")], T0)
+    results = await asyncio.gather(
+        *(store.accept([note(i)], T0) for i in range(1, 40)),
+        store.accept([keyed(99, "taken", "bbb")], T0),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], KeyReused)
+    assert [r[0].id for r in results[:-1] if isinstance(r, list)] == [f"id-{i:05d}" for i in range(1, 40)]
+    assert (await store.queue()).notifications == {"pending": 40}
 
 
 async def test_concurrent_accepts_share_commits(store: Store) -> None:

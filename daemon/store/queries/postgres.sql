@@ -9,15 +9,15 @@ SELECT mode FROM provider WHERE id = 1 FOR SHARE;
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
                            labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
-                           pinned, updated_at)
+                           pinned, request_digest, updated_at)
 VALUES (%(id)s, %(idempotency_key)s, %(created_at)s, %(severity)s, %(subject)s, %(body)s, %(source)s,
         %(recipients)s, %(labels)s, %(mail_from)s, %(raw)s, %(status)s, %(route)s, %(mode)s, %(plan)s,
-        %(escalation)s, %(ack_code)s, 0, %(pinned)s, %(now)s)
+        %(escalation)s, %(ack_code)s, 0, %(pinned)s, %(request_digest)s, %(now)s)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
 -- name: find_by_key
-SELECT id FROM notifications WHERE idempotency_key = %s;
+SELECT id, request_digest FROM notifications WHERE idempotency_key = %s;
 
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,

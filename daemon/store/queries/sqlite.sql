@@ -1,5 +1,5 @@
 -- name: find_by_key
-SELECT id FROM notifications WHERE idempotency_key = ?;
+SELECT id, request_digest FROM notifications WHERE idempotency_key = ?;
 
 -- name: current_mode
 SELECT mode FROM provider WHERE id = 1;
@@ -7,9 +7,10 @@ SELECT mode FROM provider WHERE id = 1;
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
                            labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
-                           pinned, updated_at)
+                           pinned, request_digest, updated_at)
 VALUES (:id, :idempotency_key, :created_at, :severity, :subject, :body, :source, :recipients,
-        :labels, :mail_from, :raw, :status, :route, :mode, :plan, :escalation, :ack_code, 0, :pinned, :now);
+        :labels, :mail_from, :raw, :status, :route, :mode, :plan, :escalation, :ack_code, 0, :pinned,
+        :request_digest, :now);
 
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
