@@ -49,8 +49,11 @@ class KeyReused(StoreError):
 
 
 def reused(first: str | None, again: str | None) -> bool:
-    """Whether a key's request digest says it came back with another request (unknown: no)."""
-    return first is not None and again is not None and first != again
+    """Whether a key's request digest says it came back with another request. Unknown (either
+    missing, or the two made by different versions of the digest: ``v1:...``) is not reuse."""
+    if first is None or again is None or first == again:
+        return False
+    return first.partition(":")[0] == again.partition(":")[0]
 
 
 @dataclass(frozen=True, slots=True)

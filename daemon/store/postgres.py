@@ -25,7 +25,7 @@ from psycopg import AsyncConnection
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Plan
-from daemon.store import migrations, postgres_ack, postgres_callbacks
+from daemon.store import migrations, postgres_ack, postgres_callbacks, unreadable
 from daemon.store import postgres_tx as tx
 from daemon.store import postgres_views as views
 from daemon.store.base import (
@@ -164,9 +164,13 @@ class PostgresStore(PostgresReads):
 
     async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
         """Claim due deliveries and expired leases; the lease lasts ``lease_until - now`` on the DB clock."""
-        return await self._transaction(
+        read = await self._transaction(
             lambda conn: tx.claim(conn, channel, limit, now, lease_until, self.node)
         )
+        claimed, found = tx.claimed(read)
+        if found:
+            await unreadable.put_back(self.record, found, now)
+        return claimed
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
 from daemon.store import postgres_views as views
+from daemon.store import unreadable
 from daemon.store.base import (
     ChannelHealth,
     ListFilter,
@@ -47,10 +48,14 @@ class PostgresReads:
         return await self._read(lambda conn: views.acknowledged(conn, notification_ids))
 
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
-        return await self._read(lambda conn: views.reroute_candidates(conn, mode, limit))
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.reroute_candidates(conn, mode, n)), limit
+        )
 
     async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
-        return await self._read(lambda conn: views.unsent(conn, after_id, limit))
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.unsent(conn, after_id, n)), limit
+        )
 
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
@@ -81,7 +86,10 @@ class PostgresReads:
 
     async def recent(self, limit: int) -> list[NotificationView]:
         """The newest notifications with their delivery trails."""
-        return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", limit))
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.notifications(conn, "recent_notification_ids", (n,))),
+            limit,
+        )
 
     async def search(self, query: ListFilter) -> list[NotificationView]:
         """Newest first; ``query.before`` is the cursor of the next page."""
@@ -92,13 +100,10 @@ class PostgresReads:
             "before": query.before,
             "limit": query.limit,
         }
-
-        async def read(conn: Conn) -> list[NotificationView]:
-            found = await (await conn.execute(Q["list_ids"], params)).fetchall()
-            listed = [await views.notification(conn, row["id"]) for row in found]
-            return [v for v in listed if v is not None]
-
-        return await self._read(read)
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.notifications(conn, "list_ids", {**params, "limit": n})),
+            query.limit,
+        )
 
     async def by_ack_code(self, code: str) -> str | None:
         async def read(conn: Conn) -> str | None:
@@ -109,7 +114,8 @@ class PostgresReads:
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""
-        return await self._read(lambda conn: views.notifications(conn, "drill_ids", drill_id))
+        found, _ = await self._read(lambda conn: views.notifications(conn, "drill_ids", (drill_id,)))
+        return found
 
     async def notification(self, notification_id: str) -> NotificationView | None:
         return await self._read(lambda conn: views.notification(conn, notification_id))

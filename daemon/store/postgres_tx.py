@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from psycopg.rows import DictRow
+
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
 from daemon.store import codec
@@ -25,6 +27,7 @@ from daemon.store.base import NotLeader as NotLeader  # kept importable from her
 from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one, epochs
 from daemon.store.postgres_steps import _fresh_ack_code, _insert_deliveries, _next_step
+from daemon.store.unreadable import decode_each
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,24 +126,36 @@ async def _supersede_versions(conn: Conn, lineage: str, new_id: str, source: str
     await conn.execute(Q["insert_group_version"], (lineage, new_id))
 
 
+#: what a claim read in its transaction: the deliveries' rows and their notifications' rows by id
+ClaimedRows = tuple[list[DictRow], dict[str, DictRow]]
+
+
 async def claim(
     conn: Conn, channel: str, limit: int, now: datetime, lease_until: datetime, node: str
-) -> list[Claimed]:
-    """Claim due deliveries and expired leases; the new lease runs on the database's clock."""
+) -> ClaimedRows:
+    """Claim due deliveries and expired leases; the new lease runs on the database's clock.
+    :func:`claimed` decodes the rows, after the commit."""
     params = {"channel": channel, "limit": limit, "now": now, "lease": lease_until - now, "node": node}
     rows = await (await conn.execute(Q["claim"], params)).fetchall()
     if not rows:
-        return []
+        return [], {}
     ids = list({row["notification_id"] for row in rows})
     notes = await (await conn.execute(Q["notifications_by_ids"], (ids,))).fetchall()
-    by_id = {n["id"]: (n, codec.notification(epochs(n)), codec.open_ack_code(n)) for n in notes}
-    rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-    claimed = []
-    for r in rows:
-        n, notification, ack_code = by_id[r["notification_id"]]
+    return rows, {n["id"]: n for n in notes}
+
+
+def claimed(read: ClaimedRows) -> tuple[list[Claimed], list[tuple[DictRow, str]]]:
+    """The claims decoded, oldest due first, and the deliveries' rows that could not be, with why
+    (:mod:`daemon.store.unreadable`)."""
+    rows, notifications = read
+
+    def decode(r: DictRow) -> Claimed:
+        n = notifications[r["notification_id"]]
         then = codec.then(n, r["step"])
-        claimed.append(Claimed(codec.delivery(epochs(r)), notification, ack_code, then))
-    return claimed
+        return Claimed(codec.delivery(epochs(r)), codec.notification(epochs(n)), codec.open_ack_code(n), then)
+
+    ordered = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
+    return decode_each(ordered, decode, lambda r: r["notification_id"])
 
 
 async def record(conn: Conn, outcomes: Sequence[Outcome], now: datetime, node: str) -> None:

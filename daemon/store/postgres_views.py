@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
 from psycopg.rows import DictRow
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
-from daemon.store import codec
+from daemon.store import codec, unreadable
 from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store.postgres_queries import Conn, Q, epochs
 
@@ -29,13 +30,22 @@ async def acknowledged(conn: Conn, notification_ids: Sequence[str]) -> set[str]:
     return {row["id"] for row in await rows(conn, "acknowledged_among", (list(notification_ids),))}
 
 
-async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> list[Notification]:
-    return [codec.notification(epochs(r)) for r in await rows(conn, "reroute_candidates", (mode, limit))]
+async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> tuple[list[Notification], int]:
+    """The candidates it could decode (:mod:`daemon.store.unreadable`), and how many rows it got."""
+    found = await rows(conn, "reroute_candidates", (mode, limit))
+    return unreadable.decode_each(found, lambda r: codec.notification(epochs(r)), _id)[0], len(found)
 
 
-async def unsent(conn: Conn, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+async def unsent(conn: Conn, after_id: str, limit: int) -> tuple[list[tuple[Notification, Plan]], int]:
+    """The page's notifications it could decode, with their plans, and how many rows it got."""
     found = await rows(conn, "unsent", (after_id, limit))
-    return [(codec.notification(epochs(row)), codec.plan(row)) for row in found]
+    page, _ = unreadable.decode_each(found, lambda r: (codec.notification(epochs(r)), codec.plan(r)), _id)
+    return page, len(found)
+
+
+def _id(row: DictRow) -> str:
+    notification_id: str = row["id"]
+    return notification_id
 
 
 async def provider(conn: Conn, events: int, checks: int) -> ProviderView:
@@ -73,10 +83,24 @@ async def latest_drill(conn: Conn) -> str | None:
     return None if not found else str(found[0]["drill"])
 
 
-async def notifications(conn: Conn, query: str, param: object) -> list[NotificationView]:
-    """The views of the notifications whose ids ``query`` selects, in its order."""
-    views = [await notification(conn, row["id"]) for row in await rows(conn, query, (param,))]
-    return [v for v in views if v is not None]
+async def notifications(
+    conn: Conn, query: str, params: Sequence[object] | Mapping[str, object]
+) -> tuple[list[NotificationView], int]:
+    """The views of the notifications whose ids ``query`` selects, in its order, but for those that
+    cannot be decoded (:mod:`daemon.store.unreadable`), and how many ids it got."""
+    ids = [row["id"] for row in await (await conn.execute(Q[query], params)).fetchall()]
+    views = []
+    for nid in ids:
+        try:
+            view = await notification(conn, nid)
+        except psycopg.Error:
+            raise
+        except Exception as exc:  # whatever the row holds, the list goes on without it
+            unreadable.left_out(nid, unreadable.reason(exc))
+            continue
+        if view is not None:
+            views.append(view)
+    return views, len(ids)
 
 
 async def notification(conn: Conn, notification_id: str) -> NotificationView | None:

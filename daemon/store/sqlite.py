@@ -23,7 +23,7 @@ from pathlib import Path
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Plan
-from daemon.store import codec, migrations
+from daemon.store import codec, migrations, unreadable
 from daemon.store import transactions as tx
 from daemon.store.base import (
     Accepted,
@@ -143,7 +143,10 @@ class SqliteStore(SqliteReads):
         read = self._inline.write(claim)
         if isinstance(read, Missed):  # the write lock is taken: the writer thread waits its turn
             read = await self._writer.run(claim, durable=False)
-        return tx.claimed(read)
+        claimed, found = tx.claimed(read)
+        if found:
+            await unreadable.put_back(self.record, found, now)
+        return claimed
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         """Commit durably; outcomes recorded while a writer job is waiting join it (one hand-off).

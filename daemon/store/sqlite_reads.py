@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
-from daemon.store import codec
+from daemon.store import codec, unreadable
 from daemon.store import sqlite_views as views
 from daemon.store.base import (
     ChannelHealth,
@@ -55,8 +55,12 @@ class SqliteReads:
             raise StoreUnavailable(f"the store could not be read: {exc}") from exc
 
     async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
-        rows = await self._read(lambda conn: conn.execute(Q["unsent"], (after_id, limit)).fetchall())
-        return [(codec.notification(row), codec.plan(row)) for row in rows]
+        async def read(n: int) -> tuple[list[tuple[Notification, Plan]], int]:
+            rows = await self._read(lambda conn: conn.execute(Q["unsent"], (after_id, n)).fetchall())
+            page, _ = unreadable.decode_each(rows, lambda r: (codec.notification(r), codec.plan(r)), _id)
+            return page, len(rows)
+
+        return await unreadable.fill(read, limit)
 
     async def due(self) -> dict[str, datetime]:
         """Per channel, when its earliest pending delivery (of the mode in force) is due."""
@@ -79,8 +83,11 @@ class SqliteReads:
         return await self._read(acknowledged) if isinstance(found, Missed) else found
 
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
-        rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, limit)).fetchall())
-        return [codec.notification(row) for row in rows]
+        async def read(n: int) -> tuple[list[Notification], int]:
+            rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, n)).fetchall())
+            return unreadable.decode_each(rows, codec.notification, _id)[0], len(rows)
+
+        return await unreadable.fill(read, limit)
 
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
@@ -94,7 +101,10 @@ class SqliteReads:
 
     async def recent(self, limit: int) -> list[NotificationView]:
         """The newest notifications with their delivery trails."""
-        return await self._read(lambda conn: views.notifications(conn, "recent_notification_ids", (limit,)))
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.notifications(conn, "recent_notification_ids", (n,))),
+            limit,
+        )
 
     async def search(self, query: ListFilter) -> list[NotificationView]:
         """Newest first; ``query.before`` is the cursor of the next page."""
@@ -105,7 +115,10 @@ class SqliteReads:
             "before": query.before,
             "limit": query.limit,
         }
-        return await self._read(lambda conn: views.notifications(conn, "list_ids", params))
+        return await unreadable.fill(
+            lambda n: self._read(lambda conn: views.notifications(conn, "list_ids", {**params, "limit": n})),
+            query.limit,
+        )
 
     async def by_ack_code(self, code: str) -> str | None:
         key = normalise_ack_code(code)
@@ -114,7 +127,8 @@ class SqliteReads:
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""
-        return await self._read(lambda conn: views.notifications(conn, "drill_ids", (drill_id,)))
+        found, _ = await self._read(lambda conn: views.notifications(conn, "drill_ids", (drill_id,)))
+        return found
 
     async def latest_drill(self) -> str | None:
         row = await self._read(lambda conn: conn.execute(Q["latest_drill"]).fetchone())
@@ -132,3 +146,8 @@ class SqliteReads:
 
     async def notification(self, notification_id: str) -> NotificationView | None:
         return await self._read(lambda conn: views.notification(conn, notification_id))
+
+
+def _id(row: sqlite3.Row) -> str:
+    notification_id: str = row["id"]
+    return notification_id

@@ -10,7 +10,7 @@ from typing import Any
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, ProviderState
-from daemon.store import codec
+from daemon.store import codec, unreadable
 from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store.queries import load
 
@@ -59,10 +59,12 @@ def notification(conn: sqlite3.Connection, notification_id: str) -> Notification
 
 def notifications(
     conn: sqlite3.Connection, query: str, params: Sequence[Any] | Mapping[str, Any]
-) -> list[NotificationView]:
-    """The views of the notifications whose ids ``query`` selects, in its order (one reader call)."""
+) -> tuple[list[NotificationView], int]:
+    """The views of the notifications whose ids ``query`` selects, in its order (one reader call),
+    but for those that cannot be decoded (:mod:`daemon.store.unreadable`), and how many ids it got."""
     ids = [row[0] for row in conn.execute(Q[query], params).fetchall()]
-    return [view for nid in ids if (view := notification(conn, nid)) is not None]
+    found, _ = unreadable.decode_each(ids, lambda nid: notification(conn, nid), str, (sqlite3.Error,))
+    return [view for view in found if view is not None], len(ids)
 
 
 def channel_health(conn: sqlite3.Connection) -> list[ChannelHealth]:

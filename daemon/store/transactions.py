@@ -25,6 +25,7 @@ from daemon.store.base import (
     reused,
 )
 from daemon.store.queries import load
+from daemon.store.unreadable import decode_each
 
 Q = load("sqlite")
 #: delivery states no outcome changes any more
@@ -172,14 +173,18 @@ def claim(
     return rows, {n["id"]: n for n in conn.execute(Q["notifications_by_ids"], (ids,))}
 
 
-def claimed(read: ClaimedRows) -> list[Claimed]:
+def claimed(read: ClaimedRows) -> tuple[list[Claimed], list[tuple[sqlite3.Row, str]]]:
+    """The claims decoded, oldest due first, and the deliveries' rows that could not be, with why
+    (:mod:`daemon.store.unreadable`)."""
     rows, notifications = read
-    claimed = []
-    for row in sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"])):
+
+    def decode(row: sqlite3.Row) -> Claimed:
         n = notifications[row["notification_id"]]
         then = codec.then(n, row["step"])
-        claimed.append(Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), then))
-    return claimed
+        return Claimed(codec.delivery(row), codec.notification(n), codec.open_ack_code(n), then)
+
+    ordered = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
+    return decode_each(ordered, decode, lambda row: row["notification_id"])
 
 
 def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: datetime) -> None:

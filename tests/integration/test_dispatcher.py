@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,26 @@ async def test_outage_reroutes_and_recovery_releases_held(world: World) -> None:
     await world.monitor.force(ProviderState.HEALTHY, "recovered")
     await until(_status_is(world, other, "delivered"))
     assert world.channels["email"].sent[-1].notification_id == other
+
+
+async def test_a_row_that_cannot_be_read_is_left_alone_when_the_mode_changes(world: World) -> None:
+    """Held mail re-planned at the recovery, one of it a row the codec cannot read (a severity
+    another release wrote): that one stays held, the rest goes out, and the dispatcher goes on."""
+    await world.monitor.force(ProviderState.OUTAGE, "test")
+    held = [await world.submit(Severity.INFO, f"report {i}") for i in range(3)]
+    await until(_status_is(world, held[2], "held"))
+    with sqlite3.connect(world.store.path) as conn:
+        conn.execute("UPDATE notifications SET severity = 'page' WHERE id = ?", (held[1],))
+    await world.monitor.force(ProviderState.HEALTHY, "recovered")
+    await until(_status_is(world, held[0], "delivered"))
+    await until(_status_is(world, held[2], "delivered"))
+    later = await world.submit(Severity.INFO, "after")
+    await until(_status_is(world, later, "delivered"))
+    with sqlite3.connect(world.store.path) as conn:
+        assert conn.execute("SELECT status FROM notifications WHERE id = ?", (held[1],)).fetchall() == [
+            ("held",)
+        ]
+    assert held[1] not in [m.notification_id for m in world.channels["email"].sent]
 
 
 async def test_failing_channel_does_not_block_others(world: World) -> None:

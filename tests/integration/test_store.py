@@ -22,6 +22,7 @@ from daemon.store.base import (
     Accepted,
     Callback,
     KeyReused,
+    ListFilter,
     NewNotification,
     Outcome,
     Store,
@@ -77,7 +78,7 @@ async def test_repeated_idempotency_key_returns_the_first(store: Store) -> None:
 
 def keyed(n: int, key: str, digest: str | None) -> NewNotification:
     """A notification under a key its client chose, with the digest of the request it came in."""
-    return replace(note(n, key=key), digest=digest)
+    return replace(note(n, key=key), digest=None if digest is None else f"v1:{digest}")
 
 
 async def test_a_key_back_with_another_request_is_refused_and_nothing_of_its_accept_is_stored(
@@ -157,6 +158,65 @@ async def test_claim_and_deliver(store: Store) -> None:
     assert view is not None
     assert view.status == "delivered"
     assert [a.outcome for a in view.attempts] == ["delivered"]
+
+
+def run_sql(store: Store, statement: str) -> list[tuple[object, ...]]:
+    """A statement run on the store's database from outside it, as an operator's tool would."""
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            return conn.execute(statement).fetchall()
+    assert isinstance(store, PostgresStore)
+    with admin(store._url) as pg:
+        cur = pg.execute(statement)
+        return cur.fetchall() if cur.description else []
+
+
+async def test_a_claimed_row_that_cannot_be_read_is_put_back_and_the_others_go_out(store: Store) -> None:
+    """A notification row the codec cannot read (a severity another release wrote) is neither sent
+    nor failed: its claimed delivery is pending again, due in a minute, with the reason in its
+    trail (a node that can read it may send it); the deliveries claimed with it go out."""
+    await store.accept([note(1), note(2), note(3)], T0)
+    run_sql(store, "UPDATE notifications SET severity = 'page' WHERE id = 'id-00002'")
+    lease = T0 + timedelta(minutes=5)
+    assert [c.notification.id for c in await store.claim("email", 10, T0, lease)] == ["id-00001", "id-00003"]
+    trail = run_sql(
+        store,
+        "SELECT d.state, d.last_error, a.outcome, n.status FROM deliveries d"
+        " JOIN attempts a ON a.delivery_id = d.id JOIN notifications n ON n.id = d.notification_id"
+        " WHERE d.notification_id = 'id-00002'",
+    )
+    assert [(state, outcome, status) for state, _, outcome, status in trail] == [
+        ("pending", "retry", "pending")
+    ]
+    assert "cannot be read from the outbox" in str(trail[0][1]) and "'page'" in str(trail[0][1])
+    assert await store.claim("email", 10, T0 + timedelta(seconds=59), lease) == []
+    assert await store.claim("email", 10, T0 + timedelta(seconds=61), lease) == []  # met, put back again
+    run_sql(store, "UPDATE notifications SET severity = 'critical' WHERE id = 'id-00002'")  # mended
+    again = await store.claim("email", 10, T0 + timedelta(minutes=3), lease + timedelta(minutes=3))
+    assert [c.notification.id for c in again] == ["id-00002"]
+
+
+async def test_the_lists_read_past_a_row_that_cannot_be_read(store: Store) -> None:
+    """A list's page leaves an unreadable row out and is still full, so paging goes on to the end."""
+    await store.accept([note(i) for i in range(1, 6)], T0)
+    run_sql(store, "UPDATE notifications SET severity = 'page' WHERE id = 'id-00004'")
+    first = await store.search(ListFilter(limit=2))
+    assert [v.notification.id for v in first] == ["id-00005", "id-00003"]
+    rest = await store.search(ListFilter(before="id-00003", limit=2))
+    assert [v.notification.id for v in rest] == ["id-00002", "id-00001"]
+    assert [v.notification.id for v in await store.recent(3)] == ["id-00005", "id-00003", "id-00002"]
+
+
+async def test_a_replan_reads_past_a_row_that_cannot_be_read(store: Store) -> None:
+    """The re-plans' reads (a mode change's sweep, a reload's replan) leave an unreadable
+    notification as it is, instead of raising at the moment an outage is declared, and still
+    fill their pages with the others."""
+    await store.accept([note(1), note(2), note(3)], T0)
+    run_sql(store, "UPDATE notifications SET severity = 'page' WHERE id IN ('id-00001', 'id-00002')")
+    assert [n.id for n in await store.reroute_candidates("outage", 1)] == ["id-00003"]
+    assert [n.id for n, _ in await store.unsent("", 1)] == ["id-00003"]
+    assert run_sql(store, "SELECT status FROM notifications WHERE id = 'id-00002'") == [("pending",)]
+    assert await store.cancel("id-00002", T0) == "cancelled"  # what an operator can do about it
 
 
 async def test_retry_waits_until_due(store: Store) -> None:
