@@ -38,17 +38,31 @@ class Fence:
     version: int
 
 
+#: what became of one accept call: its notifications' results, or the refusal of its reused key
+AcceptResult = list[Accepted] | KeyReused
+
+
 async def accept(
     conn: Conn, calls: Sequence[tuple[Sequence[NewNotification], datetime]], node: str
-) -> list[list[Accepted]]:
-    """Insert each call's notifications with the plan of the mode in force; repeats return the first."""
+) -> list[AcceptResult]:
+    """Insert each call's notifications with the plan of the mode in force; repeats return the first.
+
+    A call reusing a key its client chose with another request (:class:`KeyReused`) is refused
+    before anything is written, the others go on; one whose key another transaction commits
+    meanwhile raises it from the insert, and the whole transaction rolls back (the caller runs
+    each call alone then).
+    """
     row = await _one(conn, Q["current_mode_shared"], ())
     assert row is not None, "the provider row is created by the first migration"
     mode: Mode = row["mode"]
+    refused: dict[int, KeyReused] = {}
+    for c, (items, _) in enumerate(calls):
+        if any(item.digest is not None for item in items) and (why := await _reused_key(conn, items)):
+            refused[c] = why
     answers: dict[tuple[int, int], Accepted] = {}
     # Key order: transactions inserting the same keys wait for each other in one order, never in a cycle.
     order = sorted(
-        ((c, i) for c, (items, _) in enumerate(calls) for i in range(len(items))),
+        ((c, i) for c, (items, _) in enumerate(calls) if c not in refused for i in range(len(items))),
         key=lambda ci: calls[ci[0]][0][ci[1]].notification.idempotency_key,
     )
     announced = False
@@ -58,7 +72,24 @@ async def accept(
         if delivered and not announced:
             await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
             announced = True
-    return [[answers[c, i] for i in range(len(items))] for c, (items, _) in enumerate(calls)]
+    return [
+        refused[c] if c in refused else [answers[c, i] for i in range(len(items))]
+        for c, (items, _) in enumerate(calls)
+    ]
+
+
+async def _reused_key(conn: Conn, items: Sequence[NewNotification]) -> KeyReused | None:
+    """The refusal of the first item whose key was first used, in the store or earlier in
+    ``items``, with another request digest (as the SQLite store's ``_refuse_reused_keys``)."""
+    keys = list({item.notification.idempotency_key for item in items})
+    found = await (await conn.execute(Q["find_by_keys"], (keys,))).fetchall()
+    first = {row["idempotency_key"]: (row["id"], row["request_digest"]) for row in found}
+    for index, item in enumerate(items):
+        key = item.notification.idempotency_key
+        first_id, first_digest = first.setdefault(key, (item.notification.id, item.digest))
+        if reused(first_digest, item.digest):
+            return KeyReused(key, first_id, index)
+    return None
 
 
 async def _accept_one(

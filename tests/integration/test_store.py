@@ -17,7 +17,7 @@ import pytest
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, CheckStatus, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store import migrations
+from daemon.store import migrations, postgres_tx
 from daemon.store.base import (
     Accepted,
     Callback,
@@ -761,6 +761,22 @@ async def test_bad_call_does_not_fail_accepts_sharing_its_transaction(pg_nodes: 
     assert results[0] == [Accepted("id-00001", duplicate=False)]
     assert isinstance(results[1], KeyError)
     assert (await a.queue()).notifications == {"pending": 1}
+
+
+async def test_a_reused_key_is_refused_in_the_shared_transaction_without_rolling_it_back(
+    pg_nodes: PgFactory,
+) -> None:
+    """One transaction of three calls, the middle one reusing a key with another request: it is
+    refused there (KeyReused in its place), the other two commit in that same transaction rather
+    than each alone after a rollback (a client repeating its mistake costs the others nothing)."""
+    a = await pg_nodes("a")
+    await a.accept([keyed(0, "taken", "aaa")], T0)
+    calls = [([note(1)], T0), ([keyed(2, "fresh", "ccc"), keyed(3, "taken", "bbb")], T0), ([note(4)], T0)]
+    results = await a._transaction(lambda conn: postgres_tx.accept(conn, calls, a.node))
+    assert results[0] == [Accepted("id-00001", duplicate=False)]
+    assert isinstance(results[1], KeyReused) and results[1].index == 1
+    assert results[2] == [Accepted("id-00004", duplicate=False)]
+    assert await a.notification("id-00002") is None
 
 
 async def test_unreachable_server_is_unavailable_at_open() -> None:

@@ -19,6 +19,9 @@ RETURNING id;
 -- name: find_by_key
 SELECT id, request_digest FROM notifications WHERE idempotency_key = %s;
 
+-- name: find_by_keys
+SELECT idempotency_key, id, request_digest FROM notifications WHERE idempotency_key = ANY(%s);
+
 -- name: insert_delivery
 INSERT INTO deliveries (notification_id, mode, route, step, channel, state, attempts, next_attempt_at,
                         created_at, updated_at)
