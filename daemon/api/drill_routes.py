@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.auth import BearerAuth
 from daemon.api.errors import BEARER, token_errors
+from daemon.api.status_models import DrillOut, DrillStarted
 from daemon.drills import DrillError, Drills, summary
 
 
@@ -27,6 +28,7 @@ def drill_router(drills: Drills, auth: BearerAuth) -> APIRouter:
         "/v1/drills",
         status_code=202,
         dependencies=[Depends(auth.require("admin"))],
+        response_model=DrillStarted,
         responses=token_errors(
             "admin", {413: "Body too large", 422: "Invalid body, an unknown route, or nothing to drill"}
         ),
@@ -43,6 +45,7 @@ def drill_router(drills: Drills, auth: BearerAuth) -> APIRouter:
     @router.get(
         "/v1/drills/{drill_id}",
         dependencies=[Depends(auth.require("read"))],
+        response_model=DrillOut,
         responses=token_errors("read", {404: "No such drill", 422: "Invalid request"}),
         openapi_extra=BEARER,
     )

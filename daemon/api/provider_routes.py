@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from daemon.api.auth import BearerAuth
 from daemon.api.errors import BEARER, token_errors
 from daemon.api.models import OverrideIn
+from daemon.api.status_models import OverrideOut
 from daemon.core.model import ProviderState
 from daemon.monitor import ProviderMonitor
 
@@ -23,6 +24,7 @@ def override_router(monitor: ProviderMonitor, auth: BearerAuth) -> APIRouter:
         "/v1/provider/override",
         tags=["operations"],
         dependencies=[admin],
+        response_model=OverrideOut,
         responses=token_errors("admin", {409: _NOT_LEADER, 413: "Body too large", 422: "Invalid body"}),
         openapi_extra=BEARER,
     )
@@ -35,6 +37,7 @@ def override_router(monitor: ProviderMonitor, auth: BearerAuth) -> APIRouter:
         "/v1/provider/override",
         tags=["operations"],
         dependencies=[admin],
+        response_model=OverrideOut,
         responses=token_errors("admin", {409: _NOT_LEADER}),
         openapi_extra=BEARER,
     )

@@ -20,6 +20,7 @@ from daemon.api.errors import (
     error_responses,
     token_errors,
 )
+from daemon.api.status_models import HealthOut, StatusOut
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.monitor import ProviderMonitor
@@ -50,7 +51,7 @@ def health_router(
 ) -> APIRouter:
     router = APIRouter()
 
-    @router.get("/healthz", tags=["operations"], responses=_HEALTH_RESPONSES)
+    @router.get("/healthz", tags=["operations"], response_model=HealthOut, responses=_HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
         """Readiness for load balancers: 503 while starting (until every intake serves) or draining."""
         if draining():
@@ -73,6 +74,7 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
         "/v1/status",
         tags=["operations"],
         dependencies=[read],
+        response_model=StatusOut,
         responses=token_errors("read"),
         openapi_extra=BEARER,
     )

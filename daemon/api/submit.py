@@ -220,6 +220,7 @@ def _accepted_one() -> dict[str, Any]:
         "type": "object",
         "required": ["id", "duplicate"],
         "properties": {"id": {"type": "string"}, "duplicate": {"type": "boolean"}},
+        "additionalProperties": False,
     }
 
 
@@ -232,4 +233,5 @@ def _accepted_batch() -> dict[str, Any]:
             "ids": {"type": "array", "items": {"type": "string"}},
             "duplicates": {"type": "array", "items": {"type": "string"}},
         },
+        "additionalProperties": False,
     }

@@ -26,7 +26,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
@@ -130,6 +130,8 @@ class WebhookIntake:
 
 class WebhookAccepted(BaseModel):
     """The notifications made from the call, in order; ``duplicates`` were already known (re-sends)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     ids: list[str]
     duplicates: list[str]

@@ -121,6 +121,26 @@ async def test_the_list_and_a_notification_have_typed_schemas(daemon: Daemon) ->
     ]
 
 
+async def test_every_success_of_backchannels_own_operations_has_a_typed_schema(daemon: Daemon) -> None:
+    """Each 2xx JSON body of an operation for backchannel's clients (not a vendor's callback, which
+    only needs a 200) is described field by field: an object naming its required properties and
+    allowing no others, so a client can rely on it and the answers above are checked against it."""
+    async with api_client(daemon, ADMIN) as admin:
+        spec = (await admin.get("/openapi.json")).json()
+    for path, method, operation in _operations(spec):
+        if path.startswith("/v1/callbacks/"):
+            continue
+        for status, response in operation["responses"].items():
+            body = response.get("content", {}).get("application/json")
+            if not status.startswith("2") or body is None:
+                continue
+            schema = body["schema"]
+            for one in schema.get("oneOf", [schema]):
+                resolved = _resolve(spec, one)
+                assert resolved.get("type") == "object" and resolved.get("required"), (method, path, status)
+                assert resolved.get("additionalProperties") is False, (method, path, status)
+
+
 async def test_twilio_inbound_is_documented_as_twiml(daemon: Daemon) -> None:
     """The SMS reply webhook answers XML (TwiML), and the document says so."""
     async with api_client(daemon, ADMIN) as admin:
@@ -199,7 +219,17 @@ async def _representative_answers(daemon: Daemon, delivered: str) -> list[Answer
             (await anonymous.post("/v1/callbacks/twilio/inbound"), ("/v1/callbacks/twilio/inbound", "post")),
             (await limited.get("/v1/status"), ("/v1/status", "get")),
             (await limited.get("/v1/notifications"), ("/v1/notifications", "get")),
+            (await anonymous.get("/healthz"), ("/healthz", "get")),
+            (await reader.get("/v1/status"), ("/v1/status", "get")),
         ]
+        forced = await admin.post("/v1/provider/override", json={"state": "outage", "reason": "drill"})
+        answers.append((forced, ("/v1/provider/override", "post")))
+        answers.append((await reader.get("/v1/status"), ("/v1/status", "get")))  # forced, with events
+        drill = await admin.post("/v1/drills")
+        answers.append((drill, ("/v1/drills", "post")))
+        drill_id = drill.json()["drill"]
+        answers.append((await reader.get(f"/v1/drills/{drill_id}"), ("/v1/drills/{drill_id}", "get")))
+        answers.append((await admin.delete("/v1/provider/override"), ("/v1/provider/override", "delete")))
     return answers
 
 

@@ -1,0 +1,177 @@
+"""The response bodies of the operations endpoints: ``/healthz``, ``/v1/status``, the provider
+override and the drills.
+
+As in :mod:`daemon.api.models`, they are the routes' ``response_model``: what a route returns is
+validated against them, so ``/openapi.json`` describes exactly what the daemon answers and a field
+added to :mod:`daemon.api.views` without its description here fails the tests, not a client.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.api.models import Timestamp
+from daemon.core.assessment import Role
+from daemon.core.model import CheckStatus, Mode, ProviderState
+
+DrillStatus = Literal["pending", "delivered", "failed"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class HealthOut(_Out):
+    """Ready: every intake serves, and not draining."""
+
+    status: Literal["ok"]
+    provider: ProviderState
+
+
+class CheckOut(_Out):
+    """One check result."""
+
+    check: str
+    status: CheckStatus
+    reason: str
+    latency_s: float
+    at: Timestamp
+
+
+class EventOut(_Out):
+    """A transition of the provider's state."""
+
+    at: Timestamp
+    from_state: ProviderState = Field(alias="from")
+    to: ProviderState
+    cause: str
+
+
+class ForcedOut(_Out):
+    """An operator's override in force."""
+
+    state: ProviderState
+    reason: str
+
+
+class ProviderOut(_Out):
+    """The provider's state as stored: the override in force, if any, over what the checks say."""
+
+    name: str
+    state: ProviderState
+    mode: Mode
+    since: Timestamp | None
+    natural_state: ProviderState = Field(description="what the checks alone say")
+    forced: ForcedOut | None
+    consecutive_failures: int
+    consecutive_successes: int
+    events: list[EventOut] = Field(description="the latest transitions, newest first")
+    checks: list[CheckOut] = Field(description="the latest check results, newest first")
+
+
+class QueueOut(_Out):
+    """The outbox: notifications by status, deliveries by state."""
+
+    notifications: dict[str, int]
+    deliveries: dict[str, int]
+    oldest_pending_at: Timestamp | None
+    sending_now: int
+
+
+class ChannelOut(_Out):
+    """A channel's recent health, from its deliveries."""
+
+    channel: str
+    last_success_at: Timestamp | None
+    last_failure_at: Timestamp | None
+    last_error: str | None
+    consecutive_failures: int
+
+
+class LatestOut(_Out):
+    status: CheckStatus
+    reason: str
+    latency_s: float
+    at: Timestamp
+
+
+class RecentOut(_Out):
+    at: Timestamp
+    status: CheckStatus
+
+
+class ExplainCheckOut(_Out):
+    """One check as the decision weighs it (docs/deciding.md)."""
+
+    name: str
+    role: Role
+    weight: int
+    fresh: bool
+    note: str
+    latest: LatestOut | None
+    recent: list[RecentOut] = Field(description="oldest first")
+
+
+class ExplainOut(_Out):
+    """Why the provider is in its state: the decision's inputs and reasons (docs/deciding.md)."""
+
+    at: Timestamp | None
+    state: ProviderState
+    mode: Mode
+    since: Timestamp | None
+    why: list[str]
+    flap_percent: float
+    checks: list[ExplainCheckOut]
+
+
+class DrillChannelOut(_Out):
+    channel: str
+    status: DrillStatus
+    detail: str | None
+    confirmed: bool = Field(description="the vendor confirmed delivery afterwards (a Twilio callback)")
+    notification_id: str
+
+
+class DrillOut(_Out):
+    """A failover drill's results, per backup channel."""
+
+    drill: str
+    done: bool = Field(description="every channel delivered or failed")
+    ok: bool = Field(description="every channel delivered")
+    channels: list[DrillChannelOut]
+
+
+class DrillStarted(_Out):
+    """A drill queued: its id, and each channel's drill message."""
+
+    drill: str
+    notifications: dict[str, str] = Field(description="channel to notification id")
+
+
+class NodeOut(_Out):
+    """A node of a PostgreSQL cluster seen in the last hour."""
+
+    node: str
+    role: str
+    checks: list[CheckOut]
+
+
+class StatusOut(_Out):
+    """``GET /v1/status``: the provider, the queue, the channels, the decision, the last drill."""
+
+    version: str
+    provider: ProviderOut
+    queue: QueueOut
+    channels: list[ChannelOut]
+    explain: ExplainOut
+    last_drill: DrillOut | None
+    nodes: list[NodeOut] = Field(description="with PostgreSQL; empty with SQLite")
+
+
+class OverrideOut(_Out):
+    """The provider's state after forcing or releasing it."""
+
+    state: ProviderState
+    forced: ProviderState | None
