@@ -9,8 +9,9 @@ plaintext is allowed on loopback) or connects from an allowed network; the submi
 (RFC 6409) always wants AUTH. This module holds the listeners and the sessions; who may send what,
 and what a message becomes, is :mod:`daemon.intake.smtp_policy` (aiosmtpd's handler).
 
-Replies: 530 (authenticate first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient
-outside the allowed domains), 552 5.3.4 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
+MAIL FROM's ``AUTH=`` parameter (RFC 4954) is taken and ignored. Replies: 530 (authenticate
+first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient outside the allowed
+domains), 552 5.3.4 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import socket
 import ssl
 import time
@@ -35,6 +37,8 @@ from daemon.listeners import close_servers
 log = logging.getLogger(__name__)
 
 GOODBYE = b"421 4.3.2 Service shutting down, try again later\r\n"
+#: RFC 4954's MAIL FROM parameter naming the submitter (xtext, so no spaces)
+_AUTH_PARAMETER = re.compile(r"[ \t]+AUTH=[^ \t]*", re.IGNORECASE)
 TOO_MANY = b"421 4.7.0 Too many connections, try again later\r\n"
 #: at most one warning a minute about connections turned away
 TOO_MANY_LOG_S = 60.0
@@ -282,6 +286,17 @@ class _Session(SMTP):
             await super().push(TOO_BIG)
         else:
             await super().push(status)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """RFC 4954 section 5: MAIL FROM may carry ``AUTH=<mailbox>`` or ``AUTH=<>``, the message's
+        submitter as the client knows it (Exim sends one on every authenticated connection); a
+        server advertising AUTH must take it. aiosmtpd refuses every parameter it does not know
+        (555), so it is taken off here and ignored: the session's own login is what counts."""
+        if arg:
+            path, close, params = arg.partition(">")
+            if close:
+                arg = path + close + _AUTH_PARAMETER.sub("", params)
+        await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         await super().smtp_DATA(arg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import ssl
 import threading
@@ -455,6 +456,36 @@ async def test_addresses_that_are_not_utf8_are_refused_at_once(start: Start) -> 
     assert (await say(b"MAIL FROM:<app@example.com> SMTPUTF8")).startswith(b"250")
     assert (await say(b"RCPT TO:<d\xe9v@example.com>")).startswith(b"553 5.1.3")
     assert (await say(b"RCPT TO:<d\xc3\xa9v@example.com>")).startswith(b"250")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_the_auth_parameter_of_mail_from_is_accepted_and_the_login_counts(start: Start) -> None:
+    """RFC 4954 section 5: a client may name the message's submitter with AUTH=<mailbox> or
+    AUTH=<> on MAIL FROM (Exim does on every authenticated connection); a server that advertises
+    AUTH takes the parameter. aiosmtpd alone refused it (555), so such a relay sent nothing. The
+    identity claimed is ignored: the session's own login is what the notification records."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+
+    async def say(line: bytes) -> bytes:
+        return await _say(reader, writer, line)
+
+    await _reply(reader)
+    assert b"AUTH" in await say(b"EHLO client.example")
+    login = base64.b64encode(b"\0alice\0s3cret")
+    assert (await say(b"AUTH PLAIN " + login)).startswith(b"235")
+    assert (await say(b"MAIL FROM:<app@example.com> AUTH=<> SIZE=100")).startswith(b"250")
+    assert (await say(b"RCPT TO:<ops@example.com>")).startswith(b"250")
+    assert (await say(b"DATA")).startswith(b"354")
+    writer.write(b"Subject: via exim\r\n\r\nbody\r\n")
+    queued = await say(b".")
+    assert queued.startswith(b"250 2.0.0 OK: queued as")
+    stored = await smtp.stored(queued.split()[-1].decode())
+    assert (stored.mail_from, stored.labels["smtp_user"]) == ("app@example.com", "alice")
+    assert (await say(b"MAIL FROM:<app@example.com> auth=<mallory@evil.example>")).startswith(b"250")
+    assert (await say(b"RSET")).startswith(b"250")
+    assert (await say(b"MAIL FROM:<app@example.com> AUTH=<> FOO=1")).startswith(b"555")
     writer.close()
     await writer.wait_closed()
 
