@@ -117,10 +117,14 @@ def _result(view: NotificationView) -> ChannelResult:
     )
 
 
+#: a drill message's statuses after which nothing more happens to it
+FINISHED = frozenset({"delivered", "failed", "cancelled", "acknowledged"})
+
+
 def summary(drill_id: str, results: Sequence[ChannelResult]) -> dict[str, Any]:
     return {
         "drill": drill_id,
-        "done": all(r.status in ("delivered", "failed") for r in results),
+        "done": all(r.status in FINISHED for r in results),
         "ok": all(r.status == "delivered" for r in results),
         "channels": [
             {

@@ -14,9 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.models import Timestamp
 from daemon.core.assessment import Role
-from daemon.core.model import CheckStatus, Mode, ProviderState
-
-DrillStatus = Literal["pending", "delivered", "failed"]
+from daemon.core.model import CheckStatus, Mode, NotificationStatus, ProviderState
 
 
 class _Out(BaseModel):
@@ -128,7 +126,7 @@ class ExplainOut(_Out):
 
 class DrillChannelOut(_Out):
     channel: str
-    status: DrillStatus
+    status: NotificationStatus = Field(description="the drill message's status (it can be cancelled)")
     detail: str | None
     confirmed: bool = Field(description="the vendor confirmed delivery afterwards (a Twilio callback)")
     notification_id: str
@@ -138,7 +136,7 @@ class DrillOut(_Out):
     """A failover drill's results, per backup channel."""
 
     drill: str
-    done: bool = Field(description="every channel delivered or failed")
+    done: bool = Field(description="every channel's message is finished: delivered, failed or cancelled")
     ok: bool = Field(description="every channel delivered")
     channels: list[DrillChannelOut]
 

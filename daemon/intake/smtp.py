@@ -218,6 +218,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _path_end(arg: str) -> int:
+    """Where MAIL's reverse-path ends in ``FROM:<path> params`` (or a bare ``FROM:path params``,
+    which aiosmtpd also takes): its parameters follow."""
+    start = arg.find(":") + 1
+    while start < len(arg) and arg[start] in " \t":
+        start += 1
+    if arg.startswith("<", start):
+        close = arg.find(">", start)
+        return len(arg) if close < 0 else close + 1
+    return next((i for i in range(start, len(arg)) if arg[i] in " \t"), len(arg))
+
+
 def _tls_context(tls: SmtpTls) -> ssl.SSLContext:
     # Purpose.CLIENT_AUTH is the server side: no client certificate asked, no hostname check.
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -293,9 +305,8 @@ class _Session(SMTP):
         server advertising AUTH must take it. aiosmtpd refuses every parameter it does not know
         (555), so it is taken off here and ignored: the session's own login is what counts."""
         if arg:
-            path, close, params = arg.partition(">")
-            if close:
-                arg = path + close + _AUTH_PARAMETER.sub("", params)
+            end = _path_end(arg)
+            arg = arg[:end] + _AUTH_PARAMETER.sub("", arg[end:])
         await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:

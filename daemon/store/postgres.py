@@ -169,8 +169,17 @@ class PostgresStore(PostgresReads):
         )
         claimed, found = tx.claimed(read)
         if found:
-            await unreadable.put_back(self.record, found, now)
+            await unreadable.put_back(self._put_back, found, now)
         return claimed
+
+    async def _put_back(self, found: Sequence[tuple[int, str]], now: datetime) -> None:
+        fixed = {"retry_at": now + unreadable.RETRY, "now": now, "node": self.node}
+
+        async def put_back(conn: Conn) -> None:
+            for delivery_id, detail in sorted(found):
+                await conn.execute(Q["put_back_unreadable"], {"id": delivery_id, "detail": detail, **fixed})
+
+        await self._transaction(put_back)
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))

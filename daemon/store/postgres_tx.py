@@ -276,12 +276,15 @@ async def repin(conn: Conn, mode: Mode, now: datetime, limit: int, node: str) ->
     if row is None or row["mode"] != mode:
         return 0
     rows = await (await conn.execute(Q["repin_candidates"], (mode, limit))).fetchall()
+    ordered = sorted(rows, key=lambda r: str(r["id"]))  # the lock order reroute keeps
+    plans, _ = decode_each(
+        ordered, lambda r: (r["id"], codec.plan(r), codec.pinned_plan(r["pinned"], mode)), lambda r: r["id"]
+    )
     moved = 0
-    for r in sorted(rows, key=lambda r: str(r["id"])):  # the lock order reroute keeps
-        plan = codec.pinned_plan(r["pinned"], mode)
-        if replace(codec.plan(r), mode=mode) == plan:  # a drill's one channel in both modes
-            moved += await _carry_over(conn, r["id"], mode, now)
-        elif await _replan(conn, r["id"], plan, mode, now, force=False):
+    for notification_id, current, plan in plans:  # an unreadable row stays as it is (logged)
+        if replace(current, mode=mode) == plan:  # a drill's one channel in both modes
+            moved += await _carry_over(conn, notification_id, mode, now)
+        elif await _replan(conn, notification_id, plan, mode, now, force=False):
             moved += 1
     if moved:
         await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))

@@ -145,8 +145,18 @@ class SqliteStore(SqliteReads):
             read = await self._writer.run(claim, durable=False)
         claimed, found = tx.claimed(read)
         if found:
-            await unreadable.put_back(self.record, found, now)
+            await unreadable.put_back(self._put_back, found, now)
         return claimed
+
+    async def _put_back(self, found: Sequence[tuple[int, str]], now: datetime) -> None:
+        """Not durable: lost with power, the claim's lease runs out and the row is met again."""
+        times = {"retry_at": codec.ts(now + unreadable.RETRY), "now": codec.ts(now)}
+
+        def put_back(conn: sqlite3.Connection) -> None:
+            for delivery_id, detail in found:
+                conn.execute(Q["put_back_unreadable"], {"id": delivery_id, "detail": detail, **times})
+
+        await self._writer.run(put_back, durable=False)
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
         """Commit durably; outcomes recorded while a writer job is waiting join it (one hand-off).

@@ -11,12 +11,12 @@ it into the same row); a page of the API's list was a 500.
 Now nothing is failed for such a row, since a node that can read it may yet send it:
 
 - a claim answers the deliveries it could read and puts each unreadable one back, due again in
-  :data:`RETRY`, with a ``retry`` attempt saying why (its trail and ``last_error``): on a cluster
-  a node that can read it takes it; a row nobody can read comes back every :data:`RETRY`, logged
+  :data:`RETRY`, its claim not counted as an attempt, ``last_error`` saying why: on a cluster a
+  node that can read it takes it; a row nobody can read comes back every :data:`RETRY`, logged
   each time, until it is cancelled (``POST /v1/notifications/{id}/cancel`` decodes nothing) or
   mended;
-- the re-plans (a mode change's sweep, a reload's replan, the start's rescue) and the lists (the
-  API's, the status page's) read past it, and a page is short only at the end.
+- the re-plans (a mode change's sweep and re-pin, a reload's replan, the start's rescue) and the
+  lists (the API's, the status page's) read past it, and a page is short only at the end.
 
 Each time, an ``ERROR`` line with ``event: notification.unreadable`` names it.
 """
@@ -27,8 +27,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-
-from daemon.store.base import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +73,25 @@ def left_out(notification_id: str, why: str) -> None:
 
 async def fill(read: Callable[[int], Awaitable[tuple[list[T], int]]], limit: int) -> list[T]:
     """Up to ``limit`` items of a read with a ``LIMIT``: ``read(n)`` answers what it could decode
-    of its first ``n`` rows and how many rows it got. Read again, further, while rows it could not
-    decode left the page short, so that a short page still means the end."""
+    of its first ``n`` rows and how many rows it got. Read again, twice as far each time, while
+    rows it could not decode left the page short, so that a short page still means the end."""
     want = limit
     while True:
         found, got = await read(want)
         if len(found) >= limit or got < want:
             return found[:limit]
-        want = limit + got - len(found)
+        want = max(2 * want, limit + got - len(found))
 
 
 async def put_back(
-    record: Callable[[Sequence[Outcome], datetime], Awaitable[None]],
+    release: Callable[[Sequence[tuple[int, str]], datetime], Awaitable[None]],
     unreadable: Sequence[tuple[Any, str]],
     now: datetime,
 ) -> None:
-    """Each unreadable claimed delivery (a row with ``id``) pending again, due in :data:`RETRY`; if
-    even that cannot be recorded, it waits in flight for its lease to end."""
-    retry_at = now + RETRY
-    outcomes = [Outcome(row["id"], "retry", now, now, why, retry_at=retry_at) for row, why in unreadable]
+    """Each unreadable claimed delivery (a row with ``id``) pending again, due in :data:`RETRY`,
+    its claim not counted as an attempt (the store's ``release``); if even that cannot be
+    written, it waits in flight for its lease to end."""
     try:
-        await record(outcomes, now)
+        await release([(row["id"], why) for row, why in unreadable], now)
     except Exception:
         log.exception("unreadable deliveries could not be put back; they wait for their lease to end")

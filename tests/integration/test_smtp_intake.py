@@ -486,6 +486,9 @@ async def test_the_auth_parameter_of_mail_from_is_accepted_and_the_login_counts(
     assert (await say(b"MAIL FROM:<app@example.com> auth=<mallory@evil.example>")).startswith(b"250")
     assert (await say(b"RSET")).startswith(b"250")
     assert (await say(b"MAIL FROM:<app@example.com> AUTH=<> FOO=1")).startswith(b"555")
+    assert (await say(b"MAIL FROM:app@example.com AUTH=<>")).startswith(b"250")  # a bare path
+    assert (await say(b"RSET")).startswith(b"250")
+    assert (await say(b"MAIL FROM:<app@example.com> XAUTH=1")).startswith(b"555")  # not RFC 4954's
     writer.close()
     await writer.wait_closed()
 

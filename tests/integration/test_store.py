@@ -173,27 +173,24 @@ def run_sql(store: Store, statement: str) -> list[tuple[object, ...]]:
 
 async def test_a_claimed_row_that_cannot_be_read_is_put_back_and_the_others_go_out(store: Store) -> None:
     """A notification row the codec cannot read (a severity another release wrote) is neither sent
-    nor failed: its claimed delivery is pending again, due in a minute, with the reason in its
-    trail (a node that can read it may send it); the deliveries claimed with it go out."""
+    nor failed: its claimed delivery is pending again, due in a minute, the reason in its
+    last_error and the claim not counted as an attempt (a node that can read it may send it, with
+    its whole retry budget); the deliveries claimed with it go out."""
     await store.accept([note(1), note(2), note(3)], T0)
     run_sql(store, "UPDATE notifications SET severity = 'page' WHERE id = 'id-00002'")
     lease = T0 + timedelta(minutes=5)
     assert [c.notification.id for c in await store.claim("email", 10, T0, lease)] == ["id-00001", "id-00003"]
-    trail = run_sql(
-        store,
-        "SELECT d.state, d.last_error, a.outcome, n.status FROM deliveries d"
-        " JOIN attempts a ON a.delivery_id = d.id JOIN notifications n ON n.id = d.notification_id"
-        " WHERE d.notification_id = 'id-00002'",
-    )
-    assert [(state, outcome, status) for state, _, outcome, status in trail] == [
-        ("pending", "retry", "pending")
-    ]
-    assert "cannot be read from the outbox" in str(trail[0][1]) and "'page'" in str(trail[0][1])
+    sql = "SELECT d.state, d.attempts, d.last_error, n.status FROM deliveries d JOIN notifications n"
+    trail = run_sql(store, sql + " ON n.id = d.notification_id WHERE d.notification_id = 'id-00002'")
+    assert [(state, attempts, status) for state, attempts, _, status in trail] == [("pending", 0, "pending")]
+    assert "cannot be read from the outbox" in str(trail[0][2]) and "'page'" in str(trail[0][2])
+    assert run_sql(store, "SELECT count(*) FROM attempts WHERE notification_id = 'id-00002'") == [(0,)]
     assert await store.claim("email", 10, T0 + timedelta(seconds=59), lease) == []
-    assert await store.claim("email", 10, T0 + timedelta(seconds=61), lease) == []  # met, put back again
+    for minutes in range(1, 13):  # met again each minute, put back each time
+        assert await store.claim("email", 10, T0 + timedelta(minutes=minutes, seconds=1), lease) == []
     run_sql(store, "UPDATE notifications SET severity = 'critical' WHERE id = 'id-00002'")  # mended
-    again = await store.claim("email", 10, T0 + timedelta(minutes=3), lease + timedelta(minutes=3))
-    assert [c.notification.id for c in again] == ["id-00002"]
+    again = await store.claim("email", 10, T0 + timedelta(minutes=15), lease + timedelta(minutes=15))
+    assert [(c.notification.id, c.delivery.attempts) for c in again] == [("id-00002", 1)]  # no budget spent
 
 
 async def test_the_lists_read_past_a_row_that_cannot_be_read(store: Store) -> None:
@@ -217,6 +214,19 @@ async def test_a_replan_reads_past_a_row_that_cannot_be_read(store: Store) -> No
     assert [n.id for n, _ in await store.unsent("", 1)] == ["id-00003"]
     assert run_sql(store, "SELECT status FROM notifications WHERE id = 'id-00002'") == [("pending",)]
     assert await store.cancel("id-00002", T0) == "cancelled"  # what an operator can do about it
+
+
+async def test_a_repin_leaves_an_unreadable_pinned_row_and_moves_the_others(store: Store) -> None:
+    """A mode change re-pins what backchannel planned itself (drills, announcements); one whose
+    pinned plans cannot be read stays as it is instead of raising out of the sweep."""
+    pinned = [replace(note(n), pinned=True) for n in (1, 2, 3)]
+    await store.accept(pinned, T0)
+    run_sql(store, "UPDATE notifications SET pinned = '{\"outage\": 1}' WHERE id = 'id-00002'")
+    run_sql(store, "UPDATE provider SET mode = 'outage'")
+    assert await store.repin("outage", T0, 500) == 2
+    assert await store.repin("outage", T0, 500) == 0
+    modes = run_sql(store, "SELECT id, mode FROM notifications ORDER BY id")
+    assert modes == [("id-00001", "outage"), ("id-00002", "healthy"), ("id-00003", "outage")]
 
 
 async def test_retry_waits_until_due(store: Store) -> None:

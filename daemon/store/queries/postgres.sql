@@ -405,3 +405,12 @@ WHERE g.lineage = %s ORDER BY n.created_at DESC, n.id DESC LIMIT 1;
 
 -- name: insert_group_version
 INSERT INTO group_versions (lineage, notification_id) VALUES (%s, %s);
+
+-- name: put_back_unreadable
+-- A claimed delivery whose notification's row cannot be read (daemon/store/unreadable.py) is
+-- pending again, due later, its claim not counted as an attempt: nothing was tried. Only this
+-- node's claim; no other row is locked.
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL,
+    attempts = greatest(attempts - 1, 0), next_attempt_at = %(retry_at)s, last_error = %(detail)s,
+    updated_at = %(now)s
+WHERE id = %(id)s AND state = 'in_flight' AND claimed_by = %(node)s;

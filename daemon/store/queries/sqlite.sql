@@ -311,3 +311,10 @@ WHERE g.lineage = ? ORDER BY n.created_at DESC, n.id DESC LIMIT 1;
 
 -- name: insert_group_version
 INSERT INTO group_versions (lineage, notification_id) VALUES (?, ?);
+
+-- name: put_back_unreadable
+-- A claimed delivery whose notification's row cannot be read (daemon/store/unreadable.py) is
+-- pending again, due later, its claim not counted as an attempt: nothing was tried.
+UPDATE deliveries SET state = 'pending', claimed_until = NULL, attempts = max(attempts - 1, 0),
+    next_attempt_at = :retry_at, last_error = :detail, updated_at = :now
+WHERE id = :id AND state = 'in_flight';
