@@ -12,6 +12,7 @@ Every write commits durably before its coroutine returns. A backend implements
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -74,6 +75,20 @@ class NewNotification:
 class Accepted:
     id: str
     duplicate: bool
+
+
+#: what became of one accept call: its notifications' results, or the refusal of its reused key
+AcceptResult = list[Accepted] | KeyReused
+
+
+def answer(future: asyncio.Future[list[Accepted]], result: AcceptResult) -> None:
+    """Tell an accept's caller what became of its call (a batching store's last step)."""
+    if future.done():  # the caller gave up
+        return
+    if isinstance(result, KeyReused):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from daemon.store import postgres_tx as tx
-from daemon.store.base import Accepted, KeyReused, NewNotification, StoreUnavailable
+from daemon.store.base import Accepted, AcceptResult, NewNotification, StoreUnavailable, answer
 from daemon.store.postgres_queries import Conn
 
 #: one accept call: its notifications, the time, the caller's future
 _Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]
 #: the store's transaction runner (retries, errors mapped to StoreUnavailable)
-Transaction = Callable[[Callable[[Conn], Awaitable[list[tx.AcceptResult]]]], Awaitable[list[tx.AcceptResult]]]
+Transaction = Callable[[Callable[[Conn], Awaitable[list[AcceptResult]]]], Awaitable[list[AcceptResult]]]
 
 
 class Accepts:
@@ -61,27 +61,17 @@ class Accepts:
             else:
                 await asyncio.gather(*(self._alone(call) for call in batch))
             return
-        for call, accepted in zip(batch, results, strict=True):
-            _answer(call, accepted)
+        for (_, _, future), accepted in zip(batch, results, strict=True):
+            answer(future, accepted)
 
     async def _alone(self, call: _Call) -> None:
-        items, now, _ = call
+        items, now, future = call
         try:
             (accepted,) = await self._transaction(lambda conn: tx.accept(conn, [(items, now)], self._node))
         except Exception as exc:
             _settle([call], exc)
         else:
-            _answer(call, accepted)
-
-
-def _answer(call: _Call, accepted: tx.AcceptResult) -> None:
-    future = call[2]
-    if future.done():
-        return
-    if isinstance(accepted, KeyReused):
-        future.set_exception(accepted)
-    else:
-        future.set_result(accepted)
+            answer(future, accepted)
 
 
 def _settle(calls: Sequence[_Call], exc: BaseException) -> None:

@@ -22,7 +22,16 @@ from psycopg.rows import DictRow
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
 from daemon.store import codec
-from daemon.store.base import Accepted, CancelResult, Claimed, KeyReused, NewNotification, Outcome, reused
+from daemon.store.base import (
+    Accepted,
+    AcceptResult,
+    CancelResult,
+    Claimed,
+    KeyReused,
+    NewNotification,
+    Outcome,
+    reused,
+)
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
 from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one, epochs
@@ -36,10 +45,6 @@ class Fence:
 
     node: str
     version: int
-
-
-#: what became of one accept call: its notifications' results, or the refusal of its reused key
-AcceptResult = list[Accepted] | KeyReused
 
 
 async def accept(

@@ -19,7 +19,7 @@ from typing import Any
 from daemon.core.model import Mode
 from daemon.store import codec
 from daemon.store import transactions as tx
-from daemon.store.base import Accepted, KeyReused, NewNotification, OnVisible
+from daemon.store.base import Accepted, AcceptResult, KeyReused, NewNotification, OnVisible, answer
 from daemon.store.sqlite_inline import MISSED, InlineConnection, Missed
 from daemon.store.writer import GroupCommitWriter
 
@@ -32,9 +32,6 @@ _Accept = tuple[
     "asyncio.Future[list[Accepted]]",
     OnVisible | None,
 ]
-
-#: what became of one accept call: its notifications' results, or the refusal of its reused key
-_Result = list[Accepted] | KeyReused
 
 #: a lone accept of at most this many notifications may commit on the event loop's connection
 INLINE_ACCEPT_MAX = 10
@@ -70,14 +67,14 @@ class Accepts:
             return
         loop = asyncio.get_running_loop()
 
-        def accept(conn: sqlite3.Connection) -> list[_Result]:
+        def accept(conn: sqlite3.Connection) -> list[AcceptResult]:
             mode = tx.current_mode(conn)  # once for the batch: an accept never changes it
             return [
                 _accept_one(conn, items, now, mode, made)
                 for (items, now, _, _), made in zip(batch, rows, strict=True)
             ]
 
-        def committed(results: list[_Result]) -> None:  # on the writer thread
+        def committed(results: list[AcceptResult]) -> None:  # on the writer thread
             loop.call_soon_threadsafe(_visible, batch, results)  # runs before the answers do
 
         try:
@@ -98,16 +95,11 @@ class Accepts:
                     future.set_exception(exc)
             return
         for (_, _, future, _), accepted in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(accepted, KeyReused):
-                future.set_exception(accepted)
-            else:
-                future.set_result(accepted)
+            answer(future, accepted)
 
     def _here(
-        self, batch: Sequence[_Accept], accept: Callable[[sqlite3.Connection], list[_Result]]
-    ) -> list[_Result] | Missed:
+        self, batch: Sequence[_Accept], accept: Callable[[sqlite3.Connection], list[AcceptResult]]
+    ) -> list[AcceptResult] | Missed:
         """A lone accept, committed on the event loop's connection (not yet synced), or MISSED.
 
         Lone: one caller's few notifications while the writer thread has nothing queued (the
@@ -147,7 +139,7 @@ def _accept_one(
     now: datetime,
     mode: Mode,
     rows: Sequence[dict[str, Any]],
-) -> _Result:
+) -> AcceptResult:
     """One caller's accept in the shared transaction; a reused key refuses that caller alone
     (:func:`tx.accept` raises it before writing anything)."""
     try:
@@ -156,7 +148,7 @@ def _accept_one(
         return exc
 
 
-def _visible(batch: Sequence[_Accept], results: list[_Result]) -> None:
+def _visible(batch: Sequence[_Accept], results: list[AcceptResult]) -> None:
     """Each caller's on_visible hook with its results; a hook's bug costs no one the commit."""
     for (_, _, _, hook), accepted in zip(batch, results, strict=True):
         if hook is not None and not isinstance(accepted, KeyReused):
