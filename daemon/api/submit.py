@@ -124,14 +124,16 @@ def reused_reply(exc: KeyReused, items: list[NotificationIn], batch: bool) -> Re
     """422: a key the client chose came back with another notification; nothing was accepted.
 
     As the IETF's Idempotency-Key draft has it: answering the first notification as this one's
-    duplicate would drop this one unseen, so the client learns that its key was reused."""
+    duplicate would drop this one unseen, so the client learns that its key was reused. Not the
+    first notification's id: keys are looked up whoever sent them, and another token's id is not
+    this client's to learn (its own first 202 named it)."""
     if batch:
         field = f"body.{exc.index}.idempotency_key"
     elif items[0].idempotency_key is not None:
         field = "body.idempotency_key"
     else:
         field = "header.Idempotency-Key"
-    reason = f"first used for notification {exc.first_id}, with another request"
+    reason = "first used for another notification"
     return error(
         422,
         "idempotency_key_reused",
