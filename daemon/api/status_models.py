@@ -136,7 +136,9 @@ class DrillOut(_Out):
     """A failover drill's results, per backup channel."""
 
     drill: str
-    done: bool = Field(description="every channel's message is finished: delivered, failed or cancelled")
+    done: bool = Field(
+        description="every channel's message is finished: delivered, failed, cancelled or acknowledged"
+    )
     ok: bool = Field(description="every channel delivered")
     channels: list[DrillChannelOut]
 

@@ -282,9 +282,7 @@ async def repin(conn: Conn, mode: Mode, now: datetime, limit: int, node: str) ->
         return 0
     rows = await (await conn.execute(Q["repin_candidates"], (mode, limit))).fetchall()
     ordered = sorted(rows, key=lambda r: str(r["id"]))  # the lock order reroute keeps
-    plans, _ = decode_each(
-        ordered, lambda r: (r["id"], codec.plan(r), codec.pinned_plan(r["pinned"], mode)), lambda r: r["id"]
-    )
+    plans, _ = decode_each(ordered, lambda r: (r["id"], codec.plan(r), codec.pinned_plan(r["pinned"], mode)))
     moved = 0
     for notification_id, current, plan in plans:  # an unreadable row stays as it is (logged)
         if replace(current, mode=mode) == plan:  # a drill's one channel in both modes

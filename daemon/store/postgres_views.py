@@ -33,19 +33,14 @@ async def acknowledged(conn: Conn, notification_ids: Sequence[str]) -> set[str]:
 async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> tuple[list[Notification], int]:
     """The candidates it could decode (:mod:`daemon.store.unreadable`), and how many rows it got."""
     found = await rows(conn, "reroute_candidates", (mode, limit))
-    return unreadable.decode_each(found, lambda r: codec.notification(epochs(r)), _id)[0], len(found)
+    return unreadable.decode_each(found, lambda r: codec.notification(epochs(r)))[0], len(found)
 
 
 async def unsent(conn: Conn, after_id: str, limit: int) -> tuple[list[tuple[Notification, Plan]], int]:
     """The page's notifications it could decode, with their plans, and how many rows it got."""
     found = await rows(conn, "unsent", (after_id, limit))
-    page, _ = unreadable.decode_each(found, lambda r: (codec.notification(epochs(r)), codec.plan(r)), _id)
+    page, _ = unreadable.decode_each(found, lambda r: (codec.notification(epochs(r)), codec.plan(r)))
     return page, len(found)
-
-
-def _id(row: DictRow) -> str:
-    notification_id: str = row["id"]
-    return notification_id
 
 
 async def provider(conn: Conn, events: int, checks: int) -> ProviderView:

@@ -57,7 +57,7 @@ class SqliteReads:
     async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
         async def read(n: int) -> tuple[list[tuple[Notification, Plan]], int]:
             rows = await self._read(lambda conn: conn.execute(Q["unsent"], (after_id, n)).fetchall())
-            page, _ = unreadable.decode_each(rows, lambda r: (codec.notification(r), codec.plan(r)), _id)
+            page, _ = unreadable.decode_each(rows, lambda r: (codec.notification(r), codec.plan(r)))
             return page, len(rows)
 
         return await unreadable.fill(read, limit)
@@ -85,7 +85,7 @@ class SqliteReads:
     async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
         async def read(n: int) -> tuple[list[Notification], int]:
             rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, n)).fetchall())
-            return unreadable.decode_each(rows, codec.notification, _id)[0], len(rows)
+            return unreadable.decode_each(rows, codec.notification)[0], len(rows)
 
         return await unreadable.fill(read, limit)
 
@@ -146,8 +146,3 @@ class SqliteReads:
 
     async def notification(self, notification_id: str) -> NotificationView | None:
         return await self._read(lambda conn: views.notification(conn, notification_id))
-
-
-def _id(row: sqlite3.Row) -> str:
-    notification_id: str = row["id"]
-    return notification_id

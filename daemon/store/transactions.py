@@ -333,20 +333,13 @@ def repin(conn: sqlite3.Connection, mode: Mode, now: datetime, limit: int) -> in
     if current_mode(conn) != mode:
         return 0
     rows = conn.execute(Q["repin_candidates"], (mode, limit)).fetchall()
-    plans, _ = decode_each(
-        rows, lambda r: (r["id"], codec.plan(r), codec.pinned_plan(r["pinned"], mode)), _id
-    )
+    plans, _ = decode_each(rows, lambda r: (r["id"], codec.plan(r), codec.pinned_plan(r["pinned"], mode)))
     for notification_id, current, plan in plans:  # an unreadable row stays as it is (logged)
         if replace(current, mode=mode) == plan:  # a drill's one channel in both modes
             _carry_over(conn, notification_id, mode, now)
         else:
             _replan(conn, notification_id, plan, mode, now)
     return len(plans)
-
-
-def _id(row: sqlite3.Row) -> str:
-    notification_id: str = row["id"]
-    return notification_id
 
 
 def _carry_over(conn: sqlite3.Connection, notification_id: str, mode: Mode, now: datetime) -> None:

@@ -44,10 +44,11 @@ def reason(exc: Exception) -> str:
 def decode_each(
     rows: Iterable[Row],
     decode: Callable[[Row], T],
-    notification_id: Callable[[Row], str],
+    notification_id: Callable[[Row], str] = lambda row: str(row["id"]),  # type: ignore[index]
     database_errors: tuple[type[Exception], ...] = (),
 ) -> tuple[list[T], list[tuple[Row, str]]]:
-    """Each row decoded, and the rows that could not be, with why (each logged). ``decode`` may
+    """Each row decoded, and the rows that could not be, with why (each logged). The rows are a
+    notification's (its ``id``) unless ``notification_id`` says where that is. ``decode`` may
     query the database: its ``database_errors`` are the store's failing, not the row's."""
     decoded, unreadable = [], []
     for row in rows:
