@@ -97,11 +97,13 @@ CURSOR_PATTERN = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
 
 
-class _Out(BaseModel):
+class Out(BaseModel):
+    """A response body: no field but those declared (:mod:`daemon.api.status_models` too)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DeliveryOut(_Out):
+class DeliveryOut(Out):
     """One step of the plan: a channel, its state and attempts so far."""
 
     channel: str
@@ -113,7 +115,7 @@ class DeliveryOut(_Out):
     last_error: str | None
 
 
-class AttemptOut(_Out):
+class AttemptOut(Out):
     """One attempt of a delivery, or a trail entry (acknowledged, a vendor callback)."""
 
     delivery_id: int
@@ -125,7 +127,7 @@ class AttemptOut(_Out):
     detail: str | None
 
 
-class NotificationOut(_Out):
+class NotificationOut(Out):
     """A notification, its status, the plan it was routed by and its delivery trail."""
 
     id: str
@@ -144,7 +146,7 @@ class NotificationOut(_Out):
     attempts: list[AttemptOut]
 
 
-class NotificationPage(_Out):
+class NotificationPage(Out):
     """A page of ``GET /v1/notifications``, newest first."""
 
     items: list[NotificationOut]
@@ -153,14 +155,14 @@ class NotificationPage(_Out):
     )
 
 
-class Cancelled(_Out):
+class Cancelled(Out):
     """A notification cancelled: nothing more of it is sent."""
 
     id: str
     status: Literal["cancelled"]
 
 
-class Acknowledged(_Out):
+class Acknowledged(Out):
     """``acknowledged`` now, or ``already`` by someone before (nothing changed)."""
 
     id: str

@@ -10,25 +10,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from daemon.api.models import Timestamp
+from daemon.api.models import Out, Timestamp
 from daemon.core.assessment import Role
 from daemon.core.model import CheckStatus, Mode, NotificationStatus, ProviderState
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class HealthOut(_Out):
+class HealthOut(Out):
     """Ready: every intake serves, and not draining."""
 
     status: Literal["ok"]
     provider: ProviderState
 
 
-class CheckOut(_Out):
+class CheckOut(Out):
     """One check result."""
 
     check: str
@@ -38,7 +34,7 @@ class CheckOut(_Out):
     at: Timestamp
 
 
-class EventOut(_Out):
+class EventOut(Out):
     """A transition of the provider's state."""
 
     at: Timestamp
@@ -47,14 +43,14 @@ class EventOut(_Out):
     cause: str
 
 
-class ForcedOut(_Out):
+class ForcedOut(Out):
     """An operator's override in force."""
 
     state: ProviderState
     reason: str
 
 
-class ProviderOut(_Out):
+class ProviderOut(Out):
     """The provider's state as stored: the override in force, if any, over what the checks say."""
 
     name: str
@@ -69,7 +65,7 @@ class ProviderOut(_Out):
     checks: list[CheckOut] = Field(description="the latest check results, newest first")
 
 
-class QueueOut(_Out):
+class QueueOut(Out):
     """The outbox: notifications by status, deliveries by state."""
 
     notifications: dict[str, int]
@@ -78,7 +74,7 @@ class QueueOut(_Out):
     sending_now: int
 
 
-class ChannelOut(_Out):
+class ChannelOut(Out):
     """A channel's recent health, from its deliveries."""
 
     channel: str
@@ -88,19 +84,19 @@ class ChannelOut(_Out):
     consecutive_failures: int
 
 
-class LatestOut(_Out):
+class LatestOut(Out):
     status: CheckStatus
     reason: str
     latency_s: float
     at: Timestamp
 
 
-class RecentOut(_Out):
+class RecentOut(Out):
     at: Timestamp
     status: CheckStatus
 
 
-class ExplainCheckOut(_Out):
+class ExplainCheckOut(Out):
     """One check as the decision weighs it (docs/deciding.md)."""
 
     name: str
@@ -112,7 +108,7 @@ class ExplainCheckOut(_Out):
     recent: list[RecentOut] = Field(description="oldest first")
 
 
-class ExplainOut(_Out):
+class ExplainOut(Out):
     """Why the provider is in its state: the decision's inputs and reasons (docs/deciding.md)."""
 
     at: Timestamp | None
@@ -124,7 +120,7 @@ class ExplainOut(_Out):
     checks: list[ExplainCheckOut]
 
 
-class DrillChannelOut(_Out):
+class DrillChannelOut(Out):
     channel: str
     status: NotificationStatus = Field(description="the drill message's status (it can be cancelled)")
     detail: str | None
@@ -132,7 +128,7 @@ class DrillChannelOut(_Out):
     notification_id: str
 
 
-class DrillOut(_Out):
+class DrillOut(Out):
     """A failover drill's results, per backup channel."""
 
     drill: str
@@ -143,14 +139,14 @@ class DrillOut(_Out):
     channels: list[DrillChannelOut]
 
 
-class DrillStarted(_Out):
+class DrillStarted(Out):
     """A drill queued: its id, and each channel's drill message."""
 
     drill: str
     notifications: dict[str, str] = Field(description="channel to notification id")
 
 
-class NodeOut(_Out):
+class NodeOut(Out):
     """A node of a PostgreSQL cluster seen in the last hour."""
 
     node: str
@@ -158,7 +154,7 @@ class NodeOut(_Out):
     checks: list[CheckOut]
 
 
-class StatusOut(_Out):
+class StatusOut(Out):
     """``GET /v1/status``: the provider, the queue, the channels, the decision, the last drill."""
 
     version: str
@@ -170,7 +166,7 @@ class StatusOut(_Out):
     nodes: list[NodeOut] = Field(description="with PostgreSQL; empty with SQLite")
 
 
-class OverrideOut(_Out):
+class OverrideOut(Out):
     """The provider's state after forcing or releasing it."""
 
     state: ProviderState

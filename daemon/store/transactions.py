@@ -52,14 +52,19 @@ def accept(
 
     Raises :class:`KeyReused` before writing anything if an item reuses a key with another digest.
     """
-    if any(item.digest is not None for item in items):
-        _refuse_reused_keys(conn, items)
+    # The keys' rows, when the reuse check has read them already: each key is looked up once.
+    stored = _refuse_reused_keys(conn, items) if any(item.digest is not None for item in items) else None
     mode = current_mode(conn) if mode is None else mode
     results = []
     for i, item in enumerate(items):
-        existing = conn.execute(Q["find_by_key"], (item.notification.idempotency_key,)).fetchone()
-        if existing is not None:
-            results.append(Accepted(id=existing[0], duplicate=True))
+        key = item.notification.idempotency_key
+        if stored is None:
+            existing = conn.execute(Q["find_by_key"], (key,)).fetchone()
+            existing_id = None if existing is None else existing[0]
+        else:
+            existing_id = stored.get(key)
+        if existing_id is not None:
+            results.append(Accepted(id=existing_id, duplicate=True))
             continue
         plan, notification = item.plans[mode], item.notification
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
@@ -85,23 +90,31 @@ def accept(
             _close_resolved(conn, resolves, notification.source, now)
         if lineage is not None:
             _supersede_versions(conn, lineage, notification.id, notification.source, now)
+        if stored is not None:
+            stored[key] = notification.id
         results.append(Accepted(id=notification.id, duplicate=False))
     return results
 
 
-def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotification]) -> None:
+def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotification]) -> dict[str, str]:
     """Raise :class:`KeyReused` if an item's key was first used, in the store or earlier in
     ``items``, with another request digest. Called before the accept writes anything, so that the
-    refusal leaves the accepts sharing the transaction as they were."""
+    refusal leaves the accepts sharing the transaction as they were. Returns the id stored under
+    each of the keys the store has."""
     first: dict[str, tuple[str, str | None]] = {}  # each key's first notification: id, digest
+    stored: dict[str, str] = {}
     for index, item in enumerate(items):
         key = item.notification.idempotency_key
         if key not in first:
             row = conn.execute(Q["find_by_key"], (key,)).fetchone()
-            first[key] = (item.notification.id, item.digest) if row is None else (row[0], row[1])
+            if row is None:
+                first[key] = (item.notification.id, item.digest)
+            else:
+                first[key], stored[key] = (row[0], row[1]), row[0]
         first_id, first_digest = first[key]
         if reused(first_digest, item.digest):
             raise KeyReused(key, first_id, index)
+    return stored
 
 
 def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: datetime) -> None:
