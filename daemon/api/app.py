@@ -17,7 +17,14 @@ from daemon.api.ack import OnAcknowledged, SlackApp, ack_router
 from daemon.api.auth import BearerAuth, Grant
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
-from daemon.api.errors import http_error, internal_error, not_leader, store_unavailable, validation_error
+from daemon.api.errors import (
+    http_error,
+    internal_error,
+    not_leader,
+    store_unavailable,
+    unreadable,
+    validation_error,
+)
 from daemon.api.limits import BodyLimit
 from daemon.api.models import SUBMIT_COMPONENTS
 from daemon.api.notification_routes import notification_router
@@ -32,7 +39,7 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.webhook_config import WebhookIntakesConfig, WebhookSettings
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import NotLeader, Store, StoreUnavailable
+from daemon.store.base import NotLeader, Store, StoreUnavailable, Unreadable
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(NotLeader, not_leader)
     api.add_exception_handler(StoreUnavailable, store_unavailable)
+    api.add_exception_handler(Unreadable, unreadable)
     api.add_exception_handler(Exception, internal_error)
     authenticate = BearerAuth(ctx.tokens, ctx.grants, buckets=ctx.buckets)
     for router in _routers(ctx, authenticate):

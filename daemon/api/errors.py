@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from daemon.store.base import Unreadable
+
 #: how long a client is asked to wait after a 503 (whole seconds)
 RETRY_AFTER_S = "5"
 
@@ -74,6 +76,13 @@ async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
 async def internal_error(_: Request, exc: Exception) -> JSONResponse:
     """A bug: the same JSON body as every other error (the traceback goes to the log)."""
     return error_response(500, "internal_error", "internal error; the daemon's log has the details")
+
+
+async def unreadable(_: Request, exc: Exception) -> JSONResponse:
+    """A notification stored by another release (or edited by hand) that this one cannot decode."""
+    assert isinstance(exc, Unreadable)
+    cancel = f"POST /v1/notifications/{exc.notification_id}/cancel"
+    return error_response(500, "unreadable", f"{exc}; read it with the release that wrote it, or {cancel}")
 
 
 async def not_leader(_: Request, exc: Exception) -> JSONResponse:

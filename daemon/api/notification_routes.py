@@ -73,7 +73,9 @@ def notification_router(store: Store, clock: Clock, auth: BearerAuth) -> APIRout
         "/v1/notifications/{notification_id}",
         dependencies=[read],
         response_model=NotificationOut,
-        responses=token_errors("read", _BY_ID),
+        responses=token_errors(
+            "read", _BY_ID | {500: "Stored by a release that this one cannot read (error `unreadable`)"}
+        ),
         openapi_extra=BEARER,
     )
     async def get_notification(notification_id: str) -> dict[str, Any]:

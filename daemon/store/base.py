@@ -34,6 +34,14 @@ class StoreUnavailable(StoreError):
     """The store could not commit; nothing was accepted."""
 
 
+class Unreadable(StoreError):
+    """A notification's row this release cannot read (:mod:`daemon.store.unreadable`)."""
+
+    def __init__(self, notification_id: str, why: str) -> None:
+        super().__init__(f"notification {notification_id}: {why}")
+        self.notification_id = notification_id
+
+
 class KeyReused(StoreError):
     """An accept's idempotency key was first used for a different request (another digest).
 

@@ -118,4 +118,14 @@ class PostgresReads:
         return found
 
     async def notification(self, notification_id: str) -> NotificationView | None:
-        return await self._read(lambda conn: views.notification(conn, notification_id))
+        """Its view; :class:`Unreadable` if its row cannot be decoded."""
+
+        async def read(conn: Conn) -> NotificationView | None:
+            try:
+                return await views.notification(conn, notification_id)
+            except psycopg.Error:
+                raise
+            except Exception as exc:
+                raise unreadable.refused(notification_id, exc) from exc
+
+        return await self._read(read)

@@ -145,4 +145,14 @@ class SqliteReads:
         return await self._read(views.channel_health)
 
     async def notification(self, notification_id: str) -> NotificationView | None:
-        return await self._read(lambda conn: views.notification(conn, notification_id))
+        """Its view; :class:`Unreadable` if its row cannot be decoded."""
+
+        def read(conn: sqlite3.Connection) -> NotificationView | None:
+            try:
+                return views.notification(conn, notification_id)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                raise unreadable.refused(notification_id, exc) from exc
+
+        return await self._read(read)

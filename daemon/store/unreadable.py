@@ -16,7 +16,9 @@ Now nothing is failed for such a row, since a node that can read it may yet send
   each time, until it is cancelled (``POST /v1/notifications/{id}/cancel`` decodes nothing) or
   mended;
 - the re-plans (a mode change's sweep and re-pin, a reload's replan, the start's rescue) and the
-  lists (the API's, the status page's) read past it, and a page is short only at the end.
+  lists (the API's, the status page's) read past it, and a page is short only at the end;
+- a read of that one notification (``GET /v1/notifications/{id}``) raises :class:`Unreadable`,
+  which says why.
 
 Each time, an ``ERROR`` line with ``event: notification.unreadable`` names it.
 """
@@ -27,6 +29,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
+
+from daemon.store.base import Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,13 @@ def decode_each(
             unreadable.append((row, why))
             left_out(notification_id(row), why)
     return decoded, unreadable
+
+
+def refused(notification_id: str, exc: Exception) -> Unreadable:
+    """The error for a read of one notification whose row could not be decoded (logged)."""
+    why = reason(exc)
+    left_out(notification_id, why)
+    return Unreadable(notification_id, why)
 
 
 def left_out(notification_id: str, why: str) -> None:

@@ -7,6 +7,7 @@ import base64
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import threading
 from collections.abc import AsyncIterator
@@ -278,6 +279,23 @@ async def test_unknown_notification_is_404(api: tuple[httpx.AsyncClient, Daemon]
     response = await client.get("/v1/notifications/01NOPE")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+async def test_a_notification_this_release_cannot_read_is_a_500_that_says_why(
+    api: tuple[httpx.AsyncClient, Daemon], tmp_path: Path
+) -> None:
+    """A row another release wrote (a severity this one does not know) answers a 500 naming the
+    notification, the value and what to do, not an anonymous internal error."""
+    client, _ = api
+    nid = (await client.post("/v1/notifications", json=NOTE | {"severity": "info"})).json()["id"]
+    with sqlite3.connect(tmp_path / "outbox.db") as conn:
+        conn.execute("UPDATE notifications SET severity = 'page' WHERE id = ?", (nid,))
+    response = await client.get(f"/v1/notifications/{nid}")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "unreadable"
+    assert nid in body["message"] and "'page'" in body["message"]
+    assert f"POST /v1/notifications/{nid}/cancel" in body["message"]
 
 
 async def test_list_filters_by_state_and_by_its_former_name(api: tuple[httpx.AsyncClient, Daemon]) -> None:

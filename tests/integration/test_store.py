@@ -27,6 +27,7 @@ from daemon.store.base import (
     Outcome,
     Store,
     StoreUnavailable,
+    Unreadable,
 )
 from daemon.store.migrations import SchemaTooNew
 from daemon.store.postgres import PostgresStore
@@ -202,6 +203,17 @@ async def test_the_lists_read_past_a_row_that_cannot_be_read(store: Store) -> No
     rest = await store.search(ListFilter(before="id-00003", limit=2))
     assert [v.notification.id for v in rest] == ["id-00002", "id-00001"]
     assert [v.notification.id for v in await store.recent(3)] == ["id-00005", "id-00003", "id-00002"]
+
+
+async def test_reading_an_unreadable_notification_says_why(store: Store) -> None:
+    """Reading the one notification whose row cannot be decoded raises Unreadable naming it and
+    the value, instead of whatever the codec raised."""
+    await store.accept([note(1)], T0)
+    run_sql(store, "UPDATE notifications SET severity = 'page' WHERE id = 'id-00001'")
+    with pytest.raises(Unreadable, match=r"id-00001: its row cannot be read .*'page'") as raised:
+        await store.notification("id-00001")
+    assert raised.value.notification_id == "id-00001"
+    assert await store.notification("id-00002") is None
 
 
 async def test_a_replan_reads_past_a_row_that_cannot_be_read(store: Store) -> None:
