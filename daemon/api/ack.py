@@ -41,7 +41,7 @@ from channels.twilio_callbacks import (
     verify_inbound,
 )
 from daemon.api.callbacks import TwilioAccount
-from daemon.api.errors import BEARER, error_response, error_responses, token_errors
+from daemon.api.errors import BEARER, STORE_UNAVAILABLE, error_response, error_responses, token_errors
 from daemon.api.models import Acknowledged
 from daemon.clock import Clock
 from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
@@ -163,7 +163,12 @@ def _add_slack_click(
         "/v1/callbacks/slack",
         tags=["callbacks"],
         responses=error_responses(
-            {400: "No JSON payload", 401: "Not signed by a configured Slack app", 413: "Body too large"}
+            {
+                400: "No JSON payload",
+                401: "Not signed by a configured Slack app",
+                413: "Body too large",
+                503: STORE_UNAVAILABLE,
+            }
         ),
     )
     async def slack_interaction(request: Request) -> Response:
@@ -236,6 +241,7 @@ _TWIML_RESPONSES: dict[int | str, dict[str, Any]] = {
             400: "Not a message (no From)",
             403: "Not signed by a configured Twilio account",
             413: "Body too large",
+            503: STORE_UNAVAILABLE,
         }
     ),
 }

@@ -69,7 +69,11 @@ class ApiContext:
 
 
 def create_api(ctx: ApiContext) -> BodyLimit:
-    api = FastAPI(title="backchannel", version=__version__, docs_url=None, redoc_url=None)
+    # A trailing slash is a 404 as on the workers' port, not a redirect to an http:// URL that a TLS
+    # proxy in front would get wrong.
+    api = FastAPI(
+        title="backchannel", version=__version__, docs_url=None, redoc_url=None, redirect_slashes=False
+    )
     api.add_exception_handler(RequestValidationError, validation_error)
     api.add_exception_handler(StarletteHTTPException, http_error)
     api.add_exception_handler(NotLeader, not_leader)

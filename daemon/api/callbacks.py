@@ -22,7 +22,7 @@ from channels.twilio_callbacks import (
     StatusCallback,
     verify_status_callback,
 )
-from daemon.api.errors import error_response, error_responses
+from daemon.api.errors import STORE_UNAVAILABLE, error_response, error_responses
 from daemon.clock import Clock
 from daemon.store.base import Callback, Store
 
@@ -48,6 +48,7 @@ def callback_router(store: Store, accounts: Callable[[], Sequence[TwilioAccount]
                 400: "Not a status report",
                 403: "Not signed by a configured Twilio account",
                 413: "Body too large",
+                503: STORE_UNAVAILABLE,
             }
         ),
     )

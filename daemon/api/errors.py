@@ -107,18 +107,26 @@ _RETRY_AFTER = {
 }
 
 
+#: the 503 of every operation that reads or writes the store
+STORE_UNAVAILABLE = (
+    "The store cannot be read or commit now (`store_unavailable`, Retry-After); nothing was changed"
+)
+
+
 def error_responses(described: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for ``{status: when}``: the Error body, and Retry-After on 429 and 503."""
     return {str(status): _error_response(status, when) for status, when in described.items()}
 
 
 def token_errors(scope: str, described: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
-    """The :func:`error_responses` of an operation needing ``scope``: 401, 403, 429 and ``described``."""
+    """The :func:`error_responses` of an operation needing ``scope``: 401, 403, 429, 503 (the
+    store, which every such operation reads or writes, cannot answer now) and ``described``."""
     return error_responses(
         {
             401: "Missing or invalid token (WWW-Authenticate)",
             403: f"The token lacks the {scope} scope",
             429: "The token is over its rate limit (Retry-After)",
+            503: STORE_UNAVAILABLE,
             **(described or {}),
         }
     )

@@ -51,7 +51,10 @@ def intake_handler(
                 return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
             return 200, {"status": "ok", "role": "intake"}, {}
         if path in posts or path == HEALTH_PATH:
-            return error(405, "method_not_allowed", f"{method} is not allowed on {path}")
+            allow = "POST" if path in posts else "GET, HEAD"
+            return error(
+                405, "method_not_allowed", f"{method} is not allowed on {path}", headers={"Allow": allow}
+            )
         return error(404, "not_found", f"{path} is not served on the intake workers' port; use the API port")
 
     return handle

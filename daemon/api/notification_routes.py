@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,8 @@ from daemon.store.base import CancelResult, ListFilter, Store
 NotificationState = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
 #: what ``GET /v1/notifications`` understands; any other query parameter is a 422, not ignored
 LIST_PARAMETERS = frozenset({"state", "status", "severity", "since", "cursor", "limit"})
+#: pydantic reads a number as Unix time (seconds or milliseconds, guessed by its size): refused
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 #: FastAPI documents a 422 for any operation with parameters: with the project's body, not its own
 _BY_ID = {404: "No such notification", 422: "Invalid request"}
 
@@ -89,16 +92,31 @@ def notification_router(store: Store, clock: Clock, auth: BearerAuth) -> APIRout
 
 
 async def _known_parameters(request: Request) -> None:
-    """422 for a query parameter the list does not understand: a misspelt filter must not match all."""
-    unknown = sorted(set(request.query_params) - LIST_PARAMETERS)
-    if unknown:
-        known = ", ".join(sorted(LIST_PARAMETERS))
-        raise RequestValidationError(
-            [
-                {"type": "extra_forbidden", "loc": ("query", name), "msg": f"unknown; known: {known}"}
-                for name in unknown
-            ]
+    """422 for a query parameter the list does not understand (a misspelt filter must not match
+    all), given twice (``state=held&state=pending`` would otherwise keep only the last), or a
+    ``since`` that is a bare number rather than an RFC 3339 date-time (read as Unix seconds or
+    milliseconds, by its size)."""
+    params = request.query_params
+    known = ", ".join(sorted(LIST_PARAMETERS))
+    errors = [
+        {"type": "extra_forbidden", "loc": ("query", name), "msg": f"unknown; known: {known}"}
+        for name in sorted(set(params) - LIST_PARAMETERS)
+    ]
+    errors += [
+        {"type": "value_error", "loc": ("query", name), "msg": "given more than once; give it once"}
+        for name in sorted(set(params) & LIST_PARAMETERS)
+        if len(params.getlist(name)) > 1
+    ]
+    if _NUMBER.fullmatch(params.get("since", "")):
+        errors.append(
+            {
+                "type": "value_error",
+                "loc": ("query", "since"),
+                "msg": "an RFC 3339 date-time with a time zone, e.g. 2026-11-27T10:00:00Z, not a number",
+            }
         )
+    if errors:
+        raise RequestValidationError(errors)
 
 
 async def _page(store: Store, query: ListFilter) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from daemon.api.errors import (
     BEARER,
     BEARER_OR_BASIC,
     RETRY_AFTER_S,
+    STORE_UNAVAILABLE,
     error_response,
     error_responses,
     token_errors,
@@ -35,6 +36,7 @@ _PAGE_RESPONSES = error_responses(
     {
         401: "Sign in: HTTP Basic (any user, an API token with the read scope as password)",
         429: "The token is over its rate limit (Retry-After)",
+        503: STORE_UNAVAILABLE,
     }
 )
 _METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {

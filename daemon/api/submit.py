@@ -203,6 +203,12 @@ def _openapi_responses() -> dict[int | str, Any]:
     return {
         "202": {
             "description": "Accepted and committed",
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true`: a single notification whose key was seen before; nothing stored",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
             "content": {"application/json": {"schema": {"oneOf": [_accepted_one(), _accepted_batch()]}}},
         },
         **token_errors(

@@ -324,6 +324,32 @@ async def test_list_refuses_an_unknown_query_parameter(api: tuple[httpx.AsyncCli
     assert [d["field"] for d in body["details"]] == ["query.severty"]
 
 
+async def test_list_refuses_a_filter_given_twice(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """``state=held&state=pending`` is a 422 naming the parameter, not a list of the last one only."""
+    client, _ = api
+    response = await client.get("/v1/notifications?state=held&state=pending&limit=5&limit=5")
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["details"]] == ["query.limit", "query.state"]
+
+
+@pytest.mark.parametrize("since", ["1700000000", "99999999999", "1.7e9", " 17 "])
+async def test_list_refuses_since_as_a_number(api: tuple[httpx.AsyncClient, Daemon], since: str) -> None:
+    """``since`` is an RFC 3339 date-time: a number (Unix time, guessed as seconds or milliseconds
+    by its size) is a 422, not a silently chosen moment."""
+    client, _ = api
+    response = await client.get("/v1/notifications", params={"since": since})
+    assert response.status_code == 422, response.text
+    assert "RFC 3339" in response.json()["details"][0]["reason"]
+
+
+async def test_a_trailing_slash_is_a_404_not_a_redirect(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+    """``/v1/notifications/`` is a JSON 404 as on the workers' port, not a 307 to an http:// URL."""
+    client, _ = api
+    response = await client.post("/v1/notifications/", json=NOTE)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
 @pytest.mark.parametrize("cursor", ["zzz", "", "01jd3y6t9v7e6k8m1w2q4r5s6t", "01JD3Y6T9V7E6K8M1W2Q4R5S6TX"])
 async def test_list_refuses_a_malformed_cursor(api: tuple[httpx.AsyncClient, Daemon], cursor: str) -> None:
     """A cursor that is not a notification id is a 422, not the first page again."""

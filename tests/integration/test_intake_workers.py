@@ -195,7 +195,9 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
         status = await intake.get("/v1/status")
         assert status.status_code == 404 and "API port" in status.json()["message"]
-        assert (await intake.get("/v1/notifications")).status_code == 405
+        not_allowed = await intake.get("/v1/notifications")
+        assert (not_allowed.status_code, not_allowed.headers["allow"]) == (405, "POST")
+        assert (await intake.post("/healthz")).headers["allow"] == "GET, HEAD"
         health = await intake.get("/healthz")
         assert health.status_code == 200 and health.json()["role"] == "intake"
         head = await intake.head("/healthz")

@@ -159,6 +159,18 @@ async def test_the_rate_limit_documents_retry_after(daemon: Daemon) -> None:
         assert "Retry-After" in response.get("headers", {}), (method, path)
 
 
+async def test_every_operation_on_the_store_documents_its_503(daemon: Daemon) -> None:
+    """Every operation but the readiness check reads or writes the store, so each documents the
+    503 (with Retry-After) that the store being unavailable answers."""
+    async with api_client(daemon, ADMIN) as admin:
+        spec = (await admin.get("/openapi.json")).json()
+    operations = [(p, m, o) for p, m, o in _operations(spec) if p != "/healthz"]
+    assert len(operations) >= 15
+    for path, method, operation in operations:
+        unavailable = operation["responses"].get("503", {})
+        assert "Retry-After" in unavailable.get("headers", {}), (method, path)
+
+
 async def _delivered_notification(admin: httpx.AsyncClient) -> str:
     nid: str = (await admin.post("/v1/notifications", json={"severity": "info", "subject": "x"})).json()["id"]
 
