@@ -167,6 +167,7 @@ class Daemon:
             started=lambda: self.started,
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=self.config.api.max_body_bytes,
+            max_alert_body_bytes=self.config.api.max_alert_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
             slack_apps=lambda: self._slack_apps,
             on_acknowledged=self.ack_updates.acknowledged,

@@ -45,6 +45,9 @@ class ApiConfig(Listener):
     listen: str = "127.0.0.1:8025"
     tokens: list[ApiToken] = Field(min_length=1)
     max_body_bytes: PositiveInt = 1024 * 1024
+    #: the Alertmanager and Grafana webhooks' own: they send a group's alerts in one call, however
+    #: many (about 1 KiB each), and answer a 4xx by sending it again at the next flush, never whole
+    max_alert_body_bytes: PositiveInt = 16 * 1024 * 1024
 
     @field_validator("tokens")
     @classmethod

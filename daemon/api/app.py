@@ -32,7 +32,13 @@ from daemon.api.provider_routes import override_router
 from daemon.api.ratelimit import Buckets, LocalBuckets
 from daemon.api.status_routes import health_router, status_router
 from daemon.api.submit import PATH, SubmitEndpoint, openapi_operation
-from daemon.api.webhooks import SECURITY_SCHEMES, WebhookEndpoint, WebhookIntake, webhook_router
+from daemon.api.webhooks import (
+    SECURITY_SCHEMES,
+    WebhookEndpoint,
+    WebhookIntake,
+    body_limits,
+    webhook_router,
+)
 from daemon.clock import Clock, SystemClock
 from daemon.drills import Drills
 from daemon.intake.accept import Acceptor
@@ -54,6 +60,8 @@ class ApiContext:
     #: False until the daemon has started everything (intake workers, SMTP intake): /healthz is 503
     started: Callable[[], bool] = lambda: True
     max_body_bytes: int = 1 << 20
+    #: the alert webhooks' (``api.max_alert_body_bytes``)
+    max_alert_body_bytes: int = 16 << 20
     twilio_accounts: Callable[[], Sequence[TwilioAccount]] = tuple
     metrics: Metrics = field(default_factory=Metrics)
     drills: Drills | None = None
@@ -87,7 +95,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     _document(api, submit_path=PATH)
     webhooks = WebhookIntake(ctx.acceptor, authenticate, ctx.draining, ctx.webhooks)
     api.include_router(webhook_router(webhooks))
-    return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes)
+    limits = body_limits(ctx.max_alert_body_bytes)
+    return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes, limits)
 
 
 def _routers(ctx: ApiContext, authenticate: BearerAuth) -> list[APIRouter]:

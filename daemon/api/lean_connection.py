@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import httptools
@@ -41,6 +41,8 @@ class Server(Protocol):
 
     handler: Handler
     max_body_bytes: int
+    #: paths whose largest body is not ``max_body_bytes``
+    body_limits: Mapping[str, int]
     idle_timeout_s: float
     request_timeout_s: float
     connections: set[Connection]
@@ -59,6 +61,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._head_size = 0
+        #: the largest body the request's path takes (known once its headers are)
+        self._limit = server.max_body_bytes
         #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
         self._in_body = False
         #: a request has begun and is not complete: its request timeout runs, not the idle one
@@ -123,7 +127,7 @@ class Connection(asyncio.Protocol):
                 message = f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"
                 self._refuse(error_reply(431, "headers_too_large", message))
             elif isinstance(exc.__context__, BodyTooLarge):  # raised in a callback, wrapped by the parser
-                limit = self._server.max_body_bytes
+                limit = self._limit
                 self._refuse(error_reply(413, "too_large", f"request body exceeds {limit} bytes"))
             else:
                 self._refuse(error_reply(400, "bad_request", f"malformed HTTP request: {exc}"))
@@ -158,15 +162,16 @@ class Connection(asyncio.Protocol):
         request = self._current
         request.method = self._parser.get_method().decode("latin-1")
         request.path = httptools.parse_url(self._url).path.decode("latin-1")
+        self._limit = self._server.body_limits.get(request.path, self._server.max_body_bytes)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._server.max_body_bytes:
+        if declared.isdigit() and int(declared) > self._limit:
             raise BodyTooLarge
         if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size > self._server.max_body_bytes:
+        if self._size > self._limit:
             raise BodyTooLarge
         self._current.body.append(body)
 

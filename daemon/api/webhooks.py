@@ -7,7 +7,9 @@ token as the password, checked in constant time against every configured token.
 
 Answers: 202 ``{"ids": [...], "duplicates": [...]}`` only after the notifications are committed
 (Alertmanager retries a 5xx answer, so a 503 while the store cannot commit makes it try again
-later; it does not retry a 4xx); 401, 403, 429, 422 with the bad fields, 503 + Retry-After.
+later; it does not retry a 4xx); 401, 403, 422 with the bad fields, 503 + Retry-After (the store,
+draining, or the token over its rate limit: ``rate_limited`` is a 503 here, not a 429, for that
+reason).
 
 Two ways in, one behaviour (:class:`WebhookIntake`): :class:`WebhookEndpoint`, a bare ASGI app
 for the hot path (FastAPI's request machinery cost about 0.4 ms of CPU per call, a third of the
@@ -45,6 +47,11 @@ CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}}
 
 
+def body_limits(max_alert_body_bytes: int) -> dict[str, int]:
+    """The alert webhooks' largest body (``api.max_alert_body_bytes``), for the body limits."""
+    return {ALERTMANAGER_PATH: max_alert_body_bytes, GRAFANA_PATH: max_alert_body_bytes}
+
+
 class WebhookAuth:
     """Bearer as :class:`BearerAuth`, or Basic with username = token name and password = token."""
 
@@ -68,7 +75,10 @@ class WebhookAuth:
             if hmac.compare_digest(password.encode(), token.encode()) & same_name:
                 match = name
         if match is None:
-            raise Unauthorized("invalid basic credentials")
+            raise Unauthorized(
+                "invalid basic credentials: the username is the token's name in api.tokens, "
+                "the password the token"
+            )
         return match
 
 
@@ -113,6 +123,10 @@ class WebhookIntake:
             self._gate.admit(self._auth.check(authorization), "send")
         except (Unauthorized, Forbidden, RateLimited) as exc:
             status, code, headers = refusal(exc, CHALLENGE)
+            if isinstance(exc, RateLimited):
+                # Alertmanager drops a call answered 4xx until the group's next flush (minutes);
+                # a 5xx it sends again, after Retry-After's worth of its own backoff.
+                status = 503
             return error(status, code, str(exc), headers=headers)
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
@@ -186,18 +200,18 @@ def _response(reply: Reply) -> JSONResponse:
 
 
 def _responses() -> dict[int | str, dict[str, Any]]:
-    return {
-        202: {"model": WebhookAccepted, "description": "Committed (or already known)"},
-        **token_errors(
-            "send",
-            {
-                401: "Missing or invalid bearer/basic credentials",
-                413: "Body too large",
-                422: "Not a valid payload; `details` names each bad field",
-                503: "Draining, or the store could not commit",
-            },
-        ),
-    }
+    """A rate limit answers 503 here (see :class:`WebhookIntake`): no 429."""
+    refusals = token_errors(
+        "send",
+        {
+            401: "Missing or invalid bearer/basic credentials",
+            413: "Body too large (`api.max_alert_body_bytes`)",
+            422: "Not a valid payload; `details` names each bad field",
+            503: "Draining, the store could not commit, or the token is over its rate limit (`rate_limited`)",
+        },
+    )
+    refusals.pop("429")
+    return {202: {"model": WebhookAccepted, "description": "Committed (or already known)"}, **refusals}
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

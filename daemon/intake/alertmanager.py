@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -36,7 +36,6 @@ from daemon.intake.webhook_config import AlertIntakeConfig
 Status = Literal["firing", "resolved"]
 log = logging.getLogger(__name__)
 
-MAX_ALERTS = 1000
 SUBJECT_MAX = 250
 BODY_MAX = 64 * 1024
 #: one annotation's text in a body: a huge one must not push the labels, times and links out of it
@@ -94,7 +93,8 @@ class AlertPayload(BaseModel):
     common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
     common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
     external_url: str = Field("", alias="externalURL")
-    alerts: Annotated[Sequence[Alert], Field(max_length=MAX_ALERTS)]
+    #: however many: Alertmanager sends a group whole (``max_alerts`` in its webhook_config caps it)
+    alerts: Sequence[Alert]
 
 
 class AlertmanagerPayload(AlertPayload):
@@ -269,10 +269,16 @@ def _group_text(payload: AlertPayload, flavor: Flavor) -> list[str]:
     lines = [f"{firing} firing, {len(payload.alerts) - firing} resolved (receiver {payload.receiver})"]
     if payload.truncated_alerts:
         lines.append(f"{payload.truncated_alerts} more alerts were left out by the sender (max_alerts)")
-    for alert in payload.alerts:
+    room = BODY_MAX - 2 * SUBJECT_MAX - len(payload.external_url)
+    for shown, alert in enumerate(payload.alerts):
         title = alert.labels.get("alertname", alert.identity())
-        text = _alert_text(alert, _instant(alert.starts_at))
-        lines += ["", f"--- {alert.status.upper()} {title}", *text, *_links(alert.links())]
+        text = ["", f"--- {alert.status.upper()} {title}", *_alert_text(alert, _instant(alert.starts_at))]
+        text += _links(alert.links())
+        room -= sum(len(line) + 1 for line in text)
+        if room < 0 and shown:  # a group of thousands: the body says how many it leaves out
+            lines += ["", f"... and {len(payload.alerts) - shown} more alerts in this group"]
+            break
+        lines += text
     return [*lines, "", *_links([(flavor.sender, payload.external_url)])]
 
 

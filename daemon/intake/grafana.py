@@ -11,12 +11,11 @@ The legacy (pre-unified) alerting webhook is a different document and is refused
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
 
 from pydantic import Field
 
 from daemon.intake.accept import Submission
-from daemon.intake.alertmanager import MAX_ALERTS, Alert, AlertPayload, Flavor, submissions
+from daemon.intake.alertmanager import Alert, AlertPayload, Flavor, submissions
 from daemon.intake.webhook_config import AlertIntakeConfig
 
 GRAFANA = Flavor(prefix="grafana", sender="Grafana")
@@ -59,7 +58,7 @@ class GrafanaPayload(AlertPayload):
     title: str = ""
     state: str = ""
     message: str = ""
-    alerts: Annotated[Sequence[GrafanaAlert], Field(max_length=MAX_ALERTS)]
+    alerts: Sequence[GrafanaAlert]
 
 
 def grafana_submissions(payload: GrafanaPayload, config: AlertIntakeConfig) -> list[Submission]:

@@ -40,6 +40,7 @@ from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
 from daemon.api.ratelimit import Buckets, LocalBuckets, SharedBuckets
 from daemon.api.serving import bind
+from daemon.api.webhooks import body_limits
 from daemon.build import api_grants, build_store, register_secrets
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, parse_config
@@ -160,7 +161,8 @@ class IntakeWorker:
         # share of new connections, which one still starting could not answer.
         sock = bind(*self._listen, reuse_port=True)
         sock.listen(BACKLOG)
-        server = LeanServer(handler, self._config.api.max_body_bytes)
+        api = self._config.api
+        server = LeanServer(handler, api.max_body_bytes, body_limits=body_limits(api.max_alert_body_bytes))
         await server.start(sock)
         heap.settle()
         self._reports.ready()

@@ -39,6 +39,7 @@ store: {{path: {store}}}
 api:
   listen: "127.0.0.1:0"
   max_body_bytes: 262144
+  max_alert_body_bytes: 524288
   tokens:
     - {{name: t, token: "${{TOKEN}}"}}
     - {{name: slow, token: "{slow}", scopes: [send], rate_limit: {{per_second: 0.01, burst: 4}}}}
@@ -193,6 +194,11 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert first.status_code == 202
         too_large = await intake.post("/v1/notifications", content=b"x" * 300_000)
         assert too_large.status_code == 413 and too_large.json()["error"] == "too_large"
+        alerts = [{**ALERT, "fingerprint": f"{n:08x}", "x": "y" * 900} for n in range(300)]
+        group = {**AM_BODY, "alerts": alerts}
+        assert (await intake.post("/v1/intake/alertmanager", json=group)).status_code == 202  # past 256 KiB
+        larger = await intake.post("/v1/intake/alertmanager", content=b"x" * 600_000)
+        assert larger.status_code == 413 and "524288" in larger.json()["message"]
         status = await intake.get("/v1/status")
         assert status.status_code == 404 and "API port" in status.json()["message"]
         not_allowed = await intake.get("/v1/notifications")
@@ -211,7 +217,8 @@ async def test_a_tokens_rate_limit_is_one_bucket_for_the_daemon_and_its_workers(
     world: tuple[Daemon, WebhookReceiver, Path],
 ) -> None:
     """Burst 4, then one per 100 s: two requests on the API port and two on the workers' (a new
-    connection each, so both workers may take some) spend it; then every port answers 429."""
+    connection each, so both workers may take some) spend it; then every port answers 429 (503 on
+    the alert webhooks)."""
     daemon, _, _ = world
     body = {"severity": "info", "subject": "limited"}
 
@@ -224,9 +231,15 @@ async def test_a_tokens_rate_limit_is_one_bucket_for_the_daemon_and_its_workers(
     over = [await post(_intake) for _ in range(3)] + [await post(_api)]
     assert [r.status_code for r in over] == [429] * 4
     assert all(int(r.headers["Retry-After"]) >= 90 for r in over)
+    hooks = []
+    for client in (_intake, _api):  # a 503, which Alertmanager retries (it drops a 4xx'd call)
+        async with client(daemon, SLOW) as fresh:
+            hooks.append(await fresh.post("/v1/intake/alertmanager", json=AM_BODY))
+    assert [(r.status_code, r.json()["error"]) for r in hooks] == [(503, "rate_limited")] * 2
+    assert all(int(r.headers["Retry-After"]) >= 90 for r in hooks)
     async with _api(daemon) as api:  # the daemon counts the workers' refusals too
         metrics = (await api.get("/metrics")).text
-    assert 'backchannel_api_rate_limited_total{token="slow"} 4.0' in metrics
+    assert 'backchannel_api_rate_limited_total{token="slow"} 6.0' in metrics
 
 
 async def test_a_reload_reaches_the_workers(world: tuple[Daemon, WebhookReceiver, Path]) -> None:

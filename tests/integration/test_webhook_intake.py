@@ -7,6 +7,7 @@ import base64
 import copy
 import email
 import email.policy
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -126,6 +127,27 @@ async def test_alertmanager_call_is_committed_as_a_notification(
     assert data["labels"]["team"] == "payments"
 
 
+async def test_a_group_larger_than_the_api_body_limit_is_accepted_whole(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """A fleet-wide group (1,200 alerts, past api.max_body_bytes' 1 MiB) is committed whole under
+    the webhooks' own limit, api.max_alert_body_bytes; Alertmanager would repeat a 413 or 422 at
+    every flush and never deliver it. Other endpoints keep the smaller limit."""
+    client, _ = api
+    alerts = [
+        {**ALERT, "fingerprint": f"{n:016x}", "labels": {**ALERT["labels"], "instance": f"node-{n}"}}
+        | {"annotations": {"summary": "Node down", "description": "d" * 900}}
+        for n in range(1200)
+    ]
+    body = {**AM_BODY, "alerts": alerts}
+    assert len(json.dumps(body)) > 1024 * 1024
+    response = await client.post("/v1/intake/alertmanager", json=body)
+    assert response.status_code == 202, response.text[:300]
+    assert len(response.json()["ids"]) == 1200
+    too_large = await client.post("/v1/notifications", content=b"x" * (1024 * 1024 + 1))
+    assert too_large.status_code == 413
+
+
 async def test_resend_is_a_duplicate(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Alertmanager repeating the same firing alert returns the first id, marked duplicate."""
     client, _ = api
@@ -173,6 +195,21 @@ async def test_basic_auth_as_the_senders_send_it(api: tuple[httpx.AsyncClient, D
     async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
         response = await anonymous.post(path, json=body, auth=("alertmanager", TOKEN))
     assert response.status_code == 202
+
+
+async def test_basic_auth_with_another_username_says_what_the_username_is(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """The right token under another username (Grafana's form invites any) is refused with a
+    message that names what the username must be."""
+    client, _ = api
+    basic = base64.b64encode(f"admin:{TOKEN}".encode()).decode()
+    async with httpx.AsyncClient(base_url=str(client.base_url)) as anonymous:
+        response = await anonymous.post(
+            "/v1/intake/grafana", json=GRAFANA_BODY, headers={"Authorization": f"Basic {basic}"}
+        )
+    assert response.status_code == 401
+    assert "the username is the token's name in api.tokens" in response.json()["message"]
 
 
 @pytest.mark.parametrize(

@@ -187,6 +187,36 @@ def test_group_mode_makes_one_notification_with_the_worst_severity() -> None:
     assert "Shop is down" in group.body and "api probe failing" in group.body
 
 
+def big_group(count: int) -> dict[str, Any]:
+    """A group of ``count`` alerts of about 1 KiB each, as a fleet-wide outage sends it."""
+    body = copy.deepcopy(FIRING)
+    alert = FIRING["alerts"][0]
+    body["alerts"] = [
+        {**alert, "fingerprint": f"{n:016x}", "labels": {**alert["labels"], "instance": f"node-{n}"}}
+        | {"annotations": {**alert["annotations"], "description": "x" * 800}}
+        for n in range(count)
+    ]
+    return body
+
+
+def test_a_group_of_thousands_is_taken_whole() -> None:
+    """Alertmanager sends a group whole (max_alerts is unlimited by default): 5,000 alerts make
+    5,000 notifications, not a refusal it would repeat at every flush."""
+    assert len(submissions(payload(big_group(5000)), CONFIG)) == 5000
+
+
+def test_a_group_of_thousands_says_how_many_its_body_leaves_out() -> None:
+    """In group mode the body lists the alerts it has room for and names how many more there are."""
+    (group,) = submissions(payload(big_group(1200)), AlertmanagerIntakeConfig(per="group"))
+    assert group.labels["alert_count"] == "1200"
+    shown = group.body.count("--- FIRING ProbeFailure")
+    assert 10 < shown < 1200
+    assert f"... and {1200 - shown} more alerts in this group" in group.body
+    assert len(group.body) <= 64 * 1024 and group.body.endswith(
+        "Alertmanager: http://alertmanager.example:9093"
+    )
+
+
 def test_group_key_changes_when_an_alert_joins() -> None:
     """A group re-sent unchanged is a duplicate; a group with a new member is not."""
     config = AlertmanagerIntakeConfig(per="group")
