@@ -155,7 +155,7 @@ def alert_submission(
     return Submission(
         severity=config.severity_of(alert.labels.get(config.severity_label)),
         subject=_subject(alert.status, alert.labels.get("alertname"), _headline(alert.annotations)),
-        body=_clip("\n".join(body), BODY_MAX),
+        body=clip("\n".join(body), BODY_MAX),
         source=config.source,
         recipients=tuple(config.recipients),
         labels=labels,
@@ -218,7 +218,7 @@ def group_submission(payload: AlertPayload, config: AlertIntakeConfig, flavor: F
     return Submission(
         severity=min(severities, key=lambda s: s.rank),
         subject=_group_subject(payload),
-        body=_clip("\n".join(_group_text(payload, flavor)), BODY_MAX),
+        body=clip("\n".join(_group_text(payload, flavor)), BODY_MAX),
         source=config.source,
         recipients=tuple(config.recipients),
         labels=labels,
@@ -238,7 +238,7 @@ def _headline(annotations: dict[str, str]) -> str | None:
 
 def _subject(status: str, alertname: str | None, headline: str | None) -> str:
     text = ": ".join(part for part in (alertname, headline) if part) or "alert"
-    return _clip(f"[{status.upper()}] {' '.join(text.split())}", SUBJECT_MAX)
+    return clip(f"[{status.upper()}] {' '.join(text.split())}", SUBJECT_MAX)
 
 
 def _group_subject(payload: AlertPayload) -> str:
@@ -248,15 +248,15 @@ def _group_subject(payload: AlertPayload) -> str:
     grouped = [v for _, v in sorted(payload.group_labels.items())]
     common = [v for k, v in sorted(payload.common_labels.items()) if k not in payload.group_labels]
     text = " ".join([*grouped, *([f"({' '.join(common)})"] if common else [])]) or "alerts"
-    return _clip(f"[{payload.status.upper()}{count}] {' '.join(text.split())}", SUBJECT_MAX)
+    return clip(f"[{payload.status.upper()}{count}] {' '.join(text.split())}", SUBJECT_MAX)
 
 
 def _alert_text(alert: Alert, started: str) -> list[str]:
     headline = (alert.annotations.get(name, "").strip() for name in HEADLINE)
-    lines = [_clip(text, ANNOTATION_MAX) for text in headline if text]
+    lines = [clip(text, ANNOTATION_MAX) for text in headline if text]
     lines += alert.details()
     lines += _pairs("Labels", alert.labels.items())
-    others = ((k, _clip(v, ANNOTATION_MAX)) for k, v in alert.annotations.items() if k not in HEADLINE)
+    others = ((k, clip(v, ANNOTATION_MAX)) for k, v in alert.annotations.items() if k not in HEADLINE)
     lines += _pairs("Annotations", others)
     lines.append(f"Started: {started}")
     if alert.status == "resolved" and alert.ends_at is not None:
@@ -299,5 +299,5 @@ def _digest(parts: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,19 +4,22 @@ Grafana's webhook contact point sends Alertmanager's shape plus its own fields
 (https://grafana.com/docs/grafana/latest/alerting/configure-notifications/manage-contact-points/integrations/webhook-notifier/):
 ``orgId``, ``title``, ``state``, ``message`` at the top, and per alert the silence, dashboard,
 panel and image URLs and the evaluated ``values``/``valueString``. The mapping is Alertmanager's
-(:mod:`daemon.intake.alertmanager`) with those extras in the body and a ``grafana:`` key prefix.
+(:mod:`daemon.intake.alertmanager`) with those extras in the body and a ``grafana:`` key prefix;
+with ``use_templates`` (``per: group``) the group's subject and body are the contact point's
+templated ``title`` and ``message``.
 The legacy (pre-unified) alerting webhook is a different document and is refused with a 422.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pydantic import Field
 
 from daemon.intake.accept import Submission
-from daemon.intake.alertmanager import Alert, AlertPayload, Flavor, submissions
-from daemon.intake.webhook_config import AlertIntakeConfig
+from daemon.intake.alertmanager import BODY_MAX, SUBJECT_MAX, Alert, AlertPayload, Flavor, clip, submissions
+from daemon.intake.webhook_config import GrafanaIntakeConfig
 
 GRAFANA = Flavor(prefix="grafana", sender="Grafana")
 
@@ -61,6 +64,19 @@ class GrafanaPayload(AlertPayload):
     alerts: Sequence[GrafanaAlert]
 
 
-def grafana_submissions(payload: GrafanaPayload, config: AlertIntakeConfig) -> list[Submission]:
-    """The notifications for one Grafana webhook call: one per alert, or one for the group."""
-    return submissions(payload, config, GRAFANA)
+def grafana_submissions(payload: GrafanaPayload, config: GrafanaIntakeConfig) -> list[Submission]:
+    """The notifications for one Grafana webhook call: one per alert, or one for the group, in
+    Grafana's own words if ``use_templates`` (where a template left one empty, backchannel's)."""
+    made = submissions(payload, config, GRAFANA)
+    if not (config.use_templates and config.per == "group" and made):
+        return made
+    (group,) = made
+    title, message = " ".join(payload.title.split()), payload.message.strip()
+    links = [f"Grafana: {payload.external_url}"] if payload.external_url else []
+    return [
+        replace(
+            group,
+            subject=clip(title, SUBJECT_MAX) if title else group.subject,
+            body=clip("\n\n".join([message, *links]), BODY_MAX) if message else group.body,
+        )
+    ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from daemon.configbase import EmailAddress, Model
 from daemon.core.model import Severity
@@ -68,6 +68,15 @@ class AlertmanagerIntakeConfig(AlertIntakeConfig):
 
 class GrafanaIntakeConfig(AlertIntakeConfig):
     source: str = Field("grafana", min_length=1, max_length=128)
+    #: ``per: group`` only: the contact point's templated Title as the subject and Message as the
+    #: body (for templates customised in Grafana), instead of backchannel's text of the alerts
+    use_templates: bool = False
+
+    @model_validator(mode="after")
+    def _templates_need_groups(self) -> GrafanaIntakeConfig:
+        if self.use_templates and self.per != "group":
+            raise ValueError("use_templates needs per: group (Grafana's title and message are the group's)")
+        return self
 
 
 class WebhookSettings(Protocol):
@@ -77,7 +86,7 @@ class WebhookSettings(Protocol):
     def alertmanager(self) -> AlertIntakeConfig: ...
 
     @property
-    def grafana(self) -> AlertIntakeConfig: ...
+    def grafana(self) -> GrafanaIntakeConfig: ...
 
 
 class WebhookIntakesConfig(Model):

@@ -125,6 +125,33 @@ def test_group_mode() -> None:
     assert "--- FIRING High CPU usage" in group.body
 
 
+def test_group_mode_in_grafanas_own_words() -> None:
+    """With use_templates, the contact point's templated title and message are the subject and
+    body (Grafana's link after it); without, they are not used."""
+    config = GrafanaIntakeConfig(per="group", use_templates=True)
+    custom = {**DOCUMENTED, "title": "Payments:  2 alerts", "message": "Memory and CPU high in blue\n"}
+    (group,) = grafana_submissions(payload(custom), config)
+    assert group.subject == "Payments: 2 alerts"
+    assert group.body == "Memory and CPU high in blue\n\nGrafana: https://play.grafana.org/"
+    assert group.severity is Severity.CRITICAL and group.labels["alert_count"] == "2"
+    (plain,) = grafana_submissions(payload(custom), GrafanaIntakeConfig(per="group"))
+    assert plain.subject == "[FIRING:2] (blue)" and "Memory and CPU" not in plain.body
+
+
+def test_use_templates_keeps_backchannels_text_where_a_template_is_empty() -> None:
+    """An empty title or message (a template rendering nothing) leaves backchannel's own."""
+    config = GrafanaIntakeConfig(per="group", use_templates=True)
+    (group,) = grafana_submissions(payload({**DOCUMENTED, "title": " ", "message": ""}), config)
+    assert group.subject == "[FIRING:2] (blue)"
+    assert "--- FIRING High CPU usage" in group.body
+
+
+def test_use_templates_needs_group_mode() -> None:
+    """Grafana's title and message are the group's: with per: alert the option is a config error."""
+    with pytest.raises(ValidationError, match="use_templates needs per: group"):
+        GrafanaIntakeConfig(use_templates=True)
+
+
 def test_legacy_alerting_payload_is_refused() -> None:
     """Grafana's legacy (pre-unified) webhook body is not this format: validation names `alerts`."""
     legacy = {
