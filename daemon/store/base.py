@@ -57,6 +57,14 @@ class KeyReused(StoreError):
         self.index = index
 
 
+def refused(key: str, first_id: str, first: str | None, again: str | None) -> bool:
+    """Whether an accept of ``key`` with request digest ``again`` is refused (:class:`KeyReused`),
+    the key being stored for ``first_id`` with digest ``first``: it came back with another request
+    (:func:`reused`), or the client chose as its key the id of a notification accepted without one
+    (such a notification's key is its id, and it has no digest to compare)."""
+    return reused(first, again) or (again is not None and first is None and key == first_id)
+
+
 def reused(first: str | None, again: str | None) -> bool:
     """Whether a key's request digest says it came back with another request. Unknown (either
     missing, or the two made by different versions of the digest: ``v1:...``) is not reuse."""

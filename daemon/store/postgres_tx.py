@@ -30,7 +30,7 @@ from daemon.store.base import (
     KeyReused,
     NewNotification,
     Outcome,
-    reused,
+    refused,
 )
 from daemon.store.base import NotLeader as NotLeader  # kept importable from here
 from daemon.store.postgres_ack import acknowledge
@@ -92,7 +92,7 @@ async def _reused_key(conn: Conn, items: Sequence[NewNotification]) -> KeyReused
     for index, item in enumerate(items):
         key = item.notification.idempotency_key
         first_id, first_digest = first.setdefault(key, (item.notification.id, item.digest))
-        if reused(first_digest, item.digest):
+        if refused(key, first_id, first_digest, item.digest):
             return KeyReused(key, first_id, index)
     return None
 
@@ -134,7 +134,7 @@ async def _accept_one(
     if await _one(conn, Q["insert_notification"], params) is None:
         existing = await _one(conn, Q["find_by_key"], (notification.idempotency_key,))
         assert existing is not None, "ON CONFLICT found the key, so it is there"
-        if reused(existing["request_digest"], item.digest):
+        if refused(notification.idempotency_key, existing["id"], existing["request_digest"], item.digest):
             # The transaction rolls back; the accepts that shared it run again without this one.
             raise KeyReused(notification.idempotency_key, existing["id"], index)
         return Accepted(id=existing["id"], duplicate=True), False

@@ -22,7 +22,7 @@ from daemon.store.base import (
     NewNotification,
     Outcome,
     StoreError,
-    reused,
+    refused,
 )
 from daemon.store.queries import load
 from daemon.store.unreadable import decode_each
@@ -112,7 +112,7 @@ def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotificatio
             else:
                 first[key], stored[key] = (row[0], row[1]), row[0]
         first_id, first_digest = first[key]
-        if reused(first_digest, item.digest):
+        if refused(key, first_id, first_digest, item.digest):
             raise KeyReused(key, first_id, index)
     return stored
 

@@ -258,6 +258,21 @@ async def test_an_idempotency_key_reused_for_another_notification_is_refused(
     assert [n["id"] for n in listed] == [first.json()["id"]]
 
 
+async def test_the_id_of_a_notification_sent_without_a_key_is_no_key_for_another(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """A notification sent without a key has its id as key: another notification sent with that
+    id as its Idempotency-Key (a script re-sending "notification X") is a 422, not a 202 duplicate
+    that stores nothing."""
+    client, _ = api
+    nid = (await client.post("/v1/notifications", json=NOTE)).json()["id"]
+    again = await client.post(
+        "/v1/notifications", json={**NOTE, "subject": "a new one"}, headers={"Idempotency-Key": nid}
+    )
+    assert (again.status_code, again.json()["error"]) == (422, "idempotency_key_reused")
+    assert len((await client.get("/v1/notifications")).json()["items"]) == 1
+
+
 async def test_idempotency_key_field_in_a_batch(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Keys given as fields deduplicate within and across batches."""
     client, _ = api

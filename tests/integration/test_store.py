@@ -101,6 +101,19 @@ async def test_a_key_back_with_another_request_is_refused_and_nothing_of_its_acc
     assert (await store.queue()).notifications == {"pending": 2}
 
 
+async def test_a_key_that_is_the_id_of_a_notification_sent_without_one_is_refused(store: Store) -> None:
+    """A notification accepted without a key is stored under its own id as key; a client that
+    chooses that id as the key of another request is refused, not answered with the first as a
+    duplicate (its notification silently never stored). The same call twice is one notification."""
+    (keyless,) = await store.accept([note(1, key="id-00001")], T0)
+    with pytest.raises(KeyReused) as refused:
+        await store.accept([keyed(2, "id-00001", "bbb")], T0)
+    assert (refused.value.key, refused.value.first_id) == ("id-00001", keyless.id)
+    (first,) = await store.accept([keyed(3, "id-00003", "ccc")], T0)  # a key that is its own id
+    assert await store.accept([keyed(3, "id-00003", "ccc")], T0) == [Accepted(first.id, duplicate=True)]
+    assert (await store.queue()).notifications == {"pending": 2}
+
+
 async def test_a_key_reused_within_one_accept_is_refused_with_its_place(store: Store) -> None:
     """Two items of one accept with one key: the same request is a duplicate of the first item,
     another request refuses the accept."""
