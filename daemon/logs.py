@@ -200,6 +200,29 @@ def _human_value(value: Any) -> str:
     return jsonlib.dumps(text) if not text or any(c.isspace() or c in '"=' for c in text) else text
 
 
+#: what stands in a record of aiosmtpd's for what the client sent
+CLIENT_TEXT = "[client text]"
+
+
+class _ClientTextFilter(logging.Filter):
+    """Keeps aiosmtpd's records, drops what the client sent from them.
+
+    aiosmtpd logs command lines, unknown commands (``%r unrecognised: %s``, at WARNING) and its
+    replies, which echo them. A client pipelining AUTH LOGIN's base64 answers after a 538 or 503
+    has them read as unknown commands, so its login and password would reach the log (upper-cased,
+    still decodable). aiosmtpd's records name the peer (a tuple) and then the text: the peer and
+    the record's message template stay, every other argument is replaced.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(a if isinstance(a, tuple) else CLIENT_TEXT for a in record.args)
+        return True
+
+
+_client_text_filter = _ClientTextFilter()
+
+
 class _BackchannelHandler(logging.StreamHandler[TextIO]):
     """Marks the handler :func:`configure_logging` installed, so a second call replaces it."""
 
@@ -220,7 +243,9 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: 
     logging.logProcesses = False
     logging.logMultiprocessing = False
     # aiosmtpd logs every SMTP command at INFO and every DATA line at DEBUG: message content
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    aiosmtpd = logging.getLogger("mail.log")
+    aiosmtpd.setLevel(logging.WARNING)
+    aiosmtpd.addFilter(_client_text_filter)  # once: addFilter skips a filter already there
 
 
 def _is_tty(stream: TextIO) -> bool:

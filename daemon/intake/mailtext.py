@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import email
 import email.errors
-import email.header
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
+from email.parser import BytesParser
 from email.policy import default as default_policy
 
+from daemon.intake import charsets
 from daemon.intake.plaintext import cap, html_to_text, tidy, trim_reply
 
 # Errors the stdlib raises on hostile or broken mail (header parsing, unknown charsets).
@@ -47,32 +48,34 @@ class Attachment:
     size: int
 
 
-def parse(raw: bytes) -> EmailMessage:
-    """The message as the email package's modern API sees it."""
-    message = email.message_from_bytes(raw, policy=default_policy)
+def parse(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
+    """The message as the email package's modern API sees it; with ``headers_only`` its body is one
+    string, its MIME structure left unparsed."""
+    message = BytesParser(policy=default_policy).parsebytes(raw, headersonly=headers_only)
     assert isinstance(message, EmailMessage)  # guaranteed by policy=default
     return message
 
 
 def header(message: Message, name: str) -> str | None:
     """A header's first value, decoded (RFC 2047), on one line; None when absent."""
-    try:
-        value = message.get(name)
-    except _DECODE_ERRORS:
-        value = _decode_words(message, name)
-    if value is None:
+    raw = _raw_value(message, name)
+    if raw is None:
         return None
+    value: object
+    if any(charsets.misread(charset) for charset, _, _ in charsets.ENCODED_WORD.findall(raw)):
+        value = charsets.decode_words(raw)
+    else:
+        try:
+            value = message.get(name)
+        except _DECODE_ERRORS:  # the modern header parser can fail on crafted input
+            value = charsets.decode_words(raw)
     return " ".join(str(value).split())
 
 
-def _decode_words(message: Message, name: str) -> str | None:
-    # The modern header parser can fail on crafted input; the legacy decoder is more forgiving.
+def _raw_value(message: Message, name: str) -> str | None:
     for key, raw in message.raw_items():
         if key.lower() == name.lower():
-            parts = email.header.decode_header(str(raw))
-            return "".join(
-                p.decode(c or "ascii", errors="replace") if isinstance(p, bytes) else p for p, c in parts
-            )
+            return str(raw)
     return None
 
 
@@ -103,18 +106,28 @@ def render(message: EmailMessage, *, max_chars: int = 4000) -> str:
     listed = attachments(message)
     if not listed:
         return cap(text, max_chars)
-    tail = "\n\nAttachments:\n" + "\n".join(_describe(a) for a in listed)
-    if len(tail) > max_chars // 2:
+    listing = "Attachments:\n" + "\n".join(_describe(a) for a in listed)
+    listed_chars = len(_PARAGRAPH) + len(listing)
+    if listed_chars > max_chars // 2:
         # so many attachments that listing them all would crowd out the message itself
-        return cap(text + tail, max_chars)
-    return cap(text, max_chars - len(tail)) + tail
+        return cap(_paragraphs(text, listing), max_chars)
+    return _paragraphs(cap(text, max_chars - listed_chars), listing)
+
+
+#: what separates the text, each forwarded message and the attachment list
+_PARAGRAPH = "\n\n"
+
+
+def _paragraphs(*texts: str) -> str:
+    """The texts that are not empty, a blank line between them (none before the first)."""
+    return _PARAGRAPH.join(text for text in texts if text)
 
 
 def _text(message: EmailMessage, *, depth: int) -> str:
     """The message's own trimmed text, then each message forwarded in it."""
     texts = [trim_reply(body_text(message), reply=is_reply(message))]
     texts += [_forwarded_text(inner, depth=depth + 1) for inner in _forwarded(message)]
-    return "\n\n".join(text for text in texts if text)
+    return _paragraphs(*texts)
 
 
 def _forwarded_text(message: EmailMessage, *, depth: int) -> str:
@@ -174,13 +187,6 @@ def _rendered(part: Message) -> str:
     return html_to_text(content) if part.get_content_subtype() == "html" else tidy(content)
 
 
-#: charsets that mislabel what senders really write: no label or ASCII (scripts writing UTF-8),
-#: Latin-1 (Windows-1252, whose quotes and euro sign Latin-1 lacks: the WHATWG Encoding Standard
-#: decodes the label so too)
-_UNLABELLED = frozenset({"us-ascii", "ascii"})
-_LATIN1 = frozenset({"iso-8859-1", "latin-1", "latin1", "l1", "iso8859-1"})
-
-
 def _text_of(part: Message) -> str:
     """The part's text, decoded by its charset, where senders mislabel it as they often do."""
     try:
@@ -190,23 +196,7 @@ def _text_of(part: Message) -> str:
         return ""
     if not isinstance(payload, bytes):
         return ""
-    if charset is None or charset in _UNLABELLED:
-        text = _utf8_else_cp1252(payload)
-    elif charset in _LATIN1:
-        text = payload.decode("cp1252", errors="replace")
-    else:
-        try:
-            text = payload.decode(charset, errors="replace")
-        except LookupError:  # a charset Python does not know
-            text = _utf8_else_cp1252(payload)
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _utf8_else_cp1252(payload: bytes) -> str:
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return payload.decode("cp1252", errors="replace")
+    return charsets.decoded(payload, charset).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def attachments(message: EmailMessage) -> list[Attachment]:

@@ -49,7 +49,11 @@ _BLOCK_TAGS = frozenset(
 _PARAGRAPH_TAGS = frozenset(
     ["blockquote", "dl", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "ol", "p", "pre", "table", "ul"]
 )
-_SKIP_TAGS = frozenset({"head", "script", "style", "title", "template"})
+#: elements whose text is never shown. Not <head> as a whole: HTML5 lets </head> be omitted (and
+#: minifiers drop it), and a browser ends the head at the first tag or text that cannot be in it
+#: (<body>, <p>...); the text-bearing ones it can hold are these (<meta>, <link>, <base> hold none).
+#: https://html.spec.whatwg.org/multipage/syntax.html#optional-tags
+_SKIP_TAGS = frozenset({"script", "style", "title", "template"})
 # Lines that start the quoted original in replies: Gmail/Apple ("On … wrote:"), Outlook's
 # "-----Original Message-----" and its underscore rule before a "From:" block. Machine mail (most of
 # what a smart host carries) uses the same shapes for content: a rule under a heading, a "> 95%"

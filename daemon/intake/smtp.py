@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp_auth import AuthenticationFailed, is_loopback
@@ -308,6 +308,16 @@ class _Session(SMTP):
             end = _path_end(arg)
             arg = arg[:end] + _AUTH_PARAMETER.sub("", arg[end:])
         await super().smtp_MAIL(arg)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """RFC 4954 section 4: mechanism names are case-insensitive. .NET's SmtpClient (PowerShell's
+        Send-MailMessage, SQL Server Database Mail) sends ``AUTH login``, and aiosmtpd compares the
+        name as sent (504); the initial response after it is base64, left as it is."""
+        if arg:
+            mechanism, *response = arg.split(maxsplit=1)
+            arg = " ".join([mechanism.upper(), *response])
+        await super().smtp_AUTH(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
         await super().smtp_DATA(arg)

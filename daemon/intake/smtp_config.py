@@ -92,7 +92,7 @@ class SmtpIntakeConfig(Model):
     listen: str = "127.0.0.1:2525"
     #: a second listener with submission semantics (RFC 6409, port 587): AUTH required there
     submission_listen: str | None = None
-    #: the name in the greeting and EHLO reply (default: this machine's host name)
+    #: the name in the greeting and EHLO reply (default: backchannel.<this machine's host name>)
     hostname: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]+$")
     max_message_bytes: PositiveInt = DEFAULT_MAX_MESSAGE_BYTES
     #: a session idle this long is closed
@@ -127,8 +127,13 @@ class SmtpIntakeConfig(Model):
 
     @property
     def greeting_name(self) -> str:
-        """The name it greets clients with (and signs its delivery reports with)."""
-        return self.hostname or socket.gethostname()
+        """The name it greets clients with (and signs its delivery reports with).
+
+        Never the host's own name by default: a Postfix on the same host relaying here (relayhost
+        ``[127.0.0.1]:2525``, the default listen) compares the first word of the EHLO reply with its
+        own myhostname and bounces its mail when they are equal ("5.4.6 mail for ... loops back to
+        myself", Postfix's smtp_proto.c)."""
+        return self.hostname or f"backchannel.{socket.gethostname()}"
 
     @field_validator("listen", "submission_listen")
     @classmethod

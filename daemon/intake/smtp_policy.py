@@ -17,6 +17,7 @@ import hashlib
 import logging
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import Envelope, Session
@@ -45,6 +46,8 @@ def peer_of(session: Session | None) -> str:
 #: checked apart.
 _DOMAIN = r"@(?:\[[^\s\]]+\]|[^\s\"@<>()\[\],;:\\]+)"
 _MAILBOX = re.compile(rf'"(?:[^"\\\r\n]|\\.)*"{_DOMAIN}|[^\s"@<>()\[\],;:\\]+(?:{_DOMAIN})?')
+#: the text of a message that could not be rendered (a bug, logged): it is kept and relayed as it came
+UNREADABLE = "(This message could not be shown as text. The email channel relays it unchanged.)"
 
 
 class SmtpPolicy:
@@ -136,12 +139,11 @@ class SmtpPolicy:
     def submission(self, envelope: Envelope, login: str | None, listener: str) -> Submission:
         """What the message becomes (blocking: parses the MIME structure)."""
         raw: bytes = envelope.original_content or b""
-        message = mailtext.parse(raw)
-        values = mailtext.headers(message)
+        reading = _read(raw, self._config.body_max_chars)
+        values = reading.headers
         sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         recipients = tuple(str(a) for a in envelope.rcpt_tos)
-        subject = mailtext.subject(message)
-        facts = MessageFacts(sender, recipients, subject, mailtext.importance(values), values)
+        facts = MessageFacts(sender, recipients, reading.subject, mailtext.importance(values), values)
         severity, rule = self._classifier.classify(facts)
         labels = {
             "smtp_from": sender.lower(),
@@ -154,8 +156,8 @@ class SmtpPolicy:
         labels.update(header_labels(values, self._config.label_headers))
         return Submission(
             severity=severity,
-            subject=subject,
-            body=mailtext.render(message, max_chars=self._config.body_max_chars),
+            subject=reading.subject,
+            body=reading.body,
             source=self._config.source,
             recipients=recipients,
             labels=labels,
@@ -163,6 +165,45 @@ class SmtpPolicy:
             mail_from=sender,  # "" for the null sender: relayed as <>, not as the provider's address
             raw=raw,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """What the backup channels and the rules see of a message."""
+
+    #: header names lower-cased to their first value, decoded
+    headers: dict[str, str]
+    subject: str
+    body: str
+
+
+def _read(raw: bytes, max_chars: int) -> _Reading:
+    """The message's headers, subject and text; never raises.
+
+    Rendering does not raise on malformed mail by design, but should it (a bug, or input past
+    Python's own limits, such as multiparts nested deeper than its recursion allows), the client
+    would get 451 and retry the same message for ever: it is kept instead, its headers read alone
+    and its text a placeholder (the email channel relays the message as it came), and the bug logged.
+    """
+    try:
+        message = mailtext.parse(raw)
+        return _Reading(
+            mailtext.headers(message),
+            mailtext.subject(message),
+            mailtext.render(message, max_chars=max_chars),
+        )
+    except Exception as exc:  # anything at all: see the docstring
+        log.error(
+            "SMTP message could not be rendered; kept with a placeholder text: %r",
+            exc,
+            exc_info=exc,
+            extra={"event": "smtp.unrenderable"},
+        )
+    try:
+        message = mailtext.parse(raw, headers_only=True)
+        return _Reading(mailtext.headers(message), mailtext.subject(message), UNREADABLE)
+    except Exception:  # logged above; the headers alone failing too leaves the placeholder only
+        return _Reading({}, "(no subject)", UNREADABLE)
 
 
 #: a label carries at most this much of a header's value

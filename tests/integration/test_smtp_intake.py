@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import logging
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -26,6 +28,8 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.intake.smtp_auth import Credentials, PasswordHash, hash_password
 from daemon.intake.smtp_config import SmtpIntakeConfig
+from daemon.intake.smtp_policy import UNREADABLE
+from daemon.logs import configure_logging
 from daemon.store.sqlite import SqliteStore
 from tests.support import read_until_closed, stop_as_connections_arrive, until
 
@@ -703,3 +707,113 @@ async def test_busy_port_fails_start_and_releases_the_other(start: Start) -> Non
     intake = SmtpIntake(settings, Acceptor(taken.store, lambda: ROUTES, SystemClock(), lambda: None))
     with pytest.raises(OSError, match="in use"):
         await intake.start()
+
+
+@pytest.mark.parametrize("mechanism", [b"login", b"plain", b"Login"])
+async def test_auth_mechanism_names_are_case_insensitive(
+    start: Start, tls_files: tuple[dict[str, str], ssl.SSLContext], mechanism: bytes
+) -> None:
+    """RFC 4954 section 4: .NET's SmtpClient (PowerShell's Send-MailMessage, SQL Server Database
+    Mail) sends ``AUTH login``, which logs in as ``AUTH LOGIN`` does (aiosmtpd alone answered 504)."""
+    tls, client_context = tls_files
+    smtp = await start(users=[ALICE], tls=tls)
+    async with smtp.client() as client:
+        await client.ehlo()
+        await client.starttls(tls_context=client_context)
+        await client.ehlo()
+        if mechanism.upper() == b"PLAIN":
+            reply = await client.execute_command(b"AUTH", mechanism, base64.b64encode(b"\0alice\0s3cret"))
+        else:
+            asked = await client.execute_command(b"AUTH", mechanism, base64.b64encode(b"alice"))
+            assert asked.code == 334
+            reply = await client.execute_command(base64.b64encode(b"s3cret"))
+        assert reply.code == 235
+        await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert await smtp.count() == 1
+
+
+async def test_the_default_greeting_name_is_not_the_host_name(start: Start) -> None:
+    """A Postfix on this host relaying here bounces its mail as a loop (5.4.6) when the EHLO reply
+    names its own host: the default is ``backchannel.<host name>``; a configured hostname wins."""
+    default = await start(allowed_networks=LOOPBACK)
+    named = await start(allowed_networks=LOOPBACK, hostname="relay.example.com")
+    expected = f"backchannel.{socket.gethostname()}"
+    assert await _names(default) == [expected, expected]
+    assert await _names(named) == ["relay.example.com", "relay.example.com"]
+
+
+async def _names(smtp: Harness) -> list[str]:
+    """The first word after the code of the 220 greeting and of the EHLO reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    replies = [await _reply(reader), await _say(reader, writer, b"EHLO mail.example")]
+    writer.close()
+    await writer.wait_closed()
+    return [reply[4:].split()[0].decode() for reply in replies]
+
+
+@pytest.fixture
+def daemon_log() -> Iterator[io.StringIO]:
+    """The daemon's logging as ``backchannel run`` sets it up, aiosmtpd's logger at every level."""
+    root, mail_log = logging.getLogger(), logging.getLogger("mail.log")
+    handlers, level, mail_level = list(root.handlers), root.level, mail_log.level
+    out = io.StringIO()
+    configure_logging(json=True, level="DEBUG", stream=out)
+    mail_log.setLevel(logging.DEBUG)
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    mail_log.setLevel(mail_level)
+
+
+async def test_credentials_sent_as_commands_never_reach_the_log(
+    start: Start, tls_files: tuple[dict[str, str], ssl.SSLContext], daemon_log: io.StringIO
+) -> None:
+    """A client pipelining AUTH LOGIN's answers after a 538 has them read as unknown commands:
+    aiosmtpd's record of them is kept, their text (the base64 of the password) is not."""
+    tls, _ = tls_files
+    smtp = await start(users=[ALICE], tls=tls)
+    user, password = base64.b64encode(b"alice"), base64.b64encode(b"s3cret")
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    await _reply(reader)
+    await _say(reader, writer, b"EHLO printer.example")
+    writer.write(b"AUTH LOGIN\r\n" + user + b"\r\n" + password + b"\r\n")
+    replies = [await _reply(reader) for _ in range(3)]
+    await _say(reader, writer, b"QUIT")
+    writer.close()
+    await writer.wait_closed()
+    assert [r[:3] for r in replies] == [b"538", b"500", b"500"]
+    logged = daemon_log.getvalue()
+    assert "unrecognised" in logged
+    assert user.decode().upper() not in logged.upper() and password.decode().upper() not in logged.upper()
+
+
+async def test_a_header_in_a_charset_python_lacks_is_taken_not_refused_for_ever(start: Start) -> None:
+    """An encoded word in windows-874 in a To: the stdlib's parser fails on: 250, and a retry is
+    the same notification (rendering raised, and the client got 451 at every retry)."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    raw = (
+        b"From: alerts@example.com\r\nTo: =?windows-874?B?4eTp?= <m@example.com>, <\r\n"
+        b"Subject: disk full\r\nMessage-ID: <a2@example.com>\r\n\r\nbody\r\n"
+    )
+    first, again = await smtp.send(raw), await smtp.send(raw)
+    stored = await smtp.stored(first)
+    assert first == again
+    assert (stored.subject, stored.body, stored.raw) == ("disk full", "body", raw)
+
+
+async def test_a_message_that_cannot_be_rendered_is_kept_with_a_placeholder(start: Start) -> None:
+    """Multiparts nested 600 deep exhaust Python's recursion in the email parser: the message is
+    kept byte for byte with its subject and a placeholder text, and the client gets 250 (not 451,
+    which it would retry for ever)."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    nested = b"".join(
+        b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i, i + 1) for i in range(600)
+    )
+    raw = (
+        b"Subject: deep\r\nMessage-ID: <deep@example.com>\r\n"
+        + b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+        + nested
+        + b"--b600\r\nContent-Type: text/plain\r\n\r\nleaf\r\n"
+    )
+    stored = await smtp.stored(await smtp.send(raw))
+    assert (stored.subject, stored.body, stored.raw) == ("deep", UNREADABLE, raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from email.message import EmailMessage
 
 import pytest
@@ -382,3 +383,51 @@ def test_any_bytes_render_within_the_limit(raw: bytes, max_chars: int) -> None:
 def test_any_html_converts(markup: str) -> None:
     """Arbitrary (broken) markup converts without raising."""
     html_to_text(markup)
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<html><head><meta charset=utf-8><title>Alert</title><body><p>Backup FAILED on db-1</p></body>",
+        "<html><head><style>p{color:red}</style><body><p>Backup FAILED on db-1</p>",
+        "<head><title>Alert</title><script>track()</script>Backup FAILED on db-1",
+    ],
+)
+def test_html_without_its_closing_head_tag_shows_its_body(markup: str) -> None:
+    """``</head>`` may be omitted (HTML5; minifiers drop it): the body ends the head, as in a browser,
+    and only the title, style and script stay out."""
+    assert html_to_text(markup) == "Backup FAILED on db-1"
+
+
+def test_an_unknown_charset_in_a_header_the_parser_rejects_does_not_raise() -> None:
+    """An encoded word in a charset Python lacks, in a To: the stdlib's parser fails on, is decoded
+    by the fallback (it raised LookupError, and the client got 451 for ever)."""
+    raw = b"To: =?x-martian?B?4eTp?= <m@example.com>, <\r\nSubject: a\r\n\r\nx\r\n"
+    assert headers(parse(raw))["to"] == "\u00e1\u00e4\u00e9 <m@example.com>, <"
+
+
+@pytest.mark.parametrize(
+    ("label", "text", "codec"),
+    [
+        ("gb2312", "朱镕基 服务器宕机", "gbk"),
+        ("x-gbk", "服务器宕机", "gbk"),
+        ("windows-874", "ดิสก์เต็ม", "cp874"),
+        ("iso-8859-8-i", "הדיסק מלא", "iso-8859-8"),
+        ("x-sjis", "ディスク満杯", "shift_jis"),
+        ("ks_c_5601-1987", "똠방 디스크 가득", "cp949"),  # 똠: in Windows' Korean, not in EUC-KR
+    ],
+)
+def test_charset_labels_real_mail_uses_are_decoded_as_meant(label: str, text: str, codec: str) -> None:
+    """Labels Python lacks or reads too narrowly (WHATWG Encoding Standard aliases) give the text sent."""
+    head = f"Subject: =?{label}?B?{base64.b64encode(text.encode(codec)).decode()}?=\r\n"
+    raw = f"{head}Content-Type: text/plain; charset={label}\r\n\r\n".encode() + text.encode(codec) + b"\r\n"
+    message = parse(raw)
+    assert (render(message), subject(message)) == (text, text)
+
+
+def test_an_attachment_only_message_starts_with_its_list() -> None:
+    """A scanner's mail has no text: the rendering is the attachment list, no blank lines before it."""
+    msg = EmailMessage()
+    msg["Subject"] = "Scan"
+    msg.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="scan.pdf")
+    assert render(parse(msg.as_bytes())) == "Attachments:\n- scan.pdf (4 bytes)"
