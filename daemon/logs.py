@@ -210,14 +210,39 @@ class _ClientTextFilter(logging.Filter):
     aiosmtpd logs command lines, unknown commands (``%r unrecognised: %s``, at WARNING) and its
     replies, which echo them. A client pipelining AUTH LOGIN's base64 answers after a 538 or 503
     has them read as unknown commands, so its login and password would reach the log (upper-cased,
-    still decodable). aiosmtpd's records name the peer (a tuple) and then the text: the peer and
+    still decodable). aiosmtpd's records name the peer (a tuple) and then the text: the peer, a
+    command's name (``%r over limit for %s``: repeated AUTH attempts, which an operator watches) and
     the record's message template stay, every other argument is replaced.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(a if isinstance(a, tuple) else CLIENT_TEXT for a in record.args)
+            record.args = tuple(a if _kept(a) else CLIENT_TEXT for a in record.args)
         return True
+
+
+#: the commands aiosmtpd serves, whose names its records may carry
+_SMTP_VERBS = frozenset(
+    {
+        "HELO",
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "RSET",
+        "NOOP",
+        "QUIT",
+        "VRFY",
+        "EXPN",
+        "HELP",
+        "AUTH",
+        "STARTTLS",
+    }
+)
+
+
+def _kept(arg: object) -> bool:
+    return isinstance(arg, tuple) or (isinstance(arg, str) and arg in _SMTP_VERBS)
 
 
 _client_text_filter = _ClientTextFilter()

@@ -87,7 +87,7 @@ def build_bounces(config: Config) -> Bounces:
     smtp = config.intake.smtp
     if smtp is None:  # no smart host: no relayed mail, no one to report to
         return Bounces(enabled=False)
-    return Bounces(enabled=smtp.bounces, reporter=smtp.greeting_name, from_address=smtp.bounce_from)
+    return Bounces(enabled=smtp.bounces, reporter=smtp.greeting_name, from_address=smtp.report_from)
 
 
 def build_leadership(

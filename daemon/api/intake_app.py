@@ -9,13 +9,12 @@ no delivery and no status page, only the store to commit to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from daemon.api.auth import BearerAuth, Grant
+from daemon.api.auth import BearerAuth
 from daemon.api.errors import RETRY_AFTER_S
 from daemon.api.lean_connection import Handler
 from daemon.api.lean_messages import Reply
-from daemon.api.ratelimit import Buckets
 from daemon.api.submit import PATH, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
 from daemon.intake.accept import Acceptor
@@ -27,14 +26,11 @@ HEALTH_PATH = "/healthz"
 def intake_handler(
     acceptor: Acceptor,
     *,
-    tokens: Callable[[], Mapping[str, str]],
-    grants: Callable[[], Mapping[str, Grant]],
+    gate: BearerAuth,
     webhooks: Callable[[], WebhookSettings],
     draining: Callable[[], bool],
-    buckets: Buckets,
 ) -> Handler:
-    """``buckets``: the rate limits the daemon shares with its workers."""
-    gate = BearerAuth(tokens, grants, buckets=buckets)
+    """``gate``: the tokens, and the rate limits the daemon shares with its workers."""
     submit = SubmitEndpoint(acceptor, gate, draining)
     hooks = WebhookIntake(acceptor, gate, draining, webhooks)
     posts = {
@@ -55,6 +51,8 @@ def intake_handler(
             return error(
                 405, "method_not_allowed", f"{method} is not allowed on {path}", headers={"Allow": allow}
             )
+        if path.endswith("/") and (path[:-1] in posts or path[:-1] == HEALTH_PATH):
+            return error(404, "not_found", f"no {path}: the path has no trailing slash ({path[:-1]})")
         return error(404, "not_found", f"{path} is not served on the intake workers' port; use the API port")
 
     return handle

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import httptools
 
 from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Reply, Request, encode, error_reply
+from daemon.api.limits import Widen
 
 log = logging.getLogger("daemon.api.lean_http")  # the server logs under one name
 
@@ -41,8 +42,8 @@ class Server(Protocol):
 
     handler: Handler
     max_body_bytes: int
-    #: paths whose largest body is not ``max_body_bytes``
-    body_limits: Mapping[str, int]
+    #: a larger limit a request may earn, asked once its body would pass ``max_body_bytes``
+    widen: Widen
     idle_timeout_s: float
     request_timeout_s: float
     connections: set[Connection]
@@ -61,8 +62,9 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._head_size = 0
-        #: the largest body the request's path takes (known once its headers are)
+        #: the largest body of the request: the server's, or what ``widen`` gave it (then ``_widened``)
         self._limit = server.max_body_bytes
+        self._widened = False
         #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
         self._in_body = False
         #: a request has begun and is not complete: its request timeout runs, not the idle one
@@ -139,6 +141,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._size = 0
         self._head_size = 0
+        self._limit, self._widened = self._server.max_body_bytes, False
         self._in_body = False
         self._receiving = True
         self._arm(self._server.request_timeout_s)
@@ -162,18 +165,28 @@ class Connection(asyncio.Protocol):
         request = self._current
         request.method = self._parser.get_method().decode("latin-1")
         request.path = httptools.parse_url(self._url).path.decode("latin-1")
-        self._limit = self._server.body_limits.get(request.path, self._server.max_body_bytes)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
-            raise BodyTooLarge
+        if declared.isdigit():
+            self._allow(int(declared))  # before 100 Continue: a refused client sends no body
         if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size > self._limit:
-            raise BodyTooLarge
+        self._allow(self._size)
         self._current.body.append(body)
+
+    def _allow(self, size: int) -> None:
+        """BodyTooLarge for a body of ``size`` past the limit; the first time it would pass the
+        server's, the request's path and credentials may earn it a larger one."""
+        if size <= self._limit:
+            return
+        if not self._widened:
+            self._widened = True
+            authorization = self._current.headers.get("authorization", "")
+            self._limit = max(self._limit, self._server.widen(self._current.path, authorization))
+        if size > self._limit:
+            raise BodyTooLarge
 
     def on_message_complete(self) -> None:
         self._disarm()

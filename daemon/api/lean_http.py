@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
 from typing import Any
 
 from daemon.api.lean_connection import Connection, Handler
+from daemon.api.limits import Widen
 from daemon.listeners import close_servers
 
 IDLE_TIMEOUT_S = 5.0
@@ -42,12 +42,12 @@ class LeanServer:
         max_body_bytes: int,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
-        body_limits: Mapping[str, int] | None = None,
+        widen: Widen | None = None,
     ) -> None:
-        """``body_limits``: paths whose largest body is not ``max_body_bytes``."""
+        """``widen``: a larger limit a request may earn (:mod:`daemon.api.limits`)."""
         self.handler = handler
         self.max_body_bytes = max_body_bytes
-        self.body_limits: Mapping[str, int] = dict(body_limits or {})
+        self.widen: Widen = widen or (lambda _path, _authorization: max_body_bytes)
         self.idle_timeout_s = idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.connections: set[Connection] = set()

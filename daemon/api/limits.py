@@ -1,7 +1,9 @@
 """Request size limit as pure ASGI middleware: 413 before the body is read into memory.
 
-A path may have a limit of its own (the alert webhooks: Alertmanager sends a group whole, however
-many alerts it holds). A body without a Content-Length (chunked) is counted as it is read; once
+A request may earn a larger limit (:data:`Widen`: the alert webhooks, whose groups come whole
+however many alerts they hold, for credentials that sign in), asked from its path and headers
+only when its body would pass the default, before any of the larger body is read. A body without a
+Content-Length (chunked) is counted as it is read; once
 past the limit the read fails, and whatever the route makes of that failure (FastAPI answers a
 body it cannot read with a 400, a handler's own ``except Exception`` with a 500) is replaced by
 the 413: the client is told what was wrong with its request.
@@ -10,7 +12,7 @@ the 413: the client is told what was wrong with its request.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,20 +21,37 @@ class _TooLarge(Exception):
     pass
 
 
+#: a request's limit from its path and ``Authorization`` header, when its body would pass the default
+Widen = Callable[[str, str], int]
+
+
+def _default(limit: int) -> Widen:
+    return lambda _path, _authorization: limit
+
+
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, by_path: Mapping[str, int] | None = None) -> None:
-        """``by_path``: paths whose limit is not ``max_bytes``."""
+    def __init__(self, app: ASGIApp, max_bytes: int, widen: Widen | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.by_path = dict(by_path or {})
+        self.widen = widen or _default(max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.by_path.get(scope["path"], self.max_bytes)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        headers = dict(scope["headers"])
+        limit, widened = self.max_bytes, False
+
+        def past(size: int) -> bool:
+            nonlocal limit, widened
+            if size > limit and not widened:
+                widened = True
+                authorization = headers.get(b"authorization", b"").decode("latin-1")
+                limit = max(limit, self.widen(scope["path"], authorization))
+            return size > limit
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and past(int(declared)):
             await self._reject(send, limit)
             return
         seen = 0
@@ -44,7 +63,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > limit:
+                if past(seen):
                     replaced = not started
                     raise _TooLarge
             return message

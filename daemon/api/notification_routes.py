@@ -21,7 +21,7 @@ NotificationState = Literal["pending", "held", "delivered", "failed", "cancelled
 #: what ``GET /v1/notifications`` understands; any other query parameter is a 422, not ignored
 LIST_PARAMETERS = frozenset({"state", "status", "severity", "since", "cursor", "limit"})
 #: pydantic reads a number as Unix time (seconds or milliseconds, guessed by its size): refused
-_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+_NUMBER = re.compile(r"\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
 #: FastAPI documents a 422 for any operation with parameters: with the project's body, not its own
 _BY_ID = {404: "No such notification", 422: "Invalid request"}
 

@@ -20,6 +20,7 @@ intake's cost, as for ``POST /v1/notifications`` in :mod:`daemon.api.submit`), a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -33,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.errors import BEARER_OR_BASIC, RETRY_AFTER_S, token_errors
+from daemon.api.limits import Widen
 from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
@@ -41,15 +43,30 @@ from daemon.intake.webhook_config import WebhookSettings
 from daemon.store.base import StoreUnavailable
 
 ALERTMANAGER_PATH = "/v1/intake/alertmanager"
+#: a call larger than this is validated and mapped on a thread, not on the event loop
+ON_THE_LOOP_BYTES = 256 * 1024
 GRAFANA_PATH = "/v1/intake/grafana"
 CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 #: merge into the OpenAPI document's ``components.securitySchemes`` (the bearer one exists already)
 SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}}
 
 
-def body_limits(max_alert_body_bytes: int) -> dict[str, int]:
-    """The alert webhooks' largest body (``api.max_alert_body_bytes``), for the body limits."""
-    return {ALERTMANAGER_PATH: max_alert_body_bytes, GRAFANA_PATH: max_alert_body_bytes}
+def alert_body_limit(gate: BearerAuth, default: int, alerts: int) -> Widen:
+    """The body limits' :data:`~daemon.api.limits.Widen`: ``alerts`` (``api.max_alert_body_bytes``)
+    on the alert webhooks for credentials that sign in, checked from the headers before the larger
+    body is read (an anonymous client gets no more than ``default`` buffered); ``default`` else."""
+    auth = WebhookAuth(gate)
+
+    def limit(path: str, authorization: str) -> int:
+        if path not in (ALERTMANAGER_PATH, GRAFANA_PATH):
+            return default
+        try:
+            auth.check(authorization)
+        except Unauthorized:
+            return default
+        return alerts
+
+    return limit
 
 
 class WebhookAuth:
@@ -131,7 +148,9 @@ class WebhookIntake:
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:
-            items = mapping(raw)
+            # A fleet-wide group (megabytes, thousands of alerts) takes a second or more to read:
+            # on a thread, the loop (dispatch, probes, the other intakes) gets its turns meanwhile.
+            items = mapping(raw) if len(raw) <= ON_THE_LOOP_BYTES else await asyncio.to_thread(mapping, raw)
         except ValidationError as exc:
             return invalid_reply(exc)
         try:

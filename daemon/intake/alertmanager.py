@@ -269,7 +269,7 @@ def _group_text(payload: AlertPayload, flavor: Flavor) -> list[str]:
     lines = [f"{firing} firing, {len(payload.alerts) - firing} resolved (receiver {payload.receiver})"]
     if payload.truncated_alerts:
         lines.append(f"{payload.truncated_alerts} more alerts were left out by the sender (max_alerts)")
-    room = BODY_MAX - 2 * SUBJECT_MAX - len(payload.external_url)
+    room = BODY_MAX - SUBJECT_MAX - len(payload.external_url) - sum(len(line) + 1 for line in lines)
     for shown, alert in enumerate(payload.alerts):
         title = alert.labels.get("alertname", alert.identity())
         text = ["", f"--- {alert.status.upper()} {title}", *_alert_text(alert, _instant(alert.starts_at))]

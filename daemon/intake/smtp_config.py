@@ -122,7 +122,7 @@ class SmtpIntakeConfig(Model):
     )
     #: tell a relayed message's sender when it cannot be delivered (RFC 3464); never the null sender
     bounces: bool = True
-    #: those reports' From (default: MAILER-DAEMON@hostname)
+    #: those reports' From (default: MAILER-DAEMON@hostname, else @ the host's name)
     bounce_from: str | None = Field(None, pattern=r"^[^\s@<>]+@[^\s@<>]+$", max_length=254)
 
     @property
@@ -134,6 +134,13 @@ class SmtpIntakeConfig(Model):
         own myhostname and bounces its mail when they are equal ("5.4.6 mail for ... loops back to
         myself", Postfix's smtp_proto.c)."""
         return self.hostname or f"backchannel.{socket.gethostname()}"
+
+    @property
+    def report_from(self) -> str:
+        """The delivery reports' From: ``bounce_from``, else MAILER-DAEMON at ``hostname`` or the
+        host's name (a domain that exists, unlike the greeting's default, so a provider checking
+        the sender's domain takes the report)."""
+        return self.bounce_from or f"MAILER-DAEMON@{self.hostname or socket.gethostname()}"
 
     @field_validator("listen", "submission_listen")
     @classmethod

@@ -182,11 +182,14 @@ async def test_chunked_body_over_the_limit_is_413_everywhere(api: tuple[httpx.As
         "/v1/callbacks/twilio",
         "/v1/drills",
         "/v1/provider/override",
-        "/v1/intake/alertmanager",
-        "/v1/intake/grafana",
     ):
         response = await client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
         assert (path, response.status_code, response.json()["error"]) == (path, 413, "too_large")
+    for path in ("/v1/intake/alertmanager", "/v1/intake/grafana"):  # their own limit, once signed in
+        signed_in = await client.post(path, content=chunks(), headers={"Content-Type": "application/json"})
+        assert (path, signed_in.status_code, signed_in.json()["error"]) == (path, 422, "invalid_request")
+        anonymous = await client.post(path, content=chunks(), headers={"Authorization": "Bearer wrong"})
+        assert (path, anonymous.status_code, anonymous.json()["error"]) == (path, 413, "too_large")
 
 
 async def test_healthz_answers_head(api: tuple[httpx.AsyncClient, Daemon]) -> None:
@@ -658,8 +661,13 @@ async def test_acknowledging_checks_the_token_before_the_body(api: tuple[httpx.A
     assert response.status_code == 401
 
 
-async def test_the_alert_intakes_document_403_and_429(api: tuple[httpx.AsyncClient, Daemon]) -> None:
+async def test_the_alert_intakes_document_403_and_their_rate_limit_as_503(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """Their rate limit answers 503 (which Alertmanager retries), so no 429 is documented."""
     client, _ = api
     paths = (await client.get("/openapi.json")).json()["paths"]
     for path in ("/v1/intake/alertmanager", "/v1/intake/grafana"):
-        assert {"401", "403", "429", "503"} <= set(paths[path]["post"]["responses"])
+        responses = paths[path]["post"]["responses"]
+        assert {"401", "403", "503"} <= set(responses) and "429" not in responses
+        assert "rate_limited" in responses["503"]["description"]

@@ -199,8 +199,14 @@ async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(
         assert (await intake.post("/v1/intake/alertmanager", json=group)).status_code == 202  # past 256 KiB
         larger = await intake.post("/v1/intake/alertmanager", content=b"x" * 600_000)
         assert larger.status_code == 413 and "524288" in larger.json()["message"]
+        anonymous = await intake.post(  # nothing past the default is buffered before credentials
+            "/v1/intake/alertmanager", json=group, headers={"Authorization": "Bearer wrong"}
+        )
+        assert anonymous.status_code == 413 and "262144" in anonymous.json()["message"]
         status = await intake.get("/v1/status")
         assert status.status_code == 404 and "API port" in status.json()["message"]
+        slash = await intake.post("/v1/notifications/", json=body)
+        assert slash.status_code == 404 and "no trailing slash" in slash.json()["message"]
         not_allowed = await intake.get("/v1/notifications")
         assert (not_allowed.status_code, not_allowed.headers["allow"]) == (405, "POST")
         assert (await intake.post("/healthz")).headers["allow"] == "GET, HEAD"

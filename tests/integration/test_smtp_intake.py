@@ -742,6 +742,17 @@ async def test_the_default_greeting_name_is_not_the_host_name(start: Start) -> N
     assert await _names(named) == ["relay.example.com", "relay.example.com"]
 
 
+def test_delivery_reports_come_from_a_name_that_exists() -> None:
+    """The reports' From is MAILER-DAEMON at the configured hostname or the host's own name, not
+    at the greeting's default (backchannel.<host>, a name with no DNS a provider could check)."""
+    networks = {"allowed_networks": ["127.0.0.0/8"]}
+    assert SmtpIntakeConfig(**networks).report_from == f"MAILER-DAEMON@{socket.gethostname()}"
+    named = SmtpIntakeConfig(**networks, hostname="relay.example.com")
+    assert named.report_from == "MAILER-DAEMON@relay.example.com"
+    chosen = SmtpIntakeConfig(**networks, bounce_from="postmaster@example.com")
+    assert chosen.report_from == "postmaster@example.com"
+
+
 async def _names(smtp: Harness) -> list[str]:
     """The first word after the code of the 220 greeting and of the EHLO reply."""
     reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
@@ -785,6 +796,23 @@ async def test_credentials_sent_as_commands_never_reach_the_log(
     logged = daemon_log.getvalue()
     assert "unrecognised" in logged
     assert user.decode().upper() not in logged.upper() and password.decode().upper() not in logged.upper()
+
+
+async def test_the_log_still_names_the_command_sent_too_often(
+    start: Start, tls_files: tuple[dict[str, str], ssl.SSLContext], daemon_log: io.StringIO
+) -> None:
+    """What the client sent is kept out of the log, but not a command's name: aiosmtpd's warning
+    of AUTH sent past its limit (repeated login attempts) still says AUTH."""
+    tls, _ = tls_files
+    smtp = await start(users=[ALICE], tls=tls)
+    reader, writer = await asyncio.open_connection("127.0.0.1", smtp.intake.port)
+    await _reply(reader)
+    await _say(reader, writer, b"EHLO printer.example")
+    replies = [await _say(reader, writer, b"AUTH LOGIN") for _ in range(4)]
+    writer.close()
+    await writer.wait_closed()
+    assert [r[:3] for r in replies] == [b"538", b"538", b"538", b"421"]
+    assert "over limit for AUTH" in daemon_log.getvalue()
 
 
 async def test_a_header_in_a_charset_python_lacks_is_taken_not_refused_for_ever(start: Start) -> None:

@@ -69,3 +69,40 @@ def test_an_answer_begun_before_the_limit_was_passed_is_left_whole() -> None:
 def test_a_body_within_the_limit_passes() -> None:
     sent = _run(_reads_then_answers_500, [b"12345", b"6789"])
     assert sent == []  # read whole, no failure: this app answers only on one
+
+
+def test_a_larger_limit_is_asked_for_once_and_only_past_the_default() -> None:
+    """``widen`` is consulted with the request's path and credentials the first time its body
+    passes the default, never for a body within it, and its answer then holds."""
+    asked: list[tuple[str, str]] = []
+
+    def widen(path: str, authorization: str) -> int:
+        asked.append((path, authorization))
+        return 20
+
+    async def reads(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def run(chunks: list[bytes]) -> int | None:
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+        statuses: list[int | None] = []
+
+        async def receive() -> Message:
+            return messages.pop(0)
+
+        async def send(message: Message) -> None:
+            statuses.append(message.get("status"))
+
+        scope = {"type": "http", "headers": [(b"authorization", b"Bearer t")], "method": "POST", "path": "/a"}
+        asyncio.run(BodyLimit(reads, LIMIT, widen)(scope, receive, send))
+        return statuses[0]
+
+    assert run([b"12345", b"67890"]) == 202 and asked == []
+    assert run([b"12345", b"67890", b"12345"]) == 202 and asked == [("/a", "Bearer t")]
+    assert run([b"1234567890", b"1234567890", b"1"]) == 413 and len(asked) == 2
