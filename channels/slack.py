@@ -1,10 +1,11 @@
 """The Slack channel: Block Kit messages through the Web API (bot token) or an incoming webhook.
 
-HTTP stack: slack-sdk's *sync* ``WebClient``/``WebhookClient`` run in a thread (``asyncio.to_thread``).
+HTTP stack: slack-sdk's *sync* ``WebClient``/``WebhookClient`` run in the channel's own threads
+(:class:`~channels.threads.SdkThreads`), each call within a deadline a second past ``timeout_s``.
 The async clients would bring aiohttp's session lifecycle into the event loop beside httpx; the sync
 clients use stdlib urllib, are the SDK's most used path, and a paced channel has at most one request
-in flight per destination, so a thread per send is cheap. The price: a cancelled send keeps its
-thread until ``timeout_s`` (whole seconds, as the SDK takes them) runs out.
+in flight per destination, so a thread per send is cheap. The price: a call past its deadline keeps
+its thread until urllib's own timeout (whole seconds, per socket operation) runs out.
 
 Web API mode posts with ``chat.postMessage`` to each target: a channel id or ``#name``, a user id
 (``U...``, a DM), or an email resolved once with ``users.lookupByEmail`` and cached. The label
@@ -40,6 +41,7 @@ from channels.base import Acknowledgement, ChannelConfigError, ChannelError, Out
 from channels.pacing import Pacer
 from channels.slack_blocks import SECTION_MAX, TEXT_MAX, cut, escape, metadata, render
 from channels.slack_errors import api_error, webhook_error
+from channels.threads import CallTimedOut, SdkThreads
 
 SLACK_API = "https://slack.com/api/"
 THREAD_LABEL = "slack_thread_ts"
@@ -83,6 +85,7 @@ class SlackChannel:
             WebhookClient(webhook_url, timeout, logger=sdk_log, retry_handlers=[]) if webhook_url else None
         )
         self._pacer = Pacer(pace, monotonic=clock, sleep=sleep)
+        self._threads = SdkThreads(name, timeout)
         self._sleep = sleep
         self._locks: dict[str, asyncio.Lock] = {}
         self._user_ids: dict[str, str] = {}
@@ -149,7 +152,8 @@ class SlackChannel:
                 await self._sleep(wait)
 
     async def aclose(self) -> None:
-        """Nothing to release: the sync SDK clients open one connection per request."""
+        """The channel's threads (the sync SDK clients open one connection per request)."""
+        self._threads.close()
 
     def _destinations(self, message: OutboundMessage) -> list[tuple[str, str | None]]:
         thread = message.thread or message.labels.get(THREAD_LABEL) or None
@@ -173,11 +177,19 @@ class SlackChannel:
         return Receipt(channel=self.name, detail=detail, remote_id=",".join(remote_ids))
 
     async def _deliver_once(self, target: str, thread_ts: str | None, message: OutboundMessage) -> str:
-        """Post to one target unless an earlier attempt of this notification already did."""
+        """Post to one target unless an earlier attempt of this notification already did: one
+        before (a retry after another target failed), or one that held the destination while
+        this waited for it (the same delivery claimed again while a slow send still ran)."""
         key = (message.idempotency_key, target, thread_ts or "")
         if key in self._sent:
             return self._sent[key]
-        remote_id = await self._post(await self._resolve(target), thread_ts, message)
+        channel = await self._resolve(target)
+        # Serialised per destination so a paced burst also arrives in order.
+        async with self._locks.setdefault(channel, asyncio.Lock()):
+            if key in self._sent:
+                return self._sent[key]
+            await self._pacer.acquire(channel)
+            remote_id = await self._post(channel, thread_ts, message)
         self._sent[key] = remote_id
         if len(self._sent) > _REMEMBERED_SENDS:
             self._sent.popitem(last=False)
@@ -190,10 +202,7 @@ class SlackChannel:
         arguments: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks, "metadata": event}
         if thread_ts:
             arguments["thread_ts"] = thread_ts
-        # Serialised per destination so a paced burst also arrives in order.
-        async with self._locks.setdefault(channel, asyncio.Lock()):
-            await self._pacer.acquire(channel)
-            response = await self._call(self._web.chat_postMessage, unfurl_links=False, **arguments)
+        response = await self._call(self._web.chat_postMessage, unfurl_links=False, **arguments)
         if len(self._paced_as) < _REMEMBERED_SENDS:
             self._paced_as[str(response["channel"])] = channel
         return f"{response['channel']}:{response['ts']}"
@@ -211,7 +220,9 @@ class SlackChannel:
     async def _call(self, method: Callable[..., R], /, **arguments: Any) -> R:
         """Run one SDK call in a thread; the one place SDK and network errors become ChannelError."""
         try:
-            return await asyncio.to_thread(method, **arguments)
+            return await self._threads.run(method, **arguments)
+        except CallTimedOut as exc:
+            raise ChannelError(f"{self.name}: Slack did not answer: {exc}", service_fault=True) from exc
         except SlackApiError as exc:
             raise api_error(self.name, exc.response) from exc
         except SlackRequestError as exc:

@@ -1,10 +1,10 @@
 """The SMS channel: one Twilio Messages API request per recipient, paced per sender.
 
-Twilio's sync client runs in a worker thread (``asyncio.to_thread``). Its async client is
-aiohttp plus aiohttp-retry, a second HTTP stack with a retry layer of its own; the sync one
-is requests, which twilio depends on anyway and which retries nothing unless given
-``max_retries``. SMS volume is a few segments per second, so one thread per in-flight request,
-each bounded by the explicit timeout, is cheap.
+Twilio's sync client runs in the channel's own threads (:class:`~channels.threads.SdkThreads`),
+each request within a deadline a second past ``timeout_s``. Its async client is aiohttp plus
+aiohttp-retry, a second HTTP stack with a retry layer of its own; the sync one is requests, which
+twilio depends on anyway and which retries nothing unless given ``max_retries``. SMS volume is a
+few segments per second, so one thread per in-flight request is cheap.
 
 Texts read ``[SEVERITY] subject - body [notification-id]``, shortened to ``max_segments``
 (see :mod:`channels.gsm`) with the id always kept; a digest (:mod:`channels.digests`) goes as
@@ -27,7 +27,8 @@ Twilio answer                                                   permanent  servi
 21211 bad To, 21610 opted out, 21614 not mobile, 21408 region,  yes        no
 21606 From not usable, any other 4xx
 401/403 (bad credentials)                                       yes        yes
-20429 / HTTP 429 (Retry-After honoured), 30001 queue overflow   no         no
+20429 / HTTP 429 (Retry-After honoured), 30001 / 21611 queue   no         no
+overflow, 63017 account rate limit
 5xx (Retry-After honoured), timeout, refused, reset             no         yes
 ==============================================================  =========  =============
 
@@ -55,6 +56,7 @@ from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Rec
 from channels.digests import is_digest, sms_text
 from channels.gsm import encoding_for, segment_count, shorten
 from channels.pacing import Pacer
+from channels.threads import CallTimedOut, SdkThreads
 from channels.webhook import retry_after_s
 
 PACE_LONG_CODE_PER_S = 1.0
@@ -62,7 +64,9 @@ PACE_TOLL_FREE_PER_S = 3.0
 PACE_SHORT_CODE_PER_S = 100.0
 
 PERMANENT_CODES = frozenset({21211, 21610, 21614, 21408, 21606})
-TRANSIENT_CODES = frozenset({20429, 30001})
+#: 21611: the From number's queue holds ten hours already (https://www.twilio.com/docs/api/errors/21611);
+#: 63017: the account's combined rate limit
+TRANSIENT_CODES = frozenset({20429, 21611, 30001, 63017})
 
 _ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 _SERVICE_SID = re.compile(r"MG[0-9a-fA-F]{32}")
@@ -182,6 +186,7 @@ class SmsChannel:
         self._max_segments = max_segments
         self._pacer = pacer or Pacer(segments_per_s)
         self._http = _HttpClient(base_url, timeout_s)
+        self._threads = SdkThreads(name, timeout_s)
         self._client = Client(account_sid, auth_token, http_client=self._http, environment=_NO_ENVIRONMENT)
         self._params: dict[str, Any] = {"validity_period": validity_period_s}
         if from_number is not None:
@@ -200,13 +205,17 @@ class SmsChannel:
         for number in numbers:
             await self._pacer.acquire(self._sender, cost)
             try:
-                sids.append(await asyncio.to_thread(self._create, number, text))
+                sids.append(await self._threads.run(self._create, number, text))
+            except CallTimedOut as exc:
+                reason = f"{self.name}: Twilio did not answer: {exc}"
+                failures.append((number, ChannelError(reason, service_fault=True)))
             except ChannelError as exc:
                 failures.append((number, exc))
         return self._receipt(len(numbers), sids, failures)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._http.close)
+        self._threads.close()
 
     def _numbers(self, message: OutboundMessage) -> tuple[str, ...]:
         """The message's phone numbers if it names any (its e-mail addresses are not ours), else ours."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: the longest a server's Retry-After is waited for
+RETRY_AFTER_MAX_S = 86_400.0
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -26,16 +29,20 @@ def retry_delay(
     "Equal jitter": half the exponential delay is fixed and half is random, so retries of a burst
     spread out without any retry coming immediately. ``jitter`` is a number in [0, 1) the caller
     draws. A server's Retry-After is a floor, never shortened, but capped by the policy's maximum
-    unless the server asks for more (it knows its own rate limits).
+    unless the server asks for more (it knows its own rate limits), up to a day
+    (:data:`RETRY_AFTER_MAX_S`: a date in year 9999 overflowed the retry's time).
     """
     if attempt < 1:
         raise ValueError("attempt is 1-based")
     if not 0.0 <= jitter < 1.0:
         raise ValueError("jitter must be in [0, 1)")
-    exponential = min(policy.max_s, policy.initial_s * policy.multiplier ** (attempt - 1))
+    try:
+        exponential = min(policy.max_s, policy.initial_s * policy.multiplier ** (attempt - 1))
+    except OverflowError:  # 2.0 ** 1024: attempt 1025 of a delivery kept queued for days
+        exponential = policy.max_s
     delay = exponential / 2 + jitter * exponential / 2
     if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
+        delay = max(delay, min(retry_after_s, RETRY_AFTER_MAX_S))
     return delay
 
 

@@ -180,10 +180,15 @@ async def test_503_retry_after_http_date(receiver: WebhookReceiver, make: Factor
     assert error.retry_after_s == pytest.approx(90.0)
 
 
-async def test_unparseable_retry_after_is_ignored(receiver: WebhookReceiver, make: Factory) -> None:
-    """A Retry-After that is neither seconds nor a date leaves the dispatcher's backoff in charge."""
-    receiver.respond(ScriptedResponse(status=429, headers={"Retry-After": "soon"}))
-    assert (await _failure(make("hook", receiver.url, SECRET))).retry_after_s is None
+@pytest.mark.parametrize("value", ["soon", "²", "١٢"])
+async def test_unparseable_retry_after_is_ignored(
+    receiver: WebhookReceiver, make: Factory, value: str
+) -> None:
+    """A Retry-After that is neither seconds nor a date (non-ASCII digits included, which
+    str.isdigit takes and float() did not) leaves the dispatcher's backoff in charge."""
+    receiver.respond(ScriptedResponse(status=429, headers={"Retry-After": value}))
+    error = await _failure(make("hook", receiver.url, SECRET))
+    assert (error.retry_after_s, "internal error" in str(error)) == (None, False)
 
 
 async def test_slow_response_past_timeout_is_transient(receiver: WebhookReceiver, make: Factory) -> None:

@@ -33,3 +33,16 @@ def test_jitter_must_be_a_fraction(jitter: float) -> None:
     """Jitter outside [0, 1) is a programming error."""
     with pytest.raises(ValueError, match="jitter"):
         retry_delay(POLICY, 1, jitter)
+
+
+def test_a_delivery_retried_for_days_keeps_the_cap() -> None:
+    """Attempt 1025 (2.0 ** 1024 overflows a float) waits the policy's maximum, not a crash."""
+    assert retry_delay(POLICY, 1025, 0.0) == 30
+    assert retry_delay(RetryPolicy(multiplier=10), 5000, 0.999) <= 300
+
+
+def test_a_retry_after_of_years_waits_a_day() -> None:
+    """A Retry-After far in the future (an HTTP-date in year 9999) is taken as a day at most,
+    where the retry's time overflowed."""
+    assert retry_delay(POLICY, 1, 0.5, retry_after_s=2.5e11) == 86_400
+    assert retry_delay(POLICY, 1, 0.5, retry_after_s=float("inf")) == 86_400
