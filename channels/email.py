@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import errno
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +82,23 @@ class SmtpSettings:
     #: SASL XOAUTH2 instead of a password: returns a current access token for ``username``; raises
     #: ChannelError when none can be had (https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth)
     token: Callable[[], Awaitable[str]] | None = None
+
+
+#: errnos that mean no packet left this host: our network, not the provider
+_LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
+
+
+def _our_network(exc: BaseException) -> bool:
+    """Whether a failure to reach the server is our own: its name did not resolve (our resolver
+    may be the one failing) or no route left this host. The SMTP check reads these as UNKNOWN;
+    counted as the provider's fault, a few such sends declared an outage of a provider that was up.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in _LOCAL_ERRNOS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class EmailChannel:
@@ -134,7 +153,8 @@ class EmailChannel:
                 f"message cannot be sent: {exc}", permanent=True, refused=_found_here(recipients, why)
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            raise ChannelError(f"SMTP {self._where}: {_describe(exc)}", service_fault=True) from exc
+            reason = f"SMTP {self._where}: {_describe(exc)}"
+            raise ChannelError(reason, service_fault=not _our_network(exc)) from exc
         return Receipt(channel=self.name, detail=_detail(reply, refused), refused=refused)
 
     async def aclose(self) -> None:

@@ -138,6 +138,20 @@ def assess(policy: Policy, latest: Mapping[str, CheckResult], arriving: CheckRes
     return Round(at=now, verdict=verdict, cause=cause, credentials=credentials)
 
 
+def our_network_down(policy: Policy, latest: Mapping[str, CheckResult], now: datetime) -> bool:
+    """Whether the fresh control results alone say our own network is down, whatever the
+    provider's checks say (they may read UNKNOWN, as a name that does not resolve does, and so
+    never make a LOCAL round): a real send that failed meanwhile says nothing of the provider."""
+    down = [
+        r
+        for n, r in latest.items()
+        if policy.of(n).role == Role.CONTROL
+        and r.status == CheckStatus.DOWN
+        and now - r.at <= policy.max_age(n)
+    ]
+    return bool(down) and sum(policy.of(r.check).weight for r in down) >= policy.needed_controls
+
+
 def _evidence(
     policy: Policy, latest: Mapping[str, CheckResult], fresh: Mapping[str, CheckResult]
 ) -> _Evidence:

@@ -38,6 +38,7 @@ from daemon.core.assessment import (
     Verdict,
     assess,
     blocking_recovery,
+    our_network_down,
     view_check,
 )
 from daemon.core.flapping import FlapState, FlapThresholds, percent_state_change
@@ -168,10 +169,14 @@ class HealthTracker:
     def observe_passive_failure(self, at: datetime, reason: str) -> Transition | None:
         """A real send through the provider failed in a way that implicates the provider.
 
-        Ignored while the controls say our own network is down: that explains the failure.
+        Ignored while the controls say our own network is down (the last round's verdict, or their
+        fresh results alone: with the provider's checks reading UNKNOWN no round is LOCAL): that
+        explains the failure.
         """
         last = self.snapshot.last_passive_at
         if self.snapshot.local or (last is not None and at - last < self.thresholds.passive_min_interval):
+            return None
+        if our_network_down(self.policy, {name: r[-1] for name, r in self._recent.items()}, at):
             return None
         self.snapshot = replace(self.snapshot, last_passive_at=at)
         return self._apply(self._after_failure(self.snapshot), at, f"send failed: {reason}")

@@ -153,6 +153,22 @@ def test_controls_failing_too_means_unknown_and_no_failover() -> None:
     assert tracker.observe_passive_failure(T0 + timedelta(hours=1), "timeout") is None
 
 
+def test_failed_sends_while_only_the_controls_read_down_declare_nothing() -> None:
+    """Our resolver failing: the provider's check reads UNKNOWN (it cannot resolve), so no round
+    is LOCAL, and the controls read DOWN; real sends failing meanwhile are no evidence against the
+    provider. Once the controls recover, the same failures count again."""
+    policy = Policy({"smtp": CheckPolicy(), "ctl": CheckPolicy(Role.CONTROL)})
+    tracker = HealthTracker(Thresholds(failure=3, success=2), policy=policy)
+    tracker.observe(res("smtp", CheckStatus.UNKNOWN, 0))
+    tracker.observe(res("ctl", DOWN, 1))
+    for minute in range(1, 6):
+        assert tracker.observe_passive_failure(T0 + timedelta(seconds=60 * minute), "cannot resolve") is None
+    assert tracker.state == ProviderState.HEALTHY
+    tracker.observe(res("ctl", OK, 400))
+    assert tracker.observe_passive_failure(T0 + timedelta(seconds=410), "refused") is not None
+    assert tracker.state == ProviderState.SUSPECT
+
+
 def test_unknown_during_an_outage_keeps_routing_around_the_provider() -> None:
     """A local network failure while in outage shows unknown but stays in outage mode."""
     policy = Policy({"smtp": CheckPolicy(), "ctl": CheckPolicy(Role.CONTROL)})
