@@ -17,23 +17,17 @@ what a follower shows in its explain, with one line per node (:func:`outlook`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from daemon.core.assessment import Policy, Role
+from daemon.core.assessment import Policy, Role, own_network_fails
 from daemon.core.model import CheckResult, CheckStatus
 from daemon.store.postgres import PostgresStore
 from daemon.store.postgres_views import NodeView
 
 #: per node, its latest fresh result per check
 Views = Mapping[str, Sequence[CheckResult]]
-
-
-def own_network_fails(results: Iterable[CheckResult], policy: Policy) -> bool:
-    """The node's controls fail, as the policy counts them: its failures are its network's."""
-    down = [r for r in results if r.status == CheckStatus.DOWN and policy.of(r.check).role == Role.CONTROL]
-    return bool(down) and sum(policy.of(r.check).weight for r in down) >= policy.needed_controls
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ credentials, status pages, controls) is *neutral* and breaks no streak.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -138,18 +138,18 @@ def assess(policy: Policy, latest: Mapping[str, CheckResult], arriving: CheckRes
     return Round(at=now, verdict=verdict, cause=cause, credentials=credentials)
 
 
+def own_network_fails(results: Iterable[CheckResult], policy: Policy) -> bool:
+    """Whether the controls among ``results`` fail, as much control weight as the policy needs to
+    blame our own network: failures beside them are our network's, not the provider's."""
+    down = [r for r in results if r.status == CheckStatus.DOWN and policy.of(r.check).role == Role.CONTROL]
+    return bool(down) and sum(policy.of(r.check).weight for r in down) >= policy.needed_controls
+
+
 def our_network_down(policy: Policy, latest: Mapping[str, CheckResult], now: datetime) -> bool:
     """Whether the fresh control results alone say our own network is down, whatever the
     provider's checks say (they may read UNKNOWN, as a name that does not resolve does, and so
     never make a LOCAL round): a real send that failed meanwhile says nothing of the provider."""
-    down = [
-        r
-        for n, r in latest.items()
-        if policy.of(n).role == Role.CONTROL
-        and r.status == CheckStatus.DOWN
-        and now - r.at <= policy.max_age(n)
-    ]
-    return bool(down) and sum(policy.of(r.check).weight for r in down) >= policy.needed_controls
+    return own_network_fails((r for n, r in latest.items() if now - r.at <= policy.max_age(n)), policy)
 
 
 def _evidence(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.core.assessment import CheckPolicy, Policy, Role, Verdict, assess
+from daemon.core.assessment import CheckPolicy, Policy, Role, Verdict, assess, own_network_fails
 from daemon.core.model import CheckResult, CheckStatus
 from daemon.store.postgres_views import NodeView
-from daemon.vantage import Views, merge, outlook, own_network_fails
+from daemon.vantage import Views, merge, outlook
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OK, DOWN, UNKNOWN = CheckStatus.OK, CheckStatus.DOWN, CheckStatus.UNKNOWN
