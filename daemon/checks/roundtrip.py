@@ -8,9 +8,12 @@ An SMTP port that answers proves little; mail that arrives proves mail flows. Ea
    the same tag; ``Auto-Submitted: auto-generated`` keeps vacation responders quiet (RFC 3834);
 2. opens the mailbox (the same one, or a control mailbox elsewhere) and polls it, about once a
    second, until the canary just sent appears or the run's time is spent;
-3. deletes every canary of this check it finds, and expunges them (``UID EXPUNGE`` with UIDPLUS,
+3. deletes the canaries of this check it finds, and expunges them (``UID EXPUNGE`` with UIDPLUS,
    RFC 4315, so no other message marked deleted is touched): its own, and stale ones a crashed
-   run or an earlier daemon left behind (they carry a token this object never sent).
+   run or an earlier daemon left behind: a token this object never sent, dated ``fail_after`` or
+   more ago (or not dated). A younger one it did not send is another node's (with high
+   availability every node runs the checks, against the same mailbox) and is left for that node
+   to find: deleted as stale, it made that node's check read DOWN while mail flowed.
 
 Why canaries outlive runs: a provider may take minutes to deliver, but a run must return within
 its timeout or it blocks the scheduler. So the canaries not yet seen are kept in this object
@@ -32,8 +35,9 @@ When a canary arrives, older ones still outstanding are given up (lost in the ou
 in the reason; they are deleted if they turn up later. Arrival times are those of the poll that
 saw the canary, so a canary seen by a later run is charged up to one interval more.
 
-Only one daemon should run a given round-trip check against a mailbox: another one's canaries
-would look stale here and be deleted (with high availability, only the leader runs checks).
+Several daemons may run the same round-trip check against one mailbox (the nodes of a
+high-availability cluster do): each finds its own canaries and leaves the others' until they are
+``fail_after`` old.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, make_msgid, parsedate_to_datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -175,12 +179,18 @@ class RoundtripCheck:
         newest = self.outstanding[-1].token
         try:
             sighting = await self._mailbox.session(
-                lambda s: _collect(s, self.tag, wanted, newest, poll_until, self._monotonic),
+                lambda s: _collect(
+                    s, self.tag, wanted, newest, poll_until, self._monotonic, self._stale_before()
+                ),
                 timeout_s=remaining_s,
             )
         except MailboxError as exc:
             return exc.status, f"receive: {exc.reason}", None
         return self._verdict(sighting)
+
+    def _stale_before(self) -> datetime:
+        """A canary this object did not send, dated before this, is stale (no node waits for it)."""
+        return self._clock() - timedelta(seconds=self._fail_s)
 
     def _verdict(self, sighting: Sighting) -> tuple[CheckStatus, str, float | None]:
         arrived = [c for c in self.outstanding if c.token in sighting.seen]
@@ -212,17 +222,22 @@ def _collect(
     newest: str,
     poll_until: float,
     monotonic: Callable[[], float],
+    stale_before: datetime,
 ) -> Sighting:
-    """In the worker thread: poll until ``newest`` is seen or time is up, then delete what was found."""
+    """In the worker thread: poll until ``newest`` is seen or time is up, then delete what was
+    found of ours, and the stale ones (sent before ``stale_before``, or undated)."""
     sighting, uids = Sighting(), set[bytes]()
     while True:
         session.command("noop", *session.imap.noop())
-        for uid, found_tag, token in _canaries(session):
+        for uid, found_tag, token, sent_at in _canaries(session):
             if found_tag != tag:
-                continue  # another check's canary, or another daemon's: not ours to judge
-            uids.add(uid)
+                continue  # another check's canary: not ours to judge
             if token in wanted:
+                uids.add(uid)
                 sighting.seen.setdefault(token, monotonic())
+            elif sent_at is None or sent_at < stale_before:
+                uids.add(uid)  # a crashed run's, an earlier daemon's, a node's that is gone
+            # else: another node's, in flight: it looks for it itself
         if newest in sighting.seen or monotonic() + POLL_INTERVAL_S > poll_until:
             break
         time.sleep(POLL_INTERVAL_S)
@@ -231,28 +246,38 @@ def _collect(
     return sighting
 
 
-def _canaries(session: ImapSession) -> list[tuple[bytes, str, str]]:
-    """(uid, check tag, token) of every canary in the mailbox, of any check."""
+def _canaries(session: ImapSession) -> list[tuple[bytes, str, str, datetime | None]]:
+    """(uid, check tag, token, sent at) of every canary in the mailbox, of any check."""
     imap = session.imap
     [found] = session.command("search", *imap.uid("SEARCH", "SUBJECT", f'"{SUBJECT_TAG}"'))
     if not isinstance(found, bytes) or not found.strip():
         return []
     uids = b",".join(found.split()).decode()
-    data = session.command("fetch", *imap.uid("FETCH", uids, f"(UID BODY.PEEK[HEADER.FIELDS ({HEADER})])"))
+    fields = f"(UID BODY.PEEK[HEADER.FIELDS ({HEADER} DATE)])"
+    data = session.command("fetch", *imap.uid("FETCH", uids, fields))
     return [canary for item in data if (canary := _parse(item)) is not None]
 
 
-def _parse(item: object) -> tuple[bytes, str, str] | None:
-    """One FETCH item, ``(b'7 (UID 12 BODY[...] {n}', b'X-Backchannel-Canary: tag token\\r\\n\\r\\n')``."""
+def _parse(item: object) -> tuple[bytes, str, str, datetime | None] | None:
+    """One FETCH item, ``(b'7 (UID 12 BODY[...] {n}', b'X-Backchannel-Canary: tag token\\r\\n...')``."""
     if not isinstance(item, tuple) or len(item) != 2:
         return None
     prefix, header_bytes = item
     uid = _UID.search(prefix) if isinstance(prefix, bytes) else None
     if uid is None or not isinstance(header_bytes, bytes):
         return None
-    value = BytesHeaderParser().parsebytes(header_bytes).get(HEADER, "")
-    parts = str(value).split()
-    return (uid.group(1), parts[0], parts[1]) if len(parts) == 2 else None
+    headers = BytesHeaderParser().parsebytes(header_bytes)
+    parts = str(headers.get(HEADER, "")).split()
+    return (uid.group(1), parts[0], parts[1], _date(headers.get("Date"))) if len(parts) == 2 else None
+
+
+def _date(value: object) -> datetime | None:
+    """A canary's Date, aware; None when missing or unreadable (such a canary is stale)."""
+    try:
+        when = parsedate_to_datetime(str(value)) if value else None
+    except (TypeError, ValueError):
+        return None
+    return None if when is None or when.tzinfo is None else when
 
 
 def _delete(session: ImapSession, uids: Sequence[bytes]) -> None:

@@ -12,6 +12,8 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -80,11 +82,12 @@ def imap_session(stack: MailStack) -> imaplib.IMAP4:
     return imap
 
 
-def plant(stack: MailStack, tag: str, token: str) -> None:
-    """A canary as a crashed run (or another check) would leave it."""
+def plant(stack: MailStack, tag: str, token: str, sent_at: datetime | None = None) -> None:
+    """A canary as a crashed run (or another check, or another node) would leave it."""
+    date = "" if sent_at is None else f"Date: {format_datetime(sent_at)}\r\n"
     message = (
         f"From: {stack.user}\r\nTo: {stack.user}\r\nSubject: {SUBJECT_TAG} {tag} {token}\r\n"
-        f"{HEADER}: {tag} {token}\r\n\r\nleft behind\r\n"
+        f"{HEADER}: {tag} {token}\r\n{date}\r\nleft behind\r\n"
     )
     imap = imap_session(stack)
     try:
@@ -194,6 +197,27 @@ async def test_stale_canaries_are_deleted_and_others_left(
         assert canaries_of(stack, other) == 1
     finally:
         canaries_of(stack, other, delete=True)
+
+
+async def test_another_nodes_canary_in_flight_is_left_for_it(
+    stack: MailStack, checks: list[RoundtripCheck]
+) -> None:
+    """With high availability every node runs the check against one mailbox: a canary of this
+    check that this node did not send and that is younger than fail_after is another node's,
+    left for it (deleted as stale, that node's check read DOWN while mail flowed); one older is
+    stale and goes."""
+    check = make_check(stack)
+    checks.append(check)
+    now = datetime.now(UTC)
+    plant(stack, check.tag, "a" * 32, now - timedelta(seconds=20))
+    plant(stack, check.tag, "b" * 32, now - timedelta(seconds=301))
+    try:
+        result = await check.run()
+        assert result.status is CheckStatus.OK, result.reason
+        assert result.reason.endswith("; 1 stale canary(ies) deleted")
+        assert canaries_of(stack, check.tag) == 1
+    finally:
+        canaries_of(stack, check.tag, delete=True)
 
 
 async def test_send_failure_is_down_and_sends_nothing(stack: MailStack, checks: list[RoundtripCheck]) -> None:
