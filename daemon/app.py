@@ -27,7 +27,8 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Config, ConfigError, ConfigProblem, load_config
 from daemon.config_routes import build_directory
 from daemon.core.directory import Directory
-from daemon.core.model import Mode
+from daemon.core.health import Transition
+from daemon.core.model import Mode, ProviderState
 from daemon.core.routing import Route, channels_used
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
@@ -138,6 +139,7 @@ class Daemon:
         else:  # alone, this node leads from the start
             self._elected()
         self.monitor.on_passive_failure(self.scheduler.run_now)
+        self.monitor.on_transition(self._suspected)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         if self.config.drills is not None:
             routes = self.config.drills.routes
@@ -206,6 +208,14 @@ class Daemon:
         # The last leader (or run) may have stopped between a recovery and its catch-up, or hit a
         # store error in it: queued once by key. In an outage it is held until the recovery.
         self._background(self.catchup.run(horizon=HORIZON))
+
+    def _suspected(self, transition: Transition) -> None:
+        """The provider's checks started failing: run the controls at once, so that by the time
+        the failing rounds could declare an outage the controls have said whether our own network
+        is the one failing (on their own schedule, slower than the provider's checks, they reported
+        after the outage was declared, and routing failed over for a local fault)."""
+        if transition.to_state == ProviderState.SUSPECT and self.monitor.controls:
+            self.scheduler.run_now(self.monitor.controls)
 
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})

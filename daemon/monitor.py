@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from daemon.clock import Clock
-from daemon.core.assessment import Explanation, Policy
+from daemon.core.assessment import Explanation, Policy, Role
 from daemon.core.health import RECENT, HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, Mode, ProviderState
 from daemon.store.base import NotLeader, ProviderView, Store
@@ -101,6 +101,11 @@ class ProviderMonitor:
     @property
     def leading(self) -> bool:
         return self._leading
+
+    @property
+    def controls(self) -> tuple[str, ...]:
+        """The control checks' names: what says our own network works."""
+        return self._tracker.policy.named(Role.CONTROL)
 
     def set_leading(self, leading: bool) -> None:
         self._leading = leading

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -80,12 +80,16 @@ class CheckScheduler:
             misfire_grace_time=3600,
         )
 
-    def run_now(self) -> None:
-        """Run every check at once (a real send just failed: confirm quickly)."""
+    def run_now(self, only: Collection[str] | None = None) -> None:
+        """Run the checks at once, every one or those named ``only`` (a real send just failed:
+        confirm quickly). Checks only: the scheduler's other jobs (a drill) keep their times."""
         if not self._scheduler.running:
             return
-        for job in self._scheduler.get_jobs():
-            job.modify(next_run_time=datetime.now(UTC))
+        for item in self._checks:
+            if only is None or item.check.name in only:
+                job = self._scheduler.get_job(item.check.name)
+                if job is not None:
+                    job.modify(next_run_time=datetime.now(UTC))
 
     async def shutdown(self) -> None:
         """Stop scheduling and cancel checks in progress (their results no longer matter)."""

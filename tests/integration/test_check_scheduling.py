@@ -1,0 +1,114 @@
+"""When checks run beyond their schedules: at once after a failed send, the controls at once when
+the provider's checks start failing, and never a drill by accident (daemon/scheduler.py)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from daemon.app import Daemon
+from daemon.clock import SystemClock
+from daemon.config import parse_config
+from daemon.core.model import CheckResult, CheckStatus
+from daemon.monitor import ProviderMonitor
+from daemon.scheduler import CheckScheduler, ScheduledCheck
+from tests.support import until
+
+
+class CountingCheck:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.runs = 0
+
+    async def run(self) -> CheckResult:
+        self.runs += 1
+        return CheckResult(self.name, CheckStatus.OK, "ok", 0.0, datetime.now(UTC))
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Results:
+    """What the scheduler hands its monitor: here, nothing is decided."""
+
+    async def check_result(self, result: CheckResult) -> None:
+        pass
+
+
+async def test_running_checks_at_once_leaves_a_drill_at_its_time() -> None:
+    """run_now runs the checks named (or all of them), never the scheduler's other jobs: a failed
+    real send used to start the monthly failover drill, in the middle of an incident."""
+    smtp, control = CountingCheck("smtp"), CountingCheck("ctl")
+    drills: list[datetime] = []
+
+    async def drill() -> None:
+        drills.append(datetime.now(UTC))
+
+    checks = [ScheduledCheck(smtp, 3600, 5), ScheduledCheck(control, 3600, 5)]
+    scheduler = CheckScheduler(checks, cast(ProviderMonitor, Results()), SystemClock())
+    scheduler.schedule("0 0 1 1 *", drill, "drill")
+    scheduler.start()
+    try:
+        await until(lambda: smtp.runs == 1 and control.runs == 1)
+        scheduler.run_now(["ctl"])
+        await until(lambda: control.runs == 2)
+        scheduler.run_now()
+        await until(lambda: smtp.runs == 2 and control.runs == 3)
+        assert drills == []
+    finally:
+        await scheduler.shutdown()
+
+
+CONFIG = """\
+store: {{path: {store}}}
+api: {{listen: 127.0.0.1:0, tokens: [{{name: t, token: "check-scheduling-token-0123"}}]}}
+provider:
+  name: p
+  smtp: {{host: 127.0.0.1, port: {refusing}, starttls: false, timeout: 2s}}
+  mail_from: bc@test.example
+  failure_threshold: 3
+  checks:
+    - {{type: smtp, every: 1h, timeout: 2s}}
+    - {{type: tcp, name: control, host: 127.0.0.1, port: {listening}, every: 1h, timeout: 2s, role: control}}
+channels:
+  email: {{type: email, to: [ops@test.example]}}
+routes:
+  - {{match: {{}}, healthy: [email], outage: [email]}}
+"""
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    with socket.socket() as refused, socket.socket() as listening:
+        refused.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        text = CONFIG.format(
+            store=tmp_path / "o.db", refusing=refused.getsockname()[1], listening=listening.getsockname()[1]
+        )
+        daemon = Daemon(parse_config(text))
+        await daemon.start()
+        yield daemon
+        await daemon.stop()
+
+
+async def test_the_controls_run_at_once_when_the_provider_is_suspected(daemon: Daemon) -> None:
+    """The provider's check fails (the provider is suspected): the controls run at once rather
+    than on their schedule (an hour here), so they have spoken before failing rounds could
+    declare an outage that is our own network's."""
+
+    async def control_runs() -> int:
+        view = await daemon.store.provider(events=0, checks=50)
+        return sum(1 for result in view.checks if result.check == "control")
+
+    async def suspected_and_rerun() -> bool:
+        return daemon.monitor.state.value == "suspect" and await control_runs() == 2
+
+    await until(suspected_and_rerun, 30)
+    view = await daemon.store.provider(events=0, checks=50)
+    assert sum(1 for result in view.checks if result.check == "smtp") == 1
