@@ -141,6 +141,7 @@ class ChannelError(Exception):
         remote_id: str | None = None,
         refused: tuple[Refusal, ...] = (),
         later: bool = False,
+        local: bool = False,
     ) -> None:
         super().__init__(clean_text(message or self.__doc__ or ""))
         #: retrying this message on this channel cannot succeed (bad address, revoked token, 410)
@@ -155,6 +156,9 @@ class ChannelError(Exception):
         #: unless the plan fails over to another channel (``daemon.outcomes.kept_for_later``); it
         #: says nothing of the provider's health
         self.later = later
+        #: the failure is this host's own network (a name that does not resolve, no route out):
+        #: retried as a service fault is, but no evidence against the service's health
+        self.local = local
         #: what the send did deliver before it failed (some of its targets): kept on the delivery,
         #: so what was posted can still be threaded into and edited (``Receipt.remote_id``'s form)
         self.remote_id = remote_id

@@ -91,7 +91,8 @@ _LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
 def _our_network(exc: BaseException) -> bool:
     """Whether a failure to reach the server is our own: its name did not resolve (our resolver
     may be the one failing) or no route left this host. The SMTP check reads these as UNKNOWN;
-    counted as the provider's fault, a few such sends declared an outage of a provider that was up.
+    fed to health tracking as the provider's fault, a few such sends declared an outage of a
+    provider that was up. They stay service faults for the delivery: kept queued until it works.
     """
     seen: BaseException | None = exc
     while seen is not None:
@@ -154,7 +155,7 @@ class EmailChannel:
             ) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             reason = f"SMTP {self._where}: {_describe(exc)}"
-            raise ChannelError(reason, service_fault=not _our_network(exc)) from exc
+            raise ChannelError(reason, service_fault=True, local=_our_network(exc)) from exc
         return Receipt(channel=self.name, detail=_detail(reply, refused), refused=refused)
 
     async def aclose(self) -> None:

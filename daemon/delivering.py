@@ -214,7 +214,7 @@ class Deliverer:
         """One failed send; what it carried shares one retry time, so a digest comes back whole."""
         policy = self._policies[name]
         provider_fault = policy.primary and exc.service_fault
-        if provider_fault:
+        if provider_fault and not exc.local:  # our own network failing says nothing of the provider
             try:
                 await self._on_primary_failure(exc.reason)
             except StoreError as store_exc:

@@ -146,10 +146,13 @@ def own_network_fails(results: Iterable[CheckResult], policy: Policy) -> bool:
 
 
 def our_network_down(policy: Policy, latest: Mapping[str, CheckResult], now: datetime) -> bool:
-    """Whether the fresh control results alone say our own network is down, whatever the
-    provider's checks say (they may read UNKNOWN, as a name that does not resolve does, and so
-    never make a LOCAL round): a real send that failed meanwhile says nothing of the provider."""
-    return own_network_fails((r for n, r in latest.items() if now - r.at <= policy.max_age(n)), policy)
+    """Whether the fresh results say our own network is down: the controls fail, and none of the
+    provider's checks reads working (they may read UNKNOWN, as a name that does not resolve does,
+    and so never make a LOCAL round). A real send that failed meanwhile says nothing of the
+    provider; one that failed while a provider's check reads working (a dead control host) does."""
+    fresh = [r for n, r in latest.items() if now - r.at <= policy.max_age(n)]
+    reached = any(r.status in _WORKING and policy.of(r.check).role in _CONFIRMING for r in fresh)
+    return not reached and own_network_fails(fresh, policy)
 
 
 def _evidence(
@@ -176,8 +179,7 @@ def _evidence(
 def _verdict(policy: Policy, e: _Evidence, arriving: CheckResult) -> tuple[Verdict, str]:
     role = policy.of(arriving.check).role
     provider_down = e.down_weight >= policy.quorum
-    control_weight = sum(policy.of(r.check).weight for r in e.controls_down)
-    if provider_down and e.controls_down and control_weight >= policy.needed_controls:
+    if provider_down and own_network_fails(e.controls_down, policy):
         return Verdict.LOCAL, f"{_names(e.down)} down and controls {_names(e.controls_down)} down too"
     if role not in _CONFIRMING or arriving.status not in _EVIDENCE:
         return Verdict.NEUTRAL, f"{_line(arriving)} ({role.value}): counts neither way"

@@ -237,6 +237,19 @@ async def test_a_mailbox_full_for_a_critical_alert_fails_over_to_the_next_step(w
     assert (len(world.channels["email"].attempts), world.channels["email"].sent) == (FAST.max_attempts, [])
 
 
+async def test_our_own_network_failing_keeps_mail_queued_and_the_provider_healthy(world: World) -> None:
+    """A send that failed on our own network (the provider's name did not resolve) past every
+    attempt: kept queued as a provider fault is, then delivered, and no passive failure reached
+    health tracking (two would declare an outage here)."""
+    before = world.monitor.state
+    ours = ChannelError("cannot resolve smtp.example", service_fault=True, local=True)
+    world.channels["email"].script(*[ours] * (FAST.max_attempts + 1))
+    nid = await world.submit(Severity.INFO, "patient")
+    await until(_status_is(world, nid, "delivered"))
+    assert world.monitor.state == before
+    assert (await world.store.provider()).events == ()
+
+
 async def test_provider_faults_do_not_exhaust_primary_retries(world: World) -> None:
     """Email failing because the provider is down keeps retrying instead of failing the notification."""
     await world.monitor.force(ProviderState.HEALTHY, "pinned so the failures cannot declare an outage")

@@ -215,14 +215,15 @@ async def test_refused_port_is_transient_service_fault(smtp: SmtpServer) -> None
 
 async def test_a_name_that_does_not_resolve_is_not_a_provider_fault() -> None:
     """Our resolver failing (a name that does not resolve) is our network, as the SMTP check reads
-    it (UNKNOWN): the send is retried, but not counted against the provider's health."""
+    it (UNKNOWN): retried and kept queued as a service fault, but marked local, so it is not fed
+    to health tracking against the provider."""
     smtp = SmtpSettings("smtp.does-not-resolve.invalid", 587, starttls=False, timeout_s=5.0)
     channel = EmailChannel(
         "email", smtp, mail_from="backchannel@example.test", default_to=["ops@example.test"]
     )
     with pytest.raises(ChannelError) as info:
         await channel.send(_message())
-    assert (info.value.permanent, info.value.service_fault) == (False, False)
+    assert (info.value.permanent, info.value.service_fault, info.value.local) == (False, True, True)
 
 
 async def test_server_back_on_same_port_delivers_again(smtp: SmtpServer) -> None:

@@ -169,6 +169,17 @@ def test_failed_sends_while_only_the_controls_read_down_declare_nothing() -> Non
     assert tracker.state == ProviderState.SUSPECT
 
 
+def test_a_dead_control_host_does_not_silence_failed_sends() -> None:
+    """The control reads down but the provider's check reads working: our network works (the
+    control's host is what failed), so real sends refused by the provider still count."""
+    policy = Policy({"smtp": CheckPolicy(), "ctl": CheckPolicy(Role.CONTROL)})
+    tracker = HealthTracker(Thresholds(failure=3, success=2), policy=policy)
+    tracker.observe(res("smtp", CheckStatus.DEGRADED, 0))
+    tracker.observe(res("ctl", DOWN, 1))
+    assert tracker.observe_passive_failure(T0 + timedelta(seconds=60), "421 try later") is not None
+    assert tracker.state == ProviderState.SUSPECT
+
+
 def test_unknown_during_an_outage_keeps_routing_around_the_provider() -> None:
     """A local network failure while in outage shows unknown but stays in outage mode."""
     policy = Policy({"smtp": CheckPolicy(), "ctl": CheckPolicy(Role.CONTROL)})
