@@ -5,7 +5,8 @@ HTTP stack: slack-sdk's *sync* ``WebClient``/``WebhookClient`` run in the channe
 The async clients would bring aiohttp's session lifecycle into the event loop beside httpx; the sync
 clients use stdlib urllib, are the SDK's most used path, and a paced channel has at most one request
 in flight per destination, so a thread per send is cheap. The price: a call past its deadline keeps
-its thread until urllib's own timeout (whole seconds, per socket operation) runs out.
+its thread until it ends on its own (urllib's timeout bounds each socket operation; an answer that
+trickles in may hold it indefinitely), and the channel has four.
 
 Web API mode posts with ``chat.postMessage`` to each target: a channel id or ``#name``, a user id
 (``U...``, a DM), or an email resolved once with ``users.lookupByEmail`` and cached. The label

@@ -10,10 +10,11 @@ An SMTP port that answers proves little; mail that arrives proves mail flows. Ea
    second, until the canary just sent appears or the run's time is spent;
 3. deletes the canaries of this check it finds, and expunges them (``UID EXPUNGE`` with UIDPLUS,
    RFC 4315, so no other message marked deleted is touched): its own, and stale ones a crashed
-   run or an earlier daemon left behind: a token this object never sent, dated ``fail_after`` or
-   more ago (or not dated). A younger one it did not send is another node's (with high
-   availability every node runs the checks, against the same mailbox) and is left for that node
-   to find: deleted as stale, it made that node's check read DOWN while mail flowed.
+   run or an earlier daemon left behind: a token this object never sent, dated twice
+   ``fail_after`` or more ago (or not dated; twice, for the nodes' clocks may disagree). A younger
+   one it did not send is another node's (with high availability every node runs the checks,
+   against the same mailbox) and is left for that node to find: deleted as stale, it made that
+   node's check read DOWN while mail flowed.
 
 Why canaries outlive runs: a provider may take minutes to deliver, but a run must return within
 its timeout or it blocks the scheduler. So the canaries not yet seen are kept in this object
@@ -37,7 +38,7 @@ saw the canary, so a canary seen by a later run is charged up to one interval mo
 
 Several daemons may run the same round-trip check against one mailbox (the nodes of a
 high-availability cluster do): each finds its own canaries and leaves the others' until they are
-``fail_after`` old.
+twice ``fail_after`` old.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,6 +132,8 @@ class RoundtripCheck:
         self.name = name
         self.tag = "-".join(name.split())
         self.outstanding: list[Canary] = []
+        #: every token sent lately, given up ones too: deleted whenever seen
+        self._sent: deque[str] = deque(maxlen=2 * MAX_OUTSTANDING)
         self._smtp, self._mailbox = smtp, mailbox
         self._from, self._to = mail_from, to
         self._timeout_s = timeout_s
@@ -145,6 +149,7 @@ class RoundtripCheck:
             status, reason = status, f"send: {reason}"
         else:
             self.outstanding = [*self.outstanding, Canary(token, self._monotonic())][-MAX_OUTSTANDING:]
+            self._sent.append(token)
             status, reason, latency_s = await self._receive(started)
         reason = self._mailbox.redact(self._smtp.redact(reason))
         latency_s = self._monotonic() - started if latency_s is None else latency_s
@@ -175,12 +180,13 @@ class RoundtripCheck:
         remaining_s = max(self._timeout_s - (self._monotonic() - started), 1.0)
         # leave time to delete, expunge and log out after the last poll
         poll_until = self._monotonic() + remaining_s - min(5.0, remaining_s * 0.3)
-        wanted = {c.token for c in self.outstanding}
+        wanted, ours = {c.token for c in self.outstanding}, set(self._sent)
         newest = self.outstanding[-1].token
+        stale_before = self._stale_before()
         try:
             sighting = await self._mailbox.session(
                 lambda s: _collect(
-                    s, self.tag, wanted, newest, poll_until, self._monotonic, self._stale_before()
+                    s, self.tag, wanted, ours, newest, poll_until, self._monotonic, stale_before
                 ),
                 timeout_s=remaining_s,
             )
@@ -190,7 +196,7 @@ class RoundtripCheck:
 
     def _stale_before(self) -> datetime:
         """A canary this object did not send, dated before this, is stale (no node waits for it)."""
-        return self._clock() - timedelta(seconds=self._fail_s)
+        return self._clock() - timedelta(seconds=2 * self._fail_s)
 
     def _verdict(self, sighting: Sighting) -> tuple[CheckStatus, str, float | None]:
         arrived = [c for c in self.outstanding if c.token in sighting.seen]
@@ -219,13 +225,15 @@ def _collect(
     session: ImapSession,
     tag: str,
     wanted: set[str],
+    ours: set[str],
     newest: str,
     poll_until: float,
     monotonic: Callable[[], float],
     stale_before: datetime,
 ) -> Sighting:
     """In the worker thread: poll until ``newest`` is seen or time is up, then delete what was
-    found of ours, and the stale ones (sent before ``stale_before``, or undated)."""
+    found of ``ours`` (``wanted`` are the ones still awaited), and the stale ones (sent before
+    ``stale_before``, or undated)."""
     sighting, uids = Sighting(), set[bytes]()
     while True:
         session.command("noop", *session.imap.noop())
@@ -235,7 +243,7 @@ def _collect(
             if token in wanted:
                 uids.add(uid)
                 sighting.seen.setdefault(token, monotonic())
-            elif sent_at is None or sent_at < stale_before:
+            elif token in ours or sent_at is None or sent_at < stale_before:
                 uids.add(uid)  # a crashed run's, an earlier daemon's, a node's that is gone
             # else: another node's, in flight: it looks for it itself
         if newest in sighting.seen or monotonic() + POLL_INTERVAL_S > poll_until:

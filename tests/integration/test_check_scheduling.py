@@ -57,6 +57,7 @@ async def test_running_checks_at_once_leaves_a_drill_at_its_time() -> None:
         await until(lambda: smtp.runs == 1 and control.runs == 1)
         scheduler.run_now(["ctl"])
         await until(lambda: control.runs == 2)
+        assert smtp.runs == 1  # only the check named
         scheduler.run_now()
         await until(lambda: smtp.runs == 2 and control.runs == 3)
         assert drills == []

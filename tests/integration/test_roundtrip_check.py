@@ -204,13 +204,13 @@ async def test_another_nodes_canary_in_flight_is_left_for_it(
 ) -> None:
     """With high availability every node runs the check against one mailbox: a canary of this
     check that this node did not send and that is younger than fail_after is another node's,
-    left for it (deleted as stale, that node's check read DOWN while mail flowed); one older is
-    stale and goes."""
+    left for it (deleted as stale, that node's check read DOWN while mail flowed); one older than
+    twice fail_after (the nodes' clocks may disagree) is stale and goes."""
     check = make_check(stack)
     checks.append(check)
     now = datetime.now(UTC)
-    plant(stack, check.tag, "a" * 32, now - timedelta(seconds=20))
-    plant(stack, check.tag, "b" * 32, now - timedelta(seconds=301))
+    plant(stack, check.tag, "a" * 32, now - timedelta(seconds=400))
+    plant(stack, check.tag, "b" * 32, now - timedelta(seconds=601))
     try:
         result = await check.run()
         assert result.status is CheckStatus.OK, result.reason
