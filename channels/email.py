@@ -84,8 +84,9 @@ class SmtpSettings:
     token: Callable[[], Awaitable[str]] | None = None
 
 
-#: errnos that mean no packet left this host: our network, not the provider
-_LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
+#: errnos that mean no packet left this host: our network, not the provider (the SMTP check reads
+#: them so too)
+LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
 
 
 def _our_network(exc: BaseException) -> bool:
@@ -96,7 +97,7 @@ def _our_network(exc: BaseException) -> bool:
     """
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in _LOCAL_ERRNOS):
+        if isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in LOCAL_ERRNOS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -4,7 +4,7 @@ HTTP stack: slack-sdk's *sync* ``WebClient``/``WebhookClient`` run in the channe
 (:class:`~channels.threads.SdkThreads`), each call within a deadline a second past ``timeout_s``.
 The async clients would bring aiohttp's session lifecycle into the event loop beside httpx; the sync
 clients use stdlib urllib, are the SDK's most used path, and a paced channel has at most one request
-in flight per destination, so a thread per send is cheap. The price: a call past its deadline keeps
+in flight per destination, so four threads carry its sends. The price: a call past its deadline keeps
 its thread until it ends on its own (urllib's timeout bounds each socket operation; an answer that
 trickles in may hold it indefinitely), and the channel has four.
 

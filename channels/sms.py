@@ -4,7 +4,7 @@ Twilio's sync client runs in the channel's own threads (:class:`~channels.thread
 each request within a deadline a second past ``timeout_s``. Its async client is aiohttp plus
 aiohttp-retry, a second HTTP stack with a retry layer of its own; the sync one is requests, which
 twilio depends on anyway and which retries nothing unless given ``max_retries``. SMS volume is a
-few segments per second, so one thread per in-flight request is cheap.
+few segments per second, so the channel's four threads carry it.
 
 Texts read ``[SEVERITY] subject - body [notification-id]``, shortened to ``max_segments``
 (see :mod:`channels.gsm`) with the id always kept; a digest (:mod:`channels.digests`) goes as

@@ -81,8 +81,9 @@ class CheckScheduler:
         )
 
     def run_now(self, only: Collection[str] | None = None) -> None:
-        """Run the checks at once, every one or those named ``only`` (a real send just failed:
-        confirm quickly). Checks only: the scheduler's other jobs (a drill) keep their times."""
+        """Run the checks at once, every one (a real send just failed: confirm quickly) or those
+        named ``only`` (the controls, when the provider is suspected). Checks only: the
+        scheduler's other jobs (a drill) keep their times."""
         if not self._scheduler.running:
             return
         for item in self._checks:

@@ -36,7 +36,6 @@ from daemon.api.webhooks import (
     SECURITY_SCHEMES,
     WebhookEndpoint,
     WebhookIntake,
-    alert_body_limit,
     webhook_router,
 )
 from daemon.clock import Clock, SystemClock
@@ -95,7 +94,7 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     _document(api, submit_path=PATH)
     webhooks = WebhookIntake(ctx.acceptor, authenticate, ctx.draining, ctx.webhooks)
     api.include_router(webhook_router(webhooks))
-    widen = alert_body_limit(authenticate, ctx.max_body_bytes, ctx.max_alert_body_bytes)
+    widen = webhooks.body_limit(ctx.max_body_bytes, ctx.max_alert_body_bytes)
     return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes, widen)
 
 

@@ -18,7 +18,6 @@ from daemon.api.lean_messages import Reply
 from daemon.api.submit import PATH, SubmitEndpoint, error
 from daemon.api.webhooks import ALERTMANAGER_PATH, GRAFANA_PATH, WebhookIntake
 from daemon.intake.accept import Acceptor
-from daemon.intake.webhook_config import WebhookSettings
 
 HEALTH_PATH = "/healthz"
 
@@ -27,12 +26,12 @@ def intake_handler(
     acceptor: Acceptor,
     *,
     gate: BearerAuth,
-    webhooks: Callable[[], WebhookSettings],
+    hooks: WebhookIntake,
     draining: Callable[[], bool],
 ) -> Handler:
-    """``gate``: the tokens, and the rate limits the daemon shares with its workers."""
+    """``gate``: the tokens, and the rate limits the daemon shares with its workers; ``hooks``:
+    the alert webhooks, on the same gate."""
     submit = SubmitEndpoint(acceptor, gate, draining)
-    hooks = WebhookIntake(acceptor, gate, draining, webhooks)
     posts = {
         ALERTMANAGER_PATH: lambda headers, body: hooks.alertmanager(headers.get("authorization", ""), body),
         GRAFANA_PATH: lambda headers, body: hooks.grafana(headers.get("authorization", ""), body),

@@ -23,7 +23,7 @@ import contextlib
 from typing import Any
 
 from daemon.api.lean_connection import Connection, Handler
-from daemon.api.limits import Widen
+from daemon.api.limits import Widen, fixed
 from daemon.listeners import close_servers
 
 IDLE_TIMEOUT_S = 5.0
@@ -47,7 +47,7 @@ class LeanServer:
         """``widen``: a larger limit a request may earn (:mod:`daemon.api.limits`)."""
         self.handler = handler
         self.max_body_bytes = max_body_bytes
-        self.widen: Widen = widen or (lambda _path, _authorization: max_body_bytes)
+        self.widen: Widen = widen or fixed(max_body_bytes)
         self.idle_timeout_s = idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.connections: set[Connection] = set()

@@ -25,7 +25,8 @@ class _TooLarge(Exception):
 Widen = Callable[[str, str], int]
 
 
-def _default(limit: int) -> Widen:
+def fixed(limit: int) -> Widen:
+    """No request earns more than ``limit``."""
     return lambda _path, _authorization: limit
 
 
@@ -33,7 +34,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int, widen: Widen | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.widen = widen or _default(max_bytes)
+        self.widen = widen or fixed(max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,7 +45,7 @@ class BodyLimit:
 
         def past(size: int) -> bool:
             nonlocal limit, widened
-            if size > limit and not widened:
+            if size > limit and not widened:  # the request may earn more, asked once
                 widened = True
                 authorization = headers.get(b"authorization", b"").decode("latin-1")
                 limit = max(limit, self.widen(scope["path"], authorization))

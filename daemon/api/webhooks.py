@@ -51,24 +51,6 @@ CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}}
 
 
-def alert_body_limit(gate: BearerAuth, default: int, alerts: int) -> Widen:
-    """The body limits' :data:`~daemon.api.limits.Widen`: ``alerts`` (``api.max_alert_body_bytes``)
-    on the alert webhooks for credentials that sign in, checked from the headers before the larger
-    body is read (an anonymous client gets no more than ``default`` buffered); ``default`` else."""
-    auth = WebhookAuth(gate)
-
-    def limit(path: str, authorization: str) -> int:
-        if path not in (ALERTMANAGER_PATH, GRAFANA_PATH):
-            return default
-        try:
-            auth.check(authorization)
-        except Unauthorized:
-            return default
-        return alerts
-
-    return limit
-
-
 class WebhookAuth:
     """Bearer as :class:`BearerAuth`, or Basic with username = token name and password = token."""
 
@@ -119,6 +101,22 @@ class WebhookIntake:
         self._gate = gate
         self._draining = draining
         self._settings = settings
+
+    def body_limit(self, default: int, alerts: int) -> Widen:
+        """The body limits' :data:`~daemon.api.limits.Widen`: ``alerts`` (``api.max_alert_body_bytes``)
+        on the alert webhooks for credentials that sign in, checked from the headers before the
+        larger body is read (an anonymous client gets no more than ``default`` buffered)."""
+
+        def limit(path: str, authorization: str) -> int:
+            if path not in (ALERTMANAGER_PATH, GRAFANA_PATH):
+                return default
+            try:
+                self._auth.check(authorization)
+            except Unauthorized:
+                return default
+            return alerts
+
+        return limit
 
     async def alertmanager(self, authorization: str, raw: bytes) -> Reply:
         def mapping(body: bytes) -> list[Submission]:

@@ -6,17 +6,13 @@ reached, and names the reason.
 
 from __future__ import annotations
 
-import errno
-
 import aiosmtplib
 
-from channels.email import SmtpSettings
+from channels.email import LOCAL_ERRNOS, SmtpSettings
 from daemon.checks._mail import Verdict, one_line, other_verdict, reaching_verdict
 from daemon.core.model import CheckStatus
 
 _AUTH_CODES = frozenset({530, 534, 535})
-#: these errnos mean no packet left this host, so they say nothing about the provider
-_LOCAL_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN})
 
 
 def reply_verdict(stage: str, code: int, message: str) -> Verdict:
@@ -42,7 +38,9 @@ def failure_verdict(stage: str, exc: BaseException, settings: SmtpSettings) -> V
     where = f"{settings.host}:{settings.port}"
     if (reaching := reaching_verdict(stage, cause, settings.host, settings.port)) is not None:
         return reaching
-    if isinstance(cause, OSError) and cause.errno in _LOCAL_ERRNOS:
+    if (
+        isinstance(cause, OSError) and cause.errno in LOCAL_ERRNOS
+    ):  # no packet left this host: nothing about the provider
         return CheckStatus.UNKNOWN, f"{stage}: {cause.strerror} (no route from here to {where})"
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return CheckStatus.DOWN, f"{stage}: connection closed by the server"

@@ -244,7 +244,7 @@ def _collect(
                 uids.add(uid)
                 sighting.seen.setdefault(token, monotonic())
             elif token in ours or sent_at is None or sent_at < stale_before:
-                uids.add(uid)  # a crashed run's, an earlier daemon's, a node's that is gone
+                uids.add(uid)  # ours given up, a crashed run's, an earlier daemon's, a gone node's
             # else: another node's, in flight: it looks for it itself
         if newest in sighting.seen or monotonic() + POLL_INTERVAL_S > poll_until:
             break

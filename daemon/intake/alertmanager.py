@@ -151,7 +151,10 @@ def alert_submission(
     labels["alert_fingerprint"] = identity
     if alert.status == "resolved":
         labels["follows"] = labels[RESOLVES_LABEL] = _key(flavor, identity, started, "firing")
-    body = [*_alert_text(alert, started), *_links([*alert.links(), (flavor.sender, payload.external_url)])]
+    body = [
+        *_alert_text(alert, started),
+        *link_lines([*alert.links(), (flavor.sender, payload.external_url)]),
+    ]
     return Submission(
         severity=config.severity_of(alert.labels.get(config.severity_label)),
         subject=_subject(alert.status, alert.labels.get("alertname"), _headline(alert.annotations)),
@@ -269,17 +272,19 @@ def _group_text(payload: AlertPayload, flavor: Flavor) -> list[str]:
     lines = [f"{firing} firing, {len(payload.alerts) - firing} resolved (receiver {payload.receiver})"]
     if payload.truncated_alerts:
         lines.append(f"{payload.truncated_alerts} more alerts were left out by the sender (max_alerts)")
+    # what the alerts may take: the body less its head, its closing link and room for the line
+    # saying how many are left out (SUBJECT_MAX is ample for either)
     room = BODY_MAX - SUBJECT_MAX - len(payload.external_url) - sum(len(line) + 1 for line in lines)
     for shown, alert in enumerate(payload.alerts):
         title = alert.labels.get("alertname", alert.identity())
         text = ["", f"--- {alert.status.upper()} {title}", *_alert_text(alert, _instant(alert.starts_at))]
-        text += _links(alert.links())
+        text += link_lines(alert.links())
         room -= sum(len(line) + 1 for line in text)
         if room < 0 and shown:  # a group of thousands: the body says how many it leaves out
             lines += ["", f"... and {len(payload.alerts) - shown} more alerts in this group"]
             break
         lines += text
-    return [*lines, "", *_links([(flavor.sender, payload.external_url)])]
+    return [*lines, "", *link_lines([(flavor.sender, payload.external_url)])]
 
 
 def _pairs(title: str, items: Iterable[tuple[str, str]]) -> list[str]:
@@ -287,7 +292,8 @@ def _pairs(title: str, items: Iterable[tuple[str, str]]) -> list[str]:
     return [f"{title}:", *pairs] if pairs else []
 
 
-def _links(links: Sequence[tuple[str, str]]) -> list[str]:
+def link_lines(links: Sequence[tuple[str, str]]) -> list[str]:
+    """``Name: URL`` lines, one per link that has a URL."""
     return [f"{name}: {url}" for name, url in links if url]
 
 

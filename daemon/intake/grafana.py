@@ -18,7 +18,16 @@ from dataclasses import replace
 from pydantic import Field
 
 from daemon.intake.accept import Submission
-from daemon.intake.alertmanager import BODY_MAX, SUBJECT_MAX, Alert, AlertPayload, Flavor, clip, submissions
+from daemon.intake.alertmanager import (
+    BODY_MAX,
+    SUBJECT_MAX,
+    Alert,
+    AlertPayload,
+    Flavor,
+    clip,
+    link_lines,
+    submissions,
+)
 from daemon.intake.webhook_config import GrafanaIntakeConfig
 
 GRAFANA = Flavor(prefix="grafana", sender="Grafana")
@@ -68,11 +77,11 @@ def grafana_submissions(payload: GrafanaPayload, config: GrafanaIntakeConfig) ->
     """The notifications for one Grafana webhook call: one per alert, or one for the group, in
     Grafana's own words if ``use_templates`` (where a template left one empty, backchannel's)."""
     made = submissions(payload, config, GRAFANA)
-    if not (config.use_templates and config.per == "group" and made):
+    if not (config.use_templates and made):  # use_templates comes with per: group (validated)
         return made
     (group,) = made
     title, message = " ".join(payload.title.split()), payload.message.strip()
-    links = [f"Grafana: {payload.external_url}"] if payload.external_url else []
+    links = link_lines([(GRAFANA.sender, payload.external_url)])
     return [
         replace(
             group,

@@ -41,7 +41,7 @@ from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
 from daemon.api.ratelimit import Buckets, LocalBuckets, SharedBuckets
 from daemon.api.serving import bind
-from daemon.api.webhooks import alert_body_limit
+from daemon.api.webhooks import WebhookIntake
 from daemon.build import api_grants, build_store, register_secrets
 from daemon.clock import SystemClock
 from daemon.config import Config, ConfigError, parse_config
@@ -151,15 +151,14 @@ class IntakeWorker:
     async def _serve(self, acceptor: Acceptor) -> None:
         acceptor.subscribe(self._reports.accepted)
         gate = BearerAuth(lambda: self._tokens, lambda: self._grants, buckets=self._buckets)
-        handler = intake_handler(
-            acceptor, gate=gate, webhooks=lambda: self._intake, draining=lambda: self._draining
-        )
+        hooks = WebhookIntake(acceptor, gate, lambda: self._draining, lambda: self._intake)
+        handler = intake_handler(acceptor, gate=gate, hooks=hooks, draining=lambda: self._draining)
         # Listening only now that the store is open: the kernel hands a listening worker its
         # share of new connections, which one still starting could not answer.
         sock = bind(*self._listen, reuse_port=True)
         sock.listen(BACKLOG)
         api = self._config.api
-        widen = alert_body_limit(gate, api.max_body_bytes, api.max_alert_body_bytes)
+        widen = hooks.body_limit(api.max_body_bytes, api.max_alert_body_bytes)
         server = LeanServer(handler, api.max_body_bytes, widen=widen)
         await server.start(sock)
         heap.settle()
