@@ -289,7 +289,7 @@ class Daemon:
                     "channels changed: their settings take effect on restart",
                     extra={"event": "config.restart_needed", "field": "channels"},
                 )
-            for field in restart_needed:
+            for field in [*_built_once(config, self.config), *restart_needed]:
                 log.warning(
                     "%s changed: it takes effect on restart",
                     field,
@@ -329,6 +329,19 @@ class Daemon:
         queue = await self.store.queue()
         counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
         return f"provider {self.monitor.state.value} (routing: {self.monitor.mode}); notifications: {counts}"
+
+
+def _built_once(new: Config, running: Config) -> list[str]:
+    """The sections a reload does not apply (the checks and thresholds, the store, dispatching,
+    drills, the API's listener and limits), where ``new`` changed them."""
+    changed = [
+        name
+        for name in ("provider", "store", "dispatch", "drills")
+        if getattr(new, name) != getattr(running, name)
+    ]
+    if new.api.model_copy(update={"tokens": running.api.tokens}) != running.api:  # tokens reload
+        changed.append("api")
+    return changed
 
 
 def _only_running_channels(config: Config, running: Config) -> None:

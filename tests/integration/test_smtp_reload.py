@@ -109,6 +109,26 @@ async def test_a_listener_change_waits_for_a_restart_and_says_so(
     assert daemon.smtp is not None and daemon.smtp.submission_port is None
 
 
+async def test_changed_checks_and_api_limits_wait_for_a_restart_and_say_so(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload applies routes, tokens and the intakes' rules; the provider's checks and the API's
+    limits are built once, so changing them is logged as needing a restart, not silently ignored."""
+    assert daemon._config_path is not None
+    text = daemon._config_path.read_text()
+    with caplog.at_level(logging.WARNING):
+        rewrite(daemon, "every: 1h", "every: 2h")
+        daemon._config_path.write_text(
+            daemon._config_path.read_text().replace("tokens: [", "max_body_bytes: 2048, tokens: [", 1)
+        )
+        daemon.reload()
+    said = [
+        r.__dict__.get("field") for r in caplog.records if r.__dict__.get("event") == "config.restart_needed"
+    ]
+    assert said == ["provider", "provider", "api"]
+    daemon._config_path.write_text(text)
+
+
 async def test_a_certificate_that_cannot_be_loaded_rejects_the_reload(
     daemon: Daemon, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
