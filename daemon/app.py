@@ -284,11 +284,6 @@ class Daemon:
             )
         else:
             self._adopt(config)
-            if config.channels != self.config.channels:
-                log.warning(
-                    "channels changed: their settings take effect on restart",
-                    extra={"event": "config.restart_needed", "field": "channels"},
-                )
             for field in [*_built_once(config, self.config), *restart_needed]:
                 log.warning(
                     "%s changed: it takes effect on restart",
@@ -297,11 +292,6 @@ class Daemon:
                 )
             if self.workers is not None and config.source is not None:
                 self.workers.reload(config.source)
-            if config.intake.workers != self.config.intake.workers:
-                log.warning(
-                    "intake.workers changed: the listener and the number of workers change on restart",
-                    extra={"event": "config.restart_needed", "field": "intake.workers"},
-                )
             self.dispatcher.request_replan()
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
@@ -332,15 +322,18 @@ class Daemon:
 
 
 def _built_once(new: Config, running: Config) -> list[str]:
-    """The sections a reload does not apply (the checks and thresholds, the store, dispatching,
-    drills, the API's listener and limits), where ``new`` changed them."""
+    """The sections a reload does not apply (the channels' settings, the checks and thresholds,
+    the store, dispatching, drills, the API's listener and limits, the intake workers), where
+    ``new`` changed them."""
     changed = [
         name
-        for name in ("provider", "store", "dispatch", "drills")
+        for name in ("channels", "provider", "store", "dispatch", "drills")
         if getattr(new, name) != getattr(running, name)
     ]
     if new.api.model_copy(update={"tokens": running.api.tokens}) != running.api:  # tokens reload
         changed.append("api")
+    if new.intake.workers != running.intake.workers:
+        changed.append("intake.workers")
     return changed
 
 
