@@ -3,8 +3,12 @@
 A digest-enabled channel sends one message at a time. Before each, the dispatcher claims what is
 due (up to ``max_items`` waiting in all) into a :class:`Digesting`, which asks the pure
 :func:`daemon.core.digest.next_send` what the slot carries: one delivery, or one digest of
-everything waiting for one destination. Claimed deliveries wait here at most one drain target (a
-burst turns them into a digest at the next slot), well inside their lease.
+everything waiting for one destination. A claim may wait here for many slots (escalation steps go
+one at a time, SMS digests one destination at a time), so the dispatcher renews the leases of
+those waiting past half their lease (:meth:`Digesting.expiring`, :meth:`Digesting.renewed`): a
+lease run out would make the delivery pending again and the channel would claim, and send, it
+twice. Claims made for a mode no longer in force are taken back out (:meth:`Digesting.stale`)
+for the outbox to re-plan, rather than sent on the backup channel after recovery.
 
 A digest is one :class:`OutboundMessage` marked with :data:`channels.digests.DIGEST_LABEL`; every
 delivery it carries is recorded on its own, delivered with a detail naming the digest, or with its
@@ -22,7 +26,8 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from channels.base import OutboundMessage
 from channels.digests import DIGEST_LABEL, sms_text
@@ -36,7 +41,7 @@ from daemon.core.digest import (
     build,
     next_send,
 )
-from daemon.core.model import ProviderState
+from daemon.core.model import Mode, ProviderState
 from daemon.drills import SOURCE as DRILL_SOURCE
 from daemon.rendering import Renderer
 from daemon.store.base import Claimed
@@ -91,6 +96,8 @@ class _Waiting:
     pending: Pending
     #: whom it was rendered for (the directory maps a notification's recipients per channel)
     recipients: tuple[str, ...]
+    #: when the claim's lease runs out, unless renewed
+    lease_until: datetime
 
 
 def digest_id(carried: Sequence[Claimed]) -> str:
@@ -135,23 +142,46 @@ class Digesting:
     def room(self) -> int:
         return self.policy.max_items - len(self._waiting)
 
-    def add(self, claimed: Sequence[Claimed]) -> list[Broken]:
+    def add(self, claimed: Sequence[Claimed], lease_until: datetime) -> list[Broken]:
         """Queue each for a send slot; those that cannot be rendered come back instead."""
         broken: list[Broken] = []
         for c in claimed:
             try:
-                self._waiting.append(self._wait(c))
+                self._waiting.append(self._wait(c, lease_until))
             except Exception as exc:  # one bad notification must not stop the channel: recorded
                 broken.append(Broken((c,), exc))
         return broken
 
-    def _wait(self, claimed: Claimed) -> _Waiting:
+    def _wait(self, claimed: Claimed, lease_until: datetime) -> _Waiting:
         # Rendered as it would go alone: the recipients are the channel's (directory-mapped) ones.
         message = self._renderer.render(self.name, claimed)
         destination = (self.policy.destination(message), message.drill)
         cost = self.policy.cost(message)
         pending = Pending(claimed.notification.severity, cost, destination, alone=message.acknowledgeable)
-        return _Waiting(claimed, pending, message.recipients)
+        return _Waiting(claimed, pending, message.recipients, lease_until)
+
+    def expiring(self, before: datetime) -> list[int]:
+        """The delivery ids of the claims waiting whose lease runs out before ``before``."""
+        return [w.claimed.delivery.id for w in self._waiting if w.lease_until < before]
+
+    def renewed(self, asked: Sequence[int], kept: set[int], lease_until: datetime) -> list[Claimed]:
+        """Record the store's renewal of ``asked``: ``kept`` now run to ``lease_until``; the rest
+        (no longer this node's claims) are taken out and returned."""
+        asked_ids = set(asked)
+        lost = [w.claimed for w in self._waiting if w.claimed.delivery.id in asked_ids - kept]
+        self._waiting = [
+            replace(w, lease_until=lease_until) if w.claimed.delivery.id in kept else w
+            for w in self._waiting
+            if w.claimed.delivery.id not in asked_ids or w.claimed.delivery.id in kept
+        ]
+        return lost
+
+    def stale(self, mode: Mode) -> list[Claimed]:
+        """Take out and return the claims planned for another mode than ``mode``."""
+        stale = [w.claimed for w in self._waiting if w.claimed.delivery.mode != mode]
+        if stale:
+            self._waiting = [w for w in self._waiting if w.claimed.delivery.mode == mode]
+        return stale
 
     def next(self) -> Claimed | DigestSend | Broken | None:
         """What the next send slot carries, taken out of the waiting list."""

@@ -33,7 +33,7 @@ from daemon.core.model import Mode, ProviderState
 from daemon.delivering import Deliverer
 from daemon.digesting import Broken, Digesting, DigestSend
 from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
-from daemon.outcomes import acknowledged_meanwhile, released, unconfigured
+from daemon.outcomes import acknowledged_meanwhile, released, replanned, unconfigured
 from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
@@ -141,6 +141,11 @@ class Dispatcher:
     def in_flight(self) -> int:
         return self._slots.total
 
+    @property
+    def waiting(self) -> int:
+        """Claims waiting for a digest-enabled channel's next send slot."""
+        return sum(d.policy.max_items - d.room for d in self._digesting.values())
+
     async def run(self) -> None:
         """Dispatch until :meth:`stop`; then wait for in-flight sends within the grace period."""
         await self._store.release_claims(self._clock.now())
@@ -202,9 +207,16 @@ class Dispatcher:
     async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
         """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""
         name = digesting.name
+        stale = digesting.stale(self._mode())
+        if stale:  # the mode changed while they waited: the sweep re-plans them before more claims
+            await self._deliverer.record(replanned(stale, now))
+            self.request_sweep()
+            return
+        await self._renew(digesting, now, lease_until)
         broken: list[Broken] = []
         if due and digesting.room > 0:
-            broken = digesting.add(await self._store.claim(name, digesting.room, now, lease_until))
+            claimed = await self._store.claim(name, digesting.room, now, lease_until)
+            broken = digesting.add(claimed, lease_until)
         send = digesting.next()
         if isinstance(send, Broken):
             broken.append(send)
@@ -217,6 +229,21 @@ class Dispatcher:
             self._start(name, send)
         if broken:
             self._spawn(name, self._deliverer.record_broken(name, broken, now), f"broken-{name}")
+
+    async def _renew(self, digesting: Digesting, now: datetime, lease_until: datetime) -> None:
+        """Renew the leases of the claims waiting past half their lease: one that ran out would be
+        pending again, claimed again and sent twice."""
+        due = digesting.expiring(now + timedelta(seconds=self._settings.lease_s / 2))
+        if not due:
+            return
+        lost = digesting.renewed(due, await self._store.renew(due, now, lease_until), lease_until)
+        if lost:
+            log.warning(
+                "%d claims waiting for a send slot on %s had run out of lease: left to the outbox",
+                len(lost),
+                digesting.name,
+                extra={"event": "dispatch.lease_lost", "channel": digesting.name, "count": len(lost)},
+            )
 
     async def _fail_unconfigured(self, name: str, due_at: datetime, now: datetime) -> float:
         """Fail the steps due for longer than the grace on a channel not configured here (a plan

@@ -149,6 +149,13 @@ def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
 
 
+def replanned(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
+    """Claimed for a mode no longer in force and not sent yet: back to the outbox, whose sweep
+    gives it the plan of the mode in force."""
+    detail = "the provider's mode changed before its send slot: re-planned"
+    return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
+
+
 def unconfigured(name: str) -> str:
     """The failed attempt's detail for a step on a channel no longer in the configuration."""
     return f"channel {name!r} is not configured"

@@ -167,6 +167,7 @@ def dispatcher_for(
     clock: Clock,
     *,
     poll_s: float = 0.1,
+    lease_s: float = 300.0,
     renderer: Renderer | None = None,
 ) -> Dispatcher:
     """A dispatcher following ``monitor``'s state, rerouting by ``routes``, draining within 2 s on stop."""
@@ -179,7 +180,7 @@ def dispatcher_for(
         mode=lambda: monitor.mode,
         rerouter=Rerouter(store, lambda: routes, clock),
         on_primary_failure=monitor.passive_failure,
-        settings=DispatchSettings(poll_s=poll_s, drain_grace_s=2),
+        settings=DispatchSettings(poll_s=poll_s, drain_grace_s=2, lease_s=lease_s),
         renderer=renderer,
     )
 

@@ -56,7 +56,8 @@ def next_send(
 
     Within the drain target everything goes on its own, oldest first. Past it, a burst opens with
     the oldest critical delivery on its own (the page nobody should wait for), then every slot
-    carries one digest: everything pending for the oldest delivery's destination. A burst lasts
+    carries one digest: everything pending for the oldest delivery's destination (one delivery
+    alone for its destination goes as itself). A burst lasts
     until a slot finds at most one delivery waiting, so its tail does not trickle out one by one.
     A delivery that must go ``alone`` goes on its own ahead of the digests (it still takes a slot).
     """
@@ -74,6 +75,8 @@ def next_send(
         return Choice("single", (lone,), bursting=True)
     destination = pending[0].destination
     same = tuple(i for i, p in enumerate(pending) if p.destination == destination)
+    if len(same) == 1:  # the only one for its destination goes as itself, not as a digest of one
+        return Choice("single", same, bursting=True)
     return Choice("digest", same, bursting=True)
 
 

@@ -191,6 +191,16 @@ class PostgresStore(PostgresReads):
             lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now, self.node)
         )
 
+    async def renew(self, delivery_ids: Sequence[int], now: datetime, lease_until: datetime) -> set[int]:
+        """The new lease runs on the database's clock, as a claim's."""
+        params = {"ids": list(delivery_ids), "now": now, "lease": lease_until - now, "node": self.node}
+
+        async def renew(conn: Conn) -> set[int]:
+            rows = await (await conn.execute(Q["renew"], params)).fetchall()
+            return {row["id"] for row in rows}
+
+        return await self._transaction(renew)
+
     async def release_expired(self, now: datetime) -> int:
         """Make pending again (or superseded, once acknowledged) the claims whose lease ran out."""
 

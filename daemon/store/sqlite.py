@@ -14,6 +14,7 @@ The batching of accepts is in :mod:`daemon.store.sqlite_accepts`; the reads are 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -212,6 +213,19 @@ class SqliteStore(SqliteReads):
         return await self._writer.run(
             lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now)
         )
+
+    async def renew(self, delivery_ids: Sequence[int], now: datetime, lease_until: datetime) -> set[int]:
+        # Not durable, as the claim it extends.
+        params = {
+            "ids": json.dumps(list(delivery_ids)),
+            "now": codec.ts(now),
+            "lease_until": codec.ts(lease_until),
+        }
+
+        def renew(conn: sqlite3.Connection) -> set[int]:
+            return {row[0] for row in conn.execute(Q["renew"], params).fetchall()}
+
+        return await self._writer.run(renew, durable=False)
 
     async def release_expired(self, now: datetime) -> int:
         return await self._writer.run(

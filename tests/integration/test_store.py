@@ -475,6 +475,27 @@ async def test_release_claims_after_crash(store: Store) -> None:
     assert len(await store.claim("email", 1, T0, T0 + timedelta(minutes=5))) == 1
 
 
+async def test_renew_extends_live_claims_and_no_others(store: Store) -> None:
+    """A claim waiting for a digest's send slot is renewed; a settled or unknown delivery is not, and
+    one whose lease ran out is no longer the caller's (the lapsing one is released, the renewed one not)."""
+    await store.accept([note(1), note(2), note(3)], T0)
+    short = T0 + timedelta(milliseconds=200)
+    (renewed,) = await store.claim("email", 1, T0, short)
+    (lapsing,) = await store.claim("email", 1, T0, short)
+    (done,) = await store.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    await store.record([Outcome(done.delivery.id, "delivered", T0, T0)], T0)
+    asked = [renewed.delivery.id, done.delivery.id, 99_999]
+    assert await store.renew(asked, T0, T0 + timedelta(minutes=5)) == {renewed.delivery.id}
+    later = T0 + timedelta(seconds=1)
+
+    async def released() -> bool:  # PostgreSQL leases run on the database's clock
+        return await store.release_expired(later) == 1
+
+    await _eventually(released)
+    both = [renewed.delivery.id, lapsing.delivery.id]
+    assert await store.renew(both, later, later + timedelta(minutes=5)) == {renewed.delivery.id}
+
+
 async def test_only_expired_leases_are_released_and_acknowledged_ones_are_superseded(store: Store) -> None:
     """release_expired leaves live claims alone; a lapsed one is pending again, or superseded once acked."""
     await store.accept([note(1), note(2), note(3)], T0)
@@ -686,6 +707,15 @@ async def test_live_claim_of_another_node_is_left_alone(pg_nodes: PgFactory) -> 
     assert await b.release_claims(T0) == 0
     assert await b.claim("email", 1, T0, T0 + timedelta(minutes=5)) == []
     assert await b.due() == {}
+
+
+async def test_a_node_renews_only_its_own_claims(pg_nodes: PgFactory) -> None:
+    """Another node cannot extend a claim it does not hold."""
+    a, b = await pg_nodes("a"), await pg_nodes("b")
+    await a.accept([note(1)], T0)
+    (claim,) = await a.claim("email", 1, T0, T0 + timedelta(minutes=5))
+    assert await b.renew([claim.delivery.id], T0, T0 + timedelta(minutes=5)) == set()
+    assert await a.renew([claim.delivery.id], T0, T0 + timedelta(minutes=5)) == {claim.delivery.id}
 
 
 async def test_expired_lease_is_taken_over(pg_nodes: PgFactory) -> None:

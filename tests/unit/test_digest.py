@@ -13,13 +13,14 @@ from channels.digests import DIGEST_LABEL, sms_text
 from channels.gsm import segment_count
 from channels.sms import render_text
 from daemon.core.digest import SLACK_LAYOUT, SMS_LAYOUT, Item, Pending, build, next_send
-from daemon.core.model import Delivery, DeliveryState, Notification, ProviderState, Severity
+from daemon.core.model import Delivery, DeliveryState, Mode, Notification, ProviderState, Severity
 from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend, slack_fits, sms_fits
 from daemon.rendering import Renderer
 from daemon.store.base import Claimed
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 LINK = "https://status.example.com/v1/notifications?since={since}"
+LEASE = T0 + timedelta(minutes=5)
 
 
 def item(n: int, severity: Severity = Severity.CRITICAL, key: str | None = None, subject: str = "") -> Item:
@@ -183,10 +184,12 @@ def test_a_burst_still_opens_with_the_first_critical_before_escalations() -> Non
     assert second is not None and (second.kind, second.indexes) == ("single", (0,))
 
 
-def _claim(delivery_id: int, ack_code: str | None = None, severity: Severity = Severity.INFO) -> Claimed:
+def _claim(
+    delivery_id: int, ack_code: str | None = None, severity: Severity = Severity.INFO, mode: Mode = "outage"
+) -> Claimed:
     nid = f"n{delivery_id}"
     n = Notification(nid, nid, T0, severity, f"alert {delivery_id}")
-    delivery = Delivery(delivery_id, nid, "outage", "all", 0, "slack", DeliveryState.IN_FLIGHT, 1, None)
+    delivery = Delivery(delivery_id, nid, mode, "all", 0, "slack", DeliveryState.IN_FLIGHT, 1, None)
     return Claimed(delivery, n, ack_code)
 
 
@@ -201,7 +204,7 @@ def _digesting(renderer: Renderer | None = None) -> Digesting:
 
 def _digest_of(claims: list[Claimed]) -> DigestSend:
     digesting = _digesting()
-    assert digesting.add(claims) == []
+    assert digesting.add(claims, LEASE) == []
     send = digesting.next()
     assert isinstance(send, DigestSend)
     return send
@@ -220,7 +223,7 @@ def test_digest_id_is_the_same_for_the_same_deliveries_in_any_order() -> None:
 def test_an_acknowledgeable_delivery_waits_for_its_own_slot() -> None:
     """An escalation step claimed in a burst is sent alone, with its ack code, not folded into a digest."""
     digesting = _digesting()
-    digesting.add([_claim(1), _claim(2, "K7Q2XZ", Severity.CRITICAL), _claim(3), _claim(4)])
+    digesting.add([_claim(1), _claim(2, "K7Q2XZ", Severity.CRITICAL), _claim(3), _claim(4)], LEASE)
     alone = digesting.next()
     assert isinstance(alone, Claimed) and alone.ack_code == "K7Q2XZ"
     digest = digesting.next()
@@ -237,7 +240,42 @@ class _Exploding(Renderer):
 def test_a_delivery_that_cannot_be_rendered_comes_back_broken() -> None:
     """A renderer bug hands that delivery back with its error; the others still wait for their slot."""
     digesting = _digesting(_Exploding(_outage))
-    (broken,) = digesting.add([_claim(1), _claim(2), _claim(3)])
+    (broken,) = digesting.add([_claim(1), _claim(2), _claim(3)], LEASE)
     assert isinstance(broken, Broken) and [c.delivery.id for c in broken.claimed] == [2]
     assert isinstance(broken.error, KeyError)
     assert digesting.room == digesting.policy.max_items - 2
+
+
+def test_the_only_delivery_for_its_destination_goes_as_itself_during_a_burst() -> None:
+    """A burst's slot for a destination with one delivery waiting sends it whole, not as a digest of one."""
+    waiting = [
+        *pending(Severity.HIGH, destination="db-oncall"),
+        *pending(*[Severity.HIGH] * 20, destination="web"),
+    ]
+    choice = next_send(waiting, pace_per_s=1, drain_target_s=1, bursting=True)
+    assert choice is not None and (choice.kind, choice.indexes, choice.bursting) == ("single", (0,), True)
+    rest = next_send(waiting[1:], pace_per_s=1, drain_target_s=1, bursting=True)
+    assert rest is not None and rest.kind == "digest" and len(rest.indexes) == 20
+
+
+def test_claims_waiting_past_half_their_lease_are_renewed_or_given_up() -> None:
+    """expiring names the claims whose lease ends first; renewed keeps those the store renewed (with
+    their new lease) and hands back the others, which are no longer this node's to send."""
+    digesting = _digesting()
+    soon, later = T0 + timedelta(seconds=10), T0 + timedelta(seconds=200)
+    digesting.add([_claim(1), _claim(2)], soon)
+    digesting.add([_claim(3)], later)
+    assert digesting.expiring(T0 + timedelta(seconds=150)) == [1, 2]
+    lost = digesting.renewed([1, 2], {1}, T0 + timedelta(seconds=300))
+    assert [c.delivery.id for c in lost] == [2]
+    assert digesting.expiring(T0 + timedelta(seconds=250)) == [3]
+    assert digesting.room == digesting.policy.max_items - 2
+
+
+def test_claims_for_a_mode_no_longer_in_force_are_taken_out() -> None:
+    """At recovery the claims made for the outage leave the waiting list (the outbox re-plans them)."""
+    digesting = _digesting()
+    digesting.add([_claim(1), _claim(2, mode="healthy"), _claim(3)], LEASE)
+    assert [c.delivery.id for c in digesting.stale("healthy")] == [1, 3]
+    assert digesting.stale("healthy") == []
+    assert digesting.room == digesting.policy.max_items - 1

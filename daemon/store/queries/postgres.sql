@@ -114,6 +114,13 @@ UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND (d.claimed_until < statement_timestamp() OR d.claimed_by = %(node)s);
 
+-- name: renew
+-- Only this node's unexpired claims: one that ran out may be another node's by now.
+UPDATE deliveries SET claimed_until = statement_timestamp() + %(lease)s, updated_at = %(now)s
+WHERE id = ANY(%(ids)s) AND state = 'in_flight' AND claimed_by = %(node)s
+  AND claimed_until >= statement_timestamp()
+RETURNING id;
+
 -- name: release_expired
 -- Leases that ran out, whatever their mode: the node that held them is presumed dead. Pending again
 -- (the rerouter re-plans one whose mode has changed since), or superseded once acknowledged.
