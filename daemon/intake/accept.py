@@ -7,6 +7,7 @@ anyone is told "accepted".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,11 @@ from daemon.core.model import Notification, Severity
 from daemon.core.routing import Route, plans_for
 from daemon.ids import new_id
 from daemon.store.base import Accepted, NewNotification, Store
+
+#: what no store can keep as text: NUL (PostgreSQL's text and jsonb refuse it) and lone surrogates
+#: (not UTF-8: SQLite's driver refuses them), both valid in a JSON string
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +92,23 @@ class Acceptor:
         notification_id = new_id(now)
         return Notification(
             id=notification_id,
-            idempotency_key=s.idempotency_key or notification_id,
+            idempotency_key=storable(s.idempotency_key or notification_id),
             created_at=now,
             severity=s.severity,
-            subject=s.subject,
-            body=s.body,
-            source=s.source,
-            recipients=s.recipients,
-            labels=dict(s.labels),
-            mail_from=s.mail_from,
+            subject=storable(s.subject),
+            body=storable(s.body),
+            source=storable(s.source),
+            recipients=tuple(storable(r) for r in s.recipients),
+            labels={storable(k): storable(v) for k, v in s.labels.items()},
+            mail_from=None if s.mail_from is None else storable(s.mail_from),
             raw=s.raw,
         )
+
+
+def storable(text: str) -> str:
+    """``text`` with what no store keeps as text (a NUL, a lone surrogate) made U+FFFD: the same
+    notification is kept alike by SQLite and PostgreSQL, and never refused over and over (a 503 that
+    its sender retries for ever) nor failing the requests committed beside it."""
+    if text.isascii():  # the common case, told at once: only a NUL can be wrong in it
+        return text.replace("\x00", REPLACEMENT) if "\x00" in text else text
+    return _UNSTORABLE.sub(REPLACEMENT, text)

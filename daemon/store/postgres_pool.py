@@ -27,6 +27,18 @@ log = logging.getLogger("daemon.store.postgres")  # the store logs under one nam
 TX_ATTEMPTS = 3
 
 
+#: TCP keepalives and a user timeout (libpq's): a connection whose peer vanished without a word (a
+#: failover that moved the address, a NAT or load balancer that dropped it while idle) errors
+#: within about half a minute, where the kernel's defaults left callers waiting some fifteen
+KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def connect_args(role: str, node: str, timeout_s: float) -> dict[str, Any]:
     # libpq's connect_timeout is whole seconds; the name shows in pg_stat_activity
     return {
@@ -34,6 +46,7 @@ def connect_args(role: str, node: str, timeout_s: float) -> dict[str, Any]:
         "row_factory": dict_row,
         "application_name": f"{role} {node}",
         "connect_timeout": max(1, round(timeout_s)),
+        **KEEPALIVE,
     }
 
 
@@ -46,6 +59,9 @@ def create_pool(
         # jsonb comes back as its text: the codec shared with SQLite parses JSON itself
         conn.adapters.register_loader("jsonb", TextLoader)
         await conn.execute(Q["idle_in_transaction_timeout"], (ms(idle_in_tx_s),))
+        # The claims' locking (FOR UPDATE SKIP LOCKED) is written for READ COMMITTED: under a
+        # database or role whose default is SERIALIZABLE, nodes claiming at once failed each other.
+        await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
 
     return AsyncConnectionPool(
         url,
