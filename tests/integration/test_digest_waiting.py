@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +25,9 @@ from daemon.core.model import Escalation, EscalationStep, ProviderState
 from daemon.core.routing import Matcher, Route
 from daemon.digesting import DigestPolicy
 from daemon.dispatch_policy import ChannelPolicy
+from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor
+from daemon.monitor import ProviderMonitor
 from daemon.store.sqlite import SqliteStore
 from tests.support import OutboxWorld, dispatcher_for, monitor_for, until
 
@@ -40,37 +45,53 @@ class Paced(FakeChannel):
         return await super().send(message)
 
 
+@dataclass
 class World(OutboxWorld):
-    def __init__(self, store: SqliteStore, acceptor: Acceptor) -> None:
-        self.store, self.acceptor = store, acceptor
+    store: SqliteStore
+    acceptor: Acceptor
+    monitor: ProviderMonitor
+    dispatcher: Dispatcher
+    email: FakeChannel
+    backup: Paced
+
+    async def settled(self, ids: list[str]) -> None:
+        """Every notification delivered, nothing waiting for a slot or being sent."""
+        await until(lambda: self.all_delivered(ids), 60)
+        await until(lambda: self.dispatcher.waiting == 0 and self.backup.in_flight == 0, 30)
 
 
-async def test_pages_waiting_longer_than_their_lease_are_sent_once(tmp_path: Path) -> None:
-    """Ten pages at 0.3 s a slot wait up to 3 s with a 1 s lease: renewed, each goes out once."""
+@asynccontextmanager
+async def outage(tmp_path: Path, *, lease_s: float = 300.0) -> AsyncIterator[World]:
+    """A real SQLite outbox in outage, its dispatcher running; stopped and closed afterwards."""
     clock = SystemClock()
     store = SqliteStore(tmp_path / "outbox.db")
     await store.open()
     monitor = monitor_for(store, clock)
-    backup = Paced("backup")
-    channels = {"email": FakeChannel("email"), "backup": backup}
+    email, backup = FakeChannel("email"), Paced("backup")
     policies = {
         "email": ChannelPolicy(retry=FAST, primary=True),
         "backup": ChannelPolicy(retry=FAST, digest=DIGEST),
     }
-    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock, lease_s=1.0)
+    channels = {"email": email, "backup": backup}
+    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock, lease_s=lease_s)
     monitor.on_mode_change(lambda _: dispatcher.request_sweep())
     await monitor.force(ProviderState.OUTAGE, "test")
-    world = World(store, Acceptor(store, lambda: ROUTES, clock, dispatcher.wake))
+    acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
     task = asyncio.create_task(dispatcher.run())
     try:
-        ids = await world.submit(10)
-        await until(lambda: world.all_delivered(ids), 60)
-        await until(lambda: dispatcher.waiting == 0 and backup.in_flight == 0, 30)
+        yield World(store, acceptor, monitor, dispatcher, email, backup)
     finally:
         dispatcher.stop()
         await task
         await store.close()
-    sent = Counter(m.notification_id for m in backup.sent)
+
+
+async def test_pages_waiting_longer_than_their_lease_are_sent_once(tmp_path: Path) -> None:
+    """Ten pages at 0.3 s a slot wait up to 3 s with a 1 s lease: renewed, each goes out once."""
+    async with outage(tmp_path, lease_s=1.0) as world:
+        ids = await world.submit(10)
+        await world.settled(ids)
+    sent = Counter(m.notification_id for m in world.backup.sent)
     assert sent.keys() == set(ids)
     assert set(sent.values()) == {1}, sent
 
@@ -78,33 +99,13 @@ async def test_pages_waiting_longer_than_their_lease_are_sent_once(tmp_path: Pat
 async def test_pages_still_waiting_at_recovery_are_emailed(tmp_path: Path) -> None:
     """Recovery while pages wait for their slot: they are re-planned and emailed, not paged after
     email is back; each notification goes out once, on one of the two."""
-    clock = SystemClock()
-    store = SqliteStore(tmp_path / "outbox.db")
-    await store.open()
-    monitor = monitor_for(store, clock)
-    backup, email = Paced("backup"), FakeChannel("email")
-    channels = {"email": email, "backup": backup}
-    policies = {
-        "email": ChannelPolicy(retry=FAST, primary=True),
-        "backup": ChannelPolicy(retry=FAST, digest=DIGEST),
-    }
-    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock)
-    monitor.on_mode_change(lambda _: dispatcher.request_sweep())
-    await monitor.force(ProviderState.OUTAGE, "test")
-    world = World(store, Acceptor(store, lambda: ROUTES, clock, dispatcher.wake))
-    task = asyncio.create_task(dispatcher.run())
-    try:
+    async with outage(tmp_path) as world:
         ids = await world.submit(10)
-        await until(lambda: len(backup.sent) >= 2)
-        await monitor.force(ProviderState.HEALTHY, "recovered")
-        await until(lambda: world.all_delivered(ids), 60)
-        await until(lambda: dispatcher.waiting == 0 and backup.in_flight == 0, 30)
-    finally:
-        dispatcher.stop()
-        await task
-        await store.close()
-    paged = Counter(m.notification_id for m in backup.sent)
-    emailed = Counter(m.notification_id for m in email.sent)
+        await until(lambda: len(world.backup.sent) >= 2)
+        await world.monitor.force(ProviderState.HEALTHY, "recovered")
+        await world.settled(ids)
+    paged = Counter(m.notification_id for m in world.backup.sent)
+    emailed = Counter(m.notification_id for m in world.email.sent)
     assert paged.keys() | emailed.keys() == set(ids)
     assert not paged.keys() & emailed.keys()
     assert set(paged.values()) <= {1} and set(emailed.values()) <= {1}

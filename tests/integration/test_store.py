@@ -682,18 +682,20 @@ async def test_same_key_on_two_nodes_at_once_is_stored_once(pg_nodes: PgFactory)
     assert (await a.queue()).notifications == {"pending": 100}
 
 
+async def _drain(node: PostgresStore) -> list[str]:
+    """Claim on "email", four at a time, until nothing is left: the notification ids claimed."""
+    got: list[str] = []
+    while batch := await node.claim("email", 4, T0, T0 + timedelta(minutes=5)):
+        got.extend(c.notification.id for c in batch)
+    return got
+
+
 async def test_skip_locked_claims_by_two_nodes_never_overlap(pg_nodes: PgFactory) -> None:
     """Nodes claiming the same channel at once each get different deliveries, and together all."""
     a, b = await pg_nodes("a"), await pg_nodes("b")
     await a.accept([note(i) for i in range(300)], T0)
 
-    async def drain(node: PostgresStore) -> list[str]:
-        got: list[str] = []
-        while batch := await node.claim("email", 4, T0, T0 + timedelta(minutes=5)):
-            got.extend(c.notification.id for c in batch)
-        return got
-
-    claims = await asyncio.gather(*(drain(node) for node in (a, b, a, b, a, b)))
+    claims = await asyncio.gather(*(_drain(node) for node in (a, b, a, b, a, b)))
     by_a = [i for got in claims[0::2] for i in got]
     by_b = [i for got in claims[1::2] for i in got]
     assert by_a
@@ -727,13 +729,7 @@ async def test_nodes_claim_at_read_committed_whatever_the_servers_default(postgr
     try:
         await a.accept([note(i) for i in range(200)], T0)
 
-        async def drain(node: PostgresStore) -> list[str]:
-            got: list[str] = []
-            while batch := await node.claim("email", 4, T0, T0 + timedelta(minutes=5)):
-                got.extend(c.notification.id for c in batch)
-            return got
-
-        claims = await asyncio.gather(*(drain(node) for node in (a, b, a, b, a, b)))
+        claims = await asyncio.gather(*(_drain(node) for node in (a, b, a, b, a, b)))
     finally:
         await a.close()
         await b.close()
