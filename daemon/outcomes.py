@@ -35,6 +35,7 @@ def delivered(
         finished_at=now,
         detail=f"{via}: {receipt.detail}" if via else receipt.detail,
         remote_id=receipt.remote_id,
+        claim=claimed.delivery.attempts,
     )
 
 
@@ -77,7 +78,13 @@ def not_delivered(
     if exc.permanent or (exhausted(retry, attempts) and not keep_queued):
         log.warning("giving up on %s via %s: %s", claimed.notification.id, name, exc.reason, extra=fields)
         return Outcome(
-            claimed.delivery.id, "failed", started_at, now, detail=exc.reason, remote_id=exc.remote_id
+            claimed.delivery.id,
+            "failed",
+            started_at,
+            now,
+            detail=exc.reason,
+            remote_id=exc.remote_id,
+            claim=attempts,
         )
     delay = retry_delay(retry, backoff_attempts or attempts, rand, exc.retry_after_s)
     log.info(
@@ -96,6 +103,7 @@ def not_delivered(
         detail=exc.reason,
         retry_at=now + timedelta(seconds=delay),
         remote_id=exc.remote_id,  # what it did post, if anything: still threaded into and edited
+        claim=attempts,
     )
 
 
@@ -146,14 +154,18 @@ def delivered_in_digest(
 def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     """Claimed but never sent (waiting for a send slot at shutdown): back to the outbox, due now."""
     detail = "not sent before shutdown: back to the outbox"
-    return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
+    return [
+        Outcome(c.delivery.id, "retry", now, now, detail, now, claim=c.delivery.attempts) for c in claimed
+    ]
 
 
 def replanned(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     """Claimed for a mode no longer in force and not sent yet: back to the outbox, whose sweep
     gives it the plan of the mode in force."""
     detail = "the provider's mode changed before its send slot: re-planned"
-    return [Outcome(c.delivery.id, "retry", now, now, detail, retry_at=now) for c in claimed]
+    return [
+        Outcome(c.delivery.id, "retry", now, now, detail, now, claim=c.delivery.attempts) for c in claimed
+    ]
 
 
 def unconfigured(name: str) -> str:
@@ -170,4 +182,5 @@ def acknowledged_meanwhile(name: str, claimed: Claimed, now: datetime) -> Outcom
         name,
         extra={"event": "delivery.superseded", "notification_id": claimed.notification.id, "channel": name},
     )
-    return Outcome(claimed.delivery.id, "retry", now, now, "acknowledged before its send slot: not sent", now)
+    detail = "acknowledged before its send slot: not sent"
+    return Outcome(claimed.delivery.id, "retry", now, now, detail, now, claim=claimed.delivery.attempts)

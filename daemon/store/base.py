@@ -137,6 +137,15 @@ class Outcome:
     retry_at: datetime | None = None
     #: what the attempt delivered (a retry or failure may have reached some of its targets)
     remote_id: str | None = None
+    #: the claim it answers for: the delivery's ``attempts`` when claimed. A claim whose lease ran
+    #: out may be released and claimed again meanwhile; its outcome, late, is then history only,
+    #: and the new claim's own outcome decides. None: made in the claim's own transaction.
+    claim: int | None = None
+
+    def stale(self, state: str, attempts: int) -> bool:
+        """Whether this answers for a claim no longer in force (the delivery's ``state`` and
+        ``attempts`` now): not in flight any more, or released and claimed again since."""
+        return self.claim is not None and (state != "in_flight" or attempts != self.claim)
 
 
 @dataclass(frozen=True, slots=True)

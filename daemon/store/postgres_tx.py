@@ -230,8 +230,8 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
          outcome.finished_at, outcome.kind, outcome.detail),
     )  # fmt: skip
     # A node whose lease ran out and was taken over reports late: its outcome is history only,
-    # the claim's state belongs to the node holding it now.
-    if d["state"] != "in_flight" or d["claimed_by"] != node:
+    # the claim's state belongs to the node holding it now, this node's own new claim included.
+    if d["state"] != "in_flight" or d["claimed_by"] != node or outcome.stale(d["state"], d["attempts"]):
         return
     if outcome.kind == "delivered":
         remote_id = codec.remote_ids(d["remote_id"], outcome.remote_id)

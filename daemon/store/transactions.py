@@ -236,7 +236,7 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
     )
     # Settled already (a record retried after a commit whose sync failed): history only, never
     # applied twice (a failed step would insert its next step again).
-    if d["state"] in SETTLED:
+    if d["state"] in SETTLED or outcome.stale(d["state"], d["attempts"]):
         return
     if outcome.kind == "delivered":
         conn.execute(Q["mark_delivered"], (codec.remote_ids(d["remote_id"], outcome.remote_id), now, d["id"]))

@@ -26,6 +26,7 @@ from daemon.store.base import (
     ListFilter,
     NewNotification,
     Outcome,
+    OutcomeKind,
     Store,
     StoreUnavailable,
     Unreadable,
@@ -496,6 +497,36 @@ async def test_renew_extends_live_claims_and_no_others(store: Store) -> None:
     await _eventually(released)
     both = [renewed.delivery.id, lapsing.delivery.id]
     assert await store.renew(both, later, later + timedelta(minutes=5)) == {renewed.delivery.id}
+
+
+@pytest.mark.parametrize("late_kind", ["retry", "failed"])
+async def test_a_late_outcome_of_a_claim_taken_again_is_history_only(store: Store, late_kind: str) -> None:
+    """A send outlives its lease; the delivery is released and claimed again (by the same node
+    here). The first send's outcome, arriving late, is history only: it neither drops the second
+    claim's "delivered" (PostgreSQL kept the notification pending and sent it again) nor, failed,
+    moves the plan on while the second claim is being sent (SQLite failed it over)."""
+    await store.accept([note(1)], T0)
+    (first,) = await store.claim("email", 1, T0, T0 + timedelta(milliseconds=200))
+    later = T0 + timedelta(seconds=1)
+
+    async def released() -> bool:  # PostgreSQL leases run on the database's clock
+        return await store.release_expired(later) == 1
+
+    await _eventually(released)
+    (second,) = await store.claim("email", 1, later, later + timedelta(minutes=5))
+    assert (second.delivery.id, second.delivery.attempts) == (first.delivery.id, 2)
+    retry_at = T0 + timedelta(hours=1) if late_kind == "retry" else None
+    kind: OutcomeKind = "retry" if late_kind == "retry" else "failed"
+    late = Outcome(first.delivery.id, kind, T0, later, "timed out", retry_at, claim=first.delivery.attempts)
+    await store.record([late], later)
+    mid = await store.notification("id-00001")
+    assert mid is not None and [d.state for d in mid.deliveries] == ["in_flight"]
+    done = Outcome(second.delivery.id, "delivered", later, later, "250 ok", claim=second.delivery.attempts)
+    await store.record([done], later)
+    view = await store.notification("id-00001")
+    assert view is not None and view.status == "delivered"
+    assert [d.state for d in view.deliveries] == ["delivered"]
+    assert [a.outcome for a in view.attempts] == [late_kind, "delivered"]
 
 
 async def test_only_expired_leases_are_released_and_acknowledged_ones_are_superseded(store: Store) -> None:
