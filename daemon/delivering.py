@@ -136,6 +136,7 @@ class Deliverer:
     async def deliver_digest(self, name: str, send: DigestSend) -> None:
         """One message for many deliveries; each is recorded on its own, naming the digest."""
         started_at = self._clock.now()
+        await self._mark_digest(send)
         receipt, error = await self._send(name, send.message)
         if receipt is not None:
             now = self._clock.now()
@@ -145,6 +146,21 @@ class Deliverer:
             outcomes = await self._failures(name, send.carried, error, started_at)
         await self.record(outcomes)
         self._recorded(name, list(zip(send.carried, outcomes, strict=True)), error)
+
+    async def _mark_digest(self, send: DigestSend) -> None:
+        """Note the digest on its deliveries before it goes out: sent again after a crash or a
+        lease taken over, it is the same group under the same id. Not noted (the store failing),
+        the send goes on: they would be grouped anew, a duplicate the receiver cannot drop."""
+        ids = [c.delivery.id for c in send.carried]
+        try:
+            await self._store.mark_digest(ids, send.digest.id)
+        except StoreError as exc:
+            log.warning(
+                "digest %s sent without its deliveries noting it: %s",
+                send.digest.id,
+                exc,
+                extra={"event": "digest.unmarked", "digest": send.digest.id},
+            )
 
     async def _send(
         self, name: str, message: OutboundMessage

@@ -157,7 +157,13 @@ class Digesting:
         message = self._renderer.render(self.name, claimed)
         destination = (self.policy.destination(message), message.drill)
         cost = self.policy.cost(message)
-        pending = Pending(claimed.notification.severity, cost, destination, alone=message.acknowledgeable)
+        pending = Pending(
+            claimed.notification.severity,
+            cost,
+            destination,
+            alone=message.acknowledgeable,
+            group=claimed.delivery.digest,
+        )
         return _Waiting(claimed, pending, message.recipients, lease_until)
 
     def expiring(self, before: datetime) -> list[int]:

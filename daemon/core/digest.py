@@ -37,6 +37,8 @@ class Pending:
     destination: Hashable
     #: never carried in a digest: an escalation step, whose message holds its ACK code and button
     alone: bool = False
+    #: the digest it was sent in before (cut short by a crash or a lease taken over, or failed)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +62,15 @@ def next_send(
     alone for its destination goes as itself). A burst lasts
     until a slot finds at most one delivery waiting, so its tail does not trickle out one by one.
     A delivery that must go ``alone`` goes on its own ahead of the digests (it still takes a slot).
+    Before all that, deliveries sent in a digest before (its ``group``) go again as that group,
+    so the digest keeps its id whatever else waits.
     """
     if not pending:
         return None
+    group = next((p.group for p in pending if p.group is not None), None)
+    if group is not None:
+        same = tuple(i for i, p in enumerate(pending) if p.group == group)
+        return Choice("digest" if len(same) > 1 else "single", same, bursting=True)
     within = sum(p.cost for p in pending) / pace_per_s <= drain_target_s
     if len(pending) == 1 or (within and not bursting):
         return Choice("single", (0,), bursting=False)

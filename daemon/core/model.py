@@ -222,3 +222,5 @@ class Delivery:
     attempts: int
     next_attempt_at: datetime | None
     last_error: str | None = None
+    #: the digest it was last sent in (burst digests), to be sent again in the same one
+    digest: str | None = None

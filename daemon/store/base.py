@@ -260,6 +260,10 @@ class Store(Protocol):
         deliveries on ``channel`` due since ``before``, in one transaction; return how many."""
         ...
 
+    async def mark_digest(self, delivery_ids: Sequence[int], digest_id: str) -> None:
+        """Note on these claimed deliveries the digest they are about to be sent in."""
+        ...
+
     async def renew(self, delivery_ids: Sequence[int], now: datetime, lease_until: datetime) -> set[int]:
         """Extend to ``lease_until`` the leases of those of ``delivery_ids`` this node still holds,
         unexpired; return the ids renewed (a claim not among them is no longer this node's to send)."""

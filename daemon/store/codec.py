@@ -94,6 +94,7 @@ def delivery(row: sqlite3.Row | Mapping[str, Any]) -> Delivery:
         attempts=row["attempts"],
         next_attempt_at=maybe_dt(row["next_attempt_at"]),
         last_error=row["last_error"],
+        digest=row["digest"],
     )
 
 

@@ -191,6 +191,14 @@ class PostgresStore(PostgresReads):
             lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now, self.node)
         )
 
+    async def mark_digest(self, delivery_ids: Sequence[int], digest_id: str) -> None:
+        params = {"ids": list(delivery_ids), "digest": digest_id}
+
+        async def mark(conn: Conn) -> None:
+            await conn.execute(Q["mark_digest"], params)
+
+        await self._transaction(mark)
+
     async def renew(self, delivery_ids: Sequence[int], now: datetime, lease_until: datetime) -> set[int]:
         """The new lease runs on the database's clock, as a claim's."""
         params = {"ids": list(delivery_ids), "now": now, "lease": lease_until - now, "node": self.node}

@@ -214,6 +214,11 @@ class SqliteStore(SqliteReads):
             lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now)
         )
 
+    async def mark_digest(self, delivery_ids: Sequence[int], digest_id: str) -> None:
+        # Not durable, as the claims it marks: lost with power, the digest is grouped anew.
+        params = {"ids": json.dumps(list(delivery_ids)), "digest": digest_id}
+        await self._writer.run(lambda conn: conn.execute(Q["mark_digest"], params), durable=False)
+
     async def renew(self, delivery_ids: Sequence[int], now: datetime, lease_until: datetime) -> set[int]:
         # Not durable, as the claim it extends.
         params = {

@@ -499,6 +499,21 @@ async def test_renew_extends_live_claims_and_no_others(store: Store) -> None:
     assert await store.renew(both, later, later + timedelta(minutes=5)) == {renewed.delivery.id}
 
 
+async def test_a_digest_noted_on_its_deliveries_comes_back_with_their_claims(store: Store) -> None:
+    """mark_digest notes the digest on claimed deliveries only; claimed again after a crash, they
+    carry it (the dispatcher sends them as that digest again)."""
+    await store.accept([note(1), note(2), note(3)], T0)
+    carried = await store.claim("email", 2, T0, T0 + timedelta(minutes=5))
+    await store.mark_digest([c.delivery.id for c in carried] + [3], "DABCDEFGHIJ")
+    assert await store.release_claims(T0) == 2
+    again = await store.claim("email", 3, T0, T0 + timedelta(minutes=5))
+    assert [(c.notification.id, c.delivery.digest) for c in again] == [
+        ("id-00001", "DABCDEFGHIJ"),
+        ("id-00002", "DABCDEFGHIJ"),
+        ("id-00003", None),
+    ]
+
+
 @pytest.mark.parametrize("late_kind", ["retry", "failed"])
 async def test_a_late_outcome_of_a_claim_taken_again_is_history_only(store: Store, late_kind: str) -> None:
     """A send outlives its lease; the delivery is released and claimed again (by the same node

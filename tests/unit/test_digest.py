@@ -279,3 +279,18 @@ def test_claims_for_a_mode_no_longer_in_force_are_taken_out() -> None:
     assert [c.delivery.id for c in digesting.stale("healthy")] == [1, 3]
     assert digesting.stale("healthy") == []
     assert digesting.room == digesting.policy.max_items - 1
+
+
+def test_deliveries_sent_in_a_digest_before_go_again_as_that_group() -> None:
+    """A digest cut short (a crash, a lease taken over) or failed goes again as the same group first,
+    whatever else waits, and not as a "first critical" and a new digest; one left alone goes as itself."""
+    waiting = [
+        *pending(Severity.WARNING, destination="ops"),
+        Pending(Severity.CRITICAL, 1.0, "ops", group="DAAAAAAAAAA"),
+        Pending(Severity.HIGH, 1.0, "ops", group="DAAAAAAAAAA"),
+        *pending(*[Severity.CRITICAL] * 40, destination="ops"),
+    ]
+    choice = next_send(waiting, pace_per_s=1, drain_target_s=30, bursting=False)
+    assert choice is not None and (choice.kind, choice.indexes, choice.bursting) == ("digest", (1, 2), True)
+    lone = next_send(waiting[2:3], pace_per_s=1, drain_target_s=30, bursting=False)
+    assert lone is not None and (lone.kind, lone.indexes) == ("single", (0,))

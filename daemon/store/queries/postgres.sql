@@ -114,6 +114,9 @@ UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND (d.claimed_until < statement_timestamp() OR d.claimed_by = %(node)s);
 
+-- name: mark_digest
+UPDATE deliveries SET digest = %(digest)s WHERE id = ANY(%(ids)s) AND state = 'in_flight';
+
 -- name: renew
 -- Only this node's unexpired claims: one that ran out may be another node's by now.
 UPDATE deliveries SET claimed_until = statement_timestamp() + %(lease)s, updated_at = %(now)s

@@ -76,6 +76,10 @@ SET claimed_until = NULL, updated_at = ?,
                  THEN 'superseded' ELSE 'pending' END
 WHERE state = 'in_flight';
 
+-- name: mark_digest
+UPDATE deliveries SET digest = :digest
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'in_flight';
+
 -- name: renew
 -- The ids as one JSON array; one daemon uses a SQLite store, so an unexpired claim is its own.
 UPDATE deliveries SET claimed_until = :lease_until, updated_at = :now
