@@ -282,7 +282,13 @@ class Daemon:
                 exc,
                 extra={"event": "config.reload_failed"},
             )
+        except Exception:  # a bug in validating must not leave the reload half told (RELOADING=1)
+            self.metrics.reloaded(ok=False)
+            log.exception(
+                "reload failed, keeping the running configuration", extra={"event": "config.reload_failed"}
+            )
         else:
+            register_secrets(config)  # rotated secrets are masked in the logs from now on
             self._adopt(config)
             for field in [*_built_once(config, self.config), *restart_needed]:
                 log.warning(

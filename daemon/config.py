@@ -37,6 +37,7 @@ from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, bui
 from daemon.config_store import StoreConfig
 from daemon.configbase import (
     Duration,
+    LocatedError,
     Model,
     PositiveInt,
     RetryConfig,
@@ -142,7 +143,7 @@ class Config(Model):
             known = {route.name for _, route in walk(self.policy())}
             unknown = sorted(set(self.drills.routes) - known)
             if unknown:
-                raise ValueError(f"drills.routes names unknown routes: {', '.join(unknown)}")
+                raise LocatedError(f"unknown routes: {', '.join(unknown)}", ("drills", "routes"))
         return self
 
     @model_validator(mode="after")
@@ -150,7 +151,7 @@ class Config(Model):
         workers = self.intake.workers
         same = workers is not None and (workers.host, workers.port) == (self.api.host, self.api.port)
         if same and self.api.port != 0:  # port 0: each gets a free port of its own
-            raise ValueError("intake.workers.listen must differ from api.listen")
+            raise LocatedError("must differ from api.listen", ("intake", "workers", "listen"))
         return self
 
     @model_validator(mode="after")
@@ -208,12 +209,18 @@ class ConfigError(Exception):
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, resolve and validate the YAML file at ``path``; ``env`` defaults to ``os.environ``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raw = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise ConfigError(
             [ConfigProblem(str(path), None, "", f"cannot read the configuration: {reason}")]
         ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = f"not UTF-8: byte 0x{raw[exc.start]:02x} (save the file as UTF-8)"
+        raise ConfigError([ConfigProblem(str(path), line, "", message)]) from None
     return parse_config(text, filename=str(path), env=env)
 
 
@@ -252,10 +259,11 @@ def _validate(doc: YamlDocument) -> tuple[Config | None, list[SourceProblem]]:
     try:
         return Config.model_validate(data, context=context), doc.problems
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        errors = exc.errors(include_url=False, include_input=False)
     problems = list(doc.problems)
     for error in errors:
-        loc = doc.path_of(error["loc"])
+        cause = (error.get("ctx") or {}).get("error")
+        loc = doc.path_of((*error["loc"], *cause.loc) if isinstance(cause, LocatedError) else error["loc"])
         # a value whose secret reference failed would only fail again, less clearly
         if not any(loc[: len(p.loc)] == p.loc for p in doc.problems):
             problems.append(SourceProblem(doc.line_of(loc), loc, _message(error, loc)))

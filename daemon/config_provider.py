@@ -36,7 +36,9 @@ class ProviderConfig(DecidingConfig):
     @model_validator(mode="before")
     @classmethod
     def _mail_from_username(cls, data: Any) -> Any:
-        smtp = data.get("smtp") if isinstance(data, dict) else None
+        if not isinstance(data, dict):  # validation says what it should be, with its line
+            return data
+        smtp = data.get("smtp")
         username = smtp.get("username") if isinstance(smtp, dict) else None
         # many providers' usernames are not addresses (SendGrid's is "apikey"): only borrow one that is
         if "mail_from" not in data and isinstance(username, str) and "@" in username:

@@ -25,7 +25,7 @@ from pydantic import (
 
 from daemon.config_escalation import ChannelRef, EscalateConfig
 from daemon.config_templates import MessageTemplateConfig
-from daemon.configbase import Duration, EmailAddress, Model
+from daemon.configbase import Duration, EmailAddress, LocatedError, Model
 from daemon.core.directory import Directory, Group, Person, Rotation
 from daemon.core.model import Severity
 from daemon.core.routing import Condition, Matcher, Route
@@ -147,8 +147,13 @@ class ChildRouteConfig(Model):
         return self.name or (f"{parent}/{index}" if parent else f"route-{index}")
 
     def route(
-        self, index: int, windows: Mapping[str, TimeWindow] | None = None, parent: Route | None = None
+        self,
+        index: int,
+        windows: Mapping[str, TimeWindow] | None = None,
+        parent: Route | None = None,
+        loc: tuple[str | int, ...] = (),
     ) -> Route:
+        """The core's route; ``loc`` is this route's path in the configuration, for its errors."""
         name = self.route_name(index, parent.name if parent else None)
         route = Route(
             name=name,
@@ -158,13 +163,13 @@ class ChildRouteConfig(Model):
             unknown=_action(self.unknown, parent.unknown if parent else "inherit"),
             credentials=_action(self.credentials, parent.credentials if parent else "inherit"),
             continue_=self.continue_,
-            active_in=_windows(self.active_in, windows or {}),
-            muted_in=_windows(self.muted_in, windows or {}),
+            active_in=_windows(self.active_in, windows or {}, (*loc, "active_in")),
+            muted_in=_windows(self.muted_in, windows or {}, (*loc, "muted_in")),
             mute_exempt=frozenset(self.mute_exempt),
             fallback=self.fallback or (parent.fallback if parent else None),
             catch_up=_inherit(self.catch_up, parent.catch_up if parent else True),
         )
-        children = tuple(c.route(i, windows, route) for i, c in enumerate(self.routes))
+        children = tuple(c.route(i, windows, route, (*loc, "routes", i)) for i, c in enumerate(self.routes))
         return dataclasses.replace(route, routes=children)
 
 
@@ -187,10 +192,13 @@ def _inherit(value: bool | None, inherited: bool) -> bool:
     return inherited if value is None else value
 
 
-def _windows(names: Sequence[str], windows: Mapping[str, TimeWindow]) -> tuple[TimeWindow, ...]:
+def _windows(
+    names: Sequence[str], windows: Mapping[str, TimeWindow], loc: tuple[str | int, ...]
+) -> tuple[TimeWindow, ...]:
     unknown = [n for n in names if n not in windows]
     if unknown:
-        raise ValueError(f"unknown window(s) {', '.join(unknown)} (windows: {', '.join(windows) or 'none'})")
+        known = ", ".join(windows) or "none"
+        raise LocatedError(f"unknown window(s) {', '.join(unknown)} (windows: {known})", loc)
     return tuple(windows[n] for n in names)
 
 
@@ -199,7 +207,7 @@ def build_policy(
 ) -> tuple[Route, ...]:
     """The route tree for the core; raises ValueError naming unknown windows or fallbacks."""
     resolved = {name: w.window(name) for name, w in windows.items()}
-    tree = tuple(r.route(i, resolved) for i, r in enumerate(routes))
+    tree = tuple(r.route(i, resolved, None, ("routes", i)) for i, r in enumerate(routes))
     check_tree(tree, directory)
     return tree
 

@@ -30,6 +30,18 @@ from pydantic import (
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION_HINT = "expected a duration such as 500ms, 15s, 5m, 1h30m or 1d"
+#: the longest duration a setting takes: a century (Python's timedelta overflows near 2.7 million
+#: years, and a date plus a long one overflows much sooner)
+MAX_DURATION_S = 36_500 * 86_400.0
+
+
+class LocatedError(ValueError):
+    """A problem a validator finds elsewhere than where it runs (a whole-config check): ``loc`` is
+    the path of the value at fault, relative to the validated model, so the error names its line."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 def parse_duration(value: str | int | float) -> timedelta:
@@ -39,6 +51,8 @@ def parse_duration(value: str | int | float) -> timedelta:
     seconds = float(value) if isinstance(value, int | float) else _duration_seconds(value)
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError("a duration must be finite and not negative")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"a duration must not exceed {MAX_DURATION_S // 86400:g}d")
     return timedelta(seconds=seconds)
 
 

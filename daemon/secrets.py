@@ -39,6 +39,8 @@ class SecretResolver:
         """``text`` with every reference replaced; raises :class:`SecretReferenceError` on a bad one."""
         if "${" not in text:
             return text
+        if "${" in _REFERENCE.sub("", text):  # a "${" left over: one without its "}"
+            raise SecretReferenceError("a reference ${ without its closing }: write $${ for a literal ${")
         return _REFERENCE.sub(self._substitute, text)
 
     def redact(self, text: str) -> str:

@@ -51,8 +51,12 @@ class YamlDocument:
         """A validation error's location as a path into this document, without union tags."""
         out: list[str | int] = []
         node = self.data
+        tagged = (
+            None  # the node whose union tag was skipped: only once (a check of type smtp has an smtp: key)
+        )
         for index, part in enumerate(loc):
-            if isinstance(node, dict) and node.get("type") == part:
+            if isinstance(node, dict) and node.get("type") == part and tagged is not node:
+                tagged = node
                 continue
             found, child = _child(node, part)
             if found:
@@ -132,17 +136,23 @@ class _Builder:
         return self.build(node, loc)
 
     def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[Any, Any]:
-        # resolves ``<<: *anchor`` merge keys the way safe_load does
+        # resolves ``<<: *anchor`` merge keys the way safe_load does: the merged pairs come first,
+        # so a key written here overrides a merged one (that is what merging is for); only a key
+        # written twice here is a duplicate
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         self._constructor.flatten_mapping(node)
         result: dict[Any, Any] = {}
+        written: set[str] = set()
         for key_node, value_node in node.value:
             key = self._constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 self._problem(key_node, loc, "mapping keys must be plain scalars")
                 continue
             child = (*loc, str(key))
-            if str(key) in result:
-                self._problem(key_node, child, f"duplicate key {key!r}")
+            if id(key_node) in own:
+                if str(key) in written:
+                    self._problem(key_node, child, f"duplicate key {key!r}")
+                written.add(str(key))
             self.doc.lines[child] = key_node.start_mark.line + 1
             result[str(key)] = self.build(value_node, child)
         return result
