@@ -72,6 +72,10 @@ def create_pool(
         connection_class=AsyncConnection[DictRow],
         kwargs=connect_args("backchannel", node, timeout_s),
         configure=configure,
+        # The pool retries a lost connection with a doubling delay: after a minute's outage the
+        # next try came up to half a minute after the server was back, callers meanwhile answered
+        # 503. Given up after this long, a connection is made afresh as soon as a caller waits.
+        reconnect_timeout=timeout_s,
         # a connection the server dropped (restart, failover) is replaced before use
         check=AsyncConnectionPool.check_connection,
     )

@@ -36,6 +36,7 @@ from daemon.store.postgres import PostgresStore
 from daemon.store.postgres_pool import connect_args
 from daemon.store.sqlite import SqliteStore
 from tests.integration.conftest import PgFactory, StoreFactory, admin
+from tests.stand_ins.tcp_proxy import TcpProxy
 from tests.support import until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -759,6 +760,34 @@ def test_connections_notice_a_vanished_server(postgres_url: str) -> None:
         "keepalives_idle": "10",
         "tcp_user_timeout": "30000",
     }
+
+
+async def test_accepts_resume_as_soon_as_the_server_is_back(postgres_url: str) -> None:
+    """PostgreSQL down for 20 s (every connection reset, new ones refused), a client retrying every
+    second: the first accept after it is back commits within the connect timeout. The pool's
+    doubling reconnect delay kept callers at 503 for up to half a minute after a minute's outage."""
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    store = PostgresStore(url, node="restarted", connect_timeout_s=2, reconnect_s=0.5)
+    await store.open()
+    try:
+        await store.accept([note(0)], T0)
+        await proxy.down()
+        down_until = time.monotonic() + 20
+        n = 1
+        while time.monotonic() < down_until:
+            with pytest.raises(StoreUnavailable):
+                await store.accept([note(n)], T0)
+            await asyncio.sleep(1)
+        await proxy.start()
+        back = time.monotonic()
+        await store.accept([note(n)], T0)  # within connect_timeout_s, or StoreUnavailable
+        assert time.monotonic() - back < 5
+    finally:
+        await store.close()
+        await proxy.down()
 
 
 async def test_nodes_claim_at_read_committed_whatever_the_servers_default(postgres_url: str) -> None:
