@@ -9,10 +9,15 @@ its thread until it ends on its own (urllib's timeout bounds each socket operati
 trickles in may hold it indefinitely), and the channel has four.
 
 Web API mode posts with ``chat.postMessage`` to each target: a channel id or ``#name``, a user id
-(``U...``, a DM), or an email resolved once with ``users.lookupByEmail`` and cached. The label
-``slack_thread_ts`` threads a follow-up: ``"channel:ts"`` (an earlier ``Receipt.remote_id``, which
-lists every message a send posted, ``"C1:ts1,C2:ts2"``) posts into each of those threads; a bare
-``ts`` threads under it in every target. Sends are paced per destination
+(``U...``, a DM), or an email resolved once with ``users.lookupByEmail`` and cached.
+
+Threads: ``OutboundMessage.thread`` (the dispatcher sets it from the store: the ``remote_id`` of
+the send a follow-up follows, ``"C1:ts1,C2:ts2"``) posts into each of those threads. The label
+``slack_thread_ts`` does the same; the daemon's intakes strip or refuse it (a label from an alert
+or an API caller must not redirect a post to a channel of its choosing), so only backchannel's
+own code can set it. A bare ``ts`` names one message in a channel it does not say: it threads only
+the target that posted it (remembered by this channel), or the only target; otherwise the post
+goes to the top level, never under a ts from another channel. Sends are paced per destination
 (:class:`~channels.pacing.Pacer`) and serialised, so a burst arrives in order without a 429.
 
 :meth:`SlackChannel.acknowledged` rewrites the messages of a send once its escalation is
@@ -120,7 +125,7 @@ class SlackChannel:
         if self._web is None:
             return 0
         text, blocks = render(replace(message, acknowledgeable=False))
-        note = f"Acknowledged by {escape(ack.by)} ({ack.via}) at {ack.at:%Y-%m-%d %H:%M} UTC"
+        note = f"Acknowledged by {escape(ack.by)} ({escape(ack.via)}) at {ack.at:%Y-%m-%d %H:%M} UTC"
         section = f":white_check_mark: *{cut(note, SECTION_MAX - 30)}*"
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": section}})
         text = cut(f"{note}\n{text}", TEXT_MAX)
@@ -160,8 +165,17 @@ class SlackChannel:
         thread = message.thread or message.labels.get(THREAD_LABEL) or None
         if thread is not None and ":" in thread:
             return [(channel, ts) for channel, ts in posted(thread)]
-        targets = self._targets + (message.recipients if self._dm_recipients else ())
-        return [(target, thread) for target in dict.fromkeys(targets)]
+        targets = list(dict.fromkeys(self._targets + (message.recipients if self._dm_recipients else ())))
+        origin = None if thread is None else self._origin_of(thread, targets)
+        return [(target, thread if target == origin else None) for target in targets]
+
+    def _origin_of(self, ts: str, targets: list[str]) -> str | None:
+        """The target a bare ``ts`` was posted to: one this channel remembers posting it to, or
+        the only target. A ts is unique only within its channel: under another it is not a thread."""
+        for (_, target, _), remote_id in reversed(self._sent.items()):
+            if any(posted_ts == ts for _, posted_ts in posted(remote_id)):
+                return target
+        return targets[0] if len(targets) == 1 else None
 
     def _receipt(self, remote_ids: list[str], errors: list[ChannelError]) -> Receipt:
         transient = [e for e in errors if not e.permanent]

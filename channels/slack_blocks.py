@@ -2,8 +2,13 @@
 
 :func:`render` gives the ``text`` fallback (mobile notifications, screen readers) and the blocks: a
 header with the severity, the body as an mrkdwn section, a context line (source, id, attempt, the
-primary email's state) and, for an escalation, the Acknowledge button. Texts are escaped for
-mrkdwn and cut to Slack's documented limits, never inside an entity.
+primary email's state) and, for an escalation, the Acknowledge button.
+
+Every mrkdwn text built from a notification is escaped, the ``text`` fallback too: Slack parses it
+as mrkdwn and shows it in push notifications, so an unescaped ``<!channel>`` or ``<@U123>`` in a
+subject pinged people and ``<https://...|label>`` planted a link. The header is ``plain_text``,
+which Slack never parses, so it is not escaped (an ``&amp;`` there would show as such). Texts are
+cut to Slack's documented limits, an escaped text never inside one of its entities.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ HEADER_MAX = 150
 SECTION_MAX = 3000
 # chat.postMessage truncates ``text`` past 40,000 characters and advises under 4,000.
 TEXT_MAX = 4000
+#: what :func:`escape` writes, the only entities :func:`cut` keeps whole
+_ENTITIES = ("&amp;", "&lt;", "&gt;")
+_ENTITY_LONGEST = max(len(e) for e in _ENTITIES)
 SEVERITY_EMOJI = {"critical": ":rotating_light:", "high": ":red_circle:", "warning": ":warning:"}
 
 
@@ -29,7 +37,11 @@ def render(message: OutboundMessage) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": cut(f"{emoji} {title}", HEADER_MAX), "emoji": True},
+            "text": {
+                "type": "plain_text",
+                "text": cut(f"{emoji} {title}", HEADER_MAX, escaped=False),
+                "emoji": True,
+            },
         }
     ]
     if message.body.strip():
@@ -42,7 +54,7 @@ def render(message: OutboundMessage) -> tuple[str, list[dict[str, Any]]]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(context, SECTION_MAX)}]})
     if message.acknowledgeable:
         blocks.append(ack_block(message.notification_id))
-    text = cut(f"{title}\n{message.body}".strip(), TEXT_MAX)
+    text = cut(escape(f"{title}\n{message.body}".strip()), TEXT_MAX)
     return text, blocks
 
 
@@ -51,14 +63,21 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def cut(text: str, limit: int) -> str:
-    """At most ``limit`` characters, ending in an ellipsis when shortened and never inside an entity."""
+def cut(text: str, limit: int, *, escaped: bool = True) -> str:
+    """At most ``limit`` characters, ending in an ellipsis when shortened.
+
+    ``escaped`` (mrkdwn made by :func:`escape`): an entity the cut would split is dropped whole,
+    since a dangling ``&am`` shows as such. Only the three entities :func:`escape` writes count: a
+    text with an ``&`` and no ``;`` after it lost everything from that ``&`` on. A ``plain_text``
+    field is not escaped (``escaped=False``): its ``&`` is a character like any other.
+    """
     if len(text) <= limit:
         return text
     kept = text[: limit - 1]
-    amp = kept.rfind("&")
-    if amp > kept.rfind(";"):
-        kept = kept[:amp]
+    if escaped:
+        amp = kept.rfind("&", -(_ENTITY_LONGEST - 1))
+        if amp >= 0 and text.startswith(_ENTITIES, amp) and not kept.startswith(_ENTITIES, amp):
+            kept = kept[:amp]
     return kept + "\u2026"
 
 

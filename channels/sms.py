@@ -8,8 +8,9 @@ few segments per second, so the channel's four threads carry it.
 
 Texts read ``[SEVERITY] subject - body [notification-id]``, shortened to ``max_segments``
 (see :mod:`channels.gsm`) with the id always kept; a digest (:mod:`channels.digests`) goes as
-built. The separator is an em dash only when the text is UCS-2 anyway: in GSM-7 it would turn
-the whole text into UCS-2 and halve its room.
+built. The separator is an em dash only when the text sent is UCS-2 anyway: in GSM-7 it would
+turn the whole text into UCS-2 and halve its room. Both it and the ellipsis are chosen by the text
+as shortened, not as given: a cut-off emoji does not keep the rest in UCS-2.
 
 Pacing: Twilio queues what a sender cannot send at once and releases it at the sender's rate
 (long code 1, toll-free 3, short code 100 segments per second, see
@@ -106,10 +107,14 @@ def render_text(message: OutboundMessage, max_segments: int) -> str:
     if message.acknowledgeable and message.ack_code:
         # The reply Twilio's inbound webhook turns into an acknowledgement (docs/policies.md).
         suffix = f"{suffix} Reply ACK {message.ack_code}"
-    if body:
-        separator = " — " if encoding_for(head + body + suffix) == "UCS-2" else " - "
-        head = f"{head}{separator}{body}"
-    return shorten(head, max_segments, suffix=suffix)
+    if not body:
+        return shorten(head, max_segments, suffix=suffix)
+    # Chosen by what is sent, not by the whole text: when shortening cut away the only character
+    # outside GSM-7, an em dash would have kept the text in UCS-2 (a third of its room).
+    text = shorten(f"{head} - {body}", max_segments, suffix=suffix)
+    if encoding_for(text) == "UCS-2":  # UCS-2 anyway: the em dash costs what the hyphen does
+        text = shorten(f"{head} \u2014 {body}", max_segments, suffix=suffix)
+    return text
 
 
 def _squash(text: str) -> str:

@@ -10,6 +10,12 @@ signed POST replayed to another URL is not what the operator configured, so a 3x
 configuration problem (permanent). Destinations are vetted by the SSRF guard
 (:mod:`channels.address_guard`) and the connection goes to the vetted address.
 
+Credentials in the URL (``https://user:pass@host/hook``) go as ``Authorization: Basic`` (RFC 7617),
+as httpx, curl and requests send them: the pool writes only the host and path, so they were
+dropped and the receiver answered 401 to every send. The URL is kept without them; errors name
+only the host, and the header is never logged. With an ``Authorization`` in ``headers`` as well,
+which one was meant is unclear: a configuration error.
+
 The POST goes out through :mod:`channels.http1_pool`, a kept-alive HTTP/1.1 pool (requests
 written by h11's header rules, answers parsed by llhttp, :mod:`channels.http1`) that costs a
 fraction of httpx's event-loop CPU per send (docs/performance.md, "Webhook delivery path"). An
@@ -37,6 +43,7 @@ template failed or rendered bad JSON      yes        no
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import json
 import ssl
@@ -128,9 +135,9 @@ class WebhookChannel:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = name
-        self._url = _checked_url(url)
+        self._url, credentials = _without_userinfo(_checked_url(url))
         self._keys = () if secret is None else signing_keys(secret)
-        self._fixed_headers = _fixed_headers(headers or {}, content_type)
+        self._fixed_headers = _fixed_headers(headers or {}, content_type, credentials)
         self._timeout_s = timeout_s
         self._template = template
         self._options = dict(options or {})
@@ -250,9 +257,16 @@ class WebhookChannel:
         raise ChannelError(where, permanent=True, service_fault=status in _ENDPOINT_4XX)
 
 
-def _fixed_headers(configured: Mapping[str, str], content_type: str) -> Headers:
-    """The configured headers (ours replace any of the same name, in any case), then ours, checked."""
+def _fixed_headers(
+    configured: Mapping[str, str], content_type: str, credentials: str | None = None
+) -> Headers:
+    """The configured headers (ours replace any of the same name, in any case), then ours, checked;
+    ``credentials``: the URL's, as an Authorization header."""
     pairs = [(k, v) for k, v in configured.items() if k.lower() not in _OURS]
+    if credentials is not None:
+        if any(k.lower() == "authorization" for k, _ in pairs):
+            raise ChannelConfigError("webhook URL has credentials and headers an Authorization: give one")
+        pairs.append(("Authorization", credentials))
     pairs += [("Content-Type", content_type), ("User-Agent", USER_AGENT)]
     encoded: Headers = []
     for name, value in pairs:
@@ -282,6 +296,15 @@ def _checked_url(url: str) -> httpx.URL:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ChannelConfigError("webhook URL must be http(s)://host/...")
     return parsed
+
+
+def _without_userinfo(url: httpx.URL) -> tuple[httpx.URL, str | None]:
+    """``url`` without ``user:password@``, and those as ``Basic`` credentials (UTF-8, percent-decoded,
+    as httpx's ``BasicAuth`` takes them from a URL), or None without userinfo."""
+    if not url.userinfo:
+        return url, None
+    token = base64.b64encode(f"{url.username}:{url.password}".encode()).decode("ascii")
+    return url.copy_with(username=None, password=None), f"Basic {token}"
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:

@@ -100,6 +100,17 @@ class WebhookChannelConfig(Model):
             raise ValueError("without a template or preset the body is backchannel's signed JSON: set secret")
         return self
 
+    @model_validator(mode="after")
+    def _one_authorization(self) -> WebhookChannelConfig:
+        # The URL's user:password@ goes as Authorization: Basic (channels/webhook.py); a header too
+        # would leave unclear which the receiver is meant to get.
+        parts = urlsplit(self.url)
+        if (parts.username or parts.password) and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError(
+                "url has user:password@ (sent as Authorization: Basic) and headers an Authorization: keep one"
+            )
+        return self
+
 
 def _channel_name(value: str) -> str:
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
 from daemon.core.model import RESERVED_LABELS, DeliveryState, Mode, NotificationStatus, Severity
+from daemon.intake.alertmanager import CHANNEL_THREAD_LABELS
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -45,6 +46,10 @@ class NotificationIn(BaseModel):
         for reserved in RESERVED_LABELS:
             if reserved in labels:
                 raise ValueError(f"'{reserved}' is reserved: the alert intakes alone say what closes what")
+        for reserved in CHANNEL_THREAD_LABELS:
+            if reserved in labels:
+                # it named the Slack channel and thread to post to, in place of the configured targets
+                raise ValueError(f"'{reserved}' is reserved: backchannel alone threads a channel's messages")
         return labels
 
 

@@ -36,6 +36,11 @@ from daemon.intake.webhook_config import AlertIntakeConfig
 Status = Literal["firing", "resolved"]
 log = logging.getLogger(__name__)
 
+#: labels a channel threads by (``channels.slack.THREAD_LABEL``: a Slack ``channel:ts`` to post
+#: into): backchannel's own to set, never a sender's, which could post into any channel the bot is
+#: in. The intakes drop them from alerts; the HTTP API refuses them.
+CHANNEL_THREAD_LABELS = ("slack_thread_ts",)
+
 SUBJECT_MAX = 250
 BODY_MAX = 64 * 1024
 #: one annotation's text in a body: a huge one must not push the labels, times and links out of it
@@ -167,11 +172,12 @@ def alert_submission(
 
 
 def _own_labels(labels: dict[str, str]) -> dict[str, str]:
-    """A copy of an alert's labels without ``resolves``, ``supersedes`` and ``follows``: only this
-    mapping says what a notification closes or threads under (an alert labelled so would otherwise
-    close another notification, or post in its thread)."""
+    """A copy of an alert's labels without ``resolves``, ``supersedes``, ``follows`` and
+    ``slack_thread_ts``: only this mapping says what a notification closes or threads under (an
+    alert labelled so would otherwise close another notification, post in its thread, or post to a
+    Slack channel of its choosing instead of the configured targets). Grafana's mapping is this one."""
     own = dict(labels)
-    for reserved in (*RESERVED_LABELS, FOLLOWS_LABEL):  # threading too is this mapping's to say
+    for reserved in (*RESERVED_LABELS, FOLLOWS_LABEL, *CHANNEL_THREAD_LABELS):
         own.pop(reserved, None)
     return own
 
