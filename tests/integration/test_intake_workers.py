@@ -279,7 +279,7 @@ def test_the_workers_listener_must_differ_from_the_api(tmp_path: Path) -> None:
     text = config_template("routes: [{{match: {{}}, healthy: [email], outage: defer}}]\n").format(
         store=tmp_path / "o.db", api_port=8025, smtp_port=25
     )
-    with pytest.raises(ConfigError, match=r"intake\.workers\.listen must differ"):
+    with pytest.raises(ConfigError, match=r"intake\.workers\.listen: must differ"):
         parse_config(text + 'intake: {workers: {listen: "127.0.0.1:8025"}}\n', env={"TOKEN": TOKEN})
     with pytest.raises(ConfigError, match=r"intake\.workers\.count"):
         parse_config(text + "intake: {workers: {count: 0}}\n", env={"TOKEN": TOKEN})
