@@ -74,6 +74,10 @@ class Dispatcher:
         self._state = state
         self._mode = mode
         self._rerouter = rerouter
+        # a walk over a long backlog is this loop's work: each page feeds the watchdog, and a stop
+        # does not wait for the rest
+        rerouter.progress = self._progressed
+        rerouter.stopping = lambda: self._stopping
         self._settings = settings or DispatchSettings()
         renderer = renderer or Renderer(state)
         self._digesting = _digesting_channels(self._channels, self._policies, renderer, state)
@@ -121,7 +125,8 @@ class Dispatcher:
         self._deliverer.on_outcome(listener)
 
     def on_pass(self, listener: Callable[[], None]) -> None:
-        """Called after every completed pass over the outbox (the watchdog's evidence of progress)."""
+        """Called after every completed pass over the outbox, and every page of a long walk over its
+        unsent notifications (the watchdog's evidence of progress)."""
         self._pass_listeners.append(listener)
 
     def wake(self) -> None:
@@ -157,11 +162,15 @@ class Dispatcher:
                 # Intake answers 503 meanwhile; sends resume when the store can commit again.
                 log.error("the outbox cannot be read or claimed: %s", exc, extra={"event": "store.failed"})
                 wait_s = self._settings.poll_s
-            self.last_pass_at = self._clock.monotonic()
-            for listener in self._pass_listeners:
-                listener()
+            self._progressed()
             await self._idle(wait_s, self._pace_from(started))
         await self._drain()
+
+    def _progressed(self) -> None:
+        """A pass, or a page of a long one, done: the watchdog's evidence that the loop moves."""
+        self.last_pass_at = self._clock.monotonic()
+        for listener in self._pass_listeners:
+            listener()
 
     def stop(self) -> None:
         self._stopping = True

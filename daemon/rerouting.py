@@ -16,11 +16,22 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
+def _never() -> bool:
+    return False
+
+
 class Rerouter:
+    """Walks the unsent notifications a page at a time. A long outage's backlog is hundreds of
+    thousands of pages' worth: each page is reported to ``progress`` (the dispatcher's watchdog
+    evidence: a long walk is work, not a hang) and the walk ends early once ``stopping`` says so
+    (what it left is walked again when next needed: at the next start, the next change of mode)."""
+
     def __init__(self, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock) -> None:
         self._store = store
         self._routes = routes
         self._clock = clock
+        self.progress: Callable[[], None] = lambda: None
+        self.stopping: Callable[[], bool] = _never
 
     async def sweep(self, mode: Mode) -> int:
         """Re-plan every unsent notification whose plan was made for another mode: by the routes,
@@ -28,13 +39,17 @@ class Rerouter:
         total = 0
         while moved := await self._store.repin(mode, self._clock.now(), BATCH):
             total += moved
-        while candidates := await self._store.reroute_candidates(mode, BATCH):
+            if self._paged():
+                break
+        after = ""
+        while not self.stopping() and (
+            candidates := await self._store.reroute_candidates(mode, BATCH, after)
+        ):
+            after = candidates[-1].id
             routes = self._routes()
             plans = {n.id: plan_for(n, mode, routes, self._clock.now()) for n in candidates}
-            moved = await self._store.reroute(mode, plans, self._clock.now())
-            total += moved
-            if moved == 0:
-                break
+            total += await self._store.reroute(mode, plans, self._clock.now())
+            self._paged()
         self._log(total, mode)
         return total
 
@@ -54,7 +69,7 @@ class Rerouter:
     async def _replan_unsent(self, mode: Mode, wanted: Callable[[Notification, Plan], bool]) -> int:
         """The routes' plan for every unsent notification ``wanted`` picks, where it differs."""
         total, after = 0, ""
-        while page := await self._store.unsent(after, BATCH):
+        while not self.stopping() and (page := await self._store.unsent(after, BATCH)):
             after = page[-1][0].id
             routes = self._routes()
             changed = {}
@@ -66,8 +81,14 @@ class Rerouter:
                     changed[notification.id] = new
             if changed:
                 total += await self._store.reroute(mode, changed, self._clock.now(), force=True)
+            self._paged()
         self._log(total, mode)
         return total
+
+    def _paged(self) -> bool:
+        """A page done: told as progress; whether to stop walking."""
+        self.progress()
+        return self.stopping()
 
     def _log(self, total: int, mode: Mode) -> None:
         if total:

@@ -42,6 +42,12 @@ class ProviderState(enum.StrEnum):
 #: Which side of a route applies: email while the provider works, backups until recovery is confirmed.
 Mode = Literal["healthy", "outage"]
 
+
+def other_mode(mode: Mode) -> Mode:
+    """The mode that is not ``mode``: there are two."""
+    return "outage" if mode == "healthy" else "healthy"
+
+
 #: states that say nothing about whether mail flows: routing stays on the mode in force
 _NO_VERDICT = frozenset({ProviderState.UNKNOWN, ProviderState.CREDENTIALS})
 _OUTAGE_SIDE = frozenset({ProviderState.OUTAGE, ProviderState.RECOVERING, ProviderState.FLAPPING})

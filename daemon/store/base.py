@@ -279,8 +279,9 @@ class Store(Protocol):
         """Those of ``notification_ids`` someone has acknowledged."""
         ...
 
-    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
-        """Unsent notifications planned by the routes for another mode than ``mode``."""
+    async def reroute_candidates(self, mode: Mode, limit: int, after_id: str = "") -> list[Notification]:
+        """Unsent notifications planned by the routes for another mode than ``mode``, in id order
+        from after ``after_id`` (a page at a time: the last one's id gives the next page)."""
         ...
 
     async def repin(self, mode: Mode, now: datetime, limit: int) -> int:

@@ -47,9 +47,9 @@ class PostgresReads:
     async def acknowledged(self, notification_ids: Sequence[str]) -> set[str]:
         return await self._read(lambda conn: views.acknowledged(conn, notification_ids))
 
-    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
+    async def reroute_candidates(self, mode: Mode, limit: int, after_id: str = "") -> list[Notification]:
         return await unreadable.fill(
-            lambda n: self._read(lambda conn: views.reroute_candidates(conn, mode, n)), limit
+            lambda n: self._read(lambda conn: views.reroute_candidates(conn, mode, n, after_id)), limit
         )
 
     async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:

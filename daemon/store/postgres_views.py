@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import DictRow
 
 from daemon.core.health import Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState
+from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState, other_mode
 from daemon.store import codec, unreadable
 from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store.postgres_queries import Conn, Q, epochs
@@ -30,9 +30,11 @@ async def acknowledged(conn: Conn, notification_ids: Sequence[str]) -> set[str]:
     return {row["id"] for row in await rows(conn, "acknowledged_among", (list(notification_ids),))}
 
 
-async def reroute_candidates(conn: Conn, mode: Mode, limit: int) -> tuple[list[Notification], int]:
+async def reroute_candidates(
+    conn: Conn, mode: Mode, limit: int, after_id: str = ""
+) -> tuple[list[Notification], int]:
     """The candidates it could decode (:mod:`daemon.store.unreadable`), and how many rows it got."""
-    found = await rows(conn, "reroute_candidates", (mode, limit))
+    found = await rows(conn, "reroute_candidates", (other_mode(mode), after_id, limit))
     return unreadable.decode_each(found, lambda r: codec.notification(epochs(r)))[0], len(found)
 
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from daemon.core.health import Transition
-from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
+from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code, other_mode
 from daemon.store import codec, unreadable
 from daemon.store import sqlite_views as views
 from daemon.store.base import (
@@ -82,9 +82,10 @@ class SqliteReads:
         found = self._inline.read(acknowledged)
         return await self._read(acknowledged) if isinstance(found, Missed) else found
 
-    async def reroute_candidates(self, mode: Mode, limit: int) -> list[Notification]:
+    async def reroute_candidates(self, mode: Mode, limit: int, after_id: str = "") -> list[Notification]:
         async def read(n: int) -> tuple[list[Notification], int]:
-            rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], (mode, n)).fetchall())
+            params = (other_mode(mode), after_id, n)
+            rows = await self._read(lambda conn: conn.execute(Q["reroute_candidates"], params).fetchall())
             return unreadable.decode_each(rows, codec.notification)[0], len(rows)
 
         return await unreadable.fill(read, limit)

@@ -142,10 +142,12 @@ WHERE mode = (SELECT mode FROM provider WHERE id = 1) AND state = 'pending'
 GROUP BY channel;
 
 -- name: reroute_candidates
+-- A page after the id given, in id order (ids are ULIDs: creation order), of those planned for the
+-- mode given (the other one than the provider's), through notifications_unsent_mode.
 SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.mode != %s AND n.pinned IS NULL
+WHERE n.status IN ('pending', 'held') AND n.pinned IS NULL AND n.mode = %s AND n.id > %s
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
-ORDER BY n.created_at
+ORDER BY n.id
 LIMIT %s;
 
 -- name: repin_candidates

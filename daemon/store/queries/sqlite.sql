@@ -113,10 +113,12 @@ SELECT c.channel, (SELECT d.next_attempt_at FROM deliveries d
 FROM channels c WHERE c.channel IS NOT NULL;
 
 -- name: reroute_candidates
-SELECT n.* FROM notifications n
-WHERE n.status IN ('pending', 'held') AND n.mode != ? AND n.pinned IS NULL
+-- A page after the id given, in id order (ids are ULIDs: creation order), of those planned for the
+-- mode given (the other one than the provider's), through notifications_unsent_mode.
+SELECT n.* FROM notifications n INDEXED BY notifications_unsent_mode
+WHERE n.status IN ('pending', 'held') AND n.pinned IS NULL AND n.mode = ? AND n.id > ?
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
-ORDER BY n.created_at
+ORDER BY n.id
 LIMIT ?;
 
 -- name: repin_candidates
@@ -207,7 +209,7 @@ UPDATE notifications SET status = 'pending', updated_at = ?
 WHERE id = ? AND status = 'delivered' AND acknowledged_at IS NULL;
 
 -- name: unsent
-SELECT n.* FROM notifications n
+SELECT n.* FROM notifications n INDEXED BY notifications_unsent
 WHERE n.status IN ('pending', 'held') AND n.id > ? AND n.pinned IS NULL
   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.state = 'in_flight')
 ORDER BY n.id
