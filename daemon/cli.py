@@ -136,6 +136,12 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 def _client_args(p: argparse.ArgumentParser) -> None:
     _config_arg(p)
     p.add_argument("--url", help="API base URL (default: from the configuration's api.listen)")
+    p.add_argument(
+        "--token-name",
+        help="which of api.tokens to use (default: the first with the scope the command needs); "
+        "BACKCHANNEL_TOKEN in the environment gives the token itself, and the configuration's "
+        "secrets are then not read",
+    )
 
 
 def run_async(coro: object) -> None:

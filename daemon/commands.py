@@ -8,14 +8,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from daemon.build import describe_store
 from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, print_json, run_async
-from daemon.config import Config, ConfigError, config_schema, load_config
+from daemon.config import Config, ConfigError, ConfigProblem, config_schema, load_config
+from daemon.config_api import ApiConfig
+from daemon.configbase import split_listen
 from daemon.routes_cli import describe_action
+from daemon.yamlsource import YamlSyntaxError, load_yaml
+
+#: a token for the client commands, in place of one read from the configuration
+TOKEN_ENV = "BACKCHANNEL_TOKEN"  # noqa: S105  (the variable's name, not a token)
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -90,22 +97,63 @@ def schema(_: argparse.Namespace) -> int:
 
 
 class _Client:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """The daemon's API as one of its tokens: BACKCHANNEL_TOKEN's (the configuration's secrets
+    are then left unread: under systemd they are credentials only the service can read), the one
+    ``--token-name`` names, or the first with the scope the command needs."""
+
+    def __init__(self, args: argparse.Namespace, scope: str) -> None:
+        given = os.environ.get(TOKEN_ENV)
+        if given:
+            self.token = given
+            self.url = args.url or _api_url(*split_listen(_raw_listen(args.config)))
+            return
         config = load_config(args.config)
-        host = config.api.host if config.api.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
-        host = f"[{host}]" if ":" in host else host
-        self.url = args.url or f"http://{host}:{config.api.port}"
-        self.token = config.api.tokens[0].token.get_secret_value()
+        self.url = args.url or _api_url(config.api.host, config.api.port)
+        self.token = _token(config, args.token_name, scope, str(args.config))
 
     def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
         return httpx.request(method, self.url + path, json=body, headers=headers, timeout=10)
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> dict[str, Any] | int:
+def _api_url(host: str, port: int) -> str:
+    host = host if host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+def _raw_listen(path: Path) -> str:
+    """``api.listen`` as written, without resolving any secret reference (nor validating the rest)."""
     try:
-        response = _Client(args).request(method, path, body)
-    except ConfigError as exc:
+        data = load_yaml(path.read_text(encoding="utf-8")).data
+    except (OSError, UnicodeDecodeError, YamlSyntaxError) as exc:
+        raise ConfigError([ConfigProblem(str(path), None, "api.listen", str(exc))]) from None
+    api = data.get("api") if isinstance(data, dict) else None
+    listen = api.get("listen") if isinstance(api, dict) else None
+    return listen if isinstance(listen, str) else str(ApiConfig.model_fields["listen"].default)
+
+
+def _token(config: Config, name: str | None, scope: str, where: str) -> str:
+    tokens = config.api.tokens
+    if name is not None:
+        chosen = next((t for t in tokens if t.name == name), None)
+        if chosen is None:
+            problem = f"no token named {name!r} (tokens: {', '.join(t.name for t in tokens)})"
+            raise ConfigError([ConfigProblem(where, None, "api.tokens", problem)])
+        return chosen.token.get_secret_value()
+    chosen = next((t for t in tokens if scope in t.scopes), None)
+    if chosen is None:
+        problem = f"no token has the {scope!r} scope this command needs"
+        raise ConfigError([ConfigProblem(where, None, "api.tokens", problem)])
+    return chosen.token.get_secret_value()
+
+
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, *, scope: str = "read"
+) -> dict[str, Any] | int:
+    try:
+        response = _Client(args, scope).request(method, path, body)
+    except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
     except httpx.HTTPError as exc:
@@ -164,7 +212,7 @@ def send(args: argparse.Namespace) -> int:
     }
     if args.idempotency_key:
         body["idempotency_key"] = args.idempotency_key
-    data = _call(args, "POST", "/v1/notifications", body)
+    data = _call(args, "POST", "/v1/notifications", body, scope="send")
     if isinstance(data, int):
         return data
     print(data["id"])
@@ -173,9 +221,11 @@ def send(args: argparse.Namespace) -> int:
 
 def override(args: argparse.Namespace) -> int:
     if args.state == "release":
-        data = _call(args, "DELETE", "/v1/provider/override")
+        data = _call(args, "DELETE", "/v1/provider/override", scope="admin")
     else:
-        data = _call(args, "POST", "/v1/provider/override", {"state": args.state, "reason": args.reason})
+        data = _call(
+            args, "POST", "/v1/provider/override", {"state": args.state, "reason": args.reason}, scope="admin"
+        )
     if isinstance(data, int):
         return data
     print(f"provider state: {data['state']}")
@@ -185,7 +235,7 @@ def override(args: argparse.Namespace) -> int:
 def ack(args: argparse.Namespace) -> int:
     """Acknowledge a notification by id: the steps of its escalation not yet sent are not sent."""
     by = args.by or os.environ.get("USER") or None
-    data = _call(args, "POST", f"/v1/notifications/{args.id}/ack", {"by": by} if by else None)
+    data = _call(args, "POST", f"/v1/notifications/{args.id}/ack", {"by": by} if by else None, scope="admin")
     if isinstance(data, int):
         return data
     done = "acknowledged" if data["result"] == "acknowledged" else "was already acknowledged"
@@ -194,7 +244,9 @@ def ack(args: argparse.Namespace) -> int:
 
 
 def drill(args: argparse.Namespace) -> int:
-    started = _call(args, "POST", "/v1/drills", {"routes": args.routes} if args.routes else None)
+    started = _call(
+        args, "POST", "/v1/drills", {"routes": args.routes} if args.routes else None, scope="admin"
+    )
     if isinstance(started, int):
         return started
     drill_id = started["drill"]

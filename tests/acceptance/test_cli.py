@@ -161,3 +161,17 @@ def test_routes_show_draws_the_tree() -> None:
     assert result.returncode == 0, result.stderr
     assert "└─ db-critical" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("everything-else")
+
+
+def test_client_commands_take_the_token_from_the_environment(
+    running: tuple[DaemonProcess, SmtpServer],
+) -> None:
+    """BACKCHANNEL_TOKEN: the configuration's secrets are left unread (under systemd they are
+    credentials only the service can read), so status works where they cannot be resolved."""
+    daemon, _ = running
+    without_secrets = {k: v for k, v in ENV.items() if k not in ("BC_TOKEN", "BC_WEBHOOK_SECRET")}
+    unresolved = cli("status", "-c", str(daemon.config_path), env=without_secrets)
+    assert unresolved.returncode == 78 and "BC_TOKEN" in unresolved.stderr
+    given = cli("status", "-c", str(daemon.config_path), env=without_secrets | {"BACKCHANNEL_TOKEN": TOKEN})
+    assert given.returncode == 0, given.stderr
+    assert "provider test-provider: HEALTHY" in given.stdout
