@@ -14,9 +14,11 @@ from __future__ import annotations
 import json as jsonlib
 import logging
 import math
+import os
 import re
 import sys
 import threading
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -26,7 +28,15 @@ DEFAULT_EVENT = "log"
 _FIELDS_ATTR = "_backchannel_fields"
 _STABLE_KEYS = ("ts", "level", "event", "logger", "msg")
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", _FIELDS_ATTR}
+#: not the line's fields: the record's own attributes, and uvicorn's copy of its message with ANSI
+#: colours (``color_message``) for its own console formatter
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+    _FIELDS_ATTR,
+}
 
 
 class _Secrets:
@@ -252,12 +262,43 @@ class _BackchannelHandler(logging.StreamHandler[TextIO]):
     """Marks the handler :func:`configure_logging` installed, so a second call replaces it."""
 
 
+#: syslog priorities (sd-daemon(3)'s ``<N>`` prefixes) by logging level
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalPriority(logging.Formatter):
+    """Each line prefixed with its syslog priority, ``<3>{...}``, which journald strips and keeps
+    as the entry's priority (``SyslogLevelPrefix=yes``, the default): without it every line was
+    priority 6 and ``journalctl -p err`` missed the errors."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 3 if record.levelno > logging.WARNING else 6)
+        return f"<{priority}>" + self._inner.format(record)
+
+
+def _to_journal(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is the journal's: systemd sets ``JOURNAL_STREAM`` to its ``device:inode``."""
+    expected = environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
 def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: TextIO = sys.stderr) -> None:
     """Send every logger's records to ``stream``: JSON unless it is a terminal (or ``json`` says)."""
     if json is None:
         json = not _is_tty(stream)
     handler = _BackchannelHandler(stream)
-    handler.setFormatter(JsonFormatter() if json else HumanFormatter())
+    formatter: logging.Formatter = JsonFormatter() if json else HumanFormatter()
+    handler.setFormatter(_JournalPriority(formatter) if _to_journal(stream, os.environ) else formatter)
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _BackchannelHandler)]:
         root.removeHandler(old)
@@ -271,6 +312,9 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: 
     aiosmtpd = logging.getLogger("mail.log")
     aiosmtpd.setLevel(logging.WARNING)
     aiosmtpd.addFilter(_client_text_filter)  # once: addFilter skips a filter already there
+    # APScheduler logs every run of every job at INFO ("Running job...", "...executed
+    # successfully"): three in five lines of an idle daemon's log; its warnings (a run missed) stay
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import secrets
 from collections.abc import Iterator
@@ -232,3 +233,36 @@ def test_json_is_the_default_off_a_tty(root_state: None) -> None:
     configure_logging(stream=out)
     log_event(logging.getLogger("x"), "a.b")
     assert _lines(out)[0]["event"] == "a.b"
+
+
+def test_lines_to_the_journal_carry_their_priority(
+    root_state: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd (JOURNAL_STREAM names the stream's device and inode) each line starts with its
+    syslog priority, which journald keeps: `journalctl -p err` finds the errors. Elsewhere, none."""
+    path = tmp_path / "journal"
+    with path.open("w") as out:
+        info = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+        configure_logging(json=True, stream=out)
+        logging.getLogger("t").error("the store failed")
+        logging.getLogger("t").info("fine")
+    error, fine = path.read_text().splitlines()
+    assert error.startswith("<3>{") and json.loads(error[3:])["msg"] == "the store failed"
+    assert fine.startswith("<6>{")
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # another stream's: a terminal, a pipe
+    elsewhere = io.StringIO()
+    configure_logging(json=True, stream=elsewhere)
+    logging.getLogger("t").error("x")
+    assert elsewhere.getvalue().startswith("{")
+
+
+def test_scheduler_chatter_and_console_colours_stay_out(stream: io.StringIO) -> None:
+    """APScheduler's INFO line per job run (three in five lines of an idle daemon) is dropped, its
+    warnings kept; uvicorn's ANSI-coloured copy of its message is not a field."""
+    logging.getLogger("apscheduler.executors.default").info("Running job ...")
+    logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
+    logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[1mStarted\x1b[0m"})
+    lines = _lines(stream)
+    assert [line["msg"] for line in lines] == ["Run time of job was missed", "Started"]
+    assert "color_message" not in lines[1]
