@@ -172,9 +172,12 @@ async def test_pinned_notifications_queued_before_the_upgrade_are_pinned(make_st
 
 
 def _downgrade(store: Store) -> None:
+    # a release without the column had none of the later migrations' indexes on it either
     statements = [
+        "DROP INDEX IF EXISTS notifications_unsent",
+        "DROP INDEX IF EXISTS notifications_unsent_mode",
         "ALTER TABLE notifications DROP COLUMN pinned",
-        "DELETE FROM schema_migrations WHERE version = 7",
+        "DELETE FROM schema_migrations WHERE version IN (7, 10)",
     ]
     if isinstance(store, SqliteStore):
         with sqlite3.connect(store.path) as conn:

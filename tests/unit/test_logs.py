@@ -262,7 +262,7 @@ def test_scheduler_chatter_and_console_colours_stay_out(stream: io.StringIO) -> 
     warnings kept; uvicorn's ANSI-coloured copy of its message is not a field."""
     logging.getLogger("apscheduler.executors.default").info("Running job ...")
     logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
-    logging.getLogger("uvicorn.error").info("Started", extra={"color_message": "\x1b[1mStarted\x1b[0m"})
+    logging.getLogger("t.uvicorn").info("Started", extra={"color_message": "\x1b[1mStarted\x1b[0m"})
     lines = _lines(stream)
     assert [line["msg"] for line in lines] == ["Run time of job was missed", "Started"]
     assert "color_message" not in lines[1]
