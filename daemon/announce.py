@@ -30,6 +30,12 @@ from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError
 
 log = logging.getLogger(__name__)
+#: an announcement the store could not take is tried again: 1, 2, 4... s apart, at most 30 s, 8 times
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
+RETRY_ATTEMPTS = 8
+#: how long a stop waits for announcements still being queued
+DRAIN_GRACE_S = 5.0
 
 SOURCE = "backchannel"
 EVENT = "provider.transition"
@@ -73,6 +79,11 @@ class Announcer:
         self._opening: _Opening | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def elected(self) -> None:
+        """This node now leads: an outage it announced before another node led may have ended
+        since; a new one is not threaded under it (found again from the store when needed)."""
+        self._opening = None
+
     def transition(self, transition: Transition) -> None:
         """A monitor listener: queue the announcement without holding up the monitor."""
         severity = SEVERITY.get(transition.to_state)
@@ -109,11 +120,23 @@ class Announcer:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, submission: Submission, opening: _Opening | None) -> None:
-        try:
-            (accepted,) = await self._acceptor.accept([submission])
-        except StoreError as exc:
-            log.error("could not queue the announcement: %s", exc, extra={"event": "announce.failed"})
-            return
+        delay = RETRY_FIRST_S
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                (accepted,) = await self._acceptor.accept([submission])
+                break
+            except StoreError as exc:  # a blip: the transition is stored, its announcement is due
+                log.error(
+                    "could not queue the announcement (attempt %d of %d): %s",
+                    attempt,
+                    RETRY_ATTEMPTS,
+                    exc,
+                    extra={"event": "announce.failed"},
+                )
+                if attempt == RETRY_ATTEMPTS:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
         if opening is not None and opening.key == _key(submission):
             opening.id = accepted.id
 
@@ -171,9 +194,21 @@ class Announcer:
         now = self._clock.now() if self._clock is not None else opened.notification.created_at
         await store.accept([_copy(submission, channel, now) for channel in channels], now)
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, grace_s: float = DRAIN_GRACE_S) -> None:
+        """Wait for the announcements being queued; one still retrying after ``grace_s`` (the store
+        down at shutdown) is given up, logged: the stop is not held up for it."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.error(
+                "%d announcements not queued before the stop",
+                len(pending),
+                extra={"event": "announce.failed"},
+            )
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _key(submission: Submission) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -174,9 +175,9 @@ class ProviderMonitor:
             if not self._leading:
                 return
             decided = result if self._vantage is None else await self._vantage(result)
-            before = self._tracker.mode
+            before, undo = self._tracker.mode, copy.deepcopy(self._tracker)
             with contextlib.suppress(NotLeader):  # fenced off: stepped down, follows from now on
-                await self._commit(self._tracker.observe(decided, self._clock.now()), before)
+                await self._commit(self._tracker.observe(decided, self._clock.now()), before, undo)
 
     async def passive_failure(self, reason: str) -> None:
         if not self._leading:  # a follower's own checks, run at once, are its word to the leader
@@ -185,9 +186,10 @@ class ProviderMonitor:
             return
         async with self._lock:
             counted = self._tracker.snapshot.last_passive_at
-            before = self._tracker.mode
+            before, undo = self._tracker.mode, copy.deepcopy(self._tracker)
             try:
-                await self._commit(self._tracker.observe_passive_failure(self._clock.now(), reason), before)
+                transition = self._tracker.observe_passive_failure(self._clock.now(), reason)
+                await self._commit(transition, before, undo)
             except NotLeader:  # fenced off: stepped down, so the checks run now are its word
                 fresh = True
             else:
@@ -199,21 +201,24 @@ class ProviderMonitor:
     async def force(self, state: ProviderState, reason: str) -> None:
         async with self._lock:
             self._must_lead()
-            before = self._tracker.mode
-            await self._commit(self._tracker.force(state, self._clock.now(), reason), before)
+            before, undo = self._tracker.mode, copy.deepcopy(self._tracker)
+            await self._commit(self._tracker.force(state, self._clock.now(), reason), before, undo)
 
     async def release(self) -> None:
         async with self._lock:
             self._must_lead()
-            before = self._tracker.mode
-            await self._commit(self._tracker.release(self._clock.now()), before)
+            before, undo = self._tracker.mode, copy.deepcopy(self._tracker)
+            await self._commit(self._tracker.release(self._clock.now()), before, undo)
 
     def _must_lead(self) -> None:
         if not self._leading:
             raise NotLeader("this node follows: only the leader changes the provider state")
 
-    async def _commit(self, transition: Transition | None, mode_before: Mode) -> None:
-        """Store the decision; fenced off (NotLeader), forget it, step down, and raise."""
+    async def _commit(self, transition: Transition | None, mode_before: Mode, undo: HealthTracker) -> None:
+        """Store the decision; fenced off (NotLeader), forget it, step down, and raise. Not stored
+        for any other reason (the store cut off), forget it too (``undo``: the tracker before it)
+        and raise: kept in memory, the retried decision found nothing to change, so the state
+        moved (routing with it) with no transition stored, announced or caught up after."""
         try:
             await self._store.save_provider(self._tracker.snapshot, transition, self._clock.now())
         except NotLeader as exc:
@@ -225,6 +230,9 @@ class ProviderMonitor:
                 self._tracker.thresholds, (await self._store.provider(0, 0)).snapshot, self._tracker.policy
             )
             self._mode_changed(mode_before)
+            raise
+        except BaseException:
+            self._tracker = undo
             raise
         if transition is not None:
             self._announce(transition)

@@ -133,6 +133,7 @@ def build_announcer(
     announcer = Announcer(acceptor, config.provider.name, store, clock)
     if config.provider.announce:
         monitor.on_transition(announcer.transition)
+        monitor.on_lead(announcer.elected)
     return announcer
 
 
