@@ -21,8 +21,8 @@ import aiosmtplib
 
 from channels.email import SmtpSettings
 from daemon.checks._mail import Verdict, certificate_verdict
-from daemon.checks._smtp_verdicts import reply_verdict
-from daemon.checks.oauth import TokenSource
+from daemon.checks._smtp_verdicts import TOKEN_STAGE, reply_verdict
+from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.core.model import CheckStatus
 
 
@@ -89,7 +89,14 @@ class Conversation:
         if self._tokens is None:
             await client.login(username, self._settings.password or "")
             return
-        await client.auth_xoauth2(username, await self._tokens.token())
+        stage, self.stage = self.stage, TOKEN_STAGE  # a hung token endpoint is not the provider's
+        try:
+            token = await self._tokens.token()
+        except OAuthError:  # reported as the auth step's, as it always was
+            self.stage = stage
+            raise
+        self.stage = stage
+        await client.auth_xoauth2(username, token)
 
     def refused(self, code: int, message: str) -> Verdict:
         """A reply refused the step in progress; a refused token is dropped from the cache."""

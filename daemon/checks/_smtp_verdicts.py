@@ -26,10 +26,16 @@ def reply_verdict(stage: str, code: int, message: str) -> Verdict:
     return CheckStatus.DOWN, f"{reply} (unexpected reply)"
 
 
+#: the stage while the OAuth2 token is fetched (from the identity provider, not the mail provider)
+TOKEN_STAGE = "token"  # noqa: S105  (a stage's name)
+
+
 def timeout_verdict(stage: str, timeout_s: float) -> Verdict:
     reason = f"timed out after {timeout_s:g}s at stage {stage}"
     if stage in ("local hostname", "resolve"):
         return CheckStatus.UNKNOWN, f"{reason} (our resolver is not answering)"
+    if stage == TOKEN_STAGE:  # the identity provider (or our way to it), as when it cannot be reached
+        return CheckStatus.UNKNOWN, f"{reason} (the OAuth2 token endpoint is not answering)"
     return CheckStatus.DOWN, reason
 
 

@@ -169,12 +169,18 @@ class Mailbox:
         """
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         session = ImapSession(self.settings, self._context, timeout_s)
+        fetching = self._tokens is not None
         try:
             async with asyncio.timeout(timeout_s):
                 token = None if self._tokens is None else await self._tokens.token()
+                fetching = False
                 return await asyncio.to_thread(session.run, token, work)
         except TimeoutError:
             session.wake()
+            if fetching:  # the identity provider (or our way to it), as when it cannot be reached
+                endpoint = "the OAuth2 token endpoint is not answering"
+                reason = f"timed out after {timeout_s:g}s at stage token ({endpoint})"
+                raise MailboxError(CheckStatus.UNKNOWN, reason) from None
             raise MailboxError(
                 CheckStatus.DOWN, f"timed out after {timeout_s:g}s at stage {session.stage}"
             ) from None

@@ -212,8 +212,11 @@ class RoundtripCheck:
             return status, f"canary arrived after {latency_s:.1f}s{given_up}{stale}", latency_s
         age_s = self._monotonic() - self.outstanding[0].sent_s
         waiting = f"{len(self.outstanding)} canary(ies) not arrived, the oldest sent {age_s:.0f}s ago{stale}"
-        status = self._grade(age_s)
-        return (CheckStatus.UNKNOWN if status is CheckStatus.OK else status), waiting, None
+        # Nothing arrived: not "degraded", which counts as working and so towards a recovery that
+        # no mail confirmed (submission back, delivery still broken: declared healthy, then down
+        # again at fail_after). Unknown until fail_after, down from then on.
+        status = CheckStatus.DOWN if age_s >= self._fail_s else CheckStatus.UNKNOWN
+        return status, waiting, None
 
     def _grade(self, seconds: float) -> CheckStatus:
         if seconds >= self._fail_s:
