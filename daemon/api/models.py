@@ -10,8 +10,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
 
-from daemon.core.model import RESERVED_LABELS, DeliveryState, Mode, NotificationStatus, Severity
-from daemon.intake.alertmanager import CHANNEL_THREAD_LABELS
+from daemon.core.model import (
+    CHANNEL_THREAD_LABELS,
+    RESERVED_LABELS,
+    DeliveryState,
+    Mode,
+    NotificationStatus,
+    Severity,
+)
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 

@@ -181,6 +181,10 @@ GROUP_ACKNOWLEDGED_LABEL = "group_acknowledged"
 GROUP_FIRING_LABEL = "group_firing"
 #: labels only the alert intakes' mappings may set (an API caller could close others' notifications)
 RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL, GROUP_ACKNOWLEDGED_LABEL, GROUP_FIRING_LABEL)
+#: labels a channel threads by (``channels.slack.THREAD_LABEL``: a Slack ``channel:ts`` to post
+#: into): backchannel's own to set, never a sender's, which could post into any channel the bot is
+#: in. The alert intakes drop them; the HTTP API refuses them.
+CHANNEL_THREAD_LABELS = ("slack_thread_ts",)
 
 
 #: an ack code's length: 32**6 (about a billion) codes, few enough characters to type on a phone

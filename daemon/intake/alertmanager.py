@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from daemon.core.model import (
+    CHANNEL_THREAD_LABELS,
     FOLLOWS_LABEL,
     GROUP_FIRING_LABEL,
     RESERVED_LABELS,
@@ -36,10 +37,6 @@ from daemon.intake.webhook_config import AlertIntakeConfig
 Status = Literal["firing", "resolved"]
 log = logging.getLogger(__name__)
 
-#: labels a channel threads by (``channels.slack.THREAD_LABEL``: a Slack ``channel:ts`` to post
-#: into): backchannel's own to set, never a sender's, which could post into any channel the bot is
-#: in. The intakes drop them from alerts; the HTTP API refuses them.
-CHANNEL_THREAD_LABELS = ("slack_thread_ts",)
 
 SUBJECT_MAX = 250
 BODY_MAX = 64 * 1024

@@ -11,7 +11,8 @@ import pytest
 
 from channels.base import Acknowledgement
 from channels.slack import THREAD_LABEL, SlackChannel
-from daemon.intake.alertmanager import CHANNEL_THREAD_LABELS, AlertmanagerPayload, submissions
+from daemon.core.model import CHANNEL_THREAD_LABELS
+from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
 from tests.stand_ins.slack import SlackStandIn, serve
 from tests.support import outbound_message

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +29,7 @@ from daemon.store.postgres import PostgresStore
 from tests.integration.conftest import PgFactory
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
+T = TypeVar("T")
 ROUTES = (Route("all", Matcher(), ("email",), ("backup",)),)
 
 
@@ -60,22 +63,26 @@ async def announcements(store: PostgresStore) -> list:
     )
 
 
+def failing_once(call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """``call``, raising StoreUnavailable the first time: a connection lost mid-call."""
+    calls = 0
+
+    async def flaky(*args: Any, **kw: Any) -> T:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StoreUnavailable("connection lost")
+        return await call(*args, **kw)
+
+    return flaky
+
+
 async def test_override_after_failed_write_is_never_recorded_nor_announced(pg_nodes: PgFactory) -> None:
     """The leader's DB write fails once (connection lost); the operator retries the override."""
     a = Node(await pg_nodes("a"))
     await a.lead.tick()
     assert a.lead.is_leader
-    real = a.store.save_provider
-    calls = 0
-
-    async def flaky(*args, **kw):  # the DB connection drops during the first provider write
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise StoreUnavailable("connection lost")
-        return await real(*args, **kw)
-
-    a.store.save_provider = flaky  # type: ignore[method-assign]
+    a.store.save_provider = failing_once(a.store.save_provider)  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         await a.monitor.force(ProviderState.OUTAGE, "maintenance")  # API: 503, operator retries
     await a.monitor.force(ProviderState.OUTAGE, "maintenance")  # API: 200
@@ -89,17 +96,7 @@ async def test_override_after_failed_write_is_never_recorded_nor_announced(pg_no
 async def test_check_round_after_failed_write_loses_transition(pg_nodes: PgFactory) -> None:
     a = Node(await pg_nodes("a"))
     await a.lead.tick()
-    real = a.store.save_provider
-    calls = 0
-
-    async def flaky(*args, **kw):
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise StoreUnavailable("connection lost")
-        return await real(*args, **kw)
-
-    a.store.save_provider = flaky  # type: ignore[method-assign]
+    a.store.save_provider = failing_once(a.store.save_provider)  # type: ignore[method-assign]
     with pytest.raises(StoreUnavailable):
         await a.monitor.check_result(res("smtp", CheckStatus.DOWN))
     assert a.monitor.state == ProviderState.HEALTHY  # the decision not stored is not kept
@@ -139,17 +136,7 @@ async def test_announcement_lost_when_db_blips_after_the_transition_commits(pg_n
     await a.lead.tick()
     await b.lead.tick()
     acceptor = a.announcer._acceptor
-    real = acceptor.accept
-    calls = 0
-
-    async def flaky(items):
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise StoreUnavailable("connection lost")
-        return await real(items)
-
-    acceptor.accept = flaky  # type: ignore[method-assign]
+    acceptor.accept = failing_once(acceptor.accept)  # type: ignore[method-assign]
     await a.monitor.check_result(res("smtp", CheckStatus.DOWN))
     await a.announcer.drain()
     # a dies; b takes over and resumes the stored outage

@@ -6,6 +6,8 @@ provider that was working (found by a review; with the defaults, a 10 s token ti
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trustme
 
@@ -24,21 +26,20 @@ CHECK_TIMEOUT_S = 1.5
 
 
 @pytest.fixture
-def cert() -> tuple[trustme.LeafCert, trustme.CA]:
+def cert(tmp_path: Path) -> tuple[trustme.LeafCert, str]:
+    """The servers' certificate, and the file of the CA the checks trust."""
     ca = trustme.CA()
-    return ca.issue_cert(HOST, "localhost"), ca
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca.issue_cert(HOST, "localhost"), str(ca_file)
 
 
 def _hung(url: str) -> TokenSource:
     return TokenSource(OAuth2Config(token_url=url, client_id="a", client_secret="long-secret-value-123"))
 
 
-async def test_smtp_check_with_a_hung_token_endpoint_is_unknown(
-    cert: tuple[trustme.LeafCert, trustme.CA], tmp_path: object
-) -> None:
-    leaf, ca = cert
-    ca_file = f"{tmp_path}/ca.pem"
-    ca.cert_pem.write_to_path(ca_file)
+async def test_smtp_check_with_a_hung_token_endpoint_is_unknown(cert: tuple[trustme.LeafCert, str]) -> None:
+    leaf, ca_file = cert
     async with StatusServer() as tokens, CheckSmtpServer(tls="starttls", cert=leaf) as server:
         tokens.serve("/token", Reply(delay_s=60))
         s = settings(server.port, starttls=True, ca_file=ca_file, username="probe@example.test")
@@ -51,12 +52,8 @@ async def test_smtp_check_with_a_hung_token_endpoint_is_unknown(
     assert "stage token" in result.reason and "token endpoint" in result.reason
 
 
-async def test_imap_check_with_a_hung_token_endpoint_is_unknown(
-    cert: tuple[trustme.LeafCert, trustme.CA], tmp_path: object
-) -> None:
-    leaf, ca = cert
-    ca_file = f"{tmp_path}/ca.pem"
-    ca.cert_pem.write_to_path(ca_file)
+async def test_imap_check_with_a_hung_token_endpoint_is_unknown(cert: tuple[trustme.LeafCert, str]) -> None:
+    leaf, ca_file = cert
     async with StatusServer() as tokens, ImapStandIn(cert=leaf) as server:
         tokens.serve("/token", Reply(delay_s=60))
         s = ImapProbeSettings(HOST, "probe@example.test", server.port, "starttls", None, ca_file=ca_file)

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from channels.slack import THREAD_LABEL
 from daemon.api.models import SUBMIT
-from daemon.intake.alertmanager import CHANNEL_THREAD_LABELS, AlertmanagerPayload, submissions
+from daemon.core.model import CHANNEL_THREAD_LABELS
+from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.grafana import GrafanaPayload, grafana_submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig, GrafanaIntakeConfig
 
