@@ -153,16 +153,16 @@ def delivered_in_digest(
 
 def released(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     """Claimed but never sent (waiting for a send slot at shutdown): back to the outbox, due now."""
-    detail = "not sent before shutdown: back to the outbox"
-    return [
-        Outcome(c.delivery.id, "retry", now, now, detail, now, claim=c.delivery.attempts) for c in claimed
-    ]
+    return _unsent(claimed, now, "not sent before shutdown: back to the outbox")
 
 
 def replanned(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     """Claimed for a mode no longer in force and not sent yet: back to the outbox, whose sweep
     gives it the plan of the mode in force."""
-    detail = "the provider's mode changed before its send slot: re-planned"
+    return _unsent(claimed, now, "the provider's mode changed before its send slot: re-planned")
+
+
+def _unsent(claimed: Sequence[Claimed], now: datetime, detail: str) -> list[Outcome]:
     return [
         Outcome(c.delivery.id, "retry", now, now, detail, now, claim=c.delivery.attempts) for c in claimed
     ]

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import trustme
 
 from daemon.store.base import Store
 from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
+from tests.integration.smtp_check_server import HOST
 
 POSTGRES_URL = os.environ.get("BACKCHANNEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -55,6 +57,16 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     yield f"{postgres_server}{separator}options=-csearch_path%3D{schema}"
     with admin(postgres_server) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> tuple[trustme.LeafCert, str]:
+    """A certificate for the local test servers (127.0.0.1 and localhost), and the file of the CA
+    that issued it, for the clients to trust."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return ca.issue_cert(HOST, "localhost"), str(ca_file)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

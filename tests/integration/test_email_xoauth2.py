@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import trustme
@@ -17,14 +16,6 @@ MESSAGE = OutboundMessage(
     notification_id="n1", idempotency_key="n1", severity="critical", subject="db down", body="b",
     created_at=datetime(2026, 11, 27, tzinfo=UTC), recipients=("oncall@example.test",),
 )  # fmt: skip
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> tuple[trustme.LeafCert, str]:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    return ca.issue_cert(HOST, "localhost"), str(ca_file)
 
 
 def channel(port: int, ca_file: str, token: str) -> EmailChannel:
