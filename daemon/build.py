@@ -6,9 +6,10 @@ adapter; adding a channel kind means one module in ``channels/`` and one line he
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, SecretStr
 
@@ -230,8 +231,22 @@ def secrets_of(config: Config) -> Mapping[str, str]:
     found: dict[str, str] = {}
     _collect(config, "", found)
     for name, cfg in config.channels.items():
-        if isinstance(cfg, WebhookChannelConfig) and urlsplit(cfg.url).query:
-            found[f"channels.{name}.url"] = cfg.url  # e.g. a Teams workflow URL carries its signature
+        if isinstance(cfg, WebhookChannelConfig):
+            found.update(_url_secrets(f"channels.{name}.url", cfg.url))
+    return found
+
+
+def _url_secrets(path: str, url: str) -> dict[str, str]:
+    """What of a webhook URL is secret: all of it when its query may carry a signature (a Teams
+    workflow URL does), and the password of a ``user:password@``, as written, percent-decoded and
+    as the ``Basic`` credentials the channel sends it in."""
+    parts = urlsplit(url)
+    found = {path: url} if parts.query or parts.password else {}
+    if parts.password:
+        found[f"{path}.password"] = parts.password
+        found[f"{path}.password.decoded"] = unquote(parts.password)
+        basic = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+        found[f"{path}.basic"] = base64.b64encode(basic.encode()).decode("ascii")
     return found
 
 
