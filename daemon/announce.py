@@ -27,7 +27,7 @@ from daemon.core.health import Transition
 from daemon.core.model import FOLLOWS_LABEL, DeliveryState, Mode, Notification, Plan, ProviderState, Severity
 from daemon.ids import new_id
 from daemon.intake.accept import Acceptor, Submission
-from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError
+from daemon.store.base import Accepted, ListFilter, NewNotification, NotificationView, Store, StoreError
 
 log = logging.getLogger(__name__)
 #: an announcement the store could not take is tried again: 1, 2, 4... s apart, at most 30 s, 8 times
@@ -36,6 +36,9 @@ RETRY_MAX_S = 30.0
 RETRY_ATTEMPTS = 8
 #: how long a stop waits for announcements still being queued
 DRAIN_GRACE_S = 5.0
+#: a start, or a node elected, announces the last stored transition again when it is more recent
+#: than this: the node that stored it may have stopped before queueing its announcement
+RESUME_HORIZON = timedelta(days=1)
 
 SOURCE = "backchannel"
 EVENT = "provider.transition"
@@ -77,15 +80,20 @@ class Announcer:
         self._store = store
         self._clock = clock
         self._opening: _Opening | None = None
+        #: the latest transition this node has announced, or resumed
+        self._latest: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def elected(self) -> None:
-        """This node now leads: an outage it announced before another node led may have ended
-        since; a new one is not threaded under it (found again from the store when needed)."""
+        """This node now leads (or starts alone): an outage it announced before another node led
+        may have ended since, so a new one is not threaded under it; and the last stored
+        transition is announced unless it was (see :meth:`_resume`)."""
         self._opening = None
+        self._spawn(self._resume())
 
-    def transition(self, transition: Transition) -> None:
+    def transition(self, transition: Transition, *, resumed: bool = False) -> None:
         """A monitor listener: queue the announcement without holding up the monitor."""
+        self._latest = transition.at if self._latest is None else max(self._latest, transition.at)
         severity = SEVERITY.get(transition.to_state)
         routine = transition.from_state == ProviderState.SUSPECT  # suspect -> healthy: a blip, not news
         if severity is None or (routine and transition.to_state == ProviderState.HEALTHY):
@@ -94,13 +102,34 @@ class Announcer:
         opening = self._opening
         if transition.to_state == ProviderState.HEALTHY:
             self._opening = None
-            self._spawn(self._recovered(submission, transition, opening))
+            self._spawn(self._recovered(submission, transition, opening, resumed))
             return
         if opening is not None:
             submission = _following(submission, opening.key)
         elif transition.to_state in OPENING:
             opening = self._opening = _Opening(_key(submission))
-        self._spawn(self._accept(submission, opening))
+        self._spawn(self._accept(submission, opening, resumed))
+
+    async def _resume(self) -> None:
+        """Announce the last stored transition again: the node that stored it (this one before a
+        restart, or a leader since gone) may have stopped between storing it and queueing its
+        announcement, a window ``kill -9`` or a lost host can hit. Its key makes the repeat of an
+        announcement already queued a no-op, and an outage's opening found so threads this node's
+        later announcements under it."""
+        if self._store is None or self._clock is None:
+            return
+        try:
+            events = (await self._store.provider(events=1, checks=0)).events
+        except StoreError as exc:
+            log.error(
+                "could not read the last transition to announce: %s", exc, extra={"event": "announce.failed"}
+            )
+            return
+        if not events or self._clock.now() - events[0].at > RESUME_HORIZON:
+            return
+        if self._latest is not None and self._latest >= events[0].at:
+            return  # this node has announced it, or a newer one, meanwhile
+        self.transition(events[0], resumed=True)
 
     def _submission(self, transition: Transition, severity: Severity) -> Submission:
         at = transition.at.isoformat()
@@ -119,7 +148,7 @@ class Announcer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, submission: Submission, opening: _Opening | None) -> None:
+    async def _accept(self, submission: Submission, opening: _Opening | None, resumed: bool) -> None:
         delay = RETRY_FIRST_S
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
@@ -137,11 +166,12 @@ class Announcer:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+        _resumed(submission, accepted, resumed)
         if opening is not None and opening.key == _key(submission):
             opening.id = accepted.id
 
     async def _recovered(
-        self, submission: Submission, transition: Transition, opening: _Opening | None
+        self, submission: Submission, transition: Transition, opening: _Opening | None, resumed: bool
     ) -> None:
         """Announce the recovery in the outage's thread, on the channels that announced the outage."""
         try:
@@ -149,6 +179,7 @@ class Announcer:
             if opened is not None:
                 submission = _following(submission, opened.notification.idempotency_key)
             (accepted,) = await self._acceptor.accept([submission])
+            _resumed(submission, accepted, resumed)
             if opened is not None and self._store is not None:
                 await self._echo(submission, accepted.id, opened, self._store)
         except StoreError as exc:
@@ -209,6 +240,15 @@ class Announcer:
                 extra={"event": "announce.failed"},
             )
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _resumed(submission: Submission, accepted: Accepted, resumed: bool) -> None:
+    if resumed and not accepted.duplicate:
+        log.warning(
+            "announced a transition stored without its announcement: %s",
+            submission.subject,
+            extra={"event": "announce.resumed", "idempotency_key": submission.idempotency_key},
+        )
 
 
 def _key(submission: Submission) -> str:

@@ -138,6 +138,8 @@ class Daemon:
             await self.leadership.start()
         else:  # alone, this node leads from the start
             self._elected()
+            if self.config.provider.announce:
+                self.announcer.elected()
         self.monitor.on_passive_failure(self.scheduler.run_now)
         self.monitor.on_transition(self._suspected)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))

@@ -248,3 +248,35 @@ async def test_routes_without_catch_up_are_left_out(tmp_path: Path) -> None:
 
 async def _sent(smtp: SmtpServer, n: int) -> bool:
     return len(_catch_ups(smtp)) >= n
+
+
+async def test_a_transition_stored_unannounced_is_announced_at_the_next_start(tmp_path: Path) -> None:
+    """A run stopped between storing a transition and queueing its announcement (kill -9 there;
+    ``announce: false`` stands for that window here): the next start announces it, and a start
+    after that does not again; the recovery then follows in the outage's thread."""
+    async with _stand_ins() as (smtp, slack, twilio):
+
+        def config() -> str:
+            return _config(tmp_path, smtp, slack, twilio, free_port())
+
+        async with _running(config().replace("announce: true", "announce: false")) as (_, api):
+            await api.post("/v1/provider/override", json={"state": "outage", "reason": "test"})
+
+        def posts(text: str) -> list[slack_stand_in.Post]:
+            return [p for p in slack.posts if text in str(p.payload.get("text"))]
+
+        for _ in range(2):
+            async with _running(config()) as (daemon, api):
+                await daemon.announcer.drain()
+                assert len(await _announcements(daemon, "outage")) == 1
+                await until(lambda: posts("is DOWN"))
+        async with _running(config()) as (daemon, api):
+            await api.delete("/v1/provider/override")
+            (back,) = await until(lambda: posts("is back"))
+        (down,) = posts("is DOWN")
+        assert (back.channel, back.payload["thread_ts"]) == (down.channel, down.ts)
+
+
+async def _announcements(daemon: Daemon, state: str) -> list[str]:
+    views = await daemon.store.search(ListFilter(limit=500))
+    return [v.notification.id for v in views if v.notification.labels.get("state") == state]
