@@ -132,7 +132,9 @@ class Config(Model):
                 f"the last route (routes[{len(firsts)}]) must be a catch-all with an empty match"
             )
         for index, route in enumerate(firsts):
-            if route.match.matcher().is_catch_all:
+            # one with windows matches everything only inside (or outside) them: the rest apply then
+            windowed = route.active_in or route.muted_in
+            if route.match.matcher().is_catch_all and not windowed:
                 raise ValueError(f"routes[{index}] matches everything, so the routes after it never apply")
         require_unique([r.name for r in routes if r.name], "route name")
         return routes

@@ -31,6 +31,7 @@ from daemon.core.model import Severity
 from daemon.core.routing import Condition, Matcher, Route
 from daemon.core.timewindows import TimeWindow, parse_clock, parse_days
 from daemon.message_templates import MessageTemplate
+from daemon.yamlsource import format_path
 
 
 def _action_tag(value: Any) -> str:
@@ -55,7 +56,11 @@ def _clock(value: Any) -> time:
 
 
 def _condition(value: str) -> str:
-    Condition.parse(value)
+    condition = Condition.parse(value)
+    if condition.name == "severity" and not any(condition.admits(s.value) for s in Severity):
+        # a misspelt severity (severity=crit, severity=~crit, anchored) would never match, silently
+        known = ", ".join(s.value for s in Severity)
+        raise ValueError(f"{value!r} compares with no severity (severities: {known})")
     return value
 
 
@@ -205,10 +210,11 @@ def _windows(
 def build_policy(
     routes: Sequence[RouteConfig], windows: Mapping[str, WindowConfig], directory: DirectoryConfig
 ) -> tuple[Route, ...]:
-    """The route tree for the core; raises ValueError naming unknown windows or fallbacks."""
+    """The route tree for the core; raises :class:`LocatedError` naming an unknown window or
+    fallback, or a repeated route name, at its path (``routes[0].routes[1].name``)."""
     resolved = {name: w.window(name) for name, w in windows.items()}
     tree = tuple(r.route(i, resolved, None, ("routes", i)) for i, r in enumerate(routes))
-    check_tree(tree, directory)
+    check_tree(tree, routes, directory)
     return tree
 
 
@@ -228,19 +234,37 @@ def route_templates(
     return found
 
 
-def check_tree(tree: Sequence[Route], directory: DirectoryConfig) -> None:
+def check_tree(
+    tree: Sequence[Route], configs: Sequence[ChildRouteConfig], directory: DirectoryConfig
+) -> None:
+    """Route names unique across the tree, a last route without windows, fallbacks that exist."""
     from daemon.core.routing import walk
 
-    names = [r.name for _, r in walk(tree)]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"duplicate route name: {', '.join(repeated)}")
-    if tree and (tree[-1].active_in or tree[-1].muted_in):
-        raise ValueError("the last route is the catch-all: it cannot have active_in or muted_in windows")
+    first: dict[str, tuple[str | int, ...]] = {}
     known = set(directory.people) | set(directory.groups)
-    for _, route in walk(tree):
-        if route.fallback is not None and route.fallback not in known:
-            raise ValueError(f"route {route.name}: fallback {route.fallback!r} is no person or group")
+    for (_, route), (loc, config) in zip(walk(tree), _located(configs, ("routes",)), strict=True):
+        if route.name in first:
+            where = format_path(first[route.name])
+            at = (*loc, "name") if config.name else loc
+            raise LocatedError(f"duplicate route name {route.name!r} (also {where})", at)
+        first[route.name] = loc
+        if config.fallback is not None and config.fallback not in known:
+            raise LocatedError(f"fallback {config.fallback!r} is no person or group", (*loc, "fallback"))
+    if tree and (tree[-1].active_in or tree[-1].muted_in):
+        field = "active_in" if tree[-1].active_in else "muted_in"
+        message = "the last route is the catch-all: it cannot have active_in or muted_in windows"
+        raise LocatedError(message, ("routes", len(tree) - 1, field))
+
+
+def _located(
+    configs: Sequence[ChildRouteConfig], loc: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], ChildRouteConfig]]:
+    """Every route's configuration with its path, parents before children (as ``walk``)."""
+    return [
+        item
+        for i, c in enumerate(configs)
+        for item in [((*loc, i), c), *_located(c.routes, (*loc, i, "routes"))]
+    ]
 
 
 # --- directory ----------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ from daemon.core.timewindows import TimeWindow
 Op = Literal["=", "!=", "=~", "!~"]
 #: condition names that read a notification's fields; any other name is a label
 FIELDS = ("severity", "source", "mail_from", "recipient")
+#: fields holding email addresses, which compare case-insensitively
+ADDRESS_FIELDS = ("recipient", "mail_from")
 LABEL_PREFIX = "label:"
 _CONDITION = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.:/-]*)\s*(=~|!~|!=|=)\s*(.*?)\s*")
 
@@ -73,7 +75,8 @@ class Condition:
         pattern = None
         if op in ("=~", "!~"):
             try:
-                pattern = re.compile(value)
+                # addresses compare lowercased: a pattern written with capitals must still match
+                pattern = re.compile(value, re.IGNORECASE if name in ADDRESS_FIELDS else 0)
             except re.error as exc:
                 raise ValueError(f"invalid regex in {text!r}: {exc}") from None
         return cls(name, op, value, pattern)  # type: ignore[arg-type]  # op is one of Op by the regex
@@ -93,8 +96,12 @@ class Condition:
             return ((notification.mail_from or "").lower(),)
         return (notification.labels.get(self.name.removeprefix(LABEL_PREFIX), ""),)
 
+    def admits(self, actual: str) -> bool:
+        """Whether ``actual`` equals (or matches) the value: what ``=`` or ``=~`` asks of it."""
+        return self._equal_or_match(actual)
+
     def _equal_or_match(self, actual: str) -> bool:
-        expected = self.value.lower() if self.name in ("recipient", "mail_from") else self.value
+        expected = self.value.lower() if self.name in ADDRESS_FIELDS else self.value
         if self.pattern is None:
             return actual == expected
         return self.pattern.fullmatch(actual) is not None
