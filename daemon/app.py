@@ -29,7 +29,7 @@ from daemon.config_routes import build_directory
 from daemon.core.directory import Directory
 from daemon.core.health import Transition
 from daemon.core.model import Mode, ProviderState
-from daemon.core.routing import Route, channels_used
+from daemon.core.routing import OVERLAYS, Route, channels_used, overrides_any
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.intake.workers import IntakeWorkers
@@ -142,6 +142,7 @@ class Daemon:
                 self.announcer.elected()
         self.monitor.on_passive_failure(self.scheduler.run_now)
         self.monitor.on_transition(self._suspected)
+        self.monitor.on_transition(self._overlaid)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         if self.config.drills is not None:
             routes = self.config.drills.routes
@@ -218,6 +219,12 @@ class Daemon:
         after the outage was declared, and routing failed over for a local fault)."""
         if transition.to_state == ProviderState.SUSPECT and self.monitor.controls:
             self.scheduler.run_now(self.monitor.controls)
+
+    def _overlaid(self, transition: Transition) -> None:
+        """Into or out of unknown or credentials: where a route has actions of its own for the
+        state, its unsent notifications take them (or leave them), though the mode stays."""
+        if {transition.from_state, transition.to_state} & set(OVERLAYS) and overrides_any(self._routes):
+            self.dispatcher.request_replan()
 
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 
 from daemon.clock import Clock
-from daemon.core.model import Mode, Notification, Plan
+from daemon.core.model import Mode, Notification, Plan, ProviderState
 from daemon.core.routing import Route, plan_for
 from daemon.refusals import on_relay_plan
 from daemon.store.base import Store
@@ -26,10 +26,18 @@ class Rerouter:
     evidence: a long walk is work, not a hang) and the walk ends early once ``stopping`` says so
     (what it left is walked again when next needed: at the next start, the next change of mode)."""
 
-    def __init__(self, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        routes: Callable[[], Sequence[Route]],
+        clock: Clock,
+        state: Callable[[], ProviderState | None] = lambda: None,
+    ) -> None:
         self._store = store
         self._routes = routes
         self._clock = clock
+        #: the provider's state: in an overlay (unknown, credentials) a route's own action for it wins
+        self._state = state
         self.progress: Callable[[], None] = lambda: None
         self.stopping: Callable[[], bool] = _never
 
@@ -47,15 +55,17 @@ class Rerouter:
         ):
             after = candidates[-1].id
             routes = self._routes()
-            plans = {n.id: plan_for(n, mode, routes, self._clock.now()) for n in candidates}
+            state = self._state()
+            plans = {n.id: plan_for(n, mode, routes, self._clock.now(), state) for n in candidates}
             total += await self._store.reroute(mode, plans, self._clock.now())
             self._paged()
         self._log(total, mode)
         return total
 
     async def replan(self, mode: Mode) -> int:
-        """After a policy reload: give every unsent notification whose plan changed its new plan
-        (the routes' notifications only: what was planned here keeps its plan)."""
+        """After a policy reload, or the provider entering or leaving a state a route has actions
+        of its own for (unknown, credentials): give every unsent notification whose plan changed
+        its new plan (the routes' notifications only: what was planned here keeps its plan)."""
         return await self._replan_unsent(mode, lambda n, current: not on_relay_plan(n, current))
 
     async def rescue(self, mode: Mode, configured: Collection[str]) -> int:
@@ -71,12 +81,12 @@ class Rerouter:
         total, after = 0, ""
         while not self.stopping() and (page := await self._store.unsent(after, BATCH)):
             after = page[-1][0].id
-            routes = self._routes()
+            routes, state = self._routes(), self._state()
             changed = {}
             for notification, current in page:
                 if not wanted(notification, current):
                     continue
-                new = plan_for(notification, mode, routes, self._clock.now())
+                new = plan_for(notification, mode, routes, self._clock.now(), state)
                 if new != current:
                     changed[notification.id] = new
             if changed:

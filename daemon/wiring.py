@@ -72,7 +72,7 @@ def build_dispatcher(
         clock=clock,
         state=lambda: monitor.state,
         mode=lambda: monitor.mode,
-        rerouter=Rerouter(store, routes, clock),
+        rerouter=Rerouter(store, routes, clock, lambda: monitor.state),
         on_primary_failure=monitor.passive_failure,
         settings=DispatchSettings(
             poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Literal
 
 from daemon.core.model import (
@@ -143,6 +144,11 @@ class Matcher:
 
 #: A route's action in one mode: channel names in order, an escalation, or None for ``defer``.
 Action = tuple[str, ...] | Escalation | None
+#: the states that overlay the mode in force, and that a route may give actions of their own
+OVERLAYS = (ProviderState.UNKNOWN, ProviderState.CREDENTIALS)
+#: a route's plans while an overlay state is in force, by (state, mode in force)
+Overrides = Mapping[tuple[ProviderState, Mode], Plan]
+NO_OVERRIDES: Overrides = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +175,16 @@ class Route:
 
     def action_in(self, state: ProviderState, in_force: Mode) -> Action:
         """The action while the provider is in ``state`` and ``in_force`` is the routing mode."""
-        override = {ProviderState.UNKNOWN: self.unknown, ProviderState.CREDENTIALS: self.credentials}.get(
-            state
-        )
-        if override is not None and override != "inherit":
+        override = self.override(state)
+        if override != "inherit":
             return override
         return self.action(mode_for(state, in_force))
+
+    def override(self, state: ProviderState) -> Action | Literal["inherit"]:
+        """The route's own action for an overlay ``state``, or ``inherit`` (the mode in force's)."""
+        if state == ProviderState.UNKNOWN:
+            return self.unknown
+        return self.credentials if state == ProviderState.CREDENTIALS else "inherit"
 
     def applies_at(self, notification: Notification, now: datetime | None) -> bool:
         """Whether the time windows let this route take ``notification``; no ``now``: no windows."""
@@ -212,11 +222,18 @@ def route_for(notification: Notification, routes: Sequence[Route], now: datetime
 
 
 def plan_for(
-    notification: Notification, mode: Mode, routes: Sequence[Route], now: datetime | None = None
+    notification: Notification,
+    mode: Mode,
+    routes: Sequence[Route],
+    now: datetime | None = None,
+    state: ProviderState | None = None,
 ) -> Plan:
-    """The plan for ``notification`` while the provider is in ``mode``; ``now`` for time windows."""
+    """The plan for ``notification`` while the provider is in ``mode``; ``now`` for time windows;
+    ``state``, an overlay (unknown, credentials) over ``mode``, for the route's action in it."""
     route = route_for(notification, routes, now)
-    return _plan(route.name, mode, route.action(mode), _resolution(notification))
+    override = "inherit" if state is None else route.override(state)
+    action = route.action(mode) if override == "inherit" else override
+    return _plan(route.name, mode, action, _resolution(notification))
 
 
 def plan_in_state(
@@ -236,12 +253,30 @@ def plan_in_state(
 def plans_for(
     notification: Notification, routes: Sequence[Route], now: datetime | None = None
 ) -> dict[Mode, Plan]:
-    """Both modes' plans, so the store can pick the one in force when it commits.
+    """Both modes' plans (:func:`all_plans_for` has the overlay states' too)."""
+    return all_plans_for(notification, routes, now)[0]
+
+
+def all_plans_for(
+    notification: Notification, routes: Sequence[Route], now: datetime | None = None
+) -> tuple[dict[Mode, Plan], Overrides]:
+    """Both modes' plans, and the route's plans in the overlay states it has actions for, so the
+    store can pick the one in force when it commits (the process accepting need not know it).
 
     The route does not depend on the mode, so it is matched once (this runs for every accept).
     """
     route, resolution = route_for(notification, routes, now), _resolution(notification)
-    return {mode: _plan(route.name, mode, route.action(mode), resolution) for mode in ("healthy", "outage")}
+    plans: dict[Mode, Plan] = {
+        mode: _plan(route.name, mode, route.action(mode), resolution) for mode in ("healthy", "outage")
+    }
+    if route.unknown == "inherit" and route.credentials == "inherit":
+        return plans, NO_OVERRIDES
+    return plans, {
+        (state, mode): _plan(route.name, mode, action, resolution)
+        for state in OVERLAYS
+        if (action := route.override(state)) != "inherit"
+        for mode in ("healthy", "outage")
+    }
 
 
 def _resolution(notification: Notification) -> bool:
@@ -282,6 +317,11 @@ def channels_used(routes: Sequence[Route]) -> set[str]:
             elif isinstance(action, tuple):
                 used.update(action)
     return used
+
+
+def overrides_any(routes: Sequence[Route]) -> bool:
+    """Whether some route has actions of its own for an overlay state (unknown, credentials)."""
+    return any(r.unknown != "inherit" or r.credentials != "inherit" for _, r in walk(routes))
 
 
 def walk(routes: Sequence[Route], depth: int = 0) -> list[tuple[int, Route]]:

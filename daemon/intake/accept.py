@@ -14,7 +14,7 @@ from datetime import datetime
 
 from daemon.clock import Clock
 from daemon.core.model import Notification, Severity
-from daemon.core.routing import Route, plans_for
+from daemon.core.routing import Route, all_plans_for
 from daemon.ids import new_id
 from daemon.store.base import Accepted, NewNotification, Store
 
@@ -60,10 +60,11 @@ class Acceptor:
         KeyReused (nothing committed) if one reuses its client's key for another request."""
         now = self._clock.now()
         routes = self._routes()
-        items = [
-            NewNotification(n, plans_for(n, routes, now), digest=s.digest)
-            for s, n in ((s, self._build(s, now)) for s in submissions)
-        ]
+        items = []
+        for s in submissions:
+            notification = self._build(s, now)
+            plans, overrides = all_plans_for(notification, routes, now)
+            items.append(NewNotification(notification, plans, digest=s.digest, overrides=overrides))
         notifications = [item.notification for item in items]
         told = False
 

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Delivery, Mode, Notification, Plan, ProviderState
+from daemon.core.routing import NO_OVERRIDES, Overrides
 
 
 class StoreError(Exception):
@@ -85,6 +86,15 @@ class NewNotification:
     #: a digest of the API request, where its client chose the idempotency key: the key sent
     #: again with another digest is refused (:class:`KeyReused`), with the same one a duplicate
     digest: str | None = None
+    #: the route's own plans while an overlay state (unknown, credentials) is in force, by
+    #: (state, mode): the store picks one of these before ``plans`` when it commits
+    overrides: Overrides = field(default_factory=lambda: NO_OVERRIDES)
+
+    def plan_in(self, mode: Mode, state: ProviderState | None) -> Plan:
+        """The plan to commit while ``mode`` is in force and the provider is in ``state``."""
+        if state is None or not self.overrides:
+            return self.plans[mode]
+        return self.overrides.get((state, mode)) or self.plans[mode]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from datetime import datetime
 from psycopg.rows import DictRow
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
 from daemon.store import codec
 from daemon.store.base import (
     Accepted,
@@ -60,6 +60,7 @@ async def accept(
     row = await _one(conn, Q["current_mode_shared"], ())
     assert row is not None, "the provider row is created by the first migration"
     mode: Mode = row["mode"]
+    state = ProviderState(row["state"])
     refused: dict[int, KeyReused] = {}
     for c, (items, _) in enumerate(calls):
         if any(item.digest is not None for item in items) and (why := await _reused_key(conn, items)):
@@ -73,7 +74,7 @@ async def accept(
     announced = False
     for c, i in order:
         items, now = calls[c]
-        answers[c, i], delivered = await _accept_one(conn, items[i], mode, now, i)
+        answers[c, i], delivered = await _accept_one(conn, items[i], mode, state, now, i)
         if delivered and not announced:
             await conn.execute(Q["notify_work"], (WORK_CHANNEL, node))
             announced = True
@@ -98,10 +99,10 @@ async def _reused_key(conn: Conn, items: Sequence[NewNotification]) -> KeyReused
 
 
 async def _accept_one(
-    conn: Conn, item: NewNotification, mode: Mode, now: datetime, index: int
+    conn: Conn, item: NewNotification, mode: Mode, state: ProviderState, now: datetime, index: int
 ) -> tuple[Accepted, bool]:
     """``index``: the item's place in its call (:class:`KeyReused` names it)."""
-    plan, notification = item.plans[mode], item.notification
+    plan, notification = item.plan_in(mode, state), item.notification
     if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
         # One version of a group commits at a time: two at once would each miss the other.
         await conn.execute(Q["lock_group"], (lineage,))

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
 from daemon.store import codec
 from daemon.store.base import (
     Accepted,
@@ -55,6 +55,9 @@ def accept(
     # The keys' rows, when the reuse check has read them already: each key is looked up once.
     stored = _refuse_reused_keys(conn, items) if any(item.digest is not None for item in items) else None
     mode = current_mode(conn) if mode is None else mode
+    # the state only matters to a route with actions of its own for an overlay state
+    overridden = any(item.overrides for item in items)
+    state = ProviderState(conn.execute(Q["current_state"]).fetchone()[0]) if overridden else None
     results = []
     for i, item in enumerate(items):
         key = item.notification.idempotency_key
@@ -66,7 +69,7 @@ def accept(
         if existing_id is not None:
             results.append(Accepted(id=existing_id, duplicate=True))
             continue
-        plan, notification = item.plans[mode], item.notification
+        plan, notification = item.plan_in(mode, state), item.notification
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
             latest = _group_version(conn.execute(Q["latest_group_version"], (lineage,)).fetchone())
             if latest is not None and codec.repeats(notification, latest):

@@ -4,7 +4,7 @@
 -- name: current_mode_shared
 -- FOR SHARE: a mode change (save_provider) waits for accepts that read the old mode to commit,
 -- so the rerouter that follows the change sees them (SQLite gets this from BEGIN IMMEDIATE).
-SELECT mode FROM provider WHERE id = 1 FOR SHARE;
+SELECT mode, state FROM provider WHERE id = 1 FOR SHARE;
 
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,

@@ -4,6 +4,9 @@ SELECT id, request_digest FROM notifications WHERE idempotency_key = ?;
 -- name: current_mode
 SELECT mode FROM provider WHERE id = 1;
 
+-- name: current_state
+SELECT state FROM provider WHERE id = 1;
+
 -- name: insert_notification
 INSERT INTO notifications (id, idempotency_key, created_at, severity, subject, body, source, recipients,
                            labels, mail_from, raw, status, route, mode, plan, escalation, ack_code, step,
