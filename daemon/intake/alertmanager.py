@@ -60,10 +60,15 @@ class Alert(BaseModel):
     generator_url: str = Field("", alias="generatorURL")
     fingerprint: str = ""
 
+    @field_validator("starts_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
     @field_validator("ends_at")
     @classmethod
     def _zero_is_none(cls, value: datetime | None) -> datetime | None:
-        return None if value is None or value.year <= 1 else value
+        return None if value is None or value.year <= 1 else _utc(value)
 
     def identity(self) -> str:
         """The fingerprint, or (hand-written payloads) a hash of the labels as Alertmanager's is."""
@@ -298,6 +303,16 @@ def _pairs(title: str, items: Iterable[tuple[str, str]]) -> list[str]:
 def link_lines(links: Sequence[tuple[str, str]]) -> list[str]:
     """``Name: URL`` lines, one per link that has a URL."""
     return [f"{name}: {url}" for name, url in links if url]
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC, or ValueError (a 422 naming the field) for a time UTC cannot hold (year 1
+    east of Greenwich, year 9999 west of it), which failed every send of the call with a 500 when
+    the keys and the body were made."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range once in UTC (years 1 to 9999)") from exc
 
 
 def _instant(value: datetime) -> str:

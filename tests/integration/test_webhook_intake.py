@@ -257,6 +257,26 @@ async def test_bad_payload_is_422_with_the_field(
     assert any(d["field"] == field for d in response.json()["details"]), response.json()
 
 
+@pytest.mark.parametrize("path", ["/v1/intake/alertmanager", "/v1/intake/grafana"])
+@pytest.mark.parametrize(
+    ("times", "field"),
+    [
+        ({"startsAt": "0001-01-01T00:30:00+01:00"}, "body.alerts.0.startsAt"),
+        ({"status": "resolved", "endsAt": "9999-12-31T23:00:00-05:00"}, "body.alerts.0.endsAt"),
+    ],
+)
+async def test_a_time_outside_utcs_range_is_422_with_the_field(
+    api: tuple[httpx.AsyncClient, Daemon], path: str, times: dict[str, str], field: str
+) -> None:
+    """A time that has no UTC equivalent (year 1 east of Greenwich) is a 422 naming it, not a 500."""
+    client, _ = api
+    body = {**(AM_BODY if path.endswith("alertmanager") else GRAFANA_BODY)}
+    body["alerts"] = [{**body["alerts"][0], **times}]
+    response = await client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert any(d["field"] == field for d in response.json()["details"]), response.json()
+
+
 async def test_malformed_json_is_422(api: tuple[httpx.AsyncClient, Daemon]) -> None:
     """Bytes that are not JSON are refused with a reason."""
     client, _ = api
