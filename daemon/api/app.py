@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api.ack import OnAcknowledged, SlackApp, ack_router
@@ -18,6 +19,8 @@ from daemon.api.auth import BearerAuth, Grant
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
 from daemon.api.errors import (
+    INTERNAL_ERROR,
+    error_response,
     http_error,
     internal_error,
     not_leader,
@@ -45,6 +48,8 @@ from daemon.intake.webhook_config import WebhookIntakesConfig, WebhookSettings
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import NotLeader, Store, StoreUnavailable, Unreadable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,11 +135,30 @@ class _Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
-            await self._submit(scope, receive, send)
+            await _answering_bugs(self._submit, scope, receive, send)
         elif self._webhooks.handles(scope):
-            await self._webhooks(scope, receive, send)
+            await _answering_bugs(self._webhooks, scope, receive, send)
         else:
             await self._api(scope, receive, send)
+
+
+async def _answering_bugs(endpoint: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """A bug in a lean endpoint answered as FastAPI's exception handler answers one: the JSON
+    error body (uvicorn's own is plain text), the traceback in the log."""
+    started = False
+
+    async def sending(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await endpoint(scope, receive, sending)
+    except Exception:
+        if started:
+            raise
+        log.exception("request failed: %s %s", scope["method"], scope["path"])
+        await error_response(500, "internal_error", INTERNAL_ERROR)(scope, receive, send)
 
 
 def _document(api: FastAPI, submit_path: str) -> None:

@@ -73,9 +73,12 @@ async def store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, "store_unavailable", str(exc), headers={"Retry-After": RETRY_AFTER_S})
 
 
+INTERNAL_ERROR = "internal error; the daemon's log has the details"
+
+
 async def internal_error(_: Request, exc: Exception) -> JSONResponse:
     """A bug: the same JSON body as every other error (the traceback goes to the log)."""
-    return error_response(500, "internal_error", "internal error; the daemon's log has the details")
+    return error_response(500, "internal_error", INTERNAL_ERROR)
 
 
 async def unreadable(_: Request, exc: Exception) -> JSONResponse:

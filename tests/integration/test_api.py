@@ -671,3 +671,28 @@ async def test_the_alert_intakes_document_403_and_their_rate_limit_as_503(
         responses = paths[path]["post"]["responses"]
         assert {"401", "403", "503"} <= set(responses) and "429" not in responses
         assert "rate_limited" in responses["503"]["description"]
+
+
+@pytest.mark.parametrize("path", ["/v1/notifications", "/v1/intake/alertmanager"])
+async def test_a_bug_on_an_intake_is_a_json_500(
+    api: tuple[httpx.AsyncClient, Daemon], monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """The lean intake endpoints answer a bug as FastAPI's routes do, not with uvicorn's plain text."""
+    client, daemon = api
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(daemon.acceptor, "accept", broken)
+    alert = {"labels": {"alertname": "a"}, "startsAt": "2026-11-29T01:00:00Z", "status": "firing"}
+    body = (
+        {"version": "4", "status": "firing", "receiver": "r", "groupKey": "g", "alerts": [alert]}
+        if path.endswith("alertmanager")
+        else {"severity": "critical", "subject": "s", "body": "b"}
+    )
+    response = await client.post(path, json=body)
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "message": "internal error; the daemon's log has the details",
+    }
