@@ -134,8 +134,14 @@ class _Router:
         self._api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
-            await _answering_bugs(self._submit, scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] not in ("GET", "HEAD"):
+            if scope["method"] == "POST":
+                await _answering_bugs(self._submit, scope, receive, send)
+            else:  # FastAPI knows the GET only, and would answer Allow: GET
+                message = f"{scope['method']} is not allowed on {PATH}"
+                await error_response(
+                    405, "method_not_allowed", message, headers={"Allow": "GET, HEAD, POST"}
+                )(scope, receive, send)
         elif self._webhooks.handles(scope):
             await _answering_bugs(self._webhooks, scope, receive, send)
         else:

@@ -696,3 +696,13 @@ async def test_a_bug_on_an_intake_is_a_json_500(
         "error": "internal_error",
         "message": "internal error; the daemon's log has the details",
     }
+
+
+async def test_another_method_on_the_notifications_collection_allows_get_and_post(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    client, _ = api
+    response = await client.put("/v1/notifications", json={})
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert response.json()["error"] == "method_not_allowed"
