@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -149,23 +149,12 @@ class Announcer:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, submission: Submission, opening: _Opening | None, resumed: bool) -> None:
-        delay = RETRY_FIRST_S
-        for attempt in range(1, RETRY_ATTEMPTS + 1):
-            try:
-                (accepted,) = await self._acceptor.accept([submission])
-                break
-            except StoreError as exc:  # a blip: the transition is stored, its announcement is due
-                log.error(
-                    "could not queue the announcement (attempt %d of %d): %s",
-                    attempt,
-                    RETRY_ATTEMPTS,
-                    exc,
-                    extra={"event": "announce.failed"},
-                )
-                if attempt == RETRY_ATTEMPTS:
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+        async def queue() -> Accepted:
+            (accepted,) = await self._acceptor.accept([submission])
+            return accepted
+
+        if (accepted := await _retrying(queue)) is None:
+            return
         _resumed(submission, accepted, resumed)
         if opening is not None and opening.key == _key(submission):
             opening.id = accepted.id
@@ -173,17 +162,21 @@ class Announcer:
     async def _recovered(
         self, submission: Submission, transition: Transition, opening: _Opening | None, resumed: bool
     ) -> None:
-        """Announce the recovery in the outage's thread, on the channels that announced the outage."""
-        try:
+        """Announce the recovery in the outage's thread, on the channels that announced the outage
+        (tried again as a whole if the store fails: each part is queued once by its key)."""
+
+        async def queue() -> Accepted:
             opened = await self._opened(transition, opening)
-            if opened is not None:
-                submission = _following(submission, opened.notification.idempotency_key)
-            (accepted,) = await self._acceptor.accept([submission])
-            _resumed(submission, accepted, resumed)
+            recovery = (
+                submission if opened is None else _following(submission, opened.notification.idempotency_key)
+            )
+            (accepted,) = await self._acceptor.accept([recovery])
             if opened is not None and self._store is not None:
-                await self._echo(submission, accepted.id, opened, self._store)
-        except StoreError as exc:
-            log.error("could not queue the announcement: %s", exc, extra={"event": "announce.failed"})
+                await self._echo(recovery, accepted.id, opened, self._store)
+            return accepted
+
+        if (accepted := await _retrying(queue)) is not None:
+            _resumed(submission, accepted, resumed)
 
     async def _opened(self, transition: Transition, opening: _Opening | None) -> NotificationView | None:
         """The opening announcement of the outage ``transition`` ends, with its deliveries."""
@@ -240,6 +233,27 @@ class Announcer:
                 extra={"event": "announce.failed"},
             )
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _retrying(queue: Callable[[], Awaitable[Accepted]]) -> Accepted | None:
+    """``queue()``, tried again while the store fails: 1, 2, 4... s apart, ``RETRY_ATTEMPTS`` times
+    in all; None once given up (logged each time)."""
+    delay = RETRY_FIRST_S
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return await queue()
+        except StoreError as exc:  # a blip: the transition is stored, its announcement is due
+            log.error(
+                "could not queue the announcement (attempt %d of %d): %s",
+                attempt,
+                RETRY_ATTEMPTS,
+                exc,
+                extra={"event": "announce.failed"},
+            )
+            if attempt < RETRY_ATTEMPTS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+    return None
 
 
 def _resumed(submission: Submission, accepted: Accepted, resumed: bool) -> None:

@@ -146,3 +146,16 @@ async def test_announcement_lost_when_db_blips_after_the_transition_commits(pg_n
     view = await b.store.provider(events=10, checks=0)
     assert [e.to_state for e in view.events] == [ProviderState.OUTAGE]
     assert len(await announcements(b.store)) == 1, "the stored outage was never announced"
+
+
+async def test_recovery_announcement_is_tried_again_when_the_store_blips(pg_nodes: PgFactory) -> None:
+    """The recovery's accept fails once: it is tried again, as the outage's own announcement is."""
+    a = Node(await pg_nodes("a"))
+    await a.lead.tick()
+    await a.monitor.force(ProviderState.OUTAGE, "test")
+    await a.announcer.drain()
+    acceptor = a.announcer._acceptor
+    acceptor.accept = failing_once(acceptor.accept)  # type: ignore[method-assign]
+    await a.monitor.release()
+    await a.announcer.drain()
+    assert [n.labels["state"] for n in await announcements(a.store)] == ["outage", "healthy"]
