@@ -39,6 +39,10 @@ _FORWARD_TYPES = frozenset({"message/rfc822", "message/global"})
 #: a forward of a forward of a forward is shown; deeper ones (crafted mail) only by their headers
 _MAX_FORWARD_DEPTH = 3
 FORWARDED = "---------- Forwarded message ----------"
+#: what of a header's value is decoded: the email package's parser takes time quadratic in a
+#: value's length (seconds for a 200 KB Subject, hours for megabytes, a worker thread held all
+#: along), and no subject line, rule or label needs more
+HEADER_MAX_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +63,32 @@ def parse(raw: bytes, *, headers_only: bool = False) -> EmailMessage:
 def header(message: Message, name: str) -> str | None:
     """A header's first value, decoded (RFC 2047), on one line; None when absent."""
     raw = _raw_value(message, name)
-    if raw is None:
-        return None
+    return None if raw is None else _decoded(message, name, raw)
+
+
+def _decoded(message: Message, name: str, raw: str) -> str:
+    """The header ``name``'s ``raw`` value decoded, on one line, its first HEADER_MAX_CHARS only."""
+    raw = raw[:HEADER_MAX_CHARS]
     value: object
-    if any(charsets.misread(charset) for charset, _, _ in charsets.ENCODED_WORD.findall(raw)):
+    # 8-bit bytes that are not UTF-8 (a legacy application's Latin-1 "Störung") the email package
+    # shows as U+FFFD, where a rule or a reader needs the text: read as the body would be
+    if not _utf8(raw) or any(charsets.misread(c) for c, _, _ in charsets.ENCODED_WORD.findall(raw)):
         value = charsets.decode_words(raw)
     else:
         try:
-            value = message.get(name)
+            value = message.policy.header_fetch_parse(name, raw)
         except _DECODE_ERRORS:  # the modern header parser can fail on crafted input
             value = charsets.decode_words(raw)
     return " ".join(str(value).split())
+
+
+def _utf8(raw: str) -> bool:
+    """Whether a raw header value (its 8-bit bytes kept as surrogates by the parser) is UTF-8."""
+    try:
+        raw.encode("utf-8", errors="surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _raw_value(message: Message, name: str) -> str | None:
@@ -80,12 +99,13 @@ def _raw_value(message: Message, name: str) -> str | None:
 
 
 def headers(message: Message) -> dict[str, str]:
-    """Header names lower-cased to their first value, decoded."""
+    """Header names lower-cased to their first value, decoded (in one pass: looking each name up
+    took time quadratic in the number of headers, minutes for a crafted message)."""
     out: dict[str, str] = {}
-    for key in message:
+    for key, raw in message.raw_items():
         name = key.lower()
-        if name not in out and (value := header(message, key)) is not None:
-            out[name] = value
+        if name not in out:
+            out[name] = _decoded(message, key, str(raw))
     return out
 
 

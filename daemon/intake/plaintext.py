@@ -76,6 +76,9 @@ _LOG_START = re.compile(
 )
 #: how many lines after a separator are looked at for the first one that is not blank
 _LOOKAHEAD = 3
+#: quote marks shown at most: each line of a blockquote nested N deep took N of them, so a
+#: kilobyte of unclosed <blockquote> tags made the text (and the daemon's memory) gigabytes
+_MAX_QUOTE_DEPTH = 8
 
 
 def cap(text: str, max_chars: int) -> str:
@@ -162,6 +165,10 @@ class _TextExtractor(HTMLParser):
         if tag in _SKIP_TAGS:
             self._skip += 1
         elif tag == "a":
+            # a link never holds another: a browser ends the open one (HTML's adoption agency), and
+            # keeping both made each piece of text be recorded once per open link (quadratic time)
+            if self._links:
+                self._close_link()
             self._links.append((dict(attrs).get("href"), []))
         elif tag == "br":
             self._out.append("\n")
@@ -203,7 +210,7 @@ class _TextExtractor(HTMLParser):
         if at_line_start and not self._pre:
             text = text.lstrip()
         if at_line_start and self._quote and text:
-            text = "> " * self._quote + text
+            text = "> " * min(self._quote, _MAX_QUOTE_DEPTH) + text
         if text:
             self._out.append(text)
             for _, parts in self._links:

@@ -845,3 +845,25 @@ async def test_a_message_that_cannot_be_rendered_is_kept_with_a_placeholder(star
     )
     stored = await smtp.stored(await smtp.send(raw))
     assert (stored.subject, stored.body, stored.raw) == ("deep", UNREADABLE, raw)
+
+
+async def test_a_latin1_subject_is_classified_and_shown_as_written(start: Start) -> None:
+    """A legacy application's raw Latin-1 Subject (8-bit, not encoded) matches a subject rule and
+    reaches the backup channels readable (it was U+FFFD, so the rule missed: severity info)."""
+    rules = [{"severity": "critical", "subject": r"st(ö|oe)rung"}]
+    smtp = await start(allowed_networks=LOOPBACK, rules=rules, default_severity="info")
+    raw = b"Subject: St\xf6rung Datenbank\r\nMessage-ID: <l1@example.com>\r\n\r\nKeine Verbindung.\r\n"
+    stored = await smtp.stored(await smtp.send(raw))
+    assert (stored.subject, stored.severity, stored.raw) == ("Störung Datenbank", Severity.CRITICAL, raw)
+
+
+async def test_hostile_html_is_taken_in_time_with_bounded_text(start: Start) -> None:
+    """An HTML message of unclosed <a> and <blockquote> tags is answered 250 in seconds (it held a
+    worker thread for minutes, and its text grew to gigabytes), its text capped as any other."""
+    smtp = await start(allowed_networks=LOOPBACK, body_max_chars=500)
+    html = b'<a href="https://x.test/">\r\n' * 20_000 + b"<blockquote>\r\n" * 3_000 + b"x<br>\r\n" * 20_000
+    raw = b"Subject: hostile\r\nMessage-ID: <h1@example.com>\r\nContent-Type: text/html\r\n\r\n" + html
+    started = asyncio.get_running_loop().time()
+    stored = await smtp.stored(await smtp.send(raw))
+    assert asyncio.get_running_loop().time() - started < 20
+    assert stored.raw == raw and len(stored.body) <= 500

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from email.message import EmailMessage
 
 import pytest
@@ -431,3 +432,51 @@ def test_an_attachment_only_message_starts_with_its_list() -> None:
     msg["Subject"] = "Scan"
     msg.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="scan.pdf")
     assert render(parse(msg.as_bytes())) == "Attachments:\n- scan.pdf (4 bytes)"
+
+
+def test_unclosed_blockquotes_do_not_multiply_the_text() -> None:
+    """Thousands of unclosed <blockquote> tags give each line a few quote marks, not thousands
+    (the text, and the daemon's memory, grew with depth times lines: gigabytes from a megabyte)."""
+    text = html_to_text("<blockquote>" * 3000 + "<br>x" * 3000)
+    assert len(text) < 100_000
+    assert text.splitlines()[-1] == "> " * 8 + "x"
+
+
+def test_nested_links_render_in_linear_time() -> None:
+    """Unclosed <a> tags are ended by the next one, as a browser does, instead of recording each
+    piece of text once per open link (minutes of a worker thread for a crafted message)."""
+    started = time.monotonic()
+    text = html_to_text('<a href="https://x.test/">' * 20_000 + "x<b>" * 20_000)
+    assert time.monotonic() - started < 5
+    assert text.endswith("x" * 100)
+    assert html_to_text('<a href="https://a.test/">a<a href="https://b.test/">b</a>') == (
+        "a (https://a.test/)b (https://b.test/)"
+    )
+
+
+def test_many_distinct_headers_are_read_in_linear_time() -> None:
+    """A message with tens of thousands of header names is read in one pass (each looked up anew
+    took time quadratic in their number: minutes of a worker thread)."""
+    raw = b"".join(b"X-H%d: v\r\n" % i for i in range(20_000)) + b"Subject: hi\r\n\r\nbody\r\n"
+    started = time.monotonic()
+    values = headers(parse(raw))
+    assert time.monotonic() - started < 10
+    assert values["subject"] == "hi" and values["x-h19999"] == "v"
+
+
+def test_a_huge_header_is_decoded_in_time() -> None:
+    """Only a header's first 16 KiB are decoded: the email package's parser takes time quadratic
+    in a value's length (minutes for a megabyte Subject)."""
+    raw = b"Subject: Disk full " + b"a " * 500_000 + b"\r\n\r\nbody\r\n"
+    started = time.monotonic()
+    assert subject(parse(raw)).startswith("Disk full a a")
+    assert time.monotonic() - started < 10
+
+
+def test_an_unencoded_latin1_header_is_read_as_text() -> None:
+    """A header in raw 8-bit Windows-1252/Latin-1 (legacy applications), not valid UTF-8, is read
+    as the body would be, so rules and readers see "Störung", not replacement characters."""
+    message = parse(b"Subject: St\xf6rung: Datenbank \x96 down\r\nX-Team: B\xfcro\r\n\r\nbody\r\n")
+    assert subject(message) == "Störung: Datenbank \u2013 down"
+    assert headers(message)["x-team"] == "Büro"
+    assert subject(parse("Subject: Störung\r\n\r\nbody\r\n".encode())) == "Störung"
