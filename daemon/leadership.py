@@ -149,7 +149,10 @@ class Leadership:
             version,
             extra={"event": "leader.elected", "node": self._store.node, "version": version},
         )
-        await self._monitor.lead()
+        seen: Outlook | None = None
+        with contextlib.suppress(StoreError):  # then from every node's stored results, raw
+            seen = await self._outlook()
+        await self._monitor.lead(None if seen is None else seen.checks)
 
     async def _follow(self) -> None:
         """Adopt the leader's stored decision; show the checks as it counts them."""

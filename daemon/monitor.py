@@ -133,12 +133,18 @@ class ProviderMonitor:
             extra={"event": "provider.resumed", "state": self.state.value},
         )
 
-    async def lead(self) -> None:
-        """Elected: decide from now on, starting from the state the last leader stored."""
+    async def lead(self, checks: Sequence[CheckResult] | None = None) -> None:
+        """Elected: decide from now on, starting from the state the last leader stored.
+
+        ``checks``: the latest results as the leader counts them (every node's merged), to start
+        from instead of the stored results, which are every node's raw ones: a node whose own
+        network fails reports the provider and its controls down, which raw reads as ours failing.
+        """
         async with self._lock:
             self._leading = True
             self._shown, self._last_event = {}, None
-            await self._adopt(await self._store.provider(events=0, checks=SEED_RESULTS))
+            view = await self._store.provider(events=0, checks=SEED_RESULTS if checks is None else 0)
+            await self._adopt(view if checks is None else dataclasses.replace(view, checks=tuple(checks)))
             for listener in self._lead_listeners:
                 listener()
 

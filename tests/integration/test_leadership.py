@@ -328,3 +328,27 @@ def _events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, int, str |
         for r in caplog.records
         if getattr(r, "event", "").startswith("leader.")
     ]
+
+
+async def test_new_leader_counts_the_stored_checks_as_merged_not_raw(pg_nodes: PgFactory) -> None:
+    """An outage declared on two nodes' votes; a third node's own network then fails (its checks
+    and controls down). The node elected next starts from the checks as the leader counts them:
+    the third node's raw control DOWN beside a provider DOWN would read as our network failing,
+    so its first round went outage -> unknown and the next back to outage, announced twice."""
+    a, b, c, d = [await pg_nodes(name) for name in "abcd"]
+    first = node_of(a, lease_s=0.4, quorum=2, policy=SPLIT)
+    await first.tick()
+    for voter in (b, d):
+        await voter.record_check(result("control", CheckStatus.OK))
+        await voter.record_check(result("smtp", CheckStatus.DOWN))
+    await first.monitor.check_result(result("control", CheckStatus.OK))
+    await first.monitor.check_result(result("smtp", CheckStatus.DOWN))
+    assert first.monitor.state == ProviderState.OUTAGE
+    await c.record_check(result("smtp", CheckStatus.DOWN))
+    await c.record_check(result("control", CheckStatus.DOWN))
+    successor = node_of(b, lease_s=0.4, quorum=2, policy=SPLIT)
+    await until(lambda: _ticked(successor))  # a stopped renewing: b takes over
+    await successor.monitor.check_result(result("smtp", CheckStatus.DOWN))
+    await successor.monitor.check_result(result("control", CheckStatus.OK))
+    events = (await b.provider(events=10, checks=0)).events
+    assert [e.to_state for e in events] == [ProviderState.OUTAGE]
