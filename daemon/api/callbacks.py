@@ -64,26 +64,36 @@ def callback_router(store: Store, accounts: Callable[[], Sequence[TwilioAccount]
             )
         if isinstance(verified, MalformedCallback):
             return error_response(400, "invalid_request", str(verified))
-        account, status = verified
-        found = await store.record_callback(
-            Callback(account.channel, status.message_sid, _delivered(status), _detail(status), clock.now())
-        )
-        return JSONResponse({"recorded": found})
+        channels, status = verified
+        found = [
+            await store.record_callback(
+                Callback(channel, status.message_sid, _delivered(status), _detail(status), clock.now())
+            )
+            for channel in channels
+        ]
+        return JSONResponse({"recorded": any(found)})
 
     return router
 
 
 def _verify(
     accounts: Sequence[TwilioAccount], form: dict[str, str], signature: str | None
-) -> tuple[TwilioAccount, StatusCallback] | MalformedCallback | None:
+) -> tuple[list[str], StatusCallback] | MalformedCallback | None:
+    """The channels whose account signed the callback, and what it says.
+
+    SMS channels of one Twilio account share its token and often its callback URL: the signature
+    then verifies for each, and the message may be any one's (a MessageSid is unique to it)."""
+    channels: list[str] = []
+    status: StatusCallback | None = None
     for account in accounts:
         try:
-            return account, verify_status_callback(account.auth_token, account.callback_url, form, signature)
+            status = verify_status_callback(account.auth_token, account.callback_url, form, signature)
         except ForgedCallback:
             continue
         except MalformedCallback as exc:
             return exc
-    return None
+        channels.append(account.channel)
+    return None if status is None else (channels, status)
 
 
 def _delivered(status: StatusCallback) -> bool | None:

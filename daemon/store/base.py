@@ -347,7 +347,9 @@ class Store(Protocol):
         ...
 
     async def by_ack_code(self, code: str) -> str | None:
-        """The newest open escalation (unacknowledged, not cancelled) with this ack code (normalised).
+        """The newest open escalation (unacknowledged, not cancelled) with this ack code (normalised),
+        else the newest version of an alert group a newer version closed with it (acknowledging
+        that one takes on the group, as its Slack button does).
 
         Never a notification that does not escalate: those have no code.
         """

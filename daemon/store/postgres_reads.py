@@ -107,7 +107,10 @@ class PostgresReads:
 
     async def by_ack_code(self, code: str) -> str | None:
         async def read(conn: Conn) -> str | None:
-            row = await (await conn.execute(Q["by_ack_code"], (normalise_ack_code(code),))).fetchone()
+            key = (normalise_ack_code(code),)
+            row = await (await conn.execute(Q["by_ack_code"], key)).fetchone()
+            if row is None:
+                row = await (await conn.execute(Q["by_superseded_ack_code"], key)).fetchone()
             return None if row is None else str(row["id"])
 
         return await self._read(read)

@@ -123,8 +123,13 @@ class SqliteReads:
 
     async def by_ack_code(self, code: str) -> str | None:
         key = normalise_ack_code(code)
-        row = await self._read(lambda conn: conn.execute(Q["by_ack_code"], (key,)).fetchone())
-        return None if row is None else str(row[0])
+
+        def read(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(Q["by_ack_code"], (key,)).fetchone()
+            row = row or conn.execute(Q["by_superseded_ack_code"], (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(read)
 
     async def drill(self, drill_id: str) -> list[NotificationView]:
         """The notifications a drill sent, one per channel."""

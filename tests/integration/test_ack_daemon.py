@@ -245,3 +245,52 @@ async def test_an_sms_reply_to_a_running_daemon_stops_the_escalation(
     assert answer.status_code == 200 and "cknowledged" in answer.text, answer.text
     view = await until(lambda: _stopped(api, nid, "slack"))
     assert any(a["outcome"] == "acknowledged" for a in view["attempts"])
+
+
+SHARED_ACCOUNT = config_template("""\
+  slack:
+    {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
+     signing_secret: "${{SIGNING}}", pace: 50}}
+  sms-oncall:
+    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
+     recipients: ["+14155552671"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+  sms-secondary:
+    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
+     recipients: ["+14155552672"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+routes:
+  - name: page
+    match: {{}}
+    healthy: [email]
+    outage: {{escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack]}}]}}
+""")
+
+
+async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurries_the_next_step(
+    tmp_path: Path,
+) -> None:
+    """Two SMS channels of one Twilio account share its token and callback URL: Twilio's report
+    that the second one's text was undelivered is recorded on it and brings the next step forward."""
+    slack_api, twilio_api = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
+    async with slack_stand_in.serve(slack_api), twilio_stand_in.serve(twilio_api):
+        text = SHARED_ACCOUNT.format(
+            store=tmp_path / "outbox.db",
+            api_port=free_port(),
+            smtp_port=9,
+            slack_url=f"http://127.0.0.1:{slack_api.port}",
+            sid=TWILIO_SID,
+            twilio_url=twilio_api.base_url,
+            callback=CALLBACK,
+        )
+        async with daemon_api(text, TOKEN, ENV) as (_, api):
+            override = await api.post("/v1/provider/override", json={"state": "outage", "reason": "t"})
+            assert override.status_code == 200, override.text
+            nid = await _page(api)
+            (sent,) = await until(lambda: twilio_api.sent)
+            form = {"MessageSid": sent.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+            signature = RequestValidator(TWILIO_TOKEN).compute_signature(CALLBACK, form)
+            headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+            answer = await api.post("/v1/callbacks/twilio", content=urlencode(form), headers=headers)
+            assert answer.status_code == 200 and answer.json() == {"recorded": True}, answer.text
+            await until(lambda: slack_api.posts)
+            view = await _view(api, nid)
+            assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"

@@ -13,10 +13,13 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from daemon.core.model import Notification, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
+from daemon.store import codec
 from daemon.store.base import Accepted, NewNotification, NotificationView, Store
 from tests.integration.test_escalation_store import LADDER, T0, deliver, outage
 from tests.unit.test_alertmanager_mapping import FIRING, resolved
@@ -268,3 +271,21 @@ async def test_the_repeat_after_a_partial_resolution_is_a_duplicate(store: Store
     (more,) = await store.accept([version(joined)], T0 + timedelta(hours=9))
     assert not more.duplicate
     assert await closed_by(store, news.id) == ["acknowledged by alertmanager via group update"]
+
+
+async def test_an_sms_reply_with_the_code_of_the_version_one_was_paged_for_takes_on_the_group(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Texted the first version's code, an alert joins (the grown group pages again under its own
+    code), then Bob replies with the code he was texted: it finds that version, the group is his."""
+    draws = iter(["AAAAAA", "BBBBBB"])
+    monkeypatch.setattr(codec, "random_ack_code", lambda: next(draws))
+    await outage(store)
+    (first,) = await store.accept([version(FIRING)], T0)
+    (grew,) = await store.accept([version(grown(FIRING))], T0 + timedelta(minutes=1))
+    assert await store.by_ack_code("aaaaaa") == first.id
+    assert (
+        await store.acknowledge(first.id, "+15550100001", "sms", T0 + timedelta(minutes=2)) == "acknowledged"
+    )
+    assert await deliver(store, "sms", T0 + timedelta(minutes=7)) == []
+    assert await closed_by(store, grew.id) == ["acknowledged by +15550100001 via sms"]

@@ -357,6 +357,13 @@ SELECT id FROM notifications
 WHERE ack_code = %s AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
 ORDER BY created_at DESC, id DESC LIMIT 1;
 
+-- name: by_superseded_ack_code
+-- A group version a newer one closed ('group update'): its code, as texted, takes on the group
+-- (Store.acknowledge). Read only when no open escalation has the code: the index is for those.
+SELECT id FROM notifications
+WHERE ack_code = %s AND escalation IS NOT NULL AND acknowledged_via = 'group update' AND status != 'cancelled'
+ORDER BY created_at DESC, id DESC LIMIT 1;
+
 -- name: ack_code_taken
 SELECT 1 AS taken FROM notifications
 WHERE ack_code = %s AND escalation IS NOT NULL AND acknowledged_at IS NULL AND status != 'cancelled'
