@@ -24,7 +24,16 @@ from typing import Any
 from daemon.clock import Clock
 from daemon.core.catchup import last_outage
 from daemon.core.health import Transition
-from daemon.core.model import FOLLOWS_LABEL, DeliveryState, Mode, Notification, Plan, ProviderState, Severity
+from daemon.core.model import (
+    FOLLOWS_LABEL,
+    OWN_SOURCE,
+    DeliveryState,
+    Mode,
+    Notification,
+    Plan,
+    ProviderState,
+    Severity,
+)
 from daemon.ids import new_id
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import Accepted, ListFilter, NewNotification, NotificationView, Store, StoreError
@@ -40,7 +49,7 @@ DRAIN_GRACE_S = 5.0
 #: than this: the node that stored it may have stopped before queueing its announcement
 RESUME_HORIZON = timedelta(days=1)
 
-SOURCE = "backchannel"
+SOURCE = OWN_SOURCE
 EVENT = "provider.transition"
 #: how loud each state is; states missing here are not announced
 SEVERITY = {

@@ -32,7 +32,7 @@ from daemon.core.catchup import (
     received_by,
     withdrawn,
 )
-from daemon.core.model import Mode, Notification, Plan, Severity
+from daemon.core.model import OWN_SOURCE, Mode, Notification, Plan, Severity
 from daemon.core.routing import Route, walk
 from daemon.drills import SOURCE as DRILL_SOURCE
 from daemon.ids import new_id
@@ -41,7 +41,7 @@ from daemon.store.base import ListFilter, NewNotification, NotificationView, Sto
 
 log = logging.getLogger(__name__)
 
-SOURCE = "backchannel"  # as announcements: the daemon's own word
+SOURCE = OWN_SOURCE  # as announcements: the daemon's own word
 ROUTE = "catch-up"
 #: transitions read to find the outage: enough for an episode with heavy flapping
 EVENTS = 500

@@ -12,12 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from daemon.core.model import (
     CHANNEL_THREAD_LABELS,
+    OWN_SOURCE,
     RESERVED_LABELS,
     DeliveryState,
     Mode,
     NotificationStatus,
     Severity,
 )
+from daemon.drills import SOURCE as DRILL_SOURCE
+from daemon.refusals import BOUNCE_SOURCE
 
 Label = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
@@ -46,6 +49,15 @@ class NotificationIn(BaseModel):
             raise ValueError(why)
         return key
 
+    @field_validator("source")
+    @classmethod
+    def _not_backchannels_own_source(cls, source: str) -> str:
+        if source in RESERVED_SOURCES:
+            # a drill's is shown as a test ([DRILL], the drill banner) and left out of catch-ups;
+            # backchannel's own (announcements, catch-ups) are what the recovery looks its thread up by
+            raise ValueError(f"'{source}' is reserved: backchannel's own notifications use it")
+        return source
+
     @field_validator("labels")
     @classmethod
     def _no_reserved_label(cls, labels: dict[str, str]) -> dict[str, str]:
@@ -58,6 +70,10 @@ class NotificationIn(BaseModel):
                 raise ValueError(f"'{reserved}' is reserved: backchannel alone threads a channel's messages")
         return labels
 
+
+#: the sources of what backchannel makes itself: drills, its announcements and catch-ups, and the
+#: reports of mail the provider refused
+RESERVED_SOURCES = frozenset({DRILL_SOURCE, OWN_SOURCE, BOUNCE_SOURCE})
 
 #: the key namespaces of what backchannel makes or takes in itself: the alert intakes
 #: (``alertmanager:``, ``grafana:``), the smart host (``smtp:``), its follow-ups and reports

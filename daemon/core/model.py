@@ -181,6 +181,8 @@ GROUP_ACKNOWLEDGED_LABEL = "group_acknowledged"
 GROUP_FIRING_LABEL = "group_firing"
 #: labels only the alert intakes' mappings may set (an API caller could close others' notifications)
 RESERVED_LABELS = (RESOLVES_LABEL, SUPERSEDES_LABEL, GROUP_ACKNOWLEDGED_LABEL, GROUP_FIRING_LABEL)
+#: the source of backchannel's own word: its announcements and catch-ups
+OWN_SOURCE = "backchannel"
 #: labels a channel threads by (``channels.slack.THREAD_LABEL``: a Slack ``channel:ts`` to post
 #: into): backchannel's own to set, never a sender's, which could post into any channel the bot is
 #: in. The alert intakes drop them; the HTTP API refuses them.

@@ -706,3 +706,15 @@ async def test_another_method_on_the_notifications_collection_allows_get_and_pos
     assert response.status_code == 405
     assert response.headers["Allow"] == "GET, HEAD, POST"
     assert response.json()["error"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("source", ["drill", "backchannel", "bounce"])
+async def test_backchannels_own_sources_are_refused(
+    api: tuple[httpx.AsyncClient, Daemon], source: str
+) -> None:
+    """A page from a system named "drill" would be shown as a test and left out of catch-ups."""
+    client, _ = api
+    body = {"severity": "critical", "subject": "s", "source": source}
+    response = await client.post("/v1/notifications", json=body)
+    assert response.status_code == 422
+    assert f"'{source}' is reserved" in response.text
