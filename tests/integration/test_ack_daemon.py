@@ -59,12 +59,13 @@ routes:
 
 @contextlib.asynccontextmanager
 async def _daemon(
-    tmp_path: Path, slack_targets: str = '["#ops"]'
+    tmp_path: Path, slack_targets: str = '["#ops"]', config: str | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SlackStandIn, TwilioStandIn]]:
+    """The daemon on ``config`` (CONFIG by default) in outage, with its Slack and Twilio stand-ins."""
     slack_api, twilio_api = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
     slack_api.channels["#dev"] = "C0DEV"
     async with slack_stand_in.serve(slack_api), twilio_stand_in.serve(twilio_api):
-        text = CONFIG.format(
+        text = (CONFIG if config is None else config).format(
             slack_targets=slack_targets,
             store=tmp_path / "outbox.db",
             api_port=free_port(),
@@ -270,27 +271,14 @@ async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurr
 ) -> None:
     """Two SMS channels of one Twilio account share its token and callback URL: Twilio's report
     that the second one's text was undelivered is recorded on it and brings the next step forward."""
-    slack_api, twilio_api = SlackStandIn(SLACK_TOKEN), TwilioStandIn(TWILIO_SID, TWILIO_TOKEN)
-    async with slack_stand_in.serve(slack_api), twilio_stand_in.serve(twilio_api):
-        text = SHARED_ACCOUNT.format(
-            store=tmp_path / "outbox.db",
-            api_port=free_port(),
-            smtp_port=9,
-            slack_url=f"http://127.0.0.1:{slack_api.port}",
-            sid=TWILIO_SID,
-            twilio_url=twilio_api.base_url,
-            callback=CALLBACK,
-        )
-        async with daemon_api(text, TOKEN, ENV) as (_, api):
-            override = await api.post("/v1/provider/override", json={"state": "outage", "reason": "t"})
-            assert override.status_code == 200, override.text
-            nid = await _page(api)
-            (sent,) = await until(lambda: twilio_api.sent)
-            form = {"MessageSid": sent.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
-            signature = RequestValidator(TWILIO_TOKEN).compute_signature(CALLBACK, form)
-            headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
-            answer = await api.post("/v1/callbacks/twilio", content=urlencode(form), headers=headers)
-            assert answer.status_code == 200 and answer.json() == {"recorded": True}, answer.text
-            await until(lambda: slack_api.posts)
-            view = await _view(api, nid)
-            assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"
+    async with _daemon(tmp_path, config=SHARED_ACCOUNT) as (api, slack_api, twilio_api):
+        nid = await _page(api)
+        (sent,) = await until(lambda: twilio_api.sent)
+        form = {"MessageSid": sent.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+        signature = RequestValidator(TWILIO_TOKEN).compute_signature(CALLBACK, form)
+        headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+        answer = await api.post("/v1/callbacks/twilio", content=urlencode(form), headers=headers)
+        assert answer.status_code == 200 and answer.json() == {"recorded": True}, answer.text
+        await until(lambda: slack_api.posts)
+        view = await _view(api, nid)
+        assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"

@@ -19,7 +19,7 @@ from daemon.store.base import NewNotification, Store
 from tests.acceptance.harness import free_port
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
-from tests.support import daemon_api, stand_ins, until
+from tests.support import config_template, daemon_api, stand_ins, until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROUTES = (
@@ -61,20 +61,11 @@ async def test_the_store_commits_the_plan_of_the_state_in_force(store: Store, st
 TOKEN = "overlay-test-api-token-42"
 SLACK_TOKEN = "xoxb-overlay-slack-token-0123456789"
 TWILIO_SID = "AC" + "0123456789abcdef" * 2
-CONFIG = """\
-store: {{path: {store}}}
-api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+CONFIG = config_template("""\
   slack: {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/", pace: 50}}
 routes:
   - {{name: all, match: {{}}, healthy: [email], outage: [slack], credentials: [slack], unknown: defer}}
-"""
+""")
 
 
 @pytest.fixture
