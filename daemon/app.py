@@ -85,7 +85,7 @@ class Daemon:
         feed_metrics(self.metrics, self.dispatcher, self.acceptor, self.monitor)
         self.metrics.watch_rate_limits(self._rate_limited)
         self.announcer = build_announcer(config, self.acceptor, self.store, self.monitor, self._clock)
-        self.drills = build_drills(config, self.store, lambda: self._routes, self._clock, self.metrics)
+        self.drills = build_drills(config, self.store, lambda: self._routes, self._clock)
         self.catchup = build_catchup(
             config, self.store, self.people, lambda: self._routes, self._clock, self.dispatcher, self._leads
         )

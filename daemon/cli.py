@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from daemon import __version__
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69
+EX_USAGE = 64
 DEFAULT_CONFIG = Path("/etc/backchannel/backchannel.yaml")
 
 # argparse's type for a parser's subcommands (generic only in typeshed, so a string here)
@@ -24,7 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader left early (``backchannel status | head``): no traceback, and none at exit
+        # when Python flushes stdout again (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from daemon.build import describe_store
-from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, print_json, run_async
+from daemon.cli import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, print_json, run_async
 from daemon.config import Config, ConfigError, ConfigProblem, config_schema, load_config
 from daemon.config_api import ApiConfig
 from daemon.configbase import split_listen
@@ -152,18 +152,39 @@ def _call(
     args: argparse.Namespace, method: str, path: str, body: Any = None, *, scope: str = "read"
 ) -> dict[str, Any] | int:
     try:
-        response = _Client(args, scope).request(method, path, body)
+        client = _Client(args, scope)
+        response = client.request(method, path, body)
     except (ConfigError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
+    except httpx.InvalidURL as exc:  # not an httpx.HTTPError: a --url that does not parse
+        print(f"bad API URL {client.url!r}: {exc}", file=sys.stderr)
+        return EX_USAGE
     except httpx.HTTPError as exc:
         print(f"cannot reach the daemon: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
-    data: dict[str, Any] = response.json()
+    data = _answer(response)
+    if data is None:
+        kind = response.headers.get("content-type", "no content type")
+        print(
+            f"{client.url} is not backchannel's API: HTTP {response.status_code} ({kind}) "
+            "instead of a JSON object; check --url or api.listen",
+            file=sys.stderr,
+        )
+        return EX_UNAVAILABLE
     if response.is_error:
         print(f"{response.status_code}: {data.get('message', data)}", file=sys.stderr)
         return 1
     return data
+
+
+def _answer(response: httpx.Response) -> dict[str, Any] | None:
+    """The API's JSON object, or None for anything else (a proxy's error page, another service)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def status(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from daemon.clock import Clock
@@ -38,6 +39,12 @@ class ChannelResult:
     confirmed: bool  # the vendor confirmed delivery afterwards (e.g. a Twilio status callback)
 
 
+@dataclass(frozen=True)
+class LastDrill:
+    started_at: datetime
+    results: list[ChannelResult]
+
+
 class Drills:
     def __init__(
         self,
@@ -45,13 +52,11 @@ class Drills:
         routes: Callable[[], Sequence[Route]],
         primary: Callable[[], frozenset[str]],
         clock: Clock,
-        on_started: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
         self._routes = routes
         self._primary = primary
         self._clock = clock
-        self._on_started = on_started
 
     def channels(self, route_names: Sequence[str] | None = None) -> list[str]:
         """The backup channels of the named routes (all routes when None), in plan order."""
@@ -95,14 +100,20 @@ class Drills:
             len(items),
             extra={"event": "drill.started", "drill": drill_id},
         )
-        if self._on_started is not None:
-            self._on_started(drill_id)
         return drill_id, {
             i.notification.labels["drill_channel"]: a.id for i, a in zip(items, accepted, strict=True)
         }
 
     async def results(self, drill_id: str) -> list[ChannelResult]:
         return [_result(view) for view in await self._store.drill(drill_id)]
+
+    async def latest(self) -> LastDrill | None:
+        """The latest drill, read from the store: so it survives a restart and every node agrees."""
+        drill_id = await self._store.latest_drill()
+        views = [] if drill_id is None else await self._store.drill(drill_id)
+        if not views:
+            return None
+        return LastDrill(views[0].notification.created_at, [_result(view) for view in views])
 
 
 def _result(view: NotificationView) -> ChannelResult:

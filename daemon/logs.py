@@ -315,6 +315,10 @@ def configure_logging(*, json: bool | None = None, level: str = "INFO", stream: 
     # APScheduler logs every run of every job at INFO ("Running job...", "...executed
     # successfully"): three in five lines of an idle daemon's log; its warnings (a run missed) stay
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # httpx logs every request at INFO ("HTTP Request: GET <url> ..."): a line per check run
+    # beside its check.result, and the whole URL, query and user:password@ included, which the
+    # checks otherwise show without them (daemon/checks/_http.py, shown())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _is_tty(stream: TextIO) -> bool:

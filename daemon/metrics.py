@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily
 from channels.base import ChannelError
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Notification, ProviderState
+from daemon.drills import FINISHED, LastDrill
 from daemon.store.base import Accepted, ChannelHealth, Claimed, Outcome, QueueView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
@@ -101,6 +102,8 @@ class Metrics:
         self.transitions = Counter(
             "backchannel_provider_transitions", "Provider state transitions", ["to_state"], registry=r
         )
+        for state in ProviderState:
+            self.transitions.labels(state.value)
 
     def _declare_outbox(self, r: CollectorRegistry) -> None:
         """The outbox and the channels' failure streaks, set from the store at scrape time."""
@@ -136,6 +139,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Exported at 0 from the start, as are the transitions: Prometheus' increase() sees no
+        # increase in a series whose first sample is already 1, so the first rejected reload (or the
+        # first outage) after a start would raise no alert
+        for result in ("ok", "rejected"):
+            self.reloads.labels(result)
         self.drill_success = Gauge(
             "backchannel_drill_success",
             "1 if the last drill reached the channel, else 0",
@@ -189,11 +197,6 @@ class Metrics:
             self.latency.labels(channel, severity).observe(max(0.0, age))
         if error is not None and error.retry_after_s is not None:
             self.rate_limited.labels(channel).inc()
-        if claimed.notification.source == "drill" and outcome.kind != "retry":
-            self.drill_success.labels(channel).set(1 if outcome.kind == "delivered" else 0)
-
-    def drill_started(self, _: str) -> None:
-        self.drill_timestamp.set_to_current_time()
 
     def check_result(self, result: CheckResult) -> None:
         self.checks.labels(result.check, result.status.value).inc()
@@ -213,7 +216,12 @@ class Metrics:
     # -- scrape -------------------------------------------------------------------------------------
 
     def render(
-        self, state: ProviderState, queue: QueueView, channels: Sequence[ChannelHealth], now: datetime
+        self,
+        state: ProviderState,
+        queue: QueueView,
+        channels: Sequence[ChannelHealth],
+        now: datetime,
+        drill: LastDrill | None = None,
     ) -> bytes:
         for s in ProviderState:
             self.provider_state.labels(s.value).set(1 if s == state else 0)
@@ -227,7 +235,17 @@ class Metrics:
             self.channel_failures.labels(health.channel).set(health.consecutive_failures)
             if health.last_success_at is not None:
                 self.channel_last_success.labels(health.channel).set(health.last_success_at.timestamp())
+        if drill is not None:
+            self._drilled(drill)
         return generate_latest(self.registry)
+
+    def _drilled(self, drill: LastDrill) -> None:
+        """The latest drill as the store has it, not as this process saw it: a restart, or a drill
+        another node started, would otherwise leave the timestamp at 0 and the results unknown."""
+        self.drill_timestamp.set(drill.started_at.timestamp())
+        for result in drill.results:
+            if result.status in FINISHED:
+                self.drill_success.labels(result.channel).set(1 if result.status == "delivered" else 0)
 
 
 class _Refusals:

@@ -137,10 +137,8 @@ def build_announcer(
     return announcer
 
 
-def build_drills(
-    config: Config, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock, metrics: Metrics
-) -> Drills:
-    return Drills(store, routes, lambda: primary_channels(config), clock, on_started=metrics.drill_started)
+def build_drills(config: Config, store: Store, routes: Callable[[], Sequence[Route]], clock: Clock) -> Drills:
+    return Drills(store, routes, lambda: primary_channels(config), clock)
 
 
 def build_catchup(

@@ -113,7 +113,11 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
         body = ctx.metrics.render(
-            ctx.monitor.state, await ctx.store.queue(), await ctx.store.channel_health(), ctx.clock.now()
+            ctx.monitor.state,
+            await ctx.store.queue(),
+            await ctx.store.channel_health(),
+            ctx.clock.now(),
+            None if ctx.drills is None else await ctx.drills.latest(),
         )
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +92,18 @@ def test_schema_is_json_schema() -> None:
     assert {"store", "api", "provider", "channels", "routes"} <= set(schema["properties"])
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """``backchannel schema | head``: the command stops quietly, exit 1, when the pipe closes."""
+    cmd = [sys.executable, "-m", "daemon", "schema"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline().strip() == "{"  # the rest (more than a pipe holds) is blocked
+        proc.stdout.close()
+        errors = proc.stderr.read()
+        assert proc.wait(60) == 1
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors
+
+
 def test_send_status_and_override(running: tuple[DaemonProcess, SmtpServer]) -> None:
     """send submits, status shows the provider, override forces an outage and releases it."""
     daemon, smtp = running
@@ -114,6 +129,28 @@ def test_client_commands_say_when_the_daemon_is_down(tmp_path: Path) -> None:
         daemon.close()
     assert result.returncode == 69
     assert "cannot reach the daemon" in result.stderr
+
+
+def test_client_commands_say_when_the_url_is_not_the_api(tmp_path: Path) -> None:
+    """A --url answered by something else (a proxy's error page), or one that does not parse, is a
+    message and a non-zero exit, not a traceback."""
+    config = tmp_path / "bc.yaml"
+    config.write_text("api: {listen: 127.0.0.1:8025}\n")
+    env = ENV | {"BACKCHANNEL_TOKEN": TOKEN}
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{other.server_address[1]}"
+            not_the_api = cli("status", "-c", str(config), "--url", url, env=env)
+        finally:
+            other.shutdown()
+    malformed = cli("status", "-c", str(config), "--url", "http://[::1", env=env)
+    assert not_the_api.returncode == 69, not_the_api.stderr
+    assert f"{url} is not backchannel's API: HTTP 404" in not_the_api.stderr
+    assert malformed.returncode == 64, malformed.stderr
+    assert "bad API URL 'http://[::1'" in malformed.stderr
+    assert "Traceback" not in not_the_api.stderr + malformed.stderr
 
 
 def test_demo_shows_failover_and_recovery() -> None:

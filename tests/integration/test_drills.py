@@ -53,6 +53,27 @@ async def test_drill_reports_each_backup_channel(tmp_path: Path) -> None:
     assert smtp.messages == []
 
 
+async def test_drill_metrics_survive_a_restart(tmp_path: Path) -> None:
+    """After a restart the drill gauges still show the last drill, read from the store: not a
+    timestamp of 0 (BackchannelNoRecentDrill firing) nor a failed channel forgotten."""
+    with SmtpServer() as smtp, WebhookReceiver() as good, WebhookReceiver() as gone:
+        gone.respond(ScriptedResponse(status=410))
+        text = _config(tmp_path, smtp.port, good.url, gone.url)
+        async with daemon_api(text, TOKEN, ENV) as (_, api):
+            started = (await api.post("/v1/drills", json={"routes": ["critical"]})).json()
+            await _finished(api, started["drill"])
+            before = (await api.get("/metrics")).text
+        async with daemon_api(text, TOKEN, ENV) as (_, api):
+            after = (await api.get("/metrics")).text
+    assert 'backchannel_drill_success{channel="incident"} 1.0' in after
+    assert 'backchannel_drill_success{channel="legacy"} 0.0' in after
+    (timestamp,) = [
+        line for line in after.splitlines() if line.startswith("backchannel_drill_timestamp_seconds ")
+    ]
+    assert timestamp in before
+    assert float(timestamp.split()[1]) > 0
+
+
 async def _finished(api: httpx.AsyncClient, drill_id: str) -> dict[str, Any]:
     async def done() -> dict[str, Any] | None:
         result: dict[str, Any] = (await api.get(f"/v1/drills/{drill_id}")).json()

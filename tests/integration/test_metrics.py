@@ -97,3 +97,16 @@ async def test_metrics_after_failover_and_recovery(tmp_path: Path) -> None:
     )
     assert after[("backchannel_queue_notifications", (("status", "delivered"),))] == 4
     assert anonymous.status_code == 401
+
+
+async def test_alerted_counters_are_exported_at_zero_from_the_start(tmp_path: Path) -> None:
+    """Reloads by result and transitions by state are 0 before the first one, so increase() in
+    Prometheus (the shipped BackchannelConfigReloadRejected rule) sees the first one."""
+    with SmtpServer() as smtp, WebhookReceiver() as hook:
+        text = CONFIG.format(store=tmp_path / "o.db", smtp_port=smtp.port, hook_url=hook.url)
+        async with daemon_api(text, TOKEN, {"TOKEN": TOKEN, "SECRET": SECRET}) as (_, api):
+            scraped = samples((await api.get("/metrics")).text)
+    for result in ("ok", "rejected"):
+        assert scraped[("backchannel_config_reloads_total", (("result", result),))] == 0
+    for state in ("outage", "recovering", "healthy"):
+        assert ("backchannel_provider_transitions_total", (("to_state", state),)) in scraped

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import io
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,6 +21,7 @@ from daemon.checks.http import HttpCheck, HttpCondition, same_json
 from daemon.checks.statuspage import StatuspageCheck, summary_verdict
 from daemon.checks.tcp import TcpCheck
 from daemon.core.model import CheckResult, CheckStatus
+from daemon.logs import configure_logging
 from tests.integration.status_server import (
     FIXTURES,
     HOST,
@@ -523,6 +526,28 @@ async def test_injected_client_is_used_and_left_open(server: StatusServer) -> No
 
 def http_check(server: StatusServer, condition: HttpCondition, **kw: Any) -> HttpCheck:
     return HttpCheck("http", f"{server.url}/health", condition=condition, timeout_s=TIMEOUT_S, **kw)
+
+
+async def test_a_check_request_logs_no_line_of_its_own(server: StatusServer) -> None:
+    """A check's request adds no httpx INFO line to the daemon's log, so its URL's query stays out."""
+    server.serve("/health", json_reply({"ok": True}))
+    url = f"{server.url}/health?api_key=status-key-8d1f"
+    root, httpx_log = logging.getLogger(), logging.getLogger("httpx")
+    handlers, level, httpx_level = list(root.handlers), root.level, httpx_log.level
+    out = io.StringIO()
+    configure_logging(json=True, stream=out)
+    try:
+        check = HttpCheck(
+            "http", url, condition=HttpCondition(path="ok", accepted=(True,)), timeout_s=TIMEOUT_S
+        )
+        result = await run_once(check)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        httpx_log.setLevel(httpx_level)
+    assert result.status == OK
+    assert "status-key-8d1f" not in out.getvalue()
+    assert '"logger":"httpx"' not in out.getvalue()
 
 
 async def test_http_condition_that_holds_is_ok(server: StatusServer) -> None:
