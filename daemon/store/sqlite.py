@@ -106,6 +106,7 @@ class SqliteStore(SqliteReads):
         conn = self._connect()
         try:
             migrations.apply(conn, "sqlite")
+            _check_writable(conn)
         finally:
             conn.close()
 
@@ -276,6 +277,19 @@ class SqliteStore(SqliteReads):
 
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
         return await self._writer.run(lambda conn: tx.acknowledge(conn, notification_id, by, via, now))
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """A write, rolled back: raises if SQLite opened the file read-only (its mode, a read-only mount).
+
+    SQLite opens such a file without a word and reads it; with no migration to apply, the daemon
+    then reported ready and answered every accept 503 (``attempt to write a readonly database``).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE provider SET id = id WHERE id = 1")
+    finally:
+        conn.rollback()
 
 
 def _fail_all(futures: Sequence[asyncio.Future[None]], exc: BaseException) -> None:
