@@ -19,6 +19,7 @@ any other 4xx (421 included)                          no         yes
 5xx to DATA or at its end (this message)              yes        no
 5xx to every recipient                                yes        no
 some recipients refused, at least one accepted        delivered (Receipt.refused names them)
+an address beyond ASCII without SMTPUTF8, others not  delivered (refused here, 5.6.7, RFC 6531 §3.5)
 ====================================================  =========  =============
 
 A 4xx to a recipient whose enhanced status code (RFC 3463) is about the mail, not the server
@@ -35,10 +36,10 @@ remedy RFC 5321 §4.5.3.1.10 gives for ``452 Too many recipients``
 (https://www.rfc-editor.org/rfc/rfc5321#section-4.5.3.1.10), which Exchange Online answers past
 its recipients per message. Those still refused are in ``Receipt.refused``: for a message relayed
 from the smart host the dispatcher retries them later in a follow-up (:mod:`daemon.refusals`)
-without sending the others the message again; a notification of ours counts as delivered (its
-other recipients have it) and its detail names them. A refusal of this message by the server
-(at MAIL, RCPT or DATA) names each recipient's reply in ``ChannelError.refused``, so the sender of
-a relayed message can be told (RFC 3464).
+without sending the others the message again, and so for a notification of ours (it counts as
+delivered: its other recipients have it, and its detail names those refused). A refusal of this
+message by the server (at MAIL, RCPT or DATA) names each recipient's reply in
+``ChannelError.refused``, so the sender of a relayed message can be told (RFC 3464).
 """
 
 from __future__ import annotations
@@ -127,9 +128,7 @@ class EmailChannel:
         sender = self._mail_from if message.mail_from is None else message.mail_from
         try:
             content = message.raw if message.raw is not None else render(message, self._mail_from, recipients)
-            refused, reply = await self._submit(sender, recipients, content)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            raise _recipients_error(exc.recipients, relayed=message.raw is not None) from exc
+            refused, reply = await self._submit(sender, recipients, content, relayed=message.raw is not None)
         except aiosmtplib.SMTPDataError as exc:
             raise _content_error(exc.code, exc.message, _all(recipients, exc)) from exc
         except aiosmtplib.SMTPSenderRefused as exc:
@@ -142,11 +141,10 @@ class EmailChannel:
             raise _response_error(exc.code, exc.message) from exc
         except aiosmtplib.SMTPNotSupported as exc:
             # the server works but cannot take this message (an address not in ASCII without SMTPUTF8)
-            why = f"5.6.7 SMTPUTF8 is required, but was not offered by {self._where}"  # RFC 6531 §3.5
             raise ChannelError(
                 f"SMTP {self._where} cannot take this message: {exc}",
                 permanent=True,
-                refused=_found_here(recipients, why),
+                refused=_found_here(recipients, self._no_smtputf8),
             ) from exc
         except ValueError as exc:
             # aiosmtplib and email.message refuse addresses and headers that would break the protocol
@@ -166,10 +164,17 @@ class EmailChannel:
     def _where(self) -> str:
         return f"{self._smtp.host}:{self._smtp.port}"
 
+    @property
+    def _no_smtputf8(self) -> str:
+        return f"5.6.7 SMTPUTF8 is required, but was not offered by {self._where}"  # RFC 6531 §3.5
+
     async def _submit(
-        self, sender: str, recipients: Sequence[str], content: bytes
+        self, sender: str, recipients: Sequence[str], content: bytes, *, relayed: bool
     ) -> tuple[tuple[Refusal, ...], str]:
-        """One SMTP session (aiosmtplib's client: its ``send()`` refuses the null sender)."""
+        """One SMTP session (aiosmtplib's client: its ``send()`` refuses the null sender).
+
+        An address beyond ASCII that a server without SMTPUTF8 cannot take is refused here, and
+        the message goes to the others; ChannelError when every recipient is refused."""
         smtp = self._smtp
         client = aiosmtplib.SMTP(
             hostname=smtp.host, port=smtp.port, use_tls=smtp.tls, start_tls=smtp.starttls and not smtp.tls,
@@ -182,9 +187,23 @@ class EmailChannel:
             if client.is_ehlo_or_helo_needed:
                 with contextlib.suppress(aiosmtplib.SMTPHeloError):  # sendmail falls back to HELO
                     await client.ehlo()
-            options = mail_options(sender, recipients, content, client.supports_extension)
-            refused, reply = await client.sendmail(sender, list(recipients), content, mail_options=options)
-            return await _again(client, sender, content, _refusals(refused)), reply
+            sendable, beyond = _within_ascii(sender, recipients, client.supports_extension("smtputf8"))
+            found = _found_here(beyond, self._no_smtputf8)
+            options = mail_options(sender, sendable, content, client.supports_extension)
+            try:
+                refused, reply = await client.sendmail(sender, sendable, content, mail_options=options)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                raise _recipients_error(found + _each(exc.recipients), relayed=relayed) from exc
+            return found + await _again(client, sender, content, _refusals(refused)), reply
+
+
+def _within_ascii(sender: str, recipients: Sequence[str], smtputf8: bool) -> tuple[list[str], list[str]]:
+    """The recipients a server can take, and those it cannot: without SMTPUTF8, an address beyond
+    ASCII (RFC 6531 §3.5), unless every address needs it (the send then fails as a whole)."""
+    ascii_only = [r for r in recipients if r.isascii()]
+    if smtputf8 or not sender.isascii() or not ascii_only:
+        return list(recipients), []
+    return ascii_only, [r for r in recipients if not r.isascii()]
 
 
 async def _again(
@@ -328,12 +347,11 @@ def _content_error(code: int, text: str, refused: tuple[Refusal, ...]) -> Channe
     return _response_error(code, text, refused)
 
 
-def _recipients_error(refusals: Sequence[aiosmtplib.SMTPRecipientRefused], *, relayed: bool) -> ChannelError:
+def _recipients_error(refused: tuple[Refusal, ...], *, relayed: bool) -> ChannelError:
     """Every recipient refused. Some for good and some for now, in a relayed message: it fails
     for good, so its sender hears of the first at once and a follow-up retries the others alone
     (:mod:`daemon.refusals`); retried whole, the report would wait for the retries to run out."""
-    replies = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in refusals)
-    refused = _each(refusals)
+    replies = "; ".join(f"{r.recipient}: {r.reply}" for r in refused)
     transient = [r for r in refused if not r.permanent]
     if relayed and transient and len(transient) < len(refused):
         fault = not all(r.about_this_mail for r in transient)

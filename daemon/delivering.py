@@ -12,8 +12,9 @@ as a retry and in the end a failure (``delivery.bug``), and an adapter that rais
 than its channel error counts as a failed send: no claim is left in flight and the other channels
 carry on. A failure of a primary channel that implicates the provider feeds health tracking.
 
-A relayed smart-host message whose server refused some recipients (or all of it) may call for a
-follow-up to the recipients refused for now and a report to its sender (:mod:`daemon.refusals`):
+An email whose server refused some recipients (or all of it) may call for a follow-up to the
+recipients refused for now and, for a relayed smart-host message, a report to its sender
+(:mod:`daemon.refusals`):
 they are committed before the send's outcome is recorded, so a crash in between repeats the send
 (at least once) and never loses them; their keys make the repeat find them committed already.
 """

@@ -11,6 +11,8 @@ notifications, which the deliverer commits before it records the send's outcome:
   so nobody who has the message gets it again;
 - recipients refused **for now** when every recipient was refused and some of them for good: the
   same follow-up (the message fails for good, so the others are reported at once);
+- a notification of backchannel's own (no raw bytes, no sender to report to) gets the follow-up
+  alone, rendered again for those recipients: a full mailbox beside an accepting one is not dropped;
 - recipients refused **for good** (5xx), or all of them once the message has failed (the server
   refused its sender or its content, or retries ran out): a *report* (:mod:`channels.dsn`) to the
   envelope sender, from the null sender, unless the original came from the null sender itself
@@ -77,8 +79,6 @@ def consequences(
 
     ``failed``: the send's outcome fails this step for good (a retry reports nothing yet).
     """
-    if notification.raw is None:  # only relayed mail has a sender to answer to
-        return []
     if isinstance(result, ChannelError) and not failed:  # retried: nothing is settled yet
         return []
     if isinstance(result, Receipt) or result.permanent:
@@ -88,7 +88,8 @@ def consequences(
     else:  # retries ran out: every recipient is reported, those refused for now too
         later, lost = [], list(result.refused)
     items = [follow_up(channel, notification, later, now)] if later else []
-    if lost and bounces.enabled and notification.mail_from:
+    # only relayed mail has a sender to answer to (a notification of ours has ``mail_from`` None)
+    if lost and bounces.enabled and notification.raw is not None and notification.mail_from:
         items.append(report(channel, notification, lost, bounces, now))
     return items
 
@@ -96,7 +97,7 @@ def consequences(
 def follow_up(
     channel: str, original: Notification, recipients: Sequence[str], now: datetime
 ) -> NewNotification:
-    """The original's bytes and envelope sender, to ``recipients`` only.
+    """The original's bytes and envelope sender (or a notification of ours), to ``recipients`` only.
 
     It keeps the original's ``created_at`` (when the message arrived: a later report's
     ``Arrival-Date``) and its labels, with ``relay_of`` naming the original.

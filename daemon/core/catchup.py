@@ -11,6 +11,7 @@ email per person and episode, keyed so that restarts and several nodes queue it 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -102,7 +103,7 @@ def received_by(sends: Iterable[Sent], directory: Directory) -> dict[str, list[R
         failed = _failed_part(sent.detail)
         line = Received(sent.notification_id, sent.subject, sent.severity, sent.channel, sent.at)
         for destination in sent.destinations:
-            if destination.lower() in failed:
+            if _named(destination, failed):
                 continue
             for person in directory.holders(destination, sent.kind):
                 lines = found.setdefault(person, {})
@@ -117,6 +118,13 @@ def received_by(sends: Iterable[Sent], directory: Directory) -> dict[str, list[R
 def _failed_part(detail: str) -> str:
     text = detail.lower()
     return " ".join(text.partition(marker)[2] for marker in _FAILED_MARKERS)
+
+
+def _named(destination: str, failed: str) -> bool:
+    """Whether ``failed`` names ``destination`` whole: ``devops@x`` refused is not ``ops@x``,
+    ``+4930123456`` is not ``+493012345``."""
+    edge = r"[\w.+@-]"
+    return re.search(rf"(?<!{edge}){re.escape(destination.lower())}(?!{edge})", failed) is not None
 
 
 def catch_up_key(outage: Outage, person: str) -> str:

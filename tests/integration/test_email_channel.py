@@ -463,3 +463,29 @@ async def test_a_refused_message_names_the_reply_for_every_recipient(smtp: SmtpS
         Refusal("a@example.test", 554, "5.7.1 Rejected"),
         Refusal("b@example.test", 554, "5.7.1 Rejected"),
     )
+
+
+async def test_without_smtputf8_the_ascii_recipients_still_get_the_message(smtp: SmtpServer) -> None:
+    """A server without SMTPUTF8 cannot take an address beyond ASCII: the others still get the
+    message, and the receipt names that one refused for good (5.6.7, found here) for a report."""
+    smtp.without_smtputf8()
+    receipt = await _channel(smtp).send(_relayed("ok@example.test", "jürgen@example.test"))
+    [mail] = await smtp.wait_for_async(1)
+    assert (mail.rcpt_tos, mail.data) == (("ok@example.test",), RAW)
+    [refusal] = receipt.refused
+    assert (refusal.recipient, refusal.permanent, refusal.diagnostic) == (
+        "jürgen@example.test",
+        True,
+        "x-backchannel",
+    )
+    assert refusal.reply.startswith("5.6.7 SMTPUTF8 is required")
+
+
+async def test_without_smtputf8_every_refusal_is_named(smtp: SmtpServer) -> None:
+    """The ASCII recipient refused by the server, the other unsendable here: the error names both."""
+    smtp.without_smtputf8()
+    smtp.refuse("gone@example.test")
+    with pytest.raises(ChannelError) as caught:
+        await _channel(smtp).send(_relayed("gone@example.test", "jürgen@example.test"))
+    assert caught.value.permanent
+    assert sorted(r.recipient for r in caught.value.refused) == ["gone@example.test", "jürgen@example.test"]

@@ -225,10 +225,14 @@ def test_bounces_turned_off_report_nothing() -> None:
     assert consequences("email", _original(), receipt, failed=False, bounces=off, now=NOW) == []
 
 
-def test_a_notification_not_relayed_has_no_consequences() -> None:
-    """Only messages from the smart host (with their raw bytes) have a sender to report to."""
+def test_a_notification_not_relayed_follows_up_but_reports_nothing() -> None:
+    """A notification of ours has no sender to report to; those refused for now still get it later."""
     receipt = Receipt("email", refused=(GONE, BUSY))
-    assert consequences("email", _original(raw=None), receipt, failed=False, bounces=BOUNCES, now=NOW) == []
+    ours = _original(raw=None, mail_from=None, source="api")
+    [item] = consequences("email", ours, receipt, failed=False, bounces=BOUNCES, now=NOW)
+    assert item.notification.recipients == ("busy@example.org",)
+    assert item.notification.raw is None and item.notification.mail_from is None
+    assert item.notification.labels[RELAY_OF_LABEL] == ours.id
 
 
 def test_the_reports_from_is_mailer_daemon_at_the_host_unless_configured() -> None:
