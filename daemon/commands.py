@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -36,12 +37,18 @@ def _load(args: argparse.Namespace) -> Config | None:
 def run(args: argparse.Namespace) -> int:
     from daemon.app import serve
     from daemon.logs import configure_logging
+    from daemon.store.migrations import SchemaTooNew
 
     config = _load(args)
     if config is None:
         return EX_CONFIG
     configure_logging()
-    run_async(serve(config, args.config, systemd_env=os.environ))
+    try:
+        run_async(serve(config, args.config, systemd_env=os.environ))
+    except SchemaTooNew as exc:
+        # no restart mends it (the unit's RestartPreventExitStatus=78): this release must be upgraded
+        print(f"{describe_store(config)}: {exc}", file=sys.stderr)
+        return EX_CONFIG
     return 0
 
 
@@ -84,7 +91,11 @@ def migrate(args: argparse.Namespace) -> int:
             applied = asyncio.run(PostgresStore.from_config(store).migrate())
         else:
             applied = migrations.migrate_sqlite(store.path)
-    except StoreError as exc:
+    except (
+        StoreError,
+        sqlite3.Error,
+        OSError,
+    ) as exc:  # a locked or read-only file, a directory it cannot make
         print(f"migration failed: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     print(f"{describe_store(config)}: " + (f"applied {applied}" if applied else "schema up to date"))

@@ -6,6 +6,7 @@ import functools
 import http.server
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -83,6 +84,37 @@ def test_migrate_applies_then_reports_up_to_date(
     shipped = sorted(int(sql.name[:4]) for sql in (REPO / "daemon/store/migrations/sqlite").glob("*.sql"))
     assert f"applied {shipped}" in first.stdout
     assert "schema up to date" in cli("migrate", "-c", str(fresh)).stdout
+
+
+def test_a_store_from_a_newer_release_stops_the_daemon_with_78(
+    running: tuple[DaemonProcess, SmtpServer], tmp_path: Path
+) -> None:
+    """No restart mends a store a newer release migrated: run exits 78 (which the unit does not
+    restart) with one line saying so, not a traceback that systemd restarts every 2 s."""
+    daemon, _ = running
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(daemon.config_path.read_text().replace("outbox.db", "newer.db"))
+    assert cli("migrate", "-c", str(newer)).returncode == 0
+    with sqlite3.connect(tmp_path / "newer.db") as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 0)")
+    result = cli("run", "-c", str(newer))
+    assert result.returncode == 78, result.stderr
+    assert "the database schema is at version 999" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_on_a_locked_store_says_so(running: tuple[DaemonProcess, SmtpServer], tmp_path: Path) -> None:
+    """A store another process holds the write lock of: one line and exit 69, not a traceback."""
+    daemon, _ = running
+    locked = tmp_path / "locked.yaml"
+    locked.write_text(daemon.config_path.read_text().replace("outbox.db", "locked.db"))
+    with sqlite3.connect(tmp_path / "locked.db", isolation_level=None) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        result = cli("migrate", "-c", str(locked))
+        holder.execute("ROLLBACK")
+    assert result.returncode == 69, result.stderr
+    assert result.stderr.startswith("migration failed: database is locked")
+    assert "Traceback" not in result.stderr
 
 
 def test_schema_is_json_schema() -> None:
