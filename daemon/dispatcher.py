@@ -39,6 +39,7 @@ from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.send_slots import SendSlots
 from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
+from daemon.trouble import Trouble
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +155,17 @@ class Dispatcher:
     async def run(self) -> None:
         """Dispatch until :meth:`stop`; then wait for in-flight sends within the grace period."""
         await self._store.release_claims(self._clock.now())
+        trouble = Trouble(log, "the outbox cannot be read or claimed", "store.failed")
         while not self._stopping:
             started = self._clock.monotonic()
             try:
                 wait_s = await self._pass()
             except StoreUnavailable as exc:
                 # Intake answers 503 meanwhile; sends resume when the store can commit again.
-                log.error("the outbox cannot be read or claimed: %s", exc, extra={"event": "store.failed"})
+                trouble.failed(self._clock.monotonic(), exc)
                 wait_s = self._settings.poll_s
+            else:
+                trouble.succeeded(self._clock.monotonic())
             self._progressed()
             await self._idle(wait_s, self._pace_from(started))
         await self._drain()
