@@ -89,7 +89,7 @@ def _add_send_args(send: argparse.ArgumentParser) -> None:
     send.add_argument("--subject", required=True)
     send.add_argument("--body", default="")
     send.add_argument("--to", action="append", default=[], help="recipient email (repeatable)")
-    send.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
+    send.add_argument("--label", action="append", default=[], type=_label, help="KEY=VALUE (repeatable)")
     send.add_argument("--idempotency-key")
 
 
@@ -167,3 +167,11 @@ def run_async(coro: object) -> None:
 def print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _label(text: str) -> tuple[str, str]:
+    """``--label KEY=VALUE``; argparse's usage error for anything else (it was dropped unsaid)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value

@@ -233,7 +233,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def send(args: argparse.Namespace) -> int:
-    labels = dict(item.split("=", 1) for item in args.label if "=" in item)
+    labels = dict(args.label)
     body = {
         "severity": args.severity,
         "subject": args.subject,

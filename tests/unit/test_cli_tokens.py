@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from daemon.cli import main
 from daemon.commands import _token
 from daemon.config import ConfigError, parse_config
 
@@ -36,3 +37,11 @@ def test_a_token_named_or_a_clear_refusal() -> None:
     only_send = parse_config(CONFIG.replace("    - {name: ops, token: ops-token}\n", ""))
     with pytest.raises(ConfigError, match="no token has the 'admin' scope"):
         _token(only_send, None, "admin", "f.yaml")
+
+
+def test_a_label_without_equals_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``send --label foo`` was sent without the label, unsaid: now argparse's usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["send", "--severity", "high", "--subject", "s", "--label", "foo"])
+    assert exited.value.code == 2
+    assert "'foo' is not KEY=VALUE" in capsys.readouterr().err
