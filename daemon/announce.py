@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daemon.clock import Clock
@@ -197,6 +197,12 @@ class Announcer:
         if outage is None or abs(outage.ended_at - transition.at) > _SAME_INSTANT:
             return None  # e.g. unknown -> healthy while healthy: no outage ended
         key = None if opening is None else opening.key
+        # its key, made from the transition that opened the outage: one lookup, where the search
+        # below reads every notification since the outage began (a restart after it does too)
+        at = outage.started_at.astimezone(UTC).isoformat()
+        for candidate in [key] if key is not None else [f"transition:{at}:{s.value}" for s in OPENING]:
+            if (found := await self._store.by_key(candidate)) is not None:
+                return await self._store.notification(found)
         return await self._find_opening(self._store, outage.started_at - timedelta(seconds=1), key)
 
     async def _find_opening(self, store: Store, since: datetime, key: str | None) -> NotificationView | None:

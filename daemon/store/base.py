@@ -346,6 +346,10 @@ class Store(Protocol):
         """
         ...
 
+    async def by_key(self, idempotency_key: str) -> str | None:
+        """The id of the notification stored under ``idempotency_key``, if any."""
+        ...
+
     async def by_ack_code(self, code: str) -> str | None:
         """The newest open escalation (unacknowledged, not cancelled) with this ack code (normalised),
         else the newest version of an alert group a newer version closed with it (acknowledging

@@ -105,6 +105,13 @@ class PostgresReads:
             query.limit,
         )
 
+    async def by_key(self, idempotency_key: str) -> str | None:
+        async def read(conn: Conn) -> str | None:
+            row = await (await conn.execute(Q["find_by_key"], (idempotency_key,))).fetchone()
+            return None if row is None else str(row["id"])
+
+        return await self._read(read)
+
     async def by_ack_code(self, code: str) -> str | None:
         async def read(conn: Conn) -> str | None:
             key = (normalise_ack_code(code),)

@@ -121,6 +121,10 @@ class SqliteReads:
             query.limit,
         )
 
+    async def by_key(self, idempotency_key: str) -> str | None:
+        row = await self._read(lambda conn: conn.execute(Q["find_by_key"], (idempotency_key,)).fetchone())
+        return None if row is None else str(row[0])
+
     async def by_ack_code(self, code: str) -> str | None:
         key = normalise_ack_code(code)
 
