@@ -49,9 +49,16 @@ class SubmitEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        await send_reply(send, await self.handle(headers, await read_body(receive)))
+        # refused from its headers, the body left unread: a client that sent "Expect: 100-continue"
+        # is not told to send it (up to max_body_bytes) only to hear 401 after
+        refused = self._refused(headers)
+        await send_reply(send, refused or await self._accept(headers, await read_body(receive)))
 
     async def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
+        """One request whose body the server has read already (the intake workers')."""
+        return self._refused(headers) or await self._accept(headers, raw)
+
+    def _refused(self, headers: dict[str, str]) -> Reply | None:
         try:
             self._auth.authorize(headers.get("authorization", ""), "send")
         except (Unauthorized, Forbidden, RateLimited) as exc:
@@ -59,6 +66,9 @@ class SubmitEndpoint:
             return error(status, code, str(exc), headers=headers)
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
+        return None
+
+    async def _accept(self, headers: dict[str, str], raw: bytes) -> Reply:
         try:
             body = SUBMIT.validate_json(raw)
         except ValidationError as exc:

@@ -718,3 +718,20 @@ async def test_backchannels_own_sources_are_refused(
     response = await client.post("/v1/notifications", json=body)
     assert response.status_code == 422
     assert f"'{source}' is reserved" in response.text
+
+
+async def test_an_unauthorised_submission_is_refused_before_its_body_is_asked_for(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """``Expect: 100-continue`` with a wrong token: the 401 comes first, no "100 Continue" that
+    would have the client upload up to max_body_bytes for nothing."""
+    _, daemon = api
+    reader, writer = await asyncio.open_connection("127.0.0.1", daemon.api_port)
+    writer.write(
+        b"POST /v1/notifications HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 200000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 401"), status
