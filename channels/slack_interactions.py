@@ -77,8 +77,10 @@ def verify(
     if age > MAX_SKEW_S:
         raise ForgedInteraction("the request's timestamp is more than five minutes away")
     matched = False
+    # bytes, not str: compare_digest raises TypeError on a str with a non-ASCII character (a 500)
+    offered = presented.encode()
     for secret in secrets:  # no early exit: the time taken says nothing about which secret matched
-        matched |= hmac.compare_digest(signature(secret, timestamp, body), presented)
+        matched |= hmac.compare_digest(signature(secret, timestamp, body).encode(), offered)
     if not matched:
         raise ForgedInteraction()
 

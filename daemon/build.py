@@ -233,15 +233,26 @@ def secrets_of(config: Config) -> Mapping[str, str]:
     for name, cfg in config.channels.items():
         if isinstance(cfg, WebhookChannelConfig):
             found.update(_url_secrets(f"channels.{name}.url", cfg.url))
+    if isinstance(config.store, PostgresStoreConfig):
+        # libpq quotes the part of a URL it cannot parse ('invalid percent-encoded token: "pa%ss"'),
+        # and psycopg's pool logs that: the password alone must be masked, not only the whole URL.
+        found.update(_password_secrets("store.url", config.store.url.get_secret_value()))
     return found
 
 
 def _url_secrets(path: str, url: str) -> dict[str, str]:
     """What of a webhook URL is secret: all of it when its query may carry a signature (a Teams
-    workflow URL does), and the password of a ``user:password@``, as written, percent-decoded and
-    as the ``Basic`` credentials the channel sends it in."""
+    workflow URL does), and its password (:func:`_password_secrets`)."""
     parts = urlsplit(url)
     found = {path: url} if parts.query or parts.password else {}
+    return found | _password_secrets(path, url)
+
+
+def _password_secrets(path: str, url: str) -> dict[str, str]:
+    """The password of a ``user:password@`` URL, as written, percent-decoded and as the ``Basic``
+    credentials a webhook sends it in."""
+    parts = urlsplit(url)
+    found: dict[str, str] = {}
     if parts.password:
         found[f"{path}.password"] = parts.password
         found[f"{path}.password.decoded"] = unquote(parts.password)

@@ -78,6 +78,8 @@ def check(args: argparse.Namespace) -> int:
 
 def migrate(args: argparse.Namespace) -> int:
     """Apply pending schema migrations (the daemon also does at start); print what was applied."""
+    from daemon.build import register_secrets
+    from daemon.logs import redact
     from daemon.store import migrations
     from daemon.store.base import StoreError
     from daemon.store.postgres import PostgresStore, PostgresStoreConfig
@@ -85,6 +87,7 @@ def migrate(args: argparse.Namespace) -> int:
     config = _load(args)
     if config is None:
         return EX_CONFIG
+    register_secrets(config)  # libpq's errors may quote the store URL's password
     store = config.store
     try:
         if isinstance(store, PostgresStoreConfig):
@@ -96,7 +99,7 @@ def migrate(args: argparse.Namespace) -> int:
         sqlite3.Error,
         OSError,
     ) as exc:  # a locked or read-only file, a directory it cannot make
-        print(f"migration failed: {exc}", file=sys.stderr)
+        print(f"migration failed: {redact(str(exc))}", file=sys.stderr)
         return EX_UNAVAILABLE
     print(f"{describe_store(config)}: " + (f"applied {applied}" if applied else "schema up to date"))
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.harness import TOKEN, WEBHOOK_SECRET, DaemonProcess
+from tests.acceptance.harness import TOKEN, WEBHOOK_SECRET, DaemonProcess, free_port
 from tests.servers import SmtpServer, WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,3 +244,35 @@ def test_client_commands_take_the_token_from_the_environment(
     given = cli("status", "-c", str(daemon.config_path), env=without_secrets | {"BACKCHANNEL_TOKEN": TOKEN})
     assert given.returncode == 0, given.stderr
     assert "provider test-provider: HEALTHY" in given.stdout
+
+
+#: a PostgreSQL URL whose password has a '%' not written as %25: libpq's error quotes the password
+_BAD_PG_PASSWORD = "Pa55%word-SECRET-71"
+
+
+def _unparsable_pg_config(tmp_path: Path) -> Path:
+    path = tmp_path / "pg.yaml"
+    path.write_text(
+        f"store: {{url: 'postgresql://bc:{_BAD_PG_PASSWORD}@127.0.0.1:1/x', connect_timeout: 1s}}\n"
+        f"api: {{listen: 127.0.0.1:{free_port()}, tokens: [{{name: a, token: tok-0123456789}}]}}\n"
+        "provider: {name: p, smtp: {host: 127.0.0.1, port: 1}, mail_from: bc@test.example}\n"
+        "channels: {email: {type: email, to: [oncall@test.example]}}\n"
+        "routes: [{match: {}, healthy: [email], outage: [email]}]\n"
+    )
+    return path
+
+
+def test_migrate_never_prints_the_store_password(tmp_path: Path) -> None:
+    """migrate on a PostgreSQL URL libpq cannot parse fails without quoting the URL's password."""
+    result = cli("migrate", "-c", str(_unparsable_pg_config(tmp_path)))
+    assert result.returncode == 69, result.stderr
+    assert result.stderr.startswith("migration failed: ")
+    assert _BAD_PG_PASSWORD not in result.stdout + result.stderr
+
+
+def test_run_never_logs_the_store_password(tmp_path: Path) -> None:
+    """run on a PostgreSQL URL libpq cannot parse: the pool's warnings mask the URL's password."""
+    result = cli("run", "-c", str(_unparsable_pg_config(tmp_path)))
+    assert result.returncode != 0
+    assert "invalid percent-encoded token" in result.stderr
+    assert _BAD_PG_PASSWORD not in result.stdout + result.stderr

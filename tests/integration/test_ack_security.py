@@ -7,6 +7,7 @@ of the escalation hands the ack code to the Slack fake), Twilio-signed inbound r
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from channels.fake import FakeChannel
 from channels.twilio_callbacks import TWIML_SILENCE
-from daemon.api.ack import inbound_url, with_repliers
+from daemon.api.ack import SlackApp, inbound_url, with_repliers
 from daemon.api.app import ApiContext
 from daemon.api.auth import Grant
 from daemon.api.callbacks import TwilioAccount
@@ -40,6 +41,7 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ADMIN_TOKEN = "ack-security-admin-token-0123456789"
 SEND_TOKEN = "ack-security-send-token-0123456789"
 TWILIO_TOKEN = "twilio-auth-token-0123456789abcd"
+SLACK_SIGNING_SECRET = "slack-signing-secret-0123456789"
 STATUS_CALLBACK = "https://backchannel.example.com/v1/callbacks/twilio"
 ONCALL = "+15550100001"
 STRANGER = "+15550199999"
@@ -107,6 +109,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         draining=lambda: False,
         in_flight=lambda: dispatcher.in_flight,
         twilio_accounts=lambda: [account],
+        slack_apps=lambda: [SlackApp("slack-oncall", SLACK_SIGNING_SECRET)],
         clock=clock,
     )
     running = asyncio.create_task(dispatcher.run())
@@ -165,6 +168,22 @@ async def test_send_scoped_token_cannot_acknowledge_by_api(world: World) -> None
     allowed = await world.api.post(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert allowed.status_code == 200
     assert await world.acknowledged(nid)
+
+
+async def test_slack_signature_with_a_non_ascii_character_is_refused(world: World) -> None:
+    """A forged X-Slack-Signature holding a non-ASCII byte is a 401 like any forgery, not a 500."""
+    nid, _ = await world.page()
+    action = {"action_id": "backchannel_ack", "value": nid}
+    body = "payload=" + json.dumps({"type": "block_actions", "actions": [action]})
+    headers = {
+        "X-Slack-Request-Timestamp": str(int(world.clock.now().timestamp())),
+        "X-Slack-Signature": "v0=\xe9".encode("latin-1"),
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    answer = await world.api.post("/v1/callbacks/slack", content=body, headers=headers)
+    assert answer.status_code == 401
+    assert answer.json()["error"] == "unauthorized"
+    assert not await world.acknowledged(nid)
 
 
 def test_sms_repliers_are_the_sms_recipients_and_the_directory_phones() -> None:
