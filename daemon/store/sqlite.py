@@ -88,10 +88,10 @@ class SqliteStore(SqliteReads):
         return conn
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            migrations.create_private(self.path)
             await asyncio.to_thread(self._migrate)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         self._writer.start()
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")

@@ -74,3 +74,22 @@ async def _open_and_close(path: Path) -> str:
     await store.open()
     await store.close()
     return "opened"
+
+
+async def test_a_new_store_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    """Run by hand (umask 022, no unit's UMask=0077), the outbox and its -wal and -shm files were
+    0644: every local user could read every notification."""
+    path = tmp_path / "outbox.db"
+    old = os.umask(0o022)
+    try:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+        finally:
+            await store.close()
+    finally:
+        os.umask(old)
+    assert modes["outbox.db"] == 0o600
+    assert modes.get("outbox.db-wal", 0o600) == 0o600 and modes.get("outbox.db-shm", 0o600) == 0o600
+    assert "outbox.db-wal" in modes

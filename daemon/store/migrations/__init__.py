@@ -10,6 +10,8 @@ of its schema.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
 import time
@@ -73,9 +75,21 @@ def apply(conn: sqlite3.Connection, dialect: Literal["sqlite"] = "sqlite") -> li
     return applied
 
 
+def create_private(path: Path) -> None:
+    """Create the store file, readable by its owner alone, unless it exists (it keeps its mode).
+
+    SQLite creates it with the process's umask (0644 for a daemon run by hand, where the unit's
+    UMask=0077 does not apply), and its ``-wal`` and ``-shm`` files take its mode: every local user
+    could read every notification.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def migrate_sqlite(path: Path) -> list[int]:
     """``backchannel migrate`` for an embedded store: apply what is missing, then close."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         return apply(conn)
