@@ -237,6 +237,11 @@ class _Worker:
         self.send_config()
         try:
             await self._read_reports(read_fd)
+        except BaseException:
+            # never one left serving unsupervised (no reports read, no reloads) beside its successor
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            raise
         finally:
             self.serving = False
             self._pool.changed()
@@ -248,7 +253,7 @@ class _Worker:
         pipe = os.fdopen(read_fd, "rb", buffering=0)
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
         try:
-            while line := await reader.readline():
+            while line := await _next_line(reader, self.index):
                 if self._pool.report(line):
                     self.serving = True
                     self._pool.changed()
@@ -256,3 +261,13 @@ class _Worker:
                         self.first_ready.set_result(None)
         finally:
             transport.close()
+
+
+async def _next_line(reader: asyncio.StreamReader, index: int) -> bytes:
+    """The next report line; one past REPORT_LIMIT is dropped (its counts are lost, the poll
+    still delivers what it counted) rather than end the reading of every later one."""
+    while True:
+        try:
+            return await reader.readline()
+        except ValueError as exc:  # the reader has discarded the line, or as much of it as it held
+            log.error("intake worker %d sent a report past %d bytes: dropped (%s)", index, REPORT_LIMIT, exc)

@@ -378,3 +378,39 @@ async def test_a_report_longer_than_64_kib_is_counted_whole(
 
         await until(counted)
         assert "backchannel_intake_workers 2.0" in (await api.get("/metrics")).text
+
+
+async def test_a_report_past_the_limit_leaves_one_process_per_worker_still_reporting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report line over the limit is dropped; the worker keeps reporting and is not doubled."""
+    monkeypatch.setattr("daemon.intake.workers.REPORT_LIMIT", 4096)
+    wide = [{"severity": "info", "subject": "s", "source": f"{n:03d}" + "x" * 100} for n in range(60)]
+    async with _world(tmp_path, str(tmp_path / "outbox.db")) as (daemon, _, _):
+        before = _worker_processes()
+        async with _intake(daemon) as intake, _api(daemon) as api:  # one connection: one worker
+            assert (await intake.post("/v1/notifications", json=wide)).status_code == 202
+            sent = await intake.post("/v1/notifications", json={"severity": "high", "subject": "after"})
+            assert sent.status_code == 202
+
+            async def counted() -> bool:  # dispatch.poll is an hour: only a report counts it
+                text = (await api.get("/metrics")).text
+                return 'backchannel_notifications_accepted_total{severity="high",source="api"} 1.0' in text
+
+            await until(counted)
+        assert _worker_processes() == before
+
+
+def _worker_processes() -> list[int]:
+    """This process's children running an intake worker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, NotADirectoryError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"daemon.intake.worker" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
