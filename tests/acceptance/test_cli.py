@@ -150,7 +150,9 @@ def test_send_status_and_override(running: tuple[DaemonProcess, SmtpServer]) -> 
     assert "OUTAGE (forced: drill)" in cli("status", "-c", config).stdout
     assert cli("override", "-c", config, "release").stdout.strip() == "provider state: healthy"
     status = json.loads(cli("status", "-c", config, "--json").stdout)
-    assert status["provider"]["events"][0]["cause"] == "operator override released"
+    # newest first; a check timing out on a loaded machine (250 ms here) may add a suspect blip after
+    causes = [e["cause"] for e in status["provider"]["events"]]
+    assert causes.index("operator override released") < causes.index("forced by operator: drill")
 
 
 def test_client_commands_say_when_the_daemon_is_down(tmp_path: Path) -> None:
