@@ -56,7 +56,8 @@ from daemon.yamlsource import Loc, SourceProblem, YamlDocument, YamlSyntaxError,
 
 class DispatchConfig(Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    concurrency: PositiveInt = 4
+    #: the default of channels that set none (filled in by Config); unset, each kind's own default
+    concurrency: PositiveInt | None = None
     poll: Duration = timedelta(seconds=1)
     lease: Duration = timedelta(minutes=5)
 

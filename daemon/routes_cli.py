@@ -11,15 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from typing import cast, get_args
+from typing import cast
 
+from daemon.build import primary_channels
 from daemon.config import Config, ConfigError, load_config
-from daemon.config_channels import SlackChannelConfig
 from daemon.config_routes import build_directory, build_policy
 from daemon.configbase import format_duration
-from daemon.core.directory import Directory, Kind, resolve
+from daemon.core.directory import Directory, readdress
 from daemon.core.model import Escalation, Mode, Notification, ProviderState, Severity
 from daemon.core.routing import Action, Route, matching_routes, plan_in_state, walk
+from daemon.rendering import audiences
 
 EX_CONFIG = 78  # as daemon.cli: a configuration error, so systemd stops restarting
 
@@ -108,15 +109,20 @@ def _notification(args: argparse.Namespace, at: datetime) -> Notification:
 def _reach(
     config: Config, directory: Directory, channel: str, note: Notification, route: Route, at: datetime
 ) -> str:
-    settings = config.channels[channel]
-    kind = settings.type
-    if isinstance(settings, SlackChannelConfig) and not settings.dm_recipients:
-        return f" ({kind}): {', '.join(settings.targets) or 'its webhook channel'}"
-    if kind not in get_args(Kind) or not note.recipients:
+    """Where ``channel`` would send ``note``, as the dispatcher addresses it (daemon/rendering.py)."""
+    kind = config.channels[channel].type
+    audience = audiences(config, primary_channels(config)).get(channel)
+    if audience is None:  # webhooks and the primary email channel: nobody the directory places
         return f" ({kind})"
-    found = resolve(note.recipients, cast(Kind, kind), directory, at, route.fallback)
-    people = ", ".join(found.people) or "nobody"
-    text = f" ({kind}): {people} -> {', '.join(found.targets) or 'no targets'}"
+    if not (audience.to_people and note.recipients):
+        # fixed destinations (Slack targets, SMS recipients, email to) are not readdressed
+        places = audience.destinations(note.recipients)
+        default = "its webhook channel" if kind == "slack" else "nobody"
+        return f" ({kind}): {', '.join(places) or default}"
+    readdressed = readdress(note.recipients, audience.kind, directory, at, route.fallback)
+    found = readdressed.resolution
+    places = audience.destinations(readdressed.recipients)
+    text = f" ({kind}): {', '.join(found.people) or 'nobody'} -> {', '.join(places) or 'no targets'}"
     if found.unknown:
         text += f"; unknown recipients: {', '.join(found.unknown)}"
         text += f" (fallback {route.fallback})" if route.fallback else " (no fallback)"

@@ -105,8 +105,8 @@ def test_omitted_sections_take_their_defaults() -> None:
         None,
     )
     assert config.dispatch.retry.max == timedelta(minutes=5)
-    assert (config.dispatch.concurrency, config.dispatch.lease) == (4, timedelta(minutes=5))
-    assert config.channels["email"].concurrency == 4
+    assert (config.dispatch.concurrency, config.dispatch.lease) == (None, timedelta(minutes=5))
+    assert (config.channels["email"].concurrency, config.channels["incident"].concurrency) == (4, 16)
     assert config.api.max_body_bytes == 1024 * 1024
     assert config.store.busy_timeout == timedelta(seconds=5)
 
@@ -333,6 +333,8 @@ def test_schema_is_json_schema_for_editors() -> None:
     }
     every = schema["$defs"]["SmtpCheckConfig"]["properties"]["every"]
     assert (every["type"], every["default"]) == ("string", "15s")
+    # docs/configuration.md: none; each channel kind has its own default
+    assert schema["$defs"]["DispatchConfig"]["properties"]["concurrency"]["default"] is None
     assert schema["additionalProperties"] is False
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from daemon.config import parse_config
+from daemon.config_routes import DirectoryConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = ["channels.md", "channels-webhook.md", "channels-slack.md", "channels-sms.md"]
@@ -45,3 +46,17 @@ def _value(name: str) -> str:
     if "SECRET" in name:
         return "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     return "xoxb-value-for-" + name.lower()
+
+
+@pytest.mark.parametrize("page", ["policies.md", "directory.md"])
+def test_directory_snippets_load(page: str) -> None:
+    """Every directory: snippet of the page validates (its groups name people it defines)."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (DOCS / page).read_text(), re.DOTALL)
+    found = [
+        doc["directory"]
+        for doc in map(yaml.safe_load, blocks)
+        if isinstance(doc, dict) and "directory" in doc
+    ]
+    assert found, f"no directory snippet in {page}"
+    for directory in found:
+        DirectoryConfig.model_validate(directory)

@@ -52,7 +52,7 @@ def test_routes_test_prints_route_plan_and_people(capsys: pytest.CaptureFixture[
     assert capsys.readouterr().out.splitlines() == [
         "at 2024-03-29T10:00:00+01:00, provider outage: route db-critical",
         "plan (outage): escalate until acknowledged",
-        "  +0s slack (slack): alice, bob, carol -> U024ALICE, bob@example.com, U024CAROL; "
+        "  +0s slack (slack): alice, bob, carol -> #ops, U024ALICE, bob@example.com, U024CAROL; "
         "unknown recipients: stranger@elsewhere.org (fallback ops)",
         "  +5m sms (sms): alice, bob, carol -> +4915110000001, +4915110000002; "
         "unknown recipients: stranger@elsewhere.org (fallback ops); no sms address: carol",
@@ -68,7 +68,37 @@ def test_routes_test_reports_continue_and_windows(capsys: pytest.CaptureFixture[
         "at 2024-03-29T23:30:00+01:00, provider outage: route audit",
         "  also matches (continue): everything-else",
         "plan (outage): slack",
-        "  1. slack (slack)",
+        "  1. slack (slack): #ops",
+    ]
+
+
+FIXED = """\
+store: {path: /tmp/x.db}
+api: {tokens: [{name: t, token: t0123456789}]}
+provider: {name: p, smtp: {host: smtp.example.com, username: ops@example.com, password: pw}}
+channels:
+  email: {type: email}
+  sms-desk: {type: sms, account_sid: AC00000000000000000000000000000000, auth_token: x,
+             from_number: "+15005550006", recipients: ["+14155552671"]}
+  backup: {type: email, smtp: {host: relay.example.net}, to: [desk@example.net]}
+directory:
+  people:
+    alice: {email: [alice@example.com], phone: "+4915110000001", backup_email: alice@backup.example.org}
+routes:
+  - {healthy: [email], outage: [sms-desk, backup]}
+"""
+
+
+def test_routes_test_shows_fixed_destinations_not_people(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Channels with recipients or to of their own are not readdressed: routes test names those."""
+    path = tmp_path / "fixed.yaml"
+    path.write_text(FIXED)
+    assert routes_test(args("-c", str(path), "--recipient=alice@example.com")) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "  1. sms-desk (sms): +14155552671",
+        "  2. backup (email): alice@example.com",
     ]
 
 
