@@ -2,7 +2,8 @@
 
 The announcement goes through the same outbox and routing policy as everything else, so ops hear
 about an outage through the backup channels the policy names for that severity (email is what is
-down), and about the recovery by email again. ``suspect`` is not announced: it is routine noise.
+down), and about the recovery by email again. ``suspect`` is not announced: it is routine noise;
+nor is ``recovering``, nor a relapse from it back to ``outage`` (see :data:`ROUTINE`).
 
 One outage, one thread: the announcement that opens an outage is remembered, and every later
 announcement until the recovery follows it (``labels.follows``), so the Slack channel posts them
@@ -66,6 +67,12 @@ HEADLINES = {
     ProviderState.CREDENTIALS: "{name} refuses backchannel's credentials: renew them (not an outage)",
     ProviderState.FLAPPING: "{name} keeps failing and recovering: routing stays on the backup channels",
 }
+#: changes that are no news: a blip (suspect -> healthy), and a relapse before a recovery was
+#: confirmed (recovering -> outage: routing never left the outage side and "recovering" was not
+#: announced, so a provider whose checks pass now and then would be announced DOWN again each time)
+ROUTINE = frozenset(
+    {(ProviderState.SUSPECT, ProviderState.HEALTHY), (ProviderState.RECOVERING, ProviderState.OUTAGE)}
+)
 #: announced states that open an outage thread
 OPENING = frozenset({ProviderState.OUTAGE, ProviderState.FLAPPING})
 #: stored times come back within this of the live ones (SQLite keeps float seconds)
@@ -104,8 +111,7 @@ class Announcer:
         """A monitor listener: queue the announcement without holding up the monitor."""
         self._latest = transition.at if self._latest is None else max(self._latest, transition.at)
         severity = SEVERITY.get(transition.to_state)
-        routine = transition.from_state == ProviderState.SUSPECT  # suspect -> healthy: a blip, not news
-        if severity is None or (routine and transition.to_state == ProviderState.HEALTHY):
+        if severity is None or (transition.from_state, transition.to_state) in ROUTINE:
             return
         submission = self._submission(transition, severity)
         opening = self._opening

@@ -81,6 +81,11 @@ class Policy:
     def max_age(self, check: str) -> timedelta:
         return self.of(check).max_age or self.default_max_age
 
+    def knows(self, check: str) -> bool:
+        """Whether ``check`` counts: a policy that names its checks (a configured one names every
+        check) knows no other, such as one removed or renamed since its results were stored."""
+        return not self.checks or check in self.checks
+
     def named(self, role: Role) -> tuple[str, ...]:
         return tuple(name for name, p in self.checks.items() if p.role == role)
 

@@ -15,7 +15,8 @@ outage; it keeps one from ending too soon (docs/deciding.md):
   round goes straight back to outage. Ops are told once when it starts and once when it stops.
 
 Two more overlays never move routing: ``unknown`` (the provider looks down and so do the control
-targets: our network; such rounds count neither way and passive failures are ignored) and
+targets: our network; such rounds count neither way and passive failures are ignored, until a
+control or a provider's check works again) and
 ``credentials`` (a check's login was refused; shown while routing is on email, until that check
 authenticates again).
 
@@ -144,8 +145,13 @@ class HealthTracker:
         return dict(self._recent)
 
     def seed(self, results: Iterable[CheckResult]) -> None:
-        """Remember results (e.g. stored before a restart) without counting any round."""
-        for result in sorted(results, key=lambda r: r.at):
+        """Remember results (e.g. stored before a restart) without counting any round.
+
+        Those of a check the policy does not know (removed or renamed since) are dropped: stale
+        for good, such a check would be waited for by every recovery, or its refused login show
+        ``credentials``, for ever.
+        """
+        for result in sorted((r for r in results if self.policy.knows(r.check)), key=lambda r: r.at):
             self._remember(result)
 
     def observe(self, result: CheckResult, now: datetime | None = None) -> Transition | None:
@@ -158,6 +164,10 @@ class HealthTracker:
         return self.observe_round(assess(self.policy, latest, result, now or result.at))
 
     def observe_round(self, round_: Round) -> Transition | None:
+        if self.snapshot.local and round_.verdict != Verdict.LOCAL and self._network_down(round_.at):
+            # our network stays the explanation until a control or a provider's check works again:
+            # a provider's check reading unknown (cannot resolve) between two down is no news
+            round_ = replace(round_, verdict=Verdict.LOCAL)
         self.last_round = round_
         sample = _SAMPLES.get(round_.verdict)
         flap = self.snapshot.flap
@@ -174,9 +184,11 @@ class HealthTracker:
         explains the failure.
         """
         last = self.snapshot.last_passive_at
-        if self.snapshot.local or (last is not None and at - last < self.thresholds.passive_min_interval):
+        # a wall clock stepped back (NTP) must not silence failed sends until it catches up
+        too_soon = last is not None and timedelta(0) <= at - last < self.thresholds.passive_min_interval
+        if self.snapshot.local or too_soon:
             return None
-        if our_network_down(self.policy, {name: r[-1] for name, r in self._recent.items()}, at):
+        if self._network_down(at):
             return None
         self.snapshot = replace(self.snapshot, last_passive_at=at)
         return self._apply(self._after_failure(self.snapshot), at, f"send failed: {reason}")
@@ -213,6 +225,9 @@ class HealthTracker:
     def _last_round_line(self) -> tuple[str, ...]:
         r = self.last_round
         return () if r is None else (f"last round ({r.verdict.value}): {r.cause}",)
+
+    def _network_down(self, at: datetime) -> bool:
+        return our_network_down(self.policy, {name: r[-1] for name, r in self._recent.items()}, at)
 
     def _remember(self, result: CheckResult) -> None:
         self._recent[result.check] = (*self._recent.get(result.check, ()), result)[-RECENT:]
