@@ -254,3 +254,12 @@ class ApiWorld:
         assert response.status_code == 202, response.text
         notification_id: str = response.json()["id"]
         return notification_id
+
+    async def trail(self, nid: str) -> dict[str, Any]:
+        """The notification as ``GET /v1/notifications/{id}`` shows it: status, deliveries, attempts."""
+        data: dict[str, Any] = (await self.api.get(f"/v1/notifications/{nid}")).json()
+        return data
+
+    async def status(self, nid: str) -> str:
+        status: str = (await self.trail(nid))["status"]
+        return status

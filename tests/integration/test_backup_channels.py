@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from tests.stand_ins import twilio as twilio_stand_in
 from tests.stand_ins.slack import Reply as SlackReply
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn
-from tests.support import config_template, daemon_api, stand_ins, until
+from tests.support import ApiWorld, config_template, daemon_api, stand_ins, until
 
 TOKEN = "backup-test-api-token-42"
 SLACK_TOKEN = "xoxb-test-slack-token-0123456789"
@@ -46,7 +45,7 @@ dispatch: {{retry: {{initial: 50ms, max: 200ms, max_attempts: 3}}}}
 
 
 @dataclass
-class World:
+class World(ApiWorld):
     api: httpx.AsyncClient
     daemon: Daemon
     slack: SlackStandIn
@@ -57,10 +56,6 @@ class World:
         response = await self.api.post("/v1/notifications", json={"severity": "critical", "subject": subject})
         notification_id: str = response.json()["id"]
         return notification_id
-
-    async def trail(self, nid: str) -> dict[str, Any]:
-        data: dict[str, Any] = (await self.api.get(f"/v1/notifications/{nid}")).json()
-        return data
 
 
 @pytest.fixture

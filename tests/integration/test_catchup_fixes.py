@@ -64,12 +64,8 @@ class World(ApiWorld):
     twilio: TwilioStandIn
     smtp: SmtpServer
 
-    async def trail(self, nid: str) -> dict[str, Any]:
-        data: dict[str, Any] = (await self.api.get(f"/v1/notifications/{nid}")).json()
-        return data
-
     async def all_delivered(self, *nids: str) -> bool:
-        return all([(await self.trail(nid))["status"] == "delivered" for nid in nids])
+        return all([await self.status(nid) == "delivered" for nid in nids])
 
     async def outage(self) -> None:
         await self.api.post("/v1/provider/override", json={"state": "outage", "reason": "test"})

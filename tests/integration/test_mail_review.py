@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -45,12 +44,8 @@ class World(ApiWorld):
     smtp: SmtpServer
     backup: SmtpServer
 
-    async def trail(self, nid: str) -> dict[str, Any]:
-        data: dict[str, Any] = (await self.api.get(f"/v1/notifications/{nid}")).json()
-        return data
-
     async def delivered(self, nid: str) -> bool:
-        return (await self.trail(nid))["status"] == "delivered"
+        return await self.status(nid) == "delivered"
 
 
 @pytest.fixture

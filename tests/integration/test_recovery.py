@@ -70,10 +70,6 @@ class World(ApiWorld):
     twilio: TwilioStandIn
     smtp: SmtpServer
 
-    async def status(self, nid: str) -> str:
-        status: str = (await self.api.get(f"/v1/notifications/{nid}")).json()["status"]
-        return status
-
 
 def _config(tmp_path: Path, smtp: SmtpServer, slack: SlackStandIn, twilio: TwilioStandIn, port: int) -> str:
     return CONFIG.format(
