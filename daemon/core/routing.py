@@ -173,13 +173,6 @@ class Route:
     def action(self, mode: Mode) -> Action:
         return self.healthy if mode == "healthy" else self.outage
 
-    def action_in(self, state: ProviderState, in_force: Mode) -> Action:
-        """The action while the provider is in ``state`` and ``in_force`` is the routing mode."""
-        override = self.override(state)
-        if override != "inherit":
-            return override
-        return self.action(mode_for(state, in_force))
-
     def override(self, state: ProviderState) -> Action | Literal["inherit"]:
         """The route's own action for an overlay ``state``, or ``inherit`` (the mode in force's)."""
         if state == ProviderState.UNKNOWN:
@@ -244,10 +237,7 @@ def plan_in_state(
     now: datetime | None = None,
 ) -> Plan:
     """The plan in ``state``, honouring a route's ``unknown``/``credentials`` override."""
-    route = route_for(notification, routes, now)
-    return _plan(
-        route.name, mode_for(state, in_force), route.action_in(state, in_force), _resolution(notification)
-    )
+    return plan_for(notification, mode_for(state, in_force), routes, now, state)
 
 
 def plans_for(
