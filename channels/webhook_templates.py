@@ -125,6 +125,10 @@ def is_json(content_type: str) -> bool:
     return media == JSON_CONTENT_TYPE or media.endswith("+json")
 
 
+#: what a template can raise while rendering (RecursionError: a macro that calls itself for ever)
+_RENDER_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, RecursionError, TypeError, ValueError)
+
+
 def render_template(
     template: Template,
     message: OutboundMessage,
@@ -136,7 +140,7 @@ def render_template(
     options = options or {}
     try:
         text = template.render(template_context(message, options))
-    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+    except _RENDER_ERRORS as exc:
         reason = _redact(_describe(exc), options)
         raise ChannelError(f"{template.name}: {reason}", permanent=True) from None
     if is_json(content_type):
@@ -156,7 +160,11 @@ def _check_json(name: str, text: str) -> None:
 
 
 def sample_message() -> OutboundMessage:
-    """A representative notification that :func:`check_template` renders at configuration load."""
+    """A representative notification that :func:`check_template` renders at configuration load.
+
+    Its texts and labels carry quotes and backslashes, as notifications do, so a value written into
+    a JSON string without ``tojson`` fails the check instead of letting a label inject keys later.
+    """
     return OutboundMessage(
         notification_id="01HXAMPLE0000000000000000",
         idempotency_key="sample:check",
@@ -166,7 +174,7 @@ def sample_message() -> OutboundMessage:
         created_at=datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
         source="backchannel-check",
         recipients=("oncall@example.com",),
-        labels={"host": "db1", "team": "data"},
+        labels={"host": 'db1 "primary"', "team": "data\\ops"},
         provider_state="outage",
     )
 

@@ -93,6 +93,8 @@ def compile_pair(subject: str | None, body: str | None) -> MessageTemplate:
             compiled.render(sample)
         except jinja2.TemplateError as exc:
             raise TemplateError(f"{part}: {exc.message or exc}") from None
+        except RecursionError:
+            raise TemplateError(f"{part}: maximum recursion depth exceeded") from None
         except _DATA_ERRORS:
             pass  # depends on the values, not the template: the sample proves nothing either way
     return template

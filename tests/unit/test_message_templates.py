@@ -75,6 +75,12 @@ def test_errors_are_caught_when_compiling(subject: str, expected: str) -> None:
         compile_pair(subject, None)
 
 
+def test_a_recursive_template_is_a_configuration_error() -> None:
+    """Runaway recursion is a field error of the config, not a RecursionError crashing the load."""
+    with pytest.raises(ValidationError, match="template body: maximum recursion"):
+        MessageTemplateConfig(body="{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
+
+
 def test_configuration_reports_the_template_error_as_a_field_error() -> None:
     """The config model refuses a broken template, naming the part."""
     with pytest.raises(ValidationError, match="template body: line 1"):

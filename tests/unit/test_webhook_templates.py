@@ -283,3 +283,19 @@ def test_teams_severity_color_and_drill() -> None:
         "weight": "Bolder",
         "color": "Attention",
     }
+
+
+def test_check_refuses_a_label_written_into_a_json_string_without_tojson() -> None:
+    """A label interpolated raw into a JSON string is refused at load, not left to inject keys later."""
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        check_template(compile_template('{"host": "{{ labels.host }}", "team": "{{ labels.team }}"}'))
+
+
+def test_a_recursive_template_is_a_template_error_at_load_and_permanent_at_send() -> None:
+    """Runaway recursion is reported like any template error, never escapes as RecursionError."""
+    template = compile_template("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}")
+    with pytest.raises(TemplateError, match="recursion"):
+        check_template(template)
+    with pytest.raises(ChannelError) as info:
+        render_template(template, MESSAGE)
+    assert info.value.permanent
