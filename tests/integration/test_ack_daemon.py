@@ -282,3 +282,56 @@ async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurr
         await until(lambda: slack_api.posts)
         view = await _view(api, nid)
         assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"
+
+
+FAN_OUT = config_template("""\
+  slack:
+    {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
+     signing_secret: "${{SIGNING}}", pace: 50}}
+  sms-oncall:
+    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
+     recipients: ["+14155552671"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+  sms-secondary:
+    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
+     recipients: ["+14155552672"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+routes:
+  - name: page
+    match: {{}}
+    healthy: [email]
+    outage:
+      escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack, sms-oncall]}}]
+""")
+
+
+async def test_an_undelivered_sms_beside_a_delivered_slack_post_does_not_reopen_the_escalation(
+    tmp_path: Path,
+) -> None:
+    """A text Twilio reports undelivered, of a step whose Slack post went out, leaves the
+    notification delivered: the provider's recovery does not re-plan it to email."""
+    async with _daemon(tmp_path, config=FAN_OUT) as (api, slack_api, twilio_api):
+        nid = await _page(api)
+        (first,) = await until(lambda: twilio_api.sent)
+        await _undelivered(api, first.sid)  # brings the last step, Slack and a text, forward
+        await until(lambda: slack_api.posts and len(twilio_api.sent) == 2)
+        await until(lambda: _status(api, nid, "delivered"))
+        await _undelivered(api, twilio_api.sent[1].sid)
+        assert (await _view(api, nid))["status"] == "delivered"
+        healthy = await api.post("/v1/provider/override", json={"state": "healthy", "reason": "t"})
+        assert healthy.status_code == 200, healthy.text
+        assert (await api.post(f"/v1/notifications/{nid}/cancel")).status_code == 409
+        assert "email" not in {d["channel"] for d in (await _view(api, nid))["deliveries"]}
+
+
+async def _undelivered(api: httpx.AsyncClient, sid: str) -> None:
+    """Twilio's signed status callback: the text ``sid`` was undelivered."""
+    form = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(CALLBACK, form)
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    answer = await api.post("/v1/callbacks/twilio", content=urlencode(form), headers=headers)
+    assert answer.status_code == 200 and answer.json() == {"recorded": True}, answer.text
+
+
+async def _status(api: httpx.AsyncClient, nid: str, status: str) -> dict[str, Any] | None:
+    """The notification's view once its status is ``status``, else None."""
+    view = await _view(api, nid)
+    return view if view["status"] == status else None

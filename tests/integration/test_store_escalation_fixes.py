@@ -65,6 +65,22 @@ async def test_a_failed_callback_after_the_acknowledgement_reopens_nothing(store
     assert await store.reroute_candidates("healthy", 10) == []
 
 
+async def test_a_failed_callback_after_another_step_delivered_reopens_nothing(store: Store) -> None:
+    """A sent step that later bounces leaves delivered an escalation another step reached: no
+    re-plan (to email, or its first step again) at a mode change."""
+    await outage(store)
+    (accepted,) = await store.accept([note(1)], T0)
+    (claimed,) = await store.claim("slack", 10, T0, T0 + LEASE)
+    await store.record([Outcome(claimed.delivery.id, "delivered", T0, T0, "ok")], T0)
+    at = T0 + timedelta(minutes=5)
+    (texted,) = await store.claim("sms", 10, at, at + LEASE)
+    await store.record([Outcome(texted.delivery.id, "delivered", at, at, "ok", remote_id="SM1")], at)
+    assert await store.record_callback(Callback("sms", "SM1", False, "undelivered", at))
+    assert (await states(store, accepted.id))[0] == "delivered"
+    await healthy(store, at + timedelta(minutes=1))
+    assert await store.reroute_candidates("healthy", 10) == []
+
+
 async def test_a_retry_after_the_acknowledgement_is_not_sent_again(store: Store) -> None:
     """A send in flight when acknowledged that comes back as a retry is superseded, never re-claimed."""
     await outage(store)

@@ -208,8 +208,12 @@ ORDER BY id;
 
 -- name: reopen_notification
 -- An acknowledged notification stays closed: someone took it on, there is nothing left to send.
+-- So does one that another delivery reached (an escalation's other channel or step): reopened, the
+-- recovery's sweep or a reload would re-plan it and page again.
 UPDATE notifications SET status = 'pending', updated_at = ?
-WHERE id = ? AND status = 'delivered' AND acknowledged_at IS NULL;
+WHERE id = ? AND status = 'delivered' AND acknowledged_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.notification_id = notifications.id AND d.state = 'delivered');
 
 -- name: unsent
 SELECT n.* FROM notifications n INDEXED BY notifications_unsent
