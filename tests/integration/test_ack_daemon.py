@@ -248,7 +248,8 @@ async def test_an_sms_reply_to_a_running_daemon_stops_the_escalation(
     assert any(a["outcome"] == "acknowledged" for a in view["attempts"])
 
 
-SHARED_ACCOUNT = config_template("""\
+#: two SMS channels of one Twilio account (one token, one callback URL) and Slack
+ONE_ACCOUNT = """\
   slack:
     {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
      signing_secret: "${{SIGNING}}", pace: 50}}
@@ -258,12 +259,17 @@ SHARED_ACCOUNT = config_template("""\
   sms-secondary:
     {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
      recipients: ["+14155552672"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+"""
+SHARED_ACCOUNT = config_template(
+    ONE_ACCOUNT
+    + """\
 routes:
   - name: page
     match: {{}}
     healthy: [email]
     outage: {{escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack]}}]}}
-""")
+"""
+)
 
 
 async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurries_the_next_step(
@@ -284,23 +290,17 @@ async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurr
         assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"
 
 
-FAN_OUT = config_template("""\
-  slack:
-    {{type: slack, token: "${{SLACK_TOKEN}}", targets: ["#ops"], api_url: "{slack_url}/api/",
-     signing_secret: "${{SIGNING}}", pace: 50}}
-  sms-oncall:
-    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
-     recipients: ["+14155552671"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
-  sms-secondary:
-    {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
-     recipients: ["+14155552672"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
+FAN_OUT = config_template(
+    ONE_ACCOUNT
+    + """\
 routes:
   - name: page
     match: {{}}
     healthy: [email]
     outage:
       escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack, sms-oncall]}}]
-""")
+"""
+)
 
 
 async def test_an_undelivered_sms_beside_a_delivered_slack_post_does_not_reopen_the_escalation(
