@@ -14,7 +14,7 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +238,35 @@ async def _wait_for_subject(hook: WebhookReceiver, count: int, prefix: str) -> R
     subjects = [r.json()["subject"] for r in received]
     assert subjects[count - 1].startswith(prefix), subjects
     return received[count - 1]
+
+
+async def _subjects(hook: WebhookReceiver, count: int, timeout_s: float = 20) -> list[str]:
+    """The subjects the backup received, once it has ``count`` (or the deadline passed)."""
+    deadline = time.monotonic() + timeout_s
+    while len(hook.requests) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return [r.json()["subject"] for r in hook.requests]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="not fixed: the first firing holds the key <fingerprint>:<startsAt>:firing"
+)
+async def test_a_group_firing_again_with_its_start_time_is_told_again(
+    grouping_alertmanager: httpx.AsyncClient,
+    group_daemon: Daemon,
+    servers: tuple[SmtpServer, WebhookReceiver],
+) -> None:
+    """per: group: an alert Alertmanager resolved (its sender went quiet past endsAt) that fires
+    again with the same startsAt (Prometheus keeps ActiveAt) reaches the backup as a new firing."""
+    _, hook = servers
+    started = datetime.now(UTC) - timedelta(minutes=5)
+    firing = [{**_instance("a"), "startsAt": started.isoformat()}]
+    resolved = [{**firing[0], "endsAt": datetime.now(UTC).isoformat()}]
+    async with await _api(group_daemon) as client:
+        await client.post("/v1/provider/override", json={"state": "outage", "reason": "e2e"})
+        await grouping_alertmanager.post("/api/v2/alerts", json=firing)
+        assert [s[:17] for s in await _subjects(hook, 1)] == ["[FIRING:1] Checko"]
+        await grouping_alertmanager.post("/api/v2/alerts", json=resolved)
+        assert [s[:10] for s in await _subjects(hook, 2)] == ["[FIRING:1]", "[RESOLVED]"]
+        await grouping_alertmanager.post("/api/v2/alerts", json=firing)
+        assert [s[:10] for s in await _subjects(hook, 3)] == ["[FIRING:1]", "[RESOLVED]", "[FIRING:1]"]
