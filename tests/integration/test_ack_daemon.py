@@ -260,16 +260,18 @@ ONE_ACCOUNT = """\
     {{type: sms, account_sid: {sid}, auth_token: "${{TWILIO_TOKEN}}", from_number: "+14155550100",
      recipients: ["+14155552672"], api_url: "{twilio_url}", status_callback: "{callback}", pace: 50}}
 """
-SHARED_ACCOUNT = config_template(
-    ONE_ACCOUNT
-    + """\
-routes:
-  - name: page
-    match: {{}}
-    healthy: [email]
-    outage: {{escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack]}}]}}
-"""
-)
+
+
+def _paging(second: str) -> str:
+    """ONE_ACCOUNT's channels and one route paging sms-secondary at once, then ``second`` at 10 m."""
+    steps = f"[{{{{after: 0s, notify: [sms-secondary]}}}}, {{{{after: 10m, notify: [{second}]}}}}]"
+    return config_template(
+        ONE_ACCOUNT + f"routes:\n  - name: page\n    match: {{{{}}}}\n    healthy: [email]\n"
+        f"    outage: {{{{escalate: {steps}}}}}\n"
+    )
+
+
+SHARED_ACCOUNT = _paging("slack")
 
 
 async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurries_the_next_step(
@@ -290,17 +292,7 @@ async def test_an_undelivered_sms_of_a_second_channel_on_one_twilio_account_hurr
         assert {d["channel"]: d["state"] for d in view["deliveries"]}["sms-secondary"] == "failed"
 
 
-FAN_OUT = config_template(
-    ONE_ACCOUNT
-    + """\
-routes:
-  - name: page
-    match: {{}}
-    healthy: [email]
-    outage:
-      escalate: [{{after: 0s, notify: [sms-secondary]}}, {{after: 10m, notify: [slack, sms-oncall]}}]
-"""
-)
+FAN_OUT = _paging("slack, sms-oncall")
 
 
 async def test_an_undelivered_sms_beside_a_delivered_slack_post_does_not_reopen_the_escalation(
