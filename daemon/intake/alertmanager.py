@@ -10,6 +10,9 @@ changes, and retries a failed POST. An alert is identified by its ``fingerprint`
 labels) and ``startsAt`` (the start of this firing episode), so the key
 ``<source>:<fingerprint>:<startsAt>:<status>`` makes every re-send of the same firing a duplicate,
 while its resolution is a new notification that names the firing one in the ``follows`` label.
+A firing again under the key of a firing already resolved (Prometheus keeps ``startsAt`` when
+its alert fires again after Alertmanager resolved it) is told again: the store keys it as a new
+episode (:mod:`daemon.store.episodes`, which relies on the ``:firing`` and ``:resolved`` endings).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from psycopg.rows import DictRow
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
-from daemon.store import codec
+from daemon.store import codec, episodes
 from daemon.store.base import (
     Accepted,
     AcceptResult,
@@ -103,6 +103,9 @@ async def _accept_one(
 ) -> tuple[Accepted, bool]:
     """``index``: the item's place in its call (:class:`KeyReused` names it)."""
     plan, notification = item.plan_in(mode, state), item.notification
+    first = notification.labels.get(RESOLVES_LABEL) if item.digest is None else None
+    if first is not None and (episode := await _latest_episode(conn, first)) > 1:  # resolves a firing again
+        notification = episodes.resolving(notification, episode)
     if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
         # One version of a group commits at a time: two at once would each miss the other.
         await conn.execute(Q["lock_group"], (lineage,))
@@ -138,13 +141,56 @@ async def _accept_one(
         if refused(notification.idempotency_key, existing["id"], existing["request_digest"], item.digest):
             # The transaction rolls back; the accepts that shared it run again without this one.
             raise KeyReused(notification.idempotency_key, existing["id"], index)
-        return Accepted(id=existing["id"], duplicate=True), False
+        if not episodes.may_recur(item):
+            return Accepted(id=existing["id"], duplicate=True), False
+        found, episode = await _firing_episode(conn, notification.idempotency_key, existing["id"])
+        if found is not None:
+            return Accepted(id=found, duplicate=True), False
+        # its firing is over: this one fires again (two at once: the second finds the first's key)
+        notification = episodes.firing(notification, episode)
+        params["idempotency_key"] = notification.idempotency_key
+        if await _one(conn, Q["insert_notification"], params) is None:
+            again = await _one(conn, Q["find_by_key"], (notification.idempotency_key,))
+            assert again is not None, "ON CONFLICT found the key, so it is there"
+            return Accepted(id=again["id"], duplicate=True), False
     await _insert_deliveries(conn, notification.id, plan, now)
     if (resolves := notification.labels.get(RESOLVES_LABEL)) is not None:
         await _close_resolved(conn, resolves, notification.source, now)
     if lineage is not None:
         await _supersede_versions(conn, lineage, notification.id, notification.source, now)
     return Accepted(id=notification.id, duplicate=False), not plan.defer
+
+
+async def _latest_episode(conn: Conn, first: str) -> int:
+    """How many episodes of the firing first stored under ``first`` are stored (0: none)."""
+    if await _one(conn, Q["find_by_key"], (first,)) is None:
+        return 0
+    episode = 1
+    while await _one(conn, Q["find_by_key"], (episodes.key(first, episode + 1),)) is not None:
+        episode += 1
+    return episode
+
+
+async def _firing_episode(conn: Conn, first: str, first_id: str) -> tuple[str | None, int]:
+    """For a firing whose key ``first`` is stored: the stored episode it repeats, or none and the
+    number of the new one (see the SQLite store's ``_firing_episode``)."""
+    episode, found = 1, first_id
+    while await _over(conn, first, episode, found):
+        episode += 1
+        row = await _one(conn, Q["find_by_key"], (episodes.key(first, episode),))
+        if row is None:
+            return None, episode
+        found = row["id"]
+    return found, episode
+
+
+async def _over(conn: Conn, first: str, episode: int, notification_id: str) -> bool:
+    """Whether a firing's episode ended: its resolution is stored, or a later version of its group
+    is a resolution."""
+    if await _one(conn, Q["find_by_key"], (episodes.resolution_key(first, episode),)) is not None:
+        return True
+    later = await (await conn.execute(Q["group_versions_after"], (notification_id,))).fetchall()
+    return any(episodes.ends(json.loads(row["labels"])) for row in later)
 
 
 async def _close_resolved(conn: Conn, key: str, source: str, now: datetime) -> None:

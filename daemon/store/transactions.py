@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
-from daemon.store import codec
+from daemon.store import codec, episodes
 from daemon.store.base import (
     Accepted,
     AckResult,
@@ -60,16 +60,24 @@ def accept(
     state = ProviderState(conn.execute(Q["current_state"]).fetchone()[0]) if overridden else None
     results = []
     for i, item in enumerate(items):
-        key = item.notification.idempotency_key
-        if stored is None:
+        notification, rekeyed = item.notification, False
+        first = notification.labels.get(RESOLVES_LABEL) if item.digest is None else None
+        if first is not None and (episode := _latest_episode(conn, first)) > 1:  # resolves a firing again
+            notification, rekeyed = episodes.resolving(notification, episode), True
+        key = notification.idempotency_key
+        if stored is None or rekeyed:
             existing = conn.execute(Q["find_by_key"], (key,)).fetchone()
             existing_id = None if existing is None else existing[0]
         else:
             existing_id = stored.get(key)
+        if existing_id is not None and episodes.may_recur(item):
+            existing_id, episode = _firing_episode(conn, key, existing_id)
+            if existing_id is None:  # its firing is over: this one fires again
+                notification, rekeyed = episodes.firing(notification, episode), True
         if existing_id is not None:
             results.append(Accepted(id=existing_id, duplicate=True))
             continue
-        plan, notification = item.plan_in(mode, state), item.notification
+        plan = item.plan_in(mode, state)
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
             latest = _group_version(conn.execute(Q["latest_group_version"], (lineage,)).fetchone())
             if latest is not None and codec.repeats(notification, latest):
@@ -78,7 +86,7 @@ def accept(
             notification, plan = codec.next_version(notification, plan, latest)
             params = codec.notification_params(notification)
         else:
-            params = codec.notification_params(notification) if rows is None else dict(rows[i])
+            params = codec.notification_params(notification) if rows is None or rekeyed else dict(rows[i])
         params["status"] = "held" if plan.defer else "pending"
         params["route"] = plan.route
         params["mode"] = mode
@@ -94,9 +102,41 @@ def accept(
         if lineage is not None:
             _supersede_versions(conn, lineage, notification.id, notification.source, now)
         if stored is not None:
-            stored[key] = notification.id
+            stored[notification.idempotency_key] = notification.id
         results.append(Accepted(id=notification.id, duplicate=False))
     return results
+
+
+def _latest_episode(conn: sqlite3.Connection, first: str) -> int:
+    """How many episodes of the firing first stored under ``first`` are stored (0: none)."""
+    if conn.execute(Q["find_by_key"], (first,)).fetchone() is None:
+        return 0
+    episode = 1
+    while conn.execute(Q["find_by_key"], (episodes.key(first, episode + 1),)).fetchone() is not None:
+        episode += 1
+    return episode
+
+
+def _firing_episode(conn: sqlite3.Connection, first: str, first_id: str) -> tuple[str | None, int]:
+    """For a firing whose key ``first`` is stored (as ``first_id``): the stored episode it repeats,
+    ``(id, n)``, or ``(None, n)`` when every stored episode is over and it is the ``n``-th."""
+    episode, found = 1, first_id
+    while _over(conn, first, episode, found):
+        episode += 1
+        row = conn.execute(Q["find_by_key"], (episodes.key(first, episode),)).fetchone()
+        if row is None:
+            return None, episode
+        found = row[0]
+    return found, episode
+
+
+def _over(conn: sqlite3.Connection, first: str, episode: int, notification_id: str) -> bool:
+    """Whether a firing's episode ended: its resolution is stored, or a later version of its group
+    is a resolution."""
+    if conn.execute(Q["find_by_key"], (episodes.resolution_key(first, episode),)).fetchone() is not None:
+        return True
+    later = conn.execute(Q["group_versions_after"], (notification_id,)).fetchall()
+    return any(episodes.ends(json.loads(labels)) for _, labels in later)
 
 
 def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotification]) -> dict[str, str]:

@@ -248,9 +248,6 @@ async def _subjects(hook: WebhookReceiver, count: int, timeout_s: float = 20) ->
     return [r.json()["subject"] for r in hook.requests]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="not fixed: the first firing holds the key <fingerprint>:<startsAt>:firing"
-)
 async def test_a_group_firing_again_with_its_start_time_is_told_again(
     grouping_alertmanager: httpx.AsyncClient,
     group_daemon: Daemon,
@@ -269,6 +266,5 @@ async def test_a_group_firing_again_with_its_start_time_is_told_again(
         await grouping_alertmanager.post("/api/v2/alerts", json=resolved)
         assert [s[:10] for s in await _subjects(hook, 2)] == ["[FIRING:1]", "[RESOLVED]"]
         await grouping_alertmanager.post("/api/v2/alerts", json=firing)
-        # a fixed store tells it within a second or two; unfixed, this waits its 10 s
         told = await _subjects(hook, 3, timeout_s=10)
         assert [s[:10] for s in told] == ["[FIRING:1]", "[RESOLVED]", "[FIRING:1]"]
