@@ -74,7 +74,14 @@ class Daemon:
         self.people = build_people(config, lambda: self._directory, lambda: self._routes)
         self.renderer = self._renderer(on_unresolved=unresolved_reporter(self.metrics.registry))
         self.dispatcher = build_dispatcher(
-            config, self.store, self.channels, self.monitor, lambda: self._routes, self._clock, self.renderer
+            config,
+            self.store,
+            self.channels,
+            self.monitor,
+            lambda: self._routes,
+            self._clock,
+            self.renderer,
+            lambda: self._policy_digest,
         )
         # an edit renders again what was sent: the unresolved recipients were reported then
         self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
@@ -120,6 +127,7 @@ class Daemon:
     def _adopt(self, config: Config) -> None:
         """Take what a reload replaces from ``config`` (the parts built once read it through these)."""
         self._routes: tuple[Route, ...] = config.policy()
+        self._policy_digest = config.policy_digest()
         self._directory: Directory = build_directory(config.directory)
         self._tokens = config.api_tokens()
         self._twilio_accounts = with_repliers(twilio_accounts(config), config)
@@ -211,6 +219,8 @@ class Daemon:
         # The last leader (or run) may have stopped between a recovery and its catch-up, or hit a
         # store error in it: queued once by key. In an outage it is held until the recovery.
         self._background(self.catchup.run(horizon=HORIZON))
+        # ...or died for good in the re-plan of a reload of the routes this node runs: still owed
+        self.dispatcher.resume_replan()
 
     def _suspected(self, transition: Transition) -> None:
         """The provider's checks started failing: run the controls at once, so that by the time
@@ -307,7 +317,8 @@ class Daemon:
                 )
             if self.workers is not None and config.source is not None:
                 self.workers.reload(config.source)
-            self.dispatcher.request_replan()
+            # stored as owed before it starts: a crash before it is done leaves it to the next start
+            self._background(self.dispatcher.owe_replan())
             self.metrics.reloaded(ok=True)
             log.info("configuration reloaded", extra={"event": "config.reloaded"})
             heap.settle()  # the replaced configuration's cycles, if any

@@ -12,6 +12,8 @@ environment. Field reference: ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -165,6 +167,15 @@ class Config(Model):
     def policy(self) -> tuple[Route, ...]:
         """The route tree as the pure core's :class:`~daemon.core.routing.Route` objects."""
         return build_policy(self.routes, self.windows, self.directory)
+
+    def policy_digest(self) -> str:
+        """A digest of what plans notifications (the routes and their windows), the same in every
+        process that reads the same routes: a reload's owed re-plan is stored under it."""
+        policy = {
+            "routes": [route.model_dump(mode="json", by_alias=True) for route in self.routes],
+            "windows": {name: w.model_dump(mode="json", by_alias=True) for name, w in self.windows.items()},
+        }
+        return hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()
 
     def templates(self) -> dict[str, dict[str, MessageTemplate]]:
         """Message templates by route name, then channel name (docs/templates.md)."""

@@ -35,9 +35,10 @@ from daemon.yamlsource import format_path
 
 
 def _action_tag(value: Any) -> str:
+    """The action's kind: from the YAML when validating, from the model when serialising."""
     if isinstance(value, str):
         return "defer"
-    return "escalate" if isinstance(value, dict) else "channels"
+    return "escalate" if isinstance(value, dict | EscalateConfig) else "channels"
 
 
 def _zone(value: str) -> str:

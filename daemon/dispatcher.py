@@ -88,6 +88,9 @@ class Dispatcher:
         self._stopping = False
         self._sweep_due = True
         self._replan_due = False
+        # A re-plan a reload owed when the last run ended (killed, or stopped in its middle): the
+        # first pass looks for it (Rerouter.resume), as does a node taking the lead.
+        self._resume_due = True
         # A channel removed or renamed while the daemon was down: the first pass gives what the
         # routes planned for it the routes' plan (Rerouter.rescue).
         self._rescue_due = True
@@ -143,6 +146,23 @@ class Dispatcher:
         self._replan_due = True
         self._wake.set()
 
+    async def owe_replan(self) -> None:
+        """A policy reload: store the re-plan as owed (:meth:`Rerouter.owe`), then request it."""
+        try:
+            await self._rerouter.owe()
+        except StoreError as exc:  # re-planned all the same; only a crash before the end loses it
+            log.error(
+                "the re-plan the reload owes could not be stored: %s",
+                exc,
+                extra={"event": "routing.replan_unstored"},
+            )
+        self.request_replan()
+
+    def resume_replan(self) -> None:
+        """Look for a re-plan owed by the routes in force that another run (or node) left unfinished."""
+        self._resume_due = True
+        self._wake.set()
+
     @property
     def in_flight(self) -> int:
         return self._slots.total
@@ -183,13 +203,7 @@ class Dispatcher:
     async def _pass(self) -> float:
         """Claim what is due for every channel with room; return how long until more is due."""
         await self._release_expired()
-        if self._replan_due:
-            self._replan_due = False
-            try:
-                await self._rerouter.replan(self._mode())
-            except BaseException:
-                self._replan_due = True  # the store failed: the next pass tries again
-                raise
+        await self._replan()
         if self._sweep_due:
             self._sweep_due = False
             await self._rerouter.sweep(self._mode())
@@ -216,6 +230,19 @@ class Dispatcher:
             if self._slots.idle(name):
                 await self._next_slot(digesting, name in due_now, now, lease_until)
         return wait_s
+
+    async def _replan(self) -> None:
+        """The re-plan requested, or owed by a reload of the routes in force and left unfinished."""
+        if self._resume_due:
+            self._replan_due = await self._rerouter.resume() or self._replan_due
+            self._resume_due = False
+        if self._replan_due:
+            self._replan_due = False
+            try:
+                await self._rerouter.replan(self._mode())
+            except BaseException:
+                self._replan_due = True  # the store failed: the next pass tries again
+                raise
 
     async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
         """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""

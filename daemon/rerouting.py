@@ -32,12 +32,17 @@ class Rerouter:
         routes: Callable[[], Sequence[Route]],
         clock: Clock,
         state: Callable[[], ProviderState | None] = lambda: None,
+        digest: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._store = store
         self._routes = routes
         self._clock = clock
         #: the provider's state: in an overlay (unknown, credentials) a route's own action for it wins
         self._state = state
+        #: the digest of ``routes`` (Config.policy_digest); None: a re-plan is owed in memory only
+        self._digest = digest
+        #: the digests of the owed re-plans (stored) this node's next whole re-plan settles
+        self._owed: set[str] = set()
         self.progress: Callable[[], None] = lambda: None
         self.stopping: Callable[[], bool] = _never
 
@@ -62,11 +67,45 @@ class Rerouter:
         self._log(total, mode)
         return total
 
+    async def owe(self) -> None:
+        """A policy reload: store that the unsent notifications owe a re-plan by the routes now in
+        force, before it starts, so that a daemon killed (or stopped) before it has walked them all
+        does it at its next start (:meth:`resume`) rather than leave them on the old plans."""
+        digest = self._digest()
+        if digest is not None:
+            await self._store.owe_replan(digest, self._clock.now())
+            self._owed.add(digest)
+
+    async def resume(self) -> bool:
+        """Whether the store holds a re-plan owed by the routes in force (a reload's, cut short)."""
+        digest = self._digest()
+        if digest is None or digest not in await self._store.owed_replans():
+            return False
+        self._owed.add(digest)
+        return True
+
     async def replan(self, mode: Mode) -> int:
         """After a policy reload, or the provider entering or leaving a state a route has actions
         of its own for (unknown, credentials): give every unsent notification whose plan changed
-        its new plan (the routes' notifications only: what was planned here keeps its plan)."""
-        return await self._replan_unsent(mode, lambda n, current: not on_relay_plan(n, current))
+        its new plan (the routes' notifications only: what was planned here keeps its plan).
+
+        A walk over all of them by the same routes settles the re-plans owed (:meth:`owe`); one
+        cut short by a stop, or by a reload in its middle (which asks for another), does not."""
+        digest = self._digest()
+        total = await self._replan_unsent(mode, lambda n, current: not on_relay_plan(n, current))
+        if not self.stopping() and self._digest() == digest:
+            await self._settle()
+        return total
+
+    async def _settle(self) -> None:
+        settled, self._owed = self._owed, set()
+        if not settled:
+            return
+        try:
+            await self._store.settle_replans(settled)
+        except BaseException:
+            self._owed |= settled  # still owed: the next whole re-plan settles them
+            raise
 
     async def rescue(self, mode: Mode, configured: Collection[str]) -> int:
         """At start: give every unsent notification of the routes whose plan names a channel not

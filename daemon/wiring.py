@@ -64,7 +64,9 @@ def build_dispatcher(
     routes: Callable[[], Sequence[Route]],
     clock: Clock,
     renderer: Renderer,
+    digest: Callable[[], str | None] = lambda: None,
 ) -> Dispatcher:
+    """``digest``: of the routes in force, for the re-plans a reload owes (Rerouter.owe)."""
     return Dispatcher(
         store,
         channels,
@@ -72,7 +74,7 @@ def build_dispatcher(
         clock=clock,
         state=lambda: monitor.state,
         mode=lambda: monitor.mode,
-        rerouter=Rerouter(store, routes, clock, lambda: monitor.state),
+        rerouter=Rerouter(store, routes, clock, lambda: monitor.state, digest),
         on_primary_failure=monitor.passive_failure,
         settings=DispatchSettings(
             poll_s=config.dispatch.poll.total_seconds(), lease_s=config.dispatch.lease.total_seconds()

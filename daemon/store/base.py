@@ -13,7 +13,7 @@ Every write commits durably before its coroutine returns. A backend implements
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -304,6 +304,19 @@ class Store(Protocol):
 
     async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
         """Unsent notifications planned by the routes, by id after ``after_id``, with their plans."""
+        ...
+
+    async def owe_replan(self, routes: str, now: datetime) -> None:
+        """Commit durably that the unsent notifications owe a re-plan by the routes whose digest
+        is ``routes`` (a policy reload's), until :meth:`settle_replans` says it is done."""
+        ...
+
+    async def owed_replans(self) -> set[str]:
+        """The digests of the routes whose owed re-plan is not done yet."""
+        ...
+
+    async def settle_replans(self, routes: Collection[str]) -> None:
+        """The re-plans owed by these routes' digests are done: forget them."""
         ...
 
     async def save_provider(

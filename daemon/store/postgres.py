@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -241,6 +241,18 @@ class PostgresStore(PostgresReads):
         return await self._transaction(
             lambda conn: postgres_callbacks.record_callback(conn, callback, self.node)
         )
+
+    async def owe_replan(self, routes: str, now: datetime) -> None:
+        async def owe(conn: Conn) -> None:
+            await conn.execute(Q["owe_replan"], (routes, now))
+
+        await self._transaction(owe)
+
+    async def settle_replans(self, routes: Collection[str]) -> None:
+        async def settle(conn: Conn) -> None:
+            await conn.execute(Q["settle_replans"], (sorted(routes),))
+
+        await self._transaction(settle)
 
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime

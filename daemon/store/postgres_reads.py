@@ -57,6 +57,12 @@ class PostgresReads:
             lambda n: self._read(lambda conn: views.unsent(conn, after_id, n)), limit
         )
 
+    async def owed_replans(self) -> set[str]:
+        async def read(conn: Conn) -> set[str]:
+            return {row["routes"] for row in await (await conn.execute(Q["owed_replans"])).fetchall()}
+
+        return await self._read(read)
+
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
 

@@ -17,7 +17,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -256,6 +256,13 @@ class SqliteStore(SqliteReads):
         if not await self._read(lambda conn: conn.execute(Q["repin_candidates"], (mode, 1)).fetchall()):
             return 0
         return await self._writer.run(lambda conn: tx.repin(conn, mode, now, limit))
+
+    async def owe_replan(self, routes: str, now: datetime) -> None:
+        await self._writer.run(lambda conn: conn.execute(Q["owe_replan"], (routes, codec.ts(now))))
+
+    async def settle_replans(self, routes: Collection[str]) -> None:
+        digests = json.dumps(sorted(routes))
+        await self._writer.run(lambda conn: conn.execute(Q["settle_replans"], (digests,)))
 
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime

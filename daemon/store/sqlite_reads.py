@@ -90,6 +90,9 @@ class SqliteReads:
 
         return await unreadable.fill(read, limit)
 
+    async def owed_replans(self) -> set[str]:
+        return await self._read(lambda conn: {row[0] for row in conn.execute(Q["owed_replans"])})
+
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
 

@@ -108,3 +108,17 @@ def test_recipient_regex_with_capitals_matches_like_the_address() -> None:
         recipients=("Alice@example.com",),
     )
     assert route_for(note, config.policy()).name == "ours"
+
+
+def test_the_policy_digest_follows_the_routes_and_windows_only() -> None:
+    """The digest a reload's owed re-plan is stored under: the same for the same routes and
+    windows, whatever else changed; another for other routes or windows."""
+    routes = "  - name: pages\n    match: {severity: [critical]}\n    healthy: [email]\n    outage: [hook]\n"
+
+    def digest(text: str) -> str:
+        return parse_config(text + routes + LAST).policy_digest()
+
+    first = digest(HEAD)
+    assert digest(HEAD.replace("tok-SECRET-123456789", "tok-ROTATED-98765432")) == first
+    assert digest(HEAD.replace('from: "22:00"', 'from: "23:00"')) != first
+    assert parse_config(HEAD + routes.replace("[hook]", "[email]") + LAST).policy_digest() != first

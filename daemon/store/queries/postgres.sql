@@ -437,3 +437,13 @@ UPDATE deliveries SET state = 'pending', claimed_until = NULL, claimed_by = NULL
     attempts = greatest(attempts - 1, 0), next_attempt_at = %(retry_at)s, last_error = %(detail)s,
     updated_at = %(now)s
 WHERE id = %(id)s AND state = 'in_flight' AND claimed_by = %(node)s;
+
+-- name: owe_replan
+INSERT INTO owed_replans (routes, owed_at) VALUES (%s, %s)
+ON CONFLICT (routes) DO UPDATE SET owed_at = excluded.owed_at;
+
+-- name: owed_replans
+SELECT routes FROM owed_replans;
+
+-- name: settle_replans
+DELETE FROM owed_replans WHERE routes = ANY(%s);

@@ -344,3 +344,14 @@ INSERT INTO group_versions (lineage, notification_id) VALUES (?, ?);
 UPDATE deliveries SET state = 'pending', claimed_until = NULL, attempts = max(attempts - 1, 0),
     next_attempt_at = :retry_at, last_error = :detail, updated_at = :now
 WHERE id = :id AND state = 'in_flight';
+
+-- name: owe_replan
+INSERT INTO owed_replans (routes, owed_at) VALUES (?, ?)
+ON CONFLICT (routes) DO UPDATE SET owed_at = excluded.owed_at;
+
+-- name: owed_replans
+SELECT routes FROM owed_replans;
+
+-- name: settle_replans
+-- The digests as one JSON array.
+DELETE FROM owed_replans WHERE routes IN (SELECT value FROM json_each(?));
