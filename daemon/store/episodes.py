@@ -5,10 +5,18 @@ same with ``:resolved`` (:mod:`daemon.intake.alertmanager`), so that every re-se
 a duplicate. But Alertmanager resolves an alert whose sender went quiet past its ``endsAt`` (a
 network cut between Prometheus and Alertmanager), and when the sender reports it again Prometheus
 keeps its ``startsAt``: the new firing arrives under the first one's key. Nothing in the payload
-tells the two apart; the store does, from what it holds. A firing whose key is stored is a repeat
-while that firing is open, and a new *episode* once it is over (its resolution is stored, or a later
-version of its alert group is a resolution). Episode ``n`` > 1 is stored under ``<key>~<n>``, its
-resolution likewise, and the resolution names the episode it resolves and follows.
+tells the two apart; the store does, from what it holds and in which order it stored it.
+
+Each key is a series of *episodes*: the first stored under the key itself, episode ``n`` > 1 under
+``<key>~<n>``. A firing whose key is stored repeats its latest episode while that episode is open,
+and is the next episode once it is over: a resolution of it was stored after it (per alert), or a
+later version of its alert group is a resolution (per group). A resolution whose key is stored
+repeats its latest episode unless what it resolves fired again after that one (per group: unless
+the group's latest version fires), and is the next episode then. A resolution names the latest
+episode of the firing it resolves in ``resolves`` and ``follows``. The order matters, not only
+what is stored: a resolution of a firing the store never saw (lost, or sent before backchannel
+listened) ends nothing stored after it, and a group version answered as a repeat (never stored)
+still has its resolution told in each episode.
 """
 
 from __future__ import annotations
@@ -44,9 +52,18 @@ def may_recur(item: NewNotification) -> bool:
     )
 
 
-def resolution_key(firing_key: str, episode: int) -> str:
-    """The key the resolution of a firing's ``episode`` is stored under."""
-    return key(firing_key.removesuffix(FIRING) + RESOLVED, episode)
+def resolves(item: NewNotification) -> str | None:
+    """The first key of the firing a resolution from an alert intake resolves; None for anything
+    else (a firing, or a key an API client chose)."""
+    n = item.notification
+    if item.digest is not None or not n.idempotency_key.endswith(RESOLVED):
+        return None
+    return n.labels.get(RESOLVES_LABEL)
+
+
+def resolution_of(firing_key: str) -> str:
+    """The key a firing's resolution is first stored under."""
+    return firing_key.removesuffix(FIRING) + RESOLVED
 
 
 def ends(labels: Mapping[str, str]) -> bool:
@@ -54,13 +71,14 @@ def ends(labels: Mapping[str, str]) -> bool:
     return RESOLVES_LABEL in labels
 
 
-def resolving(notification: Notification, episode: int) -> Notification:
-    """A resolution (``resolves`` set) re-keyed for the ``episode`` its firing is in."""
-    if episode <= 1:
+def resolving(notification: Notification, episode: int, resolved: int) -> Notification:
+    """A resolution (``resolves`` set) keyed as the ``episode``-th under its key, resolving the
+    ``resolved``-th episode of its firing (which it follows, as it followed the first)."""
+    if episode <= 1 and resolved <= 1:
         return notification
     labels = dict(notification.labels)
     first = labels[RESOLVES_LABEL]
-    labels[RESOLVES_LABEL] = key(first, episode)
+    labels[RESOLVES_LABEL] = key(first, resolved)
     if labels.get(FOLLOWS_LABEL) == first:
         labels[FOLLOWS_LABEL] = labels[RESOLVES_LABEL]
     return replace(notification, idempotency_key=key(notification.idempotency_key, episode), labels=labels)

@@ -20,7 +20,7 @@ from datetime import datetime
 from psycopg.rows import DictRow
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, Plan, ProviderState
 from daemon.store import codec, episodes
 from daemon.store.base import (
     Accepted,
@@ -103,12 +103,14 @@ async def _accept_one(
 ) -> tuple[Accepted, bool]:
     """``index``: the item's place in its call (:class:`KeyReused` names it)."""
     plan, notification = item.plan_in(mode, state), item.notification
-    first = notification.labels.get(RESOLVES_LABEL) if item.digest is None else None
-    if first is not None and (episode := await _latest_episode(conn, first)) > 1:  # resolves a firing again
-        notification = episodes.resolving(notification, episode)
     if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
         # One version of a group commits at a time: two at once would each miss the other.
         await conn.execute(Q["lock_group"], (lineage,))
+    if (first := episodes.resolves(item)) is not None:
+        found, notification = await _resolution(conn, notification, first)
+        if found is not None:
+            return Accepted(id=found, duplicate=True), False
+    if lineage is not None:
         latest = await _one(conn, Q["latest_group_version"], (lineage,))
         if latest is not None:
             version = codec.GroupVersion(
@@ -143,10 +145,10 @@ async def _accept_one(
             raise KeyReused(notification.idempotency_key, existing["id"], index)
         if not episodes.may_recur(item):
             return Accepted(id=existing["id"], duplicate=True), False
-        found, episode = await _firing_episode(conn, notification.idempotency_key, existing["id"])
+        found, episode = await _firing_episode(conn, notification, existing)
         if found is not None:
             return Accepted(id=found, duplicate=True), False
-        # its firing is over: this one fires again (two at once: the second finds the first's key)
+        # its latest episode is over: this one fires again (two at once: the second finds the first's key)
         notification = episodes.firing(notification, episode)
         params["idempotency_key"] = notification.idempotency_key
         if await _one(conn, Q["insert_notification"], params) is None:
@@ -161,36 +163,52 @@ async def _accept_one(
     return Accepted(id=notification.id, duplicate=False), not plan.defer
 
 
-async def _latest_episode(conn: Conn, first: str) -> int:
-    """How many episodes of the firing first stored under ``first`` are stored (0: none)."""
-    if await _one(conn, Q["find_by_key"], (first,)) is None:
-        return 0
-    episode = 1
-    while await _one(conn, Q["find_by_key"], (episodes.key(first, episode + 1),)) is not None:
-        episode += 1
-    return episode
+async def _latest(conn: Conn, first: str, row: DictRow | None = None) -> tuple[int, DictRow | None]:
+    """The latest episode stored of what was first stored under ``first`` (``row``, if read
+    already): its number and row (``0, None``: none is)."""
+    row = await _one(conn, Q["find_by_key"], (first,)) if row is None else row
+    episode = 0 if row is None else 1
+    while row is not None and (
+        later := await _one(conn, Q["find_by_key"], (episodes.key(first, episode + 1),))
+    ):
+        episode, row = episode + 1, later
+    return episode, row
 
 
-async def _firing_episode(conn: Conn, first: str, first_id: str) -> tuple[str | None, int]:
-    """For a firing whose key ``first`` is stored: the stored episode it repeats, or none and the
-    number of the new one (see the SQLite store's ``_firing_episode``)."""
-    episode, found = 1, first_id
-    while await _over(conn, first, episode, found):
-        episode += 1
-        row = await _one(conn, Q["find_by_key"], (episodes.key(first, episode),))
-        if row is None:
-            return None, episode
-        found = row["id"]
-    return found, episode
+def _after(row: DictRow, other: DictRow) -> bool:
+    """Whether ``row`` was stored after ``other``: the store's order (``group_versions_after``'s)."""
+    return bool((row["created_at"], row["id"]) > (other["created_at"], other["id"]))
 
 
-async def _over(conn: Conn, first: str, episode: int, notification_id: str) -> bool:
-    """Whether a firing's episode ended: its resolution is stored, or a later version of its group
-    is a resolution."""
-    if await _one(conn, Q["find_by_key"], (episodes.resolution_key(first, episode),)) is not None:
-        return True
-    later = await (await conn.execute(Q["group_versions_after"], (notification_id,))).fetchall()
-    return any(episodes.ends(json.loads(row["labels"])) for row in later)
+async def _firing_episode(conn: Conn, notification: Notification, stored: DictRow) -> tuple[str | None, int]:
+    """For a firing whose key is stored (``stored``, its row): the latest episode's id and number,
+    or ``None`` and the next one's number (see the SQLite store's ``_firing_episode``)."""
+    first = notification.idempotency_key
+    episode, row = await _latest(conn, first, stored)
+    assert row is not None, "the key is stored"
+    if SUPERSEDES_LABEL in notification.labels:
+        later = await (await conn.execute(Q["group_versions_after"], (row["id"],))).fetchall()
+        over = any(episodes.ends(json.loads(version["labels"])) for version in later)
+    else:
+        _, end = await _latest(conn, episodes.resolution_of(first))
+        over = end is not None and _after(end, row)
+    return (None, episode + 1) if over else (row["id"], episode)
+
+
+async def _resolution(conn: Conn, notification: Notification, first: str) -> tuple[str | None, Notification]:
+    """For a resolution: the stored resolution it repeats, or ``None`` and the resolution keyed
+    for the episode it ends (see the SQLite store's ``_resolution``); its group locked."""
+    fired, firing = await _latest(conn, first)
+    ended, end = await _latest(conn, notification.idempotency_key)
+    if end is not None:
+        if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
+            latest = await _one(conn, Q["latest_group_version"], (lineage,))
+            again = latest is not None and not episodes.ends(json.loads(latest["labels"]))
+        else:
+            again = firing is not None and _after(firing, end)
+        if not again:
+            return end["id"], notification
+    return None, episodes.resolving(notification, ended + 1, fired)
 
 
 async def _close_resolved(conn: Conn, key: str, source: str, now: datetime) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.core.health import HealthSnapshot, Transition
-from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Plan, ProviderState
+from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, Plan, ProviderState
 from daemon.store import codec, episodes
 from daemon.store.base import (
     Accepted,
@@ -60,23 +60,23 @@ def accept(
     state = ProviderState(conn.execute(Q["current_state"]).fetchone()[0]) if overridden else None
     results = []
     for i, item in enumerate(items):
-        notification, rekeyed = item.notification, False
-        first = notification.labels.get(RESOLVES_LABEL) if item.digest is None else None
-        if first is not None and (episode := _latest_episode(conn, first)) > 1:  # resolves a firing again
-            notification, rekeyed = episodes.resolving(notification, episode), True
-        key = notification.idempotency_key
-        if stored is None or rekeyed:
-            existing = conn.execute(Q["find_by_key"], (key,)).fetchone()
-            existing_id = None if existing is None else existing[0]
+        notification, existing_id = item.notification, None
+        if (first := episodes.resolves(item)) is not None:
+            existing_id, notification = _resolution(conn, notification, first)
         else:
-            existing_id = stored.get(key)
-        if existing_id is not None and episodes.may_recur(item):
-            existing_id, episode = _firing_episode(conn, key, existing_id)
-            if existing_id is None:  # its firing is over: this one fires again
-                notification, rekeyed = episodes.firing(notification, episode), True
+            key = notification.idempotency_key
+            if stored is not None:  # a call whose client chose its keys: never re-keyed
+                existing_id = stored.get(key)
+            elif (existing := conn.execute(Q["find_by_key"], (key,)).fetchone()) is not None:
+                existing_id = existing[0]
+                if episodes.may_recur(item):
+                    existing_id, episode = _firing_episode(conn, notification, existing)
+                    if existing_id is None:  # its latest episode is over: this one fires again
+                        notification = episodes.firing(notification, episode)
         if existing_id is not None:
             results.append(Accepted(id=existing_id, duplicate=True))
             continue
+        rekeyed = notification is not item.notification
         plan = item.plan_in(mode, state)
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
             latest = _group_version(conn.execute(Q["latest_group_version"], (lineage,)).fetchone())
@@ -107,36 +107,60 @@ def accept(
     return results
 
 
-def _latest_episode(conn: sqlite3.Connection, first: str) -> int:
-    """How many episodes of the firing first stored under ``first`` are stored (0: none)."""
-    if conn.execute(Q["find_by_key"], (first,)).fetchone() is None:
-        return 0
-    episode = 1
-    while conn.execute(Q["find_by_key"], (episodes.key(first, episode + 1),)).fetchone() is not None:
-        episode += 1
-    return episode
+def _latest(
+    conn: sqlite3.Connection, first: str, row: sqlite3.Row | None = None
+) -> tuple[int, sqlite3.Row | None]:
+    """The latest episode stored of what was first stored under ``first`` (``row``, if read
+    already): its number and row (``0, None``: none is)."""
+    row = conn.execute(Q["find_by_key"], (first,)).fetchone() if row is None else row
+    episode = 0 if row is None else 1
+    while row is not None and (
+        later := conn.execute(Q["find_by_key"], (episodes.key(first, episode + 1),)).fetchone()
+    ):
+        episode, row = episode + 1, later
+    return episode, row
 
 
-def _firing_episode(conn: sqlite3.Connection, first: str, first_id: str) -> tuple[str | None, int]:
-    """For a firing whose key ``first`` is stored (as ``first_id``): the stored episode it repeats,
-    ``(id, n)``, or ``(None, n)`` when every stored episode is over and it is the ``n``-th."""
-    episode, found = 1, first_id
-    while _over(conn, first, episode, found):
-        episode += 1
-        row = conn.execute(Q["find_by_key"], (episodes.key(first, episode),)).fetchone()
-        if row is None:
-            return None, episode
-        found = row[0]
-    return found, episode
+def _after(row: sqlite3.Row, other: sqlite3.Row) -> bool:
+    """Whether ``row`` was stored after ``other``: the store's order (``group_versions_after``'s)."""
+    return bool((row["created_at"], row["id"]) > (other["created_at"], other["id"]))
 
 
-def _over(conn: sqlite3.Connection, first: str, episode: int, notification_id: str) -> bool:
-    """Whether a firing's episode ended: its resolution is stored, or a later version of its group
-    is a resolution."""
-    if conn.execute(Q["find_by_key"], (episodes.resolution_key(first, episode),)).fetchone() is not None:
-        return True
-    later = conn.execute(Q["group_versions_after"], (notification_id,)).fetchall()
-    return any(episodes.ends(json.loads(labels)) for _, labels in later)
+def _firing_episode(
+    conn: sqlite3.Connection, notification: Notification, stored: sqlite3.Row
+) -> tuple[str | None, int]:
+    """For a firing whose key is stored (``stored``, its row): the id and number of the latest
+    episode, which it repeats while that one is open; or ``None`` and the number of the next, the
+    latest being over."""
+    first = notification.idempotency_key
+    episode, row = _latest(conn, first, stored)
+    assert row is not None, "the key is stored"
+    if SUPERSEDES_LABEL in notification.labels:
+        # its group's resolution is a version of the group, whatever key it resolves
+        later = conn.execute(Q["group_versions_after"], (row["id"],)).fetchall()
+        over = any(episodes.ends(json.loads(labels)) for _, labels in later)
+    else:
+        _, end = _latest(conn, episodes.resolution_of(first))
+        over = end is not None and _after(end, row)
+    return (None, episode + 1) if over else (row["id"], episode)
+
+
+def _resolution(
+    conn: sqlite3.Connection, notification: Notification, first: str
+) -> tuple[str | None, Notification]:
+    """For a resolution of the firing first stored under ``first``: the id of the stored
+    resolution it repeats, or ``None`` and the resolution keyed for the episode it ends."""
+    fired, firing = _latest(conn, first)
+    ended, end = _latest(conn, notification.idempotency_key)
+    if end is not None:
+        if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
+            latest = conn.execute(Q["latest_group_version"], (lineage,)).fetchone()
+            again = latest is not None and not episodes.ends(json.loads(latest["labels"]))
+        else:
+            again = firing is not None and _after(firing, end)
+        if not again:  # nothing fired since: a re-send of the latest resolution
+            return end["id"], notification
+    return None, episodes.resolving(notification, ended + 1, fired)
 
 
 def _refuse_reused_keys(conn: sqlite3.Connection, items: Sequence[NewNotification]) -> dict[str, str]:

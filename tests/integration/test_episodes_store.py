@@ -9,6 +9,7 @@ notifications are made by the real Alertmanager mapping, per alert and per group
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -20,8 +21,9 @@ from daemon.core.routing import plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
 from daemon.store.base import Accepted, NewNotification, Store
+from tests.integration.conftest import PgFactory
 from tests.integration.test_escalation_store import T0, deliver, outage
-from tests.integration.test_group_versions_store import GROUP, ROUTES, grown
+from tests.integration.test_group_versions_store import GROUP, ROUTES, grown, partly_resolved
 from tests.unit.test_alertmanager_mapping import FIRING, resolved
 
 PER_ALERT = AlertmanagerIntakeConfig()
@@ -142,3 +144,62 @@ async def test_a_group_update_is_not_an_end(store: Store) -> None:
     first = await accept(store, FIRING, 0)
     await accept(store, grown(FIRING), 1)
     assert (await accept(store, FIRING, 2)).id == first.id
+
+
+async def test_an_alert_first_heard_of_by_its_resolution_is_told_once_and_closed(store: Store) -> None:
+    """Per alert: the resolution of a firing never stored (lost, or fired before backchannel
+    listened), then the alert fires with that start time: its re-sends repeat it (no second page)
+    and its resolution closes it, not a repeat of the resolution stored before it."""
+    await outage(store)
+    alert = one_alert(FIRING)
+    await accept(store, resolved(alert), 0, PER_ALERT)
+    firing = await accept(store, alert, 5, PER_ALERT)
+    assert not firing.duplicate
+    assert await accept(store, alert, 6, PER_ALERT) == Accepted(firing.id, duplicate=True)
+    end = await accept(store, resolved(alert), 7, PER_ALERT)
+    assert not end.duplicate
+    firing_key, _ = await key_and_labels(store, firing.id)
+    _, labels = await key_and_labels(store, end.id)
+    assert labels[RESOLVES_LABEL] == labels[FOLLOWS_LABEL] == firing_key
+    assert await deliver(store, "sms", T0 + timedelta(hours=1)) == []  # its escalation stopped
+
+
+async def test_a_group_whose_last_version_was_a_repeat_resolves_in_each_episode(store: Store) -> None:
+    """Per group: [A, B] fired, B resolved, Alertmanager re-sent [A] alone (a repeat of the version
+    before: not stored), then resolved it; A fires again with its start time and resolves again:
+    that resolution is told and closes the second firing, not answered as the first resolution."""
+    await outage(store)
+    alone = one_alert(FIRING)
+    await accept(store, FIRING, 0)
+    await accept(store, partly_resolved(FIRING), 1)
+    assert (await accept(store, alone, 2)).duplicate
+    await accept(store, resolved(alone), 3)
+    again = await accept(store, alone, 10)
+    assert not again.duplicate
+    assert await accept(store, alone, 11) == Accepted(again.id, duplicate=True)
+    end = await accept(store, resolved(alone), 12)
+    assert not end.duplicate
+    again_key, _ = await key_and_labels(store, again.id)
+    assert (await key_and_labels(store, end.id))[1][FOLLOWS_LABEL] == again_key
+    assert await deliver(store, "sms", T0 + timedelta(hours=1)) == []  # no version still escalates
+
+
+async def test_a_firing_again_sent_twice_at_once_is_one_notification(store: Store) -> None:
+    """The firing again in two concurrent calls (batched into one transaction): one new episode,
+    the other call its repeat."""
+    alert = one_alert(FIRING)
+    await accept(store, alert, 0, PER_ALERT)
+    await accept(store, resolved(alert), 5, PER_ALERT)
+    one, two = await asyncio.gather(*(accept(store, alert, 10, PER_ALERT) for _ in range(2)))
+    assert one.id == two.id and [one.duplicate, two.duplicate].count(True) == 1
+
+
+async def test_two_nodes_told_of_a_firing_again_store_one_episode(pg_nodes: PgFactory) -> None:
+    """PostgreSQL, two nodes at once (each an Alertmanager of a cluster): the second insert of the
+    new episode's key finds the first's and answers it as a repeat."""
+    first, second = await pg_nodes("a"), await pg_nodes("b")
+    alert = one_alert(FIRING)
+    await accept(first, alert, 0, PER_ALERT)
+    await accept(first, resolved(alert), 5, PER_ALERT)
+    one, two = await asyncio.gather(accept(first, alert, 10, PER_ALERT), accept(second, alert, 10, PER_ALERT))
+    assert one.id == two.id and [one.duplicate, two.duplicate].count(True) == 1

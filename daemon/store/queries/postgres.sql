@@ -17,7 +17,7 @@ ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING id;
 
 -- name: find_by_key
-SELECT id, request_digest FROM notifications WHERE idempotency_key = %s;
+SELECT id, request_digest, created_at FROM notifications WHERE idempotency_key = %s;
 
 -- name: find_by_keys
 SELECT idempotency_key, id, request_digest FROM notifications WHERE idempotency_key = ANY(%s);

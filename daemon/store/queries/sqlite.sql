@@ -1,5 +1,5 @@
 -- name: find_by_key
-SELECT id, request_digest FROM notifications WHERE idempotency_key = ?;
+SELECT id, request_digest, created_at FROM notifications WHERE idempotency_key = ?;
 
 -- name: current_mode
 SELECT mode FROM provider WHERE id = 1;
