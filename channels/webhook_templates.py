@@ -138,8 +138,14 @@ def render_template(
 ) -> bytes:
     """The body for ``message``; a failure is a permanent :class:`ChannelError` with the reason."""
     options = options or {}
+    return _render(template, template_context(message, options), options, content_type)
+
+
+def _render(
+    template: Template, context: Mapping[str, Any], options: Mapping[str, str], content_type: str
+) -> bytes:
     try:
-        text = template.render(template_context(message, options))
+        text = template.render(context)
     except _RENDER_ERRORS as exc:
         reason = _redact(_describe(exc), options)
         raise ChannelError(f"{template.name}: {reason}", permanent=True) from None
@@ -186,12 +192,30 @@ def check_template(
     content_type: str = JSON_CONTENT_TYPE,
 ) -> None:
     """Render against :func:`sample_message` for every severity; raise :class:`TemplateError` if any fails."""
+    options = options or {}
     for severity in ("critical", "high", "warning", "info"):
         message = dataclasses.replace(sample_message(), severity=severity, drill=severity == "info")
+        context = template_context(message, options)
+        context["labels"] = _ProbingLabels(context["labels"])
         try:
-            render_template(template, message, options=options, content_type=content_type)
+            _render(template, context, options, content_type)
         except ChannelError as exc:
             raise TemplateError(str(exc)) from None
+
+
+#: what the check's labels answer for a label the sample does not have
+PROBE = 'probe "quoted" \\ value'
+
+
+class _ProbingLabels(dict[str, str]):
+    """The sample's labels for :func:`check_template`, whose ``get`` answers a label it does not
+    have with :data:`PROBE` (quotes and a backslash), default or not: a template writing
+    ``labels.get("alertname")`` into a JSON string without ``tojson`` fails the check, as it would
+    fail (or let the label inject keys) when a notification carries that label. ``tojson`` of the
+    whole dict writes only the labels the sample has."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key, PROBE)
 
 
 def _describe(exc: BaseException) -> str:

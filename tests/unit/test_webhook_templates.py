@@ -299,3 +299,25 @@ def test_a_recursive_template_is_a_template_error_at_load_and_permanent_at_send(
     with pytest.raises(ChannelError) as info:
         render_template(template, MESSAGE)
     assert info.value.permanent
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        '{"alert": "{{ labels.get("alertname") }}"}',
+        '{"alert": "{{ labels.get("alertname", "none") }}"}',
+    ],
+)
+def test_a_label_read_with_get_into_a_string_fails_the_check(source: str) -> None:
+    """A label the sample lacks, read with ``get`` and written without ``tojson``: refused at load,
+    before a notification whose label holds a quote breaks the body (or injects keys into it)."""
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        check_template(compile_template(source))
+
+
+def test_labels_read_with_get_and_tojson_pass_the_check() -> None:
+    check_template(
+        compile_template(
+            '{"alert": {{ labels.get("alertname", "none") | tojson }}, "all": {{ labels | tojson }}}'
+        )
+    )
