@@ -234,7 +234,8 @@ class Daemon:
         """Into or out of unknown or credentials: where a route has actions of its own for the
         state, its unsent notifications take them (or leave them), though the mode stays."""
         if {transition.from_state, transition.to_state} & set(OVERLAYS) and overrides_any(self._routes):
-            self.dispatcher.request_replan()
+            # stored as owed, as a reload's: a crash before it is done leaves it to the next start
+            self._background(self.dispatcher.owe_replan())
 
     def _mode_changed(self, mode: Mode) -> None:
         log.warning("routing switches to %s plans", mode, extra={"event": "routing.mode", "mode": mode})

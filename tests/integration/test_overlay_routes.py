@@ -4,6 +4,7 @@ to what is unsent when the state begins or ends, though the routing mode stays t
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,3 +126,38 @@ async def test_unsent_notifications_follow_the_state_in_and_out(
     assert (await api.get(f"/v1/notifications/{second}")).json()["status"] == "held"
     await daemon.monitor.release()
     assert await until(lambda: _delivered_by(api, second)) == "email"
+
+
+async def test_the_replan_entering_an_overlay_owes_is_stored_before_it_runs(
+    world: tuple[Daemon, httpx.AsyncClient, SlackStandIn], tmp_path: Path
+) -> None:
+    """Into unknown while the store refuses re-plans: the re-plan is stored as owed (a crash now
+    leaves it to the next start, Rerouter.resume), and settled once it can commit."""
+    daemon, api, _ = world
+    await daemon.monitor.force(ProviderState.UNKNOWN, "test")
+    held = await _submit(api, "held by unknown")
+    assert await until(lambda: _held(api, held))
+    refuse = sqlite3.connect(tmp_path / "outbox.db")
+    refuse.execute(
+        "CREATE TRIGGER refuse BEFORE UPDATE OF plan ON notifications BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    refuse.commit()
+    await daemon.monitor.force(ProviderState.CREDENTIALS, "test")
+    assert await until(lambda: _owed(daemon.store))
+    refuse.execute("DROP TRIGGER refuse")
+    refuse.commit()
+    refuse.close()
+    assert await until(lambda: _delivered_by(api, held)) == "slack"
+    assert await until(lambda: _settled(daemon.store))
+
+
+async def _held(api: httpx.AsyncClient, nid: str) -> bool:
+    return bool((await api.get(f"/v1/notifications/{nid}")).json()["status"] == "held")
+
+
+async def _owed(store: Store) -> bool:
+    return bool(await store.owed_replans())
+
+
+async def _settled(store: Store) -> bool:
+    return not await store.owed_replans()
