@@ -1004,3 +1004,24 @@ async def _backends(url: str, application_name: str, exclude: list[int]) -> bool
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
         ).fetchall()
     return any(int(str(pid)) not in exclude for (pid,) in rows)
+
+
+async def test_a_migration_waiting_for_a_running_nodes_lock_gives_up(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling upgrade: a migration that needs a lock a running node's transaction holds gives
+    up after PG_LOCK_TIMEOUT_MS with nothing applied, instead of queueing every node's writes on
+    that table behind it for as long as the transaction runs."""
+    monkeypatch.setattr(migrations, "PG_LOCK_TIMEOUT_MS", 300)
+    node = PostgresStore(postgres_url, node="upgrading")
+    assert await node.migrate() != []
+    with admin(postgres_url) as conn:  # migration 10 not yet applied: the previous release's schema
+        conn.execute("DROP INDEX notifications_unsent, notifications_unsent_mode")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 10")
+    with admin(postgres_url) as running:  # a running node's insert, its transaction still open
+        running.execute("BEGIN")
+        running.execute("LOCK TABLE notifications IN ROW EXCLUSIVE MODE")
+        with pytest.raises(migrations.MigrationBlocked, match="nothing was applied"):
+            await asyncio.wait_for(node.migrate(), timeout=20)
+        running.execute("ROLLBACK")
+    assert await node.migrate() == [10]

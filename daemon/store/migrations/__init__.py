@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from daemon.store.base import StoreError
+from daemon.store.base import StoreError, StoreUnavailable
 
 if TYPE_CHECKING:  # psycopg is imported where PostgreSQL is used, not by every SQLite start-up
     from psycopg import AsyncConnection
@@ -31,10 +31,20 @@ _FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 #: one cluster-wide advisory lock, held for the migrating transaction only, so nodes starting
 #: together apply each script once (the lock and the DDL commit or vanish together)
 PG_MIGRATION_LOCK = 0x6263_6D69  # "bcmi"
+#: how long a migration waits for a lock (milliseconds). In a rolling upgrade the nodes still
+#: running hold locks on the tables a migration alters, and a migration waiting in the lock queue
+#: makes every later query on that table wait behind it: every node's intake and delivery would
+#: stop for as long as one long transaction ran. Past this the migration gives up (nothing is
+#: applied) and says so; the starting node exits and its service manager starts it again.
+PG_LOCK_TIMEOUT_MS = 10_000
 
 
 class SchemaTooNew(StoreError):
     """The database was migrated by a newer backchannel; upgrade this one."""
+
+
+class MigrationBlocked(StoreUnavailable):
+    """A PostgreSQL migration gave up waiting for a lock another session holds; nothing applied."""
 
 
 def scripts(dialect: Dialect) -> list[tuple[int, str]]:
@@ -98,10 +108,26 @@ def migrate_sqlite(path: Path) -> list[int]:
 
 
 async def apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
-    """Apply every PostgreSQL migration not yet applied, all in one transaction."""
+    """Apply every PostgreSQL migration not yet applied, all in one transaction (none if a lock it
+    needs is not free within PG_LOCK_TIMEOUT_MS: :class:`MigrationBlocked`)."""
+    from psycopg import errors
+
+    try:
+        return await _apply_postgres(conn)
+    except errors.LockNotAvailable as exc:
+        raise MigrationBlocked(
+            f"a migration waited {PG_LOCK_TIMEOUT_MS / 1000:g} s for a lock another session holds"
+            " (a node still running the previous release, or a long transaction) and gave up;"
+            " nothing was applied: start again, or stop the older nodes first"
+        ) from exc
+
+
+async def _apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
     from psycopg.rows import tuple_row
 
     async with conn.transaction():
+        # the transaction's own setting: the pool's connections keep theirs
+        await conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{PG_LOCK_TIMEOUT_MS}ms",))
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
         async with conn.cursor(row_factory=tuple_row) as cur:
             # only when missing: CREATE ... IF NOT EXISTS still needs the CREATE privilege, which a
