@@ -17,6 +17,7 @@ from typing import Any
 from daemon import heap
 from daemon.ack_updates import AckUpdates
 from daemon.api.ack import slack_apps, with_repliers
+from daemon.api.admission import API, Admission
 from daemon.api.app import ApiContext, create_api
 from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
@@ -105,6 +106,8 @@ class Daemon:
         self._side_tasks: set[asyncio.Task[object]] = set()
         self._server: ApiServer | None = None
         self.api_port: int | None = None
+        #: the API port's limits (api.max_connections, api.max_buffered_body_bytes), once it listens
+        self.api_admission: Admission | None = None
         self.workers: IntakeWorkers | None = None
         #: the tokens' rate limits, counted once for this process and its intake workers (made
         #: last: a part above that fails to build leaves no descriptor behind)
@@ -170,6 +173,13 @@ class Daemon:
         )
 
     async def _start_api(self) -> None:
+        settings = self.config.api
+        self.api_admission = admission = Admission(
+            API,
+            settings.max_connections,
+            settings.buffered_body_limit,
+            lambda limit: self.metrics.http_turned_away(API, limit),
+        )
         ctx = ApiContext(
             acceptor=self.acceptor,
             store=self.store,
@@ -179,8 +189,8 @@ class Daemon:
             draining=lambda: self.draining,
             started=lambda: self.started,
             in_flight=lambda: self.dispatcher.in_flight,
-            max_body_bytes=self.config.api.max_body_bytes,
-            max_alert_body_bytes=self.config.api.max_alert_body_bytes,
+            max_body_bytes=settings.max_body_bytes,
+            max_alert_body_bytes=settings.max_alert_body_bytes,
             twilio_accounts=lambda: self._twilio_accounts,
             slack_apps=lambda: self._slack_apps,
             on_acknowledged=self.ack_updates.acknowledged,
@@ -190,10 +200,11 @@ class Daemon:
             buckets=self.buckets,
             webhooks=lambda: self._intake,
             clock=self._clock,
+            admission=admission,
         )
-        sock = bind(self.config.api.host, self.config.api.port)
+        sock = bind(settings.host, settings.port)
         self.api_port = sock.getsockname()[1]
-        self._server = ApiServer(server_config(create_api(ctx)))
+        self._server = ApiServer(server_config(create_api(ctx), admission))
         serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="api")
         self._tasks.append(serving)
         while not self._server.started:

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from daemon.configbase import Listener, Model, PositiveInt
+from daemon.configbase import Listener, LocatedError, Model, PositiveInt
 
 Scope = Literal["send", "read", "admin"]
+#: ``max_buffered_body_bytes`` by default: room for this many of the largest bodies at once
+BUFFERED_BODIES = 8
 ALL_SCOPES: tuple[Scope, ...] = ("send", "read", "admin")
 
 
@@ -48,12 +50,36 @@ class ApiConfig(Listener):
     #: the Alertmanager and Grafana webhooks' own: they send a group's alerts in one call, however
     #: many (about 1 KiB each), and answer a 4xx by sending it again at the next flush, never whole
     max_alert_body_bytes: PositiveInt = 16 * 1024 * 1024
+    #: connections one process holds open on its listener (the API port; each intake worker on
+    #: the workers' port); past it a new connection is answered 503 and closed at once
+    max_connections: PositiveInt = 512
+    #: bytes of request bodies not yet complete one process holds at once; past it a request is
+    #: answered 503. None: BUFFERED_BODIES times the larger body limit (128 MiB by default)
+    max_buffered_body_bytes: PositiveInt | None = None
 
     @field_validator("tokens")
     @classmethod
     def _unique_names(cls, value: list[ApiToken]) -> list[ApiToken]:
         require_unique([t.name for t in value], "token name")
         return value
+
+    @model_validator(mode="after")
+    def _room_for_the_largest_body(self) -> ApiConfig:
+        largest = max(self.max_body_bytes, self.max_alert_body_bytes)
+        if self.max_buffered_body_bytes is not None and self.max_buffered_body_bytes < largest:
+            message = (
+                f"must be at least the largest body a request may send ({largest}, max_body_bytes "
+                "and max_alert_body_bytes), or such a request would be refused for ever"
+            )
+            raise LocatedError(message, ("max_buffered_body_bytes",))
+        return self
+
+    @property
+    def buffered_body_limit(self) -> int:
+        """``max_buffered_body_bytes``, or its default from the body limits."""
+        if self.max_buffered_body_bytes is not None:
+            return self.max_buffered_body_bytes
+        return BUFFERED_BODIES * max(self.max_body_bytes, self.max_alert_body_bytes)
 
 
 def require_unique(names: Sequence[str], what: str) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily
 
 from channels.base import ChannelError
+from daemon.api.admission import LIMITS, LISTENERS
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Notification, ProviderState
 from daemon.drills import FINISHED, LastDrill
@@ -56,6 +57,15 @@ class Metrics:
             "Submissions answered with an earlier notification",
             registry=r,
         )
+        self.turned_away = Counter(
+            "backchannel_http_turned_away",
+            "HTTP connections and requests answered 503 for load, by listener and by the api.* limit",
+            ["listener", "limit"],
+            registry=r,
+        )
+        for listener in LISTENERS:  # at 0 from the start: see the reloads' below
+            for limit in LIMITS:
+                self.turned_away.labels(listener, limit)
 
     def _declare_delivery(self, r: CollectorRegistry) -> None:
         """The sends: their outcomes, how long they took, and the channels' Retry-Afters."""
@@ -185,6 +195,10 @@ class Metrics:
                 self._sources.add(source)
             child = self._accepted_by[key] = self.accepted.labels(*key)
         return child
+
+    def http_turned_away(self, listener: str, limit: str, count: int = 1) -> None:
+        """``count`` connections or requests refused by ``listener``'s ``limit`` (daemon.api.admission)."""
+        self.turned_away.labels(listener, limit).inc(count)
 
     def delivery_outcome(
         self, channel: str, claimed: Claimed, outcome: Outcome, error: ChannelError | None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from channels.base import Channel
 from daemon.announce import Announcer
+from daemon.api.admission import INTAKE
 from daemon.api.ratelimit import SharedBuckets
 from daemon.build import channel_policies, primary_channels
 from daemon.catchup import CatchUp
@@ -184,5 +185,6 @@ def build_workers(
         source,
         on_accepted,
         on_count=metrics.intake_workers.set,
+        on_turned_away=lambda limit, n: metrics.http_turned_away(INTAKE, limit, n),
         buckets_fd=buckets.fd,
     )

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api.ack import OnAcknowledged, SlackApp, ack_router
+from daemon.api.admission import Admission
 from daemon.api.auth import BearerAuth, Grant
 from daemon.api.callbacks import TwilioAccount, callback_router
 from daemon.api.drill_routes import drill_router
@@ -28,7 +29,7 @@ from daemon.api.errors import (
     unreadable,
     validation_error,
 )
-from daemon.api.limits import BodyLimit
+from daemon.api.limits import BodyLimit, BodyRefused
 from daemon.api.models import SUBMIT_COMPONENTS
 from daemon.api.notification_routes import notification_router
 from daemon.api.provider_routes import override_router
@@ -78,6 +79,8 @@ class ApiContext:
     slack_apps: Callable[[], Sequence[SlackApp]] = tuple
     #: told of every acknowledgement once committed (the Slack messages are edited to show it)
     on_acknowledged: OnAcknowledged = lambda *_: None
+    #: the listener's limits, whose ``api.max_buffered_body_bytes`` the bodies are counted in
+    admission: Admission | None = None
 
 
 def create_api(ctx: ApiContext) -> BodyLimit:
@@ -100,7 +103,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     webhooks = WebhookIntake(ctx.acceptor, authenticate, ctx.draining, ctx.webhooks)
     api.include_router(webhook_router(webhooks))
     widen = webhooks.body_limit(ctx.max_body_bytes, ctx.max_alert_body_bytes)
-    return BodyLimit(_Router(submit, WebhookEndpoint(webhooks), api), ctx.max_body_bytes, widen)
+    routed = _Router(submit, WebhookEndpoint(webhooks), api)
+    return BodyLimit(routed, ctx.max_body_bytes, widen, admission=ctx.admission)
 
 
 def _routers(ctx: ApiContext, authenticate: BearerAuth) -> list[APIRouter]:
@@ -160,6 +164,8 @@ async def _answering_bugs(endpoint: ASGIApp, scope: Scope, receive: Receive, sen
 
     try:
         await endpoint(scope, receive, sending)
+    except BodyRefused:  # too large or overloaded: answered by BodyLimit, no bug to log
+        raise
     except Exception:
         if started:
             raise

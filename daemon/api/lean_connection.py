@@ -3,8 +3,10 @@
 httptools' parser calls back into :class:`Connection` (``on_url``, ``on_header``, ``on_body``...);
 each complete request is queued and answered in order by one task per connection, so pipelined
 requests get their answers in the order they came. Reading pauses while too many requests wait
-or the client does not read its answers. A request that cannot be read (malformed, an upgrade,
-headers or body over the limit) is answered after the requests received before it, then the
+or the client does not read its answers. A connection past ``api.max_connections`` is answered
+503 and closed as it is accepted (:mod:`daemon.api.admission`). A request that cannot be read
+(malformed, an upgrade, headers or body over the limit, a body arriving while the listener holds
+``api.max_buffered_body_bytes``) is answered after the requests received before it, then the
 connection lingers a moment (reading and discarding) and closes. Deadlines: the idle timeout
 between requests, the request timeout from a request's first byte to its last; the server's
 periodic pass calls :meth:`Connection.expire`. A request as parsed and a reply as encoded are
@@ -17,10 +19,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
+from daemon.api.admission import Admission, Overloaded
 from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Reply, Request, encode, error_reply
 from daemon.api.limits import Widen
 
@@ -47,6 +50,8 @@ class Server(Protocol):
     idle_timeout_s: float
     request_timeout_s: float
     connections: set[Connection]
+    #: the cap on connections and on the bytes of bodies still arriving
+    admission: Admission
 
     def closed(self, connection: Connection) -> None: ...
 
@@ -65,6 +70,8 @@ class Connection(asyncio.Protocol):
         #: the largest body of the request: the server's, or what ``widen`` gave it (then ``_widened``)
         self._limit = server.max_body_bytes
         self._widened = False
+        #: bytes of the body being received, counted in the listener's ``admission``
+        self._held = 0
         #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
         self._in_body = False
         #: a request has begun and is not complete: its request timeout runs, not the idle one
@@ -87,7 +94,10 @@ class Connection(asyncio.Protocol):
     # -- transport ---------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # uvloop's transports quack alike
+        self._transport = live = cast(asyncio.Transport, transport)  # uvloop's quack alike
+        if not self._server.admission.admit(live, len(self._server.connections)):
+            self._closing = True  # answered 503 and closing: nothing of it is read
+            return
         self._server.connections.add(self)
         self._arm(self._server.idle_timeout_s)
 
@@ -97,6 +107,7 @@ class Connection(asyncio.Protocol):
         self._server.closed(self)
         self._closing = True
         self._disarm()
+        self._release()
 
     def pause_writing(self) -> None:
         self._cannot_write = True
@@ -131,6 +142,8 @@ class Connection(asyncio.Protocol):
             elif isinstance(exc.__context__, BodyTooLarge):  # raised in a callback, wrapped by the parser
                 limit = self._limit
                 self._refuse(error_reply(413, "too_large", f"request body exceeds {limit} bytes"))
+            elif isinstance(exc.__context__, Overloaded):
+                self._refuse(self._server.admission.overloaded())
             else:
                 self._refuse(error_reply(400, "bad_request", f"malformed HTTP request: {exc}"))
 
@@ -174,7 +187,16 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         self._allow(self._size)
+        if not self._server.admission.take(len(body)):
+            raise Overloaded
+        self._held += len(body)
         self._current.body.append(body)
+
+    def _release(self) -> None:
+        """Give back what the body being received holds of the listener's buffered bytes."""
+        if self._held:
+            self._server.admission.give(self._held)
+            self._held = 0
 
     def _allow(self, size: int) -> None:
         """BodyTooLarge for a body of ``size`` past the limit; the first time it would pass the
@@ -190,6 +212,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._release()
         self._receiving = False
         self._current.keep_alive = self._parser.should_keep_alive()
         self._queue.append(self._current)
@@ -243,6 +266,9 @@ class Connection(asyncio.Protocol):
         """
         self._refused = True
         self._disarm()
+        self._release()
+        if self._receiving:  # never answered: its partial body need not wait for the close
+            self._current.body.clear()
         if self._task is None:
             self._send_refusal(reply)
         else:

@@ -11,9 +11,10 @@ HTTP it handles: keep-alive (HTTP/1.1 by default, HTTP/1.0 on request) and pipel
 (answered in order), Content-Length and chunked bodies, ``Expect: 100-continue``, a body limit
 (413 before the body is read when Content-Length says so, else as soon as it is exceeded, then the
 connection is closed), malformed requests and upgrades (400, closed), an idle timeout on kept-alive
-connections, and a graceful stop that answers every request already received. This module holds
-the listeners, the deadlines' sweep and the stop; one connection's parsing and answering is
-:mod:`daemon.api.lean_connection`.
+connections, a cap on connections and on the bytes of bodies still arriving (503,
+:mod:`daemon.api.admission`), and a graceful stop that answers every request already received.
+This module holds the listeners, the deadlines' sweep and the stop; one connection's parsing and
+answering is :mod:`daemon.api.lean_connection`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from daemon.api.admission import Admission
 from daemon.api.lean_connection import Connection, Handler
 from daemon.api.limits import Widen, fixed
 from daemon.listeners import close_servers
@@ -40,12 +42,16 @@ class LeanServer:
         self,
         handler: Handler,
         max_body_bytes: int,
+        *,
+        admission: Admission,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         widen: Widen | None = None,
     ) -> None:
-        """``widen``: a larger limit a request may earn (:mod:`daemon.api.limits`)."""
+        """``widen``: a larger limit a request may earn (:mod:`daemon.api.limits`); ``admission``:
+        how many connections, and how many bytes of bodies still arriving, it holds at once."""
         self.handler = handler
+        self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.widen: Widen = widen or fixed(max_body_bytes)
         self.idle_timeout_s = idle_timeout_s

@@ -6,7 +6,10 @@ only when its body would pass the default, before any of the larger body is read
 Content-Length (chunked) is counted as it is read; once
 past the limit the read fails, and whatever the route makes of that failure (FastAPI answers a
 body it cannot read with a 400, a handler's own ``except Exception`` with a 500) is replaced by
-the 413: the client is told what was wrong with its request.
+the 413: the client is told what was wrong with its request. With an
+:class:`~daemon.api.admission.Admission`, the body's bytes are also counted against the
+listener's ``api.max_buffered_body_bytes`` until the body is complete; a chunk past it fails the
+read the same way, answered 503 ``overloaded`` (``Retry-After``, and the connection closed).
 """
 
 from __future__ import annotations
@@ -16,9 +19,18 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from daemon.api.admission import Admission
 
-class _TooLarge(Exception):
-    pass
+
+class BodyRefused(Exception):
+    """The body cannot be read further: the answer is ``status`` with ``body``, not the route's.
+
+    Raised from ``receive`` into the app, which lets it pass (it is the client's, not a bug).
+    """
+
+    def __init__(self, status: int, body: dict[str, str], headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
 
 
 #: a request's limit from its path and ``Authorization`` header, when its body would pass the default
@@ -31,62 +43,108 @@ def fixed(limit: int) -> Widen:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int, widen: Widen | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, widen: Widen | None = None, admission: Admission | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.widen = widen or fixed(max_bytes)
+        self.admission = admission
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        limit, widened = self.max_bytes, False
-
-        def past(size: int) -> bool:
-            nonlocal limit, widened
-            if size > limit and not widened:  # the request may earn more, asked once
-                widened = True
-                authorization = headers.get(b"authorization", b"").decode("latin-1")
-                limit = max(limit, self.widen(scope["path"], authorization))
-            return size > limit
-
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and past(int(declared)):
-            await self._reject(send, limit)
+        reading = _Reading(self, scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and reading.past(int(declared)):
+            await _reject(send, reading.too_large())
             return
-        seen = 0
-        #: the app began its answer; the body outgrew the limit before it had (its answer is the 413's)
-        started = replaced = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen, replaced
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if past(seen):
-                    replaced = not started
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if replaced:  # the route caught the failed read and answers it: the 413 instead
-                if not started:
-                    started = True
-                    await self._reject(send, limit)
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._reject(send, limit)
+            await self.app(scope, reading.receive, reading.send)
+        except BodyRefused as exc:
+            if not reading.started:
+                await _reject(send, exc)
+        finally:
+            reading.release()
 
-    async def _reject(self, send: Send, limit: int) -> None:
-        body = json.dumps({"error": "too_large", "message": f"request body exceeds {limit} bytes"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+class _Reading:
+    """One request's body as the app reads it: its size against the limit, its bytes held in the
+    listener's budget, and the refusal that replaces the app's answer."""
+
+    def __init__(self, limits: BodyLimit, scope: Scope, receive: Receive, send: Send) -> None:
+        self._limits = limits
+        self._path: str = scope["path"]
+        self._headers = dict(scope["headers"])
+        self._receive, self._send = receive, send
+        self.limit, self._widened = limits.max_bytes, False
+        self._seen = self._held = 0
+        #: the app began its answer; a refusal made before it had is the answer instead
+        self.started = False
+        self._refusal: BodyRefused | None = None
+
+    def past(self, size: int) -> bool:
+        if size > self.limit and not self._widened:  # the request may earn more, asked once
+            self._widened = True
+            authorization = self._headers.get(b"authorization", b"").decode("latin-1")
+            self.limit = max(self.limit, self._limits.widen(self._path, authorization))
+        return size > self.limit
+
+    def too_large(self) -> BodyRefused:
+        return BodyRefused(413, {"error": "too_large", "message": f"request body exceeds {self.limit} bytes"})
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            chunk = len(message.get("body", b""))
+            self._seen += chunk
+            if self.past(self._seen):
+                raise self._refuse(self.too_large())
+            if not message.get("more_body", False):
+                self.release()  # complete: no longer a body still arriving
+            elif not self._hold(chunk):
+                raise self._refuse(self._overloaded())
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self._refusal is not None:  # the route caught the failed read and answers it: the refusal
+            if not self.started:
+                self.started = True
+                await _reject(self._send, self._refusal)
+            return
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    def _refuse(self, refusal: BodyRefused) -> BodyRefused:
+        if self._refusal is None and not self.started:
+            self._refusal = refusal
+        return refusal
+
+    def _hold(self, chunk: int) -> bool:
+        admission = self._limits.admission
+        if admission is None:
+            return True
+        if not admission.take(chunk):
+            self.release()
+            return False
+        self._held += chunk
+        return True
+
+    def _overloaded(self) -> BodyRefused:
+        assert self._limits.admission is not None
+        status, body, headers = self._limits.admission.overloaded()
+        return BodyRefused(status, body, {**headers, "Connection": "close"})
+
+    def release(self) -> None:
+        if self._held and self._limits.admission is not None:
+            self._limits.admission.give(self._held)
+        self._held = 0
+
+
+async def _reject(send: Send, refusal: BodyRefused) -> None:
+    body = json.dumps(refusal.body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode(), value.encode()) for name, value in refusal.headers.items()]
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

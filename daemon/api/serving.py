@@ -1,13 +1,32 @@
-"""Serving an ASGI app with uvicorn on a socket the daemon bound, with the daemon owning signals."""
+"""Serving an ASGI app with uvicorn on a socket the daemon bound, with the daemon owning signals.
+
+uvicorn's httptools protocol with what it lacks for a port anyone on the network may reach: the
+listener's cap on connections (:mod:`daemon.api.admission`: past ``api.max_connections`` a new
+connection is answered 503 and closed as it is accepted) and two deadlines. uvicorn times out a
+kept-alive connection only after an answer: a connection that never sends a request, or sends
+one a byte at a time, was held for ever (and any byte after an answer, a lone CRLF, cancels its
+keep-alive timer for good). Here a connection must begin a request within the idle timeout of
+its start or of its last answer, and a request must arrive whole (its body too) within the
+request timeout of its first byte, as on the intake workers' port (:mod:`daemon.api.lean_http`). uvicorn's own
+``limit_concurrency`` does not fit: it answers its 503 only once a request's headers are in, so
+the connections past it are held as long as the client likes, and counts the ones held so.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from daemon.api.admission import Admission
+from daemon.api.lean_http import IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 
 
 class ApiServer(uvicorn.Server):
@@ -17,19 +36,101 @@ class ApiServer(uvicorn.Server):
         yield
 
 
-def server_config(app: ASGIApp) -> uvicorn.Config:
-    """uvicorn on the running loop (uvloop under ``backchannel run``), httptools, no access log."""
-    return uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        loop="none",
-        http="httptools",
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=5,
-    )
+class ServingConfig(uvicorn.Config):
+    """uvicorn's configuration, with the listener's admission and the deadlines for its protocol."""
+
+    def __init__(
+        self, app: ASGIApp, admission: Admission, idle_timeout_s: float, request_timeout_s: float
+    ) -> None:
+        super().__init__(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="none",
+            http=AdmittingProtocol,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self.admission = admission
+        self.idle_timeout_s = idle_timeout_s
+        self.request_timeout_s = request_timeout_s
+
+
+class AdmittingProtocol(HttpToolsProtocol):
+    """One connection: admitted under the cap or refused at once; closed past its deadline."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert isinstance(config, ServingConfig)
+        self._settings = config
+        self._admitted = False
+        #: a request has begun and is not complete: its request timeout runs
+        self._receiving = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if not self._settings.admission.admit(transport, len(self.connections)):
+            return  # answered 503 and closing: uvicorn never sees it
+        self._admitted = True
+        super().connection_made(transport)
+        self._arm(self._settings.idle_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._admitted:
+            super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._receiving = True
+        self._arm(self._settings.request_timeout_s)
+
+    def on_message_complete(self) -> None:
+        self._receiving = False
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        # nothing pipelined to answer next and no request arriving: idle until one begins
+        idle = not self.pipeline and not self._receiving
+        super().on_response_complete()
+        if idle and not self.transport.is_closing():
+            self._arm(self._settings.idle_timeout_s)
+
+    def _arm(self, timeout_s: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app: ASGIApp,
+    admission: Admission,
+    *,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> uvicorn.Config:
+    """uvicorn on the running loop (uvloop under ``backchannel run``), httptools, no access log,
+    the listener's ``admission``, a new connection's first request begun within ``idle_timeout_s``
+    and every request whole within ``request_timeout_s`` of its first byte."""
+    return ServingConfig(app, admission, idle_timeout_s, request_timeout_s)
 
 
 def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -12,7 +12,8 @@ pipes:
   gone: the worker drains and exits rather than take requests nobody would deliver soon.
 - ``--report-fd``, to the daemon: ``{"ready": pid}`` once serving, then after commits
   ``{"accepted": [[severity, source, n], ...], "duplicates": n}``, which the daemon counts in its
-  metrics and which wakes its dispatcher at once.
+  metrics and which wakes its dispatcher at once; ``"turned_away": {limit: n}`` is added when
+  clients were answered 503 for load (:mod:`daemon.api.admission`), for the daemon's metrics.
 
 ``--buckets-fd`` is the daemon's table of rate limits (:mod:`daemon.api.ratelimit`): a token's
 requests here and on the daemon's own port take from one bucket.
@@ -36,6 +37,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from daemon import heap
+from daemon.api.admission import INTAKE, Admission
 from daemon.api.auth import BearerAuth
 from daemon.api.intake_app import intake_handler
 from daemon.api.lean_http import LeanServer
@@ -76,6 +78,7 @@ class Reports:
         os.set_blocking(fd, False)
         self._counts: Counter[tuple[str, str]] = Counter()
         self._duplicates = 0
+        self._turned_away: Counter[str] = Counter()
         self._pending = b""
         self._scheduled = False
 
@@ -93,16 +96,26 @@ class Reports:
             asyncio.get_running_loop().call_soon(self._end_turn)  # first: _flush may raise
             self._flush()
 
+    def turned_away(self, limit: str) -> None:
+        """A client answered 503 by ``limit``: told at the turn's end (a flood is one line a turn)."""
+        self._turned_away[limit] += 1
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._end_turn)
+
     def _end_turn(self) -> None:
         self._scheduled = False
-        if self._counts or self._duplicates:
+        if self._counts or self._duplicates or self._turned_away:
             self._flush()
 
     def _flush(self) -> None:
         counts = [[severity, source, n] for (severity, source), n in self._counts.items()]
-        line = {"accepted": counts, "duplicates": self._duplicates}
+        line: dict[str, object] = {"accepted": counts, "duplicates": self._duplicates}
+        if self._turned_away:
+            line["turned_away"] = dict(self._turned_away)
         self._counts.clear()
         self._duplicates = 0
+        self._turned_away.clear()
         self._write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
 
     def _write(self, data: bytes) -> None:
@@ -159,7 +172,8 @@ class IntakeWorker:
         sock.listen(BACKLOG)
         api = self._config.api
         widen = hooks.body_limit(api.max_body_bytes, api.max_alert_body_bytes)
-        server = LeanServer(handler, api.max_body_bytes, widen=widen)
+        admission = Admission(INTAKE, api.max_connections, api.buffered_body_limit, self._reports.turned_away)
+        server = LeanServer(handler, api.max_body_bytes, admission=admission, widen=widen)
         await server.start(sock)
         heap.settle()
         self._reports.ready()

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: (severity, source) to how many notifications were committed, and how many were duplicates
 OnAccepted = Callable[[Mapping[tuple[str, str], int], int], None]
+#: an ``api.*`` limit's name, and how many clients it turned away (daemon.api.admission)
+OnTurnedAway = Callable[[str, int], None]
 
 START_TIMEOUT_S = 30.0
 #: a report line (its counts by severity and source, which clients choose) may be long
@@ -52,6 +54,7 @@ class IntakeWorkers:
         on_accepted: OnAccepted,
         *,
         on_count: Callable[[int], None] = lambda n: None,
+        on_turned_away: OnTurnedAway = lambda limit, n: None,
         buckets_fd: int,
     ) -> None:
         """``buckets_fd``: the rate-limit table every worker shares with the daemon."""
@@ -60,6 +63,7 @@ class IntakeWorkers:
         self._source = source
         self._on_accepted = on_accepted
         self._on_count = on_count
+        self._on_turned_away = on_turned_away
         self._sock: socket.socket | None = None
         self._workers = [_Worker(i, self) for i in range(settings.count)]
         self.stopping = False
@@ -146,10 +150,13 @@ class IntakeWorkers:
                 return True
             counts = {(str(severity), str(source)): int(n) for severity, source, n in message["accepted"]}
             duplicates = int(message["duplicates"])
-        except (ValueError, TypeError, KeyError):
+            turned_away = {str(limit): int(n) for limit, n in message.get("turned_away", {}).items()}
+        except (ValueError, TypeError, KeyError, AttributeError):
             log.error("unreadable report from an intake worker: %r", line[:200])
             return False
         self._on_accepted(counts, duplicates)
+        for limit, n in turned_away.items():
+            self._on_turned_away(limit, n)
         return False
 
     def changed(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from daemon.api.admission import Admission
 from daemon.api.lean_http import LeanServer
 from daemon.api.lean_messages import Reply
 from tests.support import read_until_closed, stop_as_connections_arrive, until
@@ -46,7 +47,13 @@ async def _serving(
 ) -> AsyncIterator[tuple[LeanServer, Echo, int]]:
     """A server with an :class:`Echo` handler on an ephemeral loopback port, stopped after."""
     echo = Echo()
-    server = LeanServer(echo, LIMIT, idle_timeout_s=idle_timeout_s, request_timeout_s=request_timeout_s)
+    server = LeanServer(
+        echo,
+        LIMIT,
+        admission=Admission("intake", 512, 8 * LIMIT),
+        idle_timeout_s=idle_timeout_s,
+        request_timeout_s=request_timeout_s,
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)

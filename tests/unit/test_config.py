@@ -111,6 +111,26 @@ def test_omitted_sections_take_their_defaults() -> None:
     assert config.store.busy_timeout == timedelta(seconds=5)
 
 
+def test_http_limits_default_as_documented() -> None:
+    """512 connections a process; bodies still arriving: 8 times the largest body, which follows it."""
+    config = parse_config(FULL, env=ENV)
+    assert (config.api.max_connections, config.api.buffered_body_limit) == (512, 128 * 1024 * 1024)
+    raised = parse_config(yaml.safe_dump(edit("api.max_alert_body_bytes", 32 * 1024 * 1024)), env=ENV)
+    assert raised.api.buffered_body_limit == 256 * 1024 * 1024
+    given = parse_config(yaml.safe_dump(edit("api.max_buffered_body_bytes", 20_000_000)), env=ENV)
+    assert given.api.buffered_body_limit == 20_000_000
+
+
+def test_a_buffered_body_limit_below_the_largest_body_is_named_at_its_line() -> None:
+    """FILE:LINE: api.max_buffered_body_bytes, the line of that key, not of api."""
+    text = FULL.replace(
+        "  listen: 127.0.0.1:8025\n", "  listen: 127.0.0.1:8025\n  max_buffered_body_bytes: 4096\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, filename="/etc/bc.yaml", env=ENV)
+    assert str(caught.value).startswith("/etc/bc.yaml:4: api.max_buffered_body_bytes: must be at least")
+
+
 def test_top_level_x_keys_hold_reusable_anchors() -> None:
     """Top-level x-* keys are ignored, so they can define anchors and merge keys."""
     text = "x-retry: &retry {initial: 2s, max: 1m}\n" + FULL.replace(
@@ -200,6 +220,13 @@ def edit(path: str, value: Any) -> dict[str, Any]:
         (edit("api.tokens", []), "api.tokens", "at least 1"),
         (edit("api.listen", "::1:80"), "api.listen", "in brackets"),
         (edit("api.listen", "localhost"), "api.listen", "expected host:port"),
+        (edit("api.max_connections", 0), "api.max_connections", "greater than or equal to 1"),
+        (edit("api.max_connections", "many"), "api.max_connections", "valid integer"),
+        (
+            edit("api.max_buffered_body_bytes", 1024 * 1024),
+            "api.max_buffered_body_bytes",
+            "must be at least the largest body a request may send (16777216",
+        ),
         (edit("channels.incident.url", "ftp://hooks"), "channels.incident.url", "http:// or https://"),
         (edit("channels.incident.secret", "whsec_c2hvcnQ="), "channels.incident.secret", "at least 16 bytes"),
         (edit("channels.incident.secret", "not base64!"), "channels.incident.secret", "expected base64"),
