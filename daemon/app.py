@@ -21,6 +21,7 @@ from daemon.api.admission import API, Admission
 from daemon.api.app import ApiContext, create_api
 from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
+from daemon.api.views import iso
 from daemon.build import api_grants, build_channels, build_store, register_secrets, twilio_accounts
 from daemon.build_checks import build_checks
 from daemon.catchup import HORIZON
@@ -37,6 +38,7 @@ from daemon.intake.workers import IntakeWorkers
 from daemon.metrics import Metrics
 from daemon.rendering import Renderer, Unresolved, template_book, unresolved_reporter
 from daemon.scheduler import CheckScheduler
+from daemon.store.base import StoreUnavailable
 from daemon.wiring import (
     build_announcer,
     build_catchup,
@@ -45,6 +47,7 @@ from daemon.wiring import (
     build_leadership,
     build_monitor,
     build_people,
+    build_store_health,
     build_supervision,
     build_workers,
     feed_metrics,
@@ -88,7 +91,14 @@ class Daemon:
         self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
         self.leadership = build_leadership(config, self.store, self.monitor, self._clock, self.dispatcher)
         self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
-        self.acceptor = Acceptor(self.store, lambda: self._routes, self._clock, self.dispatcher.wake)
+        self.store_health = build_store_health(self.store, self._clock, self.dispatcher)
+        self.acceptor = Acceptor(
+            self.store,
+            lambda: self._routes,
+            self._clock,
+            self.dispatcher.wake,
+            store_health=self.store_health,
+        )
         self.supervision = build_supervision(config, systemd_env, self._status_line, self.dispatcher)
         feed_metrics(self.metrics, self.dispatcher, self.acceptor, self.monitor)
         self.metrics.watch_rate_limits(self._rate_limited)
@@ -188,6 +198,7 @@ class Daemon:
             tokens=lambda: self._tokens,
             draining=lambda: self.draining,
             started=lambda: self.started,
+            store_health=self.store_health,
             in_flight=lambda: self.dispatcher.in_flight,
             max_body_bytes=settings.max_body_bytes,
             max_alert_body_bytes=settings.max_alert_body_bytes,
@@ -293,6 +304,7 @@ class Daemon:
         await self.ack_updates.drain()
         for channel in self.channels.values():
             await channel.aclose()
+        await self.store_health.close()
         await self.store.close()
         self.buckets.close()
         log.info("stopped", extra={"event": "daemon.stopped"})
@@ -354,9 +366,20 @@ class Daemon:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _status_line(self) -> str:
-        queue = await self.store.queue()
+        """systemd's STATUS=: the provider, the store if it fails, the queue if it can be read.
+
+        Asked every few seconds, the store's health probes a store that failed (bounded, as for
+        /healthz): it is found to commit again with no request from outside."""
+        line = f"provider {self.monitor.state.value} (routing: {self.monitor.mode})"
+        failing = await self.store_health.verdict()
+        if failing is not None:
+            line += f"; store unavailable since {iso(failing.since_at)} (intake refused): {failing.reason}"
+        try:
+            queue = await self.store.queue()
+        except StoreUnavailable:  # the status loop must outlive the outage it reports
+            return f"{line}; notifications: unknown (the store cannot be read)"
         counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
-        return f"provider {self.monitor.state.value} (routing: {self.monitor.mode}); notifications: {counts}"
+        return f"{line}; notifications: {counts}"
 
 
 def _built_once(new: Config, running: Config) -> list[str]:

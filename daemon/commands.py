@@ -209,6 +209,11 @@ def status(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     p, q = data["provider"], data["queue"]
+    store = data.get("store") or {"state": "ok"}  # a daemon of an earlier release says nothing
+    if store["state"] != "ok":
+        print(
+            f"store: UNAVAILABLE since {store['since']}: {store['reason']} (intake and /healthz answer 503)"
+        )
     forced = f" (forced: {p['forced']['reason']})" if p["forced"] else ""
     print(
         f"provider {p['name']}: {p['state'].upper()}{forced} since {p['since'] or 'start'}; "

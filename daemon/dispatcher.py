@@ -95,6 +95,7 @@ class Dispatcher:
         # routes planned for it the routes' plan (Rerouter.rescue).
         self._rescue_due = True
         self._pass_listeners: list[Callable[[], None]] = []
+        self._store_listeners: list[Callable[[StoreUnavailable | None], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
         self._last_claim_at = float("-inf")
@@ -132,6 +133,11 @@ class Dispatcher:
         """Called after every completed pass over the outbox, and every page of a long walk over its
         unsent notifications (the watchdog's evidence of progress)."""
         self._pass_listeners.append(listener)
+
+    def on_store(self, listener: Callable[[StoreUnavailable | None], None]) -> None:
+        """Called after every pass over the outbox with the store's failure, or None: whether it
+        could be read and claimed from (readiness, :mod:`daemon.store_health`)."""
+        self._store_listeners.append(listener)
 
     def wake(self) -> None:
         """New work or a new mode: look at the outbox now rather than at the next poll."""
@@ -182,13 +188,21 @@ class Dispatcher:
                 wait_s = await self._pass()
             except StoreUnavailable as exc:
                 # Intake answers 503 meanwhile; sends resume when the store can commit again.
+                # Still progress for the watchdog: a restart would not free a disk or bring
+                # the database back (docs/deployment.md).
                 trouble.failed(self._clock.monotonic(), exc)
+                self._told_store(exc)
                 wait_s = self._settings.poll_s
             else:
                 trouble.succeeded(self._clock.monotonic())
+                self._told_store(None)
             self._progressed()
             await self._idle(wait_s, self._pace_from(started))
         await self._drain()
+
+    def _told_store(self, failure: StoreUnavailable | None) -> None:
+        for listener in self._store_listeners:
+            listener(failure)
 
     def _progressed(self) -> None:
         """A pass, or a page of a long one, done: the watchdog's evidence that the loop moves."""

@@ -142,7 +142,7 @@ class Metrics:
         )
 
     def _declare_operations(self, r: CollectorRegistry) -> None:
-        """The daemon itself: configuration reloads, drills, intake workers."""
+        """The daemon itself: configuration reloads, drills, intake workers, its store."""
         self.reloads = Counter(
             "backchannel_config_reloads",
             "Configuration reloads by result (ok, rejected)",
@@ -165,6 +165,11 @@ class Metrics:
         )
         self.intake_workers = Gauge(
             "backchannel_intake_workers", "Intake worker processes serving (intake.workers)", registry=r
+        )
+        self.store_up = Gauge(
+            "backchannel_store_up",
+            "1 while the store commits, 0 while it fails (intake and /healthz answer 503 store_unavailable)",
+            registry=r,
         )
 
     # -- listeners ----------------------------------------------------------------------------------

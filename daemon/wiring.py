@@ -33,6 +33,7 @@ from daemon.rendering import People, Renderer, audiences
 from daemon.rerouting import Rerouter
 from daemon.store.base import Store
 from daemon.store.postgres_config import PostgresStoreConfig
+from daemon.store_health import Proof, StoreHealth
 from daemon.supervision import Supervision
 
 if TYPE_CHECKING:
@@ -105,6 +106,14 @@ def build_leadership(
     assert isinstance(store, PostgresStore)
     store.on_work(dispatcher.wake)
     return Leadership.from_config(config.store, store, monitor, clock)
+
+
+def build_store_health(store: Store, clock: Clock, dispatcher: Dispatcher) -> StoreHealth:
+    """Readiness's view of the store, fed by the dispatcher's passes (the acceptor's commits are
+    the caller's to wire: the acceptor is built after this)."""
+    health = StoreHealth(store, clock)
+    dispatcher.on_store(lambda failure: health.heard(Proof.READ, failure))
+    return health
 
 
 def build_supervision(

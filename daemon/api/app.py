@@ -49,6 +49,7 @@ from daemon.intake.webhook_config import WebhookIntakesConfig, WebhookSettings
 from daemon.metrics import Metrics
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import NotLeader, Store, StoreUnavailable, Unreadable
+from daemon.store_health import StoreHealth
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class ApiContext:
     in_flight: Callable[[], int]
     #: False until the daemon has started everything (intake workers, SMTP intake): /healthz is 503
     started: Callable[[], bool] = lambda: True
+    #: whether the store commits (/healthz, /v1/status, /metrics); None: one of the API's own,
+    #: which hears of nothing but its probes
+    store_health: StoreHealth | None = None
     max_body_bytes: int = 1 << 20
     #: the alert webhooks' (``api.max_alert_body_bytes``)
     max_alert_body_bytes: int = 16 << 20
@@ -96,7 +100,8 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     api.add_exception_handler(Unreadable, unreadable)
     api.add_exception_handler(Exception, internal_error)
     authenticate = BearerAuth(ctx.tokens, ctx.grants, buckets=ctx.buckets)
-    for router in _routers(ctx, authenticate):
+    health = ctx.store_health or StoreHealth(ctx.store, ctx.clock)
+    for router in _routers(ctx, authenticate, health):
         api.include_router(router)
     submit = SubmitEndpoint(ctx.acceptor, authenticate, ctx.draining)
     _document(api, submit_path=PATH)
@@ -107,12 +112,12 @@ def create_api(ctx: ApiContext) -> BodyLimit:
     return BodyLimit(routed, ctx.max_body_bytes, widen, admission=ctx.admission)
 
 
-def _routers(ctx: ApiContext, authenticate: BearerAuth) -> list[APIRouter]:
+def _routers(ctx: ApiContext, authenticate: BearerAuth, health: StoreHealth) -> list[APIRouter]:
     """In matching order, which is also the OpenAPI document's: ``.../{id}/cancel`` before ``.../{id}``."""
     routers = [
-        health_router(ctx.monitor, ctx.draining, ctx.started),
+        health_router(ctx.monitor, ctx.draining, ctx.started, health),
         notification_router(ctx.store, ctx.clock, authenticate),
-        status_router(ctx, authenticate),
+        status_router(ctx, authenticate, health),
         override_router(ctx.monitor, authenticate),
         callback_router(ctx.store, ctx.twilio_accounts, ctx.clock),
         ack_router(

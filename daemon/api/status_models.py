@@ -154,10 +154,22 @@ class NodeOut(Out):
     checks: list[CheckOut]
 
 
+class StoreOut(Out):
+    """Whether the store commits, as ``/healthz`` tells load balancers (docs/api.md)."""
+
+    state: Literal["ok", "unavailable"] = Field(
+        description="unavailable: the latest store calls failed; intake and /healthz answer 503"
+    )
+    since: Timestamp | None = Field(description="when the failure began")
+    reason: str | None = Field(description="the latest failure's error")
+
+
 class StatusOut(Out):
-    """``GET /v1/status``: the provider, the queue, the channels, the decision, the last drill."""
+    """``GET /v1/status``: the store, the provider, the queue, the channels, the decision, the
+    last drill."""
 
     version: str
+    store: StoreOut
     provider: ProviderOut
     queue: QueueOut
     channels: list[ChannelOut]

@@ -25,12 +25,18 @@ from daemon.api.status_models import HealthOut, StatusOut
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.monitor import ProviderMonitor
+from daemon.store_health import StoreHealth
 
 if TYPE_CHECKING:
     from daemon.api.app import ApiContext
 
 STARTING_RETRY_S = "1"
-_HEALTH_RESPONSES = error_responses({503: "Starting (not every intake serves yet) or draining; Retry-After"})
+_HEALTH_RESPONSES = error_responses(
+    {
+        503: "Not ready (Retry-After): `starting` (not every intake serves yet), `draining`, or "
+        "`store_unavailable` (the store does not commit: every intake would answer 503)"
+    }
+)
 #: the status page never answers 403: a token without the read scope is asked to sign in again
 _PAGE_RESPONSES = error_responses(
     {
@@ -49,17 +55,25 @@ _METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def health_router(
-    monitor: ProviderMonitor, draining: Callable[[], bool], started: Callable[[], bool]
+    monitor: ProviderMonitor,
+    draining: Callable[[], bool],
+    started: Callable[[], bool],
+    store: StoreHealth,
 ) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz", tags=["operations"], response_model=HealthOut, responses=_HEALTH_RESPONSES)
     async def healthz() -> JSONResponse:
-        """Readiness for load balancers: 503 while starting (until every intake serves) or draining."""
+        """Readiness for load balancers: 503 while starting (until every intake serves), draining,
+        or while the store does not commit."""
         if draining():
             return error_response(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         if not started():
             return error_response(503, "starting", "starting up", headers={"Retry-After": STARTING_RETRY_S})
+        failing = await store.verdict()
+        if failing is not None:
+            message = views.store_unavailable(failing)
+            return error_response(503, "store_unavailable", message, headers={"Retry-After": RETRY_AFTER_S})
         return JSONResponse({"status": "ok", "provider": monitor.state.value})
 
     # Some load balancers check with HEAD: the same status and headers (the server drops the body).
@@ -68,7 +82,7 @@ def health_router(
     return router
 
 
-def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
+def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIRouter:
     router = APIRouter()
     read = Depends(auth.require("read"))
 
@@ -82,7 +96,7 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
     )
     async def status() -> dict[str, Any]:
         """The provider's state and why, its recent transitions and checks, and the queue."""
-        return await _status(ctx)
+        return await _status(ctx, store)
 
     @router.get(
         "/",
@@ -112,6 +126,7 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
     )
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
+        ctx.metrics.store_up.set(0 if await store.verdict() is not None else 1)
         body = ctx.metrics.render(
             ctx.monitor.state,
             await ctx.store.queue(),
@@ -124,12 +139,13 @@ def status_router(ctx: ApiContext, auth: BearerAuth) -> APIRouter:
     return router
 
 
-async def _status(ctx: ApiContext) -> dict[str, Any]:
+async def _status(ctx: ApiContext, store: StoreHealth) -> dict[str, Any]:
     provider = await ctx.store.provider()
     queue = await ctx.store.queue()
     channels = await ctx.store.channel_health()
     return {
         "version": __version__,
+        "store": views.store(await store.verdict()),
         "provider": views.provider(ctx.provider_name, provider),
         "queue": views.queue(queue, ctx.in_flight()),
         "channels": [views.channel(c) for c in channels],

@@ -8,6 +8,7 @@ from typing import Any
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Delivery
 from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
+from daemon.store_health import Failing
 
 
 def iso(at: datetime | None) -> str | None:
@@ -105,3 +106,14 @@ def channel(c: ChannelHealth) -> dict[str, Any]:
         "last_error": c.last_error,
         "consecutive_failures": c.consecutive_failures,
     }
+
+
+def store(failing: Failing | None) -> dict[str, Any]:
+    if failing is None:
+        return {"state": "ok", "since": None, "reason": None}
+    return {"state": "unavailable", "since": iso(failing.since_at), "reason": failing.reason}
+
+
+def store_unavailable(failing: Failing) -> str:
+    """The message of /healthz's 503 ``store_unavailable`` (both ports)."""
+    return f"the store fails since {iso(failing.since_at)}: {failing.reason}"

@@ -16,7 +16,8 @@ from daemon.clock import Clock
 from daemon.core.model import Notification, Severity
 from daemon.core.routing import Route, all_plans_for
 from daemon.ids import new_id
-from daemon.store.base import Accepted, NewNotification, Store
+from daemon.store.base import Accepted, NewNotification, Store, StoreUnavailable
+from daemon.store_health import Proof, StoreHealth
 
 #: what no store can keep as text: NUL (PostgreSQL's text and jsonb refuse it) and lone surrogates
 #: (not UTF-8: SQLite's driver refuses them), both valid in a JSON string
@@ -48,11 +49,15 @@ class Acceptor:
         routes: Callable[[], Sequence[Route]],
         clock: Clock,
         on_accepted: Callable[[], None],
+        *,
+        store_health: StoreHealth | None = None,
     ) -> None:
+        """``store_health``: told whether each accept committed (readiness, :mod:`daemon.store_health`)."""
         self._store = store
         self._routes = routes
         self._clock = clock
         self._on_accepted = on_accepted
+        self._health = store_health
         self._listeners: list[Callable[[Sequence[Notification], Sequence[Accepted]], None]] = []
 
     async def accept(self, submissions: Sequence[Submission]) -> list[Accepted]:
@@ -75,10 +80,20 @@ class Acceptor:
             for listener in self._listeners:
                 listener(notifications, accepted)
 
-        accepted = await self._store.accept(items, now, on_visible=visible)
+        try:
+            accepted = await self._store.accept(items, now, on_visible=visible)
+        except StoreUnavailable as exc:
+            self._heard(Proof.COMMIT, exc)
+            raise
+        # duplicates alone were looked up, not written: on a full disk they are still answered
+        self._heard(Proof.COMMIT if any(not a.duplicate for a in accepted) else Proof.READ, None)
         if not told:
             visible(accepted)
         return accepted
+
+    def _heard(self, proof: Proof, failure: StoreUnavailable | None) -> None:
+        if self._health is not None:
+            self._health.heard(proof, failure)
 
     def subscribe(self, listener: Callable[[Sequence[Notification], Sequence[Accepted]], None]) -> None:
         """Called once per accept with the notifications and what became of each, as soon as

@@ -52,6 +52,7 @@ from daemon.core.routing import Route
 from daemon.intake.accept import Acceptor
 from daemon.logs import configure_logging
 from daemon.store.base import Accepted
+from daemon.store_health import StoreHealth
 
 log = logging.getLogger(__name__)
 
@@ -156,16 +157,23 @@ class IntakeWorker:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the daemon
         store = build_store(self._config, intake_worker=True)
         await store.open()
+        clock = SystemClock()
+        health = StoreHealth(store, clock)  # its own: no dispatcher here, its accepts and probes
         try:
-            await self._serve(Acceptor(store, lambda: self._routes, SystemClock(), _nothing))
+            await self._serve(
+                Acceptor(store, lambda: self._routes, clock, _nothing, store_health=health), health
+            )
         finally:
+            await health.close()
             await store.close()
 
-    async def _serve(self, acceptor: Acceptor) -> None:
+    async def _serve(self, acceptor: Acceptor, health: StoreHealth) -> None:
         acceptor.subscribe(self._reports.accepted)
         gate = BearerAuth(lambda: self._tokens, lambda: self._grants, buckets=self._buckets)
         hooks = WebhookIntake(acceptor, gate, lambda: self._draining, lambda: self._intake)
-        handler = intake_handler(acceptor, gate=gate, hooks=hooks, draining=lambda: self._draining)
+        handler = intake_handler(
+            acceptor, gate=gate, hooks=hooks, draining=lambda: self._draining, store=health
+        )
         # Listening only now that the store is open: the kernel hands a listening worker its
         # share of new connections, which one still starting could not answer.
         sock = bind(*self._listen, reuse_port=True)

@@ -242,6 +242,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def probe(self, *, commit: bool) -> None:
+        """For readiness (:mod:`daemon.store_health`): a read round trip, or with ``commit`` a
+        durable commit that keeps nothing; StoreUnavailable if the store cannot."""
+        ...
+
     async def accept(
         self,
         items: Sequence[NewNotification],

@@ -311,6 +311,14 @@ class PostgresStore(PostgresReads):
         """Each node, its role and its latest result per check since ``since`` (for status)."""
         return await self._read(lambda conn: views.nodes(conn, since))
 
+    async def probe(self, *, commit: bool) -> None:
+        """A read round trip, or a transaction committed durably without a row written."""
+
+        async def run(conn: Conn) -> None:
+            await conn.execute(Q["probe_commit" if commit else "probe_read"])
+
+        await (self._transaction(run) if commit else self._read(run))
+
     async def record_check(self, result: CheckResult) -> None:
         """Stored with this node's name: every node is a vantage point."""
 

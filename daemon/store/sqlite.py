@@ -282,6 +282,14 @@ class SqliteStore(SqliteReads):
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
 
+    async def probe(self, *, commit: bool) -> None:
+        """A read on the reader's connection, or a durable commit through the writer (one page
+        rewritten, appended to the WAL and synced: what a small accept needs of the disk)."""
+        if commit:
+            await self._writer.run(lambda conn: conn.execute(Q["probe_commit"]))
+        else:
+            await self._read(lambda conn: conn.execute(Q["probe_read"]).fetchall())
+
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
         return await self._writer.run(lambda conn: tx.acknowledge(conn, notification_id, by, via, now))
 

@@ -21,6 +21,7 @@ from daemon.app import Daemon
 from daemon.config import parse_config
 from daemon.store.base import StoreUnavailable
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.support import until
 
 TOKEN = "api-test-token-0123456789"
 SECRET = "whsec_" + base64.b64encode(b"api-test-webhook-secret-0123").decode()
@@ -605,6 +606,99 @@ async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: An
             assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
     finally:
         await daemon.stop()
+
+
+async def test_healthz_is_503_while_the_disk_is_full_and_200_once_the_store_commits_again(
+    tiny_filesystem: Path, servers: Any
+) -> None:
+    """A real ENOSPC: once an accept fails, /healthz answers what every intake does (503
+    store_unavailable, Retry-After), as do /v1/status and /metrics; a re-sent notification answered
+    as the duplicate it is proves nothing about committing. Space freed, it is ready again with no
+    accept in between (a load balancer sends none to a node it took out): its probe commits."""
+    smtp, hook = servers
+    daemon = await start_daemon(tiny_filesystem / "outbox.db", smtp, hook)
+    filler = tiny_filesystem / "filler"
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
+        ) as client:
+            # held, not sent: no outcome to record shares a commit with the re-send below
+            await client.post("/v1/provider/override", json={"state": "outage"})
+            held = {"severity": "info", "subject": "kept for later"}
+            keyed = {"Idempotency-Key": "before-the-disk-filled"}
+            assert (await client.post("/v1/notifications", json=held, headers=keyed)).status_code == 202
+            assert (await client.get("/healthz")).status_code == 200
+            with filler.open("wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError:
+                    pass
+            batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
+            assert (await client.post("/v1/notifications", json=batch)).status_code == 503
+            health = await client.get("/healthz")
+            assert health.status_code == 503
+            assert health.json()["error"] == "store_unavailable"
+            assert "database or disk is full" in health.json()["message"]
+            assert health.headers["Retry-After"] == "5"
+            assert (await client.head("/healthz")).status_code == 503
+            store = (await client.get("/v1/status")).json()["store"]
+            assert (store["state"], store["reason"]) == (
+                "unavailable",
+                "the store could not commit: database or disk is full",
+            )
+            assert "backchannel_store_up 0.0" in (await client.get("/metrics")).text
+            again = await client.post("/v1/notifications", json=held, headers=keyed)
+            assert (again.status_code, again.json()["duplicate"]) == (202, True)
+            assert (await client.get("/healthz")).status_code == 503
+            filler.unlink()
+            await until(lambda: _healthz_is(client, 200), deadline_s=10)
+            assert (await client.get("/v1/status")).json()["store"] == {
+                "state": "ok",
+                "since": None,
+                "reason": None,
+            }
+            assert "backchannel_store_up 1.0" in (await client.get("/metrics")).text
+            assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
+    finally:
+        await daemon.stop()
+
+
+async def test_healthz_is_503_while_the_store_is_read_only_and_200_once_it_is_writable(
+    api: tuple[httpx.AsyncClient, Daemon],
+) -> None:
+    """The store read-only (SQLite's own refusal, as for a file or mount made read-only): 503 on
+    /healthz as on intake, until the store takes writes again."""
+    client, daemon = api
+    connections = await _write_connections(daemon)
+    _query_only(connections, True)
+    refused = await client.post("/v1/notifications", json=NOTE)
+    assert (refused.status_code, refused.json()["error"]) == (503, "store_unavailable")
+    health = await client.get("/healthz")
+    assert health.status_code == 503
+    assert "readonly" in health.json()["message"], health.text
+    _query_only(connections, False)
+    await until(lambda: _healthz_is(client, 200), deadline_s=10)
+
+
+async def _write_connections(daemon: Daemon) -> list[sqlite3.Connection]:
+    """The store's connections that write: the writer thread's (taken by a job; set directly
+    afterwards, since its jobs begin a write first) and the event loop's."""
+    writer: sqlite3.Connection = await daemon.store._writer.run(lambda conn: conn, durable=False)
+    inline = daemon.store._inline._conn
+    assert inline is not None
+    return [writer, inline]
+
+
+def _query_only(connections: list[sqlite3.Connection], on: bool) -> None:
+    """Every write is refused (SQLITE_READONLY, as on a read-only file), or taken again."""
+    for conn in connections:
+        conn.execute(f"PRAGMA query_only={int(on)}")
+
+
+async def _healthz_is(client: httpx.AsyncClient, status: int) -> bool:
+    return (await client.get("/healthz")).status_code == status
 
 
 @pytest.mark.parametrize(

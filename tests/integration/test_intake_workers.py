@@ -27,6 +27,7 @@ from daemon.intake.worker import Reports
 from daemon.metrics import MAX_SOURCES
 from daemon.store.base import Accepted
 from tests.servers import SmtpServer, WebhookReceiver
+from tests.stand_ins.tcp_proxy import TcpProxy
 from tests.support import config_template, until
 
 TOKEN = "intake-workers-token-0123456789"
@@ -95,12 +96,12 @@ async def pg_world(tmp_path: Path, postgres_url: str) -> AsyncIterator[tuple[Dae
 
 @contextlib.asynccontextmanager
 async def _world(
-    tmp_path: Path, store: str, key: str = "path"
+    tmp_path: Path, store: str, key: str = "path", edit: Callable[[str], str] = str
 ) -> AsyncIterator[tuple[Daemon, WebhookReceiver, Path]]:
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         path = tmp_path / "backchannel.yaml"
         text = CONFIG.format(store=f'"{store}"', smtp_port=smtp.port, hook_url=hook.url, slow=SLOW)
-        path.write_text(text.replace("store: {path:", f"store: {{{key}:", 1))
+        path.write_text(edit(text.replace("store: {path:", f"store: {{{key}:", 1)))
         os.environ.update(ENV)
         daemon = Daemon(load_config(path), config_path=path)
         await daemon.start()
@@ -166,6 +167,58 @@ async def _accepted_counted_delivered(daemon: Daemon, hook: WebhookReceiver) -> 
             )
 
         await until(counted)
+
+
+async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_once_it_is_back(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """PostgreSQL unreachable (its connections reset, new ones refused): the daemon's /healthz
+    says so from its dispatcher's failing passes, a worker's from its own failed accept, both 503
+    store_unavailable as every intake answers; once the server is back both are ready again with
+    nothing accepted meanwhile (the worker's probe commits), and the worker accepts."""
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+
+    def edit(text: str) -> str:
+        text = text.replace(f'"{url}"}}', f'"{url}", connect_timeout: 1s}}', 1)
+        return text.replace("poll: 1h", "poll: 200ms").replace("count: 2", "count: 1")
+
+    try:
+        async with (
+            _world(tmp_path, url, key="url", edit=edit) as (daemon, _, _),
+            _intake(daemon) as intake,
+            _api(daemon) as api,
+        ):
+            assert (await api.get("/healthz")).status_code == 200
+            assert (await intake.get("/healthz")).status_code == 200
+            await proxy.down()
+            refused = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "x"})
+            assert (refused.status_code, refused.json()["error"]) == (503, "store_unavailable")
+            for client in (intake, api):
+                health = await until(lambda c=client: _unready(c), deadline_s=15)
+                assert health.json()["error"] == "store_unavailable", health.text
+                assert health.headers["Retry-After"] == "5"
+            head = await intake.head("/healthz")
+            assert (head.status_code, head.content) == (503, b"")
+            assert "store unavailable since" in await daemon._status_line()
+            await proxy.start()
+            for client in (intake, api):
+                await until(lambda c=client: _ready(c), deadline_s=15)
+            sent = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "y"})
+            assert sent.status_code == 202, sent.text
+    finally:
+        await proxy.down()
+
+
+async def _unready(client: httpx.AsyncClient) -> httpx.Response | None:
+    response = await client.get("/healthz")
+    return response if response.status_code == 503 else None
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/healthz")).status_code == 200
 
 
 async def test_a_worker_refuses_what_the_api_refuses_and_serves_only_intake(

@@ -790,6 +790,46 @@ async def test_accepts_resume_as_soon_as_the_server_is_back(postgres_url: str) -
         await proxy.down()
 
 
+async def test_the_readiness_probes_read_and_commit_and_keep_nothing(store: Store) -> None:
+    """/healthz's probes: a read and a durable commit, on either store; the provider row and
+    the outbox are as they were."""
+    await store.accept([note(0)], T0)
+    provider, queue = await store.provider(), await store.queue()
+    await store.probe(commit=False)
+    await store.probe(commit=True)
+    assert (await store.provider(), await store.queue()) == (provider, queue)
+
+
+async def test_the_readiness_probes_fail_while_postgresql_is_unreachable(postgres_url: str) -> None:
+    """Every connection reset and new ones refused: both probes are StoreUnavailable, and both
+    pass again once the server is back."""
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    store = PostgresStore(url, node="probed", connect_timeout_s=1, reconnect_s=0.2)
+    await store.open()
+    try:
+        await proxy.down()
+        for commit in (False, True):
+            with pytest.raises(StoreUnavailable):
+                await store.probe(commit=commit)
+        await proxy.start()
+        await until(lambda: _probes(store), deadline_s=10)
+    finally:
+        await store.close()
+        await proxy.down()
+
+
+async def _probes(store: PostgresStore) -> bool:
+    try:
+        await store.probe(commit=False)
+        await store.probe(commit=True)
+    except StoreUnavailable:
+        return False
+    return True
+
+
 async def test_nodes_claim_at_read_committed_whatever_the_servers_default(postgres_url: str) -> None:
     """With the session default SERIALIZABLE (as a database's or role's setting makes it), two nodes
     draining at once still claim every delivery once and fail no claim: the store's connections run

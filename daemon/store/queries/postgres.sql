@@ -447,3 +447,11 @@ SELECT routes FROM owed_replans;
 
 -- name: settle_replans
 DELETE FROM owed_replans WHERE routes = ANY(%s);
+
+-- name: probe_read
+SELECT 1;
+
+-- name: probe_commit
+-- A transaction id assigned makes the commit write and flush a commit record: the server
+-- takes a durable commit (not a standby, its WAL writable) without a row written or locked.
+SELECT txid_current();

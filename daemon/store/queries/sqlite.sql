@@ -355,3 +355,11 @@ SELECT routes FROM owed_replans;
 -- name: settle_replans
 -- The digests as one JSON array.
 DELETE FROM owed_replans WHERE routes IN (SELECT value FROM json_each(?));
+
+-- name: probe_read
+SELECT id FROM provider WHERE id = 1;
+
+-- name: probe_commit
+-- The row is rewritten: its page is appended to the WAL at the commit and synced, as a small
+-- accept's would be (on a full disk both fail once the WAL must grow), and nothing changes.
+UPDATE provider SET id = id WHERE id = 1;
