@@ -62,6 +62,15 @@ class Supervision:
         self.notifier.close()
 
     async def _status_loop(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
-            self.notifier.status(await self._status())
+            try:
+                line = await self._status()
+            except Exception:  # a bug in the line must not end its updates, nor fail the stop
+                if not failing:  # once, not every few seconds
+                    log.exception("the systemd status line could not be made; it is tried again")
+                failing = True
+                continue
+            failing = False
+            self.notifier.status(line)

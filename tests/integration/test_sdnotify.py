@@ -266,3 +266,34 @@ def test_vanished_socket_logs_once_per_streak_and_never_raises(
             notifier.watchdog()
     notifier.close()
     assert [getattr(r, "event", None) for r in caplog.records] == ["sdnotify.failed"] * 2
+
+
+async def test_the_status_line_outlives_a_failure_to_make_it(
+    path_socket: tuple[Manager, Notifier], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The status callable raising (a bug, a store error it did not expect) is logged once; the
+    line is sent again once it can be made, and the stop that awaits the loop is not failed."""
+    from daemon import supervision
+
+    manager, _ = path_socket
+    monkeypatch.setattr(supervision, "STATUS_EVERY_S", 0.01)
+    calls = itertools.count()
+
+    async def status() -> str:
+        n = next(calls)
+        if 0 < n < 5:  # after the READY line
+            raise RuntimeError("not now")
+        return "starting" if n == 0 else "all well"
+
+    watched = supervision.Supervision({"NOTIFY_SOCKET": str(manager.address)}, status, 60.0)
+    await watched.ready()
+    try:
+        await asyncio.wait_for(_until(lambda: "STATUS=all well" in manager.messages()), DEADLINE_S)
+    finally:
+        await watched.stopping()
+    assert len([r for r in caplog.records if "status line could not be made" in r.message]) == 1
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)
