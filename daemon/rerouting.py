@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
 
@@ -18,6 +19,11 @@ BATCH = 500
 
 def _never() -> bool:
     return False
+
+
+def _routes_plan(notification: Notification, current: Plan) -> bool:
+    """Whether the routes planned ``notification`` (what was planned here keeps its plan)."""
+    return not on_relay_plan(notification, current)
 
 
 class Rerouter:
@@ -41,8 +47,13 @@ class Rerouter:
         self._state = state
         #: the digest of ``routes`` (Config.policy_digest); None: a re-plan is owed in memory only
         self._digest = digest
-        #: the digests of the owed re-plans (stored) this node's next whole re-plan settles
-        self._owed: set[str] = set()
+        #: the digests of the owed re-plans (stored) a whole re-plan settles, each with the number
+        #: of the latest owe (or resume) of it: only a walk begun after that settles it
+        self._owed: dict[str, int] = {}
+        self._owes = 0
+        #: an owe and a settle one at a time: an owe stored while a settle is on its way would be
+        #: deleted by it
+        self._marking = asyncio.Lock()
         self.progress: Callable[[], None] = lambda: None
         self.stopping: Callable[[], bool] = _never
 
@@ -72,40 +83,49 @@ class Rerouter:
         force, before it starts, so that a daemon killed (or stopped) before it has walked them all
         does it at its next start (:meth:`resume`) rather than leave them on the old plans."""
         digest = self._digest()
-        if digest is not None:
+        if digest is None:
+            return
+        async with self._marking:
             await self._store.owe_replan(digest, self._clock.now())
-            self._owed.add(digest)
+            self._owed_now(digest)
 
     async def resume(self) -> bool:
         """Whether the store holds a re-plan owed by the routes in force (a reload's, cut short)."""
         digest = self._digest()
         if digest is None or digest not in await self._store.owed_replans():
             return False
-        self._owed.add(digest)
+        self._owed_now(digest)
         return True
+
+    def _owed_now(self, digest: str) -> None:
+        self._owes += 1
+        self._owed[digest] = self._owes
 
     async def replan(self, mode: Mode) -> int:
         """After a policy reload, or the provider entering or leaving a state a route has actions
         of its own for (unknown, credentials): give every unsent notification whose plan changed
         its new plan (the routes' notifications only: what was planned here keeps its plan).
 
-        A walk over all of them by the same routes settles the re-plans owed (:meth:`owe`); one
-        cut short by a stop, or by a reload in its middle (which asks for another), does not."""
-        digest = self._digest()
-        total = await self._replan_unsent(mode, lambda n, current: not on_relay_plan(n, current))
-        if not self.stopping() and self._digest() == digest:
-            await self._settle()
+        A walk over all of them, every page by the same routes, settles the re-plans owed
+        (:meth:`owe`) before it began. One cut short by a stop, or with a page planned by other
+        routes (a reload in its middle), settles nothing; one owed again while it walked (a
+        reload, a change of state: the pages before it kept the plans of before) is left to the
+        walk that owe asked for."""
+        digest, began = self._digest(), self._owes
+        planned_by = {digest}
+        total = await self._replan_unsent(mode, _routes_plan, planned_by)
+        if not self.stopping() and planned_by == {self._digest()}:
+            await self._settle(began)
         return total
 
-    async def _settle(self) -> None:
-        settled, self._owed = self._owed, set()
-        if not settled:
-            return
-        try:
+    async def _settle(self, began: int) -> None:
+        """Settle the re-plans last owed (or resumed) by owe number ``began``, the whole walk's start."""
+        async with self._marking:
+            settled = [digest for digest, owe in self._owed.items() if owe <= began]
+            if not settled:
+                return
             await self._store.settle_replans(settled)
-        except BaseException:
-            self._owed |= settled  # still owed: the next whole re-plan settles them
-            raise
+            self._owed = {digest: owe for digest, owe in self._owed.items() if owe > began}
 
     async def rescue(self, mode: Mode, configured: Collection[str]) -> int:
         """At start: give every unsent notification of the routes whose plan names a channel not
@@ -115,12 +135,20 @@ class Rerouter:
         known = set(configured)
         return await self._replan_unsent(mode, lambda _, current: not set(current.channels) <= known)
 
-    async def _replan_unsent(self, mode: Mode, wanted: Callable[[Notification, Plan], bool]) -> int:
-        """The routes' plan for every unsent notification ``wanted`` picks, where it differs."""
+    async def _replan_unsent(
+        self,
+        mode: Mode,
+        wanted: Callable[[Notification, Plan], bool],
+        planned_by: set[str | None] | None = None,
+    ) -> int:
+        """The routes' plan for every unsent notification ``wanted`` picks, where it differs;
+        ``planned_by`` gets the digest of the routes each page was planned by."""
         total, after = 0, ""
         while not self.stopping() and (page := await self._store.unsent(after, BATCH)):
             after = page[-1][0].id
             routes, state = self._routes(), self._state()
+            if planned_by is not None:
+                planned_by.add(self._digest())
             changed = {}
             for notification, current in page:
                 if not wanted(notification, current):

@@ -95,7 +95,13 @@ class AdmittingProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._receiving = False
-        self._disarm()
+        # Answered before its body was in (a 413 by Content-Length, a route that reads none):
+        # the rest of the body was the last thing its answer waited for, so the connection is
+        # idle now. Disarmed, it had no deadline left: its bytes cancelled uvicorn's keep-alive.
+        if self.cycle is not None and self.cycle.response_complete:
+            self._arm(self._settings.idle_timeout_s)
+        else:
+            self._disarm()
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

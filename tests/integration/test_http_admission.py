@@ -239,6 +239,18 @@ async def test_the_api_port_closes_a_connection_that_sends_nothing() -> None:
         writer.close()
 
 
+async def test_the_api_port_closes_a_connection_idle_after_an_early_answer() -> None:
+    """Answered before its body came (413 by Content-Length), then sent the body and nothing
+    more: closed at the idle timeout (the body's bytes cancelled uvicorn's own timer)."""
+    async with _uvicorn(Admission("api", 8, 8 * LIMIT)) as (_, port):
+        reader, writer = await _connect(port)
+        writer.write(_post(b"", declared=LIMIT + 1))
+        assert (await _answer(reader))[0] == 413
+        writer.write(b"x" * (LIMIT + 1))
+        assert await _closed_within(reader, 3)
+        writer.close()
+
+
 async def test_the_api_port_drops_a_request_that_never_completes() -> None:
     """A body begun and never finished: closed at the request timeout, its bytes given back."""
     admission = Admission("api", 8, 8 * LIMIT)

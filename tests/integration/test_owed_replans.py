@@ -4,9 +4,15 @@ with the same routes (the daemon killed for real: tests/acceptance/test_kill9_re
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from daemon.core.model import Notification, Severity
+import pytest
+
+from daemon import rerouting
+from daemon.core.model import Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.rerouting import Rerouter
 from daemon.store.base import NewNotification, Store
@@ -16,6 +22,34 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ROUTES = (Route("all", Matcher(), ("email",), ("hook",)),)
 #: a reloaded policy: everything to the pager, whatever the mode
 RELOADED = (Route("all", Matcher(), ("pager",), ("pager",)),)
+#: the routes, with an action of their own while the provider's state is unknown
+OVERLAID = (Route("all", Matcher(), ("email",), ("hook",), unknown=("pager",)),)
+
+Step = Callable[[], Awaitable[None]]
+
+
+class Paced:
+    """The real store, with something happening before a walk reads its next page (a reload, a
+    change of state) or before a settle is written."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        #: awaited, one each, before the pages after the first
+        self.between_pages: list[Step] = []
+        self.before_settle: Step | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def unsent(self, after_id: str, limit: int) -> list[tuple[Notification, Plan]]:
+        if after_id and self.between_pages:
+            await self.between_pages.pop(0)()
+        return await self._store.unsent(after_id, limit)
+
+    async def settle_replans(self, routes: Collection[str]) -> None:
+        if self.before_settle is not None:
+            await self.before_settle()
+        await self._store.settle_replans(routes)
 
 
 class Clock:
@@ -95,5 +129,77 @@ async def test_a_reload_in_the_middle_of_a_replan_keeps_it_owed(store: Store) ->
     assert await rerouter.replan("healthy") == 1
     assert await store.owed_replans() == {"reloaded"}
     await rerouter.owe()
+    await rerouter.replan("healthy")
+    assert await store.owed_replans() == set()
+
+
+async def test_a_replan_owed_again_while_a_walk_runs_is_left_to_the_next_walk(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider enters unknown in the middle of a walk, and the re-plan it owes is stored: the
+    pages walked before kept the plans of before, so that walk does not settle it; the next does."""
+    monkeypatch.setattr(rerouting, "BATCH", 1)
+    first, second = await planned_by_routes(store, 1), await planned_by_routes(store, 2)
+    paced, state = Paced(store), [ProviderState.HEALTHY]
+    rerouter = Rerouter(cast(Store, paced), lambda: OVERLAID, Clock(), lambda: state[0], lambda: "routes")
+
+    async def into_unknown() -> None:  # Daemon._overlaid, its owe done before the next page
+        state[0] = ProviderState.UNKNOWN
+        await rerouter.owe()
+
+    await rerouter.owe()
+    paced.between_pages = [into_unknown]
+    await rerouter.replan("healthy")
+    assert (await plan_of(store, first), await plan_of(store, second)) == (("email",), ("pager",))
+    assert await store.owed_replans() == {"routes"}
+    await rerouter.replan("healthy")
+    assert await plan_of(store, first) == ("pager",)
+    assert await store.owed_replans() == set()
+
+
+async def test_a_walk_with_a_page_planned_by_other_routes_settles_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reloaded to other routes and back between pages (their owes not stored yet): the walk
+    began and ended with the same routes, but a page was planned by the others: still owed."""
+    monkeypatch.setattr(rerouting, "BATCH", 1)
+    ids = [await planned_by_routes(store, n) for n in (1, 2, 3)]
+    paced, routes = Paced(store), [("reloaded", RELOADED)]
+    rerouter = Rerouter(cast(Store, paced), lambda: routes[0][1], Clock(), digest=lambda: routes[0][0])
+
+    def reload(to: tuple[str, tuple[Route, ...]]) -> Step:
+        async def step() -> None:
+            routes[0] = to
+
+        return step
+
+    await rerouter.owe()
+    paced.between_pages = [reload(("old", ROUTES)), reload(("reloaded", RELOADED))]
+    await rerouter.replan("healthy")
+    assert [await plan_of(store, nid) for nid in ids] == [("pager",), ("email",), ("pager",)]
+    assert await store.owed_replans() == {"reloaded"}
+    await rerouter.replan("healthy")
+    assert await plan_of(store, ids[1]) == ("pager",)
+    assert await store.owed_replans() == set()
+
+
+async def test_a_replan_owed_while_a_settle_is_written_stays_owed(store: Store) -> None:
+    """An owe arriving as a whole walk writes its settle (a reload just then) is stored after
+    the settle, not deleted by it: its own walk is still to come."""
+    await planned_by_routes(store)
+    paced = Paced(store)
+    rerouter = Rerouter(cast(Store, paced), lambda: RELOADED, Clock(), digest=lambda: "reloaded")
+    owing: list[asyncio.Task[None]] = []
+
+    async def reloaded_again() -> None:
+        paced.before_settle = None
+        owing.append(asyncio.create_task(rerouter.owe()))
+        await asyncio.sleep(0.05)  # the owe runs as far as it can
+
+    await rerouter.owe()
+    paced.before_settle = reloaded_again
+    await rerouter.replan("healthy")
+    await owing[0]
+    assert await store.owed_replans() == {"reloaded"}
     await rerouter.replan("healthy")
     assert await store.owed_replans() == set()

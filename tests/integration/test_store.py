@@ -1065,3 +1065,21 @@ async def test_a_migration_waiting_for_a_running_nodes_lock_gives_up(
             await asyncio.wait_for(node.migrate(), timeout=20)
         running.execute("ROLLBACK")
     assert await node.migrate() == [10]
+
+
+async def test_a_node_starting_while_another_migrates_waits_for_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes starting together: one waits for the other's migration however long it runs (waiting
+    for the migration lock holds up no table), rather than give up after PG_LOCK_TIMEOUT_MS as
+    it does for a table's lock."""
+    monkeypatch.setattr(migrations, "PG_LOCK_TIMEOUT_MS", 300)
+    node = PostgresStore(postgres_url, node="starting")
+    with admin(postgres_url) as migrating:  # another node's migration, still under way
+        migrating.execute("BEGIN")
+        migrating.execute("SELECT pg_advisory_xact_lock(%s)", (migrations.PG_MIGRATION_LOCK,))
+        waiting = asyncio.create_task(node.migrate())
+        done, _ = await asyncio.wait({waiting}, timeout=1.0)
+        assert not done, waiting.exception()
+        migrating.execute("COMMIT")
+    assert 12 in await asyncio.wait_for(waiting, 10)

@@ -126,9 +126,12 @@ async def _apply_postgres(conn: AsyncConnection[Any]) -> list[int]:
     from psycopg.rows import tuple_row
 
     async with conn.transaction():
-        # the transaction's own setting: the pool's connections keep theirs
-        await conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{PG_LOCK_TIMEOUT_MS}ms",))
+        # Another node's migration first, however long it runs: waiting for this lock holds up no
+        # table (only the nodes starting), and giving up would only start the wait again.
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
+        # then the tables' locks, bounded; the transaction's own setting: the pool's connections
+        # keep theirs
+        await conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{PG_LOCK_TIMEOUT_MS}ms",))
         async with conn.cursor(row_factory=tuple_row) as cur:
             # only when missing: CREATE ... IF NOT EXISTS still needs the CREATE privilege, which a
             # daemon running with data privileges only (after `backchannel migrate`) lacks
