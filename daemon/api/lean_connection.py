@@ -6,8 +6,12 @@ requests get their answers in the order they came. Reading pauses while too many
 or the client does not read its answers. A connection past ``api.max_connections`` is answered
 503 and closed as it is accepted (:mod:`daemon.api.admission`). A request that cannot be read
 (malformed, an upgrade, headers or body over the limit, a body arriving while the listener holds
-``api.max_buffered_body_bytes``) is answered after the requests received before it, then the
-connection lingers a moment (reading and discarding) and closes. Deadlines: the idle timeout
+``api.max_buffered_body_bytes``, or refused by the server's screen from its headers while a body
+is to follow) is answered after the requests received before it, then the connection lingers a
+moment (reading and discarding) and closes. The screen (the intake's credentials) is asked once a
+request's headers are in: a request it refuses is never told to ``100 Continue``, and one without
+a body is answered its refusal in turn; one it admits is answered, once its body is in, by what it
+admitted it to, so the credentials are checked once a request. Deadlines: the idle timeout
 between requests, the request timeout from a request's first byte to its last; the server's
 periodic pass calls :meth:`Connection.expire`. A request as parsed and a reply as encoded are
 :mod:`daemon.api.lean_messages`.
@@ -24,13 +28,25 @@ from typing import Protocol, cast
 import httptools
 
 from daemon.api.admission import Admission, Overloaded
-from daemon.api.lean_messages import BodyTooLarge, HeadTooLarge, Reply, Request, encode, error_reply
-from daemon.api.limits import Widen
+from daemon.api.lean_messages import (
+    BodyTooLarge,
+    HeadTooLarge,
+    Refused,
+    Reply,
+    Request,
+    Respond,
+    encode,
+    error_reply,
+)
+from daemon.api.limits import Widen, declares_body
 
 log = logging.getLogger("daemon.api.lean_http")  # the server logs under one name
 
 #: method, path, headers (names lower-cased, the last value wins), body
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]]
+#: asked with a request's method, path and headers once they are in: its answer now (a refusal,
+#: its body left unread), what answers it once its body is in, or None for the handler
+Screen = Callable[[str, str, dict[str, str]], Reply | Respond | None]
 
 #: after refusing a request, how long the connection is still read (and discarded) before closing
 LINGER_S = 1.0
@@ -47,6 +63,7 @@ class Server(Protocol):
     max_body_bytes: int
     #: a larger limit a request may earn, asked once its body would pass ``max_body_bytes``
     widen: Widen
+    screen: Screen | None
     idle_timeout_s: float
     request_timeout_s: float
     connections: set[Connection]
@@ -144,6 +161,8 @@ class Connection(asyncio.Protocol):
                 self._refuse(error_reply(413, "too_large", f"request body exceeds {limit} bytes"))
             elif isinstance(exc.__context__, Overloaded):
                 self._refuse(self._server.admission.overloaded())
+            elif isinstance(exc.__context__, Refused):
+                self._refuse(exc.__context__.reply)
             else:
                 self._refuse(error_reply(400, "bad_request", f"malformed HTTP request: {exc}"))
 
@@ -181,8 +200,31 @@ class Connection(asyncio.Protocol):
         declared = request.headers.get("content-length", "")
         if declared.isdigit():
             self._allow(int(declared))  # before 100 Continue: a refused client sends no body
-        if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+        screen = self._server.screen
+        if screen is not None:  # after the size, as the API port: a 413 comes first
+            self._screen(screen, request)
+        if (
+            request.answer is None
+            and request.headers.get("expect", "").lower() == "100-continue"
+            and self._transport is not None
+        ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _screen(self, screen: Screen, request: Request) -> None:
+        """What ``screen`` makes of a request whose headers are in: its answer, or what answers it."""
+        try:
+            outcome = screen(request.method, request.path, request.headers)
+        except Exception:
+            log.exception("intake request failed: %s %s", request.method, request.path)
+            raise Refused(
+                error_reply(500, "internal_error", "the request failed; nothing was accepted")
+            ) from None
+        if not isinstance(outcome, tuple):
+            request.respond = outcome
+        elif declares_body(request.headers):
+            raise Refused(outcome)  # answered and closed: the body is never read
+        else:
+            request.answer = outcome  # nothing to read: answered in turn, the connection kept
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -228,9 +270,14 @@ class Connection(asyncio.Protocol):
         while self._queue and not self._closing:
             request = self._queue.popleft()
             try:
-                reply = await self._server.handler(
-                    request.method, request.path, request.headers, b"".join(request.body)
-                )
+                if request.answer is not None:
+                    reply = request.answer
+                elif request.respond is not None:
+                    reply = await request.respond(request.headers, b"".join(request.body))
+                else:
+                    reply = await self._server.handler(
+                        request.method, request.path, request.headers, b"".join(request.body)
+                    )
             except Exception:
                 log.exception("intake request failed: %s %s", request.method, request.path)
                 reply = error_reply(500, "internal_error", "the request failed; nothing was accepted")

@@ -10,9 +10,11 @@ headers and body; everything the intake needs and nothing else. The API port kee
 HTTP it handles: keep-alive (HTTP/1.1 by default, HTTP/1.0 on request) and pipelined requests
 (answered in order), Content-Length and chunked bodies, ``Expect: 100-continue``, a body limit
 (413 before the body is read when Content-Length says so, else as soon as it is exceeded, then the
-connection is closed), malformed requests and upgrades (400, closed), an idle timeout on kept-alive
-connections, a cap on connections and on the bytes of bodies still arriving (503,
-:mod:`daemon.api.admission`), and a graceful stop that answers every request already received.
+connection is closed), a screen that refuses a request from its headers (the intake's credentials:
+answered before its body is read, then closed) or admits it, malformed requests and upgrades (400,
+closed), an idle timeout on kept-alive connections, a cap on connections and on the bytes of bodies
+still arriving (503, :mod:`daemon.api.admission`), and a graceful stop that answers every request
+already received.
 This module holds the listeners, the deadlines' sweep and the stop; one connection's parsing and
 answering is :mod:`daemon.api.lean_connection`.
 """
@@ -24,7 +26,7 @@ import contextlib
 from typing import Any
 
 from daemon.api.admission import Admission
-from daemon.api.lean_connection import Connection, Handler
+from daemon.api.lean_connection import Connection, Handler, Screen
 from daemon.api.limits import Widen, fixed
 from daemon.listeners import close_servers
 
@@ -47,13 +49,16 @@ class LeanServer:
         idle_timeout_s: float = IDLE_TIMEOUT_S,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         widen: Widen | None = None,
+        screen: Screen | None = None,
     ) -> None:
         """``widen``: a larger limit a request may earn (:mod:`daemon.api.limits`); ``admission``:
-        how many connections, and how many bytes of bodies still arriving, it holds at once."""
+        how many connections, and how many bytes of bodies still arriving, it holds at once;
+        ``screen``: asked once a request's headers are in (:data:`~daemon.api.lean_connection.Screen`)."""
         self.handler = handler
         self.admission = admission
         self.max_body_bytes = max_body_bytes
         self.widen: Widen = widen or fixed(max_body_bytes)
+        self.screen = screen
         self.idle_timeout_s = idle_timeout_s
         self.request_timeout_s = request_timeout_s
         self.connections: set[Connection] = set()

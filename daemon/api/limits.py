@@ -15,7 +15,7 @@ read the same way, answered 503 ``overloaded`` (``Retry-After``, and the connect
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +40,16 @@ Widen = Callable[[str, str], int]
 def fixed(limit: int) -> Widen:
     """No request earns more than ``limit``."""
     return lambda _path, _authorization: limit
+
+
+def declares_body(headers: Mapping[str, str]) -> bool:
+    """Whether a body follows these headers (names lower-cased): a Content-Length past 0, or chunked.
+
+    A request answered before such a body is read is answered with ``Connection: close``: whether
+    the client then sends the body (``Expect: 100-continue`` or not) cannot be known, and reading
+    it to find the next request is what answering early spares."""
+    declared = headers.get("content-length", "0")
+    return "transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0
 
 
 class BodyLimit:

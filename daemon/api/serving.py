@@ -10,6 +10,13 @@ its start or of its last answer, and a request must arrive whole (its body too) 
 request timeout of its first byte, as on the intake workers' port (:mod:`daemon.api.lean_http`). uvicorn's own
 ``limit_concurrency`` does not fit: it answers its 503 only once a request's headers are in, so
 the connections past it are held as long as the client likes, and counts the ones held so.
+
+A request answered before its body arrived (refused from its headers: credentials, a declared size)
+is not answered again: uvicorn discards the rest of its body. Kept alive, the connection is idle
+from the body's end (uvicorn armed nothing then). Answered with ``Connection: close`` (the intake
+endpoints' refusals, :func:`daemon.api.submit.closing`; a body past ``api.max_buffered_body_bytes``),
+it is half-closed and what still comes is read and discarded for a moment before it closes, as on
+the workers' port: a client still sending its body then reads the answer rather than a reset.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -26,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from daemon.api.admission import Admission
+from daemon.api.lean_connection import LINGER_S
 from daemon.api.lean_http import IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
 
 
@@ -75,13 +83,38 @@ class AdmittingProtocol(HttpToolsProtocol):
         #: a request has begun and is not complete: its request timeout runs
         self._receiving = False
         self._deadline: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # as uvicorn's, till made
+        #: answered and half-closed: what the client still sends is discarded until the close
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if not self._settings.admission.admit(transport, len(self.connections)):
             return  # answered 503 and closing: uvicorn never sees it
         self._admitted = True
-        super().connection_made(transport)
+        self._transport = transport
+        super().connection_made(cast(asyncio.Transport, _Lingering(transport, self._close)))
         self._arm(self._settings.idle_timeout_s)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:
+            super().data_received(data)
+
+    def _close(self) -> None:
+        """uvicorn closing the connection: at once, unless it has just answered a request whose
+        body is still arriving; then half-closed, the rest discarded, and closed after LINGER_S."""
+        transport = self._transport
+        if self._lingering or transport.is_closing():
+            return
+        cycle = self.cycle  # this request's, answered, while its body is still arriving
+        answered = cycle is not None and cycle.scope is self.scope and cycle.response_complete
+        if not (answered and self._receiving and transport.can_write_eof()):
+            transport.close()
+            return
+        self._lingering = True
+        self._disarm()
+        transport.write_eof()
+        transport.resume_reading()
+        self._deadline = self.loop.call_later(LINGER_S, self._expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -122,8 +155,25 @@ class AdmittingProtocol(HttpToolsProtocol):
 
     def _expired(self) -> None:
         self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
+        if not self._transport.is_closing():
+            self._transport.close()
+
+
+class _Lingering:
+    """The connection's transport as uvicorn holds it: every call goes straight through (bound to
+    the transport's own methods, so the hot path pays nothing), but ``close`` asks the protocol."""
+
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self.close = close
+        self.write = transport.write
+        self.is_closing = transport.is_closing
+        self.pause_reading = transport.pause_reading
+        self.resume_reading = transport.resume_reading
+        self.get_extra_info = transport.get_extra_info
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def server_config(

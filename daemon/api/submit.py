@@ -4,13 +4,18 @@ FastAPI's request machinery (dependency solving, its middleware stack) cost more
 than validating and committing the notification: served directly, with the body validated from
 bytes by pydantic-core, intake roughly doubled its throughput on the 2-core reference machine.
 The operation is still described in ``/openapi.json`` (see :func:`openapi_operation`).
+
+Credentials are checked from the headers, once, before any of the body is read: a refused request
+is answered at once (no ``100 Continue``) and, when a body was to follow, with ``Connection: close``
+(:func:`~daemon.api.limits.declares_body`), so an anonymous client cannot make the daemon receive,
+hold or parse a body.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,6 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.errors import BEARER, RETRY_AFTER_S, token_errors
+from daemon.api.lean_messages import Respond
+from daemon.api.limits import declares_body
 from daemon.api.models import SUBMIT, SUBMIT_SCHEMA, NotificationIn, reserved_key
 from daemon.intake.accept import Acceptor, Submission
 from daemon.store.base import KeyReused, StoreUnavailable
@@ -51,19 +58,30 @@ class SubmitEndpoint:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         # refused from its headers, the body left unread: a client that sent "Expect: 100-continue"
         # is not told to send it (up to max_body_bytes) only to hear 401 after
-        refused = self._refused(headers)
-        await send_reply(send, refused or await self._accept(headers, await read_body(receive)))
+        refused = self._refused(headers) or self._drained()
+        if refused is not None:
+            await send_reply(send, closing(refused, headers))
+        else:
+            await send_reply(send, await self._accept(headers, await read_body(receive)))
 
-    async def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
-        """One request whose body the server has read already (the intake workers')."""
-        return self._refused(headers) or await self._accept(headers, raw)
+    def screen(self, headers: dict[str, str]) -> Reply | Respond:
+        """From the headers alone (the intake workers' server asks before it reads the body): the
+        refusal (401, 403, 429), or what answers the admitted request once its body is in."""
+        return self._refused(headers) or self._admitted
+
+    async def _admitted(self, headers: dict[str, str], raw: bytes) -> Reply:
+        return self._drained() or await self._accept(headers, raw)
 
     def _refused(self, headers: dict[str, str]) -> Reply | None:
+        """The token's refusal; None once it is admitted (and has taken from its rate limit)."""
         try:
             self._auth.authorize(headers.get("authorization", ""), "send")
         except (Unauthorized, Forbidden, RateLimited) as exc:
             status, code, headers = refusal(exc, "Bearer")
             return error(status, code, str(exc), headers=headers)
+        return None
+
+    def _drained(self) -> Reply | None:
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         return None
@@ -98,6 +116,16 @@ class SubmitEndpoint:
             {"id": one.id, "duplicate": one.duplicate},
             {"Idempotent-Replayed": "true"} if one.duplicate else {},
         )
+
+
+def closing(reply: Reply, headers: Mapping[str, str]) -> Reply:
+    """A reply given before the request's body was read, with ``Connection: close`` if one was to
+    follow: the client may send it or not, and the server does not read it to find out (the API
+    port's server lingers a moment, discarding, so a client still sending reads the answer)."""
+    if not declares_body(headers):
+        return reply
+    status, body, extra = reply
+    return status, body, {**extra, "Connection": "close"}
 
 
 async def read_body(receive: Receive) -> bytes:

@@ -9,7 +9,9 @@ Answers: 202 ``{"ids": [...], "duplicates": [...]}`` only after the notification
 (Alertmanager retries a 5xx answer, so a 503 while the store cannot commit makes it try again
 later; it does not retry a 4xx); 401, 403, 422 with the bad fields, 503 + Retry-After (the store,
 draining, or the token over its rate limit: ``rate_limited`` is a 503 here, not a 429, for that
-reason).
+reason). The credentials are checked from the headers, once, before any of the body is read
+(:meth:`WebhookIntake.screen`): a refused call is answered at once (no ``100 Continue``), with
+``Connection: close`` when a body was to follow.
 
 Two ways in, one behaviour (:class:`WebhookIntake`): :class:`WebhookEndpoint`, a bare ASGI app
 for the hot path (FastAPI's request machinery cost about 0.4 ms of CPU per call, a third of the
@@ -24,7 +26,7 @@ import asyncio
 import base64
 import binascii
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from daemon.api.auth import BearerAuth, Forbidden, RateLimited, Unauthorized, refusal
 from daemon.api.errors import BEARER_OR_BASIC, RETRY_AFTER_S, token_errors
 from daemon.api.limits import Widen
-from daemon.api.submit import Reply, error, invalid_reply, read_body, send_reply
+from daemon.api.submit import Reply, closing, error, invalid_reply, read_body, send_reply
 from daemon.intake.accept import Acceptor, Submission
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.grafana import GrafanaPayload, grafana_submissions
@@ -49,6 +51,9 @@ GRAFANA_PATH = "/v1/intake/grafana"
 CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 #: merge into the OpenAPI document's ``components.securitySchemes`` (the bearer one exists already)
 SECURITY_SCHEMES: dict[str, Any] = {"basic": {"type": "http", "scheme": "basic"}}
+
+#: how a call admitted from its headers is answered once its body is in
+Call = Callable[[bytes], Awaitable[Reply]]
 
 
 class WebhookAuth:
@@ -101,6 +106,7 @@ class WebhookIntake:
         self._gate = gate
         self._draining = draining
         self._settings = settings
+        self._calls: dict[str, Call] = {ALERTMANAGER_PATH: self._alertmanager, GRAFANA_PATH: self._grafana}
 
     def body_limit(self, default: int, alerts: int) -> Widen:
         """The body limits' :data:`~daemon.api.limits.Widen`: ``alerts`` (``api.max_alert_body_bytes``)
@@ -118,22 +124,10 @@ class WebhookIntake:
 
         return limit
 
-    async def alertmanager(self, authorization: str, raw: bytes) -> Reply:
-        def mapping(body: bytes) -> list[Submission]:
-            payload = AlertmanagerPayload.model_validate_json(body)
-            return submissions(payload, self._settings().alertmanager)
-
-        return await self._handle(authorization, raw, mapping)
-
-    async def grafana(self, authorization: str, raw: bytes) -> Reply:
-        def mapping(body: bytes) -> list[Submission]:
-            return grafana_submissions(GrafanaPayload.model_validate_json(body), self._settings().grafana)
-
-        return await self._handle(authorization, raw, mapping)
-
-    async def _handle(
-        self, authorization: str, raw: bytes, mapping: Callable[[bytes], list[Submission]]
-    ) -> Reply:
+    def screen(self, path: str, authorization: str) -> Reply | Call:
+        """From the headers alone, before any of the body is read: the refusal (401, 403, 503
+        ``rate_limited``), or what answers the admitted call on ``path`` once its body is in (the
+        token has taken from its rate limit): the only way to a call, so none goes unchecked."""
         try:
             self._gate.admit(self._auth.check(authorization), "send")
         except (Unauthorized, Forbidden, RateLimited) as exc:
@@ -143,6 +137,22 @@ class WebhookIntake:
                 # a 5xx it sends again, after Retry-After's worth of its own backoff.
                 status = 503
             return error(status, code, str(exc), headers=headers)
+        return self._calls[path]
+
+    async def _alertmanager(self, raw: bytes) -> Reply:
+        def mapping(body: bytes) -> list[Submission]:
+            payload = AlertmanagerPayload.model_validate_json(body)
+            return submissions(payload, self._settings().alertmanager)
+
+        return await self._handle(raw, mapping)
+
+    async def _grafana(self, raw: bytes) -> Reply:
+        def mapping(body: bytes) -> list[Submission]:
+            return grafana_submissions(GrafanaPayload.model_validate_json(body), self._settings().grafana)
+
+        return await self._handle(raw, mapping)
+
+    async def _handle(self, raw: bytes, mapping: Callable[[bytes], list[Submission]]) -> Reply:
         if self._draining():
             return error(503, "draining", "shutting down", headers={"Retry-After": RETRY_AFTER_S})
         try:
@@ -172,17 +182,26 @@ class WebhookEndpoint:
     """Both webhook paths as a bare ASGI app; put it in front of FastAPI for ``handles(scope)``."""
 
     def __init__(self, intake: WebhookIntake) -> None:
-        self._handlers = {ALERTMANAGER_PATH: intake.alertmanager, GRAFANA_PATH: intake.grafana}
+        self._intake = intake
 
     def handles(self, scope: Scope) -> bool:
-        return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self._handlers
+        return (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in (ALERTMANAGER_PATH, GRAFANA_PATH)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         authorization = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
-        reply = await self._handlers[scope["path"]](authorization, await read_body(receive))
+        call = self._intake.screen(scope["path"], authorization)
+        if isinstance(call, tuple):  # refused, the body unread: uvicorn sends no 100 Continue
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            reply = closing(call, headers)
+        else:
+            reply = await call(await read_body(receive))
         # written straight to the server as in daemon.api.submit: no Starlette response per call
         await send_reply(send, reply, ensure_ascii=False)
 
@@ -196,16 +215,21 @@ def webhook_router(intake: WebhookIntake) -> APIRouter:
     )
     async def alertmanager(request: Request) -> JSONResponse:
         """Prometheus Alertmanager's webhook receiver (payload version 4)."""
-        return _response(
-            await intake.alertmanager(request.headers.get("authorization", ""), await request.body())
-        )
+        return await _answer(intake, request)
 
     @router.post(GRAFANA_PATH, status_code=202, responses=_responses(), openapi_extra=_body(GrafanaPayload))
     async def grafana(request: Request) -> JSONResponse:
         """Grafana unified alerting's webhook contact point."""
-        return _response(await intake.grafana(request.headers.get("authorization", ""), await request.body()))
+        return await _answer(intake, request)
 
     return router
+
+
+async def _answer(intake: WebhookIntake, request: Request) -> JSONResponse:
+    call = intake.screen(request.scope["path"], request.headers.get("authorization", ""))
+    if isinstance(call, tuple):
+        return _response(closing(call, request.headers))
+    return _response(await call(await request.body()))
 
 
 def _response(reply: Reply) -> JSONResponse:

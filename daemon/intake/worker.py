@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from daemon import heap
 from daemon.api.admission import INTAKE, Admission
 from daemon.api.auth import BearerAuth
-from daemon.api.intake_app import intake_handler
+from daemon.api.intake_app import IntakeApp
 from daemon.api.lean_http import LeanServer
 from daemon.api.ratelimit import Buckets, LocalBuckets, SharedBuckets
 from daemon.api.serving import bind
@@ -171,9 +171,7 @@ class IntakeWorker:
         acceptor.subscribe(self._reports.accepted)
         gate = BearerAuth(lambda: self._tokens, lambda: self._grants, buckets=self._buckets)
         hooks = WebhookIntake(acceptor, gate, lambda: self._draining, lambda: self._intake)
-        handler = intake_handler(
-            acceptor, gate=gate, hooks=hooks, draining=lambda: self._draining, store=health
-        )
+        app = IntakeApp(acceptor, gate=gate, hooks=hooks, draining=lambda: self._draining, store=health)
         # Listening only now that the store is open: the kernel hands a listening worker its
         # share of new connections, which one still starting could not answer.
         sock = bind(*self._listen, reuse_port=True)
@@ -181,7 +179,7 @@ class IntakeWorker:
         api = self._config.api
         widen = hooks.body_limit(api.max_body_bytes, api.max_alert_body_bytes)
         admission = Admission(INTAKE, api.max_connections, api.buffered_body_limit, self._reports.turned_away)
-        server = LeanServer(handler, api.max_body_bytes, admission=admission, widen=widen)
+        server = LeanServer(app, api.max_body_bytes, admission=admission, widen=widen, screen=app.screen)
         await server.start(sock)
         heap.settle()
         self._reports.ready()

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daemon.api.admission import Admission
 from daemon.api.lean_http import LeanServer
@@ -69,10 +69,23 @@ async def _lean(admission: Admission) -> AsyncIterator[tuple[LeanServer, int]]:
         await server.stop(grace_s=1)
 
 
+def _unread(*headers: tuple[bytes, bytes]) -> ASGIApp:
+    """An ASGI app that answers 401 with ``headers`` without reading the body."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        payload = b'{"error":"unauthorized"}'
+        fixed = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 401, "headers": [*fixed, *headers]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
 @contextlib.asynccontextmanager
-async def _uvicorn(admission: Admission) -> AsyncIterator[tuple[ApiServer, int]]:
-    """The API port's server with ``admission`` (short deadlines) serving :func:`_echo`."""
-    app = BodyLimit(_echo, LIMIT, admission=admission)
+async def _uvicorn(admission: Admission, app: ASGIApp | None = None) -> AsyncIterator[tuple[ApiServer, int]]:
+    """The API port's server with ``admission`` (short deadlines) serving ``app``, by default
+    :func:`_echo` behind the body limit."""
+    app = app or BodyLimit(_echo, LIMIT, admission=admission)
     server = ApiServer(server_config(app, admission, idle_timeout_s=0.3, request_timeout_s=0.5))
     sock = _listening()
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -278,6 +291,30 @@ async def test_the_api_port_refuses_body_bytes_past_the_budget() -> None:
         writer.write(b"a" * 200)
         assert (await _answer(holder))[:3:2] == (200, {"size": LIMIT})
         assert admission.buffered == 0
+        writer.close()
+
+
+async def test_the_api_port_idles_a_connection_answered_before_its_body() -> None:
+    """A request answered before its body, kept alive: once the body is in, the idle timeout runs
+    (uvicorn armed nothing then, and held the connection as long as the client liked)."""
+    async with _uvicorn(Admission("api", 8, 8 * LIMIT), _unread()) as (_, port):
+        reader, writer = await _connect(port)
+        writer.write(_post(b"", declared=10))
+        assert (await _answer(reader))[0] == 401
+        writer.write(b"x" * 10)
+        assert await _closed_within(reader, 3)
+        writer.close()
+
+
+async def test_the_api_port_lingers_after_closing_on_a_body_still_arriving() -> None:
+    """Answered with ``Connection: close`` before its body: a client still sending 8 MiB reads the
+    whole answer, not a reset (what it sends is discarded a moment), and is closed within seconds."""
+    async with _uvicorn(Admission("api", 8, 8 * LIMIT), _unread((b"connection", b"close"))) as (_, port):
+        reader, writer = await _connect(port)
+        writer.write(_post(b"x" * (8 << 20), declared=64 << 20))
+        status, headers, body = await _answer(reader)
+        assert (status, headers["connection"], body) == (401, "close", {"error": "unauthorized"})
+        assert await _closed_within(reader, 3)
         writer.close()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from daemon.api.admission import Admission
 from daemon.api.lean_http import LeanServer
-from daemon.api.lean_messages import Reply
+from daemon.api.lean_messages import Reply, Respond
 from tests.support import read_until_closed, stop_as_connections_arrive, until
 
 LIMIT = 1000
@@ -371,3 +371,77 @@ async def test_a_request_arriving_behind_an_answered_one_keeps_its_request_timeo
             assert (status, body["body"]) == (202, "later")
         finally:
             writer.close()
+
+
+class Screen:
+    """Refuses ``/refused`` (401), fails on ``/broken``, admits ``/admitted`` to its own answer."""
+
+    def __init__(self) -> None:
+        self.admitted: list[bytes] = []
+
+    def __call__(self, method: str, path: str, headers: dict[str, str]) -> Reply | Respond | None:
+        if path == "/refused":
+            return 401, {"error": "unauthorized", "message": "no"}, {"WWW-Authenticate": "Bearer"}
+        if path == "/broken":
+            raise RuntimeError("screen failed")
+        return self.respond if path == "/admitted" else None
+
+    async def respond(self, headers: dict[str, str], body: bytes) -> Reply:
+        self.admitted.append(body)
+        return 202, {"admitted": body.decode()}, {}
+
+
+@contextlib.asynccontextmanager
+async def _screened() -> AsyncIterator[tuple[Screen, Echo, int]]:
+    """A server with an :class:`Echo` handler and a :class:`Screen`, stopped after."""
+    echo, screen = Echo(), Screen()
+    server = LeanServer(echo, LIMIT, admission=Admission("intake", 8, 8 * LIMIT), screen=screen)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.setblocking(False)
+    await server.start(sock)
+    try:
+        yield screen, echo, sock.getsockname()[1]
+    finally:
+        await server.stop(grace_s=1)
+
+
+async def test_a_screened_refusal_is_answered_before_its_body_then_closed() -> None:
+    """Refused from its headers with a body to come: answered at once (no 100 Continue), after the
+    request before it, then closed; the body is never read and the handler never called."""
+    async with _screened() as (_, echo, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = b"POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\nExpect: 100-continue\r\n\r\n"
+        writer.write(_post("/first", b"ok") + head)
+        first, refused = await _read_response(reader), await _read_response(reader)
+        assert (first[0], refused[0], refused[1]["connection"]) == (202, 401, "close")
+        assert (refused[1]["www-authenticate"], refused[2]["error"]) == ("Bearer", "unauthorized")
+        assert await _closed(reader, 2)
+        assert [call[1] for call in echo.calls] == ["/first"]
+        writer.close()
+
+
+async def test_a_screened_refusal_without_a_body_is_answered_in_turn_and_kept_alive() -> None:
+    """Nothing to read: the refusal is answered in order and the connection serves the next request."""
+    async with _screened() as (_, echo, port):
+        answers, closed = await _exchange(port, _post("/refused", b"") + _post("/next", b"n"), 2)
+        assert [a[0] for a in answers] == [401, 202] and "connection" not in answers[0][1]
+        assert not closed and [call[1] for call in echo.calls] == ["/next"]
+
+
+async def test_what_the_screen_admits_is_answered_by_it_with_the_body() -> None:
+    """An admitted request, 100 Continue and all, is answered by what the screen gave once its
+    body is in, and the handler is not asked; a screen that fails is a 500 and a close."""
+    async with _screened() as (screen, echo, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /admitted HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert (await _read_response(reader))[0] == 100
+        writer.write(b"hello")
+        assert (await _read_response(reader))[::2] == (202, {"admitted": "hello"})
+        assert screen.admitted == [b"hello"] and echo.calls == []
+        writer.close()
+        (broken,), closed = await _exchange(port, _post("/broken", b"x"))
+        assert (broken[0], broken[2]["error"], closed) == (500, "internal_error", True)
