@@ -58,9 +58,9 @@ def outbound_message(n: int = 1, **overrides: object) -> OutboundMessage:
     return OutboundMessage(**fields)  # type: ignore[arg-type]
 
 
-_HEAD = """\
-store: {{path: {store}}}
-api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+#: provider ``p``, whose hourly check stays out of the way (tests drive its state with the
+#: override), and the primary channel ``email``; for ``str.format``, with ``smtp_port``
+PROVIDER_AND_EMAIL = """\
 provider:
   name: p
   smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
@@ -69,6 +69,13 @@ provider:
 channels:
   email: {{type: email, to: [ops@test.example]}}
 """
+_HEAD = (
+    """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+"""
+    + PROVIDER_AND_EMAIL
+)
 
 
 def config_template(rest: str) -> str:

@@ -22,13 +22,14 @@ import pytest
 
 from daemon.app import Daemon
 from tests.servers import SmtpServer
-from tests.support import running
+from tests.support import PROVIDER_AND_EMAIL, running
 
 TOKEN = "auth-before-body-token-0123456789"
 READER = "auth-before-body-reader-0123456789"
 SLOW = "auth-before-body-slow-0123456789"
 ENV = {"TOKEN": TOKEN, "READER": READER, "SLOW": SLOW}
-CONFIG = """\
+CONFIG = (
+    """\
 store: {{path: "{store}"}}
 api:
   listen: "127.0.0.1:0"
@@ -36,16 +37,13 @@ api:
     - {{name: alertmanager, token: "${{TOKEN}}"}}
     - {{name: reader, token: "${{READER}}", scopes: [read]}}
     - {{name: slow, token: "${{SLOW}}", scopes: [send], rate_limit: {{per_second: 0.01, burst: 1}}}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+"""
+    + PROVIDER_AND_EMAIL
+    + """\
 routes: [{{match: {{}}, healthy: [email], outage: defer}}]
 intake: {{workers: {{listen: "127.0.0.1:0", count: 1}}}}
 """
+)
 MIB = 1 << 20
 #: an answer given from the headers comes at once; one that waits for the body never comes
 ANSWER_S = 3.0

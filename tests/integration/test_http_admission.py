@@ -24,7 +24,7 @@ from daemon.api.lean_messages import Reply
 from daemon.api.limits import BodyLimit
 from daemon.api.serving import ApiServer, server_config
 from tests.servers import SmtpServer
-from tests.support import running, until
+from tests.support import PROVIDER_AND_EMAIL, running, until
 
 LIMIT = 1000
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -321,18 +321,16 @@ async def test_the_api_port_lingers_after_closing_on_a_body_still_arriving() -> 
 # -- the daemon, from its configuration ---------------------------------------------------------------
 
 TOKEN = "admission-test-token-0123456789"
-CONFIG = """\
+CONFIG = (
+    """\
 store: {{path: "{store}"}}
 api: {{listen: "127.0.0.1:0", tokens: [{{name: t, token: "${{TOKEN}}"}}], {limits}}}
-provider:
-  name: p
-  smtp: {{host: 127.0.0.1, port: {smtp_port}, starttls: false}}
-  mail_from: bc@test.example
-  checks: [{{type: smtp, every: 1h, timeout: 2s}}]
-channels:
-  email: {{type: email, to: [ops@test.example]}}
+"""
+    + PROVIDER_AND_EMAIL
+    + """\
 routes: [{{match: {{}}, healthy: [email], outage: defer}}]
 """
+)
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 CAP_OF_TWO = "max_connections: 2"
 
