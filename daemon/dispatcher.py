@@ -254,9 +254,17 @@ class Dispatcher:
             self._replan_due = False
             try:
                 await self._rerouter.replan(self._mode())
-            except BaseException:
-                self._replan_due = True  # the store failed: the next pass tries again
+            except (StoreUnavailable, asyncio.CancelledError):
+                self._replan_due = True  # the store failed (or a stop): the next pass tries again
                 raise
+            except Exception:
+                # A bug in the walk must not stop delivery: tried again every pass (and, its
+                # marker owed, at every start) it would stop every send for good.
+                log.exception(
+                    "re-planning the unsent notifications failed; they keep their plans until the "
+                    "next reload or change of mode",
+                    extra={"event": "routing.replan_failed"},
+                )
 
     async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
         """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""

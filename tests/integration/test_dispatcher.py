@@ -256,3 +256,21 @@ async def test_provider_faults_do_not_exhaust_primary_retries(world: World) -> N
     world.channels["email"].script(*[ChannelError("421 busy", service_fault=True)] * (FAST.max_attempts + 1))
     nid = await world.submit(Severity.INFO, "patient")
     await until(_status_is(world, nid, "delivered"))
+
+
+async def test_a_replan_that_fails_by_a_bug_does_not_stop_delivery(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The re-plan a reload owes raising (a bug, not the store): logged, and sends go on; before,
+    the exception ended the dispatcher, and an owed re-plan would end it again at every start."""
+
+    async def broken(mode: str) -> int:
+        raise RuntimeError("a bug in the walk")
+
+    monkeypatch.setattr(world.dispatcher._rerouter, "replan", broken)
+    world.dispatcher.request_replan()
+    await until(
+        lambda: any("re-planning the unsent notifications failed" in r.message for r in caplog.records)
+    )
+    sent = await world.submit(Severity.INFO, "after the failed re-plan")
+    await until(_status_is(world, sent, "delivered"))
