@@ -592,13 +592,7 @@ async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: An
             base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
         ) as client:
             await client.post("/v1/provider/override", json={"state": "outage"})
-            # Unbuffered: a buffered file would try again to flush what did not fit when it closes.
-            with filler.open("wb", buffering=0) as f:
-                try:
-                    while True:
-                        f.write(b"\0" * 65536)
-                except OSError:
-                    pass
+            _fill(filler)
             batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
             response = await client.post("/v1/notifications", json=batch)
             assert response.status_code == 503
@@ -607,6 +601,17 @@ async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: An
             assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
     finally:
         await daemon.stop()
+
+
+def _fill(filler: Path) -> None:
+    """Write ``filler`` until its filesystem is full. Unbuffered: a buffered file would try again
+    to flush what did not fit when it closes."""
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError:
+            pass
 
 
 async def test_healthz_is_503_while_the_disk_is_full_and_200_once_the_store_commits_again(
@@ -630,12 +635,7 @@ async def test_healthz_is_503_while_the_disk_is_full_and_200_once_the_store_comm
             keyed = {"Idempotency-Key": "before-the-disk-filled"}
             assert (await client.post("/v1/notifications", json=held, headers=keyed)).status_code == 202
             assert (await client.get("/healthz")).status_code == 200
-            with filler.open("wb", buffering=0) as f:
-                try:
-                    while True:
-                        f.write(b"\0" * 65536)
-                except OSError:
-                    pass
+            _fill(filler)
             batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
             assert (await client.post("/v1/notifications", json=batch)).status_code == 503
             health = await client.get("/healthz")

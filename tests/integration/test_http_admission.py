@@ -178,14 +178,7 @@ async def test_body_bytes_past_the_budget_are_refused_until_given_back() -> None
     """A body past the budget gets 503; bytes come back when a body completes or its connection goes."""
     admission = Admission("intake", 16, 1500)
     async with _lean(admission) as (_, port):
-        holder, writer = await _connect(port)
-        writer.write(_post(b"a" * 800, declared=LIMIT))
-        await until(lambda: admission.buffered == 800, 5)
-        second, second_writer = await _connect(port)
-        second_writer.write(_post(b"b" * 800, declared=LIMIT))
-        _assert_overloaded(await _answer(second), "api.max_buffered_body_bytes")
-        assert await _closed_within(second, 3)
-        second_writer.close()
+        holder, writer = await _a_second_body_refused(admission, port)
         assert admission.buffered == 800
         writer.write(b"a" * 200)
         assert (await _answer(holder))[:3:2] == (202, {"size": LIMIT})
@@ -280,14 +273,7 @@ async def test_the_api_port_refuses_body_bytes_past_the_budget() -> None:
     """A body past the budget gets 503 and a close; the first, completed, is answered and given back."""
     admission = Admission("api", 8, 1500)
     async with _uvicorn(admission) as (_, port):
-        holder, writer = await _connect(port)
-        writer.write(_post(b"a" * 800, declared=LIMIT))
-        await until(lambda: admission.buffered == 800, 5)
-        second, second_writer = await _connect(port)
-        second_writer.write(_post(b"b" * 800, declared=LIMIT))
-        _assert_overloaded(await _answer(second), "api.max_buffered_body_bytes")
-        assert await _closed_within(second, 3)
-        second_writer.close()
+        holder, writer = await _a_second_body_refused(admission, port)
         writer.write(b"a" * 200)
         assert (await _answer(holder))[:3:2] == (200, {"size": LIMIT})
         assert admission.buffered == 0
@@ -410,3 +396,19 @@ async def test_intake_workers_cap_their_connections_and_report_the_refusals(tmp_
 
 async def _counted(api_port: int) -> bool:
     return await _turned_away(api_port, "intake") == 1
+
+
+async def _a_second_body_refused(
+    admission: Admission, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """One body holds 800 of a 1,500-byte budget; a second one's 800 get 503 and a close. Returns
+    the first connection, its body not yet complete."""
+    holder, writer = await _connect(port)
+    writer.write(_post(b"a" * 800, declared=LIMIT))
+    await until(lambda: admission.buffered == 800, 5)
+    second, second_writer = await _connect(port)
+    second_writer.write(_post(b"b" * 800, declared=LIMIT))
+    _assert_overloaded(await _answer(second), "api.max_buffered_body_bytes")
+    assert await _closed_within(second, 3)
+    second_writer.close()
+    return holder, writer
