@@ -1,17 +1,22 @@
 """Prometheus metrics: what backchannel does, and whether backchannel itself is in trouble.
 
 Counters and histograms are fed by the components' event listeners; gauges that describe the
-outbox (queue depth, oldest pending age, per-channel failure streaks) are read from the store at
-scrape time, so they are true even after a restart.
+outbox (queue depth, oldest pending age, per-channel failure streaks) and the last drill are read
+from the store at scrape time, so they are true even after a restart. While the store cannot be
+read (PostgreSQL unreachable, say) a scrape still answers, with ``backchannel_store_up 0`` and
+without those gauges (a store that can be read but not commit, a full disk, shows them):
+Prometheus marks their series stale instead of keeping values nobody read, and the alert on
+``backchannel_store_up`` fires, where a failed scrape would only say the daemon is down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from channels.base import ChannelError
 from daemon.api.admission import LIMITS, LISTENERS
@@ -37,7 +42,11 @@ class Metrics:
         self._declare_intake(self.registry)
         self._declare_delivery(self.registry)
         self._declare_provider(self.registry)
-        self._declare_outbox(self.registry)
+        #: the gauges read from the store, exported only when the last scrape could read it
+        self._read = _WhileRead(CollectorRegistry())
+        self._declare_outbox(self._read.registry)
+        self._declare_drills(self._read.registry)
+        self.registry.register(self._read)
         self._declare_operations(self.registry)
 
     def _declare_intake(self, r: CollectorRegistry) -> None:
@@ -141,8 +150,20 @@ class Metrics:
             registry=r,
         )
 
+    def _declare_drills(self, r: CollectorRegistry) -> None:
+        """The last drill, as the store has it."""
+        self.drill_success = Gauge(
+            "backchannel_drill_success",
+            "1 if the last drill reached the channel, else 0",
+            ["channel"],
+            registry=r,
+        )
+        self.drill_timestamp = Gauge(
+            "backchannel_drill_timestamp_seconds", "When the last drill ran", registry=r
+        )
+
     def _declare_operations(self, r: CollectorRegistry) -> None:
-        """The daemon itself: configuration reloads, drills, intake workers, its store."""
+        """The daemon itself: configuration reloads, intake workers, its store."""
         self.reloads = Counter(
             "backchannel_config_reloads",
             "Configuration reloads by result (ok, rejected)",
@@ -154,15 +175,6 @@ class Metrics:
         # first outage) after a start would raise no alert
         for result in ("ok", "rejected"):
             self.reloads.labels(result)
-        self.drill_success = Gauge(
-            "backchannel_drill_success",
-            "1 if the last drill reached the channel, else 0",
-            ["channel"],
-            registry=r,
-        )
-        self.drill_timestamp = Gauge(
-            "backchannel_drill_timestamp_seconds", "When the last drill ran", registry=r
-        )
         self.intake_workers = Gauge(
             "backchannel_intake_workers", "Intake worker processes serving (intake.workers)", registry=r
         )
@@ -234,28 +246,29 @@ class Metrics:
 
     # -- scrape -------------------------------------------------------------------------------------
 
-    def render(
-        self,
-        state: ProviderState,
-        queue: QueueView,
-        channels: Sequence[ChannelHealth],
-        now: datetime,
-        drill: LastDrill | None = None,
-    ) -> bytes:
+    def render(self, state: ProviderState, now: datetime, read: StoreRead | None, *, up: bool) -> bytes:
+        """The exposition; ``read``: what the store answered, None if it could not be read (its
+        gauges are left out until it can); ``up``: whether the store commits (a full disk can
+        still be read: its gauges are shown and the store is down)."""
         for s in ProviderState:
             self.provider_state.labels(s.value).set(1 if s == state else 0)
+        self._read.shown = read is not None
+        self.store_up.set(1 if up and read is not None else 0)
+        if read is None:
+            return generate_latest(self.registry)
+        queue = read.queue
         for status in ("pending", "held", "delivered", "failed"):
             self.queue.labels(status).set(queue.notifications.get(status, 0))
         for delivery_state in ("pending", "in_flight"):
             self.deliveries.labels(delivery_state).set(queue.deliveries.get(delivery_state, 0))
         oldest = queue.oldest_pending_at
         self.oldest_pending.set(0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
-        for health in channels:
+        for health in read.channels:
             self.channel_failures.labels(health.channel).set(health.consecutive_failures)
             if health.last_success_at is not None:
                 self.channel_last_success.labels(health.channel).set(health.last_success_at.timestamp())
-        if drill is not None:
-            self._drilled(drill)
+        if read.drill is not None:
+            self._drilled(read.drill)
         return generate_latest(self.registry)
 
     def _drilled(self, drill: LastDrill) -> None:
@@ -265,6 +278,27 @@ class Metrics:
         for result in drill.results:
             if result.status in FINISHED:
                 self.drill_success.labels(result.channel).set(1 if result.status == "delivered" else 0)
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """What a scrape read from the store."""
+
+    queue: QueueView
+    channels: Sequence[ChannelHealth]
+    drill: LastDrill | None = None
+
+
+class _WhileRead:
+    """A collector: the gauges of ``registry`` while ``shown`` (the last scrape read the store)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.shown = True
+
+    def collect(self) -> Iterator[Metric]:
+        if self.shown:
+            yield from self.registry.collect()
 
 
 class _Refusals:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,17 @@ from daemon.api.errors import (
 from daemon.api.status_models import HealthOut, StatusOut
 from daemon.drills import summary
 from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from daemon.metrics import StoreRead
 from daemon.monitor import ProviderMonitor
-from daemon.store_health import StoreHealth
+from daemon.store.base import StoreUnavailable
+from daemon.store_health import Proof, StoreHealth
 
 if TYPE_CHECKING:
     from daemon.api.app import ApiContext
 
 STARTING_RETRY_S = "1"
+#: while the store is known to fail, a scrape waits this long for its reads, then answers without
+READ_WHILE_FAILING_S = 1.0
 _HEALTH_RESPONSES = error_responses(
     {
         503: "Not ready (Retry-After): `starting` (not every intake serves yet), `draining`, or "
@@ -126,17 +131,26 @@ def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIR
     )
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
-        ctx.metrics.store_up.set(0 if await store.verdict() is not None else 1)
-        body = ctx.metrics.render(
-            ctx.monitor.state,
-            await ctx.store.queue(),
-            await ctx.store.channel_health(),
-            ctx.clock.now(),
-            None if ctx.drills is None else await ctx.drills.latest(),
-        )
+        failing = await store.verdict()
+        read = None
+        try:  # a store known to fail is given less time: a pool waiting for PostgreSQL would hold the scrape
+            read = await asyncio.wait_for(_read(ctx), None if failing is None else READ_WHILE_FAILING_S)
+        except (StoreUnavailable, TimeoutError) as exc:
+            if failing is None:  # what the verdict did not know yet: it does now
+                store.heard(Proof.READ, exc)
+        body = ctx.metrics.render(ctx.monitor.state, ctx.clock.now(), read, up=store.failing is None)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return router
+
+
+async def _read(ctx: ApiContext) -> StoreRead:
+    """The gauges a scrape reads from the store."""
+    return StoreRead(
+        await ctx.store.queue(),
+        await ctx.store.channel_health(),
+        None if ctx.drills is None else await ctx.drills.latest(),
+    )
 
 
 async def _status(ctx: ApiContext, store: StoreHealth) -> dict[str, Any]:

@@ -649,7 +649,9 @@ async def test_healthz_is_503_while_the_disk_is_full_and_200_once_the_store_comm
                 "unavailable",
                 "the store could not commit: database or disk is full",
             )
-            assert "backchannel_store_up 0.0" in (await client.get("/metrics")).text
+            scrape = (await client.get("/metrics")).text  # read, though it cannot commit
+            assert "backchannel_store_up 0.0" in scrape
+            assert 'backchannel_queue_notifications{status="held"} 1.0' in scrape
             again = await client.post("/v1/notifications", json=held, headers=keyed)
             assert (again.status_code, again.json()["duplicate"]) == (202, True)
             assert (await client.get("/healthz")).status_code == 503

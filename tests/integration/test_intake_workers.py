@@ -174,8 +174,9 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
 ) -> None:
     """PostgreSQL unreachable (its connections reset, new ones refused): the daemon's /healthz
     says so from its dispatcher's failing passes, a worker's from its own failed accept, both 503
-    store_unavailable as every intake answers; once the server is back both are ready again with
-    nothing accepted meanwhile (the worker's probe commits), and the worker accepts."""
+    store_unavailable as every intake answers; /metrics still answers, with the store down and
+    without the gauges it reads from the store; once the server is back both are ready again
+    with nothing accepted meanwhile (the worker's probe commits), and the worker accepts."""
     host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
     proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
     await proxy.start()
@@ -203,9 +204,17 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
             head = await intake.head("/healthz")
             assert (head.status_code, head.content) == (503, b"")
             assert "store unavailable since" in await daemon._status_line()
+            scrape = await api.get("/metrics")
+            assert scrape.status_code == 200, scrape.text
+            assert "backchannel_store_up 0.0" in scrape.text
+            assert "backchannel_provider_state{" in scrape.text
+            assert "backchannel_queue_notifications" not in scrape.text
             await proxy.start()
             for client in (intake, api):
                 await until(lambda c=client: _ready(c), deadline_s=15)
+            scrape = await api.get("/metrics")
+            assert "backchannel_store_up 1.0" in scrape.text
+            assert 'backchannel_queue_notifications{status="pending"}' in scrape.text
             sent = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "y"})
             assert sent.status_code == 202, sent.text
     finally:
