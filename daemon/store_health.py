@@ -20,8 +20,9 @@ so :meth:`StoreHealth.verdict` runs a probe (:meth:`Probed.probe`) when what it 
 at most one at a time and one per :data:`PROBE_EVERY_S` (:data:`QUIET_S` while nothing failed)
 however many ask, each bounded by :data:`PROBE_TIMEOUT_S`: one durable commit of one row's worth
 while a commit has failed, else a read. Nothing is written while the store works. The verdict is
-asked by ``/healthz`` (both ports), ``/v1/status``, ``/metrics`` and the daemon's ``STATUS=``
-line every few seconds, so a daemon nobody asks still finds its store working again.
+asked by ``/healthz`` (both ports), ``/v1/status``, ``/metrics``, the SMTP smart host's MAIL FROM
+while a failure holds (:meth:`~daemon.intake.accept.Acceptor.store_failing`) and the daemon's
+``STATUS=`` line every few seconds, so a daemon nobody asks still finds its store working again.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from daemon.core.model import Notification, Severity
 from daemon.core.routing import Route, all_plans_for
 from daemon.ids import new_id
 from daemon.store.base import Accepted, NewNotification, Store, StoreUnavailable
-from daemon.store_health import Proof, StoreHealth
+from daemon.store_health import Failing, Proof, StoreHealth
 
 #: what no store can keep as text: NUL (PostgreSQL's text and jsonb refuse it) and lone surrogates
 #: (not UTF-8: SQLite's driver refuses them), both valid in a JSON string
@@ -90,6 +90,18 @@ class Acceptor:
         if not told:
             visible(accepted)
         return accepted
+
+    async def store_failing(self) -> Failing | None:
+        """Why the store cannot commit now, None while it works (or no health is kept): asked
+        before a client transmits its message (SMTP's MAIL FROM). While nothing has failed this
+        answers at once, with no probe: reading a quiet store would hold the client up to
+        :data:`~daemon.store_health.ANSWER_WITHIN_S` and prove nothing about committing (a full
+        disk still reads), and a store that stopped committing is caught by the accept itself.
+        Once something failed it is the health's verdict, whose bounded commit probe finds the
+        store committing again."""
+        if self._health is None or self._health.failing is None:
+            return None
+        return await self._health.verdict()
 
     def _heard(self, proof: Proof, failure: StoreUnavailable | None) -> None:
         if self._health is not None:

@@ -9,9 +9,19 @@ plaintext is allowed on loopback) or connects from an allowed network; the submi
 (RFC 6409) always wants AUTH. This module holds the listeners and the sessions; who may send what,
 and what a message becomes, is :mod:`daemon.intake.smtp_policy` (aiosmtpd's handler).
 
+While the store's health (:mod:`daemon.store_health`) says it cannot commit, MAIL FROM is answered
+``451 4.3.0`` already, as Postfix refuses MAIL FROM while its queue is short of space: no client
+transmits a large message only to be told to retry (why not Postfix's 452 4.3.1:
+:data:`~daemon.intake.smtp_policy.STORE_UNAVAILABLE`). The store is asked after who may send and
+the sender's syntax are checked, so a client that may not send learns nothing of it; the session
+goes on (RSET, QUIT, MAIL again). Asking costs nothing while the store works (no probe, no wait);
+once it failed, the verdict may wait up to :data:`~daemon.store_health.ANSWER_WITHIN_S` for a
+commit probe, which is how MAIL finds the store committing again.
+
 MAIL FROM's ``AUTH=`` parameter (RFC 4954) is taken and ignored. Replies: 530 (authenticate
 first), 535 (bad credentials, unknown user alike), 550 5.7.1 (recipient outside the allowed
-domains), 552 5.3.4 (too big), 501 (syntax), 451 (store unavailable), 421 (draining).
+domains), 552 5.3.4 (too big), 501 (syntax), 451 4.3.0 (store unavailable: to MAIL FROM while the
+store is known to fail, to DATA when the commit fails anyway), 421 (draining).
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 aiosmtpd calls a handler's ``handle_<VERB>`` hooks (https://aiosmtpd.aio-libs.org/en/latest/handlers.html)
 for each session of :class:`~daemon.intake.smtp.SmtpIntake`. Here: MAIL needs an authenticated
-client or one from an allowed network (never on the submission listener), RCPT only to allowed
-domains, DATA commits the message through the :class:`~daemon.intake.accept.Acceptor` before it
-answers 250 (451 with nothing kept when the store cannot), and :meth:`SmtpPolicy.submission` turns
-the message into a notification: severity from the classifier's rules, the text rendered from the
-MIME parts, labels from the envelope and the configured headers, an idempotency key from the
-Message-ID and the envelope.
+client or one from an allowed network (never on the submission listener), then a store not known
+to fail (:data:`STORE_UNAVAILABLE`), RCPT only to allowed domains, DATA commits the message through
+the :class:`~daemon.intake.accept.Acceptor` before it answers 250 (451 with nothing kept when the
+store cannot), and :meth:`SmtpPolicy.submission` turns the message into a notification: severity
+from the classifier's rules, the text rendered from the MIME parts, labels from the envelope and
+the configured headers, an idempotency key from the Message-ID and the envelope.
 """
 
 from __future__ import annotations
@@ -46,6 +46,13 @@ def peer_of(session: Session | None) -> str:
 #: checked apart.
 _DOMAIN = r"@(?:\[[^\s\]]+\]|[^\s\"@<>()\[\],;:\\]+)"
 _MAILBOX = re.compile(rf'"(?:[^"\\\r\n]|\\.)*"{_DOMAIN}|[^\s"@<>()\[\],;:\\]+(?:{_DOMAIN})?')
+#: MAIL FROM while the store's health says it cannot commit, before the client sends its message
+#: (Postfix answers ``452 4.3.1 Insufficient system storage`` when its queue is short of space).
+#: 451 4.3.0, not 452 4.3.1: the cause is as often not storage (a read-only or failing disk,
+#: PostgreSQL unreachable), and it is the code DATA answers when a commit fails, one cause one code;
+#: either is transient, and a client queues the message and retries (RFC 5321 section 4.2.1). The
+#: words are fixed: the store's own error (a path, a database address) stays in the log.
+STORE_UNAVAILABLE = "451 4.3.0 Store unavailable, try again later"
 #: the text of a message that could not be rendered (a bug, logged): it is kept and relayed as it came
 UNREADABLE = "(This message could not be shown as text. The email channel relays it unchanged.)"
 
@@ -86,6 +93,10 @@ class SmtpPolicy:
             return "501 5.1.7 Bad sender address syntax"
         if not _utf8(address):
             return "553 5.1.7 The sender address is not UTF-8"
+        if await self._acceptor.store_failing() is not None:
+            fields = {"event": "smtp.store_unavailable", "command": "MAIL", "peer": peer_of(session)}
+            log.info("SMTP MAIL FROM deferred: the store cannot commit", extra=fields)
+            return STORE_UNAVAILABLE
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"

@@ -1,4 +1,5 @@
-"""The SMTP smart host on 127.0.0.1:0 with real clients, a real Acceptor and a real SQLite outbox."""
+"""The SMTP smart host on 127.0.0.1:0 with real clients, a real Acceptor (with the store's health,
+as the daemon wires it) and a real SQLite outbox."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import base64
 import io
 import logging
 import socket
+import sqlite3
 import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -31,6 +33,7 @@ from daemon.intake.smtp_config import SmtpIntakeConfig
 from daemon.intake.smtp_policy import UNREADABLE
 from daemon.logs import configure_logging
 from daemon.store.sqlite import SqliteStore
+from daemon.store_health import StoreHealth
 from tests.support import read_until_closed, stop_as_connections_arrive, until
 
 ROUTES = (Route("all", Matcher(), ("email",), None),)
@@ -44,6 +47,7 @@ PDF = bytes(range(256)) * 40
 class Harness:
     intake: SmtpIntake
     store: SqliteStore
+    _writers: list[sqlite3.Connection] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> aiosmtplib.SMTP:
         options: dict[str, Any] = {"hostname": "127.0.0.1", "port": self.intake.port, "start_tls": False}
@@ -63,6 +67,18 @@ class Harness:
     async def count(self) -> int:
         return sum((await self.store.queue()).notifications.values())
 
+    async def read_only(self, on: bool) -> None:
+        """Every write refused (SQLITE_READONLY, as on a file or mount made read-only), or taken
+        again: on the writer thread's connection (taken by a job while it still writes, since its
+        jobs begin a write) and on the event loop's (a lone accept's)."""
+        if not self._writers:
+            writer: sqlite3.Connection = await self.store._writer.run(lambda conn: conn, durable=False)
+            inline = self.store._inline._conn
+            assert inline is not None
+            self._writers = [writer, inline]
+        for conn in self._writers:
+            conn.execute(f"PRAGMA query_only={int(on)}")
+
 
 Start = Callable[..., Awaitable[Harness]]
 
@@ -75,7 +91,9 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
 
     async def make(**config: Any) -> Harness:
         settings = SmtpIntakeConfig.model_validate({"listen": "127.0.0.1:0", **config})
-        intake = SmtpIntake(settings, Acceptor(store, lambda: ROUTES, SystemClock(), lambda: None))
+        health = StoreHealth(store)
+        acceptor = Acceptor(store, lambda: ROUTES, SystemClock(), lambda: None, store_health=health)
+        intake = SmtpIntake(settings, acceptor)
         await intake.start()
         intakes.append(intake)
         return Harness(intake, store)
@@ -296,6 +314,59 @@ async def test_failed_commit_is_451_and_nothing_is_stored(start: Start) -> None:
         await smtp.send(big)
     assert failed.value.code == 451
     assert await smtp.count() == 1
+
+
+async def test_mail_from_is_451_while_the_store_cannot_commit_then_250_once_it_can(start: Start) -> None:
+    """Once a commit has failed, MAIL FROM gets 451 4.3.0 before any message is sent and nothing
+    is taken; the session goes on (RSET, MAIL again) and, once the store commits, a MAIL in it is
+    taken and its message committed."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    await smtp.read_only(True)
+    try:
+        with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+            await smtp.send(message().as_bytes())
+        assert failed.value.code == 451
+        async with smtp.client() as client:
+            await client.ehlo()
+            refused = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+            assert (refused.code, refused.message) == (451, "4.3.0 Store unavailable, try again later")
+            assert (await client.execute_command(b"RCPT", b"TO:<ops@example.com>")).code == 503
+            assert (await client.rset()).code == 250
+            await smtp.read_only(False)
+
+            async def mail_taken() -> bool:
+                return (await client.execute_command(b"MAIL", b"FROM:<app@example.com>")).code == 250
+
+            await until(mail_taken, deadline_s=10, every_s=0.2)
+            await client.rcpt("ops@example.com")
+            accepted = await client.data(message("stored now", message_id="<m2@example.com>").as_bytes())
+    finally:
+        await smtp.read_only(False)
+    assert accepted.code == 250
+    assert (await smtp.stored(accepted.message.split()[-1])).subject == "stored now"
+    assert await smtp.count() == 1
+
+
+async def test_a_client_that_may_not_send_gets_530_not_the_store_state(start: Start) -> None:
+    """With the store failing, MAIL FROM without AUTH is still 530, never 451: a client that may not
+    send learns nothing of the store. Logged in, the same session gets 451 at MAIL FROM."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    await smtp.read_only(True)
+    try:
+        async with smtp.client() as client:
+            await client.login("alice", "s3cret")
+            with pytest.raises(aiosmtplib.SMTPDataError) as failed:
+                await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+        assert failed.value.code == 451
+        async with smtp.client() as client:
+            await client.ehlo()
+            anonymous = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+            await client.login("alice", "s3cret")
+            known = await client.execute_command(b"MAIL", b"FROM:<app@example.com>")
+    finally:
+        await smtp.read_only(False)
+    assert (anonymous.code, known.code) == (530, 451)
+    assert await smtp.count() == 0
 
 
 async def test_message_over_the_size_limit_is_552(start: Start) -> None:

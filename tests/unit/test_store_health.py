@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 
 from daemon import store_health
-from daemon.store.base import StoreUnavailable
+from daemon.intake.accept import Acceptor
+from daemon.store.base import Store, StoreUnavailable
 from daemon.store_health import PROBE_EVERY_S, QUIET_S, Proof, StoreHealth
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -155,3 +157,21 @@ async def test_a_probe_that_hangs_is_a_failure_and_never_holds_a_request_long(
         await asyncio.sleep(0.02)
     assert health.failing.reason == "the store did not answer within 0.2 s"
     await health.close()
+
+
+async def test_asking_before_a_message_probes_nothing_while_the_store_works(
+    health: StoreHealth, clock: Clock, probes: Probes
+) -> None:
+    """What SMTP's MAIL FROM asks: a quiet store that works is not probed, so MAIL waits for
+    nothing; once a commit failed, the verdict's commit probe finds it committing again."""
+    acceptor = Acceptor(cast(Store, probes), lambda: (), clock, lambda: None, store_health=health)
+    probes.hang = True
+    clock.seconds += QUIET_S * 10
+    assert await acceptor.store_failing() is None
+    assert probes.calls == []
+    probes.hang = False
+    health.heard(Proof.COMMIT, FULL)
+    assert await acceptor.store_failing() is not None
+    clock.seconds += PROBE_EVERY_S
+    assert await acceptor.store_failing() is None
+    assert probes.calls == [True]
