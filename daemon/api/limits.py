@@ -2,12 +2,12 @@
 
 A request may earn a larger limit (:data:`Widen`: the alert webhooks, whose groups come whole
 however many alerts they hold, for credentials that sign in), asked from its path and headers
-only when its body would pass the default, before any of the larger body is read. A body without a
-Content-Length (chunked) is counted as it is read; once
-past the limit the read fails, and whatever the route makes of that failure (FastAPI answers a
-body it cannot read with a 400, a handler's own ``except Exception`` with a 500) is replaced by
-the 413: the client is told what was wrong with its request. With an
-:class:`~daemon.api.admission.Admission`, the body's bytes are also counted against the
+only when its body would pass the default, before any of the larger body is read. A body without
+a Content-Length (chunked) is counted as it is read; once past the limit the read fails, and
+whatever the route makes of that failure (FastAPI answers a body it cannot read with a 400, a
+handler's own ``except Exception`` with a 500) is replaced by the 413: the client is told what
+was wrong with its request. A 413 closes the connection (the rest of the body is never read).
+With an :class:`~daemon.api.admission.Admission`, the body's bytes are also counted against the
 listener's ``api.max_buffered_body_bytes`` until the body is complete; a chunk past it fails the
 read the same way, answered 503 ``overloaded`` (``Retry-After``, and the connection closed).
 """
@@ -102,7 +102,10 @@ class _Reading:
         return size > self.limit
 
     def too_large(self) -> BodyRefused:
-        return BodyRefused(413, {"error": "too_large", "message": f"request body exceeds {self.limit} bytes"})
+        """The 413, with the connection closed after it: the rest of the body is not read, and
+        finding the next request behind it would mean reading it all (as the workers' port)."""
+        message = f"request body exceeds {self.limit} bytes"
+        return BodyRefused(413, {"error": "too_large", "message": message}, {"Connection": "close"})
 
     async def receive(self) -> Message:
         message = await self._receive()

@@ -163,6 +163,7 @@ async def test_body_over_the_limit_is_413(api: tuple[httpx.AsyncClient, Daemon])
     )
     assert response.status_code == 413
     assert response.json()["error"] == "too_large"
+    assert response.headers["connection"] == "close"  # the rest of the body is never read
 
 
 async def test_chunked_body_over_the_limit_is_413_everywhere(api: tuple[httpx.AsyncClient, Daemon]) -> None:
