@@ -2,7 +2,7 @@
 
 The leader holds a lease row renewed every third of the lease with one UPDATE on the database's
 clock; the lease's version, bumped on every change of holder, is a fencing token that each
-provider write checks in the same statement (:mod:`daemon.store.postgres_tx`). Advisory locks
+provider write checks in the same statement (:mod:`daemon.store.postgres_provider`). Advisory locks
 are not used: they are not replicated, vanish on a PostgreSQL failover, and a silently dead
 connection can hold one for hours. A leader whose write is fenced off, or that cannot renew
 before its lease would have run out, steps down; followers read the state the leader stored.

@@ -24,7 +24,7 @@ from daemon.core.model import Mode, mode_for
 #: (channels/sms.py "; failed ", channels/slack.py "; not posted: ", channels/email.py "; refused: ")
 _FAILED_MARKERS = ("; failed ", "; not posted: ", "; refused: ")
 #: the outcome the store records when a status callback reports a delivered message undelivered
-#: (daemon/store/transactions.py): that delivery's final state is failed, it reached nobody
+#: (daemon/store/sqlite_callbacks.py): that delivery's final state is failed, it reached nobody
 UNDELIVERED = "callback:failed"
 
 

@@ -25,8 +25,15 @@ from psycopg import AsyncConnection
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Plan
-from daemon.store import migrations, postgres_ack, postgres_callbacks, unreadable
-from daemon.store import postgres_tx as tx
+from daemon.store import (
+    migrations,
+    postgres_ack,
+    postgres_callbacks,
+    postgres_claims,
+    postgres_provider,
+    postgres_reroutes,
+    unreadable,
+)
 from daemon.store import postgres_views as views
 from daemon.store.base import (
     Accepted,
@@ -35,6 +42,7 @@ from daemon.store.base import (
     CancelResult,
     Claimed,
     NewNotification,
+    NotLeader,
     OnVisible,
     Outcome,
     StoreUnavailable,
@@ -43,9 +51,9 @@ from daemon.store.postgres_accepts import Accepts
 from daemon.store.postgres_config import PostgresStoreConfig as PostgresStoreConfig
 from daemon.store.postgres_listen import WorkListener
 from daemon.store.postgres_pool import connect_args, create_pool, ms, run_transaction
+from daemon.store.postgres_provider import Fence
 from daemon.store.postgres_queries import Conn, Q
 from daemon.store.postgres_reads import PostgresReads
-from daemon.store.postgres_tx import Fence, NotLeader
 from daemon.store.postgres_views import LeaderView, NodeView
 
 T = TypeVar("T")
@@ -165,9 +173,9 @@ class PostgresStore(PostgresReads):
     async def claim(self, channel: str, limit: int, now: datetime, lease_until: datetime) -> list[Claimed]:
         """Claim due deliveries and expired leases; the lease lasts ``lease_until - now`` on the DB clock."""
         read = await self._transaction(
-            lambda conn: tx.claim(conn, channel, limit, now, lease_until, self.node)
+            lambda conn: postgres_claims.claim(conn, channel, limit, now, lease_until, self.node)
         )
-        claimed, found = tx.claimed(read)
+        claimed, found = postgres_claims.claimed(read)
         if found:
             await unreadable.put_back(self._put_back, found, now)
         return claimed
@@ -182,13 +190,13 @@ class PostgresStore(PostgresReads):
         await self._transaction(put_back)
 
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None:
-        await self._transaction(lambda conn: tx.record(conn, outcomes, now, self.node))
+        await self._transaction(lambda conn: postgres_claims.record(conn, outcomes, now, self.node))
 
     async def fail_stranded(
         self, channel: str, before: datetime, limit: int, detail: str, now: datetime
     ) -> int:
         return await self._transaction(
-            lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now, self.node)
+            lambda conn: postgres_claims.fail_stranded(conn, channel, before, limit, detail, now, self.node)
         )
 
     async def mark_digest(self, delivery_ids: Sequence[int], digest_id: str) -> None:
@@ -231,11 +239,13 @@ class PostgresStore(PostgresReads):
         self, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
     ) -> int:
         return await self._transaction(
-            lambda conn: tx.reroute(conn, mode, plans, now, self.node, force=force)
+            lambda conn: postgres_reroutes.reroute(conn, mode, plans, now, self.node, force=force)
         )
 
     async def repin(self, mode: Mode, now: datetime, limit: int) -> int:
-        return await self._transaction(lambda conn: tx.repin(conn, mode, now, limit, self.node))
+        return await self._transaction(
+            lambda conn: postgres_reroutes.repin(conn, mode, now, limit, self.node)
+        )
 
     async def record_callback(self, callback: Callback) -> bool:
         return await self._transaction(
@@ -260,16 +270,18 @@ class PostgresStore(PostgresReads):
         """Unfenced until leadership is on; then only with the current token, else NotLeader."""
         fence = self._fence
         if not self._fenced:
-            await self._transaction(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+            await self._transaction(
+                lambda conn: postgres_provider.save_provider(conn, snapshot, transition, now)
+            )
         elif fence is None:
             raise NotLeader(f"node {self.node} is not the leader: it does not decide the provider state")
         else:
             await self._transaction(
-                lambda conn: tx.save_provider_fenced(conn, snapshot, transition, now, fence)
+                lambda conn: postgres_provider.save_provider_fenced(conn, snapshot, transition, now, fence)
             )
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
-        return await self._transaction(lambda conn: tx.cancel(conn, notification_id, now))
+        return await self._transaction(lambda conn: postgres_reroutes.cancel(conn, notification_id, now))
 
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
         return await self._transaction(

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
-from daemon.store import postgres_tx as tx
+from daemon.store import postgres_accept_tx
 from daemon.store.base import Accepted, AcceptResult, NewNotification, StoreUnavailable, answer
 from daemon.store.postgres_queries import Conn
 
@@ -50,7 +50,7 @@ class Accepts:
             return
         try:
             results = await self._transaction(
-                lambda conn: tx.accept(conn, [c[:2] for c in batch], self._node)
+                lambda conn: postgres_accept_tx.accept(conn, [c[:2] for c in batch], self._node)
             )
         except StoreUnavailable as exc:  # nothing was committed: every caller gets the failure
             _settle(batch, exc)
@@ -67,7 +67,9 @@ class Accepts:
     async def _alone(self, call: _Call) -> None:
         items, now, future = call
         try:
-            (accepted,) = await self._transaction(lambda conn: tx.accept(conn, [(items, now)], self._node))
+            (accepted,) = await self._transaction(
+                lambda conn: postgres_accept_tx.accept(conn, [(items, now)], self._node)
+            )
         except Exception as exc:
             _settle([call], exc)
         else:

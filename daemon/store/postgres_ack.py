@@ -1,5 +1,5 @@
 """The PostgreSQL store's acknowledgement: the notification row is locked, then its deliveries,
-in the order every other write takes them (see :mod:`daemon.store.postgres_tx`)."""
+in the order every other write takes them (see :mod:`daemon.store.postgres_queries`)."""
 
 from __future__ import annotations
 

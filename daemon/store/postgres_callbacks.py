@@ -1,5 +1,5 @@
 """The PostgreSQL store's vendor status callbacks: each delivery's notification row is locked,
-then the delivery, in the order every other write takes them (see :mod:`daemon.store.postgres_tx`)."""
+then the delivery, in the order every other write takes them (see :mod:`daemon.store.postgres_queries`)."""
 
 from __future__ import annotations
 

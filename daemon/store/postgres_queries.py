@@ -1,5 +1,12 @@
 """What the PostgreSQL store's modules share: the connection type, the named queries, the channel new
-work is announced on, and two helpers for the rows the queries return."""
+work is announced on, and two helpers for the rows the queries return.
+
+The writes (the modules ``postgres_accept_tx``, ``postgres_claims``, ``postgres_reroutes``,
+``postgres_provider``, ``postgres_ack``, ``postgres_callbacks``) take the row locks several nodes
+need: the mode is read ``FOR SHARE``; claims take rows ``FOR UPDATE SKIP LOCKED`` under a lease;
+one lock order, so no deadlocks: the provider row (accept, record, reroute share it; save_provider
+locks it), then a notification, then its deliveries.
+"""
 
 from __future__ import annotations
 

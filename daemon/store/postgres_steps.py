@@ -1,8 +1,9 @@
 """A notification's plan in rows: the deliveries of its steps inserted, an escalation's ack code drawn,
 and the plan moved on when a step failed for good.
 
-Shared by the writes of :mod:`daemon.store.postgres_tx` (accept, reroute, record) and the delivery
-callbacks (:mod:`daemon.store.postgres_callbacks`), in the lock order set out in the former.
+Shared by the writes of :mod:`daemon.store.postgres_accept_tx`, :mod:`daemon.store.postgres_reroutes`,
+:mod:`daemon.store.postgres_claims` (record) and the delivery callbacks
+(:mod:`daemon.store.postgres_callbacks`), in the lock order set out in :mod:`daemon.store.postgres_queries`.
 """
 
 from __future__ import annotations

@@ -24,8 +24,16 @@ from pathlib import Path
 
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Plan
-from daemon.store import codec, migrations, unreadable
-from daemon.store import transactions as tx
+from daemon.store import (
+    codec,
+    migrations,
+    sqlite_ack,
+    sqlite_callbacks,
+    sqlite_claims,
+    sqlite_provider,
+    sqlite_reroutes,
+    unreadable,
+)
 from daemon.store.base import (
     Accepted,
     AckResult,
@@ -139,13 +147,13 @@ class SqliteStore(SqliteReads):
         # Not durable (no fsync of its own): a lease lost with power leaves the delivery pending,
         # so it is sent (again) after the restart, which at-least-once delivery allows. The
         # outcome recorded after the send is durable, and its fsync covers this claim too.
-        def claim(conn: sqlite3.Connection) -> tx.ClaimedRows:
-            return tx.claim(conn, channel, limit, now, lease_until)
+        def claim(conn: sqlite3.Connection) -> sqlite_claims.ClaimedRows:
+            return sqlite_claims.claim(conn, channel, limit, now, lease_until)
 
         read = self._inline.write(claim)
         if isinstance(read, Missed):  # the write lock is taken: the writer thread waits its turn
             read = await self._writer.run(claim, durable=False)
-        claimed, found = tx.claimed(read)
+        claimed, found = sqlite_claims.claimed(read)
         if found:
             await unreadable.put_back(self._put_back, found, now)
         return claimed
@@ -179,7 +187,7 @@ class SqliteStore(SqliteReads):
 
         def write(conn: sqlite3.Connection) -> None:
             for outcomes, now, _ in batch:
-                tx.record(conn, outcomes, now)
+                sqlite_claims.record(conn, outcomes, now)
 
         try:
             await self._writer.run(write)
@@ -201,7 +209,7 @@ class SqliteStore(SqliteReads):
         self, outcomes: Sequence[Outcome], now: datetime, future: asyncio.Future[None]
     ) -> None:
         try:
-            await self._writer.run(lambda conn: tx.record(conn, outcomes, now))
+            await self._writer.run(lambda conn: sqlite_claims.record(conn, outcomes, now))
         except Exception as exc:
             _fail_all([future], exc)
         else:
@@ -212,7 +220,7 @@ class SqliteStore(SqliteReads):
         self, channel: str, before: datetime, limit: int, detail: str, now: datetime
     ) -> int:
         return await self._writer.run(
-            lambda conn: tx.fail_stranded(conn, channel, before, limit, detail, now)
+            lambda conn: sqlite_claims.fail_stranded(conn, channel, before, limit, detail, now)
         )
 
     async def mark_digest(self, delivery_ids: Sequence[int], digest_id: str) -> None:
@@ -244,18 +252,20 @@ class SqliteStore(SqliteReads):
         )
 
     async def record_callback(self, callback: Callback) -> bool:
-        return await self._writer.run(lambda conn: tx.record_callback(conn, callback))
+        return await self._writer.run(lambda conn: sqlite_callbacks.record_callback(conn, callback))
 
     async def reroute(
         self, mode: Mode, plans: Mapping[str, Plan], now: datetime, *, force: bool = False
     ) -> int:
-        return await self._writer.run(lambda conn: tx.reroute(conn, mode, plans, now, force=force))
+        return await self._writer.run(
+            lambda conn: sqlite_reroutes.reroute(conn, mode, plans, now, force=force)
+        )
 
     async def repin(self, mode: Mode, now: datetime, limit: int) -> int:
         # Read first: a mode change with nothing pinned to move costs no write and no sync.
         if not await self._read(lambda conn: conn.execute(Q["repin_candidates"], (mode, 1)).fetchall()):
             return 0
-        return await self._writer.run(lambda conn: tx.repin(conn, mode, now, limit))
+        return await self._writer.run(lambda conn: sqlite_reroutes.repin(conn, mode, now, limit))
 
     async def owe_replan(self, routes: str, now: datetime) -> None:
         await self._writer.run(lambda conn: conn.execute(Q["owe_replan"], (routes, codec.ts(now))))
@@ -267,7 +277,7 @@ class SqliteStore(SqliteReads):
     async def save_provider(
         self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
     ) -> None:
-        await self._writer.run(lambda conn: tx.save_provider(conn, snapshot, transition, now))
+        await self._writer.run(lambda conn: sqlite_provider.save_provider(conn, snapshot, transition, now))
 
     async def record_check(self, result: CheckResult) -> None:
         def write(conn: sqlite3.Connection) -> None:
@@ -280,7 +290,7 @@ class SqliteStore(SqliteReads):
         await self._writer.run(write)
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
-        return await self._writer.run(lambda conn: tx.cancel(conn, notification_id, now))
+        return await self._writer.run(lambda conn: sqlite_reroutes.cancel(conn, notification_id, now))
 
     async def probe(self, *, commit: bool) -> None:
         """A read on the reader's connection, or a durable commit through the writer (one page
@@ -291,7 +301,9 @@ class SqliteStore(SqliteReads):
             await self._read(lambda conn: conn.execute(Q["probe_read"]).fetchall())
 
     async def acknowledge(self, notification_id: str, by: str, via: str, now: datetime) -> AckResult:
-        return await self._writer.run(lambda conn: tx.acknowledge(conn, notification_id, by, via, now))
+        return await self._writer.run(
+            lambda conn: sqlite_ack.acknowledge(conn, notification_id, by, via, now)
+        )
 
 
 def _check_writable(conn: sqlite3.Connection) -> None:

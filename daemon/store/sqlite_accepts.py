@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.core.model import Mode
-from daemon.store import codec
-from daemon.store import transactions as tx
+from daemon.store import codec, sqlite_accept_tx, sqlite_provider
 from daemon.store.base import Accepted, AcceptResult, KeyReused, NewNotification, OnVisible, answer
 from daemon.store.sqlite_inline import MISSED, InlineConnection, Missed
 from daemon.store.writer import GroupCommitWriter
@@ -68,7 +67,7 @@ class Accepts:
         loop = asyncio.get_running_loop()
 
         def accept(conn: sqlite3.Connection) -> list[AcceptResult]:
-            mode = tx.current_mode(conn)  # once for the batch: an accept never changes it
+            mode = sqlite_provider.current_mode(conn)  # once for the batch: an accept never changes it
             return [
                 _accept_one(conn, items, now, mode, made)
                 for (items, now, _, _), made in zip(batch, rows, strict=True)
@@ -141,9 +140,9 @@ def _accept_one(
     rows: Sequence[dict[str, Any]],
 ) -> AcceptResult:
     """One caller's accept in the shared transaction; a reused key refuses that caller alone
-    (:func:`tx.accept` raises it before writing anything)."""
+    (:func:`sqlite_accept_tx.accept` raises it before writing anything)."""
     try:
-        return tx.accept(conn, items, now, mode, rows)
+        return sqlite_accept_tx.accept(conn, items, now, mode, rows)
     except KeyReused as exc:
         return exc
 

@@ -17,10 +17,10 @@ from daemon.core.health import HealthSnapshot, Thresholds
 from daemon.core.model import CheckResult, CheckStatus, ProviderState
 from daemon.leadership import Leadership, Vantage
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import StoreUnavailable
+from daemon.store.base import NotLeader, StoreUnavailable
 from daemon.store.postgres import IDLE_IN_TRANSACTION_FLOOR_S, PostgresStore
+from daemon.store.postgres_provider import Fence, save_provider_fenced
 from daemon.store.postgres_queries import Conn
-from daemon.store.postgres_tx import Fence, NotLeader, save_provider_fenced
 from tests.integration.conftest import PgFactory
 
 pytestmark = pytest.mark.usefixtures("postgres_server")

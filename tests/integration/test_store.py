@@ -18,7 +18,7 @@ import pytest
 from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, CheckStatus, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store import migrations, postgres_tx
+from daemon.store import migrations, postgres_accept_tx
 from daemon.store.base import (
     Accepted,
     Callback,
@@ -989,7 +989,7 @@ async def test_a_reused_key_is_refused_in_the_shared_transaction_without_rolling
     a = await pg_nodes("a")
     await a.accept([keyed(0, "taken", "aaa")], T0)
     calls = [([note(1)], T0), ([keyed(2, "fresh", "ccc"), keyed(3, "taken", "bbb")], T0), ([note(4)], T0)]
-    results = await a._transaction(lambda conn: postgres_tx.accept(conn, calls, a.node))
+    results = await a._transaction(lambda conn: postgres_accept_tx.accept(conn, calls, a.node))
     assert results[0] == [Accepted("id-00001", duplicate=False)]
     assert isinstance(results[1], KeyReused) and results[1].index == 1
     assert results[2] == [Accepted("id-00004", duplicate=False)]

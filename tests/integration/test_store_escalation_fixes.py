@@ -18,8 +18,9 @@ from psycopg.types.string import TextLoader
 
 from daemon.core.health import HealthSnapshot
 from daemon.core.model import ACK_CODE_ALPHABET, ACK_CODE_LENGTH, SUPERSEDES_LABEL, ProviderState, Severity
-from daemon.store import codec, postgres_tx
+from daemon.store import codec, postgres_accept_tx, postgres_provider
 from daemon.store.base import Callback, Outcome, Store
+from daemon.store.postgres_queries import Q
 from tests.integration.conftest import PgFactory
 from tests.integration.test_escalation_store import LEASE, T0, deliver, note, outage
 from tests.integration.test_group_versions_store import FIRING, partly_resolved, resolved, version
@@ -188,10 +189,10 @@ async def test_a_mode_change_waits_for_a_reroute_holding_the_mode_instead_of_dea
     rerouter, writer = [await _connect(postgres_url) for _ in range(2)]
     async with rerouter, writer:
         async with rerouter.transaction():
-            await rerouter.execute(postgres_tx.Q["current_mode_shared"])
+            await rerouter.execute(Q["current_mode_shared"])
             mode_change = asyncio.create_task(_save_healthy(writer, T0 + timedelta(minutes=1)))
             await _until_waiting(rerouter, writer.info.backend_pid)
-            await rerouter.execute(postgres_tx.Q["lock_deliveries_of"], (accepted.id,))
+            await rerouter.execute(Q["lock_deliveries_of"], (accepted.id,))
         await asyncio.wait_for(mode_change, timeout=30)
     assert (await states(store, accepted.id))[1] == ["delivered", "superseded", "superseded", "superseded"]
 
@@ -203,7 +204,7 @@ async def _connect(url: str) -> psycopg.AsyncConnection[DictRow]:
 async def _save_healthy(conn: psycopg.AsyncConnection[DictRow], at: datetime) -> None:
     async with conn.transaction():
         snapshot = HealthSnapshot(natural=ProviderState.HEALTHY, since=at)
-        await postgres_tx.save_provider(conn, snapshot, None, at)
+        await postgres_provider.save_provider(conn, snapshot, None, at)
 
 
 async def _until_waiting(observer: psycopg.AsyncConnection[DictRow], pid: int) -> None:
@@ -234,13 +235,11 @@ async def test_acknowledging_a_closed_group_version_waits_for_the_group_instead_
     committer.adapters.register_loader("jsonb", TextLoader)  # as the store's connections read it
     async with committer:
         async with committer.transaction():
-            await committer.execute(
-                postgres_tx.Q["lock_group"], (done.notification.labels[SUPERSEDES_LABEL],)
-            )
+            await committer.execute(Q["lock_group"], (done.notification.labels[SUPERSEDES_LABEL],))
             ack = asyncio.create_task(store.acknowledge(first.id, "alice", "slack", at))
             await _until_someone_waits(committer)
             await committer.execute("SET LOCAL deadlock_timeout = '100ms'")
-            await postgres_tx.accept(committer, [([done], at)], "node-b")  # DeadlockDetected before
+            await postgres_accept_tx.accept(committer, [([done], at)], "node-b")  # DeadlockDetected before
         assert await asyncio.wait_for(ack, timeout=30) == "already"  # the resolution closed it
     assert not [r for r in caplog.records if "deadlock" in r.getMessage().lower()]
 
