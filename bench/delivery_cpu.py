@@ -195,6 +195,7 @@ COMPONENTS = (
     ("h11/", "webhook client (channels/http1.py)"),
     ("channels/", "channels (webhook body, signing, address guard)"),
     ("daemon/dispatcher", "dispatcher, outcomes, rendering, digesting"),
+    ("daemon/claiming", "dispatcher, outcomes, rendering, digesting"),
     ("daemon/outcomes", "dispatcher, outcomes, rendering, digesting"),
     ("daemon/rendering", "dispatcher, outcomes, rendering, digesting"),
     ("daemon/digesting", "dispatcher, outcomes, rendering, digesting"),

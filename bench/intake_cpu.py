@@ -215,7 +215,7 @@ COMPONENTS = (
     (("/uvicorn/", "/starlette/", "/h11/", "httptools"), "HTTP server (uvicorn, httptools)"),
     (("/daemon/store/",), "store (its work on the loop)"),
     (("/daemon/core/",), "routing (daemon/core)"),
-    (("/daemon/dispatcher", "/daemon/rendering"), "dispatcher"),
+    (("/daemon/dispatcher", "/daemon/claiming", "/daemon/rendering"), "dispatcher"),
     (_INTAKE, "intake (auth, parsing, mapping, ids, metrics)"),
     (("/asyncio/", "/concurrent/", "threading.py", "uvloop"), "asyncio, futures, thread hand-offs"),
 )

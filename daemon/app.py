@@ -1,7 +1,8 @@
 """The composition root: configuration → store → channels → dispatcher → checks → API.
 
-Nothing else constructs the world. The daemon owns the signals (SIGTERM/SIGINT drain and stop,
-SIGHUP reloads) and every long-running task; none is left orphaned.
+Nothing else constructs the world. The daemon is an :class:`~daemon.assembly.Assembly` (its parts,
+built and wired) that this module starts, reloads and stops: it owns the signals (SIGTERM/SIGINT
+drain and stop, SIGHUP reloads) and every long-running task; none is left orphaned.
 """
 
 from __future__ import annotations
@@ -9,55 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from daemon import heap
-from daemon.ack_updates import AckUpdates
-from daemon.api.ack import slack_apps, with_repliers
 from daemon.api.admission import API, Admission
 from daemon.api.app import ApiContext, create_api
-from daemon.api.ratelimit import SharedBuckets
 from daemon.api.serving import ApiServer, bind, server_config
-from daemon.api.views import iso
-from daemon.build import api_grants, build_channels, build_store, register_secrets, twilio_accounts
-from daemon.build_checks import build_checks
+from daemon.assembly import Assembly
+from daemon.build import register_secrets
 from daemon.catchup import HORIZON
-from daemon.clock import Clock, SystemClock
-from daemon.config import Config, ConfigError, ConfigProblem, load_config
-from daemon.config_routes import build_directory
-from daemon.core.directory import Directory
+from daemon.clock import Clock
+from daemon.config import Config, ConfigError, load_config
 from daemon.core.health import Transition
 from daemon.core.model import Mode, ProviderState
-from daemon.core.routing import OVERLAYS, Route, channels_used, overrides_any
-from daemon.intake.accept import Acceptor
-from daemon.intake.smtp import SmtpIntake
+from daemon.core.routing import OVERLAYS, overrides_any
 from daemon.intake.workers import IntakeWorkers
-from daemon.metrics import Metrics
-from daemon.rendering import Renderer, Unresolved, template_book, unresolved_reporter
-from daemon.scheduler import CheckScheduler
-from daemon.store.base import StoreUnavailable
-from daemon.wiring import (
-    build_announcer,
-    build_catchup,
-    build_dispatcher,
-    build_drills,
-    build_leadership,
-    build_monitor,
-    build_people,
-    build_store_health,
-    build_supervision,
-    build_workers,
-    feed_metrics,
-)
-from daemon.yamlsource import load_yaml
+from daemon.reloading import built_once, only_running_channels, reload_smtp
+from daemon.wiring import build_workers
 
 log = logging.getLogger(__name__)
 
 
-class Daemon:
+class Daemon(Assembly):
     def __init__(
         self,
         config: Config,
@@ -66,48 +42,8 @@ class Daemon:
         clock: Clock | None = None,
         systemd_env: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
-        register_secrets(config)
+        super().__init__(config, clock=clock, systemd_env=systemd_env)
         self._config_path = config_path
-        self._clock = clock or SystemClock()
-        self._adopt(config)
-        self.store = build_store(config)
-        self.monitor = build_monitor(config, self.store, self._clock)
-        self.channels = build_channels(config)
-        self.metrics = Metrics()
-        self.people = build_people(config, lambda: self._directory, lambda: self._routes)
-        self.renderer = self._renderer(on_unresolved=unresolved_reporter(self.metrics.registry))
-        self.dispatcher = build_dispatcher(
-            config,
-            self.store,
-            self.channels,
-            self.monitor,
-            lambda: self._routes,
-            self._clock,
-            self.renderer,
-            lambda: self._policy_digest,
-        )
-        # an edit renders again what was sent: the unresolved recipients were reported then
-        self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
-        self.leadership = build_leadership(config, self.store, self.monitor, self._clock, self.dispatcher)
-        self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
-        self.store_health = build_store_health(self.store, self._clock, self.dispatcher)
-        self.acceptor = Acceptor(
-            self.store,
-            lambda: self._routes,
-            self._clock,
-            self.dispatcher.wake,
-            store_health=self.store_health,
-        )
-        self.supervision = build_supervision(config, systemd_env, self._status_line, self.dispatcher)
-        feed_metrics(self.metrics, self.dispatcher, self.acceptor, self.monitor)
-        self.metrics.watch_rate_limits(self._rate_limited)
-        self.announcer = build_announcer(config, self.acceptor, self.store, self.monitor, self._clock)
-        self.drills = build_drills(config, self.store, lambda: self._routes, self._clock)
-        self.catchup = build_catchup(
-            config, self.store, self.people, lambda: self._routes, self._clock, self.dispatcher, self._leads
-        )
-        self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         self.draining = False
         #: set once start() has brought up everything it starts, just before READY=1
         self.started = False
@@ -119,35 +55,6 @@ class Daemon:
         #: the API port's limits (api.max_connections, api.max_buffered_body_bytes), once it listens
         self.api_admission: Admission | None = None
         self.workers: IntakeWorkers | None = None
-        #: the tokens' rate limits, counted once for this process and its intake workers (made
-        #: last: a part above that fails to build leaves no descriptor behind)
-        self.buckets = SharedBuckets.create()
-
-    def _renderer(self, on_unresolved: Callable[[Unresolved], None] | None = None) -> Renderer:
-        return Renderer(
-            lambda: self.monitor.state,
-            people=self.people,
-            clock=self._clock,
-            on_unresolved=on_unresolved,
-            book=lambda: self._templates,
-        )
-
-    def _rate_limited(self) -> dict[str, int]:
-        """Each rate-limited token's 429s so far, on every port."""
-        limited = (name for name, grant in self._grants.items() if grant.per_second is not None)
-        return {name: self.buckets.refused(name) for name in limited}
-
-    def _adopt(self, config: Config) -> None:
-        """Take what a reload replaces from ``config`` (the parts built once read it through these)."""
-        self._routes: tuple[Route, ...] = config.policy()
-        self._policy_digest = config.policy_digest()
-        self._directory: Directory = build_directory(config.directory)
-        self._tokens = config.api_tokens()
-        self._twilio_accounts = with_repliers(twilio_accounts(config), config)
-        self._slack_apps = slack_apps(config)
-        self._templates = template_book(config)
-        self._grants = api_grants(config)
-        self._intake = config.intake
 
     async def start(self) -> None:
         """Open the store, resume state, start dispatching and checking, bind the API, then READY."""
@@ -234,9 +141,6 @@ class Daemon:
         if counts:
             self.dispatcher.wake()
 
-    def _leads(self) -> bool:
-        return self.leadership is None or self.leadership.is_leader
-
     def _elected(self) -> None:
         # The last leader (or run) may have stopped between a recovery and its catch-up, or hit a
         # store error in it: queued once by key. In an outage it is held until the recovery.
@@ -316,8 +220,8 @@ class Daemon:
         self.supervision.reloading()
         try:
             config = load_config(self._config_path)
-            _only_running_channels(config, self.config)
-            restart_needed = self._reload_smtp(config)  # last: it changes the running intake
+            only_running_channels(config, self.config)
+            restart_needed = reload_smtp(config, self.smtp)  # last: it changes the running intake
         except ConfigError as exc:
             self.metrics.reloaded(ok=False)
             log.error(
@@ -333,7 +237,7 @@ class Daemon:
         else:
             register_secrets(config)  # rotated secrets are masked in the logs from now on
             self._adopt(config)
-            for field in [*_built_once(config, self.config), *restart_needed]:
+            for field in [*built_once(config, self.config), *restart_needed]:
                 log.warning(
                     "%s changed: it takes effect on restart",
                     field,
@@ -348,72 +252,10 @@ class Daemon:
             heap.settle()  # the replaced configuration's cycles, if any
         self._background(self.supervision.reloaded())
 
-    def _reload_smtp(self, config: Config) -> list[str]:
-        """Give the running SMTP intake its new users, networks, rules and certificate; the fields
-        that need a restart. A certificate that cannot be loaded rejects the reload."""
-        new, running = config.intake.smtp, self.smtp
-        if running is None or new is None:
-            return [] if (running is None) == (new is None) else ["intake.smtp"]
-        try:
-            return [f"intake.smtp.{field}" for field in running.reload(new)]
-        except (OSError, ssl.SSLError) as exc:
-            message = f"the certificate or key cannot be loaded: {exc}"
-            raise ConfigError([_problem(config, ("intake", "smtp", "tls"), message)]) from exc
-
     def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
-
-    async def _status_line(self) -> str:
-        """systemd's STATUS=: the provider, the store if it fails, the queue if it can be read.
-
-        Asked every few seconds, the store's health probes a store that failed (bounded, as for
-        /healthz): it is found to commit again with no request from outside."""
-        line = f"provider {self.monitor.state.value} (routing: {self.monitor.mode})"
-        failing = await self.store_health.verdict()
-        if failing is not None:
-            line += f"; store unavailable since {iso(failing.since_at)} (intake refused): {failing.reason}"
-        try:
-            queue = await self.store.queue()
-        except StoreUnavailable:  # the status loop must outlive the outage it reports
-            return f"{line}; notifications: unknown (the store cannot be read)"
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(queue.notifications.items())) or "none"
-        return f"{line}; notifications: {counts}"
-
-
-def _built_once(new: Config, running: Config) -> list[str]:
-    """The sections a reload does not apply (the channels' settings, the checks and thresholds,
-    the store, dispatching, drills, the API's listener and limits, the intake workers), where
-    ``new`` changed them."""
-    changed = [
-        name
-        for name in ("channels", "provider", "store", "dispatch", "drills")
-        if getattr(new, name) != getattr(running, name)
-    ]
-    if new.api.model_copy(update={"tokens": running.api.tokens}) != running.api:  # tokens reload
-        changed.append("api")
-    if new.intake.workers != running.intake.workers:
-        changed.append("intake.workers")
-    return changed
-
-
-def _only_running_channels(config: Config, running: Config) -> None:
-    """A reloaded policy may only route through the channels started with the daemon: one added by
-    the reload would never send, and what it was given would wait for a restart unannounced."""
-    new = sorted(channels_used(config.policy()) - set(running.channels))
-    if not new:
-        return
-    message = "a new channel the routes use: channels start with the daemon, so restart to add it"
-    raise ConfigError([_problem(config, ("channels", n), message) for n in new])
-
-
-def _problem(config: Config, path: tuple[str, ...], message: str) -> ConfigProblem:
-    """A problem at ``path`` of the file ``config`` was read from, with its line."""
-    source = config.source
-    filename = source.filename if source is not None else "<config>"
-    line = load_yaml(source.text).line_of(path) if source is not None else None
-    return ConfigProblem(filename, line, ".".join(path), message)
 
 
 async def serve(

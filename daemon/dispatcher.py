@@ -4,15 +4,11 @@ The outbox row is the truth: a delivery is claimed (``in_flight``) before it is 
 outcome is committed after, so a crash between the two re-sends it on restart (at least once;
 the notification id travels as the idempotency key so receivers can drop the repeat).
 One failing channel never holds up the others: each has its own cap on sends in flight
-(:mod:`daemon.send_slots`). This module holds the loop: when to look at the outbox, what to claim
-for which channel, and the drain at shutdown; one send and the recording of its outcome are
-:mod:`daemon.delivering`, the per-channel policies :mod:`daemon.dispatch_policy`.
-
-A channel with a digest policy sends one message at a time instead: before each send slot it
-claims what is due into its :class:`~daemon.digesting.Digesting`, which decides whether the slot
-carries one delivery or a digest of many (docs/digests.md). Each carried delivery keeps its own
-outcome, so a failed digest leaves every one of them with its own retry (at one shared time, so
-they come back together as the same digest).
+(:mod:`daemon.send_slots`). This module holds the loop: when to look at the outbox, the re-plans
+due before a pass claims, and the drain at shutdown; what a pass claims for which channel (a
+digest-enabled channel's one send at a time included) is :mod:`daemon.claiming`, one send and the
+recording of its outcome :mod:`daemon.delivering`, the per-channel policies
+:mod:`daemon.dispatch_policy`.
 
 A bug before the send (a renderer or a digest that raises) is recorded for the delivery it hit,
 as a retry and in the end a failure (``delivery.bug``): the loop never dies of it and no claim is
@@ -24,16 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
 
 from channels.base import Channel, ChannelError
+from daemon.claiming import Claimer, digesting_channels
 from daemon.clock import Clock
 from daemon.core.model import Mode, ProviderState
 from daemon.delivering import Deliverer
-from daemon.digesting import Broken, Digesting, DigestSend
 from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
-from daemon.outcomes import acknowledged_meanwhile, released, replanned, unconfigured
 from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
@@ -45,10 +39,6 @@ log = logging.getLogger(__name__)
 
 #: the shortest time between two looks at the outbox
 MIN_PASS_INTERVAL_S = 0.005
-#: how long a delivery for a channel this node does not have waits before its step fails: another
-#: node of a cluster that has it (a configuration rolled out one node at a time) claims it meanwhile
-UNCONFIGURED_GRACE = timedelta(minutes=10)
-UNCONFIGURED_BATCH = 200
 
 
 class Dispatcher:
@@ -81,10 +71,10 @@ class Dispatcher:
         rerouter.stopping = lambda: self._stopping
         self._settings = settings or DispatchSettings()
         renderer = renderer or Renderer(state)
-        self._digesting = _digesting_channels(self._channels, self._policies, renderer, state)
         self._wake = asyncio.Event()
         self._slots = SendSlots(self._channels, self._policies, self._wake.set)
         self._deliverer = self._new_deliverer(renderer, on_primary_failure, rand, bounces)
+        self._claimer = self._new_claimer(renderer, state)
         self._stopping = False
         self._sweep_due = True
         self._replan_due = False
@@ -98,7 +88,6 @@ class Dispatcher:
         self._store_listeners: list[Callable[[StoreUnavailable | None], None]] = []
         #: monotonic time of the loop's last completed pass (the watchdog's evidence of progress)
         self.last_pass_at = clock.monotonic()
-        self._last_claim_at = float("-inf")
         self._released_at = float("-inf")
         self._empty_passes = 0
 
@@ -123,6 +112,20 @@ class Dispatcher:
             poll_s=self._settings.poll_s,
             rand=rand,
             bounces=bounces,
+        )
+
+    def _new_claimer(self, renderer: Renderer, state: Callable[[], ProviderState]) -> Claimer:
+        """Claims within this dispatcher's slots; a stale mode found before a send calls for a sweep."""
+        return Claimer(
+            self._store,
+            self._channels,
+            digesting_channels(self._channels, self._policies, renderer, state),
+            clock=self._clock,
+            mode=self._mode,
+            slots=self._slots,
+            deliverer=self._deliverer,
+            settings=self._settings,
+            on_stale_mode=self.request_sweep,
         )
 
     def on_outcome(self, listener: Callable[[str, Claimed, Outcome, ChannelError | None], None]) -> None:
@@ -176,7 +179,7 @@ class Dispatcher:
     @property
     def waiting(self) -> int:
         """Claims waiting for a digest-enabled channel's next send slot."""
-        return sum(d.policy.max_items - d.room for d in self._digesting.values())
+        return self._claimer.waiting
 
     async def run(self) -> None:
         """Dispatch until :meth:`stop`; then wait for in-flight sends within the grace period."""
@@ -215,7 +218,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _pass(self) -> float:
-        """Claim what is due for every channel with room; return how long until more is due."""
+        """The re-plans due, then the claims (:meth:`Claimer.claim`); how long until more is due."""
         await self._release_expired()
         await self._replan()
         if self._sweep_due:
@@ -224,26 +227,7 @@ class Dispatcher:
         if self._rescue_due:
             await self._rerouter.rescue(self._mode(), self._channels.keys())
             self._rescue_due = False
-        now = self._clock.now()
-        lease_until = now + timedelta(seconds=self._settings.lease_s)
-        wait_s = self._settings.poll_s
-        due_now: set[str] = set()
-        for name, due_at in (await self._store.due()).items():
-            if name not in self._channels:
-                wait_s = min(wait_s, await self._fail_unconfigured(name, due_at, now))
-                continue
-            free = self._slots.free(name)
-            if due_at > now:
-                wait_s = min(wait_s, (due_at - now).total_seconds())
-            elif name in self._digesting:
-                due_now.add(name)
-            elif free > 0:
-                for claimed in await self._store.claim(name, free, now, lease_until):
-                    self._start(name, claimed)
-        for name, digesting in self._digesting.items():
-            if self._slots.idle(name):
-                await self._next_slot(digesting, name in due_now, now, lease_until)
-        return wait_s
+        return await self._claimer.claim()
 
     async def _replan(self) -> None:
         """The re-plan requested, or owed by a reload of the routes in force and left unfinished."""
@@ -266,74 +250,6 @@ class Dispatcher:
                     extra={"event": "routing.replan_failed"},
                 )
 
-    async def _next_slot(self, digesting: Digesting, due: bool, now: datetime, lease_until: datetime) -> None:
-        """A digest-enabled channel with nothing in flight: claim what is due, send what comes next."""
-        name = digesting.name
-        stale = digesting.stale(self._mode())
-        if stale:  # the mode changed while they waited: the sweep re-plans them before more claims
-            await self._deliverer.record(replanned(stale, now))
-            self.request_sweep()
-            return
-        await self._renew(digesting, now, lease_until)
-        broken: list[Broken] = []
-        if due and digesting.room > 0:
-            claimed = await self._store.claim(name, digesting.room, now, lease_until)
-            broken = digesting.add(claimed, lease_until)
-        send = digesting.next()
-        if isinstance(send, Broken):
-            broken.append(send)
-        elif isinstance(send, DigestSend):
-            self._spawn(name, self._deliverer.deliver_digest(name, send), f"digest-{send.digest.id}")
-        elif send is not None and await self._acknowledged_meanwhile(send):
-            outcome = acknowledged_meanwhile(name, send, self._clock.now())
-            self._spawn(name, self._deliverer.record([outcome]), f"acknowledged-{send.delivery.id}")
-        elif send is not None:
-            self._start(name, send)
-        if broken:
-            self._spawn(name, self._deliverer.record_broken(name, broken, now), f"broken-{name}")
-
-    async def _renew(self, digesting: Digesting, now: datetime, lease_until: datetime) -> None:
-        """Renew the leases of the claims waiting past half their lease: one that ran out would be
-        pending again, claimed again and sent twice."""
-        due = digesting.expiring(now + timedelta(seconds=self._settings.lease_s / 2))
-        if not due:
-            return
-        lost = digesting.renewed(due, await self._store.renew(due, now, lease_until), lease_until)
-        if lost:
-            log.warning(
-                "%d claims waiting for a send slot on %s had run out of lease: left to the outbox",
-                len(lost),
-                digesting.name,
-                extra={"event": "dispatch.lease_lost", "channel": digesting.name, "count": len(lost)},
-            )
-
-    async def _fail_unconfigured(self, name: str, due_at: datetime, now: datetime) -> float:
-        """Fail the steps due for longer than the grace on a channel not configured here (a plan
-        backchannel made itself keeps its steps: a drill's, a recovery copy's); return how long
-        until the next one's grace runs out."""
-        if due_at + UNCONFIGURED_GRACE > now:
-            return (due_at + UNCONFIGURED_GRACE - now).total_seconds()
-        failed = await self._store.fail_stranded(
-            name, now - UNCONFIGURED_GRACE, UNCONFIGURED_BATCH, unconfigured(name), now
-        )
-        if failed:
-            log.error(
-                "failed %d deliveries via %s: the channel is not configured",
-                failed,
-                name,
-                extra={"event": "delivery.unconfigured", "channel": name, "count": failed},
-            )
-        return 0.0 if failed == UNCONFIGURED_BATCH else self._settings.poll_s
-
-    async def _acknowledged_meanwhile(self, claimed: Claimed) -> bool:
-        """An escalation step acknowledged while it waited for its send slot (during a burst)."""
-        if claimed.ack_code is None:
-            return False
-        try:
-            return bool(await self._store.acknowledged([claimed.notification.id]))
-        except StoreError:  # cannot tell: paging once too often beats not paging
-            return False
-
     async def _release_expired(self) -> None:
         """Once per poll: claims whose lease ran out (a dead node's, a stuck send's) become pending.
 
@@ -346,13 +262,6 @@ class Dispatcher:
         if await self._store.release_expired(self._clock.now()):
             self._sweep_due = True
 
-    def _start(self, name: str, claimed: Claimed) -> None:
-        self._spawn(name, self._deliverer.deliver(name, claimed), f"deliver-{claimed.delivery.id}")
-
-    def _spawn(self, name: str, work: Coroutine[None, None, None], task_name: str) -> None:
-        self._last_claim_at = self._clock.monotonic()
-        self._slots.spawn(name, work, task_name)
-
     def _pace_from(self, pass_started: float) -> float:
         """When the pause between passes starts counting.
 
@@ -361,8 +270,9 @@ class Dispatcher:
         pass that claimed something, so the first quiet pass (a send just finished) does not delay
         a notification accepted right after it; repeated empty passes count from their own start.
         """
-        self._empty_passes = 0 if self._last_claim_at >= pass_started else self._empty_passes + 1
-        return self._last_claim_at if self._empty_passes <= 1 else pass_started
+        last_claim_at = self._claimer.last_claim_at
+        self._empty_passes = 0 if last_claim_at >= pass_started else self._empty_passes + 1
+        return last_claim_at if self._empty_passes <= 1 else pass_started
 
     async def _idle(self, wait_s: float, pace_from: float) -> None:
         if wait_s > 0:
@@ -377,7 +287,7 @@ class Dispatcher:
 
     async def _drain(self) -> None:
         try:
-            await asyncio.wait_for(self._release_waiting(), self._settings.drain_grace_s)
+            await asyncio.wait_for(self._claimer.release_waiting(), self._settings.drain_grace_s)
         except TimeoutError:  # the store cannot record: a restart releases every claim anyway
             log.error(
                 "claims waiting for a send slot could not be put back within %gs; the next start "
@@ -386,22 +296,3 @@ class Dispatcher:
                 extra={"event": "dispatch.drain_timeout"},
             )
         await self._slots.drain(self._settings.drain_grace_s)
-
-    async def _release_waiting(self) -> None:
-        waiting = [c for digesting in self._digesting.values() for c in digesting.release()]
-        if waiting:
-            await self._deliverer.record(released(waiting, self._clock.now()))
-
-
-def _digesting_channels(
-    channels: Mapping[str, Channel],
-    policies: Mapping[str, ChannelPolicy],
-    renderer: Renderer,
-    state: Callable[[], ProviderState],
-) -> dict[str, Digesting]:
-    """A :class:`Digesting` for each configured channel whose policy has a digest."""
-    return {
-        name: Digesting(name, policy.digest, renderer, state)
-        for name, policy in policies.items()
-        if policy.digest is not None and name in channels
-    }

@@ -1,4 +1,5 @@
-"""The composition root's builders: :class:`daemon.app.Daemon` calls them, and nothing else does.
+"""The composition root's builders: :class:`daemon.assembly.Assembly` and :class:`daemon.app.Daemon`
+call them, and nothing else does.
 
 Each builds one part of the daemon from the configuration and the parts it needs, so those are built
 before it; the rest of the order that matters (secrets registered before anything logs, the metrics'

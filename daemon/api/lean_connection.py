@@ -1,33 +1,30 @@
-"""One connection of the lean HTTP server (:mod:`daemon.api.lean_http`): parse, answer, time out.
+"""One connection of the lean HTTP server (:mod:`daemon.api.lean_http`): its requests parsed and refused.
 
 httptools' parser calls back into :class:`Connection` (``on_url``, ``on_header``, ``on_body``...);
-each complete request is queued and answered in order by one task per connection, so pipelined
-requests get their answers in the order they came. Reading pauses while too many requests wait
-or the client does not read its answers. A connection past ``api.max_connections`` is answered
-503 and closed as it is accepted (:mod:`daemon.api.admission`). A request that cannot be read
-(malformed, an upgrade, headers or body over the limit, a body arriving while the listener holds
-``api.max_buffered_body_bytes``, or refused by the server's screen from its headers while a body
-is to follow) is answered after the requests received before it, then the connection lingers a
-moment (reading and discarding) and closes. The screen (the intake's credentials) is asked once a
-request's headers are in: a request it refuses is never told to ``100 Continue``, and one without
-a body is answered its refusal in turn; one it admits is answered, once its body is in, by what it
-admitted it to, so the credentials are checked once a request. Deadlines: the idle timeout
-between requests, the request timeout from a request's first byte to its last; the server's
-periodic pass calls :meth:`Connection.expire`. A request as parsed and a reply as encoded are
-:mod:`daemon.api.lean_messages`.
+each complete request is queued for its base, :class:`~daemon.api.lean_lifecycle.ConnectionLifecycle`,
+which answers the requests in order, pauses reading, times the connection out and closes it. A
+connection past ``api.max_connections`` is answered 503 and closed as it is accepted
+(:mod:`daemon.api.admission`). A request that cannot be read (malformed, an upgrade, headers or body
+over the limit, a body arriving while the listener holds ``api.max_buffered_body_bytes``, or refused
+by the server's screen from its headers while a body is to follow) is refused: answered after the
+requests received before it, then the connection closes. The screen (the intake's credentials) is
+asked once a request's headers are in: a request it refuses is never told to ``100 Continue``, and
+one without a body is answered its refusal in turn; one it admits is answered, once its body is in,
+by what it admitted it to, so the credentials are checked once a request. A request as parsed and a
+reply as encoded are :mod:`daemon.api.lean_messages`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 import httptools
 
 from daemon.api.admission import Admission, Overloaded
+from daemon.api.lean_lifecycle import MAX_QUEUED, ConnectionLifecycle
 from daemon.api.lean_messages import (
     BodyTooLarge,
     HeadTooLarge,
@@ -35,7 +32,6 @@ from daemon.api.lean_messages import (
     Reply,
     Request,
     Respond,
-    encode,
     error_reply,
 )
 from daemon.api.limits import Widen, declares_body
@@ -48,12 +44,8 @@ Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[Reply]]
 #: its body left unread), what answers it once its body is in, or None for the handler
 Screen = Callable[[str, str, dict[str, str]], Reply | Respond | None]
 
-#: after refusing a request, how long the connection is still read (and discarded) before closing
-LINGER_S = 1.0
 #: the request line and headers together (uvicorn's h11 default is 16 KiB)
 MAX_HEAD_BYTES = 64 * 1024
-#: pipelined requests waiting on one connection before it stops reading
-MAX_QUEUED = 32
 
 
 class Server(Protocol):
@@ -73,40 +65,20 @@ class Server(Protocol):
     def closed(self, connection: Connection) -> None: ...
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: requests parsed, answered in order, timed out, refused."""
+class Connection(ConnectionLifecycle):
+    """One client connection: requests parsed, limited and screened, then queued to be answered."""
 
     def __init__(self, server: Server) -> None:
-        self._server = server
+        super().__init__(server)
         self._parser = httptools.HttpRequestParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._current = Request()
         self._url = b""
         self._size = 0
         self._head_size = 0
         #: the largest body of the request: the server's, or what ``widen`` gave it (then ``_widened``)
         self._limit = server.max_body_bytes
         self._widened = False
-        #: bytes of the body being received, counted in the listener's ``admission``
-        self._held = 0
         #: headers done: what ``on_header`` brings now are chunked trailers, which are ignored
         self._in_body = False
-        #: a request has begun and is not complete: its request timeout runs, not the idle one
-        self._receiving = False
-        self._queue: deque[Request] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._loop = asyncio.get_running_loop()
-        #: (loop time) between requests the idle timeout's; while one arrives, the request timeout's
-        self._deadline: float | None = None
-        self._closing = False
-        self._finishing = False
-        #: reading stops while too many requests wait or the client does not read its answers
-        self._too_many = False
-        self._cannot_write = False
-        #: a request could not be read: nothing more is parsed; ``_refusal`` waits for the answers
-        #: to the requests received before it
-        self._refused = False
-        self._refusal: Reply | None = None
 
     # -- transport ---------------------------------------------------------------------------------
 
@@ -125,23 +97,6 @@ class Connection(asyncio.Protocol):
         self._closing = True
         self._disarm()
         self._release()
-
-    def pause_writing(self) -> None:
-        self._cannot_write = True
-        self._reading()
-
-    def resume_writing(self) -> None:
-        self._cannot_write = False
-        self._reading()
-
-    def _reading(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if self._too_many or self._cannot_write:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self._refused:
@@ -234,12 +189,6 @@ class Connection(asyncio.Protocol):
         self._held += len(body)
         self._current.body.append(body)
 
-    def _release(self) -> None:
-        """Give back what the body being received holds of the listener's buffered bytes."""
-        if self._held:
-            self._server.admission.give(self._held)
-            self._held = 0
-
     def _allow(self, size: int) -> None:
         """BodyTooLarge for a body of ``size`` past the limit; the first time it would pass the
         server's, the request's path and credentials may earn it a larger one."""
@@ -263,102 +212,3 @@ class Connection(asyncio.Protocol):
             self._reading()
         if self._task is None:
             self._task = self._loop.create_task(self._answer())
-
-    # -- answering -------------------------------------------------------------------------------
-
-    async def _answer(self) -> None:
-        while self._queue and not self._closing:
-            request = self._queue.popleft()
-            try:
-                if request.answer is not None:
-                    reply = request.answer
-                elif request.respond is not None:
-                    reply = await request.respond(request.headers, b"".join(request.body))
-                else:
-                    reply = await self._server.handler(
-                        request.method, request.path, request.headers, b"".join(request.body)
-                    )
-            except Exception:
-                log.exception("intake request failed: %s %s", request.method, request.path)
-                reply = error_reply(500, "internal_error", "the request failed; nothing was accepted")
-                request.keep_alive = False
-            # stopping: the last request received is answered with "close"
-            keep_alive = request.keep_alive and not (self._finishing and not self._queue)
-            self._write(encode(reply, keep_alive=keep_alive, head=request.method == "HEAD"))
-            if not keep_alive:
-                self._task = None
-                self._close()
-                return
-            if self._too_many and len(self._queue) < MAX_QUEUED // 2:
-                self._too_many = False
-                self._reading()
-        self._task = None
-        if self._refusal is not None:
-            self._send_refusal(self._refusal)
-        elif self._finishing:
-            self._close()
-        elif not self._closing and not self._queue and not self._receiving:
-            self._arm(self._server.idle_timeout_s)
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-
-    def _refuse(self, reply: Reply) -> None:
-        """Answer a request that cannot be read further, then close; nothing after it is read.
-
-        Requests received whole before it are answered first, in order; the connection is then
-        half-closed and read (and discarded) for a moment, so a client still sending its body
-        reads the answer rather than a reset.
-        """
-        self._refused = True
-        self._disarm()
-        self._release()
-        if self._receiving:  # never answered: its partial body need not wait for the close
-            self._current.body.clear()
-        if self._task is None:
-            self._send_refusal(reply)
-        else:
-            self._refusal = reply
-
-    def _send_refusal(self, reply: Reply) -> None:
-        self._write(encode(reply, keep_alive=False))
-        self._closing = True
-        transport = self._transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
-            transport.resume_reading()  # to discard what the client still sends
-            self._loop.call_later(LINGER_S, self._close)
-        else:
-            self._close()
-
-    def _arm(self, timeout_s: float) -> None:
-        """Close the connection if nothing changes within ``timeout_s`` (enforced by the server)."""
-        self._deadline = self._loop.time() + timeout_s
-
-    def _disarm(self) -> None:
-        self._deadline = None
-
-    def expire(self, now: float) -> None:
-        if self._deadline is not None and now >= self._deadline:
-            self._close()
-
-    def finish(self) -> None:
-        """Graceful stop: close now if idle, else once the requests already received are answered."""
-        self._finishing = True
-        if self._task is None and not self._queue:
-            self._close()
-
-    def _close(self) -> None:
-        self._closing = True
-        self._disarm()
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.close()
-
-    def abort(self) -> None:
-        self._closing = True
-        self._disarm()
-        if self._task is not None:
-            self._task.cancel()
-        if self._transport is not None:
-            self._transport.abort()

@@ -15,8 +15,8 @@ answered before its body is read, then closed) or admits it, malformed requests 
 closed), an idle timeout on kept-alive connections, a cap on connections and on the bytes of bodies
 still arriving (503, :mod:`daemon.api.admission`), and a graceful stop that answers every request
 already received.
-This module holds the listeners, the deadlines' sweep and the stop; one connection's parsing and
-answering is :mod:`daemon.api.lean_connection`.
+This module holds the listeners, the deadlines' sweep and the stop; one connection's parsing is
+:mod:`daemon.api.lean_connection`, its answering, deadlines and close :mod:`daemon.api.lean_lifecycle`.
 """
 
 from __future__ import annotations

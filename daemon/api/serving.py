@@ -33,8 +33,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from daemon.api.admission import Admission
-from daemon.api.lean_connection import LINGER_S
 from daemon.api.lean_http import IDLE_TIMEOUT_S, REQUEST_TIMEOUT_S
+from daemon.api.lean_lifecycle import LINGER_S
 
 
 class ApiServer(uvicorn.Server):

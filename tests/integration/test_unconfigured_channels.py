@@ -2,7 +2,7 @@
 stranded. On the first pass the routes' notifications planned for it, a relayed message's
 follow-up among them, get the routes' plan (and nothing else is re-planned); a plan made here
 keeps its steps, and a step on a channel this node does not have fails once due for longer than
-:data:`~daemon.dispatcher.UNCONFIGURED_GRACE`, handing the notification to its next step."""
+:data:`~daemon.claiming.UNCONFIGURED_GRACE`, handing the notification to its next step."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 import pytest
 
 from channels.fake import FakeChannel
+from daemon.claiming import UNCONFIGURED_GRACE
 from daemon.clock import SystemClock
 from daemon.core.backoff import RetryPolicy
 from daemon.core.model import Notification, Plan, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.dispatch_policy import ChannelPolicy
-from daemon.dispatcher import UNCONFIGURED_GRACE, Dispatcher
+from daemon.dispatcher import Dispatcher
 from daemon.ids import new_id
 from daemon.refusals import follow_up
 from daemon.store.base import NewNotification, Store
