@@ -25,7 +25,7 @@ from daemon.clock import SystemClock
 from daemon.config import parse_config
 from daemon.intake.accept import Acceptor
 from daemon.metrics import Metrics
-from daemon.store.base import Accepted, NewNotification
+from daemon.store.values import Accepted, NewNotification
 
 
 class _CommitNothing:

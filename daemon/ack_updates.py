@@ -27,7 +27,8 @@ from channels.base import Acknowledgement, Channel, ChannelError, EditsOnAck
 from daemon.clock import Clock
 from daemon.core.model import DeliveryState
 from daemon.rendering import Renderer
-from daemon.store.base import Claimed, NotificationView, Store, StoreError
+from daemon.store.base import Store, StoreError
+from daemon.store.values import Claimed, NotificationView
 
 log = logging.getLogger(__name__)
 

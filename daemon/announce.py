@@ -37,7 +37,8 @@ from daemon.core.model import (
 )
 from daemon.ids import new_id
 from daemon.intake.accept import Acceptor, Submission
-from daemon.store.base import Accepted, ListFilter, NewNotification, NotificationView, Store, StoreError
+from daemon.store.base import Store, StoreError
+from daemon.store.values import Accepted, ListFilter, NewNotification, NotificationView
 
 log = logging.getLogger(__name__)
 #: an announcement the store could not take is tried again: 1, 2, 4... s apart, at most 30 s, 8 times

@@ -21,7 +21,7 @@ from daemon.build import api_grants, build_channels, build_store, register_secre
 from daemon.build_checks import build_checks
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
-from daemon.config_routes import build_directory
+from daemon.config_directory import build_directory
 from daemon.core.directory import Directory
 from daemon.core.routing import Route
 from daemon.intake.accept import Acceptor

@@ -37,7 +37,8 @@ from daemon.core.routing import Route, walk
 from daemon.drills import SOURCE as DRILL_SOURCE
 from daemon.ids import new_id
 from daemon.rendering import People
-from daemon.store.base import ListFilter, NewNotification, NotificationView, Store, StoreError
+from daemon.store.base import Store, StoreError
+from daemon.store.values import ListFilter, NewNotification, NotificationView
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
 from daemon.outcomes import acknowledged_meanwhile, released, replanned, unconfigured
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
-from daemon.store.base import Claimed, Store, StoreError
+from daemon.store.base import Store, StoreError
+from daemon.store.values import Claimed
 
 log = logging.getLogger("daemon.dispatcher")
 

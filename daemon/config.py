@@ -34,8 +34,9 @@ from pydantic_core import ErrorDetails
 
 from daemon.config_api import ApiConfig, require_unique
 from daemon.config_channels import ChannelConfig, ChannelName
+from daemon.config_directory import DirectoryConfig
 from daemon.config_provider import ProviderConfig
-from daemon.config_routes import DirectoryConfig, RouteConfig, WindowConfig, build_policy, route_templates
+from daemon.config_routes import RouteConfig, WindowConfig, build_policy, route_templates
 from daemon.config_store import StoreConfig
 from daemon.configbase import (
     Duration,

@@ -1,18 +1,18 @@
-"""Configuration of the policy: routes (a tree), time windows and the recipient directory.
+"""Configuration of the policy: routes (a tree) and time windows.
 
 Field reference: ``docs/configuration.md`` (routes) and ``docs/policies.md`` (the tree, matchers,
-windows, directory). :func:`build_policy` turns the validated models into the pure core's
-:class:`~daemon.core.routing.Route` tree, resolving window names; :func:`build_directory` does the
-same for the :class:`~daemon.core.directory.Directory`.
+windows). :func:`build_policy` turns the validated models into the pure core's
+:class:`~daemon.core.routing.Route` tree, resolving window names and checking fallbacks against the
+directory (:mod:`daemon.config_directory`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time
+from datetime import time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     AfterValidator,
@@ -23,10 +23,10 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.config_directory import DirectoryConfig
 from daemon.config_escalation import ChannelRef, EscalateConfig
 from daemon.config_templates import MessageTemplateConfig
-from daemon.configbase import Duration, EmailAddress, LocatedError, Model
-from daemon.core.directory import Directory, Group, Person, Rotation
+from daemon.configbase import LocatedError, Model, TimeZoneName
 from daemon.core.model import Severity
 from daemon.core.routing import Condition, Matcher, Route
 from daemon.core.timewindows import TimeWindow, parse_clock, parse_days
@@ -39,14 +39,6 @@ def _action_tag(value: Any) -> str:
     if isinstance(value, str):
         return "defer"
     return "escalate" if isinstance(value, dict | EscalateConfig) else "channels"
-
-
-def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
-    return value
 
 
 def _clock(value: Any) -> time:
@@ -65,12 +57,6 @@ def _condition(value: str) -> str:
     return value
 
 
-def _e164(value: str) -> str:
-    if not (value.startswith("+") and value[1:].isdigit() and 8 <= len(value) <= 16):
-        raise ValueError(f"expected a phone number in E.164 form such as +4915112345678, got {value!r}")
-    return value
-
-
 #: channel names tried in order, an escalation, or "defer": hold until the provider's state changes
 Action = Annotated[
     Annotated[Literal["defer"], Tag("defer")]
@@ -78,10 +64,8 @@ Action = Annotated[
     | Annotated[EscalateConfig, Tag("escalate")],
     Discriminator(_action_tag),
 ]
-TimeZoneName = Annotated[str, AfterValidator(_zone)]
 ClockTime = Annotated[time, BeforeValidator(_clock)]
 MatcherText = Annotated[str, AfterValidator(_condition)]
-Phone = Annotated[str, AfterValidator(_e164)]
 
 
 # --- windows ------------------------------------------------------------------------------------
@@ -266,74 +250,3 @@ def _located(
         for i, c in enumerate(configs)
         for item in [((*loc, i), c), *_located(c.routes, (*loc, i, "routes"))]
     ]
-
-
-# --- directory ----------------------------------------------------------------------------------
-
-
-class PersonConfig(Model):
-    email: list[EmailAddress] = Field(default_factory=list)
-    #: Slack user id (U...) or an email address Slack can look the user up by
-    slack: str | None = Field(None, min_length=1)
-    phone: Phone | None = None
-    #: a mailbox at another provider, for backup ``email`` channels
-    backup_email: EmailAddress | None = None
-    timezone: TimeZoneName | None = None
-
-
-class RotationConfig(Model):
-    """On-call in turn: ``members[0]`` from ``start`` (local wall time), the next after ``every``."""
-
-    members: list[str] = Field(min_length=1)
-    start: datetime
-    every: Duration
-    timezone: TimeZoneName = "UTC"
-
-
-class GroupConfig(Model):
-    email: list[EmailAddress] = Field(default_factory=list)
-    members: list[str] | None = Field(None, min_length=1)
-    rotation: RotationConfig | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> GroupConfig:
-        if (self.members is None) == (self.rotation is None):
-            raise ValueError("a group has either members or a rotation")
-        return self
-
-
-class DirectoryConfig(Model):
-    people: dict[str, PersonConfig] = Field(default_factory=dict)
-    groups: dict[str, GroupConfig] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DirectoryConfig:
-        clash = sorted(set(self.people) & set(self.groups))
-        if clash:
-            raise ValueError(f"names used for both a person and a group: {', '.join(clash)}")
-        for name, group in self.groups.items():
-            members = group.members or (group.rotation.members if group.rotation else [])
-            unknown = [m for m in members if m not in self.people]
-            if unknown:
-                raise ValueError(f"group {name}: unknown people {', '.join(unknown)}")
-        return self
-
-
-def build_directory(config: DirectoryConfig) -> Directory:
-    people = {n: _person(n, p) for n, p in config.people.items()}
-    return Directory(people, {n: _group(n, g) for n, g in config.groups.items()})
-
-
-def _person(name: str, p: PersonConfig) -> Person:
-    zone = ZoneInfo(p.timezone) if p.timezone else None
-    return Person(name, tuple(p.email), p.slack, p.phone, p.backup_email, zone)
-
-
-def _group(name: str, g: GroupConfig) -> Group:
-    r = g.rotation
-    rotation = (
-        None
-        if r is None
-        else Rotation(tuple(r.members), ZoneInfo(r.timezone), r.start.replace(tzinfo=None), r.every)
-    )
-    return Group(name, tuple(g.email), tuple(g.members or ()), rotation)

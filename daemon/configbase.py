@@ -1,4 +1,5 @@
-"""Building blocks of the configuration: durations, the frozen model base, shared sections.
+"""Building blocks of the configuration: durations, addresses and time zones, the frozen model base,
+shared sections.
 
 Every section model is frozen and forbids unknown keys, so a typo is an error naming the key.
 """
@@ -11,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -104,6 +106,17 @@ def _email_address(value: str) -> str:
 
 
 EmailAddress = Annotated[str, AfterValidator(_email_address)]
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Berlin, UTC)") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_zone)]
 
 
 class Model(BaseModel):

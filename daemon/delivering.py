@@ -36,7 +36,8 @@ from daemon.outcomes import delivered, delivered_in_digest, kept_for_later, not_
 from daemon.refusals import Bounces, consequences, made_of
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
-from daemon.store.base import Accepted, Claimed, NewNotification, Outcome, Store, StoreError, StoreUnavailable
+from daemon.store.base import Store, StoreError, StoreUnavailable
+from daemon.store.values import Accepted, Claimed, NewNotification, Outcome
 
 log = logging.getLogger("daemon.dispatcher")
 

@@ -44,7 +44,7 @@ from daemon.core.digest import (
 from daemon.core.model import Mode, ProviderState
 from daemon.drills import SOURCE as DRILL_SOURCE
 from daemon.rendering import Renderer
-from daemon.store.base import Claimed
+from daemon.store.values import Claimed
 
 #: Alertmanager's alert identity, as the webhook intake labels it; duplicates share it
 FINGERPRINT_LABELS = ("alert_fingerprint", "fingerprint")

@@ -32,7 +32,8 @@ from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
 from daemon.send_slots import SendSlots
-from daemon.store.base import Claimed, Outcome, Store, StoreError, StoreUnavailable
+from daemon.store.base import Store, StoreError, StoreUnavailable
+from daemon.store.values import Claimed, Outcome
 from daemon.trouble import Trouble
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from daemon.clock import Clock
 from daemon.core.model import Mode, Notification, Plan, Severity
 from daemon.core.routing import Route, walk
 from daemon.ids import new_id
-from daemon.store.base import NewNotification, NotificationView, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification, NotificationView
 
 log = logging.getLogger(__name__)
 

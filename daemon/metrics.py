@@ -23,7 +23,7 @@ from daemon.api.admission import LIMITS, LISTENERS
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Notification, ProviderState
 from daemon.drills import FINISHED, LastDrill
-from daemon.store.base import Accepted, ChannelHealth, Claimed, Outcome, QueueView
+from daemon.store.values import Accepted, ChannelHealth, Claimed, Outcome, QueueView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 CHECK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

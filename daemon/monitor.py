@@ -21,7 +21,8 @@ from daemon.clock import Clock
 from daemon.core.assessment import Explanation, Policy, Role
 from daemon.core.health import RECENT, HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, Mode, ProviderState
-from daemon.store.base import NotLeader, ProviderView, Store
+from daemon.store.base import NotLeader, Store
+from daemon.store.values import ProviderView
 
 log = logging.getLogger(__name__)
 

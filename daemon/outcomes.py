@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from channels.base import ChannelError, Receipt
 from daemon.core.backoff import RetryPolicy, exhausted, retry_delay
-from daemon.store.base import Claimed, Outcome
+from daemon.store.values import Claimed, Outcome
 
 log = logging.getLogger("daemon.dispatcher")
 

@@ -39,7 +39,7 @@ from channels.base import ChannelError, Receipt, Refusal
 from channels.dsn import delivery_report
 from daemon.core.model import Mode, Notification, Plan, Severity
 from daemon.ids import new_id
-from daemon.store.base import NewNotification
+from daemon.store.values import NewNotification
 
 #: a follow-up names the notification whose recipients it carries on with
 RELAY_OF_LABEL = "relay_of"

@@ -29,7 +29,7 @@ from daemon.core.directory import Audience, Directory, Readdressed, readdress
 from daemon.core.model import Notification, ProviderState
 from daemon.core.routing import Route, walk
 from daemon.drills import SOURCE as DRILL_SOURCE
-from daemon.store.base import Claimed
+from daemon.store.values import Claimed
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from typing import cast
 
 from daemon.build import primary_channels
 from daemon.config import Config, ConfigError, load_config
-from daemon.config_routes import build_directory, build_policy
+from daemon.config_directory import build_directory
+from daemon.config_routes import build_policy
 from daemon.configbase import format_duration
 from daemon.core.directory import Directory, readdress
 from daemon.core.model import Escalation, Mode, Notification, ProviderState, Severity

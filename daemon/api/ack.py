@@ -45,7 +45,8 @@ from daemon.api.errors import BEARER, STORE_UNAVAILABLE, error_response, error_r
 from daemon.api.models import Acknowledged
 from daemon.clock import Clock
 from daemon.config_channels import SlackChannelConfig, SmsChannelConfig
-from daemon.store.base import AckResult, Store
+from daemon.store.base import Store
+from daemon.store.values import AckResult
 
 if TYPE_CHECKING:
     from daemon.config import Config

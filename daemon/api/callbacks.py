@@ -24,7 +24,8 @@ from channels.twilio_callbacks import (
 )
 from daemon.api.errors import STORE_UNAVAILABLE, error_response, error_responses
 from daemon.clock import Clock
-from daemon.store.base import Callback, Store
+from daemon.store.base import Store
+from daemon.store.values import Callback
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from daemon.api.errors import BEARER, token_errors
 from daemon.api.models import CURSOR_PATTERN, Cancelled, NotificationOut, NotificationPage
 from daemon.clock import Clock
 from daemon.core.model import Severity
-from daemon.store.base import CancelResult, ListFilter, Store
+from daemon.store.base import Store
+from daemon.store.values import CancelResult, ListFilter
 
 NotificationState = Literal["pending", "held", "delivered", "failed", "cancelled", "acknowledged"]
 #: what ``GET /v1/notifications`` understands; any other query parameter is a 422, not ignored

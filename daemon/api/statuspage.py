@@ -15,7 +15,7 @@ from typing import Any
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult
-from daemon.store.base import ChannelHealth, NotificationView, ProviderView, QueueView
+from daemon.store.values import ChannelHealth, NotificationView, ProviderView, QueueView
 
 WINDOW = timedelta(hours=24)
 BUCKETS = 288  # five-minute columns

@@ -7,7 +7,7 @@ from typing import Any
 
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Delivery
-from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
+from daemon.store.values import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store_health import Failing
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import aiosmtplib
 
-from channels.email import LOCAL_ERRNOS, SmtpSettings
+from channels.email import SmtpSettings
+from channels.email_replies import LOCAL_ERRNOS
 from daemon.checks._mail import Verdict, one_line, other_verdict, reaching_verdict
 from daemon.core.model import CheckStatus
 

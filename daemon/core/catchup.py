@@ -20,8 +20,8 @@ from daemon.core.directory import Directory, Kind, Person
 from daemon.core.health import Transition
 from daemon.core.model import Mode, mode_for
 
-#: how each channel's receipt detail introduces the destinations it could not reach
-#: (channels/sms.py "; failed ", channels/slack.py "; not posted: ", channels/email.py "; refused: ")
+#: how each channel's receipt detail introduces the destinations it could not reach (channels/sms.py
+#: "; failed ", channels/slack.py "; not posted: ", channels/email_replies.py "; refused: ")
 _FAILED_MARKERS = ("; failed ", "; not posted: ", "; refused: ")
 #: the outcome the store records when a status callback reports a delivered message undelivered
 #: (daemon/store/sqlite_callbacks.py): that delivery's final state is failed, it reached nobody

@@ -16,7 +16,8 @@ from daemon.clock import Clock
 from daemon.core.model import Notification, Severity
 from daemon.core.routing import Route, all_plans_for
 from daemon.ids import new_id
-from daemon.store.base import Accepted, NewNotification, Store, StoreUnavailable
+from daemon.store.base import Store, StoreUnavailable
+from daemon.store.values import Accepted, NewNotification
 from daemon.store_health import Failing, Proof, StoreHealth
 
 #: what no store can keep as text: NUL (PostgreSQL's text and jsonb refuse it) and lone surrogates

@@ -29,7 +29,7 @@ from daemon.intake.smtp_config import Classifier, MessageFacts, SmtpIntakeConfig
 from daemon.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from daemon.intake.smtp import _Session
+    from daemon.intake.smtp_session import _Session
 
 log = logging.getLogger("daemon.intake.smtp")  # the smart host logs under one name
 

@@ -51,7 +51,7 @@ from daemon.core.model import Notification
 from daemon.core.routing import Route
 from daemon.intake.accept import Acceptor
 from daemon.logs import configure_logging
-from daemon.store.base import Accepted
+from daemon.store.values import Accepted
 from daemon.store_health import StoreHealth
 
 log = logging.getLogger(__name__)

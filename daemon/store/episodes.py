@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from daemon.core.model import FOLLOWS_LABEL, RESOLVES_LABEL, Notification
-from daemon.store.base import NewNotification
+from daemon.store.values import NewNotification
 
 #: how the alert intakes' keys end (``daemon.intake.alertmanager._key``)
 FIRING, RESOLVED = ":firing", ":resolved"

@@ -9,7 +9,8 @@ poll stays as a backstop. psycopg 3, async, with a pool (https://www.psycopg.org
 
 The pool and the transactions are in :mod:`daemon.store.postgres_pool`, the batching of accepts
 in :mod:`daemon.store.postgres_accepts`; the reads are inherited from
-:mod:`daemon.store.postgres_reads`.
+:mod:`daemon.store.postgres_reads`, the work announced between nodes and the leader's lease from
+:mod:`daemon.store.postgres_cluster`.
 """
 
 from __future__ import annotations
@@ -23,38 +24,24 @@ from typing import TypeVar
 import psycopg
 from psycopg import AsyncConnection
 
-from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, Mode, Plan
 from daemon.store import (
     migrations,
     postgres_ack,
     postgres_callbacks,
     postgres_claims,
-    postgres_provider,
     postgres_reroutes,
     unreadable,
 )
-from daemon.store import postgres_views as views
-from daemon.store.base import (
-    Accepted,
-    AckResult,
-    Callback,
-    CancelResult,
-    Claimed,
-    NewNotification,
-    NotLeader,
-    OnVisible,
-    Outcome,
-    StoreUnavailable,
-)
+from daemon.store.base import OnVisible, StoreUnavailable
 from daemon.store.postgres_accepts import Accepts
+from daemon.store.postgres_cluster import PostgresCluster
 from daemon.store.postgres_config import PostgresStoreConfig as PostgresStoreConfig
 from daemon.store.postgres_listen import WorkListener
-from daemon.store.postgres_pool import connect_args, create_pool, ms, run_transaction
+from daemon.store.postgres_pool import connect_args, create_pool, run_transaction
 from daemon.store.postgres_provider import Fence
 from daemon.store.postgres_queries import Conn, Q
-from daemon.store.postgres_reads import PostgresReads
-from daemon.store.postgres_views import LeaderView, NodeView
+from daemon.store.values import Accepted, AckResult, Callback, CancelResult, Claimed, NewNotification, Outcome
 
 T = TypeVar("T")
 
@@ -65,7 +52,7 @@ CHECK_RETENTION = timedelta(days=2)
 IDLE_IN_TRANSACTION_FLOOR_S = 5.0
 
 
-class PostgresStore(PostgresReads):
+class PostgresStore(PostgresCluster):
     def __init__(
         self,
         url: str,
@@ -133,22 +120,6 @@ class PostgresStore(PostgresReads):
         await self._accepts.drain()
         await self._listener.stop()
         await self._pool.close()
-
-    # -- new work from other nodes ----------------------------------------------------------------
-
-    def on_work(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (in the event loop) when another node announces work, or when the
-        LISTEN connection comes back after a loss (announcements made meanwhile are gone)."""
-        self._listener.on_work(listener)
-
-    @property
-    def listening(self) -> bool:
-        """Whether announcements from other nodes reach this one now (for status and tests)."""
-        return self._listener.listening.is_set()
-
-    async def wait_for_work(self, timeout_s: float) -> bool:
-        """Wait until another node announces work; False when ``timeout_s`` passed first."""
-        return await self._listener.wait_for_work(timeout_s)
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -264,22 +235,6 @@ class PostgresStore(PostgresReads):
 
         await self._transaction(settle)
 
-    async def save_provider(
-        self, snapshot: HealthSnapshot, transition: Transition | None, now: datetime
-    ) -> None:
-        """Unfenced until leadership is on; then only with the current token, else NotLeader."""
-        fence = self._fence
-        if not self._fenced:
-            await self._transaction(
-                lambda conn: postgres_provider.save_provider(conn, snapshot, transition, now)
-            )
-        elif fence is None:
-            raise NotLeader(f"node {self.node} is not the leader: it does not decide the provider state")
-        else:
-            await self._transaction(
-                lambda conn: postgres_provider.save_provider_fenced(conn, snapshot, transition, now, fence)
-            )
-
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._transaction(lambda conn: postgres_reroutes.cancel(conn, notification_id, now))
 
@@ -287,41 +242,6 @@ class PostgresStore(PostgresReads):
         return await self._transaction(
             lambda conn: postgres_ack.acknowledge(conn, notification_id, by, via, now)
         )
-
-    # -- leadership (daemon.leadership drives these) ----------------------------------------------
-
-    def fence(self, version: int | None) -> None:
-        """Provider writes from now on carry this token (None: this node is not the leader)."""
-        self._fenced = True
-        self._fence = None if version is None else Fence(self.node, version)
-
-    async def acquire_leadership(self, lease_s: float, version: int | None) -> int | None:
-        """Renew (holding ``version``) or take an expired lease; the token held now, or None.
-
-        StoreUnavailable when the lease row stays locked for a third of the lease (a paused node
-        mid-write holds it): the next round tries again rather than this one waiting for good.
-        """
-
-        async def acquire(conn: Conn) -> int | None:
-            await conn.execute(Q["lock_timeout"], (ms(lease_s / 3),))
-            params = {"node": self.node, "version": version, "lease": timedelta(seconds=lease_s)}
-            row = await (await conn.execute(Q["acquire_leader"], params)).fetchone()
-            return None if row is None else int(row["version"])
-
-        return await self._transaction(acquire)
-
-    async def resign_leadership(self, version: int) -> None:
-        async def resign(conn: Conn) -> None:
-            await conn.execute(Q["resign_leader"], {"node": self.node, "version": version})
-
-        await self._transaction(resign)
-
-    async def leader(self) -> LeaderView:
-        return await self._read(views.leader)
-
-    async def nodes(self, since: datetime) -> list[NodeView]:
-        """Each node, its role and its latest result per check since ``since`` (for status)."""
-        return await self._read(lambda conn: views.nodes(conn, since))
 
     async def probe(self, *, commit: bool) -> None:
         """A read round trip, or a transaction committed durably without a row written."""

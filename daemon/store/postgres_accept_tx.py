@@ -15,10 +15,11 @@ from psycopg.rows import DictRow
 
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, ProviderState
 from daemon.store import codec, episodes
-from daemon.store.base import Accepted, AcceptResult, KeyReused, NewNotification, refused
+from daemon.store.base import AcceptResult, KeyReused, refused
 from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one
 from daemon.store.postgres_steps import _fresh_ack_code, _insert_deliveries
+from daemon.store.values import Accepted, NewNotification
 
 
 async def accept(

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from daemon.store import postgres_accept_tx
-from daemon.store.base import Accepted, AcceptResult, NewNotification, StoreUnavailable, answer
+from daemon.store.base import AcceptResult, StoreUnavailable, answer
 from daemon.store.postgres_queries import Conn
+from daemon.store.values import Accepted, NewNotification
 
 #: one accept call: its notifications, the time, the caller's future
 _Call = tuple[Sequence[NewNotification], datetime, "asyncio.Future[list[Accepted]]"]

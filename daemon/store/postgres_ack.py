@@ -7,8 +7,8 @@ import json
 from datetime import datetime
 
 from daemon.store import codec
-from daemon.store.base import AckResult
 from daemon.store.postgres_queries import Conn, Q, _one
+from daemon.store.values import AckResult
 
 
 async def acknowledge(conn: Conn, notification_id: str, by: str, via: str, now: datetime) -> AckResult:

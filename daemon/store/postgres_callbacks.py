@@ -3,9 +3,9 @@ then the delivery, in the order every other write takes them (see :mod:`daemon.s
 
 from __future__ import annotations
 
-from daemon.store.base import Callback
 from daemon.store.postgres_queries import Conn, Q, _one
 from daemon.store.postgres_steps import _next_step
+from daemon.store.values import Callback
 
 _CALLBACK_OUTCOMES = {True: "callback:delivered", False: "callback:failed", None: "callback:status"}
 

@@ -11,10 +11,10 @@ from psycopg.rows import DictRow
 
 from daemon.core.model import Mode
 from daemon.store import codec
-from daemon.store.base import Claimed, Outcome
 from daemon.store.postgres_queries import Conn, Q, _one, epochs
 from daemon.store.postgres_steps import _next_step
 from daemon.store.unreadable import decode_each
+from daemon.store.values import Claimed, Outcome
 
 #: what a claim read in its transaction: the deliveries' rows and their notifications' rows by id
 ClaimedRows = tuple[list[DictRow], dict[str, DictRow]]

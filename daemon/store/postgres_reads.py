@@ -17,15 +17,9 @@ from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code
 from daemon.store import postgres_views as views
 from daemon.store import unreadable
-from daemon.store.base import (
-    ChannelHealth,
-    ListFilter,
-    NotificationView,
-    ProviderView,
-    QueueView,
-    StoreUnavailable,
-)
+from daemon.store.base import StoreUnavailable
 from daemon.store.postgres_queries import Conn, Q
+from daemon.store.values import ChannelHealth, ListFilter, NotificationView, ProviderView, QueueView
 
 T = TypeVar("T")
 

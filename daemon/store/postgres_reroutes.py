@@ -10,10 +10,10 @@ from datetime import datetime
 
 from daemon.core.model import Mode, Plan
 from daemon.store import codec
-from daemon.store.base import CancelResult
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one
 from daemon.store.postgres_steps import _fresh_ack_code, _insert_deliveries
 from daemon.store.unreadable import decode_each
+from daemon.store.values import CancelResult
 
 
 async def reroute(

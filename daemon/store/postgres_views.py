@@ -13,8 +13,8 @@ from psycopg.rows import DictRow
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, ProviderState, other_mode
 from daemon.store import codec, unreadable
-from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store.postgres_queries import Conn, Q, epochs
+from daemon.store.values import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 
 
 async def rows(conn: Conn, query: str, params: Sequence[object] = ()) -> list[DictRow]:

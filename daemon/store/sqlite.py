@@ -34,21 +34,12 @@ from daemon.store import (
     sqlite_reroutes,
     unreadable,
 )
-from daemon.store.base import (
-    Accepted,
-    AckResult,
-    Callback,
-    CancelResult,
-    Claimed,
-    NewNotification,
-    OnVisible,
-    Outcome,
-    StoreUnavailable,
-)
+from daemon.store.base import OnVisible, StoreUnavailable
 from daemon.store.queries import load
 from daemon.store.sqlite_accepts import Accepts
 from daemon.store.sqlite_inline import InlineConnection, Missed
 from daemon.store.sqlite_reads import SqliteReads
+from daemon.store.values import Accepted, AckResult, Callback, CancelResult, Claimed, NewNotification, Outcome
 from daemon.store.walsync import WalSync
 from daemon.store.writer import RETRY_S, GroupCommitWriter
 

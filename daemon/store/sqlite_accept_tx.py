@@ -15,11 +15,12 @@ from typing import Any
 
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, ProviderState
 from daemon.store import codec, episodes
-from daemon.store.base import Accepted, KeyReused, NewNotification, refused
+from daemon.store.base import KeyReused, refused
 from daemon.store.queries import load
 from daemon.store.sqlite_ack import acknowledge
 from daemon.store.sqlite_provider import current_mode
 from daemon.store.sqlite_steps import _fresh_ack_code, _insert_deliveries
+from daemon.store.values import Accepted, NewNotification
 
 Q = load("sqlite")
 

@@ -18,8 +18,9 @@ from typing import Any
 
 from daemon.core.model import Mode
 from daemon.store import codec, sqlite_accept_tx, sqlite_provider
-from daemon.store.base import Accepted, AcceptResult, KeyReused, NewNotification, OnVisible, answer
+from daemon.store.base import AcceptResult, KeyReused, OnVisible, answer
 from daemon.store.sqlite_inline import MISSED, InlineConnection, Missed
+from daemon.store.values import Accepted, NewNotification
 from daemon.store.writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ import sqlite3
 from datetime import datetime
 
 from daemon.store import codec
-from daemon.store.base import AckResult
 from daemon.store.queries import load
+from daemon.store.values import AckResult
 
 Q = load("sqlite")
 

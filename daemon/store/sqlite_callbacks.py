@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 from daemon.store import codec
-from daemon.store.base import Callback
 from daemon.store.queries import load
 from daemon.store.sqlite_steps import _next_step
+from daemon.store.values import Callback
 
 Q = load("sqlite")
 

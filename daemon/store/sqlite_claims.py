@@ -11,11 +11,11 @@ from datetime import datetime
 
 from daemon.core.model import Mode
 from daemon.store import codec
-from daemon.store.base import Claimed, Outcome
 from daemon.store.queries import load
 from daemon.store.sqlite_provider import current_mode
 from daemon.store.sqlite_steps import _next_step
 from daemon.store.unreadable import decode_each
+from daemon.store.values import Claimed, Outcome
 
 Q = load("sqlite")
 

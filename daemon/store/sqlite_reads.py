@@ -20,16 +20,10 @@ from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Mode, Notification, Plan, normalise_ack_code, other_mode
 from daemon.store import codec, unreadable
 from daemon.store import sqlite_views as views
-from daemon.store.base import (
-    ChannelHealth,
-    ListFilter,
-    NotificationView,
-    ProviderView,
-    QueueView,
-    StoreUnavailable,
-)
+from daemon.store.base import StoreUnavailable
 from daemon.store.queries import load
 from daemon.store.sqlite_inline import InlineConnection, Missed
+from daemon.store.values import ChannelHealth, ListFilter, NotificationView, ProviderView, QueueView
 
 T = TypeVar("T")
 Q = load("sqlite")

@@ -10,11 +10,11 @@ from datetime import datetime
 
 from daemon.core.model import Mode, Plan
 from daemon.store import codec
-from daemon.store.base import CancelResult
 from daemon.store.queries import load
 from daemon.store.sqlite_provider import current_mode
 from daemon.store.sqlite_steps import _fresh_ack_code, _insert_deliveries
 from daemon.store.unreadable import decode_each
+from daemon.store.values import CancelResult
 
 Q = load("sqlite")
 

@@ -11,8 +11,8 @@ from typing import Any
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, ProviderState
 from daemon.store import codec, unreadable
-from daemon.store.base import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 from daemon.store.queries import load
+from daemon.store.values import AttemptView, ChannelHealth, NotificationView, ProviderView, QueueView
 
 Q = load("sqlite")
 

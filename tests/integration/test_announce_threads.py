@@ -12,8 +12,8 @@ from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import FOLLOWS_LABEL, ProviderState
 from daemon.core.routing import Matcher, Route
 from daemon.intake.accept import Acceptor
-from daemon.store.base import ListFilter
 from daemon.store.sqlite import SqliteStore
+from daemon.store.values import ListFilter
 
 ROUTES = (Route("all", Matcher(), ("email",), ("hook",)),)
 

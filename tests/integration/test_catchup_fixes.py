@@ -23,7 +23,8 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.core.backoff import RetryPolicy
-from daemon.store.base import Accepted, ListFilter, NewNotification, StoreError
+from daemon.store.base import StoreError
+from daemon.store.values import Accepted, ListFilter, NewNotification
 from tests.acceptance.harness import free_port
 from tests.servers import SmtpServer
 from tests.stand_ins.slack import SlackStandIn

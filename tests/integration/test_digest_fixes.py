@@ -30,8 +30,9 @@ from daemon.dispatcher import Dispatcher
 from daemon.intake.accept import Acceptor
 from daemon.message_templates import TemplateBook, compile_pair
 from daemon.rendering import Renderer
-from daemon.store.base import Claimed, StoreUnavailable
+from daemon.store.base import StoreUnavailable
 from daemon.store.sqlite import SqliteStore
+from daemon.store.values import Claimed
 from tests.support import OutboxWorld, dispatcher_for, monitor_for, until
 
 ROUTES = (

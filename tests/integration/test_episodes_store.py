@@ -20,7 +20,8 @@ from daemon.core.model import FOLLOWS_LABEL, RESOLVES_LABEL, Notification
 from daemon.core.routing import plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
-from daemon.store.base import Accepted, NewNotification, Store
+from daemon.store.base import Store
+from daemon.store.values import Accepted, NewNotification
 from tests.integration.conftest import PgFactory
 from tests.integration.test_escalation_store import T0, deliver, outage
 from tests.integration.test_group_versions_store import GROUP, ROUTES, grown, partly_resolved

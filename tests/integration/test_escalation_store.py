@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from daemon.core.health import HealthSnapshot
 from daemon.core.model import Escalation, EscalationStep, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store.base import NewNotification, Outcome, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification, Outcome
 from tests.integration.conftest import StoreFactory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -20,7 +20,8 @@ from daemon.core.routing import Matcher, Route, plans_for
 from daemon.intake.alertmanager import AlertmanagerPayload, submissions
 from daemon.intake.webhook_config import AlertmanagerIntakeConfig
 from daemon.store import codec
-from daemon.store.base import Accepted, NewNotification, NotificationView, Store
+from daemon.store.base import Store
+from daemon.store.values import Accepted, NewNotification, NotificationView
 from tests.integration.test_escalation_store import LADDER, T0, deliver, outage
 from tests.unit.test_alertmanager_mapping import FIRING, resolved
 

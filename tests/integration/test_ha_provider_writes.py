@@ -24,8 +24,9 @@ from daemon.core.routing import Matcher, Route
 from daemon.intake.accept import Acceptor
 from daemon.leadership import Leadership
 from daemon.monitor import ProviderMonitor
-from daemon.store.base import ListFilter, StoreUnavailable
+from daemon.store.base import StoreUnavailable
 from daemon.store.postgres import PostgresStore
+from daemon.store.values import ListFilter
 from tests.integration.conftest import PgFactory
 
 pytestmark = pytest.mark.usefixtures("postgres_server")

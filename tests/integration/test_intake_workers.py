@@ -25,7 +25,7 @@ from daemon.config import ConfigError, load_config, parse_config
 from daemon.core.model import Notification, Severity
 from daemon.intake.worker import Reports
 from daemon.metrics import MAX_SOURCES
-from daemon.store.base import Accepted
+from daemon.store.values import Accepted
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.stand_ins.tcp_proxy import TcpProxy
 from tests.support import config_template, until

@@ -16,7 +16,8 @@ from daemon.app import Daemon
 from daemon.core.health import HealthSnapshot
 from daemon.core.model import Notification, ProviderState, Severity
 from daemon.core.routing import NO_OVERRIDES, Matcher, Route, all_plans_for
-from daemon.store.base import NewNotification, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification
 from tests.acceptance.harness import free_port
 from tests.stand_ins.slack import SlackStandIn
 from tests.stand_ins.twilio import TwilioStandIn

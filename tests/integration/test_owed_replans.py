@@ -15,7 +15,8 @@ from daemon import rerouting
 from daemon.core.model import Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.rerouting import Rerouter
-from daemon.store.base import NewNotification, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification
 from tests.integration.conftest import StoreFactory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -17,9 +17,10 @@ from daemon.core.routing import Matcher, Route, plans_for
 from daemon.drills import Drills
 from daemon.refusals import follow_up
 from daemon.rerouting import Rerouter
-from daemon.store.base import NewNotification, Outcome, Store
+from daemon.store.base import Store
 from daemon.store.postgres import PostgresStore
 from daemon.store.sqlite import SqliteStore
+from daemon.store.values import NewNotification, Outcome
 from tests.integration.conftest import StoreFactory
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -19,7 +19,7 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.catchup import HORIZON
-from daemon.store.base import ListFilter
+from daemon.store.values import ListFilter
 from tests.acceptance.harness import free_port
 from tests.servers import ReceivedMail, SmtpServer
 from tests.stand_ins import slack as slack_stand_in

@@ -27,8 +27,9 @@ from daemon.dispatch_policy import ChannelPolicy
 from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
-from daemon.store.base import NewNotification, NotificationView, Outcome, Store
+from daemon.store.base import Store
 from daemon.store.sqlite import SqliteStore
+from daemon.store.values import NewNotification, NotificationView, Outcome
 from tests.servers import ReceivedMail, SmtpServer, WebhookReceiver
 from tests.support import config_template, running, until
 

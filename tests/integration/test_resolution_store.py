@@ -10,7 +10,8 @@ from datetime import timedelta
 
 from daemon.core.model import RESOLVES_LABEL, Notification, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store.base import NewNotification, Outcome, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification, Outcome
 from tests.integration.test_escalation_store import LADDER, LEASE, T0, deliver, outage
 
 ROUTES = (

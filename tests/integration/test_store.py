@@ -19,22 +19,12 @@ from daemon.core.health import HealthSnapshot, Transition
 from daemon.core.model import CheckResult, CheckStatus, Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.store import migrations, postgres_accept_tx
-from daemon.store.base import (
-    Accepted,
-    Callback,
-    KeyReused,
-    ListFilter,
-    NewNotification,
-    Outcome,
-    OutcomeKind,
-    Store,
-    StoreUnavailable,
-    Unreadable,
-)
+from daemon.store.base import KeyReused, Store, StoreUnavailable, Unreadable
 from daemon.store.migrations import SchemaTooNew
 from daemon.store.postgres import PostgresStore
 from daemon.store.postgres_pool import connect_args
 from daemon.store.sqlite import SqliteStore
+from daemon.store.values import Accepted, Callback, ListFilter, NewNotification, Outcome, OutcomeKind
 from tests.integration.conftest import PgFactory, StoreFactory, admin
 from tests.stand_ins.tcp_proxy import TcpProxy
 from tests.support import until

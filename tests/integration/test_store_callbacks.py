@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from daemon.core.model import Notification, Severity
 from daemon.core.routing import Matcher, Route, plans_for
-from daemon.store.base import Callback, NewNotification, Outcome, Store
+from daemon.store.base import Store
+from daemon.store.values import Callback, NewNotification, Outcome
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = T0 + timedelta(minutes=1)

@@ -19,8 +19,9 @@ from psycopg.types.string import TextLoader
 from daemon.core.health import HealthSnapshot
 from daemon.core.model import ACK_CODE_ALPHABET, ACK_CODE_LENGTH, SUPERSEDES_LABEL, ProviderState, Severity
 from daemon.store import codec, postgres_accept_tx, postgres_provider
-from daemon.store.base import Callback, Outcome, Store
+from daemon.store.base import Store
 from daemon.store.postgres_queries import Q
+from daemon.store.values import Callback, Outcome
 from tests.integration.conftest import PgFactory
 from tests.integration.test_escalation_store import LEASE, T0, deliver, note, outage
 from tests.integration.test_group_versions_store import FIRING, partly_resolved, resolved, version

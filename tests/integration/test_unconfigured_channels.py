@@ -23,7 +23,8 @@ from daemon.dispatch_policy import ChannelPolicy
 from daemon.dispatcher import Dispatcher
 from daemon.ids import new_id
 from daemon.refusals import follow_up
-from daemon.store.base import NewNotification, Store
+from daemon.store.base import Store
+from daemon.store.values import NewNotification
 from tests.support import dispatcher_for, monitor_for, until
 
 #: the policy before the restart: everything to a channel called "pager"

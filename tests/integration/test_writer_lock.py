@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from daemon.store.base import Accepted, StoreUnavailable
+from daemon.store.base import StoreUnavailable
+from daemon.store.values import Accepted
 from daemon.store.walsync import WalSync
 from daemon.store.writer import GroupCommitWriter
 from tests.integration.test_store import T0, note

@@ -23,7 +23,7 @@ from daemon.core.health import Transition
 from daemon.core.model import Delivery, DeliveryState, Notification, ProviderState, Severity
 from daemon.core.routing import Matcher, Route
 from daemon.rendering import People, Renderer, Unresolved
-from daemon.store.base import AttemptView, Claimed
+from daemon.store.values import AttemptView, Claimed
 
 T0 = datetime(2024, 3, 1, 12, tzinfo=UTC)
 H, S, OUT, R, F, U = (

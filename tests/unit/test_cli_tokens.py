@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from daemon.api_client import _token
 from daemon.cli import main
-from daemon.commands import _token
 from daemon.config import ConfigError, parse_config
 
 CONFIG = """

@@ -16,7 +16,7 @@ from daemon.core.digest import SLACK_LAYOUT, SMS_LAYOUT, Item, Pending, build, n
 from daemon.core.model import Delivery, DeliveryState, Mode, Notification, ProviderState, Severity
 from daemon.digesting import Broken, Digesting, DigestPolicy, DigestSend, slack_fits, sms_fits
 from daemon.rendering import Renderer
-from daemon.store.base import Claimed
+from daemon.store.values import Claimed
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 LINK = "https://status.example.com/v1/notifications?since={since}"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from daemon.config import parse_config
-from daemon.config_routes import DirectoryConfig
+from daemon.config_directory import DirectoryConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = ["channels.md", "channels-webhook.md", "channels-slack.md", "channels-sms.md"]

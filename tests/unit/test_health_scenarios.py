@@ -12,7 +12,7 @@ from daemon.core.assessment import CheckPolicy, Policy, Role
 from daemon.core.health import HealthTracker, Thresholds, Transition
 from daemon.core.model import CheckResult, CheckStatus, ProviderState
 from daemon.intake.accept import Acceptor, Submission
-from daemon.store.base import Accepted
+from daemon.store.values import Accepted
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 OK, DOWN, UNKNOWN = CheckStatus.OK, CheckStatus.DOWN, CheckStatus.UNKNOWN

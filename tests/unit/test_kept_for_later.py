@@ -9,7 +9,7 @@ import pytest
 from channels.base import ChannelError
 from daemon.core.model import Delivery, DeliveryState, Notification, Severity
 from daemon.outcomes import LATER_GIVE_UP, kept_for_later
-from daemon.store.base import Claimed
+from daemon.store.values import Claimed
 
 CREATED = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FULL = ChannelError("452 4.2.2 Mailbox full", later=True)

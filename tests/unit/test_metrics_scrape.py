@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.core.model import ProviderState
 from daemon.metrics import Metrics, StoreRead
-from daemon.store.base import ChannelHealth, QueueView
+from daemon.store.values import ChannelHealth, QueueView
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 FROM_STORE = {
