@@ -90,11 +90,30 @@ class Rerouter:
             self._owed_now(digest)
 
     async def resume(self) -> bool:
-        """Whether the store holds a re-plan owed by the routes in force (a reload's, cut short)."""
+        """Whether a re-plan by the routes in force is owed: stored by a reload of them and left
+        unfinished (a run killed or stopped in its middle), or owed now because they are not the
+        routes the unsent notifications were last planned by (the file edited while the daemon
+        was stopped, or a reload whose owed re-plan a crash kept from being stored): what a reload
+        would have owed. A store that has recorded no routes yet (new, or from before the record)
+        takes these, owing nothing."""
         digest = self._digest()
-        if digest is None or digest not in await self._store.owed_replans():
+        if digest is None:
             return False
-        self._owed_now(digest)
+        planned = await self._store.planned_routes()
+        if digest in await self._store.owed_replans():
+            if planned != digest:  # another run's routes were owed since: these plan them now
+                await self._store.plan_routes(digest)
+            self._owed_now(digest)
+            return True
+        if planned is None:
+            await self._store.plan_routes(digest)
+        if planned in (None, digest):
+            return False
+        log.warning(
+            "the routes are not those the unsent notifications were planned by: re-planning them",
+            extra={"event": "routing.replan_changed_routes"},
+        )
+        await self.owe()
         return True
 
     def _owed_now(self, digest: str) -> None:

@@ -181,11 +181,22 @@ class Store(Protocol):
 
     async def owe_replan(self, routes: str, now: datetime) -> None:
         """Commit durably that the unsent notifications owe a re-plan by the routes whose digest
-        is ``routes`` (a policy reload's), until :meth:`settle_replans` says it is done."""
+        is ``routes`` (a policy reload's), until :meth:`settle_replans` says it is done; and that
+        these are the routes they are planned by (:meth:`planned_routes`)."""
         ...
 
     async def owed_replans(self) -> set[str]:
         """The digests of the routes whose owed re-plan is not done yet."""
+        ...
+
+    async def planned_routes(self) -> str | None:
+        """The digest of the routes the unsent notifications were last planned by (the latest
+        :meth:`owe_replan` or :meth:`plan_routes`), None before any."""
+        ...
+
+    async def plan_routes(self, routes: str) -> None:
+        """Record ``routes`` as the routes the unsent notifications are planned by, owing nothing
+        (the first start of a store, which has planned by no other)."""
         ...
 
     async def settle_replans(self, routes: Collection[str]) -> None:

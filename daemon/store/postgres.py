@@ -226,8 +226,15 @@ class PostgresStore(PostgresCluster):
     async def owe_replan(self, routes: str, now: datetime) -> None:
         async def owe(conn: Conn) -> None:
             await conn.execute(Q["owe_replan"], (routes, now))
+            await conn.execute(Q["plan_routes"], (routes,))
 
         await self._transaction(owe)
+
+    async def plan_routes(self, routes: str) -> None:
+        async def plan(conn: Conn) -> None:
+            await conn.execute(Q["plan_routes"], (routes,))
+
+        await self._transaction(plan)
 
     async def settle_replans(self, routes: Collection[str]) -> None:
         async def settle(conn: Conn) -> None:

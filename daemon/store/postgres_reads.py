@@ -57,6 +57,13 @@ class PostgresReads:
 
         return await self._read(read)
 
+    async def planned_routes(self) -> str | None:
+        async def read(conn: Conn) -> str | None:
+            row = await (await conn.execute(Q["planned_routes"])).fetchone()
+            return None if row is None else str(row["routes"])
+
+        return await self._read(read)
+
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
 

@@ -259,7 +259,14 @@ class SqliteStore(SqliteReads):
         return await self._writer.run(lambda conn: sqlite_reroutes.repin(conn, mode, now, limit))
 
     async def owe_replan(self, routes: str, now: datetime) -> None:
-        await self._writer.run(lambda conn: conn.execute(Q["owe_replan"], (routes, codec.ts(now))))
+        def owe(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["owe_replan"], (routes, codec.ts(now)))
+            conn.execute(Q["plan_routes"], (routes,))
+
+        await self._writer.run(owe)
+
+    async def plan_routes(self, routes: str) -> None:
+        await self._writer.run(lambda conn: conn.execute(Q["plan_routes"], (routes,)))
 
     async def settle_replans(self, routes: Collection[str]) -> None:
         digests = json.dumps(sorted(routes))

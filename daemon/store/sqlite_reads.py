@@ -87,6 +87,10 @@ class SqliteReads:
     async def owed_replans(self) -> set[str]:
         return await self._read(lambda conn: {row[0] for row in conn.execute(Q["owed_replans"])})
 
+    async def planned_routes(self) -> str | None:
+        row = await self._read(lambda conn: conn.execute(Q["planned_routes"]).fetchone())
+        return None if row is None else str(row[0])
+
     async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
         return await self._read(lambda conn: views.provider(conn, events, checks))
 

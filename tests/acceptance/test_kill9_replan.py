@@ -2,8 +2,11 @@
 
 A trigger the test puts on the store refuses the re-plan's write (each try fails, as a store
 refusing writes would), so the kill lands after the reload took effect and before its re-plan
-finished, however fast the machine; the trigger is dropped before the restart. On SQLite and on
-PostgreSQL (where a node's owed re-plan is stored in the shared database).
+finished, however fast the machine; the trigger is dropped before the restart. Another refuses to
+store the owed re-plan itself: the kill then lands before anything says a re-plan is owed, and the
+restart finds it by the routes the backlog was planned by, as it does after the file was edited
+while the daemon was stopped. On SQLite and on PostgreSQL (where a node's owed re-plan is stored in
+the shared database).
 """
 
 from __future__ import annotations
@@ -38,6 +41,19 @@ FOR EACH ROW EXECUTE FUNCTION refuse_replans();
 """
 SQLITE_ALLOW = "DROP TRIGGER refuse_replans;"
 POSTGRES_ALLOW = "DROP TRIGGER refuse_replans ON notifications;"
+UNSTORED = "owe refused by the test"
+SQLITE_REFUSE_OWES = f"""
+CREATE TRIGGER refuse_owes BEFORE INSERT ON owed_replans
+BEGIN SELECT RAISE(ABORT, '{UNSTORED}'); END;
+"""
+POSTGRES_REFUSE_OWES = f"""
+CREATE FUNCTION refuse_owes() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION '{UNSTORED}'; END $$;
+CREATE TRIGGER refuse_owes BEFORE INSERT ON owed_replans
+FOR EACH ROW EXECUTE FUNCTION refuse_owes();
+"""
+SQLITE_ALLOW_OWES = "DROP TRIGGER refuse_owes;"
+POSTGRES_ALLOW_OWES = "DROP TRIGGER refuse_owes ON owed_replans;"
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,8 @@ class Trigger:
     run: Callable[[str], None]
     refuse: str
     allow: str
+    refuse_owes: str
+    allow_owes: str
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -58,11 +76,19 @@ def stack(
         ports = {"smtp_port": smtp.port, "hook_url": hook.url, "routes": HOLD_THE_REST}
         if request.param == "sqlite":
             daemon = DaemonProcess(tmp_path, **ports)
-            trigger = Trigger(_sqlite(tmp_path / "outbox.db"), SQLITE_REFUSE, SQLITE_ALLOW)
+            trigger = Trigger(
+                _sqlite(tmp_path / "outbox.db"),
+                SQLITE_REFUSE,
+                SQLITE_ALLOW,
+                SQLITE_REFUSE_OWES,
+                SQLITE_ALLOW_OWES,
+            )
         else:
             url: str = request.getfixturevalue("postgres_url")
             daemon = HaNode(tmp_path / "node", url, f"replan-{uuid.uuid4().hex[:6]}", **ports)
-            trigger = Trigger(_postgres(url), POSTGRES_REFUSE, POSTGRES_ALLOW)
+            trigger = Trigger(
+                _postgres(url), POSTGRES_REFUSE, POSTGRES_ALLOW, POSTGRES_REFUSE_OWES, POSTGRES_ALLOW_OWES
+            )
         daemon.start()
         try:
             yield daemon, hook, trigger
@@ -109,3 +135,47 @@ def test_a_reload_killed_before_its_replan_is_done_is_replanned_after_the_restar
     (request,) = hook.wait_for(1, timeout_s=10)
     assert request.json()["id"] == held
     assert daemon.notification(held)["route"] == "rest"
+
+
+def test_a_reload_killed_before_its_owed_replan_is_stored_is_replanned_after_the_restart(
+    stack: tuple[DaemonProcess, WebhookReceiver, Trigger],
+) -> None:
+    """kill -9 after the reload took effect and before anything stored that it owes a re-plan
+    (the owe and the re-plan both refused): the restart compares its routes with those the
+    backlog was planned by, and the held warning takes the reloaded routes' plan and is sent."""
+    daemon, hook, trigger = stack
+    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
+    held = daemon.send("warning", "held by the old policy")
+    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    trigger.run(trigger.refuse_owes)
+    trigger.run(trigger.refuse)
+    daemon.write_config(SEND_THE_REST)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    until(lambda: UNSTORED in daemon.log_path.read_text(), what="the owe refused")
+    until(lambda: REFUSAL in daemon.log_path.read_text(), what="the re-plan refused")
+    daemon.kill()
+    trigger.run(trigger.allow)
+    trigger.run(trigger.allow_owes)
+    daemon.start()
+    (request,) = hook.wait_for(1, timeout_s=10)
+    assert request.json()["id"] == held
+    assert daemon.notification(held)["route"] == "rest"
+
+
+def test_routes_edited_while_the_daemon_was_stopped_replan_the_backlog_at_the_start(
+    stack: tuple[DaemonProcess, WebhookReceiver, Trigger],
+) -> None:
+    """Stopped cleanly, the file edited, started again (``systemctl restart`` after an edit, not
+    a reload): the held warning takes the new routes' plan and is sent, as after a reload."""
+    daemon, hook, _ = stack
+    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
+    held = daemon.send("warning", "held by the old policy")
+    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    assert daemon.terminate() == 0
+    daemon.write_config(SEND_THE_REST)
+    daemon.start()
+    (request,) = hook.wait_for(1, timeout_s=10)
+    assert request.json()["id"] == held
+    assert daemon.notification(held)["route"] == "rest"
+    assert "routing.replan_changed_routes" in daemon.log_path.read_text()

@@ -103,20 +103,56 @@ async def test_an_owed_replan_outlives_the_run_that_owed_it(make_store: StoreFac
 
 
 async def test_a_replan_cut_short_is_resumed_by_a_run_with_the_same_routes(store: Store) -> None:
-    """A reload's re-plan stopped before the end stays owed: a run with other routes leaves it,
-    one with the reloaded routes re-plans the backlog and settles it."""
+    """A reload's re-plan stopped before the end stays owed: a run with other routes (the file
+    put back) leaves it and re-plans by its own, one with the reloaded routes re-plans the backlog
+    and settles it."""
     nid = await planned_by_routes(store)
     reloaded = Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded")
     await reloaded.owe()
     reloaded.stopping = lambda: True  # a SIGTERM before the first page
     assert await reloaded.replan("healthy") == 0
     assert await store.owed_replans() == {"reloaded"}
-    assert not await Rerouter(store, lambda: ROUTES, Clock(), digest=lambda: "old").resume()
+    put_back = Rerouter(store, lambda: ROUTES, Clock(), digest=lambda: "old")
+    assert await put_back.resume()
+    assert await put_back.replan("healthy") == 0  # still planned by them
+    assert await store.owed_replans() == {"reloaded"}
     restarted = Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded")
     assert await restarted.resume()
     assert await restarted.replan("healthy") == 1
     assert await plan_of(store, nid) == ("pager",)
     assert await store.owed_replans() == set()
+    assert await store.planned_routes() == "reloaded"
+    assert not await Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded").resume()
+
+
+async def test_a_start_with_other_routes_than_the_backlog_was_planned_by_replans_it(
+    make_store: StoreFactory,
+) -> None:
+    """The file edited while the daemon was stopped (or a reload whose owed re-plan a crash kept
+    from being stored): the next start owes the re-plan a reload would have owed. A new store takes
+    the routes of its first run, owing nothing; a start with the same routes owes nothing."""
+    first = make_store()
+    await first.open()
+    try:
+        assert await first.planned_routes() is None
+        assert not await Rerouter(first, lambda: ROUTES, Clock(), digest=lambda: "routes").resume()
+        assert await first.planned_routes() == "routes"
+        assert await first.owed_replans() == set()
+        nid = await planned_by_routes(first)
+    finally:
+        await first.close()
+    again = make_store()
+    await again.open()
+    try:
+        assert not await Rerouter(again, lambda: ROUTES, Clock(), digest=lambda: "routes").resume()
+        edited = Rerouter(again, lambda: RELOADED, Clock(), digest=lambda: "edited")
+        assert await edited.resume()
+        assert (await again.owed_replans(), await again.planned_routes()) == ({"edited"}, "edited")
+        assert await edited.replan("healthy") == 1
+        assert await plan_of(again, nid) == ("pager",)
+        assert await again.owed_replans() == set()
+    finally:
+        await again.close()
 
 
 async def test_a_reload_in_the_middle_of_a_replan_keeps_it_owed(store: Store) -> None:

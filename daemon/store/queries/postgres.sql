@@ -445,6 +445,13 @@ ON CONFLICT (routes) DO UPDATE SET owed_at = excluded.owed_at;
 -- name: owed_replans
 SELECT routes FROM owed_replans;
 
+-- name: plan_routes
+INSERT INTO planned_routes (id, routes) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET routes = excluded.routes;
+
+-- name: planned_routes
+SELECT routes FROM planned_routes WHERE id = 1;
+
 -- name: settle_replans
 DELETE FROM owed_replans WHERE routes = ANY(%s);
 
