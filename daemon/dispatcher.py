@@ -80,8 +80,10 @@ class Dispatcher:
         self._sweep_due = True
         self._replan_due = False
         # A re-plan a reload owed when the last run ended (killed, or stopped in its middle): the
-        # first pass looks for it (Rerouter.resume), as does a node taking the lead.
+        # first pass looks for it (Rerouter.resume), as does a node taking the lead; the first
+        # also compares the routes with those the backlog was planned by
         self._resume_due = True
+        self._resumed = False
         # A channel removed or renamed while the daemon was down: the first pass gives what the
         # routes planned for it the routes' plan (Rerouter.rescue).
         self._rescue_due = True
@@ -233,8 +235,9 @@ class Dispatcher:
     async def _replan(self) -> None:
         """The re-plan requested, or owed by a reload of the routes in force and left unfinished."""
         if self._resume_due:
-            self._replan_due = await self._rerouter.resume() or self._replan_due
-            self._resume_due = False
+            owed = await self._rerouter.resume(started=not self._resumed)
+            self._replan_due = owed or self._replan_due
+            self._resume_due, self._resumed = False, True
         if self._replan_due:
             self._replan_due = False
             try:

@@ -89,13 +89,15 @@ class Rerouter:
             await self._store.owe_replan(digest, self._clock.now())
             self._owed_now(digest)
 
-    async def resume(self) -> bool:
+    async def resume(self, *, started: bool = False) -> bool:
         """Whether a re-plan by the routes in force is owed: stored by a reload of them and left
-        unfinished (a run killed or stopped in its middle), or owed now because they are not the
-        routes the unsent notifications were last planned by (the file edited while the daemon
-        was stopped, or a reload whose owed re-plan a crash kept from being stored): what a reload
-        would have owed. A store that has recorded no routes yet (new, or from before the record)
-        takes these, owing nothing."""
+        unfinished (a run killed or stopped in its middle), or, with ``started`` (the process's
+        first pass, not a node taking the lead), owed now because they are not the routes the
+        unsent notifications were last planned by (the file edited while the daemon was stopped,
+        or a reload whose owed re-plan a crash kept from being stored): what a reload would have
+        owed. A store that has recorded no routes yet (new, or from before the record) takes
+        these, owing nothing. A node taking the lead mid-rollout, its routes older than the
+        backlog's, leaves the backlog alone, as it leaves another's owed re-plan."""
         digest = self._digest()
         if digest is None:
             return False
@@ -105,6 +107,8 @@ class Rerouter:
                 await self._store.plan_routes(digest)
             self._owed_now(digest)
             return True
+        if not started:
+            return False
         if planned is None:
             await self._store.plan_routes(digest)
         if planned in (None, digest):

@@ -113,7 +113,8 @@ async def test_a_replan_cut_short_is_resumed_by_a_run_with_the_same_routes(store
     assert await reloaded.replan("healthy") == 0
     assert await store.owed_replans() == {"reloaded"}
     put_back = Rerouter(store, lambda: ROUTES, Clock(), digest=lambda: "old")
-    assert await put_back.resume()
+    assert not await put_back.resume()  # a node taking the lead leaves the backlog alone
+    assert await put_back.resume(started=True)
     assert await put_back.replan("healthy") == 0  # still planned by them
     assert await store.owed_replans() == {"reloaded"}
     restarted = Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded")
@@ -122,7 +123,8 @@ async def test_a_replan_cut_short_is_resumed_by_a_run_with_the_same_routes(store
     assert await plan_of(store, nid) == ("pager",)
     assert await store.owed_replans() == set()
     assert await store.planned_routes() == "reloaded"
-    assert not await Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded").resume()
+    again = Rerouter(store, lambda: RELOADED, Clock(), digest=lambda: "reloaded")
+    assert not await again.resume(started=True)
 
 
 async def test_a_start_with_other_routes_than_the_backlog_was_planned_by_replans_it(
@@ -135,7 +137,8 @@ async def test_a_start_with_other_routes_than_the_backlog_was_planned_by_replans
     await first.open()
     try:
         assert await first.planned_routes() is None
-        assert not await Rerouter(first, lambda: ROUTES, Clock(), digest=lambda: "routes").resume()
+        first_run = Rerouter(first, lambda: ROUTES, Clock(), digest=lambda: "routes")
+        assert not await first_run.resume(started=True)
         assert await first.planned_routes() == "routes"
         assert await first.owed_replans() == set()
         nid = await planned_by_routes(first)
@@ -144,9 +147,11 @@ async def test_a_start_with_other_routes_than_the_backlog_was_planned_by_replans
     again = make_store()
     await again.open()
     try:
-        assert not await Rerouter(again, lambda: ROUTES, Clock(), digest=lambda: "routes").resume()
+        same = Rerouter(again, lambda: ROUTES, Clock(), digest=lambda: "routes")
+        assert not await same.resume(started=True)
         edited = Rerouter(again, lambda: RELOADED, Clock(), digest=lambda: "edited")
-        assert await edited.resume()
+        assert not await edited.resume()  # taking the lead: not what a start compares
+        assert await edited.resume(started=True)
         assert (await again.owed_replans(), await again.planned_routes()) == ({"edited"}, "edited")
         assert await edited.replan("healthy") == 1
         assert await plan_of(again, nid) == ("pager",)
