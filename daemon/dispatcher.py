@@ -162,7 +162,7 @@ class Dispatcher:
         """A policy reload: store the re-plan as owed (:meth:`Rerouter.owe`), then request it."""
         try:
             await self._rerouter.owe()
-        except StoreError as exc:  # re-planned all the same; only a crash before the end loses it
+        except StoreError as exc:  # the walk stores it first (Rerouter.replan), moving nothing till then
             log.error(
                 "the re-plan the reload owes could not be stored: %s",
                 exc,

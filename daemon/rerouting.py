@@ -54,6 +54,8 @@ class Rerouter:
         #: an owe and a settle one at a time: an owe stored while a settle is on its way would be
         #: deleted by it
         self._marking = asyncio.Lock()
+        #: the latest owe was not stored: the next walk stores it before it moves a page
+        self._unstored = False
         self.progress: Callable[[], None] = lambda: None
         self.stopping: Callable[[], bool] = _never
 
@@ -82,12 +84,17 @@ class Rerouter:
         """A policy reload: store that the unsent notifications owe a re-plan by the routes now in
         force, before it starts, so that a daemon killed (or stopped) before it has walked them all
         does it at its next start (:meth:`resume`) rather than leave them on the old plans."""
+        async with self._marking:
+            await self._owe()
+
+    async def _owe(self) -> None:
         digest = self._digest()
         if digest is None:
             return
-        async with self._marking:
-            await self._store.owe_replan(digest, self._clock.now())
-            self._owed_now(digest)
+        self._unstored = True
+        await self._store.owe_replan(digest, self._clock.now())
+        self._unstored = False
+        self._owed_now(digest)
 
     async def resume(self, *, started: bool = False) -> bool:
         """Whether a re-plan by the routes in force is owed: stored by a reload of them and left
@@ -98,6 +105,11 @@ class Rerouter:
         owed. A store that has recorded no routes yet (new, or from before the record) takes
         these, owing nothing. A node taking the lead mid-rollout, its routes older than the
         backlog's, leaves the backlog alone, as it leaves another's owed re-plan."""
+        # with the owes held off: a reload's, racing a first pass, records its routes after these
+        async with self._marking:
+            return await self._resume(started)
+
+    async def _resume(self, started: bool) -> bool:
         digest = self._digest()
         if digest is None:
             return False
@@ -117,7 +129,7 @@ class Rerouter:
             "the routes are not those the unsent notifications were planned by: re-planning them",
             extra={"event": "routing.replan_changed_routes"},
         )
-        await self.owe()
+        await self._owe()
         return True
 
     def _owed_now(self, digest: str) -> None:
@@ -133,7 +145,11 @@ class Rerouter:
         (:meth:`owe`) before it began. One cut short by a stop, or with a page planned by other
         routes (a reload in its middle), settles nothing; one owed again while it walked (a
         reload, a change of state: the pages before it kept the plans of before) is left to the
-        walk that owe asked for."""
+        walk that owe asked for. An owe the store refused is stored first (StoreUnavailable while
+        it cannot, and nothing moved): pages moved by routes nothing records would be left on
+        their plans by a start with the routes put back (:meth:`resume`)."""
+        if self._unstored:
+            await self.owe()
         digest, began = self._digest(), self._owes
         planned_by = {digest}
         total = await self._replan_unsent(mode, _routes_plan, planned_by)

@@ -50,12 +50,14 @@ _PAGE_RESPONSES = error_responses(
         503: STORE_UNAVAILABLE,
     }
 )
+#: no 503: while the store cannot be read a scrape still answers, so that the alert on the store fires
 _METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     "200": {
-        "description": "Prometheus text exposition format",
+        "description": "Prometheus text exposition format; while the store cannot be read, "
+        "`backchannel_store_up 0` and none of the gauges read from the store",
         "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
     },
-    **token_errors("read"),
+    **{status: answer for status, answer in token_errors("read").items() if status != "503"},
 }
 
 

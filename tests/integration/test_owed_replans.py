@@ -15,7 +15,7 @@ from daemon import rerouting
 from daemon.core.model import Notification, Plan, ProviderState, Severity
 from daemon.core.routing import Matcher, Route, plans_for
 from daemon.rerouting import Rerouter
-from daemon.store.base import Store
+from daemon.store.base import Store, StoreUnavailable
 from daemon.store.values import NewNotification
 from tests.integration.conftest import StoreFactory
 
@@ -31,13 +31,17 @@ Step = Callable[[], Awaitable[None]]
 
 class Paced:
     """The real store, with something happening before a walk reads its next page (a reload, a
-    change of state) or before a settle is written."""
+    change of state), before a settle is written or once the planned routes are read; and owes
+    refused, as a store that cannot commit refuses them."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         #: awaited, one each, before the pages after the first
         self.between_pages: list[Step] = []
         self.before_settle: Step | None = None
+        self.after_planned_read: Step | None = None
+        #: the next owes refused
+        self.refused_owes = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -51,6 +55,18 @@ class Paced:
         if self.before_settle is not None:
             await self.before_settle()
         await self._store.settle_replans(routes)
+
+    async def planned_routes(self) -> str | None:
+        planned = await self._store.planned_routes()
+        if self.after_planned_read is not None:
+            await self.after_planned_read()
+        return planned
+
+    async def owe_replan(self, routes: str, now: datetime) -> None:
+        if self.refused_owes:
+            self.refused_owes -= 1
+            raise StoreUnavailable("the store could not commit: owe refused by the test")
+        await self._store.owe_replan(routes, now)
 
 
 class Clock:
@@ -245,3 +261,45 @@ async def test_a_replan_owed_while_a_settle_is_written_stays_owed(store: Store) 
     assert await store.owed_replans() == {"reloaded"}
     await rerouter.replan("healthy")
     assert await store.owed_replans() == set()
+
+
+async def test_a_replan_whose_owe_was_refused_stores_it_before_it_moves_a_page(store: Store) -> None:
+    """A reload whose owe the store refused (routing.replan_unstored): its walk stores the owe
+    first, moving nothing while it cannot, so a start with the routes put back (the daemon stopped,
+    the file reverted) finds the backlog planned by the reloaded ones and re-plans it."""
+    nid = await planned_by_routes(store)
+    assert not await Rerouter(store, lambda: ROUTES, Clock(), digest=lambda: "old").resume(started=True)
+    paced = Paced(store)
+    reloaded = Rerouter(cast(Store, paced), lambda: RELOADED, Clock(), digest=lambda: "reloaded")
+    paced.refused_owes = 2
+    with pytest.raises(StoreUnavailable):
+        await reloaded.owe()
+    with pytest.raises(StoreUnavailable):
+        await reloaded.replan("healthy")
+    assert await plan_of(store, nid) == ("email",)
+    assert await reloaded.replan("healthy") == 1
+    assert (await store.planned_routes(), await store.owed_replans()) == ("reloaded", set())
+    put_back = Rerouter(store, lambda: ROUTES, Clock(), digest=lambda: "old")
+    assert await put_back.resume(started=True)
+    assert await put_back.replan("healthy") == 1
+    assert await plan_of(store, nid) == ("email",)
+
+
+async def test_a_reload_as_the_first_pass_compares_the_routes_records_its_own(store: Store) -> None:
+    """SIGHUP while the first pass compares the routes with the backlog's (a store with none
+    recorded yet: new, or migrated from schema 12): the reload's owe is stored after what the
+    comparison writes, so the routes recorded are the reloaded ones, which the backlog is on."""
+    paced, digest = Paced(store), ["old"]
+    rerouter = Rerouter(cast(Store, paced), lambda: ROUTES, Clock(), digest=lambda: digest[0])
+    owing: list[asyncio.Task[None]] = []
+
+    async def reloaded() -> None:  # Daemon.reload: the routes swapped, the owe in the background
+        paced.after_planned_read = None
+        digest[0] = "reloaded"
+        owing.append(asyncio.create_task(rerouter.owe()))
+        await asyncio.wait(owing, timeout=0.5)  # stored at once, unless it waits for the comparison
+
+    paced.after_planned_read = reloaded
+    await rerouter.resume(started=True)
+    await owing[0]
+    assert (await store.planned_routes(), await store.owed_replans()) == ("reloaded", {"reloaded"})
