@@ -115,53 +115,57 @@ def _postgres(url: str) -> Callable[[str], None]:
     return run
 
 
+def _held_in_an_outage(daemon: DaemonProcess) -> str:
+    """A warning the old policy holds during an outage (forced): its id, once it is held."""
+    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
+    held = daemon.send("warning", "held by the old policy")
+    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    return held
+
+
+def _reloaded_then_killed(daemon: DaemonProcess, refused: Callable[[str], bool]) -> None:
+    """The file changed to send the rest and reloaded; kill -9 once the log shows ``refused``."""
+    daemon.write_config(SEND_THE_REST)
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    until(lambda: refused(daemon.log_path.read_text()), what="the refusal")
+    daemon.kill()
+
+
+def _sent_after_the_start(daemon: DaemonProcess, hook: WebhookReceiver, held: str) -> None:
+    """Started again, the held warning takes the new routes' plan and is sent."""
+    daemon.start()
+    (request,) = hook.wait_for(1, timeout_s=10)
+    assert request.json()["id"] == held
+    assert daemon.notification(held)["route"] == "rest"
+
+
 def test_a_reload_killed_before_its_replan_is_done_is_replanned_after_the_restart(
     stack: tuple[DaemonProcess, WebhookReceiver, Trigger],
 ) -> None:
     """kill -9 while a reload's re-plan cannot commit: after the restart the held warning takes
     the reloaded routes' plan and is sent, without another reload."""
     daemon, hook, trigger = stack
-    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
-    held = daemon.send("warning", "held by the old policy")
-    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    held = _held_in_an_outage(daemon)
     trigger.run(trigger.refuse)
-    daemon.write_config(SEND_THE_REST)
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGHUP)
-    until(lambda: REFUSAL in daemon.log_path.read_text(), what="the re-plan refused")
-    daemon.kill()
+    _reloaded_then_killed(daemon, lambda log: REFUSAL in log)
     trigger.run(trigger.allow)
-    daemon.start()
-    (request,) = hook.wait_for(1, timeout_s=10)
-    assert request.json()["id"] == held
-    assert daemon.notification(held)["route"] == "rest"
+    _sent_after_the_start(daemon, hook, held)
 
 
 def test_a_reload_killed_before_its_owed_replan_is_stored_is_replanned_after_the_restart(
     stack: tuple[DaemonProcess, WebhookReceiver, Trigger],
 ) -> None:
     """kill -9 after the reload took effect and before anything stored that it owes a re-plan
-    (the owe and the re-plan both refused): the restart compares its routes with those the
-    backlog was planned by, and the held warning takes the reloaded routes' plan and is sent."""
+    (the owe refused, which the re-plan stores first): the restart compares its routes with those
+    the backlog was planned by, and the held warning takes the reloaded routes' plan and is sent."""
     daemon, hook, trigger = stack
-    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
-    held = daemon.send("warning", "held by the old policy")
-    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    held = _held_in_an_outage(daemon)
     trigger.run(trigger.refuse_owes)
-    trigger.run(trigger.refuse)
-    daemon.write_config(SEND_THE_REST)
-    assert daemon.proc is not None
-    daemon.proc.send_signal(signal.SIGHUP)
-    until(lambda: UNSTORED in daemon.log_path.read_text(), what="the owe refused")
-    # the walk tries the owe again before it moves anything: refused too, the pass fails
-    until(lambda: daemon.log_path.read_text().count(UNSTORED) >= 2, what="the re-plan's owe refused")
-    daemon.kill()
-    trigger.run(trigger.allow)
+    # refused at the reload, then again by the walk, which stores it before it moves anything
+    _reloaded_then_killed(daemon, lambda log: log.count(UNSTORED) >= 2)
     trigger.run(trigger.allow_owes)
-    daemon.start()
-    (request,) = hook.wait_for(1, timeout_s=10)
-    assert request.json()["id"] == held
-    assert daemon.notification(held)["route"] == "rest"
+    _sent_after_the_start(daemon, hook, held)
 
 
 def test_routes_edited_while_the_daemon_was_stopped_replan_the_backlog_at_the_start(
@@ -170,13 +174,8 @@ def test_routes_edited_while_the_daemon_was_stopped_replan_the_backlog_at_the_st
     """Stopped cleanly, the file edited, started again (``systemctl restart`` after an edit, not
     a reload): the held warning takes the new routes' plan and is sent, as after a reload."""
     daemon, hook, _ = stack
-    until(lambda: daemon.client.post("/v1/provider/override", json={"state": "outage"}).is_success)
-    held = daemon.send("warning", "held by the old policy")
-    until(lambda: daemon.notification(held)["status"] == "held", what="held")
+    held = _held_in_an_outage(daemon)
     assert daemon.terminate() == 0
     daemon.write_config(SEND_THE_REST)
-    daemon.start()
-    (request,) = hook.wait_for(1, timeout_s=10)
-    assert request.json()["id"] == held
-    assert daemon.notification(held)["route"] == "rest"
+    _sent_after_the_start(daemon, hook, held)
     assert "routing.replan_changed_routes" in daemon.log_path.read_text()
