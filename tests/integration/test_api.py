@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -584,22 +585,31 @@ def tiny_filesystem(tmp_path: Path) -> Any:
 
 async def test_full_disk_is_503_then_recovers(tiny_filesystem: Path, servers: Any) -> None:
     """On a really full filesystem intake answers 503; once space is freed it accepts again."""
+    async with _on_a_tiny_disk(tiny_filesystem, servers) as (client, filler):
+        await client.post("/v1/provider/override", json={"state": "outage"})
+        _fill(filler)
+        batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
+        response = await client.post("/v1/notifications", json=batch)
+        assert response.status_code == 503
+        filler.unlink()
+        assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
+        assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
+
+
+@asynccontextmanager
+async def _on_a_tiny_disk(
+    tiny_filesystem: Path, servers: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """A daemon whose store is on ``tiny_filesystem``, a client of its API, and the path of a file
+    to fill that filesystem with."""
     smtp, hook = servers
     daemon = await start_daemon(tiny_filesystem / "outbox.db", smtp, hook)
-    filler = tiny_filesystem / "filler"
     try:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
         ) as client:
-            await client.post("/v1/provider/override", json={"state": "outage"})
-            _fill(filler)
-            batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
-            response = await client.post("/v1/notifications", json=batch)
-            assert response.status_code == 503
-            filler.unlink()
-            assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
-            assert (await client.get("/v1/status")).json()["queue"]["notifications"] == {"held": 2}
+            yield client, tiny_filesystem / "filler"
     finally:
         await daemon.stop()
 
@@ -622,51 +632,42 @@ async def test_healthz_is_503_while_the_disk_is_full_and_200_once_the_store_comm
     store_unavailable, Retry-After), as do /v1/status and /metrics; a re-sent notification answered
     as the duplicate it is proves nothing about committing. Space freed, it is ready again with no
     accept in between (a load balancer sends none to a node it took out): its probe commits."""
-    smtp, hook = servers
-    daemon = await start_daemon(tiny_filesystem / "outbox.db", smtp, hook)
-    filler = tiny_filesystem / "filler"
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{daemon.api_port}", headers=headers
-        ) as client:
-            # held, not sent: no outcome to record shares a commit with the re-send below
-            await client.post("/v1/provider/override", json={"state": "outage"})
-            held = {"severity": "info", "subject": "kept for later"}
-            keyed = {"Idempotency-Key": "before-the-disk-filled"}
-            assert (await client.post("/v1/notifications", json=held, headers=keyed)).status_code == 202
-            assert (await client.get("/healthz")).status_code == 200
-            _fill(filler)
-            batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
-            assert (await client.post("/v1/notifications", json=batch)).status_code == 503
-            health = await client.get("/healthz")
-            assert health.status_code == 503
-            assert health.json()["error"] == "store_unavailable"
-            assert "database or disk is full" in health.json()["message"]
-            assert health.headers["Retry-After"] == "5"
-            assert (await client.head("/healthz")).status_code == 503
-            store = (await client.get("/v1/status")).json()["store"]
-            assert (store["state"], store["reason"]) == (
-                "unavailable",
-                "the store could not commit: database or disk is full",
-            )
-            scrape = (await client.get("/metrics")).text  # read, though it cannot commit
-            assert "backchannel_store_up 0.0" in scrape
-            assert 'backchannel_queue_notifications{status="held"} 1.0' in scrape
-            again = await client.post("/v1/notifications", json=held, headers=keyed)
-            assert (again.status_code, again.json()["duplicate"]) == (202, True)
-            assert (await client.get("/healthz")).status_code == 503
-            filler.unlink()
-            await until(lambda: _healthz_is(client, 200), deadline_s=10)
-            assert (await client.get("/v1/status")).json()["store"] == {
-                "state": "ok",
-                "since": None,
-                "reason": None,
-            }
-            assert "backchannel_store_up 1.0" in (await client.get("/metrics")).text
-            assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
-    finally:
-        await daemon.stop()
+    async with _on_a_tiny_disk(tiny_filesystem, servers) as (client, filler):
+        # held, not sent: no outcome to record shares a commit with the re-send below
+        await client.post("/v1/provider/override", json={"state": "outage"})
+        held = {"severity": "info", "subject": "kept for later"}
+        keyed = {"Idempotency-Key": "before-the-disk-filled"}
+        assert (await client.post("/v1/notifications", json=held, headers=keyed)).status_code == 202
+        assert (await client.get("/healthz")).status_code == 200
+        _fill(filler)
+        batch = [{"severity": "info", "subject": f"n{i}", "body": "x" * 4000} for i in range(100)]
+        assert (await client.post("/v1/notifications", json=batch)).status_code == 503
+        health = await client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["error"] == "store_unavailable"
+        assert "database or disk is full" in health.json()["message"]
+        assert health.headers["Retry-After"] == "5"
+        assert (await client.head("/healthz")).status_code == 503
+        store = (await client.get("/v1/status")).json()["store"]
+        assert (store["state"], store["reason"]) == (
+            "unavailable",
+            "the store could not commit: database or disk is full",
+        )
+        scrape = (await client.get("/metrics")).text  # read, though it cannot commit
+        assert "backchannel_store_up 0.0" in scrape
+        assert 'backchannel_queue_notifications{status="held"} 1.0' in scrape
+        again = await client.post("/v1/notifications", json=held, headers=keyed)
+        assert (again.status_code, again.json()["duplicate"]) == (202, True)
+        assert (await client.get("/healthz")).status_code == 503
+        filler.unlink()
+        await until(lambda: _healthz_is(client, 200), deadline_s=10)
+        assert (await client.get("/v1/status")).json()["store"] == {
+            "state": "ok",
+            "since": None,
+            "reason": None,
+        }
+        assert "backchannel_store_up 1.0" in (await client.get("/metrics")).text
+        assert (await client.post("/v1/notifications", json=batch[:2])).status_code == 202
 
 
 async def test_healthz_is_503_while_the_store_is_read_only_and_200_once_it_is_writable(
