@@ -126,13 +126,16 @@ def status(args: argparse.Namespace) -> int:
         print(f"  check {c['at']} {c['check']}: {c['status']} ({c['reason']}) {c['latency_s'] * 1000:.0f} ms")
     for e in p["events"][:5]:
         print(f"  event {e['at']} {e['from']} -> {e['to']}: {e['cause']}")
-    for n in data.get("nodes", []):
+    for n in data.get("nodes") or []:
         checks = ", ".join(f"{c['check']} {c['status']}" for c in n["checks"]) or "no recent checks"
         print(f"  node {n['node']} ({n['role']}): {checks}")
-    for c in data.get("channels", []):
+    for c in data.get("channels") or []:
         health = "ok" if not c["consecutive_failures"] else f"{c['consecutive_failures']} failures in a row"
         error = f" (last error: {c['last_error']})" if c["consecutive_failures"] else ""
         print(f"  channel {c['channel']}: {health}; last success {c['last_success_at'] or '-'}{error}")
+    if q is None:
+        print("queue: unknown (the store cannot be read)")
+        return 0
     print(
         f"queue: notifications {json.dumps(q['notifications'])}, deliveries {json.dumps(q['deliveries'])}, "
         f"sending now {q['sending_now']}, oldest pending {q['oldest_pending_at'] or '-'}"

@@ -166,16 +166,22 @@ class StoreOut(Out):
 
 class StatusOut(Out):
     """``GET /v1/status``: the store, the provider, the queue, the channels, the decision, the
-    last drill."""
+    last drill. While the store cannot be read (PostgreSQL unreachable) it still answers, with the
+    store unavailable, the provider's state as this process holds it and null for what only the
+    store knows."""
 
     version: str
     store: StoreOut
-    provider: ProviderOut
-    queue: QueueOut
-    channels: list[ChannelOut]
+    provider: ProviderOut = Field(
+        description="while the store cannot be read, this process's own view: no events or checks"
+    )
+    queue: QueueOut | None = Field(description="null while the store cannot be read")
+    channels: list[ChannelOut] | None = Field(description="null while the store cannot be read")
     explain: ExplainOut
     last_drill: DrillOut | None
-    nodes: list[NodeOut] = Field(description="with PostgreSQL; empty with SQLite")
+    nodes: list[NodeOut] | None = Field(
+        description="with PostgreSQL; empty with SQLite; null while the store cannot be read"
+    )
 
 
 class OverrideOut(Out):

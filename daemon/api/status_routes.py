@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -28,11 +28,13 @@ from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import StoreRead
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import StoreUnavailable
+from daemon.store.values import ProviderView
 from daemon.store_health import Proof, StoreHealth
 
 if TYPE_CHECKING:
     from daemon.api.app import ApiContext
 
+T = TypeVar("T")
 STARTING_RETRY_S = "1"
 #: while the store is known to fail, a scrape waits this long for its reads, then answers without
 READ_WHILE_FAILING_S = 1.0
@@ -133,20 +135,14 @@ def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIR
     )
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
-        failing = await store.verdict()
-        read = None
-        try:  # a store known to fail is given less time: a pool waiting for PostgreSQL would hold the scrape
-            read = await asyncio.wait_for(_read(ctx), None if failing is None else READ_WHILE_FAILING_S)
-        except (StoreUnavailable, TimeoutError) as exc:
-            if failing is None:  # what the verdict did not know yet: it does now
-                store.heard(Proof.READ, exc)
+        read = await _unless_down(store, lambda: _scrape_reads(ctx))
         body = ctx.metrics.render(ctx.monitor.state, ctx.clock.now(), read, up=store.failing is None)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return router
 
 
-async def _read(ctx: ApiContext) -> StoreRead:
+async def _scrape_reads(ctx: ApiContext) -> StoreRead:
     """The gauges a scrape reads from the store."""
     return StoreRead(
         await ctx.store.queue(),
@@ -156,16 +152,44 @@ async def _read(ctx: ApiContext) -> StoreRead:
 
 
 async def _status(ctx: ApiContext, store: StoreHealth) -> dict[str, Any]:
+    """The status document; while the store cannot be read, what this process knows without it
+    (an operator asks most when the database is down: the provider's state is in memory)."""
+    read = await _unless_down(store, lambda: _status_reads(ctx))
+    if read is None:
+        monitor = ctx.monitor
+        unread = ProviderView(monitor.state, monitor.mode, monitor.tracker.snapshot)
+        read = {"provider": views.provider(ctx.provider_name, unread), "queue": None, "channels": None}
+        read |= {"last_drill": None, "nodes": None}
+    return {
+        "version": __version__,
+        "store": views.store(store.failing),
+        "explain": ctx.monitor.explain().as_dict(),
+        **read,
+    }
+
+
+async def _unless_down(store: StoreHealth, read: Callable[[], Awaitable[T]]) -> T | None:
+    """``read()``, or None if the store cannot answer it; a store known to fail is given
+    READ_WHILE_FAILING_S (a pool waiting for PostgreSQL would hold the request), and a failure
+    the verdict did not know yet is told to it."""
+    failing = await store.verdict()
+    try:
+        return await asyncio.wait_for(read(), None if failing is None else READ_WHILE_FAILING_S)
+    except (StoreUnavailable, TimeoutError) as exc:
+        if failing is None:
+            store.heard(Proof.READ, exc)
+        return None
+
+
+async def _status_reads(ctx: ApiContext) -> dict[str, Any]:
+    """What the status document reads from the store."""
     provider = await ctx.store.provider()
     queue = await ctx.store.queue()
     channels = await ctx.store.channel_health()
     return {
-        "version": __version__,
-        "store": views.store(await store.verdict()),
         "provider": views.provider(ctx.provider_name, provider),
         "queue": views.queue(queue, ctx.in_flight()),
         "channels": [views.channel(c) for c in channels],
-        "explain": ctx.monitor.explain().as_dict(),
         "last_drill": await _last_drill(ctx),
         "nodes": await _nodes(ctx),
     }

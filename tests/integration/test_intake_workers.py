@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from daemon import cli
+from daemon.api_client import TOKEN_ENV
 from daemon.app import Daemon
 from daemon.config import ConfigError, load_config, parse_config
 from daemon.core.model import Notification, Severity
@@ -170,13 +173,14 @@ async def _accepted_counted_delivered(daemon: Daemon, hook: WebhookReceiver) -> 
 
 
 async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_once_it_is_back(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL unreachable (its connections reset, new ones refused): the daemon's /healthz
     says so from its dispatcher's failing passes, a worker's from its own failed accept, both 503
-    store_unavailable as every intake answers; /metrics still answers, with the store down and
-    without the gauges it reads from the store; once the server is back both are ready again
-    with nothing accepted meanwhile (the worker's probe commits), and the worker accepts."""
+    store_unavailable as every intake answers; /metrics and /v1/status (and the status command)
+    still answer, with the store down and without what only the store knows; once the server is
+    back both are ready again with nothing accepted meanwhile (the worker's probe commits), and
+    the worker accepts."""
     host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
     proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
     await proxy.start()
@@ -209,16 +213,34 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
             assert "backchannel_store_up 0.0" in scrape.text
             assert "backchannel_provider_state{" in scrape.text
             assert "backchannel_queue_notifications" not in scrape.text
+            status = await api.get("/v1/status")
+            assert status.status_code == 200, status.text
+            document = status.json()
+            assert document["store"]["state"] == "unavailable"
+            assert (document["provider"]["state"], document["provider"]["events"]) == ("healthy", [])
+            assert (document["queue"], document["channels"], document["nodes"]) == (None, None, None)
+            monkeypatch.setenv(TOKEN_ENV, TOKEN)
+            printed = await asyncio.to_thread(_status_command, daemon)
+            assert "store: UNAVAILABLE" in printed and "queue: unknown" in printed, printed
             await proxy.start()
             for client in (intake, api):
                 await until(lambda c=client: _ready(c), deadline_s=15)
             scrape = await api.get("/metrics")
             assert "backchannel_store_up 1.0" in scrape.text
+            assert (await api.get("/v1/status")).json()["queue"] is not None
             assert 'backchannel_queue_notifications{status="pending"}' in scrape.text
             sent = await intake.post("/v1/notifications", json={"severity": "critical", "subject": "y"})
             assert sent.status_code == 202, sent.text
     finally:
         await proxy.down()
+
+
+def _status_command(daemon: Daemon) -> str:
+    """What ``backchannel status`` prints against the daemon's API (its token in the environment)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["status", "--url", f"http://127.0.0.1:{daemon.api_port}"]) == 0
+    return printed.getvalue()
 
 
 async def _unready(client: httpx.AsyncClient) -> httpx.Response | None:
