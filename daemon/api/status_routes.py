@@ -17,7 +17,6 @@ from daemon.api.errors import (
     BEARER,
     BEARER_OR_BASIC,
     RETRY_AFTER_S,
-    STORE_UNAVAILABLE,
     error_response,
     error_responses,
     token_errors,
@@ -28,7 +27,7 @@ from daemon.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from daemon.metrics import StoreRead
 from daemon.monitor import ProviderMonitor
 from daemon.store.base import StoreUnavailable
-from daemon.store.values import ProviderView
+from daemon.store.values import ProviderView, QueueView
 from daemon.store_health import Proof, StoreHealth
 
 if TYPE_CHECKING:
@@ -44,22 +43,24 @@ _HEALTH_RESPONSES = error_responses(
         "`store_unavailable` (the store does not commit: every intake would answer 503)"
     }
 )
-#: the status page never answers 403: a token without the read scope is asked to sign in again
+#: the status page never answers 403: a token without the read scope is asked to sign in again;
+#: nor 503: while the store cannot be read it shows the provider as this process holds it
 _PAGE_RESPONSES = error_responses(
     {
         401: "Sign in: HTTP Basic (any user, an API token with the read scope as password)",
         429: "The token is over its rate limit (Retry-After)",
-        503: STORE_UNAVAILABLE,
     }
 )
-#: no 503: while the store cannot be read a scrape still answers, so that the alert on the store fires
+#: the status document's and the metrics' answers: no 503, they answer while the store cannot be
+#: read (the metrics so that the alert on the store fires)
+_READ_RESPONSES = {status: answer for status, answer in token_errors("read").items() if status != "503"}
 _METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
     "200": {
         "description": "Prometheus text exposition format; while the store cannot be read, "
         "`backchannel_store_up 0` and none of the gauges read from the store",
         "content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}},
     },
-    **{status: answer for status, answer in token_errors("read").items() if status != "503"},
+    **_READ_RESPONSES,
 }
 
 
@@ -100,7 +101,7 @@ def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIR
         tags=["operations"],
         dependencies=[read],
         response_model=StatusOut,
-        responses=token_errors("read"),
+        responses=_READ_RESPONSES,
         openapi_extra=BEARER,
     )
     async def status() -> dict[str, Any]:
@@ -123,7 +124,8 @@ def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIR
         except RateLimited as exc:
             status, code, headers = refusal(exc, "Bearer")
             return error_response(status, code, str(exc), headers=headers)
-        return HTMLResponse(statuspage.render(await _page_data(ctx)))
+        data = await _unless_down(store, lambda: _page_data(ctx))
+        return HTMLResponse(statuspage.render(data or _unread_page(ctx)))
 
     @router.get(
         "/metrics",
@@ -156,8 +158,7 @@ async def _status(ctx: ApiContext, store: StoreHealth) -> dict[str, Any]:
     (an operator asks most when the database is down: the provider's state is in memory)."""
     read = await _unless_down(store, lambda: _status_reads(ctx))
     if read is None:
-        monitor = ctx.monitor
-        unread = ProviderView(monitor.state, monitor.mode, monitor.tracker.snapshot)
+        unread = _provider_in_memory(ctx)
         read = {"provider": views.provider(ctx.provider_name, unread), "queue": None, "channels": None}
         read |= {"last_drill": None, "nodes": None}
     return {
@@ -218,6 +219,28 @@ async def _page_data(ctx: ApiContext) -> statuspage.PageData:
         recent=await ctx.store.recent(50),
         now=now,
     )
+
+
+def _unread_page(ctx: ApiContext) -> statuspage.PageData:
+    """The page while the store cannot be read: the provider as this process holds it."""
+    return statuspage.PageData(
+        provider_name=ctx.provider_name,
+        provider=_provider_in_memory(ctx),
+        events=(),
+        checks=(),
+        queue=QueueView(),
+        channels=(),
+        drill=None,
+        recent=(),
+        now=ctx.clock.now(),
+        unread=True,
+    )
+
+
+def _provider_in_memory(ctx: ApiContext) -> ProviderView:
+    """The provider's state, mode and counts as this process holds them (no history)."""
+    monitor = ctx.monitor
+    return ProviderView(monitor.state, monitor.mode, monitor.tracker.snapshot)
 
 
 async def _nodes(ctx: ApiContext) -> list[dict[str, Any]]:

@@ -47,6 +47,12 @@ class PageData:
     drill: dict[str, Any] | None
     recent: Sequence[NotificationView]
     now: datetime
+    #: the store could not be read: the provider as this process holds it, nothing else
+    unread: bool = False
+
+
+#: what the page shows for what only the store knows, while it cannot be read
+UNREAD = "<p>Unknown: the store cannot be read (PostgreSQL unreachable?); see <code>/healthz</code>.</p>"
 
 
 def render(data: PageData) -> str:
@@ -61,10 +67,10 @@ def render(data: PageData) -> str:
         mode=escape(data.provider.mode),
         forced=_forced(data.provider),
         timeline=timeline(data.checks, data.events, data.now),
-        queue=_queue(data.queue),
-        channels=_channels(data.channels),
-        drill=_drill(data.drill),
-        recent=_recent(data.recent),
+        queue=UNREAD if data.unread else _queue(data.queue),
+        channels=UNREAD if data.unread else _channels(data.channels),
+        drill="" if data.unread else _drill(data.drill),
+        recent=UNREAD if data.unread else _recent(data.recent),
         now=_time(data.now),
     )
 

@@ -177,10 +177,10 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
 ) -> None:
     """PostgreSQL unreachable (its connections reset, new ones refused): the daemon's /healthz
     says so from its dispatcher's failing passes, a worker's from its own failed accept, both 503
-    store_unavailable as every intake answers; /metrics and /v1/status (and the status command)
-    still answer, with the store down and without what only the store knows; once the server is
-    back both are ready again with nothing accepted meanwhile (the worker's probe commits), and
-    the worker accepts."""
+    store_unavailable as every intake answers; /metrics, /v1/status (and the status command) and
+    the status page still answer, with the store down and without what only the store knows; once
+    the server is back both are ready again with nothing accepted meanwhile (the worker's probe
+    commits), and the worker accepts."""
     host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
     proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
     await proxy.start()
@@ -222,6 +222,9 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
             monkeypatch.setenv(TOKEN_ENV, TOKEN)
             printed = await asyncio.to_thread(_status_command, daemon)
             assert "store: UNAVAILABLE" in printed and "queue: unknown" in printed, printed
+            page = await api.get("/")
+            assert page.status_code == 200, page.text
+            assert "HEALTHY" in page.text and "the store cannot be read" in page.text
             await proxy.start()
             for client in (intake, api):
                 await until(lambda c=client: _ready(c), deadline_s=15)

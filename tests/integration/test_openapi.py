@@ -90,12 +90,15 @@ async def test_authenticated_operations_declare_their_security(daemon: Daemon) -
 
 
 async def test_metrics_documents_no_store_unavailable_answer(daemon: Daemon) -> None:
-    """/metrics answers 200 with the store down (backchannel_store_up 0), never 503: the document says so."""
+    """/metrics answers 200 with the store down (backchannel_store_up 0), never 503: the document
+    says so; so do the status document and page, which show the provider from memory then."""
     async with api_client(daemon, ADMIN) as admin:
         spec = (await admin.get("/openapi.json")).json()
     responses = spec["paths"]["/metrics"]["get"]["responses"]
     assert set(responses) == {"200", "401", "403", "429"}
     assert "backchannel_store_up 0" in responses["200"]["description"]
+    assert set(spec["paths"]["/v1/status"]["get"]["responses"]) == {"200", "401", "403", "429"}
+    assert set(spec["paths"]["/"]["get"]["responses"]) == {"200", "401", "429"}
 
 
 async def test_every_error_response_is_the_project_error_body(daemon: Daemon) -> None:
@@ -169,13 +172,14 @@ async def test_the_rate_limit_documents_retry_after(daemon: Daemon) -> None:
 
 
 async def test_every_operation_on_the_store_documents_its_503(daemon: Daemon) -> None:
-    """Every operation but the readiness check and the metrics (which answer the store's state
-    themselves) reads or writes the store, so each documents the 503 (with Retry-After) that the
-    store being unavailable answers."""
+    """Every operation but the readiness check, the metrics and the status document and page
+    (which answer the store's state themselves) reads or writes the store, so each documents the
+    503 (with Retry-After) that the store being unavailable answers."""
     async with api_client(daemon, ADMIN) as admin:
         spec = (await admin.get("/openapi.json")).json()
-    operations = [(p, m, o) for p, m, o in _operations(spec) if p not in ("/healthz", "/metrics")]
-    assert len(operations) >= 15
+    answering = ("/healthz", "/metrics", "/v1/status", "/")
+    operations = [(p, m, o) for p, m, o in _operations(spec) if p not in answering]
+    assert len(operations) >= 14
     for path, method, operation in operations:
         unavailable = operation["responses"].get("503", {})
         assert "Retry-After" in unavailable.get("headers", {}), (method, path)
