@@ -113,14 +113,15 @@ class Rerouter:
         digest = self._digest()
         if digest is None:
             return False
+        owed = digest in await self._store.owed_replans()
+        if not owed and not started:  # a node taking the lead: its routes are not compared
+            return False
         planned = await self._store.planned_routes()
-        if digest in await self._store.owed_replans():
+        if owed:
             if planned != digest:  # another run's routes were owed since: these plan them now
                 await self._store.plan_routes(digest)
             self._owed_now(digest)
             return True
-        if not started:
-            return False
         if planned is None:
             await self._store.plan_routes(digest)
         if planned in (None, digest):

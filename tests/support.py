@@ -78,6 +78,18 @@ api: {{listen: "127.0.0.1:{api_port}", tokens: [{{name: t, token: "${{TOKEN}}"}}
 )
 
 
+#: one firing alert as Alertmanager's webhook sends it (version 4), for the intake tests
+FIRING_ALERT = {
+    "status": "firing",
+    "labels": {"alertname": "DiskFull", "severity": "critical"},
+    "annotations": {"summary": "disk full on db-1"},
+    "startsAt": "2026-11-27T08:00:00Z",
+    "endsAt": "0001-01-01T00:00:00Z",
+    "generatorURL": "http://prometheus.example/graph",
+    "fingerprint": "d15cf011",
+}
+
+
 def config_template(rest: str) -> str:
     """A daemon config for ``str.format``: the common head, then ``rest`` (more channels, routes...).
 
@@ -113,6 +125,15 @@ async def stop_as_connections_arrive(stop: Callable[[], Awaitable[None]]) -> Non
     stopping: list[asyncio.Future[None]] = []
     asyncio.get_running_loop().call_soon(lambda: stopping.append(asyncio.ensure_future(stop())))
     await until(lambda: bool(stopping) and stopping[0].done())
+
+
+def listening_socket(backlog: int = 64) -> socket.socket:
+    """A non-blocking socket listening on an ephemeral port of 127.0.0.1, for a server to start on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
 
 
 def read_until_closed(client: socket.socket) -> bytes:

@@ -22,7 +22,7 @@ import pytest
 
 from daemon.app import Daemon
 from tests.servers import SmtpServer
-from tests.support import PROVIDER_AND_EMAIL, running
+from tests.support import FIRING_ALERT, PROVIDER_AND_EMAIL, running
 
 TOKEN = "auth-before-body-token-0123456789"
 READER = "auth-before-body-reader-0123456789"
@@ -51,15 +51,13 @@ SUBMIT, ALERTMANAGER, GRAFANA = "/v1/notifications", "/v1/intake/alertmanager", 
 WEBHOOK_CHALLENGE = 'Bearer realm="backchannel", Basic realm="backchannel"'
 #: each intake endpoint, and the challenge its 401 carries
 ENDPOINTS = ((SUBMIT, "Bearer"), (ALERTMANAGER, WEBHOOK_CHALLENGE), (GRAFANA, WEBHOOK_CHALLENGE))
-ALERT = {
+AM_BODY = {
+    "version": "4",
+    "groupKey": "{}:{}",
     "status": "firing",
-    "labels": {"alertname": "DiskFull", "severity": "critical"},
-    "annotations": {"summary": "disk full on db-1"},
-    "startsAt": "2026-11-27T08:00:00Z",
-    "endsAt": "0001-01-01T00:00:00Z",
-    "fingerprint": "d15cf011",
+    "receiver": "bc",
+    "alerts": [FIRING_ALERT],
 }
-AM_BODY = {"version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "bc", "alerts": [ALERT]}
 #: a valid body for each endpoint
 BODIES = {
     SUBMIT: json.dumps({"severity": "info", "subject": "before the body"}).encode(),

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from daemon.api.lean_messages import Reply
 from daemon.api.limits import BodyLimit
 from daemon.api.serving import ApiServer, server_config
 from tests.servers import SmtpServer
-from tests.support import PROVIDER_AND_EMAIL, running, until
+from tests.support import PROVIDER_AND_EMAIL, listening_socket, running, until
 
 LIMIT = 1000
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -49,19 +48,11 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-def _listening() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    sock.setblocking(False)
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def _lean(admission: Admission) -> AsyncIterator[tuple[LeanServer, int]]:
     """The intake workers' server with ``admission``, on an ephemeral port."""
     server = LeanServer(_accept, LIMIT, admission=admission)
-    sock = _listening()
+    sock = listening_socket()
     await server.start(sock)
     try:
         yield server, sock.getsockname()[1]
@@ -87,7 +78,7 @@ async def _uvicorn(admission: Admission, app: ASGIApp | None = None) -> AsyncIte
     :func:`_echo` behind the body limit."""
     app = app or BodyLimit(_echo, LIMIT, admission=admission)
     server = ApiServer(server_config(app, admission, idle_timeout_s=0.3, request_timeout_s=0.5))
-    sock = _listening()
+    sock = listening_socket()
     task = asyncio.create_task(server.serve(sockets=[sock]))
     await until(lambda: server.started, 5)
     try:

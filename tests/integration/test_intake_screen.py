@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 from pathlib import Path
 
 from daemon.api.admission import Admission
@@ -22,6 +21,7 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.webhook_config import WebhookIntakesConfig
 from daemon.store.sqlite import SqliteStore
 from daemon.store_health import StoreHealth
+from tests.support import listening_socket
 
 TOKEN = "intake-screen-token-0123456789"
 MIB = 1 << 20
@@ -67,10 +67,7 @@ async def test_an_admitted_requests_token_is_checked_once(tmp_path: Path) -> Non
     hooks = WebhookIntake(acceptor, gate, lambda: False, WebhookIntakesConfig)
     app = IntakeApp(acceptor, gate=gate, hooks=hooks, draining=lambda: False, store=health)
     server = LeanServer(app, MIB, admission=Admission("intake", 8, 8 * MIB), screen=app.screen)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.setblocking(False)
+    sock = listening_socket(8)
     await server.start(sock)
     try:
         reader, writer = await asyncio.open_connection(*sock.getsockname())

@@ -31,7 +31,7 @@ from daemon.metrics import MAX_SOURCES
 from daemon.store.values import Accepted
 from tests.servers import SmtpServer, WebhookReceiver
 from tests.stand_ins.tcp_proxy import TcpProxy
-from tests.support import config_template, until
+from tests.support import FIRING_ALERT, config_template, until
 
 TOKEN = "intake-workers-token-0123456789"
 SLOW = "intake-workers-slow-token-2468"
@@ -62,15 +62,7 @@ dispatch: {{poll: 1h}}
 intake:
   workers: {{listen: "127.0.0.1:0", count: 2}}
 """
-ALERT = {
-    "status": "firing",
-    "labels": {"alertname": "DiskFull", "severity": "critical"},
-    "annotations": {"summary": "disk full on db-1"},
-    "startsAt": "2026-11-27T08:00:00Z",
-    "endsAt": "0001-01-01T00:00:00Z",
-    "generatorURL": "http://prometheus.example/graph",
-    "fingerprint": "d15cf011",
-}
+ALERT = FIRING_ALERT
 AM_BODY = {
     "version": "4",
     "groupKey": "{}:{}",

@@ -14,7 +14,7 @@ import pytest
 from daemon.api.admission import Admission
 from daemon.api.lean_http import LeanServer
 from daemon.api.lean_messages import Reply, Respond
-from tests.support import read_until_closed, stop_as_connections_arrive, until
+from tests.support import listening_socket, read_until_closed, stop_as_connections_arrive, until
 
 LIMIT = 1000
 
@@ -54,10 +54,7 @@ async def _serving(
         idle_timeout_s=idle_timeout_s,
         request_timeout_s=request_timeout_s,
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
+    sock = listening_socket(16)
     await server.start(sock)
     try:
         yield server, echo, sock.getsockname()[1]
@@ -396,10 +393,7 @@ async def _screened() -> AsyncIterator[tuple[Screen, Echo, int]]:
     """A server with an :class:`Echo` handler and a :class:`Screen`, stopped after."""
     echo, screen = Echo(), Screen()
     server = LeanServer(echo, LIMIT, admission=Admission("intake", 8, 8 * LIMIT), screen=screen)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.setblocking(False)
+    sock = listening_socket(8)
     await server.start(sock)
     try:
         yield screen, echo, sock.getsockname()[1]
