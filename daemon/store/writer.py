@@ -227,7 +227,7 @@ class GroupCommitWriter:
             results = []
             for fn, _, _, _ in batch:
                 try:
-                    results.append(fn(conn))
+                    results.append(_finished(fn(conn)))
                 except Exception as exc:
                     raise _JobFailed(exc) from exc
             conn.execute("COMMIT")
@@ -254,6 +254,9 @@ class GroupCommitWriter:
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # BUSY_RECOVERY etc. too
                     raise
+                if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY_SNAPSHOT:  # no waiting ends it: _finished
+                    log.error("the store's writer holds a statement open past its commit: %s", exc)
+                    raise
                 now = time.monotonic()
                 deadline = deadline or now + self._busy_timeout_s
                 if now >= deadline:
@@ -265,6 +268,19 @@ class GroupCommitWriter:
         log.error("store commit failed: %s", exc)
         for _, future, _, _ in batch:
             future.set_exception(_wrap(exc))
+
+
+def _finished(result: T) -> T:
+    """A job's result, with a cursor it returns closed.
+
+    A statement that still has rows to give (a ``PRAGMA`` or ``SELECT`` whose cursor is returned,
+    never read to the end) keeps this connection's snapshot open past the COMMIT; once another
+    connection commits, every ``BEGIN IMMEDIATE`` here then fails with SQLITE_BUSY_SNAPSHOT, which
+    no waiting cures, until the cursor happens to be collected. A job wanting rows returns them.
+    """
+    if isinstance(result, sqlite3.Cursor):
+        result.close()
+    return result
 
 
 class _JobFailed(Exception):

@@ -254,3 +254,23 @@ def test_a_failed_sync_is_final_until_a_restart(tmp_path: Path, monkeypatch: pyt
     fresh = WalSync(tmp_path / "x.db")  # what a restarted process has
     fresh.sync()
     fresh.close()
+
+
+async def test_a_job_returning_an_unread_cursor_does_not_lock_the_writer_out(db: Path) -> None:
+    """A cursor with rows left, returned by a job, used to keep the writer's snapshot open past its
+    commit: after another connection committed, every later write waited out the busy timeout and
+    failed ('database is locked', SQLITE_BUSY_SNAPSHOT). The writer closes such a cursor."""
+    writer = GroupCommitWriter(lambda: _connect(db), sync=WalSync(db).sync, busy_timeout_s=10)
+    writer.start()
+    other = _connect(db)
+    try:
+        returned = await writer.run(lambda conn: conn.execute("SELECT v FROM t UNION ALL SELECT 0"))
+        other.execute("INSERT INTO t VALUES (4)")  # another connection commits meanwhile
+        started = time.monotonic()
+        assert await writer.run(lambda conn: conn.execute("INSERT INTO t VALUES (5)").rowcount) == 1
+        assert time.monotonic() - started < 5  # not the busy timeout's 10 s
+        del returned
+    finally:
+        other.close()
+        await asyncio.to_thread(writer.stop)
+    assert _values(db) == [4, 5]
