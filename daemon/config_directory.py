@@ -41,6 +41,7 @@ class RotationConfig(Model):
     """On-call in turn: ``members[0]`` from ``start`` (local wall time), the next after ``every``."""
 
     members: list[str] = Field(min_length=1)
+    #: wall time in ``timezone``; one written with an offset (``Z``, ``+01:00``) is that instant
     start: datetime
     every: Duration
     timezone: TimeZoneName = "UTC"
@@ -87,9 +88,10 @@ def _person(name: str, p: PersonConfig) -> Person:
 
 def _group(name: str, g: GroupConfig) -> Group:
     r = g.rotation
-    rotation = (
-        None
-        if r is None
-        else Rotation(tuple(r.members), ZoneInfo(r.timezone), r.start.replace(tzinfo=None), r.every)
-    )
+    if r is None:
+        return Group(name, tuple(g.email), tuple(g.members or ()))
+    zone = ZoneInfo(r.timezone)
+    # an offset names an instant: its wall time in the rotation's zone, not the digits as written
+    start = r.start.astimezone(zone) if r.start.tzinfo is not None else r.start
+    rotation = Rotation(tuple(r.members), zone, start.replace(tzinfo=None), r.every)
     return Group(name, tuple(g.email), tuple(g.members or ()), rotation)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from daemon.config import parse_config
+from daemon.config_directory import build_directory
 from daemon.core.directory import (
     Audience,
     Directory,
@@ -84,6 +85,22 @@ def test_recipients_resolve_to_backup_targets(
 def test_rotation_hands_off_at_local_wall_time_across_dst(at: datetime, on_call: str) -> None:
     """A weekly Monday 09:00 Berlin handoff stays at 09:00 local on both sides of the DST change."""
     assert DIRECTORY.members("oncall", at) == (on_call,)
+
+
+@pytest.mark.parametrize(
+    "start", ["2024-01-01T09:00:00", "2024-01-01T08:00:00Z", "2024-01-01T03:00:00-05:00"]
+)
+def test_rotation_start_with_an_offset_is_that_instant(start: str) -> None:
+    """A rotation's start with an offset hands off at that instant, not at its digits read as Berlin time."""
+    rotation = {"members": ["alice", "bob"], "start": start, "every": "7d", "timezone": "Europe/Berlin"}
+    people = {"alice": {"email": ["alice@example.com"]}, "bob": {"email": ["bob@example.com"]}}
+    groups = {"oncall": {"email": ["oncall@example.com"], "rotation": rotation}}
+    routes = [{"match": {}, "healthy": ["email"], "outage": "defer"}]
+    directory_config = {"people": people, "groups": groups}
+    config = parse_config(yaml.safe_dump({**DOC_BASE, "routes": routes, "directory": directory_config}))
+    directory = build_directory(config.directory)
+    assert directory.members("oncall", datetime(2024, 1, 8, 7, 59, tzinfo=UTC)) == ("alice",)  # 08:59 CET
+    assert directory.members("oncall", datetime(2024, 1, 8, 8, 0, tzinfo=UTC)) == ("bob",)  # 09:00 CET
 
 
 def test_unknown_fallback_name_raises() -> None:
