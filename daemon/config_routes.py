@@ -20,7 +20,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    model_validator,
+    field_validator,
 )
 
 from daemon.config_directory import DirectoryConfig
@@ -85,10 +85,11 @@ class WindowConfig(Model):
     def window(self, name: str) -> TimeWindow:
         return TimeWindow(name, ZoneInfo(self.timezone), parse_days(self.days), self.from_, self.to)
 
-    @model_validator(mode="after")
-    def _known_days(self) -> WindowConfig:
-        parse_days(self.days)  # its ValueError names the bad day
-        return self
+    @field_validator("days")
+    @classmethod
+    def _known_days(cls, days: list[str]) -> list[str]:
+        parse_days(days)  # its ValueError names the bad day
+        return days
 
 
 # --- routes -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ALL_DAYS = frozenset(range(7))
 
 
@@ -49,18 +50,18 @@ def parse_days(specs: Iterable[str]) -> frozenset[int]:
     days: set[int] = set()
     for spec in specs:
         first, _, last = spec.strip().lower().partition("-")
-        a, b = _day(first), _day(last or first)
+        a, b = _day(first.strip()), _day(last.strip() or first.strip())
         days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
     return frozenset(days)
 
 
 def _day(name: str) -> int:
-    try:
-        return DAY_NAMES.index(name[:3]) if len(name) >= 3 else DAY_NAMES.index(name)
-    except ValueError:
-        raise ValueError(
-            f"unknown day {name!r} (use {', '.join(DAY_NAMES)} or ranges like mon-fri)"
-        ) from None
+    """A day's number from its name or an abbreviation of at least three letters (``thurs``); only
+    those: ``mon_fri`` or ``mon`` and ``fri`` joined by an en dash is no day, rather than Monday alone."""
+    for number, full in enumerate(FULL_DAY_NAMES):
+        if len(name) >= 3 and full.startswith(name):
+            return number
+    raise ValueError(f"unknown day {name!r} (use {', '.join(DAY_NAMES)} or ranges like mon-fri)")
 
 
 def parse_clock(text: str) -> time:

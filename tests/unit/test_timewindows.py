@@ -62,6 +62,22 @@ def test_day_specs_parse_with_ranges(specs: list[str], days: set[int]) -> None:
     assert parse_days(specs) == frozenset(days)
 
 
+@pytest.mark.parametrize("spec", ["mon_fri", "mon\u2013fri", "mon,tue", "month", "sunflower", "mo"])
+def test_day_specs_that_are_no_day_are_rejected(spec: str) -> None:
+    """A spec that is no day (a range joined by _ or an en dash) is refused, not read as its first day."""
+    with pytest.raises(ValueError, match="unknown day"):
+        parse_days([spec])
+
+
+@pytest.mark.parametrize(
+    ("spec", "days"),
+    [("Monday-Friday", {0, 1, 2, 3, 4}), ("mon - wed", {0, 1, 2}), ("tues", {1}), ("thurs", {3})],
+)
+def test_full_and_abbreviated_day_names_parse(spec: str, days: set[int]) -> None:
+    """Full day names and abbreviations of at least three letters are days."""
+    assert parse_days([spec]) == frozenset(days)
+
+
 @pytest.mark.parametrize("text", ["8", "25:00", "08:60", "8h"])
 def test_bad_clock_times_are_rejected(text: str) -> None:
     """Only HH:MM times of day (and 24:00) are accepted."""
