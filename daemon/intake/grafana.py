@@ -12,6 +12,7 @@ The legacy (pre-unified) alerting webhook is a different document and is refused
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -59,7 +60,12 @@ class GrafanaAlert(Alert):
 
 
 def _number(value: float | None) -> str:
-    return "none" if value is None else f"{value:g}"
+    """Six significant digits, but never fewer than the whole part has: 1048576 stays 1048576
+    (``:g`` alone wrote a queue of 1048576 as 1.04858e+06, and 53687091200 bytes as 5.36871e+10)."""
+    if value is None:
+        return "none"
+    whole = len(f"{abs(value):.0f}") if math.isfinite(value) else 0
+    return f"{value:.{max(6, whole)}g}"
 
 
 class GrafanaPayload(AlertPayload):

@@ -97,6 +97,18 @@ def test_body_shows_values_and_grafana_links() -> None:
     assert "Values: [ metric='' labels={} value=47043.702386305304 ]" in second.body
 
 
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(1048576, "1048576"), (53687091200, "53687091200"), (1234567.25, "1234567"), (0.00012345, "0.00012345")],
+)
+def test_values_keep_their_whole_digits(value: float, shown: str) -> None:
+    """A large evaluated value is shown with every digit of its whole part, not rounded to six."""
+    data = copy.deepcopy(DOCUMENTED)
+    data["alerts"][0]["values"] = {"B": value}
+    first, _ = grafana_submissions(payload(data), CONFIG)
+    assert f"Values: B={shown}\n" in first.body
+
+
 def test_keys_do_not_collide_with_alertmanager() -> None:
     """The same fingerprint from Grafana and from Alertmanager are different notifications."""
     as_am = AlertmanagerPayload.model_validate_json(json.dumps({**DOCUMENTED, "version": "4"}))
