@@ -28,10 +28,13 @@ from daemon.config_escalation import ChannelRef, EscalateConfig
 from daemon.config_templates import MessageTemplateConfig
 from daemon.configbase import LocatedError, Model, TimeZoneName
 from daemon.core.model import Severity
-from daemon.core.routing import Condition, Matcher, Route
+from daemon.core.routing import LABEL_PREFIX, Condition, Matcher, Route
 from daemon.core.timewindows import TimeWindow, parse_clock, parse_days
 from daemon.message_templates import MessageTemplate
 from daemon.yamlsource import format_path
+
+#: the SMTP intake's labels of ``label_headers`` (daemon/intake/smtp_policy.py), named in lower case
+HEADER_PREFIX = "header:"
 
 
 def _action_tag(value: Any) -> str:
@@ -54,7 +57,21 @@ def _condition(value: str) -> str:
         # a misspelt severity (severity=crit, severity=~crit, anchored) would never match, silently
         known = ", ".join(s.value for s in Severity)
         raise ValueError(f"{value!r} compares with no severity (severities: {known})")
+    _header_label(condition.name.removeprefix(LABEL_PREFIX))
     return value
+
+
+def _header_label(name: str) -> None:
+    """The SMTP intake names header labels in lower case (mail header names are case-insensitive):
+    ``header:X-Team`` would never match, silently."""
+    if name.startswith(HEADER_PREFIX) and name != name.lower():
+        raise ValueError(f"header labels are lower case: {name.lower()!r}, not {name!r}")
+
+
+def _header_labels(labels: dict[str, str]) -> dict[str, str]:
+    for name in labels:
+        _header_label(name)
+    return labels
 
 
 #: channel names tried in order, an escalation, or "defer": hold until the provider's state changes
@@ -66,6 +83,7 @@ Action = Annotated[
 ]
 ClockTime = Annotated[time, BeforeValidator(_clock)]
 MatcherText = Annotated[str, AfterValidator(_condition)]
+MatchLabels = Annotated[dict[str, str], AfterValidator(_header_labels)]
 
 
 # --- windows ------------------------------------------------------------------------------------
@@ -98,7 +116,7 @@ class WindowConfig(Model):
 class MatchConfig(Model):
     severity: list[Severity] | None = Field(None, min_length=1)
     source: list[str] | None = Field(None, min_length=1)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: MatchLabels = Field(default_factory=dict)
     #: Alertmanager-style: ``team=~db|infra``, ``severity!=info``, ``recipient=ops@example.com``
     matchers: list[MatcherText] = Field(default_factory=list)
 

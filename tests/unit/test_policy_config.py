@@ -60,6 +60,22 @@ def test_severity_matcher_that_compares_with_no_severity_is_refused(matcher: str
     ]
 
 
+@pytest.mark.parametrize(
+    ("match", "path"),
+    [
+        ('{matchers: ["header:X-Team=~db|infra"]}', "matchers[0]"),
+        ('{matchers: ["label:header:X-Team!=db"]}', "matchers[0]"),
+        ('{labels: {"header:X-Team": db}}', "labels"),
+    ],
+)
+def test_header_label_named_with_capitals_is_refused(match: str, path: str) -> None:
+    """SMTP header labels are lower case (``header:x-team``): one named with capitals never matches."""
+    found = problems(f"  - name: team\n    match: {match}\n    healthy: [email]\n    outage: [hook]\n")
+    assert len(found) == 1
+    assert found[0].startswith(f"f.yaml:22: routes[0].match.{path}: ")
+    assert "header:x-team" in found[0]
+
+
 def test_duplicate_child_route_name_names_its_line_and_path() -> None:
     """A child route named like another route is reported where it is, not at line 1."""
     found = problems(
