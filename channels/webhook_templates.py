@@ -217,6 +217,15 @@ class _ProbingLabels(dict[str, str]):
     def get(self, key: str, default: Any = None) -> Any:
         return super().get(key, PROBE)
 
+    def __missing__(self, key: str) -> Any:
+        """``labels.instance`` or ``labels["instance"]``: the sample lacks it, and so will many a
+        notification, whose delivery would then fail for good. Named so, not as this class."""
+        have = ", ".join(sorted(self))
+        raise jinja2.UndefinedError(
+            f"labels has no {key!r} (the check's sample has {have}); a notification may lack it too: "
+            f"read it with labels.get({key!r}) or labels.get({key!r}, 'default')"
+        )
+
 
 def _describe(exc: BaseException) -> str:
     line = next(

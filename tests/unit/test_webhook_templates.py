@@ -321,3 +321,16 @@ def test_labels_read_with_get_and_tojson_pass_the_check() -> None:
             '{"alert": {{ labels.get("alertname", "none") | tojson }}, "all": {{ labels | tojson }}}'
         )
     )
+
+
+@pytest.mark.parametrize(
+    "source", ['{"i": {{ labels.instance | tojson }}}', '{"i": {{ labels["instance"] | tojson }}}']
+)
+def test_a_label_the_sample_lacks_read_directly_is_refused_with_the_way_to_read_it(source: str) -> None:
+    """Refused at load, as a notification without the label would fail its delivery for good; the
+    error names the label and ``labels.get``, not the check's internal class."""
+    with pytest.raises(TemplateError) as info:
+        check_template(compile_template(source))
+    message = str(info.value)
+    assert "labels has no 'instance'" in message and "labels.get('instance')" in message, message
+    assert "_Probing" not in message
