@@ -53,6 +53,13 @@ _MAILBOX = re.compile(rf'"(?:[^"\\\r\n]|\\.)*"{_DOMAIN}|[^\s"@<>()\[\],;:\\]+(?:
 #: either is transient, and a client queues the message and retries (RFC 5321 section 4.2.1). The
 #: words are fixed: the store's own error (a path, a database address) stays in the log.
 STORE_UNAVAILABLE = "451 4.3.0 Store unavailable, try again later"
+#: RFC 5321 section 4.5.3.1.6 caps lines at 1000 octets and aiosmtpd enforces it (500), but HTML
+#: generators send longer ones, which providers and Postfix accept: a smart host that refused them
+#: would break senders that work today
+LINE_MAX = 64 * 1024
+LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"  # aiosmtpd's own words
+#: a dot at the start of a line after a bare LF (one not after CR)
+_DOT_AFTER_BARE_LF = re.compile(rb"(?<!\r)\n\.")
 #: the text of a message that could not be rendered (a bug, logged): it is kept and relayed as it came
 UNREADABLE = "(This message could not be shown as text. The email channel relays it unchanged.)"
 
@@ -121,6 +128,10 @@ class SmtpPolicy:
 
     async def _commit(self, server: _Session, session: Session, envelope: Envelope) -> str:
         started = time.monotonic()
+        content = await asyncio.to_thread(lines_at_lf, envelope.original_content or b"")
+        if content is None:
+            return LINE_TOO_LONG
+        envelope.original_content = content
         login = session.auth_data if isinstance(session.auth_data, str) else None
         # parsing and rendering a large MIME message is CPU work: keep it off the loop
         submission = await asyncio.to_thread(self.submission, envelope, login, server.listener.name)
@@ -244,6 +255,18 @@ def idempotency_key(
     digest = hashlib.sha256(envelope.encode("utf-8", errors="surrogateescape"))
     digest.update(b"\0" + hashlib.sha256(raw).digest())
     return "smtp:" + digest.hexdigest()
+
+
+def lines_at_lf(content: bytes) -> bytes | None:
+    """``content`` read in lines that LF ends, as Postfix reads a message (aiosmtpd split it at
+    CRLF only, :meth:`~daemon.intake.smtp_session._Session.smtp_DATA`): the dot a client doubled at
+    the start of a line after a bare LF (RFC 5321 section 4.5.2) taken off, as aiosmtpd took those
+    after CRLF; None when a line is longer than LINE_MAX (blocking: scans the whole message)."""
+    if max(map(len, content.split(b"\n"))) >= LINE_MAX:  # the LF, not counted, makes it longer
+        return None
+    if content.count(b"\n") == content.count(b"\r\n"):
+        return content
+    return _DOT_AFTER_BARE_LF.sub(b"\n", content)
 
 
 def _utf8(address: str) -> bool:

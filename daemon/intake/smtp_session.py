@@ -3,9 +3,10 @@
 Draining (421 to a session left idle), a cap on the sessions per client (421 before the greeting),
 any bytes restarting the idle timeout, aiosmtpd's 552 replies given their enhanced code, MAIL
 FROM's ``AUTH=`` parameter taken off and ignored, AUTH mechanism names compared case-insensitively,
-long lines accepted, and AUTH PLAIN/LOGIN credentials checked in a thread (scrypt must not run on
-the loop). The listeners that make sessions are :class:`~daemon.intake.smtp.SmtpIntake`'s; what a
-session's commands decide is :mod:`daemon.intake.smtp_policy`'s (aiosmtpd's handler).
+long lines and bare LF line ends accepted, and AUTH PLAIN/LOGIN credentials checked in a thread
+(scrypt must not run on the loop). The listeners that make sessions are
+:class:`~daemon.intake.smtp.SmtpIntake`'s; what a session's commands decide is
+:mod:`daemon.intake.smtp_policy`'s (aiosmtpd's handler).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AnyStr
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, syntax
 
 from daemon.intake.smtp_auth import AuthenticationFailed, is_loopback
-from daemon.intake.smtp_policy import SmtpPolicy, peer_of
+from daemon.intake.smtp_policy import LINE_MAX, SmtpPolicy, peer_of
 
 if TYPE_CHECKING:
     from daemon.intake.smtp import SmtpIntake, _Listener
@@ -51,10 +52,7 @@ def _path_end(arg: str) -> int:
 class _Session(SMTP):
     """One client connection: aiosmtpd's protocol plus draining and AUTH checked off the loop."""
 
-    # RFC 5321 section 4.5.3.1.6 caps lines at 1000 octets and aiosmtpd enforces it (500), but
-    # HTML generators send longer ones, which providers and Postfix accept: a smart host that
-    # refused them would break senders that work today.
-    line_length_limit = 64 * 1024
+    line_length_limit = LINE_MAX
 
     def __init__(self, intake: SmtpIntake, listener: _Listener, policy: SmtpPolicy, **kwargs: Any) -> None:
         super().__init__(policy, **kwargs)
@@ -131,9 +129,24 @@ class _Session(SMTP):
         await super().smtp_AUTH(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
-        await super().smtp_DATA(arg)
+        """aiosmtpd reads a message in lines that CRLF ends (so a bare LF cannot end it: no SMTP
+        smuggling), which makes a message with bare LF line ends, as Python's
+        ``sendmail(msg.as_bytes())`` sends it, one line: refused (500) past LINE_MAX however short
+        its lines, and its dots after a bare LF left doubled. While DATA is read, the line limit is
+        the message's; the policy then reads the lines at LF, as Postfix does
+        (:func:`~daemon.intake.smtp_policy.lines_at_lf`)."""
+        self._line_limit((self.data_size_limit or 0) + LINE_MAX)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._line_limit(LINE_MAX)
         if self.intake.draining:
             self.goodbye()
+
+    def _line_limit(self, limit: int) -> None:
+        # aiosmtpd checks a line against line_length_limit, and its StreamReader (made with that
+        # limit) refuses a longer one; CPython keeps the reader's in _limit, with no setter
+        self.line_length_limit = self._reader._limit = limit  # type: ignore[attr-defined]
 
     # aiosmtpd's AUTH PLAIN/LOGIN decode the exchange and call the synchronous _authenticate();
     # scrypt must not run on the loop, so _authenticate() only keeps the credentials and the

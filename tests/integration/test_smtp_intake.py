@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import logging
+import smtplib
 import socket
 import sqlite3
 import ssl
@@ -144,6 +145,49 @@ async def test_long_lines_are_accepted_unchanged(start: Start) -> None:
     raw = b"Subject: long\r\nContent-Type: text/html\r\n\r\n<p>" + b"x" * 20_000 + b"</p>\r\n"
     stored = await smtp.stored(await smtp.send(raw))
     assert stored.raw == raw
+
+
+def sendmail_bytes(port: int, raw: bytes) -> dict[str, tuple[int, bytes]]:
+    """Python's ``smtplib.sendmail`` with bytes: it doubles a dot after any LF (CRLF or bare) and
+    sends the line ends as they are, so ``msg.as_bytes()`` goes out with bare LFs."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        return client.sendmail("app@example.com", ["ops@example.com"], raw)
+
+
+async def test_message_with_bare_lf_line_ends_past_a_line_limit_is_accepted(start: Start) -> None:
+    """A message with bare LF line ends longer than a line may be (sendmail(msg.as_bytes()) with an
+    attachment) is taken as Postfix takes it, not refused as one long line."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    msg = message(body="Nightly report attached.")
+    msg.add_attachment(PDF * 6, maintype="application", subtype="pdf", filename="report.pdf")
+    raw = msg.as_bytes(policy=SMTP_POLICY.clone(linesep="\n"))
+    assert b"\r\n" not in raw and len(raw) > 64 * 1024
+    assert await asyncio.to_thread(sendmail_bytes, smtp.intake.port, raw) == {}
+    (view,) = await smtp.store.recent(1)
+    assert view.notification.raw == raw + b"\r\n"  # smtplib ends the data with CRLF
+    assert "- report.pdf (60.0 KB)" in view.notification.body
+
+
+async def test_line_past_the_limit_is_refused(start: Start) -> None:
+    """A line longer than 64 KiB, ended by CRLF or by a bare LF, gets 500 and nothing is kept."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    for end in (b"\r\n", b"\n"):
+        raw = b"Subject: long" + end + end + b"x" * (64 * 1024) + end + b"short" + end
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(sendmail_bytes, smtp.intake.port, raw)
+        assert refused.value.smtp_code == 500
+    assert await smtp.count() == 0
+
+
+async def test_dots_doubled_after_a_bare_lf_are_taken_off(start: Start) -> None:
+    """A line starting with a dot after a bare LF, which the client doubled (RFC 5321 section
+    4.5.2), is kept with one dot, as after CRLF: the recipients see what was written."""
+    smtp = await start(allowed_networks=LOOPBACK)
+    raw = b"Subject: cron\nMessage-ID: <lf@example.com>\n\n./backup.sh failed\n..hidden\nend\n"
+    assert await asyncio.to_thread(sendmail_bytes, smtp.intake.port, raw) == {}
+    (view,) = await smtp.store.recent(1)
+    assert view.notification.raw == raw + b"\r\n"
+    assert view.notification.body == "./backup.sh failed\n..hidden\nend"
 
 
 async def test_null_sender_is_kept_as_the_null_sender(start: Start) -> None:
