@@ -226,6 +226,8 @@ class _ClientTextFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Session.login_data is deprecated"):
+            return False  # aiosmtpd 1.4 warns so about its own code at every successful AUTH
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(a if _kept(a) else CLIENT_TEXT for a in record.args)
         return True

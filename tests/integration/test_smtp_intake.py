@@ -982,3 +982,14 @@ async def test_hostile_html_is_taken_in_time_with_bounded_text(start: Start) -> 
     stored = await smtp.stored(await smtp.send(raw))
     assert asyncio.get_running_loop().time() - started < 20
     assert stored.raw == raw and len(stored.body) <= 500
+
+
+async def test_a_successful_login_logs_no_deprecation_warning(start: Start, daemon_log: io.StringIO) -> None:
+    """aiosmtpd sets its own deprecated Session.login_data on every successful AUTH and warns about
+    it: nothing an operator can act on, so it does not reach the log (a warning per login)."""
+    smtp = await start(users=[ALICE], allow_plaintext_auth_on_loopback=True)
+    async with smtp.client() as client:
+        await client.login("alice", "s3cret")
+        await client.sendmail("app@example.com", ["ops@example.com"], message().as_bytes())
+    assert await smtp.count() == 1
+    assert "login_data" not in daemon_log.getvalue()
