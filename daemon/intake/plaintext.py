@@ -76,6 +76,12 @@ _LOG_START = re.compile(
 )
 #: how many lines after a separator are looked at for the first one that is not blank
 _LOOKAHEAD = 3
+#: characters that show nothing, which email templates repeat after a preheader (the preview text
+#: a mail client lists) to keep the body out of the preview: "&#847; &zwnj; &nbsp;" (Litmus),
+#: "&zwnj;&nbsp;" (Mailchimp), "&#8199;&#65279;&#847;", "&#8203;". ZWNJ and ZWJ only beside spaces:
+#: between letters they shape Persian and Indic scripts, between emoji they join them.
+_INVISIBLE = re.compile(r"[\u00ad\u034f\u200b\u2060\ufeff]+")
+_LONE_JOINERS = re.compile(r"(?<!\S)[\u200c\u200d]+|[\u200c\u200d]+(?!\S)")
 #: quote marks shown at most: each line of a blockquote nested N deep took N of them, so a
 #: kilobyte of unclosed <blockquote> tags made the text (and the daemon's memory) gigabytes
 _MAX_QUOTE_DEPTH = 8
@@ -203,7 +209,8 @@ class _TextExtractor(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         if not self._skip:
-            self._write(data if self._pre else re.sub(r"\s+", " ", data))
+            visible = _LONE_JOINERS.sub("", _INVISIBLE.sub("", data))
+            self._write(visible if self._pre else re.sub(r"\s+", " ", visible))
 
     def _write(self, text: str) -> None:
         at_line_start = not self._out or self._out[-1].endswith("\n")

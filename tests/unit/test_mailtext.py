@@ -480,3 +480,20 @@ def test_an_unencoded_latin1_header_is_read_as_text() -> None:
     assert subject(message) == "Störung: Datenbank \u2013 down"
     assert headers(message)["x-team"] == "Büro"
     assert subject(parse("Subject: Störung\r\n\r\nbody\r\n".encode())) == "Störung"
+
+
+@pytest.mark.parametrize(
+    "padding",
+    ["&#847; &zwnj; &nbsp; " * 90, "&zwnj;&nbsp;" * 90, "&#8199;&#65279;&#847; " * 90, "&#8203; " * 90],
+)
+def test_preheader_padding_of_email_templates_is_not_shown(padding: str) -> None:
+    """The invisible characters templates repeat after a preheader (to keep the body out of a
+    mail client's preview) are dropped: they filled an SMS or a Slack excerpt with nothing."""
+    markup = f'<div style="display:none">Build failed{padding}</div><h2>Job failed</h2><p>Build #42.</p>'
+    assert html_to_text(markup) == "Build failed\n\nJob failed\n\nBuild #42."
+
+
+def test_joiners_between_letters_and_emoji_are_kept() -> None:
+    """Zero-width (non-)joiners that shape a script or an emoji sequence are text, not padding."""
+    text = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f468\u200d\U0001f4bb"
+    assert html_to_text(f"<p>{text}</p>") == text
