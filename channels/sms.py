@@ -203,10 +203,9 @@ class SmsChannel:
 
     async def send(self, message: OutboundMessage) -> Receipt:
         text = render_text(message, self._max_segments)
-        numbers = self._numbers(message)
-        cost = float(segment_count(text))
+        numbers, failures = self._numbers(message)
+        total, cost = len(numbers) + len(failures), float(segment_count(text))
         sids: list[str] = []
-        failures: list[tuple[str, ChannelError]] = []
         for number in numbers:
             await self._pacer.acquire(self._sender, cost)
             try:
@@ -216,24 +215,26 @@ class SmsChannel:
                 failures.append((number, ChannelError(reason, service_fault=True)))
             except ChannelError as exc:
                 failures.append((number, exc))
-        return self._receipt(len(numbers), sids, failures)
+        return self._receipt(total, sids, failures)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._http.close)
         self._threads.close()
 
-    def _numbers(self, message: OutboundMessage) -> tuple[str, ...]:
-        """The message's phone numbers if it names any (its e-mail addresses are not ours), else ours."""
-        given = [r for r in message.recipients if r.startswith("+")]
+    def _numbers(self, message: OutboundMessage) -> tuple[list[str], list[tuple[str, ChannelError]]]:
+        """The message's phone numbers if it names any (its e-mail addresses are not ours), else ours;
+        and those it names that are no phone number, each failed for itself: one mistyped number
+        (a directory's) must not keep the text from the others."""
         numbers: list[str] = []
-        for number in given:
+        invalid: list[tuple[str, ChannelError]] = []
+        for number in (r for r in message.recipients if r.startswith("+")):
             try:
                 numbers.append(validate_e164(number))
             except ValueError as exc:
-                raise ChannelError(f"{self.name}: {exc}", permanent=True) from exc
-        if not (numbers or self._recipients):
+                invalid.append((number, ChannelError(f"{self.name}: {exc}", permanent=True)))
+        if not (numbers or invalid or self._recipients):
             raise ChannelError(f"{self.name}: no phone numbers to send to", permanent=True)
-        return tuple(numbers) or self._recipients
+        return (numbers if numbers or invalid else list(self._recipients)), invalid
 
     def _create(self, number: str, text: str) -> str:
         """One Messages API request, in a worker thread; the MessageSid, or ChannelError."""

@@ -284,6 +284,15 @@ async def test_invalid_message_number_is_permanent(channel: SmsChannel) -> None:
     assert caught.value.permanent
 
 
+async def test_an_invalid_number_on_the_message_fails_alone(
+    twilio: TwilioStandIn, channel: SmsChannel
+) -> None:
+    """A number the adapter refuses (a directory phone mistyped) fails for itself; the others are texted."""
+    receipt = await channel.send(message(recipients=("+15555550123", BOB)))
+    assert [s.to for s in twilio.sent] == [BOB]
+    assert "sent to 1 of 2" in receipt.detail and "+15555550123" in receipt.detail
+
+
 def test_validate_e164_normalises_and_rejects() -> None:
     """Valid numbers come back in E.164; national formats and impossible numbers are refused."""
     assert validate_e164("+1 (415) 555-2671") == ALICE
