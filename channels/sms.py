@@ -33,7 +33,9 @@ overflow, 63017 account rate limit
 5xx (Retry-After honoured), timeout, refused, reset             no         yes
 ==============================================================  =========  =============
 
-With several recipients: some sent is delivered (the receipt names the failed); none sent is
+With several recipients: delivered once each is texted or failed for good (the receipt names the
+failed; a number that is no phone number fails alone); one failed for now makes the send a retry
+(``ChannelError.remote_id`` holds what went) that texts only those not yet texted; none sent is
 permanent only if every failure is permanent. ``Receipt.remote_id`` is the MessageSid (comma
 separated for several), which status callbacks (:mod:`channels.twilio_callbacks`) refer to.
 """
@@ -44,6 +46,7 @@ import asyncio
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +67,8 @@ PACE_LONG_CODE_PER_S = 1.0
 PACE_TOLL_FREE_PER_S = 3.0
 PACE_SHORT_CODE_PER_S = 100.0
 
+#: (idempotency key, number) texted, kept so a retry does not text them again: as many as Slack keeps
+_REMEMBERED_SENDS = 4096
 PERMANENT_CODES = frozenset({21211, 21610, 21614, 21408, 21606})
 #: 21611: the From number's queue holds ten hours already (https://www.twilio.com/docs/api/errors/21611);
 #: 63017: the account's combined rate limit
@@ -189,6 +194,7 @@ class SmsChannel:
             raise ChannelConfigError(f"{name}: segments_per_s must be positive, got {segments_per_s}")
         self._recipients = tuple(_configured_number(name, number) for number in recipients)
         self._max_segments = max_segments
+        self._sent: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._pacer = pacer or Pacer(segments_per_s)
         self._http = _HttpClient(base_url, timeout_s)
         self._threads = SdkThreads(name, timeout_s)
@@ -207,15 +213,27 @@ class SmsChannel:
         total, cost = len(numbers) + len(failures), float(segment_count(text))
         sids: list[str] = []
         for number in numbers:
-            await self._pacer.acquire(self._sender, cost)
-            try:
-                sids.append(await self._threads.run(self._create, number, text))
-            except CallTimedOut as exc:
-                reason = f"{self.name}: Twilio did not answer: {exc}"
-                failures.append((number, ChannelError(reason, service_fault=True)))
-            except ChannelError as exc:
-                failures.append((number, exc))
+            key = (message.idempotency_key, number)
+            # Texted by an earlier attempt (a retry after another recipient failed for now): not again.
+            if (sid := self._sent.get(key)) is None:
+                await self._pacer.acquire(self._sender, cost)
+                try:
+                    sid = await self._threads.run(self._create, number, text)
+                except CallTimedOut as exc:
+                    reason = f"{self.name}: Twilio did not answer: {exc}"
+                    failures.append((number, ChannelError(reason, service_fault=True)))
+                    continue
+                except ChannelError as exc:
+                    failures.append((number, exc))
+                    continue
+                self._remember(key, sid)
+            sids.append(sid)
         return self._receipt(total, sids, failures)
+
+    def _remember(self, key: tuple[str, str], sid: str) -> None:
+        self._sent[key] = sid
+        if len(self._sent) > _REMEMBERED_SENDS:
+            self._sent.popitem(last=False)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._http.close)
@@ -255,19 +273,23 @@ class SmsChannel:
         return vendor_error(self.name, status, code, text, headers)
 
     def _receipt(self, total: int, sids: list[str], failures: list[tuple[str, ChannelError]]) -> Receipt:
+        """Delivered once every recipient is texted or failed for good; a recipient failed for now
+        (429, 5xx) is retried later, by the dispatcher, and those already texted are not again."""
         failed = "; ".join(f"{number}: {exc}" for number, exc in failures)
-        if sids:
+        errors = [exc for _, exc in failures]
+        if sids and all(e.permanent for e in errors):
             detail = f"sent to {len(sids)} of {total}" + (f"; failed {failed}" if failures else "")
             return Receipt(self.name, detail, remote_id=",".join(sids))
-        if len(failures) == 1:
+        if len(failures) == 1 and not sids:
             raise failures[0][1]
-        errors = [exc for _, exc in failures]
         retry_after = max((e.retry_after_s for e in errors if e.retry_after_s is not None), default=None)
+        sent = f"sent to {len(sids)} of {total}; failed" if sids else "no SMS sent:"
         raise ChannelError(
-            f"{self.name}: no SMS sent: {failed}",
+            f"{self.name}: {sent} {failed}",
             permanent=all(e.permanent for e in errors),
             retry_after_s=retry_after,
             service_fault=any(e.service_fault for e in errors),
+            remote_id=",".join(sids) or None,
         ) from errors[0]
 
 

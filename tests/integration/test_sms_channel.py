@@ -246,6 +246,25 @@ async def test_partial_failure_is_delivered_with_detail(twilio: TwilioStandIn) -
     assert ALICE in receipt.detail and "21610" in receipt.detail
 
 
+async def test_a_recipient_failing_for_now_is_retried_without_texting_the_others_again(
+    twilio: TwilioStandIn,
+) -> None:
+    """One recipient's 429 while the other was texted: retried later, and the retry texts only that one."""
+    twilio.fail_next(Reply(429, 20429, "Too Many Requests", retry_after="3"))
+    sms = make_channel(twilio.base_url, recipients=(ALICE, BOB))
+    try:
+        with pytest.raises(ChannelError) as caught:
+            await sms.send(message())
+        [bob] = twilio.sent
+        receipt = await sms.send(message(attempt=2))
+    finally:
+        await sms.aclose()
+    assert (caught.value.permanent, caught.value.retry_after_s) == (False, 3.0)
+    assert caught.value.remote_id == bob.sid and ALICE in str(caught.value)
+    assert [s.to for s in twilio.sent] == [BOB, ALICE]
+    assert receipt.remote_id == ",".join(s.sid for s in reversed(twilio.sent))
+
+
 @pytest.mark.parametrize(("bob_reply", "permanent"), [(Reply(400, 21211), True), (Reply(503), False)])
 async def test_all_recipients_failing_is_permanent_only_if_every_failure_is(
     twilio: TwilioStandIn, bob_reply: Reply, permanent: bool
