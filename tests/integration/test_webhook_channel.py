@@ -370,6 +370,19 @@ async def test_teams_preset_posts_an_adaptive_card(receiver: WebhookReceiver, ma
     assert attachment["content"]["type"] == "AdaptiveCard"
 
 
+async def test_teams_preset_keeps_a_long_body_under_the_teams_message_limit(
+    receiver: WebhookReceiver, make: Factory
+) -> None:
+    """A 40,000-character body is cut so the card stays under Teams' 28 KB: a Workflow answers 202
+    and only then fails to post a bigger one (MessageSizeExceeded), so the alert was lost unseen."""
+    body = "Traceback (most recent call last): déjà vu " + "x" * 40_000
+    await make("teams", receiver.url, template=load_preset("teams")).send(_message(body=body))
+    [request] = await receiver.wait_for_async(1)
+    assert len(request.body) < 20_000
+    texts = [block["text"] for block in request.json()["attachments"][0]["content"]["body"][:3]]
+    assert texts[2].startswith("Traceback (most recent call last): déjà vu x") and texts[2].endswith("…")
+
+
 # --- secrets stay out of logs and errors -----------------------------------------------------------
 
 
