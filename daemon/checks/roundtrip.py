@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from email.utils import format_datetime, make_msgid, parsedate_to_datetime
 from typing import Literal
 
@@ -277,7 +278,8 @@ def _parse(item: object) -> tuple[bytes, str, str, datetime | None] | None:
     uid = _UID.search(prefix) if isinstance(prefix, bytes) else None
     if uid is None or not isinstance(header_bytes, bytes):
         return None
-    headers = BytesHeaderParser().parsebytes(header_bytes)
+    # decoded: a check's name outside ASCII is sent as RFC 2047 encoded words
+    headers = BytesHeaderParser(policy=default_policy).parsebytes(header_bytes)
     parts = str(headers.get(HEADER, "")).split()
     return (uid.group(1), parts[0], parts[1], _date(headers.get("Date"))) if len(parts) == 2 else None
 

@@ -46,6 +46,7 @@ def make_check(
     monotonic: Callable[[], float] = time.monotonic,
     warn_after_s: float = 95.0,
     fail_after_s: float = 300.0,
+    name: str | None = None,
 ) -> RoundtripCheck:
     on_stack = smtp_port is None
     smtp = SmtpSettings(
@@ -58,7 +59,7 @@ def make_check(
         HOST, stack.user, stack.imap_port, "starttls", imap_password or stack.password, ca_file=stack.ca_file
     )
     return RoundtripCheck(
-        f"it-{uuid.uuid4().hex[:8]}", SmtpCheck("smtp", smtp, timeout_s=timeout_s / 2),
+        name or f"it-{uuid.uuid4().hex[:8]}", SmtpCheck("smtp", smtp, timeout_s=timeout_s / 2),
         Mailbox(imap, timeout_s=timeout_s, token_source=None),
         mail_from=stack.user, to=stack.user, timeout_s=timeout_s, monotonic=monotonic,
         warn_after_s=warn_after_s, fail_after_s=fail_after_s,
@@ -128,6 +129,25 @@ async def test_canary_arrives_with_latency_and_is_deleted(
     assert 0 < first.latency_s < TIMEOUT_S
     assert check.outstanding == []
     assert canaries_of(stack, check.tag) == 0
+
+
+async def test_canary_of_a_check_named_in_non_ascii_arrives_and_is_deleted(
+    stack: MailStack, checks: list[RoundtripCheck]
+) -> None:
+    """A check's name outside ASCII goes into the canary's headers as RFC 2047 encoded words; they
+    are read decoded. Read as they were, the canary was another check's: never found (UNKNOWN,
+    then DOWN while mail flowed) and never deleted, a new one piling up each run."""
+    unique = uuid.uuid4().hex[:8]
+    check = make_check(stack, name=f"it-prüfung-{unique}")
+    checks.append(check)
+    result = await check.run()
+    assert result.status is CheckStatus.OK, result.reason
+    assert check.outstanding == []
+    imap = imap_session(stack)
+    try:
+        assert imap.uid("SEARCH", "SUBJECT", unique)[1] == [b""]
+    finally:
+        imap.logout()
 
 
 async def test_latency_past_warn_after_is_degraded(stack: MailStack, checks: list[RoundtripCheck]) -> None:
