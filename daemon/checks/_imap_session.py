@@ -7,8 +7,10 @@ at once. Every failure leaves it as a :class:`MailboxError` carrying the run's v
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import imaplib
+import re
 import socket
 import ssl
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ from daemon.core.model import CheckStatus
 
 T = TypeVar("T")
 Security = Literal["tls", "starttls", "none"]
+_OUTSIDE_ASCII = re.compile(r"[^ -~]+")
 
 
 class MailboxError(Exception):
@@ -121,8 +124,12 @@ class ImapSession:
         self.command("select", *self._imap.select(_quoted(settings.mailbox)))
 
     def _authenticate(self, imap: imaplib.IMAP4, token: str | None) -> None:
-        if token is None:
-            imap.login(self.settings.username, self.settings.password or "")
+        user, password = self.settings.username, self.settings.password or ""
+        if token is None and (user + password).isascii():
+            imap.login(user, password)
+            return
+        if token is None:  # LOGIN's strings are ASCII; SASL PLAIN (RFC 4616) carries UTF-8
+            imap.authenticate("PLAIN", lambda _challenge: f"\0{user}\0{password}".encode())
             return
         initial = xoauth2(self.settings.username, token)
         answers = iter([initial])
@@ -162,4 +169,16 @@ def _text(data: Sequence[object]) -> str:
 
 def _quoted(mailbox: str) -> str:
     """imaplib sends arguments as they are; a mailbox name with a space must be a quoted string."""
-    return '"' + mailbox.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    name = _modified_utf7(mailbox)
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _modified_utf7(name: str) -> str:
+    """``name`` as IMAP spells mailbox names (RFC 3501 §5.1.3): '&' as '&-', and each run of
+    characters outside printable ASCII as '&', its UTF-16 in base64 (',' for '/'), '-'."""
+
+    def wide(run: re.Match[str]) -> str:
+        encoded = base64.b64encode(run.group().encode("utf-16-be")).rstrip(b"=").replace(b"/", b",")
+        return f"&{encoded.decode()}-"
+
+    return _OUTSIDE_ASCII.sub(wide, name.replace("&", "&-"))

@@ -1,7 +1,8 @@
 """The IMAP provider check: connect, TLS, LOGIN or XOAUTH2, SELECT the mailbox, LOGOUT.
 
 Why imaplib in a thread and not an asyncio IMAP client: imaplib is the standard library, speaks
-STARTTLS, implicit TLS and any SASL mechanism (XOAUTH2 is a callback), and its failures are well
+STARTTLS, implicit TLS and any SASL mechanism (XOAUTH2 is a callback; PLAIN carries a username or
+password outside ASCII, which LOGIN's strings cannot), and its failures are well
 known; the one asyncio client with releases (aioimaplib) adds a dependency for a handful of
 commands per run. Each run's conversation runs in one worker thread (:func:`asyncio.to_thread`)
 with a socket timeout; the run's own ``asyncio.timeout`` shuts the socket down when it fires, so

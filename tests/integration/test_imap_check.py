@@ -40,6 +40,7 @@ class ImapScript:
     #: the tagged reply to a wrong LOGIN
     refuse: str = "NO [AUTHENTICATIONFAILED] Authentication failed."
     select: str = "OK [READ-WRITE] SELECT completed"
+    password: str = PASSWORD
     tokens: set[str] = field(default_factory=set)
 
 
@@ -47,6 +48,8 @@ class ImapStandIn:
     def __init__(self, *, tls: str = "starttls", cert: trustme.LeafCert | None = None) -> None:
         self.script = ImapScript()
         self.bearer_tokens: list[str] = []
+        #: each SELECT's argument, as sent
+        self.selected: list[str] = []
         self.port = 0
         self._tls = tls
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -54,6 +57,7 @@ class ImapStandIn:
             cert.configure_cert(self._context)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.last_line = ""
 
     async def __aenter__(self) -> Self:
         implicit = self._context if self._tls == "implicit" else None
@@ -76,6 +80,7 @@ class ImapStandIn:
                 return
             await _say(writer, self.script.greeting)
             while not self.script.greeting.startswith("* BYE") and (line := await reader.readline()):
+                self.last_line = line.decode().rstrip("\r\n")
                 if not await self._answer(line.decode().split(), reader, writer):
                     break
         except (ConnectionError, ssl.SSLError):
@@ -95,11 +100,16 @@ class ImapStandIn:
             await _say(writer, f"{tag} OK Begin TLS negotiation now")
             await writer.start_tls(self._context)
         elif command == "LOGIN":
-            good = [w.strip('"') for w in words[2:4]] == [USER, PASSWORD]
+            good = [w.strip('"') for w in words[2:4]] == [USER, self.script.password]
+            await _say(writer, f"{tag} {'OK Logged in' if good else self.script.refuse}")
+        elif command == "AUTHENTICATE" and words[2].upper() == "PLAIN":
+            await _say(writer, "+ ")
+            good = base64.b64decode(await reader.readline()) == f"\0{USER}\0{self.script.password}".encode()
             await _say(writer, f"{tag} {'OK Logged in' if good else self.script.refuse}")
         elif command == "AUTHENTICATE":
             await self._xoauth2(tag, reader, writer)
         elif command == "SELECT":
+            self.selected.append(self.last_line.split(" ", 2)[2])
             await _say(writer, "* 0 EXISTS", f"{tag} {self.script.select}")
         elif command == "LOGOUT":
             await _say(writer, "* BYE logging out", f"{tag} OK bye")
@@ -190,6 +200,27 @@ async def test_authentication_failed_is_credentials(server: ImapStandIn, ca_file
     assert result.status is CheckStatus.CREDENTIALS
     assert result.reason.startswith("auth: [AUTHENTICATIONFAILED] Authentication failed.")
     assert "wrong-Pa55" not in result.reason
+
+
+async def test_password_outside_ascii_logs_in_with_authenticate_plain(
+    server: ImapStandIn, ca_file: str
+) -> None:
+    """LOGIN's quoted strings are ASCII (imaplib raised UnicodeEncodeError out of the run, so the
+    check reported nothing, every run); SASL PLAIN (RFC 4616) carries UTF-8, as SMTP AUTH does."""
+    server.script.password = "Pässwörd-ß"
+    right = await probe(server.port, ca_file, password="Pässwörd-ß")
+    wrong = await probe(server.port, ca_file, password="Pässwörd-x")
+    assert right[0].status is CheckStatus.OK, right[0].reason
+    assert wrong[0].status is CheckStatus.CREDENTIALS, wrong[0].reason
+    assert "Pässwörd" not in wrong[0].reason
+
+
+async def test_mailbox_outside_ascii_is_selected_in_modified_utf7(server: ImapStandIn, ca_file: str) -> None:
+    """IMAP names mailboxes in modified UTF-7 (RFC 3501 §5.1.3): Exchange's German 'Gelöschte
+    Elemente' raised UnicodeEncodeError out of the run, and a '&' was sent bare."""
+    [result] = await probe(server.port, ca_file, mailbox="Gelöschte Elemente & 日本")
+    assert result.status is CheckStatus.OK, result.reason
+    assert server.selected == ['"Gel&APY-schte Elemente &- &ZeVnLA-"']
 
 
 async def test_unavailable_at_login_is_down(server: ImapStandIn, ca_file: str) -> None:
