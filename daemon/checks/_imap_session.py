@@ -96,6 +96,26 @@ class ImapSession:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def connect(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        """Resolve, then connect (stages of their own: a resolver that hangs is ours, not the
+        provider's), as :func:`socket.create_connection` does; the first address's error if none takes."""
+        self.stage = "resolve"
+        addresses = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        self.stage = "connect"
+        errors: list[OSError] = []
+        for family, kind, proto, _, address in addresses:
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                errors.append(exc)
+                continue
+            self.sock = sock
+            return sock
+        raise errors[0]
+
     def _close(self) -> None:
         """In the worker: close imaplib's reader too, or the socket outlives its close()."""
         if self._imap is not None:
@@ -107,7 +127,6 @@ class ImapSession:
 
     def _open(self, token: str | None) -> None:
         settings = self.settings
-        self.stage = "connect"
         if settings.security == "tls":
             self._imap = _Imap4Tls(self, settings.host, settings.port, self._context, self._timeout_s)
         else:
@@ -146,8 +165,9 @@ class _Imap4(imaplib.IMAP4):
         super().__init__(host, port, timeout=timeout)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        self._session.sock = super()._create_socket(timeout)  # type: ignore[misc]
-        return self._session.sock
+        sock = self._session.connect(self.host, self.port, timeout)
+        self._session.stage = "greeting"
+        return sock
 
 
 class _Imap4Tls(imaplib.IMAP4_SSL):
@@ -158,7 +178,9 @@ class _Imap4Tls(imaplib.IMAP4_SSL):
         super().__init__(host, port, ssl_context=context, timeout=timeout)
 
     def _create_socket(self, timeout: float | None) -> socket.socket:
-        self._session.sock = super()._create_socket(timeout)  # type: ignore[misc]
+        sock = self._session.connect(self.host, self.port, timeout)
+        self._session.stage = "tls handshake/greeting"
+        self._session.sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
         return self._session.sock
 
 

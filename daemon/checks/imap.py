@@ -20,7 +20,7 @@ NO to LOGIN / AUTHENTICATE ([AUTHENTICATIONFAILED],      CREDENTIALS
 [AUTHORIZATIONFAILED], [EXPIRED] or no code at all)
 NO [UNAVAILABLE] / [PRIVACYREQUIRED] / [SERVERBUG],      DOWN
 BAD, BYE, NO to SELECT, refused, TLS failure, timeout
-the name does not resolve                                UNKNOWN
+the name does not resolve, or resolving times out        UNKNOWN
 the OAuth2 token endpoint refuses the client             CREDENTIALS
 the OAuth2 token endpoint cannot be asked                UNKNOWN
 =======================================================  ===========
@@ -45,6 +45,7 @@ from channels.base import ChannelConfigError
 from channels.email import SmtpSettings, tls_context
 from daemon.checks._imap_session import ImapProbeSettings, ImapSession, MailboxError, Security
 from daemon.checks._mail import Verdict
+from daemon.checks._smtp_verdicts import timeout_verdict
 from daemon.checks.oauth import OAuthError, TokenSource
 from daemon.configbase import Duration, Model, OAuth2Config
 from daemon.core.model import CheckResult, CheckStatus
@@ -182,9 +183,7 @@ class Mailbox:
                 endpoint = "the OAuth2 token endpoint is not answering"
                 reason = f"timed out after {timeout_s:g}s at stage token ({endpoint})"
                 raise MailboxError(CheckStatus.UNKNOWN, reason) from None
-            raise MailboxError(
-                CheckStatus.DOWN, f"timed out after {timeout_s:g}s at stage {session.stage}"
-            ) from None
+            raise MailboxError(*timeout_verdict(session.stage, timeout_s)) from None  # read as SMTP's
         except OAuthError as exc:
             raise MailboxError(exc.status, f"auth: {exc.reason}") from exc
         except MailboxError as exc:

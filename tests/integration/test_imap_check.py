@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -244,7 +246,7 @@ async def test_bye_greeting_is_down(server: ImapStandIn, ca_file: str) -> None:
     server.script.greeting = "* BYE Too many connections"
     [result] = await probe(server.port, ca_file)
     assert result.status is CheckStatus.DOWN
-    assert result.reason.startswith("connect: ")
+    assert result.reason.startswith("greeting: ")
     assert "Too many connections" in result.reason
 
 
@@ -253,8 +255,31 @@ async def test_silent_server_times_out(server: ImapStandIn, ca_file: str) -> Non
     server.script.silent = True
     [result] = await probe(server.port, ca_file, timeout_s=0.5)
     assert result.status is CheckStatus.DOWN
-    assert result.reason == "timed out after 0.5s at stage connect"
+    assert result.reason == "timed out after 0.5s at stage greeting"
     assert 0.45 <= result.latency_s < 3.0
+
+
+async def test_hung_resolver_is_unknown_within_the_timeout(
+    ca_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our resolver not answering says nothing about the provider: UNKNOWN, as the SMTP check has
+    it. Resolving was part of stage connect, so it read DOWN and a silent greeting read the same."""
+    answer, released = socket.getaddrinfo, threading.Event()
+
+    def hung(host: object, *args: Any, **kwargs: Any) -> Any:
+        if host == "resolver.hangs.test":
+            released.wait(TIMEOUT_S)
+        return answer(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung)
+    try:
+        settings = ImapProbeSettings("resolver.hangs.test", USER, 993, "tls", PASSWORD, ca_file=ca_file)
+        result = await ImapCheck("imap", settings, timeout_s=0.5).run()
+    finally:
+        released.set()
+    assert result.status is CheckStatus.UNKNOWN, result.reason
+    assert result.reason == "timed out after 0.5s at stage resolve (our resolver is not answering)"
+    assert result.latency_s < 3.0
 
 
 async def test_refused_connection_is_down(ca_file: str) -> None:
@@ -271,7 +296,7 @@ async def test_unresolvable_host_is_unknown(ca_file: str) -> None:
     check = ImapCheck("imap", settings, timeout_s=TIMEOUT_S)
     result = await check.run()
     assert result.status is CheckStatus.UNKNOWN
-    assert result.reason.startswith("connect: cannot resolve no-such-host.invalid")
+    assert result.reason.startswith("resolve: cannot resolve no-such-host.invalid")
 
 
 async def test_untrusted_certificate_is_down(server: ImapStandIn) -> None:
