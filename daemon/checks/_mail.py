@@ -12,6 +12,7 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from channels.email_replies import LOCAL_ERRNOS
 from daemon.core.model import CheckStatus
 
 Verdict = tuple[CheckStatus, str]
@@ -22,10 +23,13 @@ _REPLY_MAX = 200
 def reaching_verdict(stage: str, exc: BaseException, host: str, port: int) -> Verdict | None:
     """The verdict on a failure to reach the server (name, connection, TLS); None for any other.
 
-    A name that does not resolve is UNKNOWN: our resolver may be the one failing, not the provider.
+    A name that does not resolve is UNKNOWN: our resolver may be the one failing, not the provider;
+    so is an error that means no packet left this host (our network, not the provider).
     """
     if isinstance(exc, socket.gaierror):
         return CheckStatus.UNKNOWN, f"{stage}: cannot resolve {host} ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+        return CheckStatus.UNKNOWN, f"{stage}: {exc.strerror} (no route from here to {host}:{port})"
     if isinstance(exc, ConnectionRefusedError):
         return CheckStatus.DOWN, f"{stage}: connection refused by {host}:{port}"
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import aiosmtplib
 
 from channels.email import SmtpSettings
-from channels.email_replies import LOCAL_ERRNOS
 from daemon.checks._mail import Verdict, one_line, other_verdict, reaching_verdict
 from daemon.core.model import CheckStatus
 
@@ -42,13 +41,8 @@ def timeout_verdict(stage: str, timeout_s: float) -> Verdict:
 
 def failure_verdict(stage: str, exc: BaseException, settings: SmtpSettings) -> Verdict:
     cause = _root_cause(exc)
-    where = f"{settings.host}:{settings.port}"
     if (reaching := reaching_verdict(stage, cause, settings.host, settings.port)) is not None:
         return reaching
-    if (
-        isinstance(cause, OSError) and cause.errno in LOCAL_ERRNOS
-    ):  # no packet left this host: nothing about the provider
-        return CheckStatus.UNKNOWN, f"{stage}: {cause.strerror} (no route from here to {where})"
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return CheckStatus.DOWN, f"{stage}: connection closed by the server"
     return other_verdict(stage, cause)

@@ -21,6 +21,7 @@ NO to LOGIN / AUTHENTICATE ([AUTHENTICATIONFAILED],      CREDENTIALS
 NO [UNAVAILABLE] / [PRIVACYREQUIRED] / [SERVERBUG],      DOWN
 BAD, BYE, NO to SELECT, refused, TLS failure, timeout
 the name does not resolve, or resolving times out        UNKNOWN
+no route to the network at all                           UNKNOWN
 the OAuth2 token endpoint refuses the client             CREDENTIALS
 the OAuth2 token endpoint cannot be asked                UNKNOWN
 =======================================================  ===========

@@ -282,6 +282,15 @@ async def test_hung_resolver_is_unknown_within_the_timeout(
     assert result.latency_s < 3.0
 
 
+async def test_no_route_from_here_is_unknown(ca_file: str) -> None:
+    """No packet left this host (ENETUNREACH; a multicast address has no unicast route): our
+    network, UNKNOWN, as the SMTP check has it. It read DOWN."""
+    settings = ImapProbeSettings("224.0.0.1", USER, 993, "tls", PASSWORD, ca_file=ca_file)
+    result = await ImapCheck("imap", settings, timeout_s=TIMEOUT_S).run()
+    assert result.status is CheckStatus.UNKNOWN, result.reason
+    assert result.reason == "connect: Network is unreachable (no route from here to 224.0.0.1:993)"
+
+
 async def test_refused_connection_is_down(ca_file: str) -> None:
     """A refused TCP connection is DOWN."""
     with refusing_port() as port:
