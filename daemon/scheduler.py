@@ -132,13 +132,20 @@ class CheckScheduler:
         await self._monitor.check_result(result)
 
     async def _guarded(self, item: ScheduledCheck) -> CheckResult:
-        """A check keeps its own timeout; this is the backstop for one that does not."""
+        """A check keeps its own timeout and reads its own failures; this is the backstop for one
+        that does not: past its timeout DOWN, and an exception it let out (a bug of ours, never
+        evidence against the provider) UNKNOWN, so the run still has a result that says so."""
         started = self._clock.monotonic()
         try:
             return await asyncio.wait_for(item.check.run(), item.timeout_s + 1.0)
         except TimeoutError:
             reason = f"check did not finish within {item.timeout_s + 1.0:.1f}s"
             status = CheckStatus.DOWN
+        except Exception as exc:
+            log.exception("check %s failed unexpectedly", item.check.name, extra={"event": "check.crashed"})
+            # the type only: an exception's text may quote what the check was given (a password)
+            reason = f"the check itself failed ({type(exc).__name__}; see the log)"
+            status = CheckStatus.UNKNOWN
         return CheckResult(
             item.check.name, status, reason, self._clock.monotonic() - started, self._clock.now()
         )

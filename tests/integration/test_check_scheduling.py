@@ -65,6 +65,46 @@ async def test_running_checks_at_once_leaves_a_drill_at_its_time() -> None:
         await scheduler.shutdown()
 
 
+class CrashingCheck:
+    """A check with a bug: its run lets an exception out (as imaplib's UnicodeEncodeError on a
+    password outside ASCII did), quoting what it was given."""
+
+    name = "crashing"
+
+    async def run(self) -> CheckResult:
+        "pässword".encode("ascii")
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.results: list[CheckResult] = []
+
+    async def check_result(self, result: CheckResult) -> None:
+        self.results.append(result)
+
+
+async def test_a_check_that_raises_reads_unknown_and_names_no_input() -> None:
+    """A check's bug used to leave its run without a result (only APScheduler's traceback): its
+    results went stale, and a confirming check without a fresh OK kept recovery waiting, silently.
+    It reads UNKNOWN (our fault, no evidence against the provider), with the exception's type only."""
+    monitor = Recording()
+    scheduler = CheckScheduler(
+        [ScheduledCheck(CrashingCheck(), 3600, 5)], cast(ProviderMonitor, monitor), SystemClock()
+    )
+    scheduler.start()
+    try:
+        await until(lambda: len(monitor.results) == 1)
+    finally:
+        await scheduler.shutdown()
+    [result] = monitor.results
+    assert result.status is CheckStatus.UNKNOWN
+    assert "UnicodeEncodeError" in result.reason and "ässword" not in result.reason, result.reason
+
+
 CONFIG = """\
 store: {{path: {store}}}
 api: {{listen: 127.0.0.1:0, tokens: [{{name: t, token: "check-scheduling-token-0123"}}]}}
