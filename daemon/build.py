@@ -75,9 +75,8 @@ def _channel_token(source: TokenSource) -> Callable[[], Awaitable[str]]:
 def _email(name: str, cfg: ChannelConfig, config: Config) -> Channel:
     assert isinstance(cfg, EmailChannelConfig)
     smtp = cfg.smtp or config.provider.smtp
-    mail_from = cfg.mail_from or config.provider.mail_from or smtp.username
-    if mail_from is None:
-        raise ValueError(f"channel {name}: no mail_from and no SMTP username to send as")
+    mail_from = cfg.sender(config.provider.mail_from)
+    assert mail_from is not None, "Config._senders_known"
     token = None if smtp.oauth2 is None else _channel_token(TokenSource(smtp.oauth2))
     settings = smtp_settings(smtp, token=token)
     return EmailChannel(name, settings, mail_from=mail_from, default_to=tuple(cfg.to))

@@ -64,8 +64,7 @@ def _roundtrip(name: str, cfg: CheckConfig, config: Config) -> Check:
     tokens = None if smtp.oauth2 is None else TokenSource(smtp.oauth2)
     sender = SmtpCheck(f"{name}-send", smtp_settings(smtp), timeout_s=timeout_s / 2, token_source=tokens)
     mail_from = cfg.mail_from or config.provider.mail_from
-    if mail_from is None:
-        raise ValueError(f"check {name}: no mail_from and no provider.mail_from for the canary")
+    assert mail_from is not None, "ProviderConfig._canaries_have_senders"
     return RoundtripCheck(
         name, sender, _mailbox(cfg.imap, timeout_s), mail_from=mail_from, to=cfg.to, timeout_s=timeout_s,
         warn_after_s=cfg.warn_after.total_seconds(), fail_after_s=cfg.fail_after.total_seconds(),

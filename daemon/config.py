@@ -33,7 +33,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import ErrorDetails
 
 from daemon.config_api import ApiConfig, require_unique
-from daemon.config_channels import ChannelConfig, ChannelName
+from daemon.config_channels import ChannelConfig, ChannelName, EmailChannelConfig
 from daemon.config_directory import DirectoryConfig
 from daemon.config_provider import ProviderConfig
 from daemon.config_routes import RouteConfig, WindowConfig, build_policy, route_templates
@@ -158,6 +158,16 @@ class Config(Model):
         same = workers is not None and (workers.host, workers.port) == (self.api.host, self.api.port)
         if same and self.api.port != 0:  # port 0: each gets a free port of its own
             raise LocatedError("must differ from api.listen", ("intake", "workers", "listen"))
+        return self
+
+    @model_validator(mode="after")
+    def _senders_known(self) -> Config:
+        for name, channel in self.channels.items():
+            if isinstance(channel, EmailChannelConfig) and channel.sender(self.provider.mail_from) is None:
+                message = (
+                    "no sender: set mail_from here or provider.mail_from (a username only if an address)"
+                )
+                raise LocatedError(message, ("channels", name, "mail_from"))
         return self
 
     @model_validator(mode="after")

@@ -27,6 +27,13 @@ class EmailChannelConfig(Model):
     #: the subject and body this channel sends, unless a route has its own (docs/templates.md)
     message_template: MessageTemplateConfig | None = None
 
+    def sender(self, default: str | None) -> str | None:
+        """The envelope sender: ``mail_from``, else ``default`` (``provider.mail_from``), else the
+        username of this channel's own ``smtp`` when it is an address (never one that is not:
+        SendGrid's ``apikey`` would be refused as a sender, and blamed on the provider)."""
+        own = None if self.smtp is None else self.smtp.username
+        return self.mail_from or default or (own if own is not None and "@" in own else None)
+
 
 def _webhook_url(value: str) -> str:
     parts = urlsplit(value)

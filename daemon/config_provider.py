@@ -11,8 +11,15 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from daemon.config_checks import CheckConfig, DecidingConfig, SmtpCheckConfig, check_names, stale_after
-from daemon.configbase import EmailAddress, PositiveInt, SmtpConfig
+from daemon.config_checks import (
+    CheckConfig,
+    DecidingConfig,
+    RoundtripCheckConfig,
+    SmtpCheckConfig,
+    check_names,
+    stale_after,
+)
+from daemon.configbase import EmailAddress, LocatedError, PositiveInt, SmtpConfig
 from daemon.core.assessment import Policy
 
 
@@ -51,6 +58,14 @@ class ProviderConfig(DecidingConfig):
         names = check_names(self.checks)
         if len(set(names)) != len(names):
             raise ValueError(f"check names must be unique: {', '.join(names)}")
+        return self
+
+    @model_validator(mode="after")
+    def _canaries_have_senders(self) -> ProviderConfig:
+        for index, check in enumerate(self.checks):
+            if isinstance(check, RoundtripCheckConfig) and (check.mail_from or self.mail_from) is None:
+                message = "the canary needs a sender: set mail_from here or provider.mail_from"
+                raise LocatedError(message, ("checks", index, "mail_from"))
         return self
 
     def check_policy(self) -> Policy:

@@ -20,7 +20,7 @@ ENV = {"HOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "TOKEN": "templa
 CONFIG = {
     "store": {"path": "unused.db"},
     "api": {"tokens": [{"name": "t", "token": "${TOKEN}"}]},
-    "provider": {"name": "p", "smtp": {"host": "127.0.0.1", "port": 2525}},
+    "provider": {"name": "p", "smtp": {"host": "127.0.0.1", "port": 2525}, "mail_from": "bc@example.com"},
     "channels": {
         "email": {"type": "email", "to": ["ops@example.com"]},
         "hook": {

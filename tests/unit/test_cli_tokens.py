@@ -16,7 +16,7 @@ api:
   tokens:
     - {name: ci, token: ci-token, scopes: [send]}
     - {name: ops, token: ops-token}
-provider: {name: p, smtp: {host: smtp.example.com}}
+provider: {name: p, smtp: {host: smtp.example.com}, mail_from: bc@example.com}
 channels: {email: {type: email, to: [ops@example.com]}}
 routes: [{match: {}, healthy: [email], outage: defer}]
 """

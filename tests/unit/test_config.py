@@ -155,6 +155,7 @@ def test_implicit_tls_defaults_to_port_465_without_starttls() -> None:
     """`tls: true` alone means SMTPS on 465, not a conflict with the starttls default."""
     data = base()
     data["provider"]["smtp"] = {"host": "smtp.example.com", "tls": True}
+    data["provider"]["mail_from"] = "ops@example.com"
     smtp = parse_config(yaml.safe_dump(data), env=ENV).provider.smtp
     assert (smtp.tls, smtp.starttls, smtp.port) == (True, False, 465)
 

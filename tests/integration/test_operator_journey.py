@@ -1,0 +1,74 @@
+"""What an ops engineer meets on day one, following README.md and docs/ literally: ``check`` says
+OK only for a file ``run`` starts with. Found by a review of the operator's journey; each test
+failed on the code before."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {"TOKEN": "tok-SECRET-123"}
+
+BASE = """\
+store: {{path: {store}}}
+api: {{listen: "127.0.0.1:0", tokens: [{{name: t, token: "${{TOKEN}}"}}]}}
+provider:
+  name: p
+  smtp: {smtp}
+{provider_extra}channels:
+  email: {{type: email, to: [ops@example.com]}}
+routes:
+  - {{match: {{}}, healthy: [email], outage: defer}}
+"""
+
+
+def cli(command: str, config: Path, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", command, "-c", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "smtp",
+    [
+        "{host: 127.0.0.1, port: 1, starttls: false}",
+        '{host: smtp.sendgrid.net, username: apikey, password: "${TOKEN}"}',
+    ],
+)
+def test_check_and_run_refuse_an_email_channel_without_a_sender(tmp_path: Path, smtp: str) -> None:
+    """An email channel with no mail_from anywhere is exit 78 naming the channel, not a traceback at run."""
+    cfg = tmp_path / "bc.yaml"
+    cfg.write_text(BASE.format(store=tmp_path / "bc.db", smtp=smtp, provider_extra=""))
+    for command in ("check", "run"):
+        result = cli(command, cfg)
+        assert result.returncode == 78, result.stderr[-500:]
+        assert f"{cfg}:7: channels.email.mail_from: no sender" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_check_and_run_refuse_a_roundtrip_canary_without_a_sender(tmp_path: Path) -> None:
+    """A round-trip check with no mail_from and no provider.mail_from is exit 78 naming the check."""
+    cfg = tmp_path / "bc.yaml"
+    checks = (
+        "  checks:\n    - {type: smtp}\n"
+        "    - {type: roundtrip, to: canary@example.com, role: confirm,\n"
+        '       imap: {host: 127.0.0.1, port: 1, username: canary@example.com, password: "${TOKEN}"}}\n'
+    )
+    text = BASE.format(store=tmp_path / "bc.db", smtp="{host: 127.0.0.1, port: 1}", provider_extra=checks)
+    cfg.write_text(text.replace("type: email,", "type: email, mail_from: bc@example.com,"))
+    for command in ("check", "run"):
+        result = cli(command, cfg)
+        assert result.returncode == 78, result.stderr[-500:]
+        assert f"{cfg}:8: provider.checks[1].mail_from: the canary needs a sender" in result.stderr
+        assert "Traceback" not in result.stderr
