@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from daemon import heap
 from daemon.api.admission import API, Admission
 from daemon.api.app import ApiContext, create_api
-from daemon.api.serving import ApiServer, bind, server_config
+from daemon.api.serving import ApiServer, ListenError, bind, server_config
 from daemon.assembly import Assembly
 from daemon.build import register_secrets
 from daemon.catchup import HORIZON
@@ -47,6 +48,8 @@ class Daemon(Assembly):
         self.draining = False
         #: set once start() has brought up everything it starts, just before READY=1
         self.started = False
+        #: set once start() has opened the store: from then on stop() undoes what start() began
+        self.opened = False
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[object]] = set()
@@ -57,8 +60,20 @@ class Daemon(Assembly):
         self.workers: IntakeWorkers | None = None
 
     async def start(self) -> None:
-        """Open the store, resume state, start dispatching and checking, bind the API, then READY."""
+        """Bind the API's port, open the store, resume state, start dispatching and checking, serve
+        the API, then READY. The port first: one in use (by a second daemon on the same store, say)
+        ends the start before anything runs."""
+        sock = bind(self.config.api.host, self.config.api.port)
+        try:
+            await self._start(sock)
+        except BaseException:
+            if self._server is None:  # once serving, the server owns the socket (stop() closes it)
+                sock.close()
+            raise
+
+    async def _start(self, sock: socket.socket) -> None:
         await self.store.open()
+        self.opened = True
         await self.monitor.load()
         self.monitor.on_mode_change(self._mode_changed)
         self.monitor.on_lead(self._elected)
@@ -76,7 +91,7 @@ class Daemon(Assembly):
             routes = self.config.drills.routes
             self.scheduler.schedule(self.config.drills.schedule, lambda: self.drills.start(routes), "drill")
         self.scheduler.start()
-        await self._start_api()
+        await self._start_api(sock)
         await self._start_workers()
         if self.smtp is not None:
             await self.smtp.start()
@@ -89,7 +104,7 @@ class Daemon(Assembly):
             extra={"event": "daemon.ready", "port": self.api_port, "state": self.monitor.state.value},
         )
 
-    async def _start_api(self) -> None:
+    async def _start_api(self, sock: socket.socket) -> None:
         settings = self.config.api
         self.api_admission = admission = Admission(
             API,
@@ -120,7 +135,6 @@ class Daemon(Assembly):
             clock=self._clock,
             admission=admission,
         )
-        sock = bind(settings.host, settings.port)
         self.api_port = sock.getsockname()[1]
         self._server = ApiServer(server_config(create_api(ctx), admission))
         serving = asyncio.create_task(self._server.serve(sockets=[sock]), name="api")
@@ -266,7 +280,12 @@ async def serve(
     # Before start() says READY: a SIGHUP (systemd's reload) or SIGTERM sent the moment the daemon
     # reports ready must reach its handler, not the default action that kills the process.
     daemon.install_signal_handlers()
-    await daemon.start()
+    try:
+        await daemon.start()
+    except ListenError:
+        if daemon.opened:  # the SMTP intake's or the intake workers' port: what runs ends cleanly
+            await daemon.stop()
+        raise
     heap.settle()
     try:
         await daemon.wait()

@@ -26,6 +26,7 @@ def _load(args: argparse.Namespace) -> Config | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from daemon.api.serving import ListenError
     from daemon.app import serve
     from daemon.logs import configure_logging
     from daemon.store.migrations import SchemaTooNew
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
         # no restart mends it (the unit's RestartPreventExitStatus=78): this release must be upgraded
         print(f"{describe_store(config)}: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except ListenError as exc:
+        # another process holds the port (often a second daemon): a restart may find it free
+        print(exc.strerror, file=sys.stderr)
+        return 1
     return 0
 
 

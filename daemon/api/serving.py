@@ -189,6 +189,11 @@ def server_config(
     return ServingConfig(app, admission, idle_timeout_s, request_timeout_s)
 
 
+class ListenError(OSError):
+    """A listening address cannot be bound (in use, not an address of this host, a privileged
+    port): ``strerror`` names the address, for the one line ``backchannel run`` prints."""
+
+
 def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A non-blocking listening-ready TCP socket on ``host:port`` (port 0: any free port).
 
@@ -197,9 +202,14 @@ def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise ListenError(exc.errno, f"cannot listen on {where}: {exc.strerror}") from exc
     sock.setblocking(False)
     return sock

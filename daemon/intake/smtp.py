@@ -35,6 +35,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from daemon.api.serving import bind
 from daemon.intake.accept import Acceptor
 from daemon.intake.smtp_config import SmtpIntakeConfig, SmtpTls
 from daemon.intake.smtp_policy import SmtpPolicy
@@ -86,7 +87,7 @@ class SmtpIntake:
         bound: list[tuple[_Listener, socket.socket]] = []
         try:
             for listener in self._listeners():
-                bound.append((listener, _bind(listener.host, listener.port)))
+                bound.append((listener, bind(listener.host, listener.port)))
         except OSError:
             for _, sock in bound:
                 sock.close()
@@ -203,19 +204,6 @@ class SmtpIntake:
         for server in self._servers.values():
             await server.wait_closed()
         self._servers.clear()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 def _tls_context(tls: SmtpTls) -> ssl.SSLContext:

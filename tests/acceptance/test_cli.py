@@ -93,7 +93,8 @@ def test_a_store_from_a_newer_release_stops_the_daemon_with_78(
     restart) with one line saying so, not a traceback that systemd restarts every 2 s."""
     daemon, _ = running
     newer = tmp_path / "newer.yaml"
-    newer.write_text(daemon.config_path.read_text().replace("outbox.db", "newer.db"))
+    text = daemon.config_path.read_text().replace("outbox.db", "newer.db")
+    newer.write_text(text.replace(f"127.0.0.1:{daemon.api_port}", "127.0.0.1:0"))  # its port is taken
     assert cli("migrate", "-c", str(newer)).returncode == 0
     with sqlite3.connect(tmp_path / "newer.db") as conn:
         conn.execute("INSERT INTO schema_migrations VALUES (999, 0)")

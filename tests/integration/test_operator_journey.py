@@ -5,8 +5,10 @@ failed on the code before."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,15 @@ provider:
 routes:
   - {{match: {{}}, healthy: [email], outage: defer}}
 """
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process listens on, as a second daemon or another service would."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
 
 
 def cli(command: str, config: Path, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
@@ -72,3 +83,25 @@ def test_check_and_run_refuse_a_roundtrip_canary_without_a_sender(tmp_path: Path
         assert result.returncode == 78, result.stderr[-500:]
         assert f"{cfg}:8: provider.checks[1].mail_from: the canary needs a sender" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["api", "smtp intake"])
+def test_run_on_a_port_in_use_says_which_address_without_a_traceback(
+    tmp_path: Path, taken_port: int, where: str
+) -> None:
+    """A listener whose port is taken ends run with one line naming the address, not a traceback."""
+    text = BASE.format(
+        store=tmp_path / "bc.db",
+        smtp="{host: 127.0.0.1, port: 1}",
+        provider_extra="  mail_from: bc@example.com\n",
+    )
+    if where == "api":
+        text = text.replace('"127.0.0.1:0"', f'"127.0.0.1:{taken_port}"')
+    else:
+        text += f'intake: {{smtp: {{listen: "127.0.0.1:{taken_port}", allowed_networks: [127.0.0.0/8]}}}}\n'
+    cfg = tmp_path / "bc.yaml"
+    cfg.write_text(text)
+    result = cli("run", cfg)
+    assert result.returncode == 1, result.stderr[-500:]
+    assert f"cannot listen on 127.0.0.1:{taken_port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
