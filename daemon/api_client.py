@@ -91,7 +91,7 @@ def _call(
         print(f"bad API URL {client.url!r}: {exc}", file=sys.stderr)
         return EX_USAGE
     except httpx.HTTPError as exc:
-        print(f"cannot reach the daemon: {exc}", file=sys.stderr)
+        print(f"cannot reach the daemon at {client.url}: {exc}", file=sys.stderr)
         return EX_UNAVAILABLE
     data = _answer(response)
     if data is None:

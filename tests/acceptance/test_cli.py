@@ -157,13 +157,13 @@ def test_send_status_and_override(running: tuple[DaemonProcess, SmtpServer]) -> 
 
 
 def test_client_commands_say_when_the_daemon_is_down(tmp_path: Path) -> None:
-    """status against a daemon that is not running exits 69 with a clear message."""
+    """status against a daemon that is not running exits 69 with a clear message naming the URL."""
     with SmtpServer() as smtp, WebhookReceiver() as hook:
         daemon = DaemonProcess(tmp_path, smtp_port=smtp.port, hook_url=hook.url)
         result = cli("status", "-c", str(daemon.config_path))
         daemon.close()
     assert result.returncode == 69
-    assert "cannot reach the daemon" in result.stderr
+    assert f"cannot reach the daemon at http://127.0.0.1:{daemon.api_port}: " in result.stderr
 
 
 def test_client_commands_say_when_the_url_is_not_the_api(tmp_path: Path) -> None:
