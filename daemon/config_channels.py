@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Discriminator, Field, FilePath, SecretStr, 
 from channels.webhook_templates import TemplateError, check_template, template_for
 from daemon.config_digest import DigestConfig, SmsDigestConfig
 from daemon.config_templates import MessageTemplateConfig
-from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, SmtpConfig
+from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, Secret, SmtpConfig
 
 
 class EmailChannelConfig(Model):
@@ -141,10 +141,10 @@ class SlackChannelConfig(Model):
     """Slack through the Web API (bot token) or an incoming webhook: exactly one of the two."""
 
     type: Literal["slack"]
-    token: SecretStr | None = None
-    webhook_url: SecretStr | None = None
+    token: Secret | None = None
+    webhook_url: Secret | None = None
     #: the Slack app's signing secret: verifies Acknowledge clicks at /v1/callbacks/slack (docs/policies.md)
-    signing_secret: SecretStr | None = None
+    signing_secret: Secret | None = None
     #: channel ids/names, user ids (DM) or email addresses (looked up once) that every notification goes to
     targets: list[str] = Field(default_factory=list)
     dm_recipients: bool = False
@@ -175,7 +175,7 @@ class SmsChannelConfig(Model):
 
     type: Literal["sms"]
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
-    auth_token: SecretStr
+    auth_token: Secret
     from_number: E164 | None = None
     messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
     recipients: list[E164] = Field(default_factory=list)

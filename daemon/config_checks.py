@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from daemon.checks.imap import ImapCheckConfig as _ImapCheckConfig
 from daemon.checks.roundtrip import RoundtripCheckConfig as _RoundtripCheckConfig
@@ -20,6 +20,7 @@ from daemon.configbase import (
     Duration,
     Model,
     PositiveInt,
+    Secret,
     SmtpConfig,
     format_duration,
     positive_duration,
@@ -141,7 +142,7 @@ class GraphCheckConfig(_HttpBased):
     role: Role = Role.CORROBORATE
     tenant: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr
+    client_secret: Secret
     service: str = "Exchange Online"
     graph_base: str = "https://graph.microsoft.com"
     login_base: str = "https://login.microsoftonline.com"

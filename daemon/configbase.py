@@ -108,6 +108,18 @@ def _email_address(value: str) -> str:
 EmailAddress = Annotated[str, AfterValidator(_email_address)]
 
 
+def _not_empty(value: SecretStr) -> SecretStr:
+    # a reference that resolved to nothing (a blank line of an environment file, an empty credential
+    # file) would fail only when the secret is used: for a backup channel, during the outage
+    if not value.get_secret_value():
+        raise ValueError("empty: does its variable or file hold the secret?")
+    return value
+
+
+#: a secret field: masked everywhere, and never empty
+Secret = Annotated[SecretStr, AfterValidator(_not_empty)]
+
+
 def _zone(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -134,7 +146,7 @@ class OAuth2Config(Model):
     tenant: str | None = Field(None, min_length=1)
     token_url: str | None = None
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr
+    client_secret: Secret
     scope: str = OUTLOOK_SCOPE
     #: how long the token request may take
     timeout: Duration = timedelta(seconds=10)
@@ -161,7 +173,7 @@ class SmtpConfig(Model):
     starttls: bool = True
     tls: bool = False
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     #: XOAUTH2 with a client-credentials token instead of a password (Microsoft 365 without basic auth)
     oauth2: OAuth2Config | None = None
     timeout: Duration = timedelta(seconds=10)

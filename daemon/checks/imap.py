@@ -40,7 +40,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from channels.base import ChannelConfigError
 from channels.email import SmtpSettings, tls_context
@@ -48,7 +48,7 @@ from daemon.checks._imap_session import ImapProbeSettings, ImapSession, MailboxE
 from daemon.checks._mail import Verdict
 from daemon.checks._smtp_verdicts import timeout_verdict
 from daemon.checks.oauth import OAuthError, TokenSource
-from daemon.configbase import Duration, Model, OAuth2Config
+from daemon.configbase import Duration, Model, OAuth2Config, Secret
 from daemon.core.model import CheckResult, CheckStatus
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ class ImapConfig(Model):
     port: int | None = Field(None, ge=1, le=65535)
     security: Security = "tls"
     username: str = Field(min_length=1)
-    password: SecretStr | None = None
+    password: Secret | None = None
     oauth2: OAuth2Config | None = None
     verify_tls: bool = True
     ca_file: str | None = None

@@ -105,3 +105,37 @@ def test_run_on_a_port_in_use_says_which_address_without_a_traceback(
     assert result.returncode == 1, result.stderr[-500:]
     assert f"cannot listen on 127.0.0.1:{taken_port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("channel", "problem"),
+    [
+        ("", "5: provider.smtp.password: empty"),
+        ('  sl: {type: slack, token: "${EMPTY}", targets: ["#ops"]}\n', "8: channels.sl.token: empty"),
+        (
+            "  sms: {type: sms, account_sid: AC0123456789abcdef0123456789abcdef, "
+            'auth_token: "${EMPTY}", from_number: "+15005550006"}\n',
+            "8: channels.sms.auth_token: empty",
+        ),
+    ],
+)
+def test_check_refuses_a_secret_that_resolves_to_nothing(tmp_path: Path, channel: str, problem: str) -> None:
+    """A secret reference to an empty variable or file is exit 78, not an OK that fails in the outage."""
+    (tmp_path / "empty").write_text("")
+    smtp = "{host: 127.0.0.1, port: 1, username: ops@example.com, password: " + (
+        '"${EMPTY}"}' if not channel else '"${TOKEN}"}'
+    )
+    text = BASE.format(store=tmp_path / "bc.db", smtp=smtp, provider_extra="")
+    cfg = tmp_path / "bc.yaml"
+    cfg.write_text(text.replace("routes:\n", channel + "routes:\n"))
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "check", "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV, "EMPTY_FILE": str(tmp_path / "empty")},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 78, result.stdout
+    assert f"{cfg}:{problem}: does its variable or file hold the secret?" in result.stderr
