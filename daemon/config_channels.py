@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import ipaddress
 import re
 from base64 import b64decode
 from datetime import timedelta
@@ -11,10 +12,20 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Discriminator, Field, FilePath, SecretStr, Tag, model_validator
 
+from channels.address_guard import address_class
 from channels.webhook_templates import TemplateError, check_template, template_for
 from daemon.config_digest import DigestConfig, SmsDigestConfig
 from daemon.config_templates import MessageTemplateConfig
-from daemon.configbase import Duration, EmailAddress, Model, PositiveInt, RetryConfig, Secret, SmtpConfig
+from daemon.configbase import (
+    Duration,
+    EmailAddress,
+    LocatedError,
+    Model,
+    PositiveInt,
+    RetryConfig,
+    Secret,
+    SmtpConfig,
+)
 
 
 class EmailChannelConfig(Model):
@@ -105,6 +116,19 @@ class WebhookChannelConfig(Model):
             raise ValueError(str(exc)) from None
         if template is None and self.secret is None:
             raise ValueError("without a template or preset the body is backchannel's signed JSON: set secret")
+        return self
+
+    @model_validator(mode="after")
+    def _guard_allows(self) -> WebhookChannelConfig:
+        # a literal address the SSRF guard refuses would fail every send, first met in the outage
+        host = urlsplit(self.url).hostname or ""
+        try:
+            refused = address_class(ipaddress.ip_address(host))
+        except ValueError:
+            refused = "loopback" if host.lower() == "localhost" else None
+        if refused is not None and not self.allow_private:
+            message = f"{host} is a {refused} address, which the SSRF guard refuses: set allow_private: true"
+            raise LocatedError(message, ("url",))
         return self
 
     @model_validator(mode="after")

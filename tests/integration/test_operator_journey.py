@@ -139,3 +139,30 @@ def test_check_refuses_a_secret_that_resolves_to_nothing(tmp_path: Path, channel
     )
     assert result.returncode == 78, result.stdout
     assert f"{cfg}:{problem}: does its variable or file hold the secret?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://10.0.3.7:8080/hook", "10.0.3.7 is a private address"),
+        ("http://localhost:8080/hook", "localhost is a loopback address"),
+        ("http://[fd00::7]/hook", "fd00::7 is a private address"),
+    ],
+)
+def test_check_refuses_a_webhook_the_ssrf_guard_would_refuse_every_send(
+    tmp_path: Path, url: str, refused: str
+) -> None:
+    """A webhook at a literal private address without allow_private is exit 78, not OK then failed sends."""
+    hook = f'  hook: {{type: webhook, url: "{url}", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}\n'
+    text = BASE.format(
+        store=tmp_path / "bc.db",
+        smtp="{host: 127.0.0.1, port: 1}",
+        provider_extra="  mail_from: bc@example.com\n",
+    )
+    cfg = tmp_path / "bc.yaml"
+    cfg.write_text(text.replace("routes:\n", hook + "routes:\n"))
+    result = cli("check", cfg)
+    assert result.returncode == 78, result.stdout
+    assert f"{cfg}:9: channels.hook.url: {refused}, which the SSRF guard refuses" in result.stderr
+    cfg.write_text(text.replace("routes:\n", hook.replace("}\n", ", allow_private: true}\n") + "routes:\n"))
+    assert cli("check", cfg).returncode == 0
