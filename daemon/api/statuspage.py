@@ -63,7 +63,7 @@ def render(data: PageData) -> str:
         colour=COLOURS.get(state, "#555"),
         name=escape(data.provider_name),
         why=escape(why),
-        since=_time(data.provider.snapshot.since),
+        since=_time(data.provider.snapshot.state_since),
         mode=escape(data.provider.mode),
         forced=_forced(data.provider),
         timeline=timeline(data.checks, data.events, data.now),

@@ -65,7 +65,7 @@ def provider(name: str, view: ProviderView) -> dict[str, Any]:
         "name": name,
         "state": view.state.value,
         "mode": view.mode,
-        "since": iso(s.since),
+        "since": iso(s.state_since),
         "natural_state": s.natural.value,
         "forced": None if s.forced is None else {"state": s.forced.value, "reason": s.forced_reason},
         "consecutive_failures": s.failures,

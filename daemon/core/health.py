@@ -72,6 +72,8 @@ class HealthSnapshot:
     successes: int = 0
     forced: ProviderState | None = None
     forced_reason: str | None = None
+    #: when the override in force began
+    forced_at: datetime | None = None
     last_passive_at: datetime | None = None
     #: the last round blamed our own network
     local: bool = False
@@ -81,6 +83,11 @@ class HealthSnapshot:
     flap: FlapState = field(default_factory=FlapState)
     #: routing is held on the outage side while the rounds flap
     held: bool = False
+
+    @property
+    def state_since(self) -> datetime | None:
+        """Since when the state in force holds: the override's start while one is in force."""
+        return self.forced_at if self.forced is not None and self.forced_at is not None else self.since
 
     @property
     def routing_state(self) -> ProviderState:
@@ -195,12 +202,12 @@ class HealthTracker:
 
     def force(self, state: ProviderState, at: datetime, reason: str) -> Transition | None:
         before = self.snapshot.state
-        self.snapshot = replace(self.snapshot, forced=state, forced_reason=reason)
+        self.snapshot = replace(self.snapshot, forced=state, forced_reason=reason, forced_at=at)
         return self._transition(before, at, f"forced by operator: {reason}")
 
     def release(self, at: datetime) -> Transition | None:
         before = self.snapshot.state
-        self.snapshot = replace(self.snapshot, forced=None, forced_reason=None)
+        self.snapshot = replace(self.snapshot, forced=None, forced_reason=None, forced_at=None)
         return self._transition(before, at, "operator override released")
 
     def explain(self, now: datetime) -> Explanation:
@@ -212,7 +219,7 @@ class HealthTracker:
             at=now,
             state=self.state,
             mode=self.mode,
-            since=self.snapshot.since,
+            since=self.snapshot.state_since,
             why=(*why, *self._last_round_line()),
             flap_percent=self.snapshot.flap.percent,
             checks=checks,

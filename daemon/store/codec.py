@@ -111,7 +111,7 @@ def remote_ids(kept: str | None, new: str | None) -> str | None:
 
 def snapshot_json(snapshot: HealthSnapshot) -> str:
     data = asdict(snapshot)
-    for key in ("since", "last_passive_at"):
+    for key in ("since", "forced_at", "last_passive_at"):
         data[key] = None if data[key] is None else ts(data[key])
     return json.dumps(data)
 
@@ -133,6 +133,7 @@ def snapshot(text: str) -> HealthSnapshot:
         credentials=tuple(data.get("credentials", ())),
         flap=_flap(data.get("flap") or {}),
         held=data.get("held", False),
+        forced_at=maybe_dt(data.get("forced_at")),
     )
 
 

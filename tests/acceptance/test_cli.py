@@ -156,6 +156,21 @@ def test_send_status_and_override(running: tuple[DaemonProcess, SmtpServer]) -> 
     assert causes.index("operator override released") < causes.index("forced by operator: drill")
 
 
+def test_status_of_an_override_says_since_when_it_is_in_force(
+    running: tuple[DaemonProcess, SmtpServer],
+) -> None:
+    """A forced state is shown since the override, not since the checks' state it overrides."""
+    daemon, _ = running
+    config = str(daemon.config_path)
+    assert cli("override", "-c", config, "outage", "--reason", "EX123").returncode == 0
+    provider = json.loads(cli("status", "-c", config, "--json").stdout)["provider"]
+    forced = next(e for e in provider["events"] if e["cause"] == "forced by operator: EX123")
+    assert provider["since"] == forced["at"]
+    assert f"OUTAGE (forced: EX123) since {forced['at']}" in cli("status", "-c", config).stdout
+    assert cli("override", "-c", config, "release").returncode == 0
+    assert json.loads(cli("status", "-c", config, "--json").stdout)["provider"]["since"] != forced["at"]
+
+
 def test_client_commands_say_when_the_daemon_is_down(tmp_path: Path) -> None:
     """status against a daemon that is not running exits 69 with a clear message naming the URL."""
     with SmtpServer() as smtp, WebhookReceiver() as hook:
