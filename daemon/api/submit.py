@@ -90,7 +90,7 @@ class SubmitEndpoint:
         try:
             body = SUBMIT.validate_json(raw)
         except ValidationError as exc:
-            return invalid_reply(exc)
+            return invalid_reply(exc, raw)
         key = headers.get("idempotency-key")
         batch = isinstance(body, list)
         if key is not None and (batch or not 0 < len(key) <= 255):
@@ -148,14 +148,22 @@ async def send_reply(send: Send, reply: Reply, *, ensure_ascii: bool = True) -> 
     await send({"type": "http.response.body", "body": payload})
 
 
-def invalid_reply(exc: ValidationError) -> Reply:
-    """422 naming each bad field of the body and why."""
-    details = [
-        {"field": ".".join(str(p) for p in ("body", *e["loc"])), "reason": e["msg"]}
-        for e in exc.errors(include_url=False)
-    ]
+def invalid_reply(exc: ValidationError, raw: bytes = b"") -> Reply:
+    """422 naming each bad field of the body by its place in the body (``body.subject``,
+    ``body.3.severity``) and why. The body is one notification or an array of them: an object is
+    told only what it lacks as one, an array only what it lacks as a batch (the validator tries
+    both, and names each by its type)."""
+    errors = exc.errors(include_url=False)
+    shape = _SHAPES.get(raw.lstrip()[:1])
+    if shape is not None and any(e["loc"][:1] == (shape,) for e in errors):
+        errors = [{**e, "loc": e["loc"][1:]} for e in errors if e["loc"][:1] == (shape,)]
+    details = [{"field": ".".join(str(p) for p in ("body", *e["loc"])), "reason": e["msg"]} for e in errors]
     summary = "; ".join(f"{d['field']}: {d['reason']}" for d in details[:5])
     return error(422, "invalid_request", summary, details=details)
+
+
+#: the first byte of a body, and the name the validator gives the body's type in an error's place
+_SHAPES = {b"{": "NotificationIn", b"[": "list[NotificationIn]"}
 
 
 def reused_reply(exc: KeyReused, items: list[NotificationIn], batch: bool) -> Reply:

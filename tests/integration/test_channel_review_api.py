@@ -21,7 +21,7 @@ async def test_slack_thread_ts_label_gets_422(tmp_path: Path) -> None:
                 note = {"severity": "critical", "subject": "x", "labels": {"slack_thread_ts": "C0HR:1.2"}}
                 response = await c.post("/v1/notifications", json=note)
                 assert response.status_code == 422
-                assert response.json()["details"][0]["field"] == "body.NotificationIn.labels"
+                assert response.json()["details"][0]["field"] == "body.labels"
                 assert (await c.get("/v1/status")).json()["queue"]["notifications"] == {}
         finally:
             await daemon.stop()
