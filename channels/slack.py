@@ -301,10 +301,15 @@ def _redacting_logger(name: str, secrets: Sequence[str]) -> logging.Logger:
     """A logger private to this channel (not in the registry) that propagates to ``channels.slack``.
 
     The SDK logs webhook URLs (secret) at DEBUG: its records are scrubbed before any handler sees them.
+    They are capped at INFO: the SDK logs ERROR for a request that failed to connect or timed out,
+    which the dispatcher already logs as the delivery's outcome (a retry, at INFO), so an ordinary
+    transient failure filled ``journalctl -p err`` with a second, louder line.
     """
 
     def scrub(record: logging.LogRecord) -> bool:
         record.msg, record.args = _redact(record.getMessage(), secrets), None
+        if record.levelno > logging.INFO:
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
         return True
 
     sdk_log = logging.Logger(f"{__name__}.sdk.{name}")

@@ -109,14 +109,20 @@ async def test_http_5xx_with_html_body_is_transient(slack: SlackStandIn) -> None
     assert (error.permanent, error.service_fault) == (False, True)
 
 
-async def test_unreachable_slack_is_transient() -> None:
-    """A refused connection is a transient service fault."""
+async def test_unreachable_slack_is_transient(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused connection is a transient service fault, and no error in the log: the dispatcher
+    logs the retry. The SDK's own 'Failed to send a request to Slack API server' line was an ERROR,
+    so every transient failure showed in ``journalctl -p err``."""
+    caplog.set_level(logging.DEBUG)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     channel = SlackChannel("slack", token=TOKEN, targets=("#ops",), base_url=f"http://127.0.0.1:{port}/api/")
     error = await _send_error(channel, _message())
     assert (error.permanent, error.service_fault) == (False, True)
+    sdk = [r for r in caplog.records if r.name.startswith("channels.slack.sdk")]
+    assert any("Failed to send a request" in r.getMessage() for r in sdk)
+    assert all(r.levelno <= logging.INFO for r in sdk), [(r.levelname, r.getMessage()) for r in sdk]
 
 
 async def test_email_target_is_looked_up_once(slack: SlackStandIn) -> None:
