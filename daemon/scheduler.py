@@ -97,6 +97,8 @@ class CheckScheduler:
         self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        # a run APScheduler has just made a task of, not yet started: let it start, and end (_run)
+        await asyncio.sleep(0)
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
@@ -104,6 +106,8 @@ class CheckScheduler:
             await item.check.aclose()
 
     async def _run(self, item: ScheduledCheck) -> None:
+        if self._stopping:  # handed to the loop as shutdown() began: the check may be closed already
+            return
         task = asyncio.current_task()
         assert task is not None
         self._running.add(task)

@@ -3,6 +3,8 @@ the provider's checks start failing, and never a drill by accident (daemon/sched
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -153,3 +155,29 @@ async def test_the_controls_run_at_once_when_the_provider_is_suspected(daemon: D
     await until(suspected_and_rerun, 30)
     view = await daemon.store.provider(events=0, checks=50)
     assert sum(1 for result in view.checks if result.check == "smtp") == 1
+
+
+async def test_a_run_submitted_as_the_scheduler_stops_does_not_run(caplog: pytest.LogCaptureFixture) -> None:
+    """A check run APScheduler had just handed to the loop when shutdown() came used to start after
+    it: the check ran after its aclose(), and a cancellation at the loop's end was logged as an
+    ERROR with a traceback. Such a run now ends at once."""
+    smtp = CountingCheck("smtp")
+    scheduler = CheckScheduler(
+        [ScheduledCheck(smtp, 3600, 5)], cast(ProviderMonitor, Results()), SystemClock()
+    )
+    scheduler.start()
+    await until(lambda: smtp.runs == 1)
+    scheduler.run_now()
+    for _ in range(100):  # until APScheduler has made the run's task, not yet started
+        if any(
+            "run_coroutine_job" in repr(t.get_coro())
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task()
+        ):
+            break
+        await asyncio.sleep(0)
+    await scheduler.shutdown()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert smtp.runs == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
