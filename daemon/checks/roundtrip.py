@@ -147,7 +147,8 @@ class RoundtripCheck:
         status, reason = await self._smtp.session(lambda c: self._send(c, token))
         latency_s: float | None = None
         if status is not CheckStatus.OK:
-            status, reason = status, f"send: {reason}"
+            # the session names its stage; its own "send" (a refused recipient) is not said twice
+            reason = reason if reason.startswith("send: ") else f"send: {reason}"
         else:
             self.outstanding = [*self.outstanding, Canary(token, self._monotonic())][-MAX_OUTSTANDING:]
             self._sent.append(token)

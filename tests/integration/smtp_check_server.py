@@ -44,6 +44,7 @@ class Script:
     silent: bool = False
     ehlo: str | None = None
     noop: str | None = None
+    rcpt: str | None = None
 
 
 class _Handler:
@@ -76,6 +77,14 @@ class _Handler:
 
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
         return self._script.noop or "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        if self._script.rcpt is not None:
+            return self._script.rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
 
 class _Scripted(asyncio.Protocol):

@@ -252,6 +252,26 @@ async def test_send_failure_is_down_and_sends_nothing(stack: MailStack, checks: 
     assert check.outstanding == []
 
 
+async def test_a_refused_recipient_is_said_once() -> None:
+    """The provider refusing the canary's recipient reads 'send: 550 ...', not 'send: send: 550 ...'
+    (the session names its own stage, which is called send too). Needs no mailbox: nothing is sent."""
+    async with CheckSmtpServer() as server:
+        server.script.rcpt = "550 5.1.1 no such user"
+        smtp = SmtpCheck("smtp", SmtpSettings(HOST, server.port, starttls=False), timeout_s=TIMEOUT_S)
+        imap = ImapProbeSettings(HOST, "canary@test.example", 1, "starttls", "unused")
+        check = RoundtripCheck(
+            "it-rcpt", smtp, Mailbox(imap, timeout_s=TIMEOUT_S, token_source=None),
+            mail_from="bc@test.example", to="canary@test.example", timeout_s=2 * TIMEOUT_S,
+        )  # fmt: skip
+        try:
+            result = await check.run()
+        finally:
+            await check.aclose()
+    assert result.status is CheckStatus.DOWN
+    assert result.reason.startswith("send: ") and "send: send:" not in result.reason, result.reason
+    assert "550 5.1.1 no such user" in result.reason
+
+
 async def test_refused_credentials_are_credentials(stack: MailStack, checks: list[RoundtripCheck]) -> None:
     """A refused SMTP password or IMAP password is CREDENTIALS, on the side that refused it."""
     smtp_refused = make_check(stack, smtp_password="wrong-smtp-pw")
