@@ -383,6 +383,22 @@ async def test_teams_preset_keeps_a_long_body_under_the_teams_message_limit(
     assert texts[2].startswith("Traceback (most recent call last): déjà vu x") and texts[2].endswith("…")
 
 
+async def test_teams_preset_keeps_the_largest_notification_under_the_teams_message_limit(
+    receiver: WebhookReceiver, make: Factory
+) -> None:
+    """The most the API accepts (a 998-character subject, 64 labels of 256 and 256 characters, the
+    body 64 KiB), in three-byte characters, still makes a card under 28 KB: 16 labels shown, cut,
+    and a fact saying how many more."""
+    labels = {f"{n:02d}" + "€" * 254: "€" * 256 for n in range(64)}
+    message = _message(subject="€" * 998, body="€" * 65_536, labels=labels)
+    await make("teams", receiver.url, template=load_preset("teams")).send(message)
+    [request] = await receiver.wait_for_async(1)
+    assert len(request.body) < 28 * 1024, len(request.body)
+    facts = request.json()["attachments"][0]["content"]["body"][3]["facts"]
+    assert len(facts) == 5 + 16 + 1 and facts[-1] == {"title": "…", "value": "48 more labels"}
+    assert facts[5]["title"].startswith("00€") and len(facts[5]["title"]) == 64
+
+
 # --- secrets stay out of logs and errors -----------------------------------------------------------
 
 
