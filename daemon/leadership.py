@@ -51,6 +51,8 @@ class Leadership:
         self._clock = clock
         self.lease_s = lease_s
         self._version: int | None = None
+        #: the stored state adopted (and the lead listeners run) for the lease held now
+        self._adopted = False
         self._deadline = 0.0
         self._quorum = quorum
         self._fresh = timedelta(seconds=fresh_s)
@@ -101,7 +103,7 @@ class Leadership:
         self._stop.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
-        version, self._version = self._version, None
+        version, self._version, self._adopted = self._version, None, False
         self._store.fence(None)
         if version is not None:
             with contextlib.suppress(StoreError):
@@ -135,24 +137,35 @@ class Leadership:
             await self._follow()
             return
         self._deadline = sent + self.lease_s
-        if self._version != version:
+        if self._version != version or not self._adopted:
             await self._elected(version)
         with contextlib.suppress(StoreError):
             self._monitor.annotate(self._lines(await self._outlook()))
 
     async def _elected(self, version: int) -> None:
-        self._version = version
-        self._store.fence(version)
-        log.warning(
-            "this node (%s) leads now, lease version %d",
-            self._store.node,
-            version,
-            extra={"event": "leader.elected", "node": self._store.node, "version": version},
-        )
+        if self._version != version:
+            self._version, self._adopted = version, False
+            self._store.fence(version)
+            log.warning(
+                "this node (%s) leads now, lease version %d",
+                self._store.node,
+                version,
+                extra={"event": "leader.elected", "node": self._store.node, "version": version},
+            )
         seen: Outlook | None = None
         with contextlib.suppress(StoreError):  # then from every node's stored results, raw
             seen = await self._outlook()
-        await self._monitor.lead(None if seen is None else seen.checks)
+        try:
+            await self._monitor.lead(None if seen is None else seen.checks)
+        except StoreError as exc:
+            # The stored state unread, it decides nothing, and its lead listeners (the announcer's
+            # resume, the catch-up, an owed re-plan) have not run: the next round tries again.
+            self._monitor.set_leading(False)
+            log.warning(
+                "leadership: the stored state could not be read: %s", exc, extra={"event": "leader.error"}
+            )
+            return
+        self._adopted = True
 
     async def _follow(self) -> None:
         """Adopt the leader's stored decision; show the checks as it counts them."""
@@ -203,6 +216,6 @@ class Leadership:
             why,
             extra={"event": "leader.deposed", "node": self._store.node, "version": self._version},
         )
-        self._version = None
+        self._version, self._adopted = None, False
         self._store.fence(None)
         self._monitor.set_leading(False)

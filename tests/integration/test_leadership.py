@@ -352,3 +352,29 @@ async def test_new_leader_counts_the_stored_checks_as_merged_not_raw(pg_nodes: P
     await successor.monitor.check_result(result("control", CheckStatus.OK))
     events = (await b.provider(events=10, checks=0)).events
     assert [e.to_state for e in events] == [ProviderState.OUTAGE]
+
+
+async def test_election_whose_state_read_failed_is_finished_on_the_next_round(
+    pg_nodes: PgFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease taken, the stored state's read fails (the store went away just then): the node does
+    not decide on a state it never adopted, and its next round adopts it and runs the lead listeners
+    (the announcer's resume, the catch-up, an owed re-plan). They never ran for that term before."""
+    a = await pg_nodes("a")
+    leader = node_of(a, lease_s=10)
+    elected: list[None] = []
+    leader.monitor.on_lead(lambda: elected.append(None))
+    read = a.provider
+
+    async def cut_off(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(a, "provider", read)
+        raise StoreUnavailable("the store could not commit: connection lost")
+
+    monkeypatch.setattr(a, "provider", cut_off)
+    await leader.tick()
+    assert leader.version is not None, "the lease is this node's"
+    assert not leader.monitor.leading, "it decides nothing before it adopted the stored state"
+    assert elected == []
+    await leader.tick()
+    assert leader.monitor.leading
+    assert elected == [None], "the lead listeners run once the stored state is adopted"
