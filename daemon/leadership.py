@@ -219,3 +219,5 @@ class Leadership:
         self._version, self._adopted = None, False
         self._store.fence(None)
         self._monitor.set_leading(False)
+        # until the nodes' view can be read again (_follow), not the leader's lines of before
+        self._monitor.annotate([f"this node ({self._store.node}) follows: it stepped down ({why})"])

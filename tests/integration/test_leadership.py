@@ -22,6 +22,7 @@ from daemon.store.postgres import IDLE_IN_TRANSACTION_FLOOR_S, PostgresStore
 from daemon.store.postgres_provider import Fence, save_provider_fenced
 from daemon.store.postgres_queries import Conn
 from tests.integration.conftest import PgFactory
+from tests.stand_ins.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
 
@@ -378,3 +379,39 @@ async def test_election_whose_state_read_failed_is_finished_on_the_next_round(
     await leader.tick()
     assert leader.monitor.leading
     assert elected == [None], "the lead listeners run once the stored state is adopted"
+
+
+async def test_leader_cut_off_from_the_store_no_longer_says_it_leads(postgres_url: str) -> None:
+    """The leader's store unreachable past its lease: it steps down, and its explain (what
+    `backchannel status` shows on it) says so. It went on saying 'this node leads (lease version
+    1)' while another node led, since the view of the nodes could not be read to replace it."""
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    store = PostgresStore(url, node="cut-off", connect_timeout_s=1, reconnect_s=0.2)
+    await store.open()
+    try:
+        leader = node_of(store, lease_s=1.0)
+        await leader.tick()
+        assert leader.is_leader
+        assert any(
+            "this node (cut-off) leads (lease version 1)" in line for line in leader.monitor.explain().why
+        )
+        await proxy.down()
+        await until(lambda: _stepped_down(leader))
+        why = leader.monitor.explain().why
+        assert not [line for line in why if "leads (lease version" in line], why
+        assert (
+            "this node (cut-off) follows: it stepped down (the lease ran out while the store did not answer)"
+            in why
+        )
+    finally:
+        await store.close()
+        with contextlib.suppress(AssertionError):
+            await proxy.down()
+
+
+async def _stepped_down(leadership: Leadership) -> bool:
+    await leadership.tick()
+    return leadership.version is None
