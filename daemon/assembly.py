@@ -75,6 +75,8 @@ class Assembly:
         # an edit renders again what was sent: the unresolved recipients were reported then
         self.ack_updates = AckUpdates(self.store, lambda: self.channels, self._renderer(), self._clock)
         self.leadership = build_leadership(config, self.store, self.monitor, self._clock, self.dispatcher)
+        if self.leadership is not None:
+            self.metrics.watch_leadership()
         self.scheduler = CheckScheduler(build_checks(config), self.monitor, self._clock, self._leads)
         self.store_health = build_store_health(self.store, self._clock, self.dispatcher)
         self.acceptor = Acceptor(

@@ -11,18 +11,18 @@ Prometheus marks their series stale instead of keeping values nobody read, and t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
 
 from channels.base import ChannelError
 from daemon.api.admission import LIMITS, LISTENERS
 from daemon.core.health import Transition
 from daemon.core.model import CheckResult, Notification, ProviderState
 from daemon.drills import FINISHED, LastDrill
+from daemon.metrics_collectors import Refusals, WhileRead
 from daemon.store.values import Accepted, ChannelHealth, Claimed, Outcome, QueueView
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
@@ -43,7 +43,7 @@ class Metrics:
         self._declare_delivery(self.registry)
         self._declare_provider(self.registry)
         #: the gauges read from the store, exported only when the last scrape could read it
-        self._read = _WhileRead(CollectorRegistry())
+        self._read = WhileRead(CollectorRegistry())
         self._declare_outbox(self._read.registry)
         self._declare_drills(self._read.registry)
         self.registry.register(self._read)
@@ -178,6 +178,10 @@ class Metrics:
         self.intake_workers = Gauge(
             "backchannel_intake_workers", "Intake worker processes serving (intake.workers)", registry=r
         )
+        #: registered by watch_leadership(): only nodes that share a store have a leader
+        self.leader = Gauge(
+            "backchannel_leader", "1 while this node leads the nodes sharing its store, else 0", registry=None
+        )
         self.store_up = Gauge(
             "backchannel_store_up",
             "1 while the store commits, 0 while it fails (intake and /healthz answer 503 store_unavailable)",
@@ -239,19 +243,26 @@ class Metrics:
     def reloaded(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "rejected").inc()
 
+    def watch_leadership(self) -> None:
+        """``backchannel_leader`` on PostgreSQL (on SQLite every daemon decides alone)."""
+        self.registry.register(self.leader)
+
     def watch_rate_limits(self, refused: Callable[[], Mapping[str, int]]) -> None:
         """``backchannel_api_rate_limited_total{token}``: the tokens' 429s on every port, read at
         scrape time from the buckets the daemon shares with its intake workers."""
-        self.registry.register(_Refusals(refused))
+        self.registry.register(Refusals(refused))
 
     # -- scrape -------------------------------------------------------------------------------------
 
-    def render(self, state: ProviderState, now: datetime, read: StoreRead | None, *, up: bool) -> bytes:
-        """The exposition; ``read``: what the store answered, None if it could not be read (its
-        gauges are left out until it can); ``up``: whether the store commits (a full disk can
-        still be read: its gauges are shown and the store is down)."""
+    def render(
+        self, state: ProviderState, now: datetime, read: StoreRead | None, *, up: bool, leading: bool = True
+    ) -> bytes:
+        """The exposition; ``read``: what the store answered, None if unread (its gauges left out);
+        ``up``: whether the store commits (a full disk can still be read: its gauges are shown and
+        the store is down); ``leading``: whether this node leads (watch_leadership)."""
         for s in ProviderState:
             self.provider_state.labels(s.value).set(1 if s == state else 0)
+        self.leader.set(1 if leading else 0)
         self._read.shown = read is not None
         self.store_up.set(1 if up and read is not None else 0)
         if read is None:
@@ -287,39 +298,3 @@ class StoreRead:
     queue: QueueView
     channels: Sequence[ChannelHealth]
     drill: LastDrill | None = None
-
-
-class _WhileRead:
-    """A collector: the gauges of ``registry`` while ``shown`` (the last scrape read the store)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.shown = True
-
-    def collect(self) -> Iterator[Metric]:
-        if self.shown:
-            yield from self.registry.collect()
-
-
-class _Refusals:
-    """A collector: each rate-limited token's refusals, as counted in the shared buckets."""
-
-    def __init__(self, refused: Callable[[], Mapping[str, int]]) -> None:
-        self._refused = refused
-
-    def describe(self) -> Iterator[CounterMetricFamily]:
-        yield self._family()
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = self._family()
-        for token, count in sorted(self._refused().items()):
-            family.add_metric([token], count)
-        yield family
-
-    @staticmethod
-    def _family() -> CounterMetricFamily:
-        return CounterMetricFamily(
-            "backchannel_api_rate_limited",
-            "Requests refused with 429: the token was over its rate_limit (API and intake workers' ports)",
-            labels=["token"],
-        )

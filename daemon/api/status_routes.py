@@ -138,7 +138,9 @@ def status_router(ctx: ApiContext, auth: BearerAuth, store: StoreHealth) -> APIR
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format); scrape with the bearer token."""
         read = await _unless_down(store, lambda: _scrape_reads(ctx))
-        body = ctx.metrics.render(ctx.monitor.state, ctx.clock.now(), read, up=store.failing is None)
+        body = ctx.metrics.render(
+            ctx.monitor.state, ctx.clock.now(), read, up=store.failing is None, leading=ctx.monitor.leading
+        )
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return router

@@ -174,6 +174,21 @@ def test_three_nodes_share_work_and_survive_leader_kill(
     print(f"failover {failover_s:.2f}s to {successor}; {len(delivered)} delivered, {duplicates} duplicates")
     assert set(delivered) <= set(keys), "delivered something never submitted"
     assert failover_s <= LEASE_S + 2, f"a new leader took {failover_s:.2f}s (lease {LEASE_S}s)"
+    # /metrics says who decides: the successor alone (alerts: no leader, two leaders)
+    alive = [n for n in nodes if n is not victim]
+    leaders = until(lambda: (led := _leading(alive)) == [successor] and led, 10, "backchannel_leader")
+    assert leaders == [successor]
+
+
+def _leading(nodes: list[HaNode]) -> list[str]:
+    """The nodes whose /metrics report backchannel_leader 1."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    found = []
+    for node in nodes:
+        text = httpx.get(f"http://127.0.0.1:{node.api_port}/metrics", headers=headers, timeout=5).text
+        if "\nbackchannel_leader 1.0\n" in text:
+            found.append(node.node)
+    return found
 
 
 def test_paused_leader_does_not_act_on_stale_leadership(

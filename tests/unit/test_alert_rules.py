@@ -25,7 +25,9 @@ TARGET_LABELS = {"instance", "job"}
 
 def exported_names() -> set[str]:
     names = set()
-    for family in Metrics().registry.collect():
+    metrics = Metrics()
+    metrics.watch_leadership()  # a node of several on PostgreSQL exports every metric
+    for family in metrics.registry.collect():
         names |= {family.name, f"{family.name}_total", f"{family.name}_count", f"{family.name}_sum"}
     return names
 

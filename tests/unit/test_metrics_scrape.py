@@ -57,3 +57,15 @@ def test_a_store_that_can_be_read_but_not_commit_is_down_with_its_gauges() -> No
     scraped = _families(Metrics().render(ProviderState.HEALTHY, NOW, _read(), up=False))
     assert scraped["backchannel_store_up"] == [({}, 0.0)]
     assert scraped["backchannel_queue_notifications"]
+
+
+def test_only_a_node_sharing_its_store_reports_whether_it_leads() -> None:
+    """On SQLite every daemon decides alone: no backchannel_leader (two of them scraped by one
+    Prometheus would read as two leaders). On PostgreSQL 1 on the leader, 0 on the others."""
+    alone = _families(Metrics().render(ProviderState.HEALTHY, NOW, _read(), up=True))
+    assert "backchannel_leader" not in alone
+    shared = Metrics()
+    shared.watch_leadership()
+    leading = _families(shared.render(ProviderState.HEALTHY, NOW, _read(), up=True, leading=True))
+    following = _families(shared.render(ProviderState.HEALTHY, NOW, _read(), up=True, leading=False))
+    assert (leading["backchannel_leader"], following["backchannel_leader"]) == ([({}, 1.0)], [({}, 0.0)])
