@@ -110,8 +110,10 @@ def received_by(sends: Iterable[Sent], directory: Directory) -> dict[str, list[R
                 key = (sent.notification_id, sent.channel)
                 if key not in lines or line.at < lines[key].at:
                     lines[key] = line
+    # ties (the notifications of one digest share its attempt's start): ids are ULIDs, in creation order
     return {
-        person: sorted(lines.values(), key=lambda r: (r.at, r.channel)) for person, lines in found.items()
+        person: sorted(lines.values(), key=lambda r: (r.at, r.notification_id, r.channel))
+        for person, lines in found.items()
     }
 
 

@@ -116,6 +116,14 @@ def test_received_by_maps_destinations_back_to_people() -> None:
     }
 
 
+def test_received_by_lists_one_digest_oldest_notification_first() -> None:
+    """A digest's notifications share its attempt's start: they are listed oldest first all the
+    same, not in the newest-first order the store is read in (found by an outage-day review)."""
+    sends = [Sent(f"n{i}", f"burst {i}", "high", "slack", "slack", T0, ("U1",)) for i in (3, 2, 1)]
+    lines = received_by(sends, DIRECTORY)["alice"]
+    assert [line.notification_id for line in lines] == ["n1", "n2", "n3"]
+
+
 def test_catch_up_email_lists_lines_in_the_person_time_zone() -> None:
     """Subject counts the lines; each line has the local time, channel, severity, subject and id."""
     outage = Outage(T0, T0 + timedelta(hours=1))
