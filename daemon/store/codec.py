@@ -243,6 +243,13 @@ def acknowledgeable(status: str, escalates: bool) -> bool:
     return status in ("pending", "held") or (escalates and status != "cancelled")
 
 
+def stale_step(n: sqlite3.Row | Mapping[str, Any], step_mode: str, mode: str) -> bool:
+    """Whether a step back unsent stops: acknowledged, or an escalation's step of a mode no longer in
+    force once another reached someone (as supersede_stale_escalations stops the pending ones)."""
+    reached = n["escalation"] is not None and n["status"] not in ("pending", "held")
+    return n["acknowledged_at"] is not None or (reached and step_mode != mode)
+
+
 #: how a resolution acknowledges the notification it resolves (``ack_detail``: "via resolution")
 RESOLUTION = "resolution"
 #: how a newer version of an alert group closes the older ones ("via group update")

@@ -101,7 +101,8 @@ async def _record_one(conn: Conn, outcome: Outcome, mode: Mode, now: datetime, n
         await conn.execute(Q["keep_remote_id"], (kept, d["id"]))
     if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
-        if n["acknowledged_at"] is not None:  # taken on while this send was in flight
+        # taken on while this send was in flight, or email came back after another step reached someone
+        if codec.stale_step(n, d["mode"], mode):
             await conn.execute(Q["supersede_delivery"], (outcome.detail, now, d["id"]))
         else:
             await conn.execute(Q["mark_retry"], (outcome.retry_at, outcome.detail, now, d["id"]))

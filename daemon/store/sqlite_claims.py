@@ -107,7 +107,8 @@ def _record_one(conn: sqlite3.Connection, outcome: Outcome, now: float, mode: Mo
     if outcome.kind == "retry":
         assert outcome.retry_at is not None, "a retry needs a time"
         n = conn.execute(Q["notification_by_id"], (d["notification_id"],)).fetchone()
-        if n["acknowledged_at"] is not None:  # taken on while this send was in flight
+        # taken on while this send was in flight, or email came back after another step reached someone
+        if codec.stale_step(n, d["mode"], mode):
             conn.execute(Q["supersede_delivery"], (outcome.detail, now, d["id"]))
         else:
             conn.execute(Q["mark_retry"], (codec.ts(outcome.retry_at), outcome.detail, now, d["id"]))

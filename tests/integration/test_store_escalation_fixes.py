@@ -53,6 +53,45 @@ async def test_a_step_delivered_after_the_mode_changed_stops_the_later_steps(sto
     assert await deliver(store, "sms", T0 + timedelta(hours=1)) == []
 
 
+async def _across_recovery(store: Store) -> tuple[str, int, datetime]:
+    """Step 0 claimed (waiting for its send slot) while step 1 delivers and email comes back."""
+    await outage(store)
+    (accepted,) = await store.accept([note(1)], T0)
+    (slack,) = await store.claim("slack", 10, T0, T0 + timedelta(hours=1))
+    at = T0 + timedelta(minutes=5)
+    assert await deliver(store, "sms", at) == [accepted.id]
+    await healthy(store, at)
+    return accepted.id, slack.delivery.id, at
+
+
+async def test_a_step_back_unsent_after_the_mode_changed_is_not_left_for_the_next_outage(
+    store: Store,
+) -> None:
+    """A claim that comes back unsent after the recovery (its send slot came after the mode changed,
+    or a 429) of an escalation another step reached stops with the old mode's other steps: left
+    pending, it would wait for the next outage and page about this one then (found by an outage-day
+    review: 30 such Slack steps stayed pending after the recovery)."""
+    notification_id, slack, at = await _across_recovery(store)
+    await store.record([Outcome(slack, "retry", at, at, "mode changed", retry_at=at)], at)
+    assert await states(store, notification_id) == (
+        "delivered",
+        ["superseded", "delivered", "superseded", "superseded"],
+    )
+    await outage(store, T0 + timedelta(hours=2))
+    assert await deliver(store, "slack", T0 + timedelta(hours=2)) == []
+
+
+async def test_a_claim_released_after_the_mode_changed_is_not_left_for_the_next_outage(
+    store: Store,
+) -> None:
+    """The same claim released at a start-up (killed just after the recovery) stops as well."""
+    notification_id, _, at = await _across_recovery(store)
+    await store.release_claims(at)
+    assert (await states(store, notification_id))[1][0] == "superseded"
+    await outage(store, T0 + timedelta(hours=2))
+    assert await deliver(store, "slack", T0 + timedelta(hours=2)) == []
+
+
 async def test_a_failed_callback_after_the_acknowledgement_reopens_nothing(store: Store) -> None:
     """An acknowledged escalation whose sent step later bounces stays closed: no re-send at a mode change."""
     await outage(store)

@@ -107,10 +107,13 @@ UPDATE notifications SET step = %s, updated_at = %s WHERE id = %s;
 -- name: release_claims
 -- Only leases that ran out, and this node's own claims from before its restart: other live
 -- nodes' claims are theirs until their lease ends. A claim whose notification was acknowledged
--- meanwhile is not sent again.
+-- meanwhile is not sent again, nor a step of an escalation that reached someone planned for the mode
+-- no longer in force (supersede_stale_escalations).
 UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s,
     state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
-                              AND n.acknowledged_at IS NOT NULL)
+                              AND (n.acknowledged_at IS NOT NULL
+                                   OR (n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held')
+                                       AND d.mode != (SELECT mode FROM provider WHERE id = 1))))
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND (d.claimed_until < statement_timestamp() OR d.claimed_by = %(node)s);
 
@@ -126,10 +129,13 @@ RETURNING id;
 
 -- name: release_expired
 -- Leases that ran out, whatever their mode: the node that held them is presumed dead. Pending again
--- (the rerouter re-plans one whose mode has changed since), or superseded once acknowledged.
+-- (the rerouter re-plans one whose mode has changed since), or superseded once acknowledged or stale
+-- (as in release_claims).
 UPDATE deliveries d SET claimed_until = NULL, claimed_by = NULL, updated_at = %(now)s,
     state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = d.notification_id
-                              AND n.acknowledged_at IS NOT NULL)
+                              AND (n.acknowledged_at IS NOT NULL
+                                   OR (n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held')
+                                       AND d.mode != (SELECT mode FROM provider WHERE id = 1))))
                  THEN 'superseded' ELSE 'pending' END
 WHERE d.state = 'in_flight' AND d.claimed_until < statement_timestamp();
 

@@ -71,11 +71,14 @@ UPDATE notifications SET status = ?, updated_at = ? WHERE id = ?;
 UPDATE notifications SET step = ?, updated_at = ? WHERE id = ?;
 
 -- name: release_claims
--- A claim whose notification was acknowledged meanwhile is not sent again.
+-- A claim whose notification was acknowledged meanwhile is not sent again, nor a step of an
+-- escalation that reached someone planned for the mode no longer in force (supersede_stale_escalations).
 UPDATE deliveries
 SET claimed_until = NULL, updated_at = ?,
     state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
-                              AND n.acknowledged_at IS NOT NULL)
+                              AND (n.acknowledged_at IS NOT NULL
+                                   OR (n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held')
+                                       AND deliveries.mode != (SELECT mode FROM provider WHERE id = 1))))
                  THEN 'superseded' ELSE 'pending' END
 WHERE state = 'in_flight';
 
@@ -90,11 +93,14 @@ WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'in_flight' AND clai
 RETURNING id;
 
 -- name: release_expired
--- Leases that ran out (a send stuck past its lease): pending again, or superseded once acknowledged.
+-- Leases that ran out (a send stuck past its lease): pending again, or superseded once acknowledged
+-- (or stale, as in release_claims).
 UPDATE deliveries
 SET claimed_until = NULL, updated_at = :now,
     state = CASE WHEN EXISTS (SELECT 1 FROM notifications n WHERE n.id = deliveries.notification_id
-                              AND n.acknowledged_at IS NOT NULL)
+                              AND (n.acknowledged_at IS NOT NULL
+                                   OR (n.escalation IS NOT NULL AND n.status NOT IN ('pending', 'held')
+                                       AND deliveries.mode != (SELECT mode FROM provider WHERE id = 1))))
                  THEN 'superseded' ELSE 'pending' END
 WHERE state = 'in_flight' AND claimed_until < :now;
 
