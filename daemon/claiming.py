@@ -13,7 +13,7 @@ its step fails. The loop around the passes is :mod:`daemon.dispatcher`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from channels.base import Channel
@@ -26,7 +26,7 @@ from daemon.outcomes import acknowledged_meanwhile, released, replanned, unconfi
 from daemon.rendering import Renderer
 from daemon.send_slots import SendSlots
 from daemon.store.base import Store, StoreError
-from daemon.store.values import Claimed
+from daemon.store.values import Claimed, Outcome
 
 log = logging.getLogger("daemon.dispatcher")
 
@@ -34,6 +34,8 @@ log = logging.getLogger("daemon.dispatcher")
 #: node of a cluster that has it (a configuration rolled out one node at a time) claims it meanwhile
 UNCONFIGURED_GRACE = timedelta(minutes=10)
 UNCONFIGURED_BATCH = 200
+#: how claims put back unsent are recorded (:func:`~daemon.outcomes.released`, ``reloaded``)
+Unsent = Callable[[Sequence[Claimed], datetime], list[Outcome]]
 
 
 class Claimer:
@@ -165,11 +167,12 @@ class Claimer:
         self.last_claim_at = self._clock.monotonic()
         self._slots.spawn(name, work, task_name)
 
-    async def release_waiting(self) -> None:
-        """At shutdown: the claims waiting for a digest-enabled channel's send slot become pending."""
+    async def release_waiting(self, unsent: Unsent = released) -> None:
+        """At shutdown, or before a re-plan (the routes changed): the claims waiting for a
+        digest-enabled channel's send slot become pending."""
         waiting = [c for digesting in self._digesting.values() for c in digesting.release()]
         if waiting:
-            await self._deliverer.record(released(waiting, self._clock.now()))
+            await self._deliverer.record(unsent(waiting, self._clock.now()))
 
 
 def digesting_channels(

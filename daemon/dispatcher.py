@@ -28,6 +28,7 @@ from daemon.clock import Clock
 from daemon.core.model import Mode, ProviderState
 from daemon.delivering import Deliverer
 from daemon.dispatch_policy import ChannelPolicy, DispatchSettings
+from daemon.outcomes import reloaded
 from daemon.refusals import Bounces
 from daemon.rendering import Renderer
 from daemon.rerouting import Rerouter
@@ -241,6 +242,8 @@ class Dispatcher:
         if self._replan_due:
             self._replan_due = False
             try:
+                # waiting for a send slot they are in flight, which the walk leaves on their old plans
+                await self._claimer.release_waiting(reloaded)
                 await self._rerouter.replan(self._mode())
             except (StoreUnavailable, asyncio.CancelledError):
                 self._replan_due = True  # the store failed (or a stop): the next pass tries again

@@ -162,6 +162,12 @@ def replanned(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
     return _unsent(claimed, now, "the provider's mode changed before its send slot: re-planned")
 
 
+def reloaded(claimed: Sequence[Claimed], now: datetime) -> list[Outcome]:
+    """Claimed and not sent yet at a re-plan (a reload; unknown or credentials began or ended): back
+    to the outbox, whose re-plan gives it the plan of the routes in force."""
+    return _unsent(claimed, now, "re-planned before its send slot (a reload, or a change of state)")
+
+
 def _unsent(claimed: Sequence[Claimed], now: datetime, detail: str) -> list[Outcome]:
     return [
         Outcome(c.delivery.id, "retry", now, now, detail, now, claim=c.delivery.attempts) for c in claimed

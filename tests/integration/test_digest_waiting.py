@@ -4,14 +4,15 @@ Escalation steps go one at a time, so a burst of pages can wait many slots: thei
 renewed while they wait (a lease run out made the delivery pending, the channel claimed it again
 and each such page went out twice), and the claims made for the outage go back to the outbox at
 recovery, to be emailed (they went out on the backup channel after email was back, and no
-catch-up listed them). Found by a review; each test failed on the code before.
+catch-up listed them), and at a reload of the routes, to be re-planned by them (they went out by
+the old routes, minutes after). Found by reviews; each test failed on the code before.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,7 +62,9 @@ class World(OutboxWorld):
 
 
 @asynccontextmanager
-async def outage(tmp_path: Path, *, lease_s: float = 300.0) -> AsyncIterator[World]:
+async def outage(
+    tmp_path: Path, *, lease_s: float = 300.0, routes: Sequence[Route] = ROUTES
+) -> AsyncIterator[World]:
     """A real SQLite outbox in outage, its dispatcher running; stopped and closed afterwards."""
     clock = SystemClock()
     store = SqliteStore(tmp_path / "outbox.db")
@@ -73,10 +76,10 @@ async def outage(tmp_path: Path, *, lease_s: float = 300.0) -> AsyncIterator[Wor
         "backup": ChannelPolicy(retry=FAST, digest=DIGEST),
     }
     channels = {"email": email, "backup": backup}
-    dispatcher = dispatcher_for(store, monitor, channels, policies, ROUTES, clock, lease_s=lease_s)
+    dispatcher = dispatcher_for(store, monitor, channels, policies, routes, clock, lease_s=lease_s)
     monitor.on_mode_change(lambda _: dispatcher.request_sweep())
     await monitor.force(ProviderState.OUTAGE, "test")
-    acceptor = Acceptor(store, lambda: ROUTES, clock, dispatcher.wake)
+    acceptor = Acceptor(store, lambda: routes, clock, dispatcher.wake)
     task = asyncio.create_task(dispatcher.run())
     try:
         yield World(store, acceptor, monitor, dispatcher, email, backup)
@@ -110,4 +113,23 @@ async def test_pages_still_waiting_at_recovery_are_emailed(tmp_path: Path) -> No
     assert not paged.keys() & emailed.keys()
     assert set(paged.values()) <= {1} and set(emailed.values()) <= {1}
     # Two were paged before the recovery, at most one more was being sent as it came: the rest, email.
+    assert len(emailed) >= 6, (paged, emailed)
+
+
+async def test_pages_still_waiting_at_a_reload_take_the_new_routes(tmp_path: Path) -> None:
+    """A reload that moves the pages off the backup channel while they wait for their slot: they
+    are re-planned by the new routes, not paged by the old ones for minutes after (found by an
+    outage-day review: 26 of 40 pages still went to Slack after the route was changed)."""
+    routes = list(ROUTES)
+    async with outage(tmp_path, routes=routes) as world:
+        ids = await world.submit(10)
+        await until(lambda: len(world.backup.sent) >= 2)
+        routes[0] = Route("page", Matcher(), ("email",), ("email",))
+        await world.dispatcher.owe_replan()
+        await world.settled(ids)
+    paged = Counter(m.notification_id for m in world.backup.sent)
+    emailed = Counter(m.notification_id for m in world.email.sent)
+    assert paged.keys() | emailed.keys() == set(ids)
+    assert not paged.keys() & emailed.keys()
+    # Two were paged before the reload, at most one more was being sent as it came: the rest, email.
     assert len(emailed) >= 6, (paged, emailed)
