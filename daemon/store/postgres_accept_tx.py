@@ -14,7 +14,7 @@ from datetime import datetime
 from psycopg.rows import DictRow
 
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, ProviderState
-from daemon.store import codec, episodes
+from daemon.store import codec, episodes, group_versions
 from daemon.store.base import AcceptResult, KeyReused, refused
 from daemon.store.postgres_ack import acknowledge
 from daemon.store.postgres_queries import WORK_CHANNEL, Conn, Q, _one
@@ -88,16 +88,16 @@ async def _accept_one(
     if lineage is not None:
         latest = await _one(conn, Q["latest_group_version"], (lineage,))
         if latest is not None:
-            version = codec.GroupVersion(
+            version = group_versions.GroupVersion(
                 latest["id"],
                 latest["idempotency_key"],
                 json.loads(latest["labels"]),
                 latest["acknowledged_by"],
                 latest["acknowledged_via"],
             )
-            if codec.repeats(notification, version):
+            if group_versions.repeats(notification, version):
                 return Accepted(id=version.id, duplicate=True), False
-            notification, plan = codec.next_version(notification, plan, version)
+            notification, plan = group_versions.next_version(notification, plan, version)
     params = (
         codec.notification_params(notification)
         | {

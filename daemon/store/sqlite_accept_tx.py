@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from daemon.core.model import RESOLVES_LABEL, SUPERSEDES_LABEL, Mode, Notification, ProviderState
-from daemon.store import codec, episodes
+from daemon.store import codec, episodes, group_versions
 from daemon.store.base import KeyReused, refused
 from daemon.store.queries import load
 from daemon.store.sqlite_ack import acknowledge
@@ -68,10 +68,10 @@ def accept(
         plan = item.plan_in(mode, state)
         if (lineage := notification.labels.get(SUPERSEDES_LABEL)) is not None:
             latest = _group_version(conn.execute(Q["latest_group_version"], (lineage,)).fetchone())
-            if latest is not None and codec.repeats(notification, latest):
+            if latest is not None and group_versions.repeats(notification, latest):
                 results.append(Accepted(id=latest.id, duplicate=True))
                 continue
-            notification, plan = codec.next_version(notification, plan, latest)
+            notification, plan = group_versions.next_version(notification, plan, latest)
             params = codec.notification_params(notification)
         else:
             params = codec.notification_params(notification) if rows is None or rekeyed else dict(rows[i])
@@ -181,11 +181,11 @@ def _close_resolved(conn: sqlite3.Connection, key: str, source: str, now: dateti
         acknowledge(conn, target[0], source, codec.RESOLUTION, now)
 
 
-def _group_version(row: sqlite3.Row | None) -> codec.GroupVersion | None:
+def _group_version(row: sqlite3.Row | None) -> group_versions.GroupVersion | None:
     if row is None:
         return None
     labels = json.loads(row["labels"])
-    return codec.GroupVersion(
+    return group_versions.GroupVersion(
         row["id"], row["idempotency_key"], labels, row["acknowledged_by"], row["acknowledged_via"]
     )
 
@@ -195,7 +195,7 @@ def _supersede_versions(
 ) -> None:
     """A new version of an alert group closes the group's versions still open (``via: group
     update``, as a resolution closes what it resolves) and joins the group (what it takes of the
-    group's latest version before its insert: :func:`codec.next_version`)."""
+    group's latest version before its insert: :func:`group_versions.next_version`)."""
     for (older,) in conn.execute(Q["open_group_versions"], (lineage,)).fetchall():
         acknowledge(conn, older, source, codec.GROUP_UPDATE, now)
     conn.execute(Q["insert_group_version"], (lineage, new_id))
