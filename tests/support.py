@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
 import httpx
+import pytest
 import uvicorn
 
 from channels.base import Channel, OutboundMessage
@@ -291,3 +294,14 @@ class ApiWorld:
     async def status(self, nid: str) -> str:
         status: str = (await self.trail(nid))["status"]
         return status
+
+
+def installed(*commands: str, package: str) -> str:
+    """The path of the first of ``commands`` on PATH; without one the test skips, saying how to install
+    it, and fails under CI=true (``.ci/run`` installs Debian's ``package``)."""
+    for command in commands:
+        if (found := shutil.which(command)) is not None:
+            return found
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{commands[0]} is not installed (.ci/run installs Debian's {package})")
+    pytest.skip(f"{commands[0]} is not installed (apt-get install {package}); CI=true makes this fail")

@@ -30,7 +30,7 @@ from daemon.intake.worker import Reports
 from daemon.metrics import MAX_SOURCES
 from daemon.store.values import Accepted
 from tests.servers import SmtpServer, WebhookReceiver
-from tests.stand_ins.tcp_proxy import TcpProxy
+from tests.stand_ins.tcp_proxy import in_front_of_postgres
 from tests.support import FIRING_ALERT, config_template, until
 
 TOKEN = "intake-workers-token-0123456789"
@@ -173,10 +173,7 @@ async def test_healthz_on_both_ports_is_503_while_postgresql_is_down_and_200_onc
     the status page still answer, with the store down and without what only the store knows; once
     the server is back both are ready again with nothing accepted meanwhile (the worker's probe
     commits), and the worker accepts."""
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    proxy, url = await in_front_of_postgres(postgres_url)
 
     def edit(text: str) -> str:
         text = text.replace(f'"{url}"}}', f'"{url}", connect_timeout: 1s}}', 1)

@@ -22,7 +22,7 @@ from daemon.store.postgres import IDLE_IN_TRANSACTION_FLOOR_S, PostgresStore
 from daemon.store.postgres_provider import Fence, save_provider_fenced
 from daemon.store.postgres_queries import Conn
 from tests.integration.conftest import PgFactory
-from tests.stand_ins.tcp_proxy import TcpProxy
+from tests.stand_ins.tcp_proxy import in_front_of_postgres
 
 pytestmark = pytest.mark.usefixtures("postgres_server")
 
@@ -385,10 +385,7 @@ async def test_leader_cut_off_from_the_store_no_longer_says_it_leads(postgres_ur
     """The leader's store unreachable past its lease: it steps down, and its explain (what
     `backchannel status` shows on it) says so. It went on saying 'this node leads (lease version
     1)' while another node led, since the view of the nodes could not be read to replace it."""
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    proxy, url = await in_front_of_postgres(postgres_url)
     store = PostgresStore(url, node="cut-off", connect_timeout_s=1, reconnect_s=0.2)
     await store.open()
     try:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import shutil
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.servers import SmtpServer, WebhookReceiver
-from tests.support import daemon_api, until
+from tests.support import daemon_api, installed, until
 
 TOKEN = "status-page-token-0123456"
 SECRET = "whsec_" + base64.b64encode(b"status-page-webhook-secret").decode()
@@ -37,12 +34,7 @@ routes:
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return found
+    return installed("chromium", "chromium-browser", package="chromium")
 
 
 async def headless(browser: str, url: str, *args: str, profile: Path) -> str:

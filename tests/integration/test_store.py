@@ -26,7 +26,7 @@ from daemon.store.postgres_pool import connect_args
 from daemon.store.sqlite import SqliteStore
 from daemon.store.values import Accepted, Callback, ListFilter, NewNotification, Outcome, OutcomeKind
 from tests.integration.conftest import PgFactory, StoreFactory, admin
-from tests.stand_ins.tcp_proxy import TcpProxy
+from tests.stand_ins.tcp_proxy import in_front_of_postgres
 from tests.support import until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -756,10 +756,7 @@ async def test_accepts_resume_as_soon_as_the_server_is_back(postgres_url: str) -
     """PostgreSQL down for 20 s (every connection reset, new ones refused), a client retrying every
     second: the first accept after it is back commits within the connect timeout. The pool's
     doubling reconnect delay kept callers at 503 for up to half a minute after a minute's outage."""
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    proxy, url = await in_front_of_postgres(postgres_url)
     store = PostgresStore(url, node="restarted", connect_timeout_s=2, reconnect_s=0.5)
     await store.open()
     try:
@@ -793,10 +790,7 @@ async def test_the_readiness_probes_read_and_commit_and_keep_nothing(store: Stor
 async def test_the_readiness_probes_fail_while_postgresql_is_unreachable(postgres_url: str) -> None:
     """Every connection reset and new ones refused: both probes are StoreUnavailable, and both
     pass again once the server is back."""
-    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
-    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
-    await proxy.start()
-    url = postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)
+    proxy, url = await in_front_of_postgres(postgres_url)
     store = PostgresStore(url, node="probed", connect_timeout_s=1, reconnect_s=0.2)
     await store.open()
     try:

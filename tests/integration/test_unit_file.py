@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.dispatch_policy import DispatchSettings
+from tests.support import installed
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNIT = DEPLOY / "backchannel.service"
@@ -24,12 +25,7 @@ MAX_EXPOSURE = 1.5
 
 
 def _systemd_analyze() -> str:
-    found = shutil.which("systemd-analyze")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("systemd-analyze is missing in CI: install Debian's systemd package in .ci/run")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI=true makes this fail")
-    return found
+    return installed("systemd-analyze", package="systemd")
 
 
 def _settings(unit: Path) -> dict[str, list[str]]:

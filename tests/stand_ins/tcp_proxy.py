@@ -47,3 +47,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+async def in_front_of_postgres(postgres_url: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of the server of ``postgres_url``, and the URL that goes through it."""
+    host_port = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    proxy = TcpProxy(int(host_port.rsplit(":", 1)[1]))
+    await proxy.start()
+    return proxy, postgres_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/", 1)

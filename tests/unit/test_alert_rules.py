@@ -4,17 +4,15 @@ tests/prometheus/alerts_test.yml)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from daemon.metrics import Metrics
+from tests.support import installed
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -72,12 +70,7 @@ def test_rules_match_on_labels_the_metrics_have() -> None:
 
 
 def _promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("promtool is not installed (.ci/run installs Debian's prometheus)")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    return found
+    return installed("promtool", package="prometheus")
 
 
 def test_rules_are_valid_promql() -> None:
