@@ -34,7 +34,6 @@ import http.client
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -45,13 +44,13 @@ from slack_sdk.webhook import WebhookClient
 
 from channels.base import Acknowledgement, ChannelConfigError, ChannelError, OutboundMessage, Receipt
 from channels.pacing import Pacer
+from channels.sends import LIMIT, Sends
 from channels.slack_blocks import SECTION_MAX, TEXT_MAX, cut, escape, metadata, render
 from channels.slack_errors import api_error, webhook_error
 from channels.threads import CallTimedOut, SdkThreads
 
 SLACK_API = "https://slack.com/api/"
 THREAD_LABEL = "slack_thread_ts"
-_REMEMBERED_SENDS = 4096
 #: an edit (chat.update) refused for a rate limit or a fault on Slack's side: tries in all, the
 #: pause between them when Slack names none, the longest Retry-After waited for (a longer one: given up)
 EDIT_TRIES = 3
@@ -96,7 +95,7 @@ class SlackChannel:
         self._locks: dict[str, asyncio.Lock] = {}
         self._user_ids: dict[str, str] = {}
         self._lookup_lock = asyncio.Lock()
-        self._sent: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._sent: Sends[tuple[str, str, str]] = Sends()
         #: the pacing key a channel id was posted under ("#ops" for C0OPS), so edits share its pace
         self._paced_as: dict[str, str] = {}
 
@@ -172,7 +171,7 @@ class SlackChannel:
     def _origin_of(self, ts: str, targets: list[str]) -> str | None:
         """The target a bare ``ts`` was posted to: one this channel remembers posting it to, or
         the only target. A ts is unique only within its channel: under another it is not a thread."""
-        for (_, target, _), remote_id in reversed(self._sent.items()):
+        for (_, target, _), remote_id in self._sent.newest_first():
             if any(posted_ts == ts for _, posted_ts in posted(remote_id)):
                 return target
         return targets[0] if len(targets) == 1 else None
@@ -196,18 +195,16 @@ class SlackChannel:
         before (a retry after another target failed), or one that held the destination while
         this waited for it (the same delivery claimed again while a slow send still ran)."""
         key = (message.idempotency_key, target, thread_ts or "")
-        if key in self._sent:
-            return self._sent[key]
+        if (sent := self._sent.get(key)) is not None:
+            return sent
         channel = await self._resolve(target)
         # Serialised per destination so a paced burst also arrives in order.
         async with self._locks.setdefault(channel, asyncio.Lock()):
-            if key in self._sent:
-                return self._sent[key]
+            if (sent := self._sent.get(key)) is not None:
+                return sent
             await self._pacer.acquire(channel)
             remote_id = await self._post(channel, thread_ts, message)
-        self._sent[key] = remote_id
-        if len(self._sent) > _REMEMBERED_SENDS:
-            self._sent.popitem(last=False)
+        self._sent.remember(key, remote_id)
         return remote_id
 
     async def _post(self, channel: str, thread_ts: str | None, message: OutboundMessage) -> str:
@@ -218,7 +215,7 @@ class SlackChannel:
         if thread_ts:
             arguments["thread_ts"] = thread_ts
         response = await self._call(self._web.chat_postMessage, unfurl_links=False, **arguments)
-        if len(self._paced_as) < _REMEMBERED_SENDS:
+        if len(self._paced_as) < LIMIT:
             self._paced_as[str(response["channel"])] = channel
         return f"{response['channel']}:{response['ts']}"
 

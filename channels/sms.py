@@ -46,7 +46,6 @@ import asyncio
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +59,7 @@ from channels.base import ChannelConfigError, ChannelError, OutboundMessage, Rec
 from channels.digests import is_digest, sms_text
 from channels.gsm import encoding_for, segment_count, shorten
 from channels.pacing import Pacer
+from channels.sends import Sends
 from channels.threads import CallTimedOut, SdkThreads
 from channels.webhook import retry_after_s
 
@@ -67,8 +67,6 @@ PACE_LONG_CODE_PER_S = 1.0
 PACE_TOLL_FREE_PER_S = 3.0
 PACE_SHORT_CODE_PER_S = 100.0
 
-#: (idempotency key, number) texted, kept so a retry does not text them again: as many as Slack keeps
-_REMEMBERED_SENDS = 4096
 PERMANENT_CODES = frozenset({21211, 21610, 21614, 21408, 21606})
 #: 21611: the From number's queue holds ten hours already (https://www.twilio.com/docs/api/errors/21611);
 #: 63017: the account's combined rate limit
@@ -194,7 +192,8 @@ class SmsChannel:
             raise ChannelConfigError(f"{name}: segments_per_s must be positive, got {segments_per_s}")
         self._recipients = tuple(_configured_number(name, number) for number in recipients)
         self._max_segments = max_segments
-        self._sent: OrderedDict[tuple[str, str], str] = OrderedDict()
+        #: (idempotency key, number) texted: a retry does not text them again
+        self._sent: Sends[tuple[str, str]] = Sends()
         self._pacer = pacer or Pacer(segments_per_s)
         self._http = _HttpClient(base_url, timeout_s)
         self._threads = SdkThreads(name, timeout_s)
@@ -226,14 +225,9 @@ class SmsChannel:
                 except ChannelError as exc:
                     failures.append((number, exc))
                     continue
-                self._remember(key, sid)
+                self._sent.remember(key, sid)
             sids.append(sid)
         return self._receipt(total, sids, failures)
-
-    def _remember(self, key: tuple[str, str], sid: str) -> None:
-        self._sent[key] = sid
-        if len(self._sent) > _REMEMBERED_SENDS:
-            self._sent.popitem(last=False)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._http.close)
