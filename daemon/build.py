@@ -168,6 +168,11 @@ def primary_channels(config: Config) -> frozenset[str]:
     )
 
 
+def mail_channels(config: Config) -> frozenset[str]:
+    """Every email channel: what one delivered is in a mailbox (the provider's, or a second one)."""
+    return frozenset(name for name, cfg in config.channels.items() if isinstance(cfg, EmailChannelConfig))
+
+
 def channel_policies(config: Config) -> dict[str, ChannelPolicy]:
     policies = {}
     for name, cfg in config.channels.items():

@@ -9,7 +9,9 @@ Who a send reached is worked out again from the notification's recipients, the d
 channel's :class:`~daemon.core.directory.Audience`, as the renderer did when it sent it. Each
 person's email is accepted into the outbox with the key ``catchup:<outage start>:<person>``, so a
 restart or a second node queues it once; it goes by the primary email channel, held if the
-provider fails again first. Routes with ``catch_up: false`` are left out. See docs/recovery.md.
+provider fails again first. Smart-host mail that went out through backup channels meanwhile is
+relayed by email too (:mod:`daemon.after_outage`). Routes with ``catch_up: false`` are left out of
+both. See docs/recovery.md.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
+from daemon.after_outage import owed, relay_copy, relay_key
 from daemon.clock import Clock
 from daemon.core.backoff import RetryPolicy, retry_delay
 from daemon.core.catchup import (
@@ -51,6 +54,8 @@ LOOKBACK = timedelta(days=1)
 #: at start-up and election, outages that ended longer ago than this get no (late) catch-up
 HORIZON = timedelta(days=1)
 PAGE = 200
+#: smart-host messages relayed per commit (each read back with its bytes, up to the size limit)
+RELAY_BATCH = 20
 #: a store that fails (a PostgreSQL failover, a locked disk) is tried again every 2 minutes at most,
 #: for about as long as a late catch-up is still wanted (HORIZON); a new leader or start-up runs it too
 RETRY = RetryPolicy(initial_s=1.0, max_s=120.0, max_attempts=720)
@@ -63,6 +68,7 @@ class CatchUp:
         people: People,
         routes: Callable[[], Sequence[Route]],
         primary: Callable[[], frozenset[str]],
+        mail: Callable[[], frozenset[str]],
         clock: Clock,
         provider_name: str,
         *,
@@ -75,6 +81,7 @@ class CatchUp:
         self._people = people
         self._routes = routes
         self._primary = primary
+        self._mail = mail
         self._clock = clock
         self._provider = provider_name
         self._in_flight = in_flight
@@ -99,7 +106,9 @@ class CatchUp:
         return await self.run()
 
     async def run(self, horizon: timedelta | None = None) -> int:
-        """Queue the catch-ups of the latest ended outage; how many were new. Never raises StoreError.
+        """Queue the catch-ups of the latest ended outage and relay its owed mail; how many were new.
+
+        Never raises StoreError.
 
         A store error is logged and the run tried again with backoff, until it succeeds, the
         retries run out, this node no longer leads or the daemon stops.
@@ -136,21 +145,28 @@ class CatchUp:
         return True
 
     async def _run_once(self, horizon: timedelta | None) -> int:
-        view = await self._store.provider(events=EVENTS, checks=0)
-        outage = last_outage(list(reversed(view.events)))
+        provider = await self._store.provider(events=EVENTS, checks=0)
+        outage = last_outage(list(reversed(provider.events)))
         if outage is None or (horizon and self._clock.now() - outage.ended_at > horizon):
             return 0
-        return await self._queue(outage, [s async for s in self._sends(outage)])
+        sends: list[Sent] = []
+        mail: list[str] = []  # ids: the messages' bytes are read again one at a time to relay them
+        mail_channels = self._mail()
+        async for view in self._in_scope(outage):
+            sends.extend(self._sent(view, outage))
+            if owed(view, outage, mail_channels):
+                mail.append(view.notification.id)
+        relayed = await self._relay(mail)
+        return relayed + await self._queue(outage, sends)
 
-    async def _sends(self, outage: Outage) -> AsyncIterator[Sent]:
+    async def _in_scope(self, outage: Outage) -> AsyncIterator[NotificationView]:
+        """What may have gone out during ``outage``, but our own and ``catch_up: false`` routes'."""
         routes = {r.name: r for _, r in walk(self._routes())}
         async for view in self._pages(outage.started_at - LOOKBACK):
             route = routes.get(view.route)
             ours = view.notification.source in (SOURCE, DRILL_SOURCE)
-            if ours or (route is not None and not route.catch_up):
-                continue
-            for sent in self._sent(view, outage):
-                yield sent
+            if not ours and (route is None or route.catch_up):
+                yield view
 
     async def _pages(self, since: datetime) -> AsyncIterator[NotificationView]:
         """Every notification created since ``since``, newest first, a page at a time."""
@@ -184,6 +200,39 @@ class CatchUp:
                 audience.destinations(recipients),
                 attempt.detail or "",
             )
+
+    async def _relay(self, ids: list[str]) -> int:
+        """Relay the smart host's messages ``ids`` by email (daemon.after_outage); how many were new."""
+        steps = tuple(sorted(self._primary()))
+        if ids and not steps:
+            log.warning(
+                "%d messages of the smart host reached people only through backup channels and "
+                "cannot be relayed by email: no primary email channel",
+                len(ids),
+                extra={"event": "catchup.relay_skipped", "count": len(ids)},
+            )
+            return 0
+        ids = sorted(ids)  # oldest first (ULIDs, in order of arrival), as they came
+        relayed = 0
+        for start in range(0, len(ids), RELAY_BATCH):
+            now = self._clock.now()
+            copies = []
+            for notification_id in ids[start : start + RELAY_BATCH]:
+                if await self._store.by_key(relay_key(notification_id)) is not None:
+                    continue  # relayed already: a run before this one
+                view = await self._store.notification(notification_id)
+                if view is not None:
+                    copies.append(relay_copy(view.notification, steps, now))
+            accepted = await self._store.accept(copies, now) if copies else []
+            relayed += sum(not a.duplicate for a in accepted)
+        if ids:
+            log.info(
+                "catch-up: %d messages of the smart host relayed by email (%d owed)",
+                relayed,
+                len(ids),
+                extra={"event": "catchup.relayed", "count": relayed, "owed": len(ids)},
+            )
+        return relayed
 
     async def _queue(self, outage: Outage, sends: list[Sent]) -> int:
         directory = self._people.directory

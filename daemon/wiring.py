@@ -15,7 +15,7 @@ from channels.base import Channel
 from daemon.announce import Announcer
 from daemon.api.admission import INTAKE
 from daemon.api.ratelimit import SharedBuckets
-from daemon.build import channel_policies, primary_channels
+from daemon.build import channel_policies, mail_channels, primary_channels
 from daemon.catchup import CatchUp
 from daemon.clock import Clock
 from daemon.config import Config
@@ -164,12 +164,13 @@ def build_catchup(
     leads: Callable[[], bool],
 ) -> CatchUp:
     # the channels are built once (a reload keeps them), so the primary ones are too
-    primary = primary_channels(config)
+    primary, mail = primary_channels(config), mail_channels(config)
     return CatchUp(
         store,
         people,
         routes,
         lambda: primary,
+        lambda: mail,
         clock,
         config.provider.name,
         in_flight=lambda: dispatcher.in_flight,
