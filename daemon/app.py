@@ -79,6 +79,8 @@ class Daemon(Assembly):
         self.monitor.on_lead(self._elected)
         if self.leadership is not None:  # HA wiring (issue 8)
             await self.leadership.start()
+            if self.leadership.task is not None:  # it ends only if another process takes the node name
+                self._tasks.append(self.leadership.task)
         else:  # alone, this node leads from the start
             self._elected()
             if self.config.provider.announce:

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from daemon.api.serving import ListenError
     from daemon.app import serve
     from daemon.logs import configure_logging
+    from daemon.node_name import NodeNameInUse
     from daemon.store.migrations import SchemaTooNew
 
     config = _load(args)
@@ -37,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         run_async(serve(config, args.config, systemd_env=os.environ))
-    except SchemaTooNew as exc:
-        # no restart mends it (the unit's RestartPreventExitStatus=78): this release must be upgraded
+    except (SchemaTooNew, NodeNameInUse) as exc:
+        # no restart mends it (the unit's RestartPreventExitStatus=78): this release must be
+        # upgraded, or this node given a name of its own
         print(f"{describe_store(config)}: {exc}", file=sys.stderr)
         return EX_CONFIG
     except ListenError as exc:

@@ -13,6 +13,8 @@ leader merges each check's latest fresh result per node into one, down only when
 controls fail are no votes: :mod:`daemon.vantage`), and feeds that to the HealthTracker.
 Every round, each node also reads the nodes' latest results back for its explain: a follower's
 own tracker decides nothing, so what it shows is the leader's stored decision and that view.
+Before its first round a node takes its name for this process, and every round keeps it
+(:mod:`daemon.node_name`): a second process running under the same name stops the start.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from daemon import node_name
 from daemon.clock import Clock
 from daemon.monitor import ProviderMonitor
+from daemon.node_name import NodeNameInUse
 from daemon.store.base import StoreError
 from daemon.store.postgres import PostgresStore, PostgresStoreConfig
 from daemon.vantage import Outlook, Vantage, outlook
@@ -58,6 +62,9 @@ class Leadership:
         self._fresh = timedelta(seconds=fresh_s)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: this process, holding the node's name (table node_names)
+        self._instance = node_name.new_instance()
+        self._named = False
         store.fence(None)
         monitor.set_vantage(Vantage(store, quorum, fresh_s, lambda: monitor.tracker.policy).merge)
         monitor.set_leading(False)
@@ -93,8 +100,16 @@ class Leadership:
     def version(self) -> int | None:
         return self._version
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The rounds in the background, once started; it ends with NodeNameInUse if the name is lost."""
+        return self._task
+
     async def start(self) -> None:
-        """Try once at once (a lone node leads from the start), then keep at it in the background."""
+        """Take the node's name (NodeNameInUse if a live process holds it), try for the lead at once
+        (a lone node leads from the start), then keep at it in the background."""
+        await node_name.take(self._store, self._instance, stale_s=self.lease_s, poll_s=self.lease_s / 6)
+        self._named = True
         await self.tick()
         self._task = asyncio.create_task(self._run(), name="leadership")
 
@@ -108,6 +123,10 @@ class Leadership:
         if version is not None:
             with contextlib.suppress(StoreError):
                 await self._store.resign_leadership(version)
+        if self._named:
+            self._named = False
+            with contextlib.suppress(StoreError):  # a restart takes it back at once
+                await self._store.give_name(self._instance)
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -117,11 +136,15 @@ class Leadership:
                 return
             try:
                 await self.tick()
+            except NodeNameInUse:
+                raise  # the daemon stops (daemon.app): another process runs under this name
             except Exception:  # a bug in one round must not silence leadership for good
                 log.exception("leadership round failed", extra={"event": "leader.error"})
 
     async def tick(self) -> None:
         """One renewal or attempt; then the node reads back the decision and every node's view."""
+        if self._named:
+            await self._keep_name()
         sent = self._clock.monotonic()
         try:
             version = await self._store.acquire_leadership(self.lease_s, self._version)
@@ -141,6 +164,23 @@ class Leadership:
             await self._elected(version)
         with contextlib.suppress(StoreError):
             self._monitor.annotate(self._lines(await self._outlook()))
+
+    async def _keep_name(self) -> None:
+        """Keep the node's name fresh; another process took it (this one stalled past a lease
+        meanwhile): step down and raise NodeNameInUse."""
+        try:
+            kept = await self._store.keep_name(self._instance)
+        except StoreError:
+            return  # the lease's own write says what the store's trouble means
+        if kept:
+            return
+        error = NodeNameInUse(
+            f"another process took the node name {self._store.node!r} while this one stalled: "
+            "give each node its own store.node"
+        )
+        log.error("%s", error, extra={"event": "node.name_taken", "node": self._store.node})
+        self._deposed("another process runs under this node's name")
+        raise error
 
     async def _elected(self, version: int) -> None:
         if self._version != version:

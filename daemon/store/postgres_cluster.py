@@ -11,10 +11,11 @@ these, as it does the reads of :class:`~daemon.store.postgres_reads.PostgresRead
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from daemon.core.health import HealthSnapshot, Transition
+from daemon.node_name import Holder
 from daemon.store import postgres_provider
 from daemon.store import postgres_views as views
 from daemon.store.base import NotLeader
@@ -106,3 +107,39 @@ class PostgresCluster(PostgresReads):
     async def nodes(self, since: datetime) -> list[NodeView]:
         """Each node, its role and its latest result per check since ``since`` (for status)."""
         return await self._read(lambda conn: views.nodes(conn, since))
+
+    async def take_name(self, instance: str, stale_s: float, dead: str | None = None) -> Holder | None:
+        """Take this node's name for ``instance`` (:mod:`daemon.node_name`): None when taken, else
+        who holds it. Its holder's is taken too if it has not kept it fresh for ``stale_s``, or is
+        ``dead``."""
+
+        async def take(conn: Conn) -> Holder | None:
+            params = {
+                "node": self.node,
+                "instance": instance,
+                "dead": dead,
+                "stale": timedelta(seconds=stale_s),
+            }
+            if await (await conn.execute(Q["take_node_name"], params)).fetchone() is not None:
+                return None
+            row = await (await conn.execute(Q["node_name_holder"], params)).fetchone()
+            if row is None:  # given back in between: the next try takes it
+                return Holder("", datetime.now(UTC), stale_s + 1)
+            return Holder(row["instance"], row["started_at"], float(row["age_s"]))
+
+        return await self._transaction(take)
+
+    async def keep_name(self, instance: str) -> bool:
+        """Keep this node's name fresh; False if another instance took it."""
+
+        async def keep(conn: Conn) -> bool:
+            cur = await conn.execute(Q["keep_node_name"], {"node": self.node, "instance": instance})
+            return cur.rowcount == 1
+
+        return await self._transaction(keep)
+
+    async def give_name(self, instance: str) -> None:
+        async def give(conn: Conn) -> None:
+            await conn.execute(Q["give_node_name"], {"node": self.node, "instance": instance})
+
+        await self._transaction(give)

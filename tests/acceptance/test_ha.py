@@ -233,6 +233,39 @@ def test_paused_leader_does_not_act_on_stale_leadership(
     assert status["provider"]["state"] == nodes[[n.node for n in nodes].index(successor)].provider_state()
 
 
+def test_a_second_process_under_a_nodes_name_exits_78_and_a_killed_one_restarts(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A configuration copied to a second host, name and all: that daemon refuses to start (78, no
+    restart by systemd) and the running one goes on; the running one killed with -9 and started
+    again at once takes its name back."""
+    name = f"copied-{uuid.uuid4().hex[:6]}"
+    with SmtpServer() as smtp, WebhookReceiver() as hook, ExitStack() as stack:
+        nodes = [
+            HaNode(
+                tmp_path / f"n{i}",
+                postgres_url,
+                name,
+                smtp_port=smtp.port,
+                hook_url=hook.url,
+                routes=WEBHOOK_ONLY_ROUTES,
+            )
+            for i in range(2)
+        ]
+        for node in nodes:
+            stack.callback(node.close)
+        running, copy = nodes
+        running.start()
+        copy.start(wait=False)
+        assert copy.proc is not None
+        assert copy.proc.wait(30) == 78
+        assert f"another process is running as node '{name}'" in copy.log_path.read_text()
+        assert running.status()["provider"]["state"] == "healthy"
+        running.kill()
+        running.start()  # within the readiness deadline: the name of a dead process is taken at once
+        assert not _named(running.events(), "node.name_taken")
+
+
 def _audit_provider_writes(url: str) -> None:
     """Record every committed write to the provider state with its connection and the lease then.
 

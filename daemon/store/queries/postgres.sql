@@ -468,3 +468,23 @@ SELECT 1;
 -- A transaction id assigned makes the commit write and flush a commit record: the server
 -- takes a durable commit (not a standby, its WAL writable) without a row written or locked.
 SELECT txid_current();
+
+-- name: take_node_name
+-- The name is ours if nobody holds it, or its holder has not kept it fresh for %(stale)s, or
+-- %(dead)s names that holder (a process of this host that no longer runs). No row: held.
+INSERT INTO node_names (name, instance, started_at, seen_at)
+VALUES (%(node)s, %(instance)s, now(), now())
+ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, started_at = now(), seen_at = now()
+WHERE node_names.instance = %(instance)s OR node_names.instance = %(dead)s
+   OR node_names.seen_at < now() - %(stale)s
+RETURNING instance;
+
+-- name: node_name_holder
+SELECT instance, started_at, seen_at, extract(epoch FROM now() - seen_at) AS age_s
+FROM node_names WHERE name = %(node)s;
+
+-- name: keep_node_name
+UPDATE node_names SET seen_at = now() WHERE name = %(node)s AND instance = %(instance)s;
+
+-- name: give_node_name
+DELETE FROM node_names WHERE name = %(node)s AND instance = %(instance)s;

@@ -1,0 +1,89 @@
+"""One running process per node name on a PostgreSQL store.
+
+A node's claims, its check results (its votes) and the leader's lease are kept under its name
+(``store.node``). Two processes started with one name, a configuration copied from node to node,
+would each release the other's claims as their own at start (sent twice) and vote as one node.
+So a node takes its name at start (table ``node_names``): free, or its holder's instance has not
+kept it fresh for a lease, or that holder is a process of this host that no longer runs (a
+``kill -9``, restarted at once). A holder that keeps it fresh meanwhile is alive: the start fails
+with :class:`NodeNameInUse`, exit code 78, which a service manager does not restart. Every
+leadership round keeps the name fresh; a node whose name another instance took while it stalled
+stops the same way, and a clean stop gives the name back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class NodeNameInUse(Exception):
+    """Another running process holds this node's name."""
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a node name, as the database sees it now."""
+
+    instance: str
+    started_at: datetime
+    age_s: float
+
+
+class Names(Protocol):
+    node: str
+
+    async def take_name(self, instance: str, stale_s: float, dead: str | None = None) -> Holder | None: ...
+
+
+def new_instance() -> str:
+    """This process, told apart from any other: host, process id, and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def dead_here(instance: str) -> bool:
+    """Whether ``instance`` was a process of this host that no longer runs."""
+    host, _, rest = instance.partition(":")  # a host name has no colon
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a process of another user runs under that id
+        return False
+    return False
+
+
+def in_use(node: str, holder: Holder) -> NodeNameInUse:
+    return NodeNameInUse(
+        f"another process is running as node {node!r} on this store ({holder.instance}, started "
+        f"{holder.started_at.isoformat(timespec='seconds')}, seen {holder.age_s:.1f} s ago): "
+        "give each node its own store.node"
+    )
+
+
+async def take(store: Names, instance: str, stale_s: float, poll_s: float) -> None:
+    """Take ``store.node`` for ``instance``; NodeNameInUse if a live process holds it."""
+    first: Holder | None = None
+    deadline = time.monotonic() + 2 * stale_s + 1
+    while True:
+        holder = await store.take_name(instance, stale_s)
+        if holder is not None and dead_here(holder.instance):
+            holder = await store.take_name(instance, stale_s, dead=holder.instance)
+        if holder is None:
+            return
+        if first is None:
+            first = holder
+        elif holder.instance != first.instance or holder.age_s < first.age_s:
+            raise in_use(store.node, holder)  # kept fresh meanwhile: it runs
+        if time.monotonic() > deadline:
+            raise in_use(store.node, holder)
+        await asyncio.sleep(poll_s)
