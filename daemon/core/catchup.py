@@ -138,7 +138,9 @@ def catch_up_email(
 ) -> tuple[str, str]:
     """The subject and body of ``person``'s catch-up, times in their time zone (else UTC)."""
     zone: tzinfo = person.timezone or UTC
-    count = f"{len(lines)} notification{'s' if len(lines) != 1 else ''}"
+    # a line per notification and channel: one that reached them twice (Slack and SMS) is one
+    reached = len({r.notification_id for r in lines})
+    count = f"{reached} notification{'s' if reached != 1 else ''}"
     subject = f"While {provider} was down, {count} reached you through backup channels"
     body = [
         f"{provider} was down from {_local(outage.started_at, zone)} to {_local(outage.ended_at, zone)}.",

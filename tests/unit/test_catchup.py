@@ -135,6 +135,15 @@ def test_catch_up_email_lists_lines_in_the_person_time_zone() -> None:
     assert catch_up_key(outage, "carol") == "catchup:2024-03-01T12:00:00+00:00:carol"
 
 
+def test_catch_up_subject_counts_notifications_not_lines() -> None:
+    """One notification by Slack and SMS is two lines and one notification."""
+    outage = Outage(T0, T0 + timedelta(hours=1))
+    lines = [_line("n1", "db", "critical", "slack", T0), _line("n1", "db", "critical", "sms", T0)]
+    subject, body = catch_up_email(DIRECTORY.people["alice"], lines, outage, "Exchange")
+    assert subject == "While Exchange was down, 1 notification reached you through backup channels"
+    assert "via slack" in body and "via sms" in body
+
+
 def _line(nid: str, subject: str, severity: str, channel: str, at: datetime) -> Received:
     return Received(nid, subject, severity, channel, at)
 
