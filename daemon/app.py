@@ -113,6 +113,7 @@ class Daemon(Assembly):
             settings.max_connections,
             settings.buffered_body_limit,
             lambda limit: self.metrics.http_turned_away(API, limit),
+            max_per_client=settings.per_client_limit,
         )
         ctx = ApiContext(
             acceptor=self.acceptor,

@@ -53,6 +53,9 @@ class ApiConfig(Listener):
     #: connections one process holds open on its listener (the API port; each intake worker on
     #: the workers' port); past it a new connection is answered 503 and closed at once
     max_connections: PositiveInt = 512
+    #: of those, the most from one address (a client leaking connections must not take them
+    #: all). None: half of max_connections. Behind a reverse proxy every client has its address
+    max_connections_per_client: PositiveInt | None = None
     #: bytes of request bodies not yet complete one process holds at once; past it a request is
     #: answered 503. None: BUFFERED_BODIES times the larger body limit (128 MiB by default)
     max_buffered_body_bytes: PositiveInt | None = None
@@ -73,6 +76,13 @@ class ApiConfig(Listener):
             )
             raise LocatedError(message, ("max_buffered_body_bytes",))
         return self
+
+    @property
+    def per_client_limit(self) -> int:
+        """``max_connections_per_client``, or half of ``max_connections``."""
+        if self.max_connections_per_client is not None:
+            return self.max_connections_per_client
+        return max(1, self.max_connections // 2)
 
     @property
     def buffered_body_limit(self) -> int:

@@ -7,7 +7,11 @@ bytes at a time (a slowloris), holds a descriptor for each and up to ``api.max_b
 buffered body, until the daemon runs out of descriptors or memory and the intake fails for
 everyone. The timeouts bound how long one such connection lives; these bound how many live at once.
 
-A connection past the cap is answered as it is accepted, before anything of it is read or parsed:
+Of those connections, one address may hold at most ``api.max_connections_per_client`` (half by
+default): a client that leaks connections, or opens them to shut others out, leaves room for
+Alertmanager and the rest.
+
+A connection past a cap is answered as it is accepted, before anything of it is read or parsed:
 a ``503`` with ``Retry-After`` and ``Connection: close``, written in one send, then the socket is
 closed. Costlier refusals do not fit (reading the request first keeps the descriptor until the
 client sends it, which a slowloris never does), and cheaper ones help no sender: the kernel's
@@ -46,8 +50,9 @@ API, INTAKE = "api", "intake"
 LISTENERS = (API, INTAKE)
 #: which limit turned a client away: the ``api.*`` field's name
 MAX_CONNECTIONS = "max_connections"
+MAX_PER_CLIENT = "max_connections_per_client"
 MAX_BUFFERED = "max_buffered_body_bytes"
-LIMITS = (MAX_CONNECTIONS, MAX_BUFFERED)
+LIMITS = (MAX_CONNECTIONS, MAX_PER_CLIENT, MAX_BUFFERED)
 #: at most one warning a minute about clients turned away
 TURNED_AWAY_LOG_S = 60.0
 
@@ -63,8 +68,8 @@ def _overloaded_body(message: str) -> dict[str, str]:
     return {"error": "overloaded", "message": message}
 
 
-def _too_many(limit: int) -> bytes:
-    message = f"{limit} connections already open (api.max_connections); try again later"
+def _too_many(limit: int, field: str = MAX_CONNECTIONS, whose: str = "") -> bytes:
+    message = f"{limit} connections already open{whose} (api.{field}); try again later"
     body = json.dumps(_overloaded_body(message)).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
@@ -82,26 +87,45 @@ class Admission:
         max_connections: int,
         max_buffered_bytes: int,
         on_turned_away: OnTurnedAway | None = None,
+        *,
+        max_per_client: int | None = None,
     ) -> None:
         self.listener = listener
         self.max_connections = max_connections
+        self.max_per_client = max_per_client or max_connections
         self.max_buffered_bytes = max_buffered_bytes
+        #: connections admitted and still open, by the client's address
+        self.by_client: dict[str, int] = {}
         #: bytes of request bodies not yet complete, held by this listener's connections
         self.buffered = 0
         self.turned_away = 0
         self._on_turned_away = on_turned_away
         self._too_many = _too_many(max_connections)
+        self._too_many_here = _too_many(self.max_per_client, MAX_PER_CLIENT, " from this address")
         self._warned_at = float("-inf")
 
     def admit(self, transport: asyncio.Transport, open_now: int) -> bool:
         """Whether a connection just accepted may join the ``open_now`` already open; if not, it
-        has had its 503 and is closing."""
-        if open_now < self.max_connections:
+        has had its 503 and is closing. One admitted is given back with :meth:`left`."""
+        client = _client(transport)
+        held = self.by_client.get(client, 0)
+        if open_now < self.max_connections and held < self.max_per_client:
+            self.by_client[client] = held + 1
             return True
-        transport.write(self._too_many)  # one send: the socket's buffer is empty
+        over = open_now >= self.max_connections
+        transport.write(self._too_many if over else self._too_many_here)  # one send: the buffer is empty
         transport.close()
-        self._turn_away(MAX_CONNECTIONS)
+        self._turn_away(MAX_CONNECTIONS if over else MAX_PER_CLIENT)
         return False
+
+    def left(self, transport: asyncio.BaseTransport) -> None:
+        """A connection :meth:`admit` admitted has closed."""
+        client = _client(transport)
+        held = self.by_client.get(client, 0) - 1
+        if held > 0:
+            self.by_client[client] = held
+        else:
+            self.by_client.pop(client, None)
 
     def take(self, size: int) -> bool:
         """Count ``size`` more bytes of a body still arriving; False (nothing counted) past the limit."""
@@ -134,11 +158,18 @@ class Admission:
         fields = {"event": "http.turned_away", "listener": self.listener, "limit": limit}
         log.warning(
             "HTTP clients turned away with 503 on the %s port: %d so far (%s; max_connections %d, "
-            "max_buffered_body_bytes %d)",
+            "max_connections_per_client %d, max_buffered_body_bytes %d)",
             self.listener,
             self.turned_away,
             limit,
             self.max_connections,
+            self.max_per_client,
             self.max_buffered_bytes,
             extra={**fields, "count": self.turned_away},
         )
+
+
+def _client(transport: asyncio.BaseTransport) -> str:
+    """The client's address (its host: one client's connections come from many ports)."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

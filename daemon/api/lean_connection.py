@@ -93,6 +93,8 @@ class Connection(ConnectionLifecycle):
     def connection_lost(self, exc: Exception | None) -> None:
         # A handler still running is not cancelled: its commit is kept and reported; the answer
         # has nowhere to go and is dropped.
+        if self in self._server.connections and self._transport is not None:  # admitted
+            self._server.admission.left(self._transport)
         self._server.closed(self)
         self._closing = True
         self._disarm()

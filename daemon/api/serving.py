@@ -119,6 +119,7 @@ class AdmittingProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         if self._admitted:
+            self._settings.admission.left(self._transport)
             super().connection_lost(exc)
 
     def on_message_begin(self) -> None:

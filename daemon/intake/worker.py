@@ -178,7 +178,13 @@ class IntakeWorker:
         sock.listen(BACKLOG)
         api = self._config.api
         widen = hooks.body_limit(api.max_body_bytes, api.max_alert_body_bytes)
-        admission = Admission(INTAKE, api.max_connections, api.buffered_body_limit, self._reports.turned_away)
+        admission = Admission(
+            INTAKE,
+            api.max_connections,
+            api.buffered_body_limit,
+            self._reports.turned_away,
+            max_per_client=api.per_client_limit,
+        )
         server = LeanServer(app, api.max_body_bytes, admission=admission, widen=widen, screen=app.screen)
         await server.start(sock)
         heap.settle()

@@ -311,7 +311,7 @@ routes: [{{match: {{}}, healthy: [email], outage: defer}}]
 """
 )
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-CAP_OF_TWO = "max_connections: 2"
+CAP_OF_TWO = "max_connections: 2, max_connections_per_client: 2"
 
 
 def _config(tmp_path: Any, smtp: SmtpServer, limits: str) -> str:
