@@ -11,7 +11,9 @@ email channels, held if the provider fails again first.
 A message is owed when it came as mail (raw bytes and an envelope sender), went out on a channel
 that is not email during the outage, is settled there (delivered, failed for good, or
 acknowledged: not cancelled by an operator, not still in progress, which the recovery re-plans
-to email itself) and no email channel ever delivered it. Its copy's key is derived from the
+to email itself), no email channel ever delivered it, and its route would have emailed it had the
+provider been up (a route that sends it to a webhook in either mode changed nothing for the
+outage: its mail is not owed to a mailbox). Its copy's key is derived from the
 original's id alone, so the catch-up run again (a restart, a new leader, a second outage) queues
 it once. No I/O: the catch-up commits what this returns.
 """
@@ -23,7 +25,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from daemon.core.catchup import Outage
-from daemon.core.model import Mode, Notification, NotificationStatus, Plan
+from daemon.core.model import Escalation, Mode, Notification, NotificationStatus, Plan
+from daemon.core.routing import Route
 from daemon.ids import new_id
 from daemon.refusals import RELAY_OF_LABEL
 from daemon.store.values import NewNotification, NotificationView
@@ -36,10 +39,15 @@ _SETTLED = frozenset(
 )
 
 
-def owed(view: NotificationView, outage: Outage, mail_channels: Set[str]) -> bool:
-    """Whether ``view``'s message is owed to its recipients' mailboxes after ``outage``."""
+def owed(view: NotificationView, outage: Outage, mail_channels: Set[str], route: Route | None = None) -> bool:
+    """Whether ``view``'s message is owed to its recipients' mailboxes after ``outage``.
+
+    ``route``: the route that planned it (None: one renamed or removed since, or a follow-up's).
+    """
     n = view.notification
     if n.raw is None or n.mail_from is None or not n.recipients or view.status not in _SETTLED:
+        return False
+    if route is not None and not _emails(route, mail_channels):
         return False
     if any(a.channel in mail_channels and a.outcome == "delivered" for a in view.attempts):
         return False
@@ -47,6 +55,13 @@ def owed(view: NotificationView, outage: Outage, mail_channels: Set[str]) -> boo
         a.channel not in mail_channels and outage.started_at <= a.started_at <= outage.ended_at
         for a in view.attempts
     )
+
+
+def _emails(route: Route, mail_channels: Set[str]) -> bool:
+    """Whether ``route``'s healthy action names an email channel."""
+    action = route.healthy
+    channels = action.channels if isinstance(action, Escalation) else action or ()
+    return any(c in mail_channels for c in channels)
 
 
 def relay_key(original_id: str) -> str:

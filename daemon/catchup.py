@@ -152,21 +152,22 @@ class CatchUp:
         sends: list[Sent] = []
         mail: list[str] = []  # ids: the messages' bytes are read again one at a time to relay them
         mail_channels = self._mail()
-        async for view in self._in_scope(outage):
+        async for view, route in self._in_scope(outage):
             sends.extend(self._sent(view, outage))
-            if owed(view, outage, mail_channels):
+            if owed(view, outage, mail_channels, route):
                 mail.append(view.notification.id)
         relayed = await self._relay(mail)
         return relayed + await self._queue(outage, sends)
 
-    async def _in_scope(self, outage: Outage) -> AsyncIterator[NotificationView]:
-        """What may have gone out during ``outage``, but our own and ``catch_up: false`` routes'."""
+    async def _in_scope(self, outage: Outage) -> AsyncIterator[tuple[NotificationView, Route | None]]:
+        """What may have gone out during ``outage``, but our own and ``catch_up: false`` routes',
+        each with the route that planned it (None: not one of these routes)."""
         routes = {r.name: r for _, r in walk(self._routes())}
         async for view in self._pages(outage.started_at - LOOKBACK):
             route = routes.get(view.route)
             ours = view.notification.source in (SOURCE, DRILL_SOURCE)
             if not ours and (route is None or route.catch_up):
-                yield view
+                yield view, route
 
     async def _pages(self, since: datetime) -> AsyncIterator[NotificationView]:
         """Every notification created since ``since``, newest first, a page at a time."""

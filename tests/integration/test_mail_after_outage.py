@@ -37,6 +37,8 @@ intake:
 routes:
   - {{{{name: pager, match: {{{{matchers: ["recipient=pager@example.com"]}}}}, healthy: [email],
       outage: [hook], catch_up: false}}}}
+  - {{{{name: hook-only, match: {{{{matchers: ["recipient=robot@example.com"]}}}}, healthy: [hook],
+      outage: [hook]}}}}
   - {{{{name: critical, match: {{{{severity: [critical]}}}}, healthy: [email], outage: [hook]}}}}
   - {{{{name: rest, match: {{{{}}}}, healthy: [email], outage: defer}}}}
 dispatch: {{{{retry: {{{{initial: 50ms, max: 200ms, max_attempts: 3}}}}}}}}
@@ -134,6 +136,23 @@ async def test_a_route_with_catch_up_false_is_not_relayed_after_the_outage(world
     assert relayed.data == raw
     await world.daemon.catchup.run()  # whatever the first run did, it is done now too
     assert await world.copies_of(paged) == []
+    assert [m.rcpt_tos for m in world.provider.messages] == [("oncall@example.com",)]
+
+
+async def test_mail_a_route_never_emails_is_not_relayed_after_the_outage(world: World) -> None:
+    """A route that sends its mail to the webhook in either mode: the outage changed nothing for it,
+    so the recovery does not email it (as it never would have had the provider been up)."""
+    await world.outage()
+    robot, _ = await world.send("machine report", "robot@example.com")
+    critical, raw = await world.send("database down", "oncall@example.com")
+    await world.hook.wait_for_async(2)
+    await until(lambda: _all_delivered(world, robot, critical))
+
+    await world.recover()
+    (relayed,) = await world.provider.wait_for_async(1, timeout_s=20)
+    assert relayed.data == raw
+    await world.daemon.catchup.run()  # whatever the first run did, it is done now too
+    assert await world.copies_of(robot) == []
     assert [m.rcpt_tos for m in world.provider.messages] == [("oncall@example.com",)]
 
 

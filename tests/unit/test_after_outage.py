@@ -10,6 +10,7 @@ import pytest
 from daemon.after_outage import owed, relay_copy, relay_key
 from daemon.core.catchup import Outage
 from daemon.core.model import Notification, Severity
+from daemon.core.routing import Matcher, Route
 from daemon.refusals import RELAY_OF_LABEL
 from daemon.store.values import AttemptView, NotificationView
 
@@ -69,6 +70,16 @@ def _view(
 )
 def test_owed(view: NotificationView, expected: bool) -> None:
     assert owed(view, OUTAGE, MAIL) is expected
+
+
+def test_a_message_whose_route_never_emails_is_not_owed() -> None:
+    """``healthy: [hook]``: the route sends it to the webhook in either mode, never to a mailbox."""
+    hook_only = Route("critical", Matcher(), healthy=("hook",), outage=("hook",))
+    both = Route("critical", Matcher(), healthy=("hook", "second-provider"), outage=("hook",))
+    view = _view(("hook", DURING, "delivered"))
+    assert not owed(view, OUTAGE, MAIL, hook_only)
+    assert owed(view, OUTAGE, MAIL, both)
+    assert owed(view, OUTAGE, MAIL, None)  # a route renamed or removed since: owed as it came
 
 
 def test_a_message_from_the_null_sender_is_owed_too() -> None:
