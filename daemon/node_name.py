@@ -5,21 +5,24 @@ A node's claims, its check results (its votes) and the leader's lease are kept u
 would each release the other's claims as their own at start (sent twice) and vote as one node.
 So a node takes its name at start (table ``node_names``): free, or its holder's instance has not
 kept it fresh for a lease, or that holder is a process of this host that no longer runs (a
-``kill -9``, restarted at once). A holder that keeps it fresh meanwhile is alive: the start fails
-with :class:`NodeNameInUse`, exit code 78, which a service manager does not restart. Every
-leadership round keeps the name fresh; a node whose name another instance took while it stalled
-stops the same way, and a clean stop gives the name back.
+``kill -9``, restarted at once; "this host" is its kernel boot and PID namespace, not its host
+name, which machines and containers may share). A holder that keeps it fresh meanwhile is
+alive: the start fails with :class:`NodeNameInUse`, exit code 78, which a service manager does
+not restart. Every leadership round keeps the name fresh; a node whose name another instance
+took while it stalled stops the same way, and a clean stop gives the name back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
 import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 
@@ -43,15 +46,35 @@ class Names(Protocol):
 
 
 def new_instance() -> str:
-    """This process, told apart from any other: host, process id, and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """This process, told apart from any other: host, process id, where that id names a process
+    (:func:`_pid_space`; ``-`` unknown), and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_space() or '-'}:{secrets.token_hex(4)}"
+
+
+def _pid_space() -> str | None:
+    """This kernel boot and PID namespace, hashed: where a process id names one process. A host
+    name does not say it: cloned machines share one (``localhost``), and so do containers with
+    the host's network but a PID namespace of their own; a process id of theirs means nothing here.
+    None where Linux's /proc does not tell it: no holder is then known to be dead."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{boot} {space}".encode()).hexdigest()[:8]
 
 
 def dead_here(instance: str) -> bool:
-    """Whether ``instance`` was a process of this host that no longer runs."""
-    host, _, rest = instance.partition(":")  # a host name has no colon
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    """Whether ``instance`` was a process of this host (its kernel boot and PID namespace) that no
+    longer runs."""
+    parts = instance.split(":")  # a host name has no colon
+    if len(parts) != 4:
+        return False
+    host, pid, space, _ = parts
+    here = _pid_space()
+    if host != socket.gethostname() or here is None or space != here:
+        return False
+    if not pid.isdigit() or int(pid) == os.getpid():
         return False
     try:
         os.kill(int(pid), 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -76,15 +75,36 @@ async def test_a_name_its_holder_stopped_keeping_is_taken_after_a_lease(pg_nodes
 async def test_a_name_held_by_a_dead_process_of_this_host_is_taken_at_once(pg_nodes: PgFactory) -> None:
     """Killed with -9 and started again at once: its old process is gone, no wait for the lease."""
     first, second = await pg_nodes("a"), await pg_nodes("a")
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    dead = f"{socket.gethostname()}:{gone.pid}:cafe0002"
+    dead = _instance(_gone_pid(), "cafe0002")
     assert dead_here(dead) and not dead_here(new_instance())
     assert await first.take_name(dead, stale_s=60) is None
     began = time.monotonic()
     async with started(node_of(second, lease_s=60)):
         pass
     assert time.monotonic() - began < 30
+
+
+async def test_a_live_process_of_another_machine_with_this_host_name_is_not_taken_for_dead(
+    pg_nodes: PgFactory,
+) -> None:
+    """Two machines named alike (cloned, both ``localhost``) with a copied configuration: the
+    other's process id means nothing here, so the name it keeps fresh is not taken from it."""
+    first, second = await pg_nodes("a"), await pg_nodes("a")
+    elsewhere = _instance(_gone_pid(), "cafe0004", space="0badcafe")
+    assert not dead_here(elsewhere)
+    assert await first.take_name(elsewhere, stale_s=60) is None
+
+    async def keep_fresh() -> None:
+        while await first.keep_name(elsewhere):
+            await asyncio.sleep(0.05)
+
+    keeper = asyncio.create_task(keep_fresh())
+    try:
+        with pytest.raises(NodeNameInUse):
+            await node_of(second, lease_s=3).start()
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
 
 
 async def test_a_node_whose_name_was_taken_while_it_stalled_steps_down_and_stops(
@@ -114,3 +134,16 @@ async def test_nodes_with_names_of_their_own_start_side_by_side(pg_nodes: PgFact
     async with started(node_of(a, lease_s=0.6)), started(node_of(b, lease_s=0.6)) as other:
         await asyncio.sleep(0)
         assert other.task is not None and not other.task.done()
+
+
+def _gone_pid() -> int:
+    """The id of a process of this host that has ended."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def _instance(pid: int, token: str, space: str | None = None) -> str:
+    """An instance as :func:`new_instance` makes them, for process ``pid`` (of this host by default)."""
+    host, _, here, _ = new_instance().split(":")
+    return f"{host}:{pid}:{space or here}:{token}"
