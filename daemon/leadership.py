@@ -166,10 +166,10 @@ class Leadership:
             self._monitor.annotate(self._lines(await self._outlook()))
 
     async def _keep_name(self) -> None:
-        """Keep the node's name fresh; another process took it (this one stalled past a lease
-        meanwhile): step down and raise NodeNameInUse."""
+        """Keep the node's name fresh; another process took it and keeps it (this one stalled past
+        a lease meanwhile): step down and raise NodeNameInUse."""
         try:
-            kept = await self._store.keep_name(self._instance)
+            kept = await self._store.keep_name(self._instance, stale_s=self.lease_s)
         except StoreError:
             return  # the lease's own write says what the store's trouble means
         if kept:

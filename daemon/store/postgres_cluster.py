@@ -129,12 +129,20 @@ class PostgresCluster(PostgresReads):
 
         return await self._transaction(take)
 
-    async def keep_name(self, instance: str) -> bool:
-        """Keep this node's name fresh; False if another instance took it."""
+    async def keep_name(self, instance: str, stale_s: float) -> bool:
+        """Keep this node's name fresh; False if another instance holds it and has kept it fresh
+        for ``stale_s``. A name nobody keeps (its row gone, or an older run's gone stale: the
+        database restored from a backup, a failover that lost the last writes) is kept all the same.
+        """
 
         async def keep(conn: Conn) -> bool:
-            cur = await conn.execute(Q["keep_node_name"], {"node": self.node, "instance": instance})
-            return cur.rowcount == 1
+            params = {
+                "node": self.node,
+                "instance": instance,
+                "dead": None,
+                "stale": timedelta(seconds=stale_s),
+            }
+            return await (await conn.execute(Q["take_node_name"], params)).fetchone() is not None
 
         return await self._transaction(keep)
 

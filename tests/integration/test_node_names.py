@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 
 from daemon.clock import SystemClock
@@ -95,7 +96,7 @@ async def test_a_live_process_of_another_machine_with_this_host_name_is_not_take
     assert await first.take_name(elsewhere, stale_s=60) is None
 
     async def keep_fresh() -> None:
-        while await first.keep_name(elsewhere):
+        while await first.keep_name(elsewhere, stale_s=60):
             await asyncio.sleep(0.05)
 
     keeper = asyncio.create_task(keep_fresh())
@@ -112,7 +113,8 @@ async def test_a_node_whose_name_was_taken_while_it_stalled_steps_down_and_stops
 ) -> None:
     """Stalled past a lease, another process took the name: its next round says so and ends."""
     first, second = await pg_nodes("a"), await pg_nodes("a")
-    node = node_of(first, lease_s=0.6)
+    # a lease of 3 s: its next round (within a second) finds the taker's hold fresh, loaded or not
+    node = node_of(first, lease_s=3)
     await node.start()
     try:
         assert await second.take_name("other-host:1:cafe0003", stale_s=0, dead=None) is None
@@ -127,6 +129,33 @@ async def test_a_node_whose_name_was_taken_while_it_stalled_steps_down_and_stops
     finally:
         await node.stop()
     assert await second.take_name("other-host:1:cafe0003", stale_s=60) is None, "not given back: not its"
+
+
+@pytest.mark.parametrize(
+    "restore",
+    [
+        "UPDATE node_names SET instance = 'old-host:1:-:cafe0005', seen_at = now() - interval '1 day'",
+        "DELETE FROM node_names",
+    ],
+)
+async def test_a_name_the_database_lost_is_kept_not_given_up(
+    pg_nodes: PgFactory, postgres_url: str, restore: str
+) -> None:
+    """The database restored from a backup (or failed over) holds an older run's long-stale row, or
+    none: no live process has the name, so the running node keeps it and goes on (it stopped for
+    good with 78, every node at once)."""
+    store = await pg_nodes("a")
+    async with started(node_of(store, lease_s=0.6)) as node:
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(restore)
+
+            async def held_again() -> bool:
+                cur = await conn.execute("SELECT instance FROM node_names WHERE name = %s", (store.node,))
+                row = await cur.fetchone()
+                return row is not None and row[0] != "old-host:1:-:cafe0005"
+
+            await until(held_again)
+        assert node.task is not None and not node.task.done()
 
 
 async def test_nodes_with_names_of_their_own_start_side_by_side(pg_nodes: PgFactory) -> None:

@@ -471,10 +471,12 @@ SELECT txid_current();
 
 -- name: take_node_name
 -- The name is ours if nobody holds it, or its holder has not kept it fresh for %(stale)s, or
--- %(dead)s names that holder (a process of this host that no longer runs). No row: held.
+-- %(dead)s names that holder (a process of this host that no longer runs). No row: held. Also
+-- how its holder keeps it fresh every round (its started_at kept).
 INSERT INTO node_names (name, instance, started_at, seen_at)
 VALUES (%(node)s, %(instance)s, now(), now())
-ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, started_at = now(), seen_at = now()
+ON CONFLICT (name) DO UPDATE SET instance = excluded.instance, seen_at = now(),
+    started_at = CASE WHEN node_names.instance = excluded.instance THEN node_names.started_at ELSE now() END
 WHERE node_names.instance = %(instance)s OR node_names.instance = %(dead)s
    OR node_names.seen_at < now() - %(stale)s
 RETURNING instance;
@@ -482,9 +484,6 @@ RETURNING instance;
 -- name: node_name_holder
 SELECT instance, started_at, seen_at, extract(epoch FROM now() - seen_at) AS age_s
 FROM node_names WHERE name = %(node)s;
-
--- name: keep_node_name
-UPDATE node_names SET seen_at = now() WHERE name = %(node)s AND instance = %(instance)s;
 
 -- name: give_node_name
 DELETE FROM node_names WHERE name = %(node)s AND instance = %(instance)s;
