@@ -34,8 +34,11 @@ class NodeNameInUse(Exception):
 class Holder:
     """Who holds a node name, as the database sees it now."""
 
+    #: empty: nobody held it when asked (given back in between): ask again
     instance: str
     started_at: datetime
+    #: when its holder last kept it fresh (the database's clock), and how long ago that was
+    seen_at: datetime
     age_s: float
 
 
@@ -103,10 +106,12 @@ async def take(store: Names, instance: str, stale_s: float, poll_s: float) -> No
             holder = await store.take_name(instance, stale_s, dead=holder.instance)
         if holder is None:
             return
+        if not holder.instance:
+            continue  # given back just now: take it
         if first is None:
             first = holder
-        elif holder.instance != first.instance or holder.age_s < first.age_s:
-            raise in_use(store.node, holder)  # kept fresh meanwhile: it runs
+        elif holder.instance != first.instance or holder.seen_at > first.seen_at:
+            raise in_use(store.node, holder)  # taken or kept fresh meanwhile: it runs
         if time.monotonic() > deadline:
             raise in_use(store.node, holder)
         await asyncio.sleep(poll_s)

@@ -124,8 +124,8 @@ class PostgresCluster(PostgresReads):
                 return None
             row = await (await conn.execute(Q["node_name_holder"], params)).fetchone()
             if row is None:  # given back in between: the next try takes it
-                return Holder("", datetime.now(UTC), stale_s + 1)
-            return Holder(row["instance"], row["started_at"], float(row["age_s"]))
+                return Holder("", datetime.now(UTC), datetime.now(UTC), 0.0)
+            return Holder(row["instance"], row["started_at"], row["seen_at"], float(row["age_s"]))
 
         return await self._transaction(take)
 
