@@ -89,6 +89,7 @@ class Daemon(Assembly):
         self.monitor.on_transition(self._suspected)
         self.monitor.on_transition(self._overlaid)
         self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
+        self._tasks.append(asyncio.create_task(self.pruner.run(), name="retention"))
         if self.config.drills is not None:
             routes = self.config.drills.routes
             self.scheduler.schedule(self.config.drills.schedule, lambda: self.drills.start(routes), "drill")
@@ -218,6 +219,7 @@ class Daemon(Assembly):
             await self.leadership.stop()
         self.dispatcher.stop()
         self.catchup.stop()
+        self.pruner.stop()
         if self._server is not None:
             self._server.should_exit = True
         await asyncio.gather(*self._tasks, *self._side_tasks, return_exceptions=True)

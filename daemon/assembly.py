@@ -28,6 +28,7 @@ from daemon.intake.accept import Acceptor
 from daemon.intake.smtp import SmtpIntake
 from daemon.metrics import Metrics
 from daemon.rendering import Renderer, Unresolved, template_book, unresolved_reporter
+from daemon.retention import Pruner
 from daemon.scheduler import CheckScheduler
 from daemon.store.base import StoreUnavailable
 from daemon.wiring import (
@@ -94,6 +95,7 @@ class Assembly:
         self.catchup = build_catchup(
             config, self.store, self.people, lambda: self._routes, self._clock, self.dispatcher, self._leads
         )
+        self.pruner = Pruner(self.store, config.store.retention, self._clock, self._leads)
         self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         #: the tokens' rate limits, counted once for this process and its intake workers (made
         #: last: a part above that fails to build leaves no descriptor behind)

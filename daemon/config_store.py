@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Discriminator, Tag
 
-from daemon.configbase import Duration, Model
+from daemon.configbase import DEFAULT_RETENTION, Duration, Model, Retention
 from daemon.store.postgres_config import PostgresStoreConfig
 
 
@@ -21,6 +21,7 @@ class SqliteStoreConfig(Model):
 
     path: Path
     busy_timeout: Duration = timedelta(seconds=5)
+    retention: Retention = DEFAULT_RETENTION
 
 
 def _store_kind(value: Any) -> str:

@@ -98,6 +98,21 @@ Duration = Annotated[
 ]
 PositiveInt = Annotated[int, Field(ge=1)]
 
+#: the shortest ``store.retention``: the recovery's catch-up reads what went out during the outage
+#: (a day-long one, and a day before it), and an operator reads last week's history
+MIN_RETENTION = timedelta(days=7)
+
+
+def _retention(value: timedelta | None) -> timedelta | None:
+    if value is not None and value < MIN_RETENTION:
+        raise ValueError(f"must be at least {format_duration(MIN_RETENTION)} (or null: kept for ever)")
+    return value
+
+
+#: how long finished notifications are kept (docs/operations.md, "Retention"); None: for ever
+Retention = Annotated[Duration | None, AfterValidator(_retention)]
+DEFAULT_RETENTION = timedelta(days=30)
+
 
 def _email_address(value: str) -> str:
     if not re.fullmatch(r"[^@\s]+@[^@\s]+", value):

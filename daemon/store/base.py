@@ -134,6 +134,11 @@ class Store(Protocol):
         self, channel: str, limit: int, now: datetime, lease_until: datetime
     ) -> list[Claimed]: ...
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` finished notifications (and their deliveries, attempts and group
+        versions) last changed before ``before``, none with a delivery left to send; how many."""
+        ...
+
     async def record(self, outcomes: Sequence[Outcome], now: datetime) -> None: ...
 
     async def fail_stranded(

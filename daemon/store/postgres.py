@@ -30,6 +30,7 @@ from daemon.store import (
     postgres_ack,
     postgres_callbacks,
     postgres_claims,
+    postgres_prune,
     postgres_reroutes,
     unreadable,
 )
@@ -241,6 +242,9 @@ class PostgresStore(PostgresCluster):
             await conn.execute(Q["settle_replans"], (sorted(routes),))
 
         await self._transaction(settle)
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        return await self._transaction(lambda conn: postgres_prune.prune(conn, before, limit))
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._transaction(lambda conn: postgres_reroutes.cancel(conn, notification_id, now))

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from pydantic import Field, SecretStr, field_validator
 
-from daemon.configbase import Duration, Model, PositiveInt
+from daemon.configbase import DEFAULT_RETENTION, Duration, Model, PositiveInt, Retention
 
 
 class PostgresStoreConfig(Model):
@@ -24,6 +24,8 @@ class PostgresStoreConfig(Model):
     nodes_quorum: PositiveInt = 1
     #: a node's check result older than this no longer votes (cover the slowest check's interval)
     vantage_fresh: Duration = timedelta(seconds=60)
+    #: finished notifications older than this are deleted (the leader, hourly); None: kept for ever
+    retention: Retention = DEFAULT_RETENTION
 
     @field_validator("url")
     @classmethod

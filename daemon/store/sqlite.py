@@ -31,6 +31,7 @@ from daemon.store import (
     sqlite_callbacks,
     sqlite_claims,
     sqlite_provider,
+    sqlite_prune,
     sqlite_reroutes,
     unreadable,
 )
@@ -286,6 +287,9 @@ class SqliteStore(SqliteReads):
             conn.execute(Q["prune_checks"], (codec.ts(result.at - CHECK_RETENTION),))
 
         await self._writer.run(write)
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        return await self._writer.run(lambda conn: sqlite_prune.prune(conn, before, limit))
 
     async def cancel(self, notification_id: str, now: datetime) -> CancelResult:
         return await self._writer.run(lambda conn: sqlite_reroutes.cancel(conn, notification_id, now))

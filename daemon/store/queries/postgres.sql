@@ -487,3 +487,25 @@ FROM node_names WHERE name = %(node)s;
 
 -- name: give_node_name
 DELETE FROM node_names WHERE name = %(node)s AND instance = %(instance)s;
+
+-- name: prunable
+-- As SQLite's: finished, last changed before %(before)s, nothing left to send; oldest first.
+SELECT n.id FROM notifications n
+WHERE n.created_at < %(before)s AND n.updated_at < %(before)s
+  AND n.status IN ('delivered', 'failed', 'cancelled', 'acknowledged')
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.notification_id = n.id AND d.state IN ('pending', 'in_flight', 'held'))
+ORDER BY n.created_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: prune_attempts
+DELETE FROM attempts WHERE notification_id = ANY(%s);
+
+-- name: prune_deliveries
+DELETE FROM deliveries WHERE notification_id = ANY(%s);
+
+-- name: prune_group_versions
+DELETE FROM group_versions WHERE notification_id = ANY(%s);
+
+-- name: prune_notifications
+DELETE FROM notifications WHERE id = ANY(%s);

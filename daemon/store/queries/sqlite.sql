@@ -376,3 +376,25 @@ SELECT id FROM provider WHERE id = 1;
 -- The row is rewritten: its page is appended to the WAL at the commit and synced, as a small
 -- accept's would be (on a full disk both fail once the WAL must grow), and nothing changes.
 UPDATE provider SET id = id WHERE id = 1;
+
+-- name: prunable
+-- Finished notifications last changed before :before, oldest first (by the created_at index:
+-- created_at <= updated_at), none with a delivery still to send or being sent.
+SELECT n.id FROM notifications n
+WHERE n.created_at < :before AND n.updated_at < :before
+  AND n.status IN ('delivered', 'failed', 'cancelled', 'acknowledged')
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.notification_id = n.id AND d.state IN ('pending', 'in_flight', 'held'))
+ORDER BY n.created_at LIMIT :limit;
+
+-- name: prune_attempts
+DELETE FROM attempts WHERE notification_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_deliveries
+DELETE FROM deliveries WHERE notification_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_group_versions
+DELETE FROM group_versions WHERE notification_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_notifications
+DELETE FROM notifications WHERE id IN (SELECT value FROM json_each(?));

@@ -1,0 +1,100 @@
+"""Retention: finished notifications older than ``store.retention`` are deleted, hourly, by the leader.
+
+Without it the outbox grows for ever: every notification with its deliveries and attempts, and
+every message of the SMTP smart host with its bytes (up to 25 MiB each). A notification is
+deleted once it is finished (delivered, failed, cancelled or acknowledged), nothing of it is left
+to send or being sent, and it has not changed for ``store.retention`` (30 days by default; at
+least 7; ``null`` keeps everything). A batch of :data:`BATCH` per transaction, the loop yielding
+between batches so that intake and delivery go on. The leader alone runs it (alone, the node); a
+store error is logged and the next run tries again. See docs/operations.md, "Retention".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from daemon.clock import Clock
+from daemon.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+#: notifications deleted per transaction
+BATCH = 500
+#: how often the leader looks, and how long after the start it first does
+EVERY_S = 3600.0
+FIRST_AFTER_S = 60.0
+
+
+class Pruner:
+    def __init__(
+        self,
+        store: Store,
+        retention: timedelta | None,
+        clock: Clock,
+        leads: Callable[[], bool],
+        *,
+        every_s: float = EVERY_S,
+        first_after_s: float = FIRST_AFTER_S,
+        batch: int = BATCH,
+    ) -> None:
+        self._store = store
+        self._retention = retention
+        self._clock = clock
+        self._leads = leads
+        self._every_s = every_s
+        self._first_after_s = first_after_s
+        self._batch = batch
+        self._stopped = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Until :meth:`stop`: a pass soon after the start, then one every hour, while leading."""
+        if self._retention is None:
+            return
+        delay = self._first_after_s
+        while not await self._pause(delay):
+            if self._leads():
+                await self.run_once()
+            delay = self._every_s
+
+    async def run_once(self) -> int:
+        """Delete what is past the retention now, a batch at a time; how many. Never raises StoreError."""
+        if self._retention is None:
+            return 0
+        before = self._clock.now() - self._retention
+        total = 0
+        while not self._stopped.is_set():
+            try:
+                deleted = await self._store.prune(before, self._batch)
+            except StoreError as exc:
+                log.warning(
+                    "retention: could not delete old notifications (%d deleted this run): %s",
+                    total,
+                    exc,
+                    extra={"event": "store.prune_failed", "count": total},
+                )
+                return total
+            total += deleted
+            if deleted < self._batch:
+                break
+            await asyncio.sleep(0)  # the intake's and the dispatcher's turn between batches
+        if total:
+            log.info(
+                "retention: %d finished notifications older than %s deleted",
+                total,
+                before.isoformat(timespec="seconds"),
+                extra={"event": "store.pruned", "count": total},
+            )
+        return total
+
+    async def _pause(self, delay_s: float) -> bool:
+        """Wait ``delay_s``; whether the pruner was stopped meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), delay_s)
+        return self._stopped.is_set()

@@ -1,0 +1,78 @@
+"""Retention on both stores (SQLite, the real PostgreSQL): what ``prune`` deletes and what it keeps."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from daemon.core.model import Escalation, EscalationStep, Mode, Notification, Plan, Severity
+from daemon.store.base import Store
+from daemon.store.values import NewNotification, Outcome
+from tests.integration.test_store import T0, note, run_sql
+
+LEASE = timedelta(minutes=5)
+#: a month and a day after T0: what finished at T0 is past a 30-day retention
+BEFORE = T0 + timedelta(days=31)
+
+
+async def _deliver(store: Store, channel: str) -> list[str]:
+    """Claim what is due on ``channel`` an hour after T0 and record it delivered; their ids."""
+    at = T0 + timedelta(hours=1)
+    claimed = await store.claim(channel, 10, at, at + LEASE)
+    await store.record([Outcome(c.delivery.id, "delivered", at, at, "ok") for c in claimed], at)
+    return [c.notification.id for c in claimed]
+
+
+def _escalating(n: int) -> NewNotification:
+    """Email at once, SMS five minutes later unless acknowledged: delivered, and still owing a step."""
+    steps = (EscalationStep(timedelta(0), ("email",)), EscalationStep(timedelta(minutes=5), ("sms",)))
+    plans: dict[Mode, Plan] = {
+        mode: Plan(route="esc", mode=mode, escalation=Escalation(steps)) for mode in ("healthy", "outage")
+    }
+    notification = Notification(f"id-{n:05d}", f"key-{n}", T0, Severity.CRITICAL, f"subject {n}")
+    return NewNotification(notification, plans, pinned=True)
+
+
+def _count(store: Store, table: str, notification_id: str) -> int:
+    column = "id" if table == "notifications" else "notification_id"
+    query = f"SELECT count(*) FROM {table} WHERE {column} = '{notification_id}'"  # noqa: S608
+    (row,) = run_sql(store, query)
+    return int(row[0])  # type: ignore[call-overload]
+
+
+async def test_finished_notifications_past_the_retention_go_with_their_rows(store: Store) -> None:
+    await store.accept([note(1), note(2), note(3), _escalating(4)], T0)
+    assert await store.cancel("id-00002", T0) == "cancelled"
+    assert sorted(await _deliver(store, "email")) == ["id-00001", "id-00003", "id-00004"]
+    run_sql(store, "INSERT INTO group_versions (lineage, notification_id) VALUES ('g', 'id-00001')")
+    await store.accept([note(5)], T0 + timedelta(days=30, hours=12))  # pending, and recent
+
+    assert await store.prune(BEFORE, 100) == 3
+    for gone in ("id-00001", "id-00002", "id-00003"):
+        assert await store.notification(gone) is None
+        for table in ("notifications", "deliveries", "attempts", "group_versions"):
+            assert _count(store, table, gone) == 0, (gone, table)
+    # an escalation step still to send, and a notification not yet sent: kept however old
+    for kept in ("id-00004", "id-00005"):
+        view = await store.notification(kept)
+        assert view is not None and _count(store, "deliveries", kept) >= 1
+    assert await store.prune(BEFORE, 100) == 0
+
+
+async def test_a_notification_changed_within_the_retention_is_kept(store: Store) -> None:
+    """Created long before the cut, delivered after it: its last change counts, not its birth."""
+    await store.accept([note(1)], T0)
+    later = BEFORE + timedelta(days=1)
+    claimed = await store.claim("email", 10, later, later + LEASE)
+    await store.record([Outcome(c.delivery.id, "delivered", later, later, "ok") for c in claimed], later)
+    assert await store.prune(BEFORE, 100) == 0
+    assert await store.prune(later + timedelta(seconds=1), 100) == 1
+
+
+async def test_pruning_goes_in_batches_oldest_first(store: Store) -> None:
+    for n in range(1, 4):
+        await store.accept([note(n)], T0 + timedelta(minutes=n))
+    await _deliver(store, "email")
+    assert await store.prune(BEFORE, 2) == 2
+    assert await store.notification("id-00001") is None and await store.notification("id-00002") is None
+    assert await store.notification("id-00003") is not None
+    assert await store.prune(BEFORE, 2) == 1
