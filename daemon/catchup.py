@@ -54,6 +54,8 @@ LOOKBACK = timedelta(days=1)
 #: at start-up and election, outages that ended longer ago than this get no (late) catch-up
 HORIZON = timedelta(days=1)
 PAGE = 200
+#: after the recovery's catch-up, once more this much later (sends that settled late)
+LATE_S = 300.0
 #: smart-host messages relayed per commit (each read back with its bytes, up to the size limit)
 RELAY_BATCH = 20
 #: a store that fails (a PostgreSQL failover, a locked disk) is tried again every 2 minutes at most,
@@ -74,6 +76,7 @@ class CatchUp:
         *,
         in_flight: Callable[[], int] = lambda: 0,
         settle_s: float = 10.0,
+        late_s: float = LATE_S,
         leads: Callable[[], bool] = lambda: True,
         retry: RetryPolicy = RETRY,
     ) -> None:
@@ -86,6 +89,7 @@ class CatchUp:
         self._provider = provider_name
         self._in_flight = in_flight
         self._settle_s = settle_s
+        self._late_s = late_s
         self._leads = leads
         self._retry = retry
         # runs overlap (a recovery and an election at once): one at a time, the second finds the keys
@@ -97,13 +101,24 @@ class CatchUp:
         self._stopped.set()
 
     async def after_recovery(self) -> int:
-        """Let sends in flight at the recovery record their outcome (briefly), then :meth:`run`."""
+        """Let sends in flight at the recovery record their outcome (briefly), then :meth:`run`;
+        run again :data:`LATE_S` later, while this node still leads, for what was settled only
+        then (a send slower than the wait, or one in flight on another node): the keys make the
+        second run queue only what the first could not."""
+        await self._settled()
+        new = await self.run()
+        if await self._pause(self._late_s):
+            await self._settled()
+            new += await self.run()
+        return new
+
+    async def _settled(self) -> None:
+        """Until this node's sends in flight have recorded their outcome, or ``settle_s``."""
         deadline = self._clock.monotonic() + self._settle_s
         while self._clock.monotonic() < deadline:
             if not self._in_flight():
                 break
             await asyncio.sleep(0.05)
-        return await self.run()
 
     async def run(self, horizon: timedelta | None = None) -> int:
         """Queue the catch-ups of the latest ended outage and relay its owed mail; how many were new.

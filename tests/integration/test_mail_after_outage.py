@@ -21,7 +21,7 @@ from daemon.app import Daemon
 from daemon.core.model import ProviderState
 from daemon.refusals import RELAY_OF_LABEL
 from daemon.store.values import NotificationView
-from tests.servers import SmtpServer, WebhookReceiver
+from tests.servers import ScriptedResponse, SmtpServer, WebhookReceiver
 from tests.support import config_template, running, until
 
 SENDER = "app@example.com"
@@ -173,3 +173,18 @@ async def test_held_mail_is_relayed_once_not_twice(world: World) -> None:
 
 async def _all_delivered(world: World, *ids: str) -> bool:
     return all([await _is(world, i, "delivered") for i in ids])
+
+
+async def test_a_message_still_being_sent_at_the_recovery_is_relayed_by_the_later_run(world: World) -> None:
+    """The webhook takes a second to answer; the catch-up run at the recovery (here without waiting
+    for sends in flight) finds the message unsettled; the run a little later relays it, once."""
+    catchup = world.daemon.catchup
+    catchup._settle_s, catchup._late_s = 0.0, 4.0  # 10 s and 5 min in the daemon
+    await world.outage()
+    world.hook.script(ScriptedResponse(delay_s=1.0))
+    original, raw = await world.send("database down", "oncall@example.com")
+    await world.hook.wait_for_async(1)
+    await world.recover()
+    (relayed,) = await world.provider.wait_for_async(1, timeout_s=20)
+    assert relayed.data == raw
+    assert len(await world.copies_of(original)) == 1
