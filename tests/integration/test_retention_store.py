@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from daemon.core.model import Escalation, EscalationStep, Mode, Notification, Plan, Severity
 from daemon.store.base import Store
+from daemon.store.sqlite import SqliteStore
 from daemon.store.values import NewNotification, Outcome
 from tests.integration.test_store import T0, note, run_sql
 
@@ -76,3 +77,33 @@ async def test_pruning_goes_in_batches_oldest_first(store: Store) -> None:
     assert await store.notification("id-00001") is None and await store.notification("id-00002") is None
     assert await store.notification("id-00003") is not None
     assert await store.prune(BEFORE, 2) == 1
+
+
+#: each foreign key whose child column leads no index, as (table, column): one on PostgreSQL
+_UNINDEXED_PG = """
+SELECT c.conrelid::regclass::text, a.attname FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+WHERE c.contype = 'f' AND c.connamespace = current_schema()::regnamespace
+  AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1])
+"""
+
+
+def _unindexed_sqlite(store: Store) -> list[tuple[str, str]]:
+    found = []
+    for (table,) in run_sql(store, "SELECT name FROM sqlite_master WHERE type = 'table'"):
+        leading = {
+            str(run_sql(store, f"PRAGMA index_info('{index[1]}')")[0][2])
+            for index in run_sql(store, f"PRAGMA index_list('{table}')")
+        }
+        for key in run_sql(store, f"PRAGMA foreign_key_list('{table}')"):
+            if key[3] not in leading:
+                found.append((str(table), str(key[3])))
+    return found
+
+
+async def test_every_foreign_key_deleted_through_is_indexed(store: Store) -> None:
+    """A pruned delivery's attempts are found by an index, not a read of them all per delivery."""
+    if isinstance(store, SqliteStore):
+        assert _unindexed_sqlite(store) == []
+    else:
+        assert run_sql(store, _UNINDEXED_PG) == []
