@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from daemon.core.model import Escalation, EscalationStep, Mode, Notification, Plan, Severity
 from daemon.store.base import Store
+from daemon.store.queries import load
 from daemon.store.sqlite import SqliteStore
 from daemon.store.values import NewNotification, Outcome
 from tests.integration.test_store import T0, note, run_sql
@@ -107,3 +109,16 @@ async def test_every_foreign_key_deleted_through_is_indexed(store: Store) -> Non
         assert _unindexed_sqlite(store) == []
     else:
         assert run_sql(store, _UNINDEXED_PG) == []
+
+
+async def test_sqlite_finds_what_to_prune_by_creation_time(tmp_path: Path) -> None:
+    """Oldest first by the created_at index: not every finished notification read and sorted."""
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    try:
+        prunable = load("sqlite")["prunable"].replace(":before", "0").replace(":limit", "1")
+        query = f"EXPLAIN QUERY PLAN {prunable}"
+        plan = " | ".join(str(row[3]) for row in run_sql(store, query))
+    finally:
+        await store.close()
+    assert "USING INDEX notifications_created" in plan and "TEMP B-TREE" not in plan, plan

@@ -379,8 +379,10 @@ UPDATE provider SET id = id WHERE id = 1;
 
 -- name: prunable
 -- Finished notifications last changed before :before, oldest first (by the created_at index:
--- created_at <= updated_at), none with a delivery still to send or being sent.
-SELECT n.id FROM notifications n
+-- created_at <= updated_at), none with a delivery still to send or being sent. INDEXED BY: left
+-- to itself SQLite read every finished notification by status and sorted them, 0.3 s of the
+-- writer's time per batch at 200,000, 1 ms this way.
+SELECT n.id FROM notifications n INDEXED BY notifications_created
 WHERE n.created_at < :before AND n.updated_at < :before
   AND n.status IN ('delivered', 'failed', 'cancelled', 'acknowledged')
   AND NOT EXISTS (SELECT 1 FROM deliveries d
