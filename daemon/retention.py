@@ -4,9 +4,13 @@ Without it the outbox grows for ever: every notification with its deliveries and
 every message of the SMTP smart host with its bytes (up to 25 MiB each). A notification is
 deleted once it is finished (delivered, failed, cancelled or acknowledged), nothing of it is left
 to send or being sent, and it has not changed for ``store.retention`` (30 days by default; at
-least 7; ``null`` keeps everything). A batch of :data:`BATCH` per transaction, the loop yielding
-between batches so that intake and delivery go on. The leader alone runs it (alone, the node); a
-store error is logged and the next run tries again. See docs/operations.md, "Retention".
+least 7; ``null`` keeps everything). What the recovery's catch-up will read is kept longer: while
+the provider is out, however long, everything since a day before the outage began (its smart-host
+mail still owed to mailboxes, its sends still owed a catch-up email), and so for a day after it
+ends (the catch-up's horizon, at a start or an election). A batch of :data:`BATCH` per
+transaction, the loop yielding between batches so that intake and delivery go on. The leader
+alone runs it (alone, the node); a store error is logged and the next run tries again. See
+docs/operations.md, "Retention".
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from daemon.catchup import EVENTS, HORIZON, LOOKBACK
 from daemon.clock import Clock
+from daemon.core.catchup import last_outage, outage_start
 from daemon.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -67,24 +73,24 @@ class Pruner:
         """Delete what is past the retention now, a batch at a time; how many. Never raises StoreError."""
         if self._retention is None:
             return 0
-        before = self._clock.now() - self._retention
         total = 0
-        while not self._stopped.is_set():
-            try:
+        try:
+            before = await self._cut(self._retention)
+            while before is not None and not self._stopped.is_set():
                 deleted = await self._store.prune(before, self._batch)
-            except StoreError as exc:
-                log.warning(
-                    "retention: could not delete old notifications (%d deleted this run): %s",
-                    total,
-                    exc,
-                    extra={"event": "store.prune_failed", "count": total},
-                )
-                return total
-            total += deleted
-            if deleted < self._batch:
-                break
-            await asyncio.sleep(0)  # the intake's and the dispatcher's turn between batches
-        if total:
+                total += deleted
+                if deleted < self._batch:
+                    break
+                await asyncio.sleep(0)  # the intake's and the dispatcher's turn between batches
+        except StoreError as exc:
+            log.warning(
+                "retention: could not delete old notifications (%d deleted this run): %s",
+                total,
+                exc,
+                extra={"event": "store.prune_failed", "count": total},
+            )
+            return total
+        if total and before is not None:
             log.info(
                 "retention: %d finished notifications older than %s deleted",
                 total,
@@ -92,6 +98,22 @@ class Pruner:
                 extra={"event": "store.pruned", "count": total},
             )
         return total
+
+    async def _cut(self, retention: timedelta) -> datetime | None:
+        """Before when this run deletes: the retention's cut, or earlier to keep what the catch-up
+        of an outage reads (since a day before its start): one going on, however long, or one
+        ended within the catch-up's horizon. None: an outage whose start is out of sight."""
+        now = self._clock.now()
+        cut = now - retention
+        provider = await self._store.provider(events=EVENTS, checks=0)
+        transitions = list(reversed(provider.events))
+        if provider.mode == "outage":
+            started_at = outage_start(transitions)
+            return None if started_at is None else min(cut, started_at - LOOKBACK)
+        ended = last_outage(transitions)
+        if ended is None or now - ended.ended_at > HORIZON:
+            return cut
+        return min(cut, ended.started_at - LOOKBACK)
 
     async def _pause(self, delay_s: float) -> bool:
         """Wait ``delay_s``; whether the pruner was stopped meanwhile."""

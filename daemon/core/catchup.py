@@ -80,6 +80,21 @@ def last_outage(transitions: Sequence[Transition]) -> Outage | None:
     return found
 
 
+def outage_start(transitions: Sequence[Transition]) -> datetime | None:
+    """When the outage episode still going on after ``transitions`` (oldest first) began; None
+    when the mode is healthy after them, or the episode began before the first of them."""
+    if not transitions:
+        return None
+    mode: Mode = mode_for(transitions[0].from_state, "healthy")
+    started_at: datetime | None = None
+    for transition in transitions:
+        new = mode_for(transition.to_state, mode)
+        if mode != new:
+            started_at = transition.at if new == "outage" else None
+        mode = new
+    return started_at if mode == "outage" else None
+
+
 def withdrawn(trail: Iterable[tuple[int, str]]) -> frozenset[int]:
     """The deliveries in ``trail`` whose delivered send a later callback undid.
 

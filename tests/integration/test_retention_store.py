@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from daemon.core.model import Escalation, EscalationStep, Mode, Notification, Plan, Severity
+from daemon.core.health import HealthSnapshot, Transition
+from daemon.core.model import Escalation, EscalationStep, Mode, Notification, Plan, ProviderState, Severity
+from daemon.retention import Pruner
 from daemon.store.base import Store
 from daemon.store.queries import load
 from daemon.store.sqlite import SqliteStore
 from daemon.store.values import NewNotification, Outcome
 from tests.integration.test_store import T0, note, run_sql
+from tests.support import VirtualClock
 
 LEASE = timedelta(minutes=5)
 #: a month and a day after T0: what finished at T0 is past a 30-day retention
@@ -122,3 +125,25 @@ async def test_sqlite_finds_what_to_prune_by_creation_time(tmp_path: Path) -> No
     finally:
         await store.close()
     assert "USING INDEX notifications_created" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def _turn(store: Store, at: datetime, before: ProviderState, after: ProviderState) -> None:
+    transition = Transition(at, before, after, "test")
+    await store.save_provider(HealthSnapshot(natural=after, since=at), transition, at)
+
+
+async def test_what_an_outage_sent_is_kept_until_its_catch_up(store: Store) -> None:
+    """A week-long outage's sends outlive a 7-day retention until a day after the recovery."""
+    await _turn(store, T0 - timedelta(hours=1), ProviderState.HEALTHY, ProviderState.OUTAGE)
+    await store.accept([note(1)], T0)
+    assert await _deliver(store, "hook") == ["id-00001"]  # the backup, an hour into the outage
+    retention, recovered = timedelta(days=7), T0 + timedelta(days=10)
+
+    def pruner(at: datetime) -> Pruner:
+        return Pruner(store, retention, VirtualClock(at), lambda: True)
+
+    assert await pruner(recovered - timedelta(hours=1)).run_once() == 0
+    await _turn(store, recovered, ProviderState.OUTAGE, ProviderState.HEALTHY)
+    assert await pruner(recovered + timedelta(hours=23)).run_once() == 0
+    assert await store.notification("id-00001") is not None
+    assert await pruner(recovered + timedelta(days=1, hours=1)).run_once() == 1

@@ -15,6 +15,7 @@ from daemon.core.catchup import (
     catch_up_email,
     catch_up_key,
     last_outage,
+    outage_start,
     received_by,
     withdrawn,
 )
@@ -65,6 +66,21 @@ def _steps(*states: ProviderState) -> list[Transition]:
 def test_last_outage_spans_the_outage_mode(transitions: list[Transition], expected: Outage | None) -> None:
     """The episode runs from leaving the healthy mode to returning to it, overlays and flapping included."""
     assert last_outage(transitions) == expected
+
+
+@pytest.mark.parametrize(
+    ("transitions", "expected"),
+    [
+        (_steps(H, S, OUT, R, F, U), T0 + timedelta(minutes=1)),
+        (_steps(H, S, OUT, R, H, S, OUT), T0 + timedelta(minutes=5)),  # the second episode
+        (_steps(H, S, OUT, R, H), None),  # over
+        (_steps(OUT, R), None),  # its start is older than what was read
+        ([], None),
+    ],
+)
+def test_outage_start_names_the_episode_going_on(transitions: list[Transition], expected: object) -> None:
+    """The start of the outage mode in force after the transitions, overlays and flapping included."""
+    assert outage_start(transitions) == expected
 
 
 def test_withdrawn_names_sends_a_callback_reported_undelivered() -> None:

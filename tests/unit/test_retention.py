@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from daemon.config_store import SqliteStoreConfig
+from daemon.core.health import HealthSnapshot
+from daemon.core.model import Mode, ProviderState
 from daemon.retention import Pruner
 from daemon.store.base import StoreUnavailable
+from daemon.store.values import ProviderView
 from tests.support import VirtualClock, until
 
 NOW = datetime(2026, 11, 30, 5, tzinfo=UTC)
@@ -19,9 +22,15 @@ NOW = datetime(2026, 11, 30, 5, tzinfo=UTC)
 class Scripted:
     """``prune`` answers from a script; an exception in it is raised."""
 
-    def __init__(self, *answers: int | Exception) -> None:
+    def __init__(self, *answers: int | Exception, mode: Mode = "healthy") -> None:
         self.answers = list(answers)
         self.calls: list[tuple[datetime, int]] = []
+        self.mode = mode
+
+    async def provider(self, events: int = 20, checks: int = 20) -> ProviderView:
+        """The provider in ``mode`` since before any transition kept: no outage start in sight."""
+        state = ProviderState.HEALTHY if self.mode == "healthy" else ProviderState.OUTAGE
+        return ProviderView(state, self.mode, HealthSnapshot(natural=state))
 
     async def prune(self, before: datetime, limit: int) -> int:
         self.calls.append((before, limit))
@@ -72,6 +81,13 @@ async def test_only_the_leader_prunes_and_a_stop_ends_the_loop() -> None:
 async def test_kept_for_ever_when_the_retention_is_null() -> None:
     store = Scripted()
     await asyncio.wait_for(_pruner(store, retention=None).run(), 5)
+    assert store.calls == []
+
+
+async def test_nothing_is_deleted_during_an_outage_whose_start_is_out_of_sight() -> None:
+    """Its catch-up will read from a day before that start: where the cut would be is unknown."""
+    store = Scripted(2, mode="outage")
+    assert await _pruner(store).run_once() == 0
     assert store.calls == []
 
 
