@@ -89,8 +89,11 @@ async def _uvicorn(admission: Admission, app: ASGIApp | None = None) -> AsyncIte
         sock.close()
 
 
-async def _connect(port: int) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", port)
+async def _connect(port: int, source: str | None = None) -> Stream:
+    """A connection to 127.0.0.1:``port``, from ``source`` (another loopback address) if given."""
+    return await asyncio.open_connection(
+        "127.0.0.1", port, local_addr=None if source is None else (source, 0)
+    )
 
 
 async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
@@ -114,9 +117,9 @@ async def _closed_within(reader: asyncio.StreamReader, deadline_s: float) -> boo
     return True
 
 
-async def _refused(port: int) -> tuple[int, dict[str, str], Any]:
+async def _refused(port: int, source: str | None = None) -> tuple[int, dict[str, str], Any]:
     """A new connection's unasked answer; it must be closed after it."""
-    reader, writer = await _connect(port)
+    reader, writer = await _connect(port, source)
     try:
         answer = await _answer(reader)
         assert await _closed_within(reader, 2)

@@ -22,9 +22,10 @@ from tests.integration.test_http_admission import (
     TOKEN,
     _answer,
     _assert_overloaded,
-    _closed_within,
+    _connect,
     _lean,
     _post,
+    _refused,
     _uvicorn,
 )
 from tests.servers import SmtpServer
@@ -35,17 +36,11 @@ PER_CLIENT = "api.max_connections_per_client"
 
 
 async def _from(address: str, port: int) -> Stream:
-    return await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+    return await _connect(port, address)
 
 
 async def _refused_from(address: str, port: int) -> tuple[int, dict[str, str], Any]:
-    reader, writer = await _from(address, port)
-    try:
-        answer = await _answer(reader)
-        assert await _closed_within(reader, 2)
-    finally:
-        writer.close()
-    return answer
+    return await _refused(port, address)
 
 
 async def _two_from_one_address_then_another(
