@@ -93,9 +93,23 @@ class Assembly:
         self.announcer = build_announcer(config, self.acceptor, self.store, self.monitor, self._clock)
         self.drills = build_drills(config, self.store, lambda: self._routes, self._clock)
         self.catchup = build_catchup(
-            config, self.store, self.people, lambda: self._routes, self._clock, self.dispatcher, self._leads
+            config,
+            self.store,
+            self.people,
+            lambda: self._routes,
+            self._clock,
+            self.dispatcher,
+            self._leads,
+            self.metrics.relayed_after_outage.inc,
         )
-        self.pruner = Pruner(self.store, config.store.retention, self._clock, self._leads)
+        self.pruner = Pruner(
+            self.store,
+            config.store.retention,
+            self._clock,
+            self._leads,
+            on_pruned=self.metrics.pruned.inc,
+            on_failed=self.metrics.prune_failures.inc,
+        )
         self.smtp = None if config.intake.smtp is None else SmtpIntake(config.intake.smtp, self.acceptor)
         #: the tokens' rate limits, counted once for this process and its intake workers (made
         #: last: a part above that fails to build leaves no descriptor behind)

@@ -78,6 +78,7 @@ class CatchUp:
         settle_s: float = 10.0,
         late_s: float = LATE_S,
         leads: Callable[[], bool] = lambda: True,
+        on_relayed: Callable[[int], None] = lambda n: None,
         retry: RetryPolicy = RETRY,
     ) -> None:
         self._store = store
@@ -90,6 +91,7 @@ class CatchUp:
         self._in_flight = in_flight
         self._settle_s = settle_s
         self._late_s = late_s
+        self._on_relayed = on_relayed
         self._leads = leads
         self._retry = retry
         # runs overlap (a recovery and an election at once): one at a time, the second finds the keys
@@ -240,7 +242,9 @@ class CatchUp:
                 if view is not None:
                     copies.append(relay_copy(view.notification, steps, now))
             accepted = await self._store.accept(copies, now) if copies else []
-            relayed += sum(not a.duplicate for a in accepted)
+            new = sum(not a.duplicate for a in accepted)
+            self._on_relayed(new)
+            relayed += new
         if ids:
             log.info(
                 "catch-up: %d messages of the smart host relayed by email (%d owed)",

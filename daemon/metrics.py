@@ -182,6 +182,19 @@ class Metrics:
         self.leader = Gauge(
             "backchannel_leader", "1 while this node leads the nodes sharing its store, else 0", registry=None
         )
+        self.pruned = Counter(
+            "backchannel_notifications_pruned",
+            "Finished notifications deleted past store.retention (the leader's retention runs)",
+            registry=r,
+        )
+        self.prune_failures = Counter(
+            "backchannel_prune_failures", "Retention runs the store failed (tried again next run)", registry=r
+        )
+        self.relayed_after_outage = Counter(
+            "backchannel_mail_relayed_after_outage",
+            "Smart-host messages relayed by email after an outage they went to backup channels in",
+            registry=r,
+        )
         self.store_up = Gauge(
             "backchannel_store_up",
             "1 while the store commits, 0 while it fails (intake and /healthz answer 503 store_unavailable)",

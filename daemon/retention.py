@@ -46,6 +46,8 @@ class Pruner:
         every_s: float = EVERY_S,
         first_after_s: float = FIRST_AFTER_S,
         batch: int = BATCH,
+        on_pruned: Callable[[int], None] = lambda n: None,
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._retention = retention
@@ -54,6 +56,8 @@ class Pruner:
         self._every_s = every_s
         self._first_after_s = first_after_s
         self._batch = batch
+        self._on_pruned = on_pruned
+        self._on_failed = on_failed
         self._stopped = asyncio.Event()
 
     def stop(self) -> None:
@@ -79,10 +83,12 @@ class Pruner:
             while before is not None and not self._stopped.is_set():
                 deleted = await self._store.prune(before, self._batch)
                 total += deleted
+                self._on_pruned(deleted)
                 if deleted < self._batch:
                     break
                 await asyncio.sleep(0)  # the intake's and the dispatcher's turn between batches
         except StoreError as exc:
+            self._on_failed()
             log.warning(
                 "retention: could not delete old notifications (%d deleted this run): %s",
                 total,

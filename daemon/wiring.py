@@ -162,6 +162,7 @@ def build_catchup(
     clock: Clock,
     dispatcher: Dispatcher,
     leads: Callable[[], bool],
+    on_relayed: Callable[[int], None],
 ) -> CatchUp:
     # the channels are built once (a reload keeps them), so the primary ones are too
     primary, mail = primary_channels(config), mail_channels(config)
@@ -175,6 +176,7 @@ def build_catchup(
         config.provider.name,
         in_flight=lambda: dispatcher.in_flight,
         leads=leads,
+        on_relayed=on_relayed,
     )
 
 

@@ -121,6 +121,8 @@ async def test_critical_mail_sent_to_chat_in_an_outage_is_relayed_by_email_after
     assert await world.daemon.catchup.run() == 0
     assert len(await world.copies_of(original)) == 1
     assert len(world.provider.messages) == 1
+    relayed_total = "backchannel_mail_relayed_after_outage_total"
+    assert world.daemon.metrics.registry.get_sample_value(relayed_total) == 1
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,7 +42,12 @@ class Scripted:
 
 
 def _pruner(
-    store: Scripted, *, leads: bool = True, retention: timedelta | None = timedelta(days=30)
+    store: Scripted,
+    *,
+    leads: bool = True,
+    retention: timedelta | None = timedelta(days=30),
+    on_pruned: Callable[[int], None] = lambda n: None,
+    on_failed: Callable[[], None] = lambda: None,
 ) -> Pruner:
     return Pruner(
         store,  # type: ignore[arg-type]
@@ -51,20 +57,26 @@ def _pruner(
         every_s=0.01,
         first_after_s=0.0,
         batch=2,
+        on_pruned=on_pruned,
+        on_failed=on_failed,
     )
 
 
-async def test_batches_until_one_comes_back_short() -> None:
-    store = Scripted(2, 2, 1, 2)
-    assert await _pruner(store).run_once() == 5
+async def test_batches_until_one_comes_back_short_and_each_is_counted() -> None:
+    store, counted = Scripted(2, 2, 1, 2), list[int]()
+    pruner = _pruner(store, on_pruned=counted.append)
+    assert await pruner.run_once() == 5
     assert store.calls == [(NOW - timedelta(days=30), 2)] * 3
+    assert counted == [2, 2, 1]
 
 
 async def test_a_store_error_ends_the_run_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    store = Scripted(2, StoreUnavailable("disk gone"))
+    store, failures = Scripted(2, StoreUnavailable("disk gone")), list[int]()
+    pruner = _pruner(store, on_failed=lambda: failures.append(1))
     with caplog.at_level(logging.WARNING, logger="daemon.retention"):
-        assert await _pruner(store).run_once() == 2
+        assert await pruner.run_once() == 2
     assert [r.__dict__.get("event") for r in caplog.records] == ["store.prune_failed"]
+    assert failures == [1]
 
 
 async def test_only_the_leader_prunes_and_a_stop_ends_the_loop() -> None:
