@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from daemon.core.catchup import Outage
-from daemon.core.model import Escalation, Mode, Notification, NotificationStatus, Plan
+from daemon.core.model import Mode, Notification, NotificationStatus, Plan
 from daemon.core.routing import Route
 from daemon.ids import new_id
 from daemon.refusals import RELAY_OF_LABEL
@@ -58,10 +58,8 @@ def owed(view: NotificationView, outage: Outage, mail_channels: Set[str], route:
 
 
 def _emails(route: Route, mail_channels: Set[str]) -> bool:
-    """Whether ``route``'s healthy action names an email channel."""
-    action = route.healthy
-    channels = action.channels if isinstance(action, Escalation) else action or ()
-    return any(c in mail_channels for c in channels)
+    """Whether ``route``'s healthy action names an email channel (an escalation iterates its own)."""
+    return any(c in mail_channels for c in route.healthy or ())
 
 
 def relay_key(original_id: str) -> str:
